@@ -1,0 +1,3 @@
+from sdstudio.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,25 @@
+"""Errors the engine raises. Each message is meant for the user: it says what is wrong and what to do."""
+
+
+class SDStudioError(Exception):
+    """Base class of every error a user may see."""
+
+
+class CheckpointError(SDStudioError):
+    """A model file cannot be read: not safetensors, truncated, inconsistent, or missing parts."""
+
+
+class UnsupportedModelError(CheckpointError):
+    """The file is readable but holds an architecture SD Studio does not run."""
+
+
+class RequestError(SDStudioError):
+    """A generation request has an invalid parameter (size, steps, strength, ...)."""
+
+
+class GenerationError(SDStudioError):
+    """Generation failed at run time (out of memory, numerical failure)."""
+
+
+class Cancelled(SDStudioError):
+    """The user cancelled the job; nothing was written."""

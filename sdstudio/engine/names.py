@@ -1,0 +1,47 @@
+"""Sampler and schedule names as AUTOMATIC1111 shows them, and the legacy combined names.
+
+No torch here: the UI lists these and history parses them.
+"""
+
+from __future__ import annotations
+
+SAMPLERS = ("Euler", "Euler a", "Heun", "DPM++ 2M", "DPM++ 2M SDE", "DPM++ SDE", "DDIM", "LCM")
+SCHEDULERS = ("normal", "karras", "exponential", "sgm_uniform")
+
+# A1111 writes "Schedule type: Karras"; ComfyUI says "karras". Keys are lower-cased.
+_SCHEDULER_ALIASES = {
+    "normal": "normal",
+    "automatic": "normal",
+    "karras": "karras",
+    "exponential": "exponential",
+    "sgm uniform": "sgm_uniform",
+    "sgm_uniform": "sgm_uniform",
+}
+_SAMPLER_ALIASES = {name.lower(): name for name in SAMPLERS} | {
+    "euler_a": "Euler a",
+    "euler_ancestral": "Euler a",
+    "euler ancestral": "Euler a",
+    "dpmpp_2m": "DPM++ 2M",
+    "dpmpp_2m_sde": "DPM++ 2M SDE",
+    "dpmpp_sde": "DPM++ SDE",
+}
+SCHEDULER_LABELS = {"normal": "Normal", "karras": "Karras", "exponential": "Exponential", "sgm_uniform": "SGM Uniform"}
+
+
+def canonical_scheduler(name: str) -> str:
+    """'Karras' / 'karras' / 'SGM Uniform' -> our schedule name; ValueError names the choices."""
+    key = name.strip().lower()
+    if key not in _SCHEDULER_ALIASES:
+        raise ValueError(f"unknown schedule {name!r}; choose one of: {', '.join(SCHEDULERS)}")
+    return _SCHEDULER_ALIASES[key]
+
+
+def canonical_sampler(name: str) -> tuple[str, str | None]:
+    """Return (sampler, schedule or None). Legacy A1111 names carry the schedule: 'DPM++ 2M Karras'."""
+    key = name.strip().lower()
+    if key in _SAMPLER_ALIASES:
+        return _SAMPLER_ALIASES[key], None
+    for suffix, schedule in ((" karras", "karras"), (" exponential", "exponential")):
+        if key.endswith(suffix) and key[: -len(suffix)] in _SAMPLER_ALIASES:
+            return _SAMPLER_ALIASES[key[: -len(suffix)]], schedule
+    raise ValueError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")

@@ -1,0 +1,82 @@
+"""The plain dataclasses that cross layer boundaries: what to generate, each step, what came out.
+
+No torch here: the UI and history import these without loading the engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+MODES = ("txt2img", "img2img", "inpaint")
+INPAINT_FILL = ("original", "latent noise")
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Everything that determines an image. Same request + same model => same pixels."""
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    steps: int = 20
+    cfg_scale: float = 7.0
+    sampler: str = "Euler a"
+    scheduler: str = "normal"
+    seed: int = 0
+    width: int = 512
+    height: int = 512
+    batch_size: int = 1
+    clip_skip: int = 1
+    # img2img / inpainting: an RGB init image; strength is the fraction of the schedule that runs.
+    init_image: Image.Image | None = field(default=None, compare=False, repr=False)
+    strength: float = 0.75
+    # inpainting: an L-mode mask at the init image's size, white = repaint.
+    mask: Image.Image | None = field(default=None, compare=False, repr=False)
+    mask_blur: int = 4
+    only_masked: bool = False
+    only_masked_padding: int = 32
+    # The model: a path, or "" for the built-in model. model_hash is filled in by the engine.
+    model: str = ""
+    vae: str = ""
+    taesd: str = ""
+    model_hash: str = ""
+    prediction: str = ""  # "" = detect, "eps" or "v"
+    parent_id: str = ""  # history entry this image was made from (img2img/inpaint), if any
+
+    @property
+    def mode(self) -> str:
+        if self.init_image is None:
+            return "txt2img"
+        return "inpaint" if self.mask is not None else "img2img"
+
+    def replace(self, **changes: Any) -> GenerationRequest:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """One sampler step as seen by progress and preview callbacks.
+
+    `denoised` is the engine's current denoised latent (a torch tensor); only engine code (the preview
+    helper) looks inside it. `preview` is filled by the engine when a preview image was made for this step.
+    """
+
+    step: int
+    total: int
+    sigma: float
+    denoised: Any = field(default=None, repr=False)
+    preview: Image.Image | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """Images and the exact parameters that made them: one request per image (seed, seed+1, ...)."""
+
+    images: list[Image.Image]
+    requests: list[GenerationRequest]
+    model_name: str = ""
+    seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""History: every generation stored with its parameters. Never imports Qt."""

@@ -1,0 +1,53 @@
+"""Where SD Studio finds its resources and keeps user data.
+
+Resources live next to the package (or inside a PyInstaller bundle). User data lives under the
+platform's app-data folder, or under $SDSTUDIO_HOME when set (tests and scripts use it).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+APP_NAME = "SDStudio"
+
+
+def resources_dir() -> Path:
+    bundle = getattr(sys, "_MEIPASS", None)
+    if bundle:
+        return Path(bundle) / "resources"
+    return Path(__file__).resolve().parent.parent / "resources"
+
+
+def tokenizer_dir() -> Path:
+    return resources_dir() / "tokenizer"
+
+
+def builtin_models_dir() -> Path:
+    return resources_dir() / "models"
+
+
+def home() -> Path:
+    override = os.environ.get("SDSTUDIO_HOME")
+    if override:
+        return Path(override)
+    if sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA", Path.home() / "AppData" / "Roaming"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
+    return base / APP_NAME
+
+
+def models_dir() -> Path:
+    return home() / "models"
+
+
+def outputs_dir() -> Path:
+    return home() / "outputs"
+
+
+def history_db() -> Path:
+    return home() / "history.sqlite3"

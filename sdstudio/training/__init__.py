@@ -1,0 +1,1 @@
+"""Training of the small built-in model (run as `python -m sdstudio.training`)."""
