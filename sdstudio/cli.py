@@ -1,0 +1,82 @@
+"""Command line: `python -m sdstudio inspect|generate|params ...`, and `sdstudio` with no command starts the app.
+
+Heavy imports (torch, transformers) happen inside the commands that need them, so `inspect` and `params` stay
+fast and a bad argument is reported before anything loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sdstudio.engine.errors import SDStudioError
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from sdstudio.engine.detect import detect
+    from sdstudio.engine.safetensors_file import PICKLE_SUFFIXES, read_header
+
+    path = Path(args.path)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise SDStudioError(f"{path.name}: pickled checkpoints are not inspected (they can run code when opened); "
+                            "convert it to .safetensors")
+    desc = detect(read_header(path), prediction=args.prediction or "")
+    if args.json:
+        print(json.dumps(desc.to_json(), indent=2))
+        return 0
+    print(f"{desc.name}: {desc.summary()}")
+    rows = [("family", desc.family_label), ("inpainting", "yes" if desc.inpainting else "no"),
+            ("prediction", f"{desc.prediction} ({desc.prediction_source})"), ("dtype", desc.dtype),
+            ("context dim", desc.context_dim), ("latent scale", desc.scale_factor),
+            ("VAE factor", desc.vae_downscale), ("default size", desc.default_size)]
+    rows += [(f"params {k}", f"{v / 1e6:.1f}M") for k, v in desc.params.items()]
+    if desc.missing:
+        rows.append(("missing", ", ".join(desc.missing)))
+    for k, v in rows:
+        print(f"  {k:<14} {v}")
+    for note in desc.notes:
+        print(f"  note: {note}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sdstudio", description="SD Studio: local Stable Diffusion")
+    sub = p.add_subparsers(dest="command")
+    ins = sub.add_parser("inspect", help="describe a checkpoint without loading its weights")
+    ins.add_argument("path")
+    ins.add_argument("--json", action="store_true", help="machine-readable output")
+    ins.add_argument("--prediction", choices=("eps", "v"), help="override the prediction type")
+    ins.set_defaults(func=cmd_inspect)
+    _add_generate(sub)
+    _add_params(sub)
+    return p
+
+
+def _add_generate(sub) -> None:
+    from sdstudio.generate_cli import add_generate_parser
+
+    add_generate_parser(sub)
+
+
+def _add_params(sub) -> None:
+    from sdstudio.generate_cli import add_params_parser
+
+    add_params_parser(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not getattr(args, "command", None):
+        from sdstudio.ui.app import run_app
+
+        return run_app(sys.argv[1:] if argv is None else argv)
+    try:
+        return args.func(args)
+    except SDStudioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

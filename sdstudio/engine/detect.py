@@ -1,0 +1,254 @@
+"""What a checkpoint is, read from tensor shapes (never from the file name), without torch.
+
+Detection is table-driven: a few facts are read from shapes (UNet input channels, cross-attention context
+width, SDXL's `label_emb` width, which text-encoder prefixes exist) and matched against FAMILIES; known
+architectures we do not run are matched against UNSUPPORTED and named in the error. What shapes cannot tell
+(v-prediction, our own demo model's settings) comes from an explicit override, safetensors metadata, or a
+sidecar `.yaml` next to the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sdstudio.engine.errors import CheckpointError, UnsupportedModelError
+from sdstudio.engine.safetensors_file import SafetensorsHeader
+
+UNET = "model.diffusion_model."
+VAE = "first_stage_model."
+SD1_TEXT = "cond_stage_model.transformer."
+SD2_TEXT = "cond_stage_model.model."
+SDXL_TEXT_L = "conditioner.embedders.0.transformer."
+SDXL_TEXT_G = "conditioner.embedders.1.model."
+CONFIG_KEY = "sdstudio.config"
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    label: str
+    context_dim: int | None  # None: any (our demo model)
+    adm_in_channels: int | None
+    text_prefixes: tuple[str, ...]
+    scale_factor: float
+    default_size: int
+
+
+FAMILIES = (
+    Family("sd1", "SD 1.x", 768, None, (SD1_TEXT,), 0.18215, 512),
+    Family("sd2", "SD 2.x", 1024, None, (SD2_TEXT,), 0.18215, 768),
+    Family("sdxl", "SDXL", 2048, 2816, (SDXL_TEXT_L, SDXL_TEXT_G), 0.13025, 1024),
+    Family("demo", "SD Studio demo", None, None, (SD1_TEXT,), 1.0, 64),
+)
+FAMILY_BY_NAME = {f.name: f for f in FAMILIES}
+
+# (test on the key set, what it is). Checked before the families so a wrong file is named, not misread.
+UNSUPPORTED: tuple[tuple[str, str], ...] = (
+    (r"^(model\.diffusion_model\.)?joint_blocks\.", "Stable Diffusion 3 (MMDiT)"),
+    (r"^(model\.diffusion_model\.)?double_blocks\.", "FLUX"),
+    (r"^(model\.diffusion_model\.)?(blocks\.\d+\.cross_attn|transformer_blocks\.\d+\.attn2)", "a DiT/video model"),
+    (r"^lora_(unet|te)_|\.lora_(up|down)\.|lora_A\.weight$", "a LoRA (load it as a LoRA, not as a checkpoint)"),
+    (r"^(down_blocks|up_blocks|mid_block)\.", ("a diffusers-format component file (SD Studio loads single-file "
+                                               "checkpoints; convert it or use the original .safetensors)")),
+    (r"^(emb_params|string_to_param|clip_l|clip_g)$", "a textual-inversion embedding"),
+    (r"^model\.diffusion_model\.(input_hint_block|zero_convs)", "a ControlNet"),
+)
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """What was detected in a checkpoint: torch-free, shown by `inspect` and the UI."""
+
+    name: str
+    path: str
+    family: str
+    family_label: str
+    inpainting: bool
+    prediction: str
+    prediction_source: str
+    dtype: str
+    params: dict[str, int]
+    default_size: int
+    scale_factor: float
+    vae_downscale: int
+    context_dim: int
+    unet_in_channels: int
+    missing: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    config: dict = field(default_factory=dict, compare=False)
+
+    def summary(self) -> str:
+        kind = self.family_label + (" inpainting" if self.inpainting else "")
+        pred = "v-prediction" if self.prediction == "v" else "eps-prediction"
+        total = sum(self.params.values()) / 1e6
+        return f"{kind}, {pred}, {self.dtype}, {total:.0f}M parameters"
+
+    def to_json(self) -> dict:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "config"}
+        d["missing"], d["notes"] = list(self.missing), list(self.notes)
+        return d
+
+
+def _first_shape(shapes: dict[str, tuple[int, ...]], pattern: str) -> tuple[int, ...] | None:
+    rx = re.compile(pattern)
+    for k, s in shapes.items():
+        if rx.search(k):
+            return s
+    return None
+
+
+def _dtype_label(header: SafetensorsHeader) -> str:
+    by = {k: v for k, v in header.dtypes().items() if k in ("F16", "F32", "BF16", "F64")}
+    if not by:
+        return "unknown"
+    names = {"F16": "fp16", "F32": "fp32", "BF16": "bf16", "F64": "fp64"}
+    major = max(by, key=by.get)
+    return names[major] if by[major] >= 0.99 * sum(by.values()) else f"mixed (mostly {names[major]})"
+
+
+def _params(header: SafetensorsHeader, prefixes: dict[str, tuple[str, ...]]) -> dict[str, int]:
+    out = {}
+    for comp, pres in prefixes.items():
+        n = sum(t.numel for k, t in header.tensors.items() if k.startswith(pres))
+        if n:
+            out[comp] = n
+    return out
+
+
+def check_unsupported(keys) -> None:
+    for pattern, what in UNSUPPORTED:
+        rx = re.compile(pattern)
+        if any(rx.search(k) for k in keys):
+            raise UnsupportedModelError(f"this file is {what}; SD Studio runs SD 1.x, SD 2.x and SDXL base "
+                                        "checkpoints (and their inpainting variants)")
+
+
+def detect(header: SafetensorsHeader, prediction: str = "") -> ModelDescription:
+    """Describe a full single-file checkpoint; raise CheckpointError / UnsupportedModelError naming what was seen."""
+    keys = header.tensors.keys()
+    check_unsupported(keys)
+    unet = header.shapes(UNET)
+    if "input_blocks.0.0.weight" not in unet:
+        raise _not_a_checkpoint(header)
+    config = _read_config(header)
+    in_ch = unet["input_blocks.0.0.weight"][1]
+    ctx_shape = _first_shape(unet, r"attn2\.to_k\.weight$")
+    context_dim = ctx_shape[1] if ctx_shape else 0
+    adm_shape = unet.get("label_emb.0.0.weight")
+    adm = adm_shape[1] if adm_shape else None
+    family = _match_family(header, config, context_dim, adm, in_ch)
+    if in_ch not in (4, 9) and not (config and in_ch > 0):
+        raise UnsupportedModelError(
+            f"UNet with {in_ch} input channels (instruct-pix2pix / upscaler?) is not supported; "
+            "SD Studio runs 4-channel models and 9-channel inpainting models")
+    missing = tuple(name for name, pres in (("VAE", (VAE,)), ("text encoder", family.text_prefixes))
+                    if not all(header.has_prefix(p) for p in pres))
+    pred, source = _prediction(header, family, in_ch, config, prediction)
+    down_levels = {m.group(1) for k in header.shapes(VAE + "encoder.down.") for m in [re.match(r"(\d+)\.", k)] if m}
+    vae_downscale = 2 ** (len(down_levels) - 1) if down_levels else 8
+    notes = []
+    if family.name == "sd2" and source == "default":
+        notes.append("SD 2.x: 768-v models predict v. Shapes cannot tell; if images come out grey or noisy, "
+                     "set prediction to v (or put a .yaml with parameterization: v next to the file)")
+    return ModelDescription(
+        name=header.path.stem, path=str(header.path), family=family.name, family_label=family.label,
+        inpainting=in_ch == 9, prediction=pred, prediction_source=source, dtype=_dtype_label(header),
+        params=_params(header, {"unet": (UNET,), "vae": (VAE,), "text": family.text_prefixes}),
+        default_size=int(config.get("default_size", family.default_size)) if config else family.default_size,
+        scale_factor=float(config.get("scale_factor", family.scale_factor)) if config else family.scale_factor,
+        vae_downscale=vae_downscale, context_dim=context_dim, unet_in_channels=in_ch, missing=missing,
+        notes=tuple(notes), config=config)
+
+
+def _not_a_checkpoint(header: SafetensorsHeader) -> CheckpointError:
+    keys = list(header.tensors)
+    if not keys:
+        return CheckpointError(f"{header.path.name}: the file holds no tensors")
+    if any(k.startswith(("encoder.", "decoder.")) for k in keys):
+        return CheckpointError(f"{header.path.name}: this is a standalone VAE, not a full checkpoint; "
+                               "choose it as the VAE of a checkpoint")
+    if "1.weight" in keys and "3.conv.0.weight" in keys:
+        return CheckpointError(f"{header.path.name}: this is a TAESD preview decoder/encoder, not a checkpoint")
+    sample = ", ".join(sorted(keys)[:3])
+    return UnsupportedModelError(f"{header.path.name}: unknown architecture: no UNet under '{UNET}' "
+                                 f"({len(keys)} tensors, e.g. {sample})")
+
+
+def _read_config(header: SafetensorsHeader) -> dict:
+    raw = header.metadata.get(CONFIG_KEY)
+    if not raw:
+        return {}
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{header.path.name}: metadata {CONFIG_KEY} is not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{header.path.name}: metadata {CONFIG_KEY} is not a JSON object")
+    return config
+
+
+def _match_family(header, config: dict, context_dim: int, adm: int | None, in_ch: int) -> Family:
+    if config.get("family") in FAMILY_BY_NAME:
+        return FAMILY_BY_NAME[config["family"]]
+    if adm == 2560:
+        raise UnsupportedModelError(f"{header.path.name}: SDXL refiner (adm 2560) is not supported; "
+                                    "use an SDXL base checkpoint")
+    for fam in FAMILIES:
+        if fam.context_dim == context_dim and fam.adm_in_channels == adm:
+            return fam
+    raise UnsupportedModelError(
+        f"{header.path.name}: unknown architecture: UNet with {in_ch} input channels, cross-attention context "
+        f"{context_dim}, adm {adm} matches none of SD 1.x (768), SD 2.x (1024), SDXL base (2048 + adm 2816)")
+
+
+def _prediction(header, family: Family, in_ch: int, config: dict, override: str) -> tuple[str, str]:
+    if override:
+        if override not in ("eps", "v"):
+            raise CheckpointError(f"prediction must be 'eps' or 'v', not {override!r}")
+        return override, "override"
+    if config.get("prediction") in ("eps", "v"):
+        return config["prediction"], "metadata"
+    spec = header.metadata.get("modelspec.prediction_type", "").lower()
+    if spec in ("v", "v_prediction", "v-prediction"):
+        return "v", "metadata"
+    if spec in ("epsilon", "eps"):
+        return "eps", "metadata"
+    yaml_pred = _sidecar_yaml_prediction(header.path)
+    if yaml_pred:
+        return yaml_pred, "yaml"
+    if "v_pred" in header.tensors:
+        return "v", "v_pred key"
+    if family.name == "sd2" and in_ch == 4 and _sd2_bias_std(header) > 0.09:
+        # The same weights heuristic ComfyUI uses: 768-v UNets have a much wider norm1 bias here.
+        return "v", "weights heuristic"
+    return "eps", "default"
+
+
+def _sidecar_yaml_prediction(path: Path) -> str:
+    yaml = path.with_suffix(".yaml")
+    if not yaml.is_file():
+        return ""
+    m = re.search(r"^\s*parameterization:\s*['\"]?(\w+)", yaml.read_text(errors="replace"), re.MULTILINE)
+    if not m:
+        return "eps"
+    return "v" if m.group(1) == "v" else "eps"
+
+
+def _sd2_bias_std(header: SafetensorsHeader) -> float:
+    entry = header.tensors.get(UNET + "output_blocks.11.1.transformer_blocks.0.norm1.bias")
+    if entry is None or entry.dtype not in ("F16", "F32"):
+        return 0.0
+    with open(header.path, "rb") as f:
+        f.seek(entry.begin)
+        data = np.frombuffer(f.read(entry.end - entry.begin), dtype=np.float16 if entry.dtype == "F16" else np.float32)
+    return float(np.std(data.astype(np.float64))) if data.size else 0.0
+
+
+def parameter_count(shapes: dict[str, tuple[int, ...]]) -> int:
+    return sum(math.prod(s) for s in shapes.values())

@@ -1,0 +1,83 @@
+"""Turning checked safetensors headers into torch tensors, one tensor at a time.
+
+Each tensor is read with a plain file read straight into its own storage; a dtype change (fp16 file, fp32
+modules) converts that one tensor and drops the scratch copy before the next, so peak memory is the loaded
+weights plus the largest single tensor.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from sdstudio.engine.errors import CheckpointError
+from sdstudio.engine.safetensors_file import PICKLE_SUFFIXES, SafetensorsHeader, TensorEntry, read_header
+
+TORCH_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+    "U16": torch.uint16, "U32": torch.uint32, "U64": torch.uint64,
+}
+
+
+def read_tensor(f, entry: TensorEntry, dtype: torch.dtype | None = None) -> torch.Tensor:
+    out = torch.empty(entry.shape, dtype=TORCH_DTYPES[entry.dtype])
+    if entry.end > entry.begin:
+        f.seek(entry.begin)
+        view = memoryview(out.view(-1).view(torch.uint8).numpy())
+        if f.readinto(view) != entry.end - entry.begin:
+            raise CheckpointError(f"{Path(f.name).name}: truncated while reading {entry.name!r}")
+    if dtype is not None and out.is_floating_point() and out.dtype != dtype:
+        out = out.to(dtype)
+    return out
+
+
+def load_tensors(header: SafetensorsHeader, prefix: str = "", dtype: torch.dtype | None = None,
+                 skip: Iterable[str] = ()) -> dict[str, torch.Tensor]:
+    """All tensors under `prefix` (prefix stripped), floating ones converted to `dtype`."""
+    skip = tuple(skip)
+    n = len(prefix)
+    out: dict[str, torch.Tensor] = {}
+    with open(header.path, "rb", buffering=0) as f:
+        for name, entry in header.tensors.items():
+            if name.startswith(prefix) and not any(s in name for s in skip):
+                out[name[n:]] = read_tensor(f, entry, dtype)
+    return out
+
+
+def load_state_dict_file(path: str | os.PathLike, allow_pickle: bool = False,
+                         dtype: torch.dtype | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A whole file as (state dict, metadata). Pickle files only with allow_pickle, and then weights-only."""
+    path = Path(path)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        if not allow_pickle:
+            raise CheckpointError(
+                f"{path.name}: pickled checkpoints (.ckpt/.pt) can run code when opened, so SD Studio refuses them "
+                "by default. Convert it to .safetensors, or enable 'allow pickle' to load it in weights-only mode.")
+        return _load_pickle(path, dtype), {}
+    header = read_header(path)
+    return load_tensors(header, dtype=dtype), header.metadata
+
+
+def _load_pickle(path: Path, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # torch raises many types here (UnpicklingError, RuntimeError, EOFError)
+        raise CheckpointError(f"{path.name}: cannot be read as a weights-only PyTorch checkpoint ({exc})") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path.name}: does not hold a plain dictionary of tensors")
+    if dtype is None:
+        return dict(obj)
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in obj.items()}
+
+
+def pickle_shapes(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    """Shapes of a weights-only pickle (memory-mapped, so nothing is read into memory)."""
+    sd = _load_pickle(path, None)
+    return {k: tuple(v.shape) for k, v in sd.items()}, {}
