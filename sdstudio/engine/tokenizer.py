@@ -1,0 +1,49 @@
+"""The CLIP BPE tokenizer (Radford et al. 2021, "Learning Transferable Visual Models From Natural Language
+Supervision") built offline from the files shipped in resources/tokenizer/, and the 77-token chunk layout
+every Stable Diffusion text encoder reads: BOS, up to 75 prompt tokens, EOS, padding.
+
+SD 1.x (and SDXL's first encoder, a transformers CLIPTextModel) pad with EOS; OpenCLIP encoders (SD 2.x,
+SDXL's bigG) pad with token 0, as `open_clip.tokenize` does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from functools import lru_cache
+
+from transformers import CLIPTokenizer
+
+from sdstudio.paths import tokenizer_dir
+
+VOCAB_SIZE = 49408
+BOS = 49406
+EOS = 49407
+OPENCLIP_PAD = 0
+COMMA = 267  # ",</w>": A1111 prefers to split long prompts after a comma
+CONTEXT_LENGTH = 77
+CHUNK_TOKENS = CONTEXT_LENGTH - 2
+
+
+@lru_cache(maxsize=1)
+def load_tokenizer() -> CLIPTokenizer:
+    """The CLIP tokenizer from resources/tokenizer/{vocab.json, merges.txt}; never touches the network."""
+    folder = tokenizer_dir()
+    vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+    lines = (folder / "merges.txt").read_text(encoding="utf-8").splitlines()
+    merges = [tuple(line.split()) for line in lines[1:] if line]
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=CONTEXT_LENGTH)
+
+
+def tokenize(texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each text without BOS/EOS and without truncation (chunking is the caller's job)."""
+    if not texts:
+        return []
+    return load_tokenizer()(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
+
+
+def pad_chunk(tokens: Sequence[int], pad_token: int) -> list[int]:
+    """One encoder input: BOS + tokens + EOS, then `pad_token` up to 77 positions."""
+    if len(tokens) > CHUNK_TOKENS:
+        raise ValueError(f"a chunk holds at most {CHUNK_TOKENS} tokens, got {len(tokens)}")
+    return [BOS, *tokens, EOS] + [pad_token] * (CHUNK_TOKENS - len(tokens))
