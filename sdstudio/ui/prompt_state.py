@@ -1,0 +1,84 @@
+"""What the prompt panel edits, as a plain dataclass, and how it becomes immutable generation requests."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass
+
+from PIL import Image
+
+from sdstudio.engine.request import GenerationRequest
+
+RANDOM_SEED = -1
+MAX_SEED = 2**32 - 1
+
+# Width x height presets per model family (detect.py's family names); the first is the family's default.
+SIZE_PRESETS: dict[str, tuple[tuple[int, int], ...]] = {
+    "demo": ((64, 64), (32, 32), (96, 96), (128, 128), (96, 64), (64, 96)),
+    "sd1": ((512, 512), (512, 768), (768, 512), (640, 640), (768, 768), (576, 1024), (1024, 576)),
+    "sd2": ((768, 768), (512, 512), (640, 960), (960, 640), (768, 1152), (1152, 768)),
+    "sdxl": ((1024, 1024), (896, 1152), (1152, 896), (832, 1216), (1216, 832), (768, 1344), (1344, 768)),
+}
+
+
+@dataclass
+class PromptState:
+    """Every value the prompt panel shows. Mutable: the panel edits it; requests are snapshots of it."""
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    model: str = ""  # checkpoint path, "" = the built-in model
+    sampler: str = "Euler a"
+    scheduler: str = "karras"
+    steps: int = 20
+    cfg_scale: float = 5.0
+    seed: int = RANDOM_SEED
+    width: int = 64
+    height: int = 64
+    batch_size: int = 1
+    batch_count: int = 1
+    strength: float = 0.75
+    mask_blur: int = 4
+    only_masked: bool = False
+
+
+def size_presets(family: str) -> tuple[tuple[int, int], ...]:
+    """The presets for a family; unknown families get SD 1.x's."""
+    return SIZE_PRESETS.get(family, SIZE_PRESETS["sd1"])
+
+
+def build_requests(state: PromptState, init_image: Image.Image | None = None, mask: Image.Image | None = None,
+                   rng: random.Random | None = None) -> list[GenerationRequest]:
+    """One request per batch (batch_count of them), each an independent snapshot.
+
+    Seeds follow A1111: a random base seed is drawn once, batch j starts at base + j * batch_size, so every
+    image's seed (base + index) is distinct and reproducible. The images are copied so later edits of the
+    canvas or mask never reach a queued job.
+    """
+    rng = rng or random.Random()
+    base = rng.randrange(MAX_SEED + 1) if state.seed == RANDOM_SEED else state.seed
+    init = init_image.copy() if init_image is not None else None
+    use_mask = init is not None and mask is not None
+    common = GenerationRequest(
+        prompt=state.prompt, negative_prompt=state.negative_prompt, model=state.model,
+        sampler=state.sampler, scheduler=state.scheduler, steps=state.steps, cfg_scale=state.cfg_scale,
+        width=state.width, height=state.height, batch_size=state.batch_size,
+        init_image=init, strength=state.strength if init is not None else 0.75,
+        mask=mask.copy() if use_mask else None, mask_blur=state.mask_blur,
+        only_masked=state.only_masked and use_mask,
+    )
+    return [common.replace(seed=(base + j * state.batch_size) % (MAX_SEED + 1),
+                           init_image=init.copy() if init is not None else None,
+                           mask=common.mask.copy() if common.mask is not None else None)
+            for j in range(state.batch_count)]
+
+
+def apply_request(state: PromptState, request: GenerationRequest) -> PromptState:
+    """The panel values that reproduce `request` (loading parameters from history)."""
+    return dataclasses.replace(
+        state, prompt=request.prompt, negative_prompt=request.negative_prompt, model=request.model,
+        sampler=request.sampler, scheduler=request.scheduler, steps=request.steps, cfg_scale=request.cfg_scale,
+        seed=request.seed, width=request.width, height=request.height, batch_size=request.batch_size,
+        strength=request.strength, mask_blur=request.mask_blur, only_masked=request.only_masked,
+    )

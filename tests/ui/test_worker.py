@@ -1,0 +1,160 @@
+import threading
+import time
+
+import pytest
+from PySide6.QtGui import QColor
+
+from sdstudio.engine.request import GenerationRequest
+from sdstudio.ui.worker import PreviewThrottle, Worker
+from tests.ui.fake_engine import FakeEngine, preview_colour, result_colour
+
+
+@pytest.fixture
+def engine():
+    return FakeEngine(step_seconds=0.005)
+
+
+@pytest.fixture
+def worker(qtbot, engine):
+    w = Worker(lambda: engine, preview_interval_ms=30)
+    w.start()
+    yield w
+    w.stop()
+
+
+def request(**kw) -> GenerationRequest:
+    return GenerationRequest(**({"prompt": "cat face", "steps": 4, "width": 8, "height": 8} | kw))
+
+
+def record(worker, *names):
+    events = []
+    for name in names:
+        getattr(worker, name).connect(lambda *args, name=name: events.append((name, *args)))
+    return events
+
+
+def test_queued_jobs_run_in_submission_order(qtbot, worker, engine):
+    events = record(worker, "jobStarted", "jobFinished")
+    with qtbot.waitSignals([worker.jobFinished] * 3, timeout=5000):
+        ids = [worker.submit(request(seed=s)) for s in (11, 22, 33)]
+    started = [e[1] for e in events if e[0] == "jobStarted"]
+    finished = [e[1].job_id for e in events if e[0] == "jobFinished"]
+    assert started == ids and finished == ids
+    assert [r.seed for r in engine.generated] == [11, 22, 33]
+
+
+def test_result_images_arrive_with_every_preview_of_the_job(qtbot, worker):
+    with qtbot.waitSignal(worker.jobFinished, timeout=5000) as blocker:
+        worker.submit(request(seed=5, steps=6))
+    out = blocker.args[0]
+    assert [step for step, _ in out.previews] == list(range(6))
+    assert out.previews[-1][1].pixelColor(0, 0) == QColor(*preview_colour(5, 6))
+    assert out.images[0].pixelColor(3, 3) == QColor(*result_colour(5))
+    assert out.result.requests[0].seed == 5
+
+
+def test_engine_is_created_and_used_in_the_worker_thread(qtbot, worker, engine):
+    with qtbot.waitSignal(worker.jobFinished, timeout=5000):
+        worker.submit(request())
+    assert engine.thread is not None and engine.thread is not threading.main_thread()
+
+
+def test_previews_are_coalesced_and_the_newest_is_delivered(qtbot, engine):
+    engine.step_seconds = 0.004
+    w = Worker(lambda: engine, preview_interval_ms=60)
+    previews = []
+    w.previewReady.connect(lambda job, step, img: previews.append((time.monotonic(), step)))
+    w.start()
+    try:
+        with qtbot.waitSignal(w.jobFinished, timeout=5000):
+            w.submit(request(steps=40))
+        qtbot.wait(150)
+    finally:
+        w.stop()
+    assert 2 <= len(previews) < 40
+    gaps = [b[0] - a[0] for a, b in zip(previews, previews[1:], strict=False)]
+    assert min(gaps) >= 0.055
+    assert previews[-1][1] == 39
+
+
+def test_throttle_delivers_a_lone_offer_without_waiting_for_another(qtbot):
+    throttle = PreviewThrottle(interval_ms=10_000)
+    from PySide6.QtGui import QImage
+
+    with qtbot.waitSignal(throttle.ready, timeout=1000) as blocker:
+        throttle.offer(1, 0, QImage(2, 2, QImage.Format.Format_RGB888))
+    assert blocker.args[:2] == [1, 0]
+
+
+def test_cancel_stops_within_one_step_and_leaves_no_result(qtbot, worker, engine):
+    engine.step_seconds = 0.02
+    finished, cancelled = [], []
+    worker.jobFinished.connect(finished.append)
+    worker.jobCancelled.connect(cancelled.append)
+    job = worker.submit(request(steps=200))
+    qtbot.waitUntil(lambda: engine.steps_run >= 3, timeout=5000)
+    engine.gate.clear()  # freeze the engine between steps so "within one step" is exact
+    steps_at_cancel = engine.steps_run
+    worker.cancel_current()
+    engine.gate.set()
+    qtbot.waitUntil(lambda: cancelled == [job], timeout=5000)
+    assert engine.steps_run <= steps_at_cancel + 1
+    assert finished == []
+
+
+def test_clear_queue_drops_waiting_jobs_and_keeps_the_running_one(qtbot, worker, engine):
+    engine.step_seconds = 0.02
+    finished, cancelled, counts = [], [], []
+    worker.jobFinished.connect(lambda out: finished.append(out.job_id))
+    worker.jobCancelled.connect(cancelled.append)
+    worker.queueChanged.connect(counts.append)
+    first = worker.submit(request(steps=10))
+    qtbot.waitUntil(lambda: engine.steps_run >= 1, timeout=5000)
+    later = [worker.submit(request()) for _ in range(3)]
+    assert worker.pending() == 3
+    assert worker.clear_queue() == 3
+    qtbot.waitUntil(lambda: finished == [first], timeout=5000)
+    assert cancelled == later and counts[-1] == 0 and len(engine.generated) == 1
+
+
+def test_a_corrupt_model_fails_its_job_and_the_next_job_runs(qtbot, worker, engine, tmp_path):
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"\xff" * 64)
+    failed, finished = [], []
+    worker.jobFailed.connect(lambda job, msg: failed.append((job, msg)))
+    worker.jobFinished.connect(lambda out: finished.append(out.job_id))
+    bad_job = worker.submit(request(model=str(bad)))
+    good_job = worker.submit(request())
+    qtbot.waitUntil(lambda: finished == [good_job], timeout=5000)
+    assert failed and failed[0][0] == bad_job and "broken.safetensors" in failed[0][1]
+    assert engine.loaded == [""]
+
+
+def test_unexpected_exceptions_become_error_signals(qtbot):
+    calls = []
+
+    def factory():
+        calls.append(1)
+        raise RuntimeError("no engine here")
+
+    w = Worker(factory)
+    w.start()
+    try:
+        with qtbot.waitSignal(w.jobFailed, timeout=5000) as blocker:
+            w.submit(request())
+        assert "RuntimeError" in blocker.args[1] and "no engine here" in blocker.args[1]
+        with qtbot.waitSignal(w.jobFailed, timeout=5000):
+            w.submit(request())
+        assert len(calls) == 2
+    finally:
+        w.stop()
+
+
+def test_model_is_loaded_once_for_consecutive_jobs(qtbot, worker, engine):
+    loaded = []
+    worker.modelLoaded.connect(loaded.append)
+    with qtbot.waitSignals([worker.jobFinished] * 2, timeout=5000):
+        worker.load_model("")
+        worker.submit(request())
+        worker.submit(request())
+    assert engine.loaded == [""] and len(loaded) == 1 and loaded[0].family == "demo"
