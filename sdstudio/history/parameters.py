@@ -1,0 +1,200 @@
+"""The AUTOMATIC1111 "parameters" text that most Stable Diffusion tools write into and read from images.
+
+Format (A1111 ``modules/processing.py: create_infotext``, parsed by ``modules/infotext_utils.py``)::
+
+    <prompt, possibly several lines>
+    Negative prompt: <negative, possibly several lines>      (absent when empty)
+    Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 1, Size: 512x512, ...
+
+A value is JSON-quoted when it contains ``,``, ``:`` or a newline. The last line is the parameters line
+only when it holds at least three ``key: value`` pairs. Files written before A1111 1.9 have no
+"Schedule type" and put the schedule into the sampler name ("DPM++ 2M Karras").
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+
+from sdstudio.engine.errors import RequestError
+from sdstudio.engine.names import SCHEDULER_LABELS, canonical_sampler, canonical_scheduler
+from sdstudio.engine.request import GenerationRequest
+
+# A1111's own pattern: a key starts with a word character and may hold spaces, '-' and '/'; a value is
+# either a JSON string (escapes allowed) or anything up to the next comma.
+_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_KEY = re.compile(r"\w[\w \-/]+")
+_SIZE = re.compile(r"^(\d+)x(\d+)$")
+_NEGATIVE = "Negative prompt:"
+
+# What A1111 >= 1.9 means by "Schedule type: Automatic": the sampler's own default schedule
+# (modules/sd_samplers_kdiffusion.py, option 'scheduler'); every other sampler uses the uniform
+# timestep spacing that we call "normal".
+_AUTOMATIC_SCHEDULE = {"DPM++ 2M": "karras", "DPM++ SDE": "karras", "DPM++ 2M SDE": "exponential"}
+
+
+def quote(value: object) -> str:
+    """A1111's quoting: JSON only when the value would break the line (comma, colon, newline).
+
+    A value that itself starts with a double quote is quoted too, so that reading it back cannot
+    mistake it for a JSON string.
+    """
+    text = str(value)
+    if any(c in text for c in ",:\n") or text.startswith('"'):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+def unquote(text: str) -> str:
+    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
+    return text
+
+
+def _number(value: float) -> str:
+    # repr keeps every digit (round trip); whole numbers print as A1111 users expect ("7", not "7.0").
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def request_fields(request: GenerationRequest, model_name: str) -> dict[str, object]:
+    """The ``key: value`` pairs A1111 would write for this request, in A1111's order."""
+    fields: dict[str, object] = {
+        "Steps": request.steps,
+        "Sampler": request.sampler,
+        "Schedule type": SCHEDULER_LABELS.get(request.scheduler, request.scheduler),
+        "CFG scale": _number(request.cfg_scale),
+        "Seed": request.seed,
+        "Size": f"{request.width}x{request.height}",
+    }
+    if request.model_hash:
+        fields["Model hash"] = request.model_hash
+    if model_name:
+        fields["Model"] = model_name
+    if request.mode != "txt2img":
+        fields["Denoising strength"] = _number(request.strength)
+    if request.clip_skip > 1:
+        fields["Clip skip"] = request.clip_skip
+    if request.mode == "inpaint":
+        fields["Mask blur"] = request.mask_blur
+        if request.only_masked:
+            fields["Inpaint area"] = "Only masked"
+            fields["Masked area padding"] = request.only_masked_padding
+    return fields
+
+
+def format_parameters(request: GenerationRequest, model_name: str, extra: Mapping[str, object] | None = None) -> str:
+    """The A1111 "parameters" text for one image; `extra` pairs are appended in order (None skips one)."""
+    fields = request_fields(request, model_name)
+    for key, value in (extra or {}).items():
+        if not _KEY.fullmatch(key):
+            raise ValueError(f"parameter name {key!r} cannot be read back: use letters, digits, space, - or /")
+        if value is not None:
+            fields[key] = value
+    line = ", ".join(f"{key}: {quote(value)}" for key, value in fields.items())
+    negative = f"\n{_NEGATIVE} {request.negative_prompt}" if request.negative_prompt else ""
+    return f"{request.prompt}{negative}\n{line}".strip()
+
+
+def parse_parameters(text: str) -> dict[str, str]:
+    """Split a "parameters" text into {"Prompt", "Negative prompt", every key of the last line}.
+
+    Follows A1111's parser: each prompt line is stripped, and the last line counts as the parameters
+    line only when it holds at least three pairs.
+    """
+    *lines, last = text.strip().replace("\r\n", "\n").split("\n")
+    if len(_PARAM.findall(last)) < 3:
+        lines.append(last)
+        last = ""
+    prompt: list[str] = []
+    negative: list[str] = []
+    target = prompt
+    for line in lines:
+        line = line.strip()
+        if line.startswith(_NEGATIVE):
+            target = negative
+            line = line[len(_NEGATIVE):].strip()
+        target.append(line)
+    result = {"Prompt": "\n".join(prompt), "Negative prompt": "\n".join(negative)}
+    for key, value in _PARAM.findall(last):
+        result[key] = unquote(value.strip())
+    return result
+
+
+def sampler_and_schedule(params: Mapping[str, str]) -> tuple[str, str]:
+    """Our (sampler, schedule) for the text's Sampler and Schedule type, old combined names included.
+
+    A schedule carried by the sampler name wins, as in A1111; no schedule at all (files before 1.9)
+    means the sampler's plain uniform schedule.
+    """
+    try:
+        sampler, schedule = canonical_sampler(params.get("Sampler", "Euler a"))
+        if schedule is not None:
+            return sampler, schedule
+        label = params.get("Schedule type", "")
+        if not label:
+            return sampler, "normal"
+        if label.strip().lower() == "automatic":
+            return sampler, _AUTOMATIC_SCHEDULE.get(sampler, "normal")
+        return sampler, canonical_scheduler(label)
+    except ValueError as e:
+        raise RequestError(f"cannot re-create this image: {e}") from None
+
+
+def _int(params: Mapping[str, str], key: str, default: int) -> int:
+    value = params.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        return int(float(value)) if "." in value else int(value)
+    except ValueError:
+        raise RequestError(f"{key} must be a whole number, got {value!r}") from None
+
+
+def _float(params: Mapping[str, str], key: str, default: float) -> float:
+    value = params.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise RequestError(f"{key} must be a number, got {value!r}") from None
+
+
+def _size(params: Mapping[str, str]) -> tuple[int, int]:
+    value = params.get("Size", "512x512").strip()
+    match = _SIZE.match(value)
+    if match is None:
+        raise RequestError(f"Size must look like 512x768, got {value!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def request_from_parameters(params: Mapping[str, str]) -> GenerationRequest:
+    """A request from parsed "parameters" (see `parse_parameters`); raises RequestError on bad values.
+
+    The text names the model but holds no path, so `model` stays "" for the caller to resolve from
+    ``params["Model"]`` / `model_hash`; init image and mask are not in the text either.
+    """
+    defaults = GenerationRequest()
+    sampler, scheduler = sampler_and_schedule(params)
+    width, height = _size(params)
+    return GenerationRequest(
+        prompt=params.get("Prompt", ""),
+        negative_prompt=params.get("Negative prompt", ""),
+        steps=_int(params, "Steps", defaults.steps),
+        cfg_scale=_float(params, "CFG scale", defaults.cfg_scale),
+        sampler=sampler,
+        scheduler=scheduler,
+        seed=_int(params, "Seed", defaults.seed),
+        width=width,
+        height=height,
+        clip_skip=_int(params, "Clip skip", defaults.clip_skip),
+        strength=_float(params, "Denoising strength", defaults.strength),
+        mask_blur=_int(params, "Mask blur", defaults.mask_blur),
+        only_masked=params.get("Inpaint area", "").strip().lower() == "only masked",
+        only_masked_padding=_int(params, "Masked area padding", defaults.only_masked_padding),
+        model_hash=params.get("Model hash", ""),
+    )

@@ -1,0 +1,214 @@
+"""The A1111 "parameters" text: parsing real-format strings and writing ours so that they read back."""
+
+from __future__ import annotations
+
+import pytest
+
+from sdstudio.engine.errors import RequestError
+from sdstudio.engine.request import GenerationRequest
+from sdstudio.history.parameters import (
+    format_parameters,
+    parse_parameters,
+    quote,
+    request_from_parameters,
+    unquote,
+)
+
+# Strings in the shapes A1111 writes them: before 1.9 (schedule inside the sampler name), after 1.9
+# ("Schedule type"), with quoted values, multi-line prompts, no negative line, and non-Latin text.
+A1111_TEXTS = [
+    (
+        "girl with an artist's beret, determined, blue eyes, desert scene, ((eyeshadow)), (coquettish)\n"
+        "Negative prompt: ugly, fat, obese, chubby, (((deformed))), [blurry], bad anatomy\n"
+        "Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 965400086, Size: 512x512, Model hash: 45dee52b",
+        {
+            "Prompt": "girl with an artist's beret, determined, blue eyes, desert scene, ((eyeshadow)), (coquettish)",
+            "Negative prompt": "ugly, fat, obese, chubby, (((deformed))), [blurry], bad anatomy",
+            "Steps": "20", "Sampler": "Euler a", "CFG scale": "7", "Seed": "965400086", "Size": "512x512",
+            "Model hash": "45dee52b",
+        },
+    ),
+    (
+        "masterpiece, best quality, 1girl, looking at viewer\n"
+        "Negative prompt: lowres, bad anatomy, bad hands\n"
+        "Steps: 28, Sampler: DPM++ 2M Karras, CFG scale: 7.5, Seed: 1234567890, Size: 512x768, "
+        "Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Clip skip: 2, ENSD: 31337",
+        {
+            "Prompt": "masterpiece, best quality, 1girl, looking at viewer",
+            "Negative prompt": "lowres, bad anatomy, bad hands",
+            "Steps": "28", "Sampler": "DPM++ 2M Karras", "CFG scale": "7.5", "Seed": "1234567890",
+            "Size": "512x768", "Model hash": "6ce0161689", "Model": "v1-5-pruned-emaonly", "Clip skip": "2",
+            "ENSD": "31337",
+        },
+    ),
+    (
+        "a photo of a cat <lora:film_grain:0.8>\n"
+        "Negative prompt: blurry\n"
+        "Steps: 30, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 5, Seed: 42, Size: 1024x1024, "
+        'Model hash: 31e35c80fc, Model: sd_xl_base_1.0, Lora hashes: "film_grain: 1234abcd5678", '
+        'TI hashes: "easynegative: c74b4e810b03, badhand: 0a1b2c3d4e5f", Version: v1.10.1',
+        {
+            "Prompt": "a photo of a cat <lora:film_grain:0.8>", "Negative prompt": "blurry",
+            "Steps": "30", "Sampler": "DPM++ 2M", "Schedule type": "Karras", "CFG scale": "5", "Seed": "42",
+            "Size": "1024x1024", "Model hash": "31e35c80fc", "Model": "sd_xl_base_1.0",
+            "Lora hashes": "film_grain: 1234abcd5678", "TI hashes": "easynegative: c74b4e810b03, badhand: 0a1b2c3d4e5f",
+            "Version": "v1.10.1",
+        },
+    ),
+    (
+        "first line of the prompt,\nsecond line, (detailed:1.2)\n"
+        "Steps: 20, Sampler: Euler, Schedule type: Automatic, CFG scale: 7, Seed: 1, Size: 512x512",
+        {
+            "Prompt": "first line of the prompt,\nsecond line, (detailed:1.2)", "Negative prompt": "",
+            "Steps": "20", "Sampler": "Euler", "Schedule type": "Automatic", "CFG scale": "7", "Seed": "1",
+            "Size": "512x512",
+        },
+    ),
+    (
+        "猫の写真, 桜の木の下, café crème\nNegative prompt: ぼやけた,\nlow quality\n"
+        "Steps: 25, Sampler: DPM++ SDE, Schedule type: Automatic, CFG scale: 6.5, Seed: 7, Size: 768x512, "
+        "Denoising strength: 0.6, Mask blur: 4, Inpaint area: Only masked, Masked area padding: 48",
+        {
+            "Prompt": "猫の写真, 桜の木の下, café crème", "Negative prompt": "ぼやけた,\nlow quality",
+            "Steps": "25", "Sampler": "DPM++ SDE", "Schedule type": "Automatic", "CFG scale": "6.5", "Seed": "7",
+            "Size": "768x512", "Denoising strength": "0.6", "Mask blur": "4", "Inpaint area": "Only masked",
+            "Masked area padding": "48",
+        },
+    ),
+    (
+        "portrait\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 5, Size: 512x512, "
+        'ADetailer prompt: "a \\"smiling\\" face, detailed", ADetailer model: face_yolov8n.pt',
+        {
+            "Prompt": "portrait", "Negative prompt": "", "Steps": "20", "Sampler": "Euler a", "CFG scale": "7",
+            "Seed": "5", "Size": "512x512", "ADetailer prompt": 'a "smiling" face, detailed',
+            "ADetailer model": "face_yolov8n.pt",
+        },
+    ),
+    (
+        # Fewer than three pairs on the last line: it is prompt, not parameters.
+        "a castle, style: baroque\nNegative prompt: fog",
+        {"Prompt": "a castle, style: baroque", "Negative prompt": "fog"},
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), A1111_TEXTS)
+def test_parse_reads_a1111_texts_into_prompt_negative_and_every_key(text: str, expected: dict) -> None:
+    assert parse_parameters(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("sampler", "schedule", "expected"),
+    [
+        ("DPM++ 2M Karras", None, ("DPM++ 2M", "karras")),
+        ("DPM++ 2M SDE Karras", None, ("DPM++ 2M SDE", "karras")),
+        ("DPM++ 2M", None, ("DPM++ 2M", "normal")),  # before 1.9: no suffix meant the uniform schedule
+        ("DPM++ 2M", "Karras", ("DPM++ 2M", "karras")),
+        ("DPM++ 2M", "Automatic", ("DPM++ 2M", "karras")),  # 1.9+: the sampler's own default
+        ("DPM++ SDE", "Automatic", ("DPM++ SDE", "karras")),
+        ("DPM++ 2M SDE", "Automatic", ("DPM++ 2M SDE", "exponential")),
+        ("Euler a", "Automatic", ("Euler a", "normal")),
+        ("Euler", "SGM Uniform", ("Euler", "sgm_uniform")),
+        ("DPM++ 2M Karras", "Exponential", ("DPM++ 2M", "karras")),  # as in A1111, the name's suffix wins
+    ],
+)
+def test_sampler_and_schedule_map_old_and_new_a1111_names(sampler, schedule, expected) -> None:
+    text = f"p\nSteps: 20, Sampler: {sampler}, CFG scale: 7, Seed: 1, Size: 512x512"
+    if schedule:
+        text += f", Schedule type: {schedule}"
+    request = request_from_parameters(parse_parameters(text))
+    assert (request.sampler, request.scheduler) == expected
+
+
+def test_request_from_a1111_inpainting_text_maps_every_known_key() -> None:
+    request = request_from_parameters(parse_parameters(A1111_TEXTS[4][0]))
+    assert request == GenerationRequest(
+        prompt="猫の写真, 桜の木の下, café crème", negative_prompt="ぼやけた,\nlow quality", steps=25,
+        sampler="DPM++ SDE", scheduler="karras", cfg_scale=6.5, seed=7, width=768, height=512, strength=0.6,
+        mask_blur=4, only_masked=True, only_masked_padding=48,
+    )
+    old = request_from_parameters(parse_parameters(A1111_TEXTS[1][0]))
+    assert (old.clip_skip, old.model_hash, old.cfg_scale, old.seed, old.height) == (2, "6ce0161689", 7.5, 1234567890, 768)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("Steps: 20, Sampler: UniPC, CFG scale: 7, Seed: 1, Size: 512x512", "UniPC"),
+        ("Steps: many, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 512x512", "Steps"),
+        ("Steps: 20, Sampler: Euler, CFG scale: 7, Seed: 1, Size: big", "Size"),
+    ],
+)
+def test_request_from_parameters_names_the_bad_value(line: str, message: str) -> None:
+    with pytest.raises(RequestError, match=message):
+        request_from_parameters(parse_parameters("a cat\n" + line))
+
+
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [
+        ("plain", "plain"),
+        ("a, b", '"a, b"'),
+        ("key: value", '"key: value"'),
+        ("two\nlines", '"two\\nlines"'),
+        ("ünïcödé, 猫", '"ünïcödé, 猫"'),  # JSON without ASCII escapes, as A1111 writes it
+        ('"starts quoted"', '"\\"starts quoted\\""'),
+    ],
+)
+def test_values_are_json_quoted_only_when_they_would_break_the_line(value: str, written: str) -> None:
+    assert quote(value) == written
+    assert unquote(written) == value
+
+
+REQUESTS = [
+    GenerationRequest(prompt="a cat", seed=965400086),
+    GenerationRequest(
+        prompt="line one, (detailed:1.2)\nline two: with a colon", negative_prompt="blurry,\nlow quality",
+        steps=31, cfg_scale=7.25, sampler="DPM++ 2M", scheduler="karras", seed=2**32 - 1, width=768, height=512,
+        clip_skip=2, model_hash="6ce0161689",
+    ),
+    GenerationRequest(prompt="猫の写真 🐈", negative_prompt="ぼやけた", sampler="Euler", scheduler="sgm_uniform"),
+    GenerationRequest(prompt="", negative_prompt="only a negative", sampler="DDIM", cfg_scale=1.0, steps=4),
+    GenerationRequest(prompt="no negative", sampler="DPM++ 2M SDE", scheduler="exponential", strength=0.5),
+]
+
+
+@pytest.mark.parametrize("request_", REQUESTS)
+def test_format_then_parse_gives_back_the_same_request(request_: GenerationRequest) -> None:
+    text = format_parameters(request_, "my model, v2")
+    params = parse_parameters(text)
+    assert params["Model"] == "my model, v2"
+    assert request_from_parameters(params) == request_.replace(strength=0.75)  # strength is img2img only
+
+
+def test_img2img_and_inpainting_fields_round_trip() -> None:
+    from PIL import Image
+
+    init = Image.new("RGB", (64, 64))
+    mask = Image.new("L", (64, 64), 255)
+    request = GenerationRequest(
+        prompt="a red hat", init_image=init, mask=mask, strength=0.35, mask_blur=9, only_masked=True,
+        only_masked_padding=16, sampler="Heun", seed=3,
+    )
+    text = format_parameters(request, "")
+    assert "Denoising strength: 0.35, Mask blur: 9, Inpaint area: Only masked, Masked area padding: 16" in text
+    back = request_from_parameters(parse_parameters(text))
+    assert (back.strength, back.mask_blur, back.only_masked, back.only_masked_padding) == (0.35, 9, True, 16)
+
+
+def test_format_writes_a1111_layout_and_key_order() -> None:
+    request = GenerationRequest(
+        prompt="a cat", negative_prompt="dog", steps=20, sampler="DPM++ 2M", scheduler="karras", cfg_scale=7,
+        seed=965400086, width=512, height=512, model_hash="6ce0161689", clip_skip=2,
+    )
+    text = format_parameters(request, "v1-5-pruned-emaonly", {"Version": "sdstudio 0.1.0", "Skipped": None})
+    assert text == (
+        "a cat\nNegative prompt: dog\n"
+        "Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 965400086, Size: 512x512, "
+        "Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Clip skip: 2, Version: sdstudio 0.1.0"
+    )
+
+
+def test_format_refuses_an_extra_key_that_could_not_be_read_back() -> None:
+    with pytest.raises(ValueError, match="cannot be read back"):
+        format_parameters(GenerationRequest(), "", {"bad, key": 1})
