@@ -1,0 +1,126 @@
+import math
+
+import pytest
+import torch
+from diffusers import DDPMScheduler, EulerDiscreteScheduler
+
+from sdstudio.engine import names
+from sdstudio.engine.errors import RequestError
+from sdstudio.engine.schedules import SCHEDULES, ModelSampling, get_sigmas, scaled_linear_alphas_cumprod
+from tests.engine import kdiffusion_reference
+
+SD_BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
+
+
+@pytest.fixture(scope="module")
+def ms():
+    return ModelSampling()
+
+
+@pytest.fixture(scope="module")
+def kdiff_schedule(ms):
+    _, external = kdiffusion_reference.load()
+    return external.DiscreteSchedule(ms.sigmas.clone(), quantize=False)
+
+
+def test_schedule_names_are_the_ones_the_ui_lists():
+    assert tuple(SCHEDULES) == names.SCHEDULERS
+
+
+def test_alphas_cumprod_match_diffusers_scaled_linear_betas():
+    ours = scaled_linear_alphas_cumprod()
+    ref = DDPMScheduler(num_train_timesteps=1000, **SD_BETAS).alphas_cumprod
+    assert ours.dtype == torch.float64 and ours.shape == (1000,)
+    torch.testing.assert_close(ours.float(), ref, rtol=1e-6, atol=0)
+
+
+def test_training_sigmas_match_diffusers_and_the_known_range(ms):
+    ref = EulerDiscreteScheduler(**SD_BETAS)
+    ref_sigmas = ((1 - ref.alphas_cumprod) / ref.alphas_cumprod) ** 0.5
+    # diffusers builds betas in float32, LDM (and we) in float64: they differ by ~1e-5 where 1 - ac is small.
+    torch.testing.assert_close(ms.sigmas, ref_sigmas, rtol=2e-5, atol=0)
+    assert ms.sigma_min == pytest.approx(0.0292, abs=5e-5)
+    assert ms.sigma_max == pytest.approx(14.6146, abs=5e-4)
+
+
+@pytest.mark.parametrize("name", names.SCHEDULERS)
+@pytest.mark.parametrize("steps", [1, 2, 7, 20])
+def test_every_schedule_has_steps_plus_one_decreasing_sigmas_ending_in_zero(ms, name, steps):
+    sigmas = get_sigmas(name, steps, ms)
+    assert sigmas.shape == (steps + 1,)
+    assert sigmas.dtype == torch.float32
+    assert sigmas[-1] == 0
+    assert bool((sigmas[:-1] > sigmas[1:]).all())
+    assert float(sigmas[0]) == pytest.approx(ms.sigma_max, rel=1e-5)
+    assert float(sigmas[-2]) >= ms.sigma_min * (1 - 1e-5)
+
+
+@pytest.mark.parametrize("name", ["karras", "exponential", "normal"])
+def test_schedules_that_span_the_whole_range_end_at_sigma_min(ms, name):
+    sigmas = get_sigmas(name, 12, ms)
+    assert float(sigmas[0]) == pytest.approx(ms.sigma_max, rel=1e-6)
+    assert float(sigmas[-2]) == pytest.approx(ms.sigma_min, rel=1e-5)
+
+
+def test_sgm_uniform_drops_the_last_timestep_so_it_stops_above_sigma_min(ms, kdiff_schedule):
+    sigmas = get_sigmas("sgm_uniform", 10, ms)
+    # t = 999, 899.1, ..., 99.9: the last nonzero sigma is sigma(99.9), not sigma_min.
+    assert float(sigmas[-2]) == pytest.approx(float(kdiff_schedule.t_to_sigma(torch.tensor(99.9))), rel=1e-5)
+    assert float(sigmas[-2]) > 5 * ms.sigma_min
+
+
+def test_normal_equals_k_diffusion_discrete_schedule(ms, kdiff_schedule):
+    for steps in (1, 10, 25):
+        torch.testing.assert_close(get_sigmas("normal", steps, ms), kdiff_schedule.get_sigmas(steps))
+
+
+def test_karras_and_exponential_equal_k_diffusion(ms):
+    sampling, _ = kdiffusion_reference.load()
+    for steps in (3, 20):
+        ref_k = sampling.get_sigmas_karras(steps, ms.sigma_min, ms.sigma_max, rho=7.0)
+        ref_e = sampling.get_sigmas_exponential(steps, ms.sigma_min, ms.sigma_max)
+        torch.testing.assert_close(get_sigmas("karras", steps, ms), ref_k)
+        torch.testing.assert_close(get_sigmas("exponential", steps, ms), ref_e)
+
+
+def test_karras_and_exponential_match_diffusers(ms):
+    karras = EulerDiscreteScheduler(**SD_BETAS, use_karras_sigmas=True)
+    karras.set_timesteps(15)
+    expo = EulerDiscreteScheduler(**SD_BETAS, use_exponential_sigmas=True)
+    expo.set_timesteps(15)
+    torch.testing.assert_close(get_sigmas("karras", 15, ms), karras.sigmas.float(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(get_sigmas("exponential", 15, ms), expo.sigmas.float(), rtol=1e-5, atol=1e-6)
+
+
+def test_sgm_uniform_equals_a1111_formula_on_k_diffusion_schedule(ms, kdiff_schedule):
+    ks = kdiff_schedule
+    start, end = ks.sigma_to_t(ks.sigma_max), ks.sigma_to_t(ks.sigma_min)
+    ref = [ks.t_to_sigma(t) for t in torch.linspace(float(start), float(end), 9 + 1)[:-1]] + [0.0]
+    torch.testing.assert_close(get_sigmas("sgm_uniform", 9, ms), torch.tensor(ref))
+
+
+def test_sigma_to_t_interpolates_in_log_sigma_like_k_diffusion(ms, kdiff_schedule):
+    g = torch.Generator().manual_seed(0)
+    sigmas = torch.exp(torch.empty(50).uniform_(math.log(ms.sigma_min), math.log(ms.sigma_max), generator=g))
+    torch.testing.assert_close(ms.sigma_to_t(sigmas), kdiff_schedule.sigma_to_t(sigmas))
+    t = torch.empty(50).uniform_(0, 999, generator=g)
+    torch.testing.assert_close(ms.t_to_sigma(t), kdiff_schedule.t_to_sigma(t))
+
+
+def test_sigma_to_t_inverts_t_to_sigma(ms):
+    t = torch.cat([torch.arange(0, 1000, 37).float(), torch.tensor([0.25, 10.5, 500.75, 998.9, 999.0])])
+    torch.testing.assert_close(ms.sigma_to_t(ms.t_to_sigma(t)), t, rtol=0, atol=2e-3)
+    torch.testing.assert_close(ms.t_to_sigma(ms.sigma_to_t(ms.sigmas)), ms.sigmas, rtol=1e-5, atol=0)
+
+
+def test_integer_timesteps_map_to_the_training_sigmas(ms):
+    t = torch.tensor([0, 1, 250, 999])
+    torch.testing.assert_close(ms.t_to_sigma(t), ms.sigmas[t])
+    torch.testing.assert_close(ms.sigma_to_t(ms.sigmas[t]), t.float(), rtol=0, atol=1e-3)
+
+
+def test_unknown_schedule_and_too_few_steps_are_request_errors(ms):
+    with pytest.raises(RequestError, match="karras"):
+        get_sigmas("Karras", 20, ms)
+    with pytest.raises(RequestError, match="at least 1"):
+        get_sigmas("normal", 0, ms)
