@@ -1,0 +1,71 @@
+"""Pixels in and out of the engine: PIL <-> tensors, fitting an init image to the request size, masks.
+
+A mask is an L-mode image where white means repaint (the A1111 convention). Compositing happens in pixel
+space through the blurred mask so pixels outside it come back bit-identical to the input.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter, ImageOps
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> (1, 3, H, W) float32 in [-1, 1]."""
+    a = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(a).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def to_images(x: torch.Tensor) -> list[Image.Image]:
+    """(B, 3, H, W) in [-1, 1] -> RGB PIL images (rounded, clamped)."""
+    a = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return [Image.fromarray(img.permute(1, 2, 0).numpy(), "RGB") for img in a.cpu()]
+
+
+def from_unit(x: torch.Tensor) -> list[Image.Image]:
+    """(B, 3, H, W) in [0, 1] -> RGB PIL images."""
+    return to_images(x * 2 - 1)
+
+
+def fit(image: Image.Image, width: int, height: int, resample=Image.Resampling.LANCZOS) -> Image.Image:
+    """Scale to cover width×height and centre-crop: no distortion, no borders."""
+    if image.size == (width, height):
+        return image
+    return ImageOps.fit(image, (width, height), method=resample, centering=(0.5, 0.5))
+
+
+def prepare_mask(mask: Image.Image, size: tuple[int, int], blur: int) -> Image.Image:
+    """Mask at `size`, L mode, Gaussian-blurred by `blur` pixels (A1111's "Mask blur")."""
+    m = fit(mask.convert("L"), *size, resample=Image.Resampling.BILINEAR)
+    return m.filter(ImageFilter.GaussianBlur(blur)) if blur > 0 else m
+
+
+def mask_tensor(mask: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    """(1, 1, h, w) float in [0, 1] at `size` (w, h), area-averaged: 1 = repaint."""
+    m = torch.from_numpy(np.asarray(mask.convert("L"), dtype=np.float32) / 255.0)[None, None]
+    return torch.nn.functional.interpolate(m, size=(size[1], size[0]), mode="area")
+
+
+def composite(generated: Image.Image, original: Image.Image, blurred_mask: Image.Image) -> Image.Image:
+    """Generated pixels where the mask is white, the original's elsewhere (exactly, where the mask is 0)."""
+    return Image.composite(generated.convert("RGB"), original.convert("RGB"), blurred_mask)
+
+
+def crop_region(mask: Image.Image, padding: int, width: int, height: int) -> tuple[int, int, int, int]:
+    """Bounding box of the mask plus padding, grown to the request's aspect ratio, clipped to the image."""
+    box = mask.convert("L").point(lambda v: 255 if v > 0 else 0).getbbox()
+    if box is None:
+        return (0, 0, *mask.size)
+    W, H = mask.size
+    x1, y1, x2, y2 = max(box[0] - padding, 0), max(box[1] - padding, 0), min(box[2] + padding, W), min(box[3] + padding, H)
+    ratio = width / height
+    cw, ch = x2 - x1, y2 - y1
+    if cw / ch < ratio:
+        cw = min(round(ch * ratio), W)
+    else:
+        ch = min(round(cw / ratio), H)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    left = int(min(max(cx - cw / 2, 0), W - cw))
+    top = int(min(max(cy - ch / 2, 0), H - ch))
+    return (left, top, left + cw, top + ch)

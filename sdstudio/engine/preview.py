@@ -1,0 +1,68 @@
+"""Live previews of the denoised latent at each step, with a bounded cost.
+
+With a tiny autoencoder (TAESD, madebyollin) the preview is a real decode; without one, a 4x3 linear map from
+latent channels to RGB (the per-family factors ComfyUI publishes in `comfy/latent_formats.py`) gives a
+blurry but faithful colour sketch at latent resolution. Either way the previewer times itself and skips steps
+so that preview work stays under `budget` (a fraction) of the time spent sampling.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from PIL import Image
+
+from sdstudio.engine.images import from_unit
+
+# Rows: latent channels, columns: R, G, B. Inputs are scaled latents (what the UNet sees).
+LATENT_RGB = {
+    "sd1": [[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350], [-0.2829, 0.1762, 0.2721],
+            [-0.2120, -0.2616, -0.7177]],
+    "sdxl": [[0.3920, 0.4054, 0.4549], [-0.2634, -0.0196, 0.0653], [0.0568, 0.1687, -0.0755],
+             [-0.3112, -0.2359, -0.2076]],
+}
+LATENT_RGB["sd2"] = LATENT_RGB["sd1"]
+LATENT_RGB["demo"] = LATENT_RGB["sd1"]
+
+
+def linear_preview(latent: torch.Tensor, family: str) -> Image.Image:
+    """First image of a (B, 4, h, w) scaled latent -> RGB at latent resolution."""
+    factors = torch.tensor(LATENT_RGB.get(family, LATENT_RGB["sd1"]), dtype=torch.float32)
+    rgb = torch.einsum("chw,cr->rhw", latent[0, :4].float(), factors)
+    return from_unit(((rgb + 1) / 2).clamp(0, 1)[None])[0]
+
+
+class Previewer:
+    """Turns denoised latents into small RGB images, never spending more than `budget` of sampling time."""
+
+    def __init__(self, family: str, taesd=None, budget: float = 0.1, max_side: int = 512):
+        self.family = family
+        self.taesd = taesd
+        self.budget = budget
+        self.max_side = max_side
+        self.spent = 0.0
+        self.started = time.perf_counter()
+        self.count = 0
+
+    def due(self, step: int, total: int) -> bool:
+        """A preview now keeps the total preview time under budget of the elapsed time (the last step always)."""
+        if self.count == 0 or step == total - 1:
+            return True
+        elapsed = time.perf_counter() - self.started
+        per_preview = self.spent / self.count
+        return self.spent + per_preview <= self.budget * elapsed
+
+    @torch.no_grad()
+    def __call__(self, latent: torch.Tensor) -> Image.Image:
+        t0 = time.perf_counter()
+        if self.taesd is not None:
+            x = latent[:1].to(next(self.taesd.parameters()).dtype)
+            image = from_unit(self.taesd.decode(x).float().clamp(0, 1))[0]
+        else:
+            image = linear_preview(latent, self.family)
+        if max(image.size) > self.max_side:
+            image.thumbnail((self.max_side, self.max_side), Image.Resampling.BILINEAR)
+        self.spent += time.perf_counter() - t0
+        self.count += 1
+        return image

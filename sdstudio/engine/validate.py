@@ -1,0 +1,53 @@
+"""Checking a request before any work starts: every bad parameter gets a message that says what to change."""
+
+from __future__ import annotations
+
+from sdstudio.engine.errors import RequestError
+from sdstudio.engine.names import canonical_sampler, canonical_scheduler
+from sdstudio.engine.request import GenerationRequest
+
+MAX_SIDE = 4096
+MAX_SEED = 2**63 - 1
+
+
+def validate(req: GenerationRequest, multiple: int = 8) -> GenerationRequest:
+    """Return the request with sampler/schedule names made canonical; raise RequestError otherwise."""
+    for side, value in (("width", req.width), ("height", req.height)):
+        if not isinstance(value, int) or value < multiple or value > MAX_SIDE:
+            raise RequestError(f"{side} {value} is out of range: use {multiple}..{MAX_SIDE} pixels")
+        if value % multiple:
+            lower = value - value % multiple
+            raise RequestError(f"{side} {value} is not a multiple of {multiple} (the model's latent factor); "
+                               f"use {lower} or {lower + multiple}")
+    _range("steps", req.steps, 1, 500)
+    _range("batch size", req.batch_size, 1, 64)
+    _range("clip skip", req.clip_skip, 1, 12)
+    _range("mask blur", req.mask_blur, 0, 256)
+    _range("only-masked padding", req.only_masked_padding, 0, MAX_SIDE)
+    if not isinstance(req.seed, int) or not 0 <= req.seed <= MAX_SEED - req.batch_size:
+        raise RequestError(f"seed {req.seed} is out of range: use 0..{MAX_SEED - req.batch_size}")
+    if not 0.0 <= float(req.cfg_scale) <= 100.0:
+        raise RequestError(f"CFG scale {req.cfg_scale} is out of range: use 0..100 (typical 5-9; 1 for turbo/LCM)")
+    try:
+        sampler, legacy_schedule = canonical_sampler(req.sampler)
+        scheduler = canonical_scheduler(legacy_schedule or req.scheduler)
+    except ValueError as exc:
+        raise RequestError(str(exc)) from None
+    if req.prediction not in ("", "eps", "v"):
+        raise RequestError(f"prediction {req.prediction!r} must be eps or v (or empty to detect)")
+    if req.mask is not None and req.init_image is None:
+        raise RequestError("a mask needs an image to inpaint: give an init image too")
+    if req.init_image is not None:
+        if not 0.0 < float(req.strength) <= 1.0:
+            raise RequestError(f"strength {req.strength} is out of range: use a value in (0, 1]")
+        if min(req.init_image.size) < 1:
+            raise RequestError("the init image is empty")
+    if req.mask is not None and req.mask.size != req.init_image.size:
+        raise RequestError(f"the mask is {req.mask.size[0]}x{req.mask.size[1]} but the image is "
+                           f"{req.init_image.size[0]}x{req.init_image.size[1]}: they must match")
+    return req.replace(sampler=sampler, scheduler=scheduler)
+
+
+def _range(name: str, value, lo: int, hi: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise RequestError(f"{name} {value!r} is out of range: use {lo}..{hi}")

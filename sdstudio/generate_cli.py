@@ -1,0 +1,166 @@
+"""`python -m sdstudio generate ...` and `python -m sdstudio params IMAGE.png`.
+
+Generated PNGs carry A1111's `parameters` text (read by most SD tools) and our `sdstudio` JSON chunk with
+the full request, so `generate --from IMAGE.png` reproduces an image made by us, A1111 or ComfyUI exports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from sdstudio.engine.errors import RequestError, SDStudioError
+from sdstudio.engine.names import SAMPLERS, SCHEDULERS
+from sdstudio.engine.request import GenerationRequest, StepInfo
+
+# CLI flag -> request field, for flags whose value is copied as given.
+_FIELDS = {
+    "prompt": "prompt", "negative": "negative_prompt", "steps": "steps", "cfg": "cfg_scale",
+    "sampler": "sampler", "scheduler": "scheduler", "seed": "seed", "width": "width", "height": "height",
+    "batch": "batch_size", "clip_skip": "clip_skip", "strength": "strength", "mask_blur": "mask_blur",
+    "only_masked": "only_masked", "model": "model", "vae": "vae", "taesd": "taesd", "prediction": "prediction",
+}
+
+
+def add_generate_parser(sub) -> None:
+    g = sub.add_parser("generate", help="generate images from the command line")
+    g.add_argument("--model", help="checkpoint (.safetensors); default: the built-in model")
+    g.add_argument("--prompt")
+    g.add_argument("--negative", help="negative prompt")
+    g.add_argument("--steps", type=int)
+    g.add_argument("--cfg", type=float, help="classifier-free guidance scale")
+    g.add_argument("--sampler", help=f"one of: {', '.join(SAMPLERS)}")
+    g.add_argument("--scheduler", help=f"one of: {', '.join(SCHEDULERS)}")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--width", type=int)
+    g.add_argument("--height", type=int)
+    g.add_argument("--batch", type=int, help="images per batch (seed, seed+1, ...)")
+    g.add_argument("--clip-skip", type=int)
+    g.add_argument("--init-image", help="img2img / inpainting source image")
+    g.add_argument("--strength", type=float, help="img2img denoising strength in (0, 1]")
+    g.add_argument("--mask", help="inpainting mask, white = repaint")
+    g.add_argument("--mask-blur", type=int)
+    g.add_argument("--only-masked", action="store_true", default=None, help="inpaint only the masked area")
+    g.add_argument("--vae", help="replace the checkpoint's VAE")
+    g.add_argument("--taesd", help="TAESD decoder for previews")
+    g.add_argument("--prediction", choices=("eps", "v"), help="override the detected prediction type")
+    g.add_argument("--from", dest="from_image", help="re-run the parameters stored in this PNG")
+    g.add_argument("--out", default="outputs", help="output folder (default: ./outputs)")
+    g.set_defaults(func=cmd_generate)
+
+
+def add_params_parser(sub) -> None:
+    p = sub.add_parser("params", help="print the generation parameters stored in an image")
+    p.add_argument("image")
+    p.set_defaults(func=cmd_params)
+
+
+def _open_image(path: str, what: str) -> Image.Image:
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.copy()
+    except FileNotFoundError:
+        raise RequestError(f"{what} {path}: no such file") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise RequestError(f"{what} {path}: not a readable image ({exc})") from None
+
+
+def request_from_image(path: str) -> GenerationRequest:
+    """The request stored in an image: our full JSON record when present, else its A1111 text."""
+    from sdstudio.history.parameters import parse_parameters, request_from_parameters
+    from sdstudio.history.png import read_png_parameters
+    from sdstudio.history.record import record_from_json
+
+    text, ours = read_png_parameters(Path(path))
+    if ours:
+        try:
+            return record_from_json(ours).request
+        except ValueError:
+            pass  # a record from an unknown version: the A1111 text still describes the image
+    if not text:
+        raise RequestError(f"{path}: holds no generation parameters")
+    return request_from_parameters(parse_parameters(text))
+
+
+def build_request(args: argparse.Namespace) -> GenerationRequest:
+    req = request_from_image(args.from_image) if args.from_image else GenerationRequest()
+    changes = {field: getattr(args, flag) for flag, field in _FIELDS.items() if getattr(args, flag) is not None}
+    req = req.replace(**changes)
+    if args.init_image:
+        req = req.replace(init_image=_open_image(args.init_image, "init image").convert("RGB"))
+    if args.mask:
+        if not args.init_image:
+            raise RequestError("--mask needs --init-image (the image to inpaint)")
+        req = req.replace(mask=_open_image(args.mask, "mask").convert("L"))
+    if args.init_image and args.width is None and args.height is None and not args.from_image:
+        w, h = req.init_image.size
+        req = req.replace(width=max(8, w - w % 8), height=max(8, h - h % 8))
+    return req
+
+
+class ProgressBar:
+    def __init__(self, stream=sys.stderr, width: int = 30):
+        self.stream, self.width, self.t0 = stream, width, time.perf_counter()
+
+    def __call__(self, info: StepInfo) -> None:
+        done = info.step + 1
+        filled = self.width * done // info.total
+        rate = done / max(time.perf_counter() - self.t0, 1e-9)
+        self.stream.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {done}/{info.total} "
+                          f"{rate:.2f} it/s")
+        if done == info.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def next_free(folder: Path, seed: int) -> Path:
+    existing = [int(p.name.split("-")[0]) for p in folder.glob("[0-9]*-*.png") if p.name.split("-")[0].isdigit()]
+    return folder / f"{max(existing, default=-1) + 1:05d}-{seed}.png"
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    req = build_request(args)
+    from sdstudio.engine.api import Engine
+    from sdstudio.engine.validate import validate
+    from sdstudio.history.parameters import format_parameters
+    from sdstudio.history.png import save_png
+    from sdstudio.history.record import Record
+
+    validate(req)
+    engine = Engine()
+    desc = engine.load_model(req.model, req.vae, req.taesd, req.prediction)
+    print(f"model: {desc.name} ({desc.summary()})", file=sys.stderr)
+    result = engine.generate(req, on_step=ProgressBar())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for image, r in zip(result.images, result.requests, strict=True):
+        path = next_free(out, r.seed)
+        record = Record(id=path.stem, created=time.time(), request=r, model_name=result.model_name)
+        save_png(path, image, format_parameters(r, result.model_name), record.to_json())
+        print(path)
+    return 0
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    from sdstudio.history.png import read_png_parameters
+
+    path = Path(args.image)
+    if not path.is_file():
+        raise SDStudioError(f"{path}: no such file")
+    text, ours = read_png_parameters(path)
+    if text:
+        print(text)
+    elif ours:
+        from sdstudio.history.parameters import format_parameters
+        from sdstudio.history.record import record_from_json
+
+        record = record_from_json(ours)
+        print(format_parameters(record.request, record.model_name))
+    else:
+        raise SDStudioError(f"{path.name}: holds no generation parameters")
+    return 0
