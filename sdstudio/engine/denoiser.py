@@ -1,0 +1,142 @@
+"""Turn a UNet that predicts eps or v at a timestep into a denoiser D(x, sigma) -> x0 estimate.
+
+Preconditioning from Karras et al. (2022), arXiv:2206.00364, table 1, with sigma_data = 1 as
+k-diffusion's `DiscreteEpsDDPMDenoiser` / `DiscreteVDDPMDenoiser` use for LDM models:
+  eps:  c_in = 1/sqrt(sigma^2+1), D = x - sigma * eps(x * c_in, t)
+  v:    c_in = 1/sqrt(sigma^2+1), c_skip = 1/(sigma^2+1), c_out = -sigma/sqrt(sigma^2+1),
+        D = c_skip * x + c_out * v(x * c_in, t)   (v-prediction: Salimans & Ho 2022, arXiv:2202.00512)
+Classifier-free guidance: Ho & Salimans (2022), arXiv:2207.12598.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from sdstudio.engine.errors import Cancelled
+from sdstudio.engine.schedules import ModelSampling
+
+PREDICTIONS = ("eps", "v")
+
+
+class UNetFn(Protocol):
+    def __call__(
+        self, x: Tensor, t: Tensor, context: Tensor, y: Tensor | None = None, **extra: Any
+    ) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """What a prompt becomes for the UNet: cross-attention `context` (N, tokens, dim) and, for SDXL, the
+    `y` vector (N, adm). N is 1 (one prompt for the whole batch) or the batch size."""
+
+    context: Tensor
+    y: Tensor | None = None
+
+    def repeat_to(self, batch: int) -> Conditioning:
+        """The same conditioning for `batch` images; N must be 1 or already `batch`."""
+        n = self.context.shape[0]
+        if n == batch:
+            return self
+        if n != 1:
+            raise ValueError(f"conditioning holds {n} prompts for a batch of {batch} images")
+        y = None if self.y is None else self.y.expand(batch, *self.y.shape[1:])
+        return Conditioning(self.context.expand(batch, *self.context.shape[1:]), y)
+
+
+def _concat(conds: list[Conditioning]) -> Conditioning:
+    if len({c.context.shape[1:] for c in conds}) > 1:
+        shapes = ", ".join(str(tuple(c.context.shape)) for c in conds)
+        raise ValueError(f"cannot batch prompt and negative prompt contexts of shapes {shapes}")
+    if len({c.y is None for c in conds}) > 1:
+        raise ValueError("either every conditioning has a y vector or none does")
+    y = None if conds[0].y is None else torch.cat([c.y for c in conds])
+    return Conditioning(torch.cat([c.context for c in conds]), y)
+
+
+def _per_item(values: Tensor, ndim: int) -> Tensor:
+    """(B,) -> (B, 1, 1, ...) to broadcast over images of `ndim` dimensions."""
+    return values.reshape(-1, *([1] * (ndim - 1)))
+
+
+class Denoiser:
+    """D(x, sigma, cond) for a discrete-time eps- or v-predicting UNet.
+
+    `unet(x, t, context, y=None)` gets the scaled input and the fractional timestep t of each sigma. For
+    9-channel inpainting UNets pass `extra_channels` (mask and masked-image latent, B x 5 x h x w): the
+    UNet input is then concat(x * c_in, extra_channels) along channels, unscaled like in LDM's hybrid
+    conditioning. The UNet output is cast back to x's dtype; the callable handles its own dtype.
+    """
+
+    def __init__(self, unet: UNetFn, model_sampling: ModelSampling, prediction: str = "eps") -> None:
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        self.unet = unet
+        self.model_sampling = model_sampling
+        self.prediction = prediction
+
+    def scalings(self, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(c_skip, c_out, c_in) for each sigma."""
+        c_in = 1 / (sigma**2 + 1) ** 0.5
+        if self.prediction == "eps":
+            return torch.ones_like(sigma), -sigma, c_in
+        return 1 / (sigma**2 + 1), -sigma * c_in, c_in
+
+    def __call__(
+        self, x: Tensor, sigma: Tensor, cond: Conditioning, extra_channels: Tensor | None = None
+    ) -> Tensor:
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
+        sigma = sigma.expand(x.shape[0]) if sigma.numel() == 1 else sigma
+        c_skip, c_out, c_in = (_per_item(c, x.ndim).to(x.dtype) for c in self.scalings(sigma))
+        t = self.model_sampling.sigma_to_t(sigma.cpu()).to(x.device)
+        unet_in = x * c_in
+        if extra_channels is not None:
+            unet_in = torch.cat([unet_in, extra_channels.to(x.dtype)], dim=1)
+        out = self.unet(unet_in, t, cond.context, y=cond.y).to(x.dtype)
+        return c_skip * x + c_out * out
+
+
+class CFGDenoiser:
+    """The sampler's model(x, sigma) -> denoised with classifier-free guidance.
+
+    One UNet call per step: the batch is [x for the prompt; x for the negative prompt], and the result is
+    uncond + scale * (cond - uncond). With scale 1 the formula is just cond, so the negative half is not
+    computed at all. `should_cancel` is asked before every UNet call; True raises Cancelled.
+    """
+
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        cond: Conditioning,
+        uncond: Conditioning,
+        scale: float,
+        extra_channels: Tensor | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> None:
+        self.denoiser = denoiser
+        self.cond = cond
+        self.uncond = uncond
+        self.scale = scale
+        self.extra_channels = extra_channels  # (1 or B, C, h, w), see Denoiser
+        self.should_cancel = should_cancel
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        if self.should_cancel is not None and self.should_cancel():
+            raise Cancelled("Generation cancelled.")
+        batch = x.shape[0]
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(batch)
+        cond = self.cond.repeat_to(batch)
+        extra = self.extra_channels
+        if extra is not None:
+            extra = extra.expand(batch, *extra.shape[1:])
+        if self.scale == 1:
+            return self.denoiser(x, sigma, cond, extra)
+        both = _concat([cond, self.uncond.repeat_to(batch)])
+        extra = None if extra is None else torch.cat([extra, extra])
+        denoised = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), both, extra)
+        cond_out, uncond_out = denoised.chunk(2)
+        return uncond_out + self.scale * (cond_out - uncond_out)

@@ -1,0 +1,170 @@
+import pytest
+import torch
+from diffusers import EulerDiscreteScheduler
+
+from sdstudio.engine.denoiser import CFGDenoiser, Conditioning, Denoiser
+from sdstudio.engine.errors import Cancelled
+from sdstudio.engine.schedules import ModelSampling
+from tests.engine import kdiffusion_reference
+from tests.engine.toy_unet import ToyUNet, toy_conditioning
+
+SD_BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
+
+
+@pytest.fixture(scope="module")
+def ms():
+    return ModelSampling()
+
+
+def latents(seed: int, batch: int = 1, channels: int = 4) -> torch.Tensor:
+    return torch.randn(batch, channels, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize(("prediction", "diffusers_name"), [("eps", "epsilon"), ("v", "v_prediction")])
+def test_denoised_estimate_matches_diffusers_euler_scheduler(ms, prediction, diffusers_name):
+    unet = ToyUNet()
+    cond = toy_conditioning(1)
+    for k in range(4):
+        sched = EulerDiscreteScheduler(
+            **SD_BETAS, prediction_type=diffusers_name, timestep_spacing="trailing"
+        )
+        sched.set_timesteps(4)
+        sched.set_begin_index(k)
+        t, sigma = sched.timesteps[k], sched.sigmas[k]
+        x = latents(k) * sigma
+        ref_in = sched.scale_model_input(x, t)
+        ref_out = unet(ref_in, t.reshape(1).float(), cond.context)
+        ref = sched.step(ref_out, t, x).pred_original_sample
+
+        ours = Denoiser(unet, ms, prediction)(x, sigma.reshape(1), cond)
+        call = unet.calls[-1]
+        torch.testing.assert_close(call["x"], ref_in, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(call["t"], t.reshape(1).float(), rtol=0, atol=2e-3)
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_denoiser_equals_k_diffusion_discrete_ddpm_wrappers(ms, prediction):
+    _, external = kdiffusion_reference.load()
+    ac = 1 / (ms.sigmas**2 + 1)
+    unet = ToyUNet()
+    cls = external.DiscreteEpsDDPMDenoiser if prediction == "eps" else external.DiscreteVDDPMDenoiser
+    ref = cls(lambda x, t, cond: unet(x, t, cond.context), ac, quantize=False)
+    cond = toy_conditioning(2, batch=3)
+    sigma = torch.tensor([14.6, 1.234, 0.05])
+    x = latents(3, batch=3) * sigma[:, None, None, None]
+    ours = Denoiser(unet, ms, prediction)(x, sigma, cond)
+    torch.testing.assert_close(ours, ref(x, sigma, cond=cond), rtol=1e-6, atol=1e-6)
+    # Fractional timesteps reach the UNet, as in A1111 (not rounded as diffusers and ComfyUI do).
+    assert not torch.equal(unet.calls[-1]["t"], unet.calls[-1]["t"].round())
+
+
+def test_eps_and_v_parameterisations_recover_a_known_clean_latent(ms):
+    """A UNet that returns the true eps / v makes D(x, sigma) equal the clean latent."""
+    x0, noise, sigma = latents(4), latents(5), torch.tensor([3.0])
+    x = x0 + sigma * noise
+    alpha, sigma_vp = 1 / (1 + sigma**2) ** 0.5, sigma / (1 + sigma**2) ** 0.5
+    v = alpha * noise - sigma_vp * x0  # Salimans & Ho (2022), eq. in VP variables
+    cond = toy_conditioning(0)
+    eps_d = Denoiser(lambda x, t, c, y=None: noise, ms, "eps")(x, sigma, cond)
+    v_d = Denoiser(lambda x, t, c, y=None: v, ms, "v")(x, sigma, cond)
+    torch.testing.assert_close(eps_d, x0, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(v_d, x0, rtol=1e-5, atol=1e-5)
+
+
+def test_inpainting_unet_gets_scaled_latent_and_unscaled_extra_channels(ms):
+    unet = ToyUNet(in_channels=9)
+    extra = latents(6, channels=5)
+    x, sigma = latents(7) * 2.0, torch.tensor([2.0])
+    out = Denoiser(unet, ms)(x, sigma, toy_conditioning(0), extra_channels=extra)
+    seen = unet.calls[-1]["x"]
+    assert out.shape == x.shape and seen.shape == (1, 9, 8, 8)
+    torch.testing.assert_close(seen[:, :4], x / (sigma**2 + 1) ** 0.5)
+    torch.testing.assert_close(seen[:, 4:], extra)
+
+
+def test_unknown_prediction_type_is_refused(ms):
+    with pytest.raises(ValueError, match="prediction"):
+        Denoiser(ToyUNet(), ms, "x0")
+
+
+def test_cfg_runs_prompt_and_negative_prompt_in_one_batched_call(ms):
+    unet = ToyUNet(adm=6)
+    denoiser = Denoiser(unet, ms)
+    cond, uncond = toy_conditioning(1, adm=6), toy_conditioning(2, adm=6)
+    x, sigma = latents(8, batch=2) * 5.0, torch.tensor([5.0, 5.0])
+
+    guided = CFGDenoiser(denoiser, cond, uncond, 7.5)(x, sigma)
+
+    assert len(unet.calls) == 1
+    call = unet.calls[0]
+    assert call["x"].shape[0] == 4 and call["context"].shape[0] == 4 and call["y"].shape == (4, 6)
+    torch.testing.assert_close(call["context"][:2], cond.context.expand(2, -1, -1))
+    torch.testing.assert_close(call["y"][2:], uncond.y.expand(2, -1))
+    d_cond = denoiser(x, sigma, cond.repeat_to(2))
+    d_uncond = denoiser(x, sigma, uncond.repeat_to(2))
+    torch.testing.assert_close(guided, d_uncond + 7.5 * (d_cond - d_uncond), rtol=1e-5, atol=1e-5)
+
+
+def test_cfg_scale_one_skips_the_negative_prompt(ms):
+    unet = ToyUNet()
+    denoiser = Denoiser(unet, ms)
+    cond = toy_conditioning(1)
+    x, sigma = latents(9, batch=3), torch.tensor([1.5])
+    out = CFGDenoiser(denoiser, cond, toy_conditioning(2), 1.0)(x, sigma)
+    assert len(unet.calls) == 1 and unet.calls[0]["x"].shape[0] == 3
+    torch.testing.assert_close(out, denoiser(x, sigma, cond.repeat_to(3)))
+
+
+def test_each_image_of_a_guided_batch_equals_its_batch_of_one(ms):
+    unet = ToyUNet(in_channels=9)
+    cfg = CFGDenoiser(
+        Denoiser(unet, ms), toy_conditioning(1), toy_conditioning(2), 6.0, latents(3, channels=5)
+    )
+    x, sigma = latents(10, batch=3) * 4.0, torch.tensor([4.0, 4.0, 4.0])
+    batch = cfg(x, sigma)
+    for i in range(3):
+        torch.testing.assert_close(
+            batch[i : i + 1], cfg(x[i : i + 1], sigma[i : i + 1]), rtol=1e-6, atol=1e-6
+        )
+
+
+def test_cancel_is_checked_before_every_unet_call(ms):
+    unet = ToyUNet()
+    requests = []
+
+    def should_cancel():
+        requests.append(len(unet.calls))
+        return len(requests) > 2
+
+    cfg = CFGDenoiser(Denoiser(unet, ms), toy_conditioning(1), toy_conditioning(2), 5.0, None, should_cancel)
+    x, sigma = latents(11), torch.tensor([2.0])
+    cfg(x, sigma)
+    cfg(x, sigma)
+    with pytest.raises(Cancelled):
+        cfg(x, sigma)
+    assert requests == [0, 1, 2]
+    assert len(unet.calls) == 2
+
+
+def test_conditioning_for_one_prompt_repeats_over_the_batch_but_never_guesses():
+    cond = toy_conditioning(0, adm=3)
+    many = cond.repeat_to(4)
+    assert many.context.shape[0] == 4 and many.y.shape == (4, 3)
+    torch.testing.assert_close(many.context[3], cond.context[0])
+    with pytest.raises(ValueError, match="2 prompts for a batch of 3"):
+        toy_conditioning(0, batch=2).repeat_to(3)
+
+
+def test_cfg_refuses_prompt_and_negative_of_different_lengths(ms):
+    cond, uncond = toy_conditioning(1, tokens=5), toy_conditioning(2, tokens=7)
+    cfg = CFGDenoiser(Denoiser(ToyUNet(), ms), cond, uncond, 5.0)
+    with pytest.raises(ValueError, match="shapes"):
+        cfg(latents(0), torch.tensor([1.0]))
+
+
+def test_conditioning_is_a_plain_frozen_dataclass():
+    cond = Conditioning(torch.zeros(1, 2, 3))
+    assert cond.y is None
+    with pytest.raises(AttributeError):
+        cond.context = torch.ones(1)
