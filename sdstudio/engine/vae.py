@@ -282,6 +282,8 @@ def _config_from_present_keys(shapes: Mapping[str, tuple[int, ...]]) -> VAEConfi
     widths = [_shape(shapes, f"encoder.down.{i}.block.0.conv1.weight")[0] for i in range(len(levels))]
     if any(width % ch for width in widths):
         raise _unsupported(f"level widths {widths} are not multiples of the base width {ch}")
+    if any(width % _GROUPS for width in (ch, *widths)):
+        raise _unsupported(f"widths {[ch, *widths]} do not split into {_GROUPS} normalisation groups")
     return VAEConfig(
         ch=ch,
         ch_mult=tuple(width // ch for width in widths),

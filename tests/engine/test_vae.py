@@ -1,4 +1,5 @@
 """AutoencoderKL: LDM key layout, shapes, config detection from shapes, both attention weight layouts."""
+
 import pytest
 import torch
 
@@ -26,14 +27,27 @@ def shapes_of(state: dict) -> dict:
 def test_state_dict_uses_original_ldm_names():
     keys = set(AutoencoderKL(TINY, device="meta").state_dict())
     expected = {
-        "encoder.conv_in.weight", "encoder.down.0.block.0.norm1.weight", "encoder.down.0.block.0.conv2.bias",
-        "encoder.down.0.downsample.conv.weight", "encoder.down.1.block.0.nin_shortcut.weight",
-        "encoder.mid.block_1.conv1.weight", "encoder.mid.attn_1.norm.bias", "encoder.mid.attn_1.q.weight",
-        "encoder.mid.attn_1.proj_out.weight", "encoder.mid.block_2.norm2.weight", "encoder.norm_out.weight",
-        "encoder.conv_out.weight", "decoder.conv_in.weight", "decoder.mid.attn_1.v.bias",
-        "decoder.up.0.block.1.conv1.weight", "decoder.up.0.block.0.nin_shortcut.weight",
-        "decoder.up.1.upsample.conv.weight", "decoder.norm_out.bias", "decoder.conv_out.weight",
-        "quant_conv.weight", "post_quant_conv.bias",
+        "encoder.conv_in.weight",
+        "encoder.down.0.block.0.norm1.weight",
+        "encoder.down.0.block.0.conv2.bias",
+        "encoder.down.0.downsample.conv.weight",
+        "encoder.down.1.block.0.nin_shortcut.weight",
+        "encoder.mid.block_1.conv1.weight",
+        "encoder.mid.attn_1.norm.bias",
+        "encoder.mid.attn_1.q.weight",
+        "encoder.mid.attn_1.proj_out.weight",
+        "encoder.mid.block_2.norm2.weight",
+        "encoder.norm_out.weight",
+        "encoder.conv_out.weight",
+        "decoder.conv_in.weight",
+        "decoder.mid.attn_1.v.bias",
+        "decoder.up.0.block.1.conv1.weight",
+        "decoder.up.0.block.0.nin_shortcut.weight",
+        "decoder.up.1.upsample.conv.weight",
+        "decoder.norm_out.bias",
+        "decoder.conv_out.weight",
+        "quant_conv.weight",
+        "post_quant_conv.bias",
     }
     assert expected <= keys
     # the last encoder level and the full-resolution decoder level do not resample
@@ -110,8 +124,10 @@ def test_strict_load_rejects_missing_and_extra_keys():
 
 def linear_attention(state: dict) -> dict:
     """The layout of converted files: attention projections as (C, C) matrices."""
-    return {k: v[:, :, 0, 0] if v.ndim == 4 and k.split(".")[-2] in ATTENTION and ".attn_1." in k else v
-            for k, v in state.items()}
+    return {
+        k: v[:, :, 0, 0] if v.ndim == 4 and k.split(".")[-2] in ATTENTION and ".attn_1." in k else v
+        for k, v in state.items()
+    }
 
 
 def test_linear_and_conv_attention_weights_load_the_same():
@@ -142,18 +158,21 @@ def test_mid_attention_matches_ldm_explicit_softmax():
     with torch.no_grad():
         y = attn.norm(x)
         q, k, v = (conv(y).flatten(2) for conv in (attn.q, attn.k, attn.v))  # (b, c, hw)
-        weights = torch.softmax(torch.bmm(q.transpose(1, 2), k) * 64 ** -0.5, dim=2)  # (b, hw_q, hw_k)
+        weights = torch.softmax(torch.bmm(q.transpose(1, 2), k) * 64**-0.5, dim=2)  # (b, hw_q, hw_k)
         mixed = torch.bmm(v, weights.transpose(1, 2)).reshape(x.shape)
         expected = x + attn.proj_out(mixed)
         assert torch.allclose(attn(x), expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("config", [
-    TINY,
-    VAEConfig(ch=32, ch_mult=(1, 1, 2), num_res_blocks=2),
-    VAEConfig(ch=64, ch_mult=(1, 2, 2, 4), num_res_blocks=1, z_channels=8, embed_dim=8),
-    VAEConfig(),
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        TINY,
+        VAEConfig(ch=32, ch_mult=(1, 1, 2), num_res_blocks=2),
+        VAEConfig(ch=64, ch_mult=(1, 2, 2, 4), num_res_blocks=1, z_channels=8, embed_dim=8),
+        VAEConfig(),
+    ],
+)
 def test_config_from_shapes_round_trips(config):
     shapes = shapes_of(AutoencoderKL(config, device="meta").state_dict())
     assert vae_config_from_shapes(shapes) == config
@@ -189,7 +208,9 @@ def test_config_from_shapes_names_an_unexpected_tensor():
 def test_config_from_shapes_names_a_mis_shaped_tensor():
     shapes = shapes_of(AutoencoderKL(TINY, device="meta").state_dict())
     shapes["decoder.mid.block_1.conv2.weight"] = (64, 64, 1, 1)
-    with pytest.raises(UnsupportedModelError, match=r"decoder\.mid\.block_1\.conv2\.weight' is \(64, 64, 1, 1\)"):
+    with pytest.raises(
+        UnsupportedModelError, match=r"decoder\.mid\.block_1\.conv2\.weight' is \(64, 64, 1, 1\)"
+    ):
         vae_config_from_shapes(shapes)
 
 
@@ -197,6 +218,15 @@ def test_config_from_shapes_rejects_attention_inside_levels():
     shapes = shapes_of(AutoencoderKL(TINY, device="meta").state_dict())
     shapes["encoder.down.1.attn.0.q.weight"] = (64, 64, 1, 1)
     with pytest.raises(UnsupportedModelError, match="attention inside resolution levels"):
+        vae_config_from_shapes(shapes)
+
+
+def test_config_from_shapes_rejects_widths_that_groupnorm_cannot_split():
+    shapes = {
+        k: tuple(s // 2 if s in (32, 64) else s for s in shape)
+        for k, shape in shapes_of(AutoencoderKL(TINY, device="meta").state_dict()).items()
+    }
+    with pytest.raises(UnsupportedModelError, match=r"widths \[16, 16, 32\]"):
         vae_config_from_shapes(shapes)
 
 
