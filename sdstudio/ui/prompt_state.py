@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from dataclasses import dataclass
 
@@ -74,11 +73,8 @@ def build_requests(state: PromptState, init_image: Image.Image | None = None, ma
             for j in range(state.batch_count)]
 
 
-def apply_request(state: PromptState, request: GenerationRequest) -> PromptState:
-    """The panel values that reproduce `request` (loading parameters from history)."""
-    return dataclasses.replace(
-        state, prompt=request.prompt, negative_prompt=request.negative_prompt, model=request.model,
-        sampler=request.sampler, scheduler=request.scheduler, steps=request.steps, cfg_scale=request.cfg_scale,
-        seed=request.seed, width=request.width, height=request.height, batch_size=request.batch_size,
-        strength=request.strength, mask_blur=request.mask_blur, only_masked=request.only_masked,
-    )
+def apply_request(state: PromptState, request: GenerationRequest) -> None:
+    """Set the panel values that reproduce `request` (loading parameters from history), in place."""
+    for name in ("prompt", "negative_prompt", "model", "sampler", "scheduler", "steps", "cfg_scale", "seed",
+                 "width", "height", "batch_size", "strength", "mask_blur", "only_masked"):
+        setattr(state, name, getattr(request, name))

@@ -1,0 +1,103 @@
+"""Application start-up: show the window first, then start the worker (which imports torch) and the rest.
+
+`run_app(argv)` is what `python main.py` and `sdstudio` run. Options:
+  --screenshot PATH   generate once, save PATH with "-generating" added (mid-job) and PATH (after), then quit
+  --measure-startup   print the time from process start to the first painted window, then quit
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QTimer
+from PySide6.QtWidgets import QApplication
+
+from sdstudio import __version__
+from sdstudio.ui.history_link import HistoryLink
+from sdstudio.ui.main_window import MainWindow
+from sdstudio.ui.screenshot import ScreenshotRun
+from sdstudio.ui.settings import open_settings
+from sdstudio.ui.theme import apply_theme
+from sdstudio.ui.token_counter import LazyTokenCounter
+from sdstudio.ui.worker import Worker
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="sdstudio", description="SD Studio: local Stable Diffusion")
+    parser.add_argument("--screenshot", metavar="PATH", help="save PNGs of the window mid-generation and after")
+    parser.add_argument("--measure-startup", action="store_true", help="print time to a visible window, quit")
+    parser.add_argument("--version", action="version", version=f"SD Studio {__version__}")
+    return parser.parse_known_args(argv)  # the rest goes to Qt (-platform, -style, ...)
+
+
+def start_background(window: MainWindow, counter: LazyTokenCounter) -> HistoryLink | None:
+    """Everything slow, after the first paint: the engine thread, the tokenizer, the history store."""
+    window.worker.start()
+    window.worker.load_model(window.state.model)
+    counter.start()
+    try:
+        from sdstudio.history.store import HistoryStore
+
+        store = HistoryStore.default()
+    except Exception as exc:  # history is optional for generating; say why it is off
+        window.canvas_panel.banner.show_error(f"History is unavailable: {exc}")
+        return None
+    gallery = None
+    try:
+        from sdstudio.ui.gallery import GalleryWidget
+    except ImportError:
+        GalleryWidget = None
+    if GalleryWidget is not None:
+        gallery = GalleryWidget(store, window)
+        window.dock_gallery(gallery)
+    return HistoryLink(store, window, gallery)
+
+
+def _process_age_seconds() -> float:
+    """Seconds since this process started (Linux: /proc), else since this module was imported."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - _IMPORTED
+
+
+_IMPORTED = time.perf_counter()
+
+
+def run_app(argv: list[str] | None = None) -> int:
+    args, qt_args = parse_args(sys.argv[1:] if argv is None else argv)
+    app = QApplication.instance() or QApplication([sys.argv[0], *qt_args])
+    app.setApplicationName("SD Studio")
+    app.setOrganizationName("SDStudio")
+    app.setApplicationVersion(__version__)
+    app.setDesktopFileName("sdstudio")
+    settings = open_settings()
+    apply_theme(app, str(settings.value("appearance/theme", "system")))
+    counter = LazyTokenCounter()
+    window = MainWindow(Worker(), settings, counter)
+    window.show()
+    links: list[QObject | None] = []
+    if args.measure_startup:
+        def report() -> None:
+            print(f"window visible after {_process_age_seconds() * 1000:.0f} ms "
+                  f"(torch imported: {'torch' in sys.modules})", flush=True)
+            window.close()
+
+        QTimer.singleShot(0, report)
+        return app.exec()
+    QTimer.singleShot(0, lambda: links.append(start_background(window, counter)))
+    if args.screenshot:
+        run = ScreenshotRun(window, Path(args.screenshot))
+        run.done.connect(app.exit)
+        QTimer.singleShot(0, run.start)
+    code = app.exec()
+    for link in links:
+        if link is not None:
+            link.flush()
+    return code

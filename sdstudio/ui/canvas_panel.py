@@ -1,0 +1,274 @@
+"""The canvas with its tool bar and step scrubber: switches between the result and the input image.
+
+Result view: the running job's live preview, then its images; a slider scrubs through that job's previews.
+Input view: the init image with the mask overlay and the mask tools.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QAction, QActionGroup, QImage, QKeySequence
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QSizePolicy,
+    QSlider,
+    QToolBar,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from sdstudio.ui.canvas import Canvas, Tool
+from sdstudio.ui.mask_model import MaskModel
+from sdstudio.ui.status import ErrorBanner
+
+RESULT, INPUT = "result", "input"
+
+
+def _slider(minimum: int, maximum: int, tip: str) -> QSlider:
+    slider = QSlider(Qt.Orientation.Horizontal, minimum=minimum, maximum=maximum, toolTip=tip)
+    slider.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
+    slider.setMinimumWidth(slider.fontMetrics().horizontalAdvance("M") * 7)
+    return slider
+
+
+class CanvasPanel(QWidget):
+    openImageRequested = Signal()
+    useAsInputRequested = Signal()
+    clearInputRequested = Signal()
+    viewChanged = Signal(str)
+
+    def __init__(self, mask: MaskModel, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.mask = mask
+        self.canvas = Canvas(mask)
+        self.banner = ErrorBanner()
+        self.view = RESULT
+        self._input: QImage | None = None
+        self._results: list[QImage] = []
+        self._result_index = 0
+        self._previews: list[tuple[int, QImage]] = []
+        self._total_steps = 0
+        self._make_actions()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(self._make_toolbar())
+        layout.addWidget(self.banner)
+        layout.addWidget(self.canvas, 1)
+        layout.addWidget(self._make_scrubber())
+        self.canvas.zoomChanged.connect(lambda z: self.zoom_label.setText(f"{z * 100:.0f}%"))
+        self.canvas.brushChanged.connect(lambda r: self.size_slider.setValue(round(r * 2)))
+        mask.changed.connect(lambda _rect: self._update_actions())
+        self._show()
+
+    # --- construction ------------------------------------------------------------------------------
+    def _action(self, text: str, slot, shortcut: str | QKeySequence | None = None, checkable=False,
+                tip: str = "") -> QAction:
+        action = QAction(text, self, checkable=checkable)
+        if shortcut:
+            action.setShortcut(QKeySequence(shortcut))
+            # Bare keys like "[" or "B" must not fire while the user types a prompt.
+            action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            self.addAction(action)
+        action.setToolTip(f"{tip or text} ({action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)})"
+                          if shortcut else (tip or text))
+        action.triggered.connect(slot)
+        return action
+
+    def _make_actions(self) -> None:
+        self.act_result = self._action("Result", lambda: self.set_view(RESULT), checkable=True,
+                                       tip="Show the generated image")
+        self.act_input = self._action("Input", lambda: self.set_view(INPUT), checkable=True,
+                                      tip="Show the input image and paint the inpainting mask")
+        views = QActionGroup(self)
+        views.addAction(self.act_result)
+        views.addAction(self.act_input)
+        self.act_pan = self._action("Pan", lambda: self._set_tool(Tool.PAN), "H", True, "Pan the view")
+        self.act_brush = self._action("Brush", lambda: self._set_tool(Tool.BRUSH), "B", True, "Paint the mask")
+        self.act_eraser = self._action("Eraser", lambda: self._set_tool(Tool.ERASER), "E", True, "Erase the mask")
+        tools = QActionGroup(self)
+        for a in (self.act_pan, self.act_brush, self.act_eraser):
+            tools.addAction(a)
+        self.act_brush.setChecked(True)
+        self.act_smaller = self._action("Smaller brush", lambda: self._scale_brush(1 / 1.25), "[")
+        self.act_bigger = self._action("Bigger brush", lambda: self._scale_brush(1.25), "]")
+        self.act_clear = self._action("Clear mask", self.mask.clear, tip="Remove the whole mask")
+        self.act_invert = self._action("Invert mask", self.mask.invert, "Ctrl+I", tip="Swap painted and unpainted")
+        self.act_fill = self._action("Fill mask", self.mask.fill, tip="Mask the whole image")
+        self.act_fit = self._action("Fit", self.canvas.fit, "Ctrl+0", tip="Fit the image in the window")
+        self.act_actual = self._action("100%", self.canvas.zoom_actual, "Ctrl+1", tip="One image pixel per pixel")
+        self.act_zoom_in = self._action("Zoom in", lambda: self.canvas.zoom_by(1.25), QKeySequence.StandardKey.ZoomIn)
+        self.act_zoom_out = self._action("Zoom out", lambda: self.canvas.zoom_by(0.8),
+                                         QKeySequence.StandardKey.ZoomOut)
+        self.act_use_as_input = self._action("Use as input", self.useAsInputRequested,
+                                             tip="Start img2img / inpainting from the shown image")
+        self.act_open = self._action("Open…", self.openImageRequested, tip="Open an image as the input")
+        self.act_clear_input = self._action("Remove input", self.clearInputRequested,
+                                            tip="Back to text-to-image")
+
+    def _make_toolbar(self) -> QToolBar:
+        bar = QToolBar()
+        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        for a in (self.act_result, self.act_input):
+            bar.addAction(a)
+        bar.addSeparator()
+        for a in (self.act_brush, self.act_eraser, self.act_pan):
+            bar.addAction(a)
+        self.size_slider = _slider(1, 512, "Brush size in image pixels ([ and ])")
+        self.size_slider.valueChanged.connect(lambda v: self.canvas.set_brush_radius(v / 2))
+        self.hardness_slider = _slider(0, 100, "Brush hardness: 0 = soft edge, 100 = hard edge")
+        self.hardness_slider.valueChanged.connect(lambda v: setattr(self.canvas, "hardness", v / 100))
+        self.size_slider.setValue(round(self.canvas.brush_radius * 2))
+        self.hardness_slider.setValue(round(self.canvas.hardness * 100))
+        self._mask_widgets = [bar.addWidget(QLabel(" Size ")), bar.addWidget(self.size_slider),
+                              bar.addWidget(QLabel(" Hardness ")), bar.addWidget(self.hardness_slider)]
+        for a in (self.act_clear, self.act_invert, self.act_fill):
+            bar.addAction(a)
+        bar.addSeparator()
+        for a in (self.act_use_as_input, self.act_open, self.act_clear_input):
+            bar.addAction(a)
+        spacer = QWidget()
+        spacer.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        bar.addWidget(spacer)
+        for a in (self.act_fit, self.act_actual):
+            bar.addAction(a)
+        self.zoom_label = QLabel("100%")
+        self.zoom_label.setMinimumWidth(self.zoom_label.fontMetrics().horizontalAdvance("10000%"))
+        self.zoom_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        bar.addWidget(self.zoom_label)
+        self.toolbar = bar
+        return bar
+
+    def _make_scrubber(self) -> QWidget:
+        row = QWidget()
+        row.setObjectName("scrubber")
+        layout = QHBoxLayout(row)
+        layout.setContentsMargins(8, 4, 8, 4)
+        self.prev_button = QToolButton(text="◀", autoRaise=True, toolTip="Previous image of the batch")
+        self.next_button = QToolButton(text="▶", autoRaise=True, toolTip="Next image of the batch")
+        self.index_label = QLabel()
+        self.prev_button.clicked.connect(lambda: self.show_result_index(self._result_index - 1))
+        self.next_button.clicked.connect(lambda: self.show_result_index(self._result_index + 1))
+        self.step_slider = QSlider(Qt.Orientation.Horizontal, toolTip="Scrub through the job's previews")
+        self.step_slider.valueChanged.connect(self._scrub)
+        self.step_label = QLabel()
+        self.step_label.setMinimumWidth(self.step_label.fontMetrics().horizontalAdvance("Final 000/000"))
+        for w in (self.prev_button, self.index_label, self.next_button):
+            layout.addWidget(w)
+        layout.addWidget(QLabel("Steps"))
+        layout.addWidget(self.step_slider, 1)
+        layout.addWidget(self.step_label)
+        self.scrubber = row
+        return row
+
+    # --- public API ----------------------------------------------------------------------------------
+    @property
+    def input_image(self) -> QImage | None:
+        return self._input
+
+    def shown_image(self) -> QImage | None:
+        return self.canvas.image
+
+    def set_input_image(self, image: QImage | None) -> None:
+        """Set (or remove) the init image; the mask is reset to its size."""
+        self._input = image
+        width, height = (image.width(), image.height()) if image is not None else (0, 0)
+        self.mask.reset(width, height)
+        self.set_view(INPUT if image is not None else RESULT)
+
+    def set_view(self, view: str) -> None:
+        if view == INPUT and self._input is None:
+            view = RESULT
+        self.view = view
+        self._show()
+        self.viewChanged.emit(view)
+
+    def begin_job(self) -> None:
+        self.set_view(RESULT)
+        self.scrubber.hide()
+
+    def show_preview(self, image: QImage) -> None:
+        if self.view == RESULT:
+            self.canvas.set_image(image)
+
+    def finish_job(self, images: list[QImage], previews: list[tuple[int, QImage]], total_steps: int) -> None:
+        """Show the job's images; the scrubber runs over its (step index, preview) pairs, then the result."""
+        self._results, self._result_index = list(images), 0
+        self._previews, self._total_steps = list(previews), total_steps
+        self.set_view(RESULT)
+
+    def abandon_job(self) -> None:
+        """A cancelled or failed job: show what was there before it, nothing half-made."""
+        self._show()
+
+    def show_result_index(self, index: int) -> None:
+        if self._results:
+            self._result_index = index % len(self._results)
+            self.set_view(RESULT)
+
+    # --- internals -----------------------------------------------------------------------------------
+    def _current_result(self) -> QImage | None:
+        return self._results[self._result_index] if self._results else None
+
+    def _show(self) -> None:
+        editing = self.view == INPUT
+        self.act_result.setChecked(not editing)
+        self.act_input.setChecked(editing)
+        if editing:
+            self.canvas.set_image(self._input)
+            self.canvas.placeholder = ""
+        else:
+            self.canvas.set_image(self._current_result())
+            self.canvas.placeholder = ("Write a prompt and press Generate (Ctrl+Enter).\n"
+                                       "Or drop an image here to start from it.")
+        self.canvas.set_mask_editable(editing)
+        self._update_scrubber()
+        self._update_actions()
+
+    def _update_scrubber(self) -> None:
+        has_steps = self.view == RESULT and bool(self._previews) and bool(self._results)
+        batch = self.view == RESULT and len(self._results) > 1
+        self.scrubber.setVisible(has_steps or batch)
+        for w in (self.prev_button, self.next_button, self.index_label):
+            w.setVisible(batch)
+        self.index_label.setText(f"{self._result_index + 1}/{len(self._results)}")
+        self.step_slider.blockSignals(True)
+        self.step_slider.setRange(0, len(self._previews))
+        self.step_slider.setValue(len(self._previews))
+        self.step_slider.blockSignals(False)
+        self.step_slider.setEnabled(has_steps)
+        self._label_step(len(self._previews))
+
+    def _scrub(self, value: int) -> None:
+        if value >= len(self._previews):
+            self.canvas.set_image(self._current_result())
+        else:
+            self.canvas.set_image(self._previews[value][1])
+        self._label_step(value)
+
+    def _label_step(self, value: int) -> None:
+        if value >= len(self._previews):
+            self.step_label.setText("Final")
+        else:
+            self.step_label.setText(f"Step {self._previews[value][0] + 1}/{self._total_steps}")
+
+    def _update_actions(self) -> None:
+        editing = self.view == INPUT
+        has_mask = editing and not self.mask.is_empty()
+        self.act_input.setEnabled(self._input is not None)
+        for a in (self.act_brush, self.act_eraser, self.act_pan, self.act_smaller, self.act_bigger,
+                  self.act_invert, self.act_fill, self.act_clear):
+            a.setVisible(editing)
+        self.act_clear.setEnabled(has_mask)
+        for w in self._mask_widgets:
+            w.setVisible(editing)
+        self.act_use_as_input.setEnabled(self.view == RESULT and self._current_result() is not None)
+        self.act_clear_input.setEnabled(self._input is not None)
+
+    def _set_tool(self, tool: Tool) -> None:
+        self.canvas.set_tool(tool)
+
+    def _scale_brush(self, factor: float) -> None:
+        self.canvas.set_brush_radius(self.canvas.brush_radius * factor)

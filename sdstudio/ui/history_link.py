@@ -1,0 +1,100 @@
+"""Connects the window to the history store and its gallery: results are saved off the GUI thread.
+
+Saving a PNG takes tens of milliseconds per megapixel, so it runs on one background thread (the store is
+thread-safe); the gallery hears about new entries through a queued signal.
+"""
+
+from __future__ import annotations
+
+import random
+from concurrent.futures import ThreadPoolExecutor
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtWidgets import QWidget
+
+from sdstudio.engine.request import GenerationResult
+from sdstudio.ui.imageconv import load_image, pil_to_qimage
+from sdstudio.ui.main_window import MainWindow
+from sdstudio.ui.prompt_state import MAX_SEED
+
+
+class HistoryLink(QObject):
+    saved = Signal(list)  # the new history entries, newest last
+    failed = Signal(str)
+
+    def __init__(self, store, window: MainWindow, gallery: QWidget | None = None):
+        super().__init__(window)
+        self.store, self.window, self.gallery = store, window, gallery
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history-writer")
+        window.resultReady.connect(self.save)
+        self.failed.connect(lambda msg: window.canvas_panel.banner.show_error(msg))
+        if gallery is not None:
+            self.saved.connect(self._show_in_gallery)
+            gallery.entrySelected.connect(self._show_entry)
+            gallery.rerunRequested.connect(self._rerun)
+            gallery.loadParametersRequested.connect(lambda eid: self._with_request(eid, window.load_parameters))
+            gallery.useAsInitRequested.connect(self._use_as_input)
+            gallery.useForInpaintRequested.connect(self._use_for_inpaint)
+
+    def save(self, result: GenerationResult) -> None:
+        self._pool.submit(self._save, result)
+
+    def flush(self) -> None:
+        """Wait for every pending save (at exit: a finished image is never lost)."""
+        self._pool.shutdown(wait=True)
+
+    def _save(self, result: GenerationResult) -> None:
+        try:
+            self.saved.emit(self.store.add_result(result))
+        except Exception as exc:  # a full disk must not take the app down; the user is told
+            self.failed.emit(f"Could not save the image to history: {exc}")
+
+    def _show_in_gallery(self, entries: list) -> None:
+        for entry in entries:
+            self.gallery.add_entry(entry)
+
+    def _entry(self, entry_id: str):
+        entry = self.store.get(entry_id)
+        if entry is None:
+            self.failed.emit("That history entry no longer exists")
+        return entry
+
+    def _with_request(self, entry_id: str, use) -> None:
+        entry = self._entry(entry_id)
+        if entry is not None:
+            try:
+                use(self.store.request_for(entry))
+            except Exception as exc:
+                self.failed.emit(f"Cannot read the parameters of that entry: {exc}")
+
+    def _rerun(self, entry_id: str, new_seed: bool) -> None:
+        def submit(request):
+            if new_seed:
+                request = request.replace(seed=random.randrange(MAX_SEED + 1))
+            self.window.submit_request(request)
+
+        self._with_request(entry_id, submit)
+
+    def _image(self, entry_id: str):
+        entry = self._entry(entry_id)
+        if entry is None:
+            return None
+        try:
+            return pil_to_qimage(load_image(str(entry.file)))
+        except OSError as exc:
+            self.failed.emit(f"Cannot open {entry.file.name}: {exc}")
+            return None
+
+    def _show_entry(self, entry_id: str) -> None:
+        image = self._image(entry_id)
+        if image is not None:
+            self.window.show_image(image)
+
+    def _use_as_input(self, entry_id: str) -> None:
+        image = self._image(entry_id)
+        if image is not None:
+            self.window.set_input_image(image)
+
+    def _use_for_inpaint(self, entry_id: str) -> None:
+        self._use_as_input(entry_id)
+        self.window.canvas_panel.act_brush.trigger()

@@ -1,0 +1,339 @@
+"""The main window: prompt panel, canvas, status bar and menus, wired to the worker.
+
+It owns no engine state: it snapshots the panel's `PromptState` (plus input image and mask) into requests,
+queues them on the worker and shows what comes back. `resultReady` is the one hook for history.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt, QUrl, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QImage, QKeySequence
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QSplitter, QWidget
+
+from sdstudio import paths
+from sdstudio.engine.request import GenerationResult
+from sdstudio.ui.canvas_panel import INPUT, CanvasPanel
+from sdstudio.ui.imageconv import load_image, pil_to_qimage, qimage_to_pil
+from sdstudio.ui.mask_model import MaskModel
+from sdstudio.ui.model_list import BUILTIN_LABEL, add_extra_model, model_choices
+from sdstudio.ui.prompt_panel import PromptPanel
+from sdstudio.ui.prompt_state import apply_request, build_requests
+from sdstudio.ui.settings import load_prompt_state, save_prompt_state
+from sdstudio.ui.status import JobStatus
+from sdstudio.ui.token_counter import LazyTokenCounter
+from sdstudio.ui.worker import JobOutput, Worker
+
+IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff)"
+
+
+class MainWindow(QMainWindow):
+    resultReady = Signal(object)  # GenerationResult of every finished job
+
+    def __init__(self, worker: Worker, settings: QSettings, counter: LazyTokenCounter | None = None,
+                 parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("SD Studio")
+        self.worker, self.settings = worker, settings
+        self.state = load_prompt_state(settings)
+        self.counter = counter or LazyTokenCounter()
+        self.mask = MaskModel(parent=self)
+        self.panel = PromptPanel(self.state, self.counter)
+        self.canvas_panel = CanvasPanel(self.mask)
+        self.job_status = JobStatus()
+        self.statusBar().addPermanentWidget(self.job_status, 1)
+        self.last_seed: int | None = None
+        self.model_family = str(settings.value("model/family", ""))
+        self._jobs: dict[int, int] = {}  # queued generation job id -> its step count
+        self._running: int | None = None
+        self._build_layout()
+        self._build_menus()
+        self._connect()
+        self.refresh_models()
+        self._restore_window()
+
+    # --- construction ------------------------------------------------------------------------------
+    def _build_layout(self) -> None:
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(self.panel)
+        self.splitter.addWidget(self.canvas_panel)
+        self.splitter.setStretchFactor(0, 0)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setCollapsible(1, False)
+        em = self.fontMetrics().horizontalAdvance("M")
+        self.panel.setMinimumWidth(em * 22)
+        self.splitter.setSizes([em * 28, em * 60])
+        self.setCentralWidget(self.splitter)
+        # The history gallery (another module) docks on the right; see `dock_gallery`.
+        self.gallery_dock = None
+
+    def _menu_action(self, menu, text: str, slot, shortcut=None) -> QAction:
+        action = menu.addAction(text)
+        if shortcut is not None:
+            action.setShortcuts(shortcut if isinstance(shortcut, list) else [QKeySequence(shortcut)])
+        action.triggered.connect(slot)
+        return action
+
+    def _build_menus(self) -> None:
+        bar, cp = self.menuBar(), self.canvas_panel
+        file = bar.addMenu("&File")
+        self._menu_action(file, "&Open Image…", self.open_image_dialog, QKeySequence.StandardKey.Open)
+        self.act_save = self._menu_action(file, "&Save Image As…", self.save_image_dialog,
+                                          QKeySequence.StandardKey.SaveAs)
+        file.addSeparator()
+        self._menu_action(file, "Add &Model…", self.add_model_dialog)
+        self._menu_action(file, "Open Models &Folder", lambda: self._open_folder(paths.models_dir()))
+        self._menu_action(file, "Open &Outputs Folder", lambda: self._open_folder(paths.outputs_dir()))
+        file.addSeparator()
+        self._menu_action(file, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        edit = bar.addMenu("&Edit")
+        undo = self.mask.undo_stack.createUndoAction(self, "&Undo")
+        undo.setShortcut(QKeySequence.StandardKey.Undo)
+        redo = self.mask.undo_stack.createRedoAction(self, "&Redo")
+        redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence(QKeySequence.StandardKey.Redo)])
+        edit.addActions([undo, redo])
+        edit.addSeparator()
+        edit.addActions([cp.act_brush, cp.act_eraser, cp.act_pan, cp.act_smaller, cp.act_bigger])
+        edit.addSeparator()
+        edit.addActions([cp.act_clear, cp.act_invert, cp.act_fill])
+        view = bar.addMenu("&View")
+        view.addActions([cp.act_result, cp.act_input])
+        view.addSeparator()
+        view.addActions([cp.act_fit, cp.act_actual, cp.act_zoom_in, cp.act_zoom_out])
+        self.view_menu = view
+        gen = bar.addMenu("&Generate")
+        self.act_generate = self._menu_action(gen, "&Generate", self.generate,
+                                              [QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")])
+        self.act_cancel = self._menu_action(gen, "&Cancel", self.cancel, QKeySequence("Esc"))
+        self._menu_action(gen, "C&lear Queue", self.worker.clear_queue)
+        gen.addSeparator()
+        gen.addActions([cp.act_use_as_input, cp.act_clear_input])
+        self._menu_action(gen, "&Reuse Last Seed", self.reuse_last_seed)
+        self.act_cancel.setEnabled(False)
+
+    def _connect(self) -> None:
+        w, p, cp = self.worker, self.panel, self.canvas_panel
+        p.generateRequested.connect(self.generate)
+        p.cancelRequested.connect(self.cancel)
+        p.reuseSeedRequested.connect(self.reuse_last_seed)
+        p.modelChosen.connect(self.choose_model)
+        p.addModelRequested.connect(self.add_model_dialog)
+        cp.openImageRequested.connect(self.open_image_dialog)
+        cp.useAsInputRequested.connect(self.use_shown_image_as_input)
+        cp.clearInputRequested.connect(lambda: self.set_input_image(None))
+        cp.canvas.fileDropped.connect(self.open_image)
+        cp.viewChanged.connect(lambda _v: self._update_input_state())
+        self.mask.changed.connect(lambda _r: self._update_input_state())
+        w.jobStarted.connect(self._job_started)
+        w.stepProgress.connect(self._step)
+        w.previewReady.connect(self._preview)
+        w.jobFinished.connect(self._job_finished)
+        w.jobCancelled.connect(self._job_cancelled)
+        w.jobFailed.connect(self._job_failed)
+        w.modelLoading.connect(self.job_status.loading)
+        w.modelLoaded.connect(self._model_loaded)
+        w.queueChanged.connect(self.job_status.set_queue)
+
+    def dock_gallery(self, gallery: QWidget) -> QDockWidget:
+        """Dock the history gallery on the right, with a View menu toggle; its layout is remembered."""
+        dock = QDockWidget("History", self)
+        dock.setObjectName("historyDock")
+        dock.setWidget(gallery)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        self.view_menu.addSeparator()
+        self.view_menu.addAction(dock.toggleViewAction())
+        if self.settings.value("window/state") is not None:
+            self.restoreState(self.settings.value("window/state"))
+        self.gallery_dock = dock
+        return dock
+
+    def submit_request(self, request) -> int:
+        """Queue one ready-made request (re-run from history)."""
+        job = self.worker.submit(request)
+        self._jobs[job] = request.steps
+        self._update_running()
+        return job
+
+    def show_image(self, image: QImage) -> None:
+        """Show an image as the current result (e.g. a history entry)."""
+        self.canvas_panel.finish_job([image], [], 0)
+
+    # --- generation --------------------------------------------------------------------------------
+    def generate(self) -> list[int]:
+        """Queue the panel's settings (batch count jobs); returns the job ids."""
+        init = qimage_to_pil(self.canvas_panel.input_image) if self.canvas_panel.input_image is not None else None
+        requests = build_requests(self.state, init, self.mask.to_pil() if init is not None else None)
+        ids = [self.worker.submit(r) for r in requests]
+        self._jobs.update({job: r.steps for job, r in zip(ids, requests, strict=True)})
+        self._update_running()
+        self.save_settings()
+        return ids
+
+    def cancel(self) -> None:
+        self.worker.cancel_current()
+
+    def reuse_last_seed(self) -> None:
+        if self.last_seed is not None:
+            self.state.seed = self.last_seed
+            self.panel.refresh()
+
+    def _job_started(self, job: int) -> None:
+        if job in self._jobs:
+            self._running = job
+            self.canvas_panel.begin_job()
+            self.job_status.started()
+
+    def _step(self, job: int, done: int, total: int) -> None:
+        if job == self._running:
+            self.job_status.step(done, total)
+
+    def _preview(self, job: int, _step: int, image: QImage) -> None:
+        if job == self._running:
+            self.canvas_panel.show_preview(image)
+
+    def _job_finished(self, out: JobOutput) -> None:
+        total = self._jobs.pop(out.job_id, 0)
+        self._running = None
+        result: GenerationResult = out.result
+        self.canvas_panel.finish_job(out.images, out.previews, total)
+        if result.requests:
+            self.last_seed = result.requests[0].seed
+        seconds = f" in {result.seconds:.1f} s" if result.seconds else ""
+        self._update_running(f"Done{seconds} · seed {self.last_seed}")
+        self.resultReady.emit(result)
+
+    def _job_cancelled(self, job: int) -> None:
+        self._jobs.pop(job, None)
+        if job == self._running:
+            self._running = None
+            self.canvas_panel.abandon_job()
+        self._update_running("Cancelled")
+
+    def _job_failed(self, job: int, message: str) -> None:
+        if self._jobs.pop(job, None) is not None and job == self._running:
+            self._running = None
+            self.canvas_panel.abandon_job()
+        self.canvas_panel.banner.show_error(message)
+        self._update_running("Failed")
+
+    def _update_running(self, idle_message: str = "Ready") -> None:
+        busy = bool(self._jobs)
+        self.panel.set_running(busy)
+        self.act_cancel.setEnabled(busy)
+        if not busy:
+            self.job_status.idle(idle_message)
+
+    # --- models --------------------------------------------------------------------------------------
+    def refresh_models(self) -> None:
+        self.panel.set_models(model_choices(paths.models_dir(), self.settings))
+
+    def choose_model(self, path: str) -> None:
+        self.state.model = path
+        self.canvas_panel.banner.hide()
+        self.worker.load_model(path)
+        self.save_settings()
+
+    def add_model_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Add Model", str(paths.models_dir()),
+                                              "Checkpoints (*.safetensors)")
+        if path:
+            add_extra_model(self.settings, path)
+            self.state.model = path
+            self.refresh_models()
+            self.choose_model(path)
+
+    def _model_loaded(self, description) -> None:
+        family = getattr(description, "family", "")
+        label = BUILTIN_LABEL if not self.state.model else getattr(description, "name", "")
+        self.panel.set_model_info(f"{label}: {description.summary()}", family)
+        if family and self.model_family and family != self.model_family:
+            self.panel.apply_default_size(int(getattr(description, "default_size", 512)))
+        if family:
+            self.model_family = family
+            self.settings.setValue("model/family", family)
+        if not self._jobs:
+            self.job_status.idle("Model ready")
+
+    # --- input image -------------------------------------------------------------------------------
+    def open_image_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open Image", str(Path.home()), IMAGE_FILTER)
+        if path:
+            self.open_image(path)
+
+    def open_image(self, path: str) -> None:
+        try:
+            image = load_image(path)
+        except OSError as exc:
+            self.canvas_panel.banner.show_error(f"Cannot open {Path(path).name}: {exc}")
+            return
+        self.set_input_image(pil_to_qimage(image))
+
+    def use_shown_image_as_input(self) -> None:
+        image = self.canvas_panel.shown_image()
+        if image is not None:
+            self.set_input_image(image.copy())
+
+    def set_input_image(self, image: QImage | None) -> None:
+        """img2img/inpainting from `image` (None: back to text-to-image). The size follows the image."""
+        self.canvas_panel.set_input_image(image)
+        if image is not None:
+            self.state.width, self.state.height = _multiple_of_8(image.width()), _multiple_of_8(image.height())
+            self.panel.refresh()
+        self._update_input_state()
+
+    def load_parameters(self, request) -> None:
+        """Show a request's values in the panel (from history)."""
+        apply_request(self.state, request)
+        self.panel.refresh()
+
+    def _update_input_state(self) -> None:
+        has_input = self.canvas_panel.input_image is not None
+        self.panel.set_input_state(has_input, has_input and not self.mask.is_empty())
+        mode = "Inpaint" if has_input and not self.mask.is_empty() else "Image to image" if has_input else ""
+        self.setWindowTitle(f"SD Studio — {mode}" if mode else "SD Studio")
+        if self.canvas_panel.view == INPUT:
+            self.canvas_panel.canvas.setFocus()
+
+    # --- files, settings, shutdown --------------------------------------------------------------------
+    def save_image_dialog(self) -> None:
+        image = self.canvas_panel.shown_image()
+        if image is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save Image", str(paths.outputs_dir() / "image.png"),
+                                              "PNG (*.png)")
+        if path and not image.save(path):
+            self.canvas_panel.banner.show_error(f"Could not save {path}")
+
+    def _open_folder(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+
+    def save_settings(self) -> None:
+        save_prompt_state(self.settings, self.state)
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/state", self.saveState())
+        self.settings.setValue("window/splitter", self.splitter.saveState())
+        self.settings.sync()
+
+    def _restore_window(self) -> None:
+        geometry = self.settings.value("window/geometry")
+        if geometry is None or not self.restoreGeometry(geometry):
+            em = self.fontMetrics().horizontalAdvance("M")
+            self.resize(em * 100, em * 62)
+        if self.settings.value("window/state") is not None:
+            self.restoreState(self.settings.value("window/state"))
+        if self.settings.value("window/splitter") is not None:
+            self.splitter.restoreState(self.settings.value("window/splitter"))
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.save_settings()
+        self.worker.stop()
+        super().closeEvent(event)
+
+    def status_label(self) -> QLabel:
+        return self.job_status.message
+
+
+def _multiple_of_8(value: int) -> int:
+    return max(8, value - value % 8)

@@ -1,0 +1,38 @@
+"""The model picker's choices: the built-in model, the models folder, and files added from elsewhere.
+
+Listing is a directory scan on the GUI thread (no torch import); "Add model…" remembers a path in the
+settings instead of copying a multi-gigabyte file into the models folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QSettings
+
+BUILTIN_LABEL = "SD Studio emoji (built-in)"
+MODEL_SUFFIXES = (".safetensors",)
+_EXTRA_KEY = "models/extra"
+
+
+def extra_models(settings: QSettings) -> list[str]:
+    value = settings.value(_EXTRA_KEY, [])
+    items = [value] if isinstance(value, str) else list(value or [])
+    return [p for p in items if p]
+
+
+def add_extra_model(settings: QSettings, path: str) -> None:
+    items = extra_models(settings)
+    if path not in items:
+        settings.setValue(_EXTRA_KEY, [*items, path])
+
+
+def model_choices(models_dir: Path, settings: QSettings) -> list[tuple[str, str]]:
+    """(label, path) pairs: built-in ("" path) first, then the folder's files, then added files that exist."""
+    found: list[Path] = []
+    if models_dir.is_dir():
+        found = sorted((p for p in models_dir.rglob("*") if p.suffix.lower() in MODEL_SUFFIXES and p.is_file()),
+                       key=lambda p: p.name.lower())
+    known = {str(p) for p in found}
+    found += [Path(p) for p in extra_models(settings) if p not in known and Path(p).is_file()]
+    return [(BUILTIN_LABEL, "")] + [(p.stem, str(p)) for p in found]

@@ -1,0 +1,352 @@
+"""The prompt panel: prompts with token counters, model, sampler, size, seed, batch and img2img settings.
+
+The panel edits a `PromptState` in place and only emits intent signals (generate, cancel, pick a model); the
+main window turns the state into requests.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor, QPalette, QTextCharFormat, QTextCursor
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QSpinBox,
+    QTextEdit,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from sdstudio.engine.names import SAMPLERS, SCHEDULER_LABELS, SCHEDULERS
+from sdstudio.ui.prompt_state import MAX_SEED, RANDOM_SEED, PromptState, size_presets
+from sdstudio.ui.token_counter import CHUNK_TOKENS, LazyTokenCounter, format_count
+
+ADD_MODEL = "\x00add"
+
+
+class PromptEdit(QPlainTextEdit):
+    """A prompt box that tints the text falling into the 2nd, 3rd, ... 75-token chunk."""
+
+    def __init__(self, placeholder: str, counter: LazyTokenCounter, count_label: QLabel):
+        super().__init__()
+        self.setPlaceholderText(placeholder)
+        self.setTabChangesFocus(True)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self._counter, self._label = counter, count_label
+        self.textChanged.connect(self.recount)
+        counter.ready.connect(self.recount)
+
+    def sizeHint(self):
+        hint = super().sizeHint()
+        hint.setHeight(self.fontMetrics().lineSpacing() * 4 + 12)
+        return hint
+
+    def recount(self) -> None:
+        count = self._counter.count(self.toPlainText())
+        self._label.setText(format_count(count))
+        why = "estimated until the tokenizer has loaded" if count.estimated else "CLIP tokens"
+        self._label.setToolTip(f"{count.tokens} {why}. Prompts are encoded in chunks of {CHUNK_TOKENS} tokens; "
+                               "text with a tinted background falls into a later chunk.")
+        over = count.chunks > 1
+        self._label.setProperty("warn", over)
+        self._label.style().unpolish(self._label)
+        self._label.style().polish(self._label)
+        self._mark_chunks(count.boundaries)
+
+    def _mark_chunks(self, boundaries: tuple[int, ...]) -> None:
+        selections = []
+        tint = QColor(self.palette().color(QPalette.ColorRole.Highlight))
+        tint.setAlpha(60)
+        ends = list(boundaries[1:]) + [len(self.toPlainText())]
+        for index, (start, end) in enumerate(zip(boundaries, ends, strict=False)):
+            if index % 2:
+                continue
+            sel = QTextEdit.ExtraSelection()
+            fmt = QTextCharFormat()
+            fmt.setBackground(tint)
+            sel.format = fmt
+            sel.cursor = QTextCursor(self.document())
+            sel.cursor.setPosition(start)
+            sel.cursor.setPosition(end, QTextCursor.MoveMode.KeepAnchor)
+            selections.append(sel)
+        self.setExtraSelections(selections)
+
+
+def _heading(text: str) -> QLabel:
+    label = QLabel(text)
+    label.setProperty("role", "heading")
+    return label
+
+
+class PromptPanel(QScrollArea):
+    """Edits `state`; call `refresh()` after changing the state from outside."""
+
+    generateRequested = Signal()
+    cancelRequested = Signal()
+    modelChosen = Signal(str)
+    addModelRequested = Signal()
+    reuseSeedRequested = Signal()
+
+    def __init__(self, state: PromptState, counter: LazyTokenCounter, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.state = state
+        self._family = "demo"
+        self._updating = False
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        body = QWidget()
+        layout = QVBoxLayout(body)
+        layout.setContentsMargins(10, 10, 10, 10)
+        layout.setSpacing(6)
+        self._build_prompts(layout, counter)
+        self._build_model(layout)
+        self._build_sampling(layout)
+        self._build_image(layout)
+        self._build_buttons(layout)
+        layout.addStretch(1)
+        self.setWidget(body)
+        self.refresh()
+
+    # --- construction ------------------------------------------------------------------------------
+    def _build_prompts(self, layout: QVBoxLayout, counter: LazyTokenCounter) -> None:
+        for attr, title, hint in (("prompt", "Prompt", "What to draw, e.g. “red apple”"),
+                                  ("negative", "Negative prompt", "What to avoid")):
+            row = QHBoxLayout()
+            row.addWidget(_heading(title))
+            row.addStretch(1)
+            count = QLabel()
+            count.setProperty("role", "counter")
+            row.addWidget(count)
+            layout.addLayout(row)
+            edit = PromptEdit(hint, counter, count)
+            edit.textChanged.connect(self._store)
+            setattr(self, f"{attr}_edit", edit)
+            layout.addWidget(edit)
+
+    def _build_model(self, layout: QVBoxLayout) -> None:
+        layout.addWidget(_heading("Model"))
+        self.model_combo = QComboBox()
+        self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.model_combo.activated.connect(self._model_activated)
+        layout.addWidget(self.model_combo)
+        self.model_info = QLabel()
+        self.model_info.setProperty("role", "hint")
+        self.model_info.setWordWrap(True)
+        layout.addWidget(self.model_info)
+
+    def _build_sampling(self, layout: QVBoxLayout) -> None:
+        layout.addWidget(_heading("Sampling"))
+        grid = QGridLayout()
+        grid.setColumnStretch(1, 1)
+        grid.setColumnStretch(3, 1)
+        self.sampler_combo = QComboBox()
+        self.sampler_combo.addItems(SAMPLERS)
+        self.scheduler_combo = QComboBox()
+        for name in SCHEDULERS:
+            self.scheduler_combo.addItem(SCHEDULER_LABELS[name], name)
+        self.steps_spin = QSpinBox(minimum=1, maximum=150)
+        self.cfg_spin = QDoubleSpinBox(minimum=1.0, maximum=30.0, singleStep=0.5, decimals=1)
+        grid.addWidget(QLabel("Sampler"), 0, 0)
+        grid.addWidget(self.sampler_combo, 0, 1, 1, 3)
+        grid.addWidget(QLabel("Schedule"), 1, 0)
+        grid.addWidget(self.scheduler_combo, 1, 1, 1, 3)
+        grid.addWidget(QLabel("Steps"), 2, 0)
+        grid.addWidget(self.steps_spin, 2, 1)
+        grid.addWidget(QLabel("CFG"), 2, 2)
+        grid.addWidget(self.cfg_spin, 2, 3)
+        self.seed_spin = QDoubleSpinBox(minimum=RANDOM_SEED, maximum=MAX_SEED, decimals=0)
+        self.seed_spin.setSpecialValueText("Random")
+        self.seed_spin.setToolTip("Seed of the first image; “Random” draws a new one for every batch")
+        self.dice_button = QToolButton(text="🎲", toolTip="Random seed for every generation")
+        self.dice_button.clicked.connect(lambda: self.seed_spin.setValue(RANDOM_SEED))
+        self.reuse_button = QToolButton(text="♻", toolTip="Reuse the last seed")
+        self.reuse_button.clicked.connect(self.reuseSeedRequested)
+        seed_row = QHBoxLayout()
+        seed_row.addWidget(self.seed_spin, 1)
+        seed_row.addWidget(self.dice_button)
+        seed_row.addWidget(self.reuse_button)
+        grid.addWidget(QLabel("Seed"), 3, 0)
+        grid.addLayout(seed_row, 3, 1, 1, 3)
+        layout.addLayout(grid)
+        for w in (self.sampler_combo, self.scheduler_combo):
+            w.currentIndexChanged.connect(self._store)
+        for w in (self.steps_spin, self.cfg_spin, self.seed_spin):
+            w.valueChanged.connect(self._store)
+
+    def _build_image(self, layout: QVBoxLayout) -> None:
+        layout.addWidget(_heading("Image"))
+        grid = QGridLayout()
+        grid.setColumnStretch(1, 1)
+        grid.setColumnStretch(3, 1)
+        self.width_spin = QSpinBox(minimum=8, maximum=4096, singleStep=8, suffix=" px")
+        self.height_spin = QSpinBox(minimum=8, maximum=4096, singleStep=8, suffix=" px")
+        self.preset_combo = QComboBox(toolTip="Sizes the model was trained for")
+        self.preset_combo.activated.connect(self._preset_chosen)
+        grid.addWidget(QLabel("Width"), 0, 0)
+        grid.addWidget(self.width_spin, 0, 1)
+        grid.addWidget(QLabel("Height"), 0, 2)
+        grid.addWidget(self.height_spin, 0, 3)
+        grid.addWidget(QLabel("Preset"), 1, 0)
+        grid.addWidget(self.preset_combo, 1, 1, 1, 3)
+        self.batch_size_spin = QSpinBox(minimum=1, maximum=16, toolTip="Images per run (one batch)")
+        self.batch_count_spin = QSpinBox(minimum=1, maximum=100, toolTip="Runs queued one after another")
+        grid.addWidget(QLabel("Batch size"), 2, 0)
+        grid.addWidget(self.batch_size_spin, 2, 1)
+        grid.addWidget(QLabel("Count"), 2, 2)
+        grid.addWidget(self.batch_count_spin, 2, 3)
+        self.strength_spin = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.05, decimals=2,
+                                            toolTip="How much of the input image is redrawn (img2img/inpaint)")
+        self.blur_spin = QSpinBox(minimum=0, maximum=64, suffix=" px", toolTip="Feathering of the mask edge")
+        self.only_masked_check = QCheckBox("Only masked area",
+                                           toolTip="Redraw the painted region at full resolution")
+        grid.addWidget(QLabel("Strength"), 3, 0)
+        grid.addWidget(self.strength_spin, 3, 1)
+        grid.addWidget(QLabel("Mask blur"), 3, 2)
+        grid.addWidget(self.blur_spin, 3, 3)
+        grid.addWidget(self.only_masked_check, 4, 1, 1, 3)
+        layout.addLayout(grid)
+        for w in (self.width_spin, self.height_spin, self.batch_size_spin, self.batch_count_spin,
+                  self.strength_spin, self.blur_spin):
+            w.valueChanged.connect(self._store)
+        self.only_masked_check.toggled.connect(self._store)
+        self.set_input_state(False, False)
+
+    def _build_buttons(self, layout: QVBoxLayout) -> None:
+        row = QHBoxLayout()
+        self.generate_button = QPushButton("Generate")
+        self.generate_button.setObjectName("generate")
+        self.generate_button.setToolTip("Generate (Ctrl+Enter); pressing again queues another job")
+        self.generate_button.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.generate_button.clicked.connect(self.generateRequested)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the running job (Esc)")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancelRequested)
+        row.addWidget(self.generate_button, 3)
+        row.addWidget(self.cancel_button, 1)
+        layout.addSpacing(6)
+        layout.addLayout(row)
+
+    # --- state <-> widgets -------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Show the values of `state`."""
+        s, self._updating = self.state, True
+        try:
+            if self.prompt_edit.toPlainText() != s.prompt:
+                self.prompt_edit.setPlainText(s.prompt)
+            if self.negative_edit.toPlainText() != s.negative_prompt:
+                self.negative_edit.setPlainText(s.negative_prompt)
+            self.sampler_combo.setCurrentText(s.sampler)
+            self.scheduler_combo.setCurrentIndex(max(self.scheduler_combo.findData(s.scheduler), 0))
+            self.steps_spin.setValue(s.steps)
+            self.cfg_spin.setValue(s.cfg_scale)
+            self.seed_spin.setValue(s.seed)
+            self.width_spin.setValue(s.width)
+            self.height_spin.setValue(s.height)
+            self.batch_size_spin.setValue(s.batch_size)
+            self.batch_count_spin.setValue(s.batch_count)
+            self.strength_spin.setValue(s.strength)
+            self.blur_spin.setValue(s.mask_blur)
+            self.only_masked_check.setChecked(s.only_masked)
+            self._select_model(s.model)
+        finally:
+            self._updating = False
+        self._sync_preset()
+
+    def _store(self) -> None:
+        if self._updating:
+            return
+        s = self.state
+        s.prompt, s.negative_prompt = self.prompt_edit.toPlainText(), self.negative_edit.toPlainText()
+        s.sampler, s.scheduler = self.sampler_combo.currentText(), self.scheduler_combo.currentData()
+        s.steps, s.cfg_scale, s.seed = self.steps_spin.value(), self.cfg_spin.value(), int(self.seed_spin.value())
+        s.width, s.height = self.width_spin.value(), self.height_spin.value()
+        s.batch_size, s.batch_count = self.batch_size_spin.value(), self.batch_count_spin.value()
+        s.strength, s.mask_blur = self.strength_spin.value(), self.blur_spin.value()
+        s.only_masked = self.only_masked_check.isChecked()
+        self._sync_preset()
+
+    # --- models and sizes --------------------------------------------------------------------------
+    def set_models(self, models: list[tuple[str, str]]) -> None:
+        """(label, path) pairs; path "" is the built-in model. "Add model…" is appended."""
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        for label, path in models:
+            self.model_combo.addItem(label, path)
+            self.model_combo.setItemData(self.model_combo.count() - 1, path or label, Qt.ItemDataRole.ToolTipRole)
+        self.model_combo.insertSeparator(self.model_combo.count())
+        self.model_combo.addItem("Add model…", ADD_MODEL)
+        self.model_combo.blockSignals(False)
+        self._select_model(self.state.model)
+
+    def set_model_info(self, text: str, family: str | None = None) -> None:
+        self.model_info.setText(text)
+        if family:
+            self._family = family
+            self._fill_presets()
+
+    def set_input_state(self, has_input: bool, has_mask: bool) -> None:
+        """Enable the img2img controls only when there is an input image (and a mask for inpainting)."""
+        self.strength_spin.setEnabled(has_input)
+        self.blur_spin.setEnabled(has_input and has_mask)
+        self.only_masked_check.setEnabled(has_input and has_mask)
+
+    def set_running(self, running: bool) -> None:
+        self.cancel_button.setEnabled(running)
+        self.generate_button.setText("Queue" if running else "Generate")
+
+    def apply_default_size(self, size: int) -> None:
+        self.width_spin.setValue(size)
+        self.height_spin.setValue(size)
+
+    def _select_model(self, path: str) -> None:
+        index = self.model_combo.findData(path)
+        if index < 0 and path:
+            self.model_combo.insertItem(0, path.replace("\\", "/").rsplit("/", 1)[-1], path)
+            index = 0
+        self.model_combo.setCurrentIndex(max(index, 0))
+
+    def _model_activated(self, index: int) -> None:
+        path = self.model_combo.itemData(index)
+        if path == ADD_MODEL:
+            self._select_model(self.state.model)
+            self.addModelRequested.emit()
+        elif path is not None and path != self.state.model:
+            self.state.model = path
+            self.modelChosen.emit(path)
+
+    def _fill_presets(self) -> None:
+        self.preset_combo.blockSignals(True)
+        self.preset_combo.clear()
+        for w, h in size_presets(self._family):
+            self.preset_combo.addItem(f"{w} × {h}", f"{w}x{h}")
+        self.preset_combo.addItem("Custom", None)
+        self.preset_combo.blockSignals(False)
+        self._sync_preset()
+
+    def _sync_preset(self) -> None:
+        if self.preset_combo.count() == 0:
+            self._fill_presets()
+            return
+        index = self.preset_combo.findData(f"{self.state.width}x{self.state.height}")
+        self.preset_combo.blockSignals(True)
+        self.preset_combo.setCurrentIndex(index if index >= 0 else self.preset_combo.count() - 1)
+        self.preset_combo.blockSignals(False)
+
+    def _preset_chosen(self, index: int) -> None:
+        size = self.preset_combo.itemData(index)
+        if size:
+            w, h = (int(v) for v in size.split("x"))
+            self.width_spin.setValue(w)
+            self.height_spin.setValue(h)

@@ -1,0 +1,130 @@
+"""Progress reporting: step x/y, speed and ETA, queue length, and a non-modal error banner."""
+
+from __future__ import annotations
+
+import time
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QProgressBar, QToolButton, QWidget
+
+
+class StepRate:
+    """Speed and remaining time of a job from the times at which its steps completed.
+
+    The speed is a moving average over the recent steps, so a slow first step (model warm-up) does not
+    dominate the estimate for long.
+    """
+
+    def __init__(self, window: int = 8, clock=time.monotonic):
+        self._window, self._clock = window, clock
+        self._times: list[tuple[int, float]] = []
+
+    def reset(self) -> None:
+        self._times.clear()
+
+    def add(self, step: int) -> None:
+        self._times.append((step, self._clock()))
+        del self._times[: -self._window - 1]
+
+    def per_second(self) -> float | None:
+        if len(self._times) < 2:
+            return None
+        (s0, t0), (s1, t1) = self._times[0], self._times[-1]
+        return (s1 - s0) / (t1 - t0) if t1 > t0 else None
+
+    def eta_seconds(self, total: int) -> float | None:
+        rate = self.per_second()
+        if not rate or not self._times:
+            return None
+        return max(total - self._times[-1][0], 0) / rate
+
+
+def format_rate(rate: float | None) -> str:
+    if rate is None:
+        return ""
+    return f"{rate:.2f} it/s" if rate >= 1 else f"{1 / rate:.2f} s/it"
+
+
+def format_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"ETA {minutes}:{secs:02d}"
+
+
+class JobStatus(QWidget):
+    """Status-bar widget: progress bar with 'Step x/y', speed and ETA, and the queue length."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 4, 0)
+        self.message = QLabel()
+        self.bar = QProgressBar(textVisible=True)
+        self.bar.setMinimumWidth(self.fontMetrics().horizontalAdvance("Step 150/150") * 2)
+        self.speed = QLabel()
+        self.queue = QLabel()
+        for w in (self.message, self.bar, self.speed, self.queue):
+            layout.addWidget(w)
+        self._rate = StepRate()
+        self.idle()
+
+    def idle(self, message: str = "Ready") -> None:
+        self.message.setText(message)
+        self.bar.hide()
+        self.speed.clear()
+        self._rate.reset()
+
+    def loading(self, message: str, fraction: float) -> None:
+        self.message.setText(message)
+        self.bar.show()
+        self.bar.setRange(0, 100)
+        self.bar.setValue(int(100 * fraction))
+        self.bar.setFormat("%p%")
+
+    def started(self) -> None:
+        self._rate.reset()
+        self._rate.add(0)
+        self.message.setText("Generating")
+        self.bar.show()
+        self.bar.setRange(0, 0)  # busy until the first step reports its total
+        self.speed.clear()
+
+    def step(self, done: int, total: int) -> None:
+        self._rate.add(done)
+        self.bar.setRange(0, total)
+        self.bar.setValue(done)
+        self.bar.setFormat(f"Step {done}/{total}")
+        parts = [format_rate(self._rate.per_second()), format_eta(self._rate.eta_seconds(total))]
+        self.speed.setText(" · ".join(p for p in parts if p))
+
+    def set_queue(self, waiting: int) -> None:
+        self.queue.setText(f"Queue: {waiting}" if waiting else "")
+
+
+class ErrorBanner(QFrame):
+    """A dismissible message strip above the canvas; it never blocks the window."""
+
+    dismissed = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("errorBanner")
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(10, 6, 6, 6)
+        self.icon = QLabel("⚠")
+        self.text = QLabel(wordWrap=True, textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse)
+        close = QToolButton(text="✕", autoRaise=True, toolTip="Dismiss")
+        close.clicked.connect(self.dismiss)
+        layout.addWidget(self.icon, 0, Qt.AlignmentFlag.AlignTop)
+        layout.addWidget(self.text, 1)
+        layout.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
+        self.hide()
+
+    def show_error(self, message: str) -> None:
+        self.text.setText(message)
+        self.show()
+
+    def dismiss(self) -> None:
+        self.hide()
+        self.dismissed.emit()

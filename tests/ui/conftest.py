@@ -1,0 +1,43 @@
+import pytest
+
+from sdstudio.ui.main_window import MainWindow
+from sdstudio.ui.settings import open_settings
+from sdstudio.ui.token_counter import LazyTokenCounter
+from sdstudio.ui.worker import Worker
+from tests.ui.fake_engine import FakeEngine
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("SDSTUDIO_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def engine():
+    return FakeEngine(step_seconds=0.005)
+
+
+@pytest.fixture
+def make_window(qtbot, home, engine):
+    """Build main windows on the fake engine; each is closed (worker joined) at teardown."""
+    windows = []
+
+    def make(preview_ms: int = 20, factory=None) -> MainWindow:
+        worker = Worker(factory or (lambda: engine), preview_interval_ms=preview_ms)
+        window = MainWindow(worker, open_settings(), LazyTokenCounter(loader=lambda: None))
+        qtbot.addWidget(window)
+        worker.start()
+        window.show()
+        qtbot.waitExposed(window)
+        windows.append(window)
+        return window
+
+    yield make
+    for window in windows:
+        window.close()
+
+
+@pytest.fixture
+def window(make_window):
+    return make_window()

@@ -1,0 +1,251 @@
+from PySide6.QtCore import QPointF, Qt
+from PySide6.QtGui import QColor, QImage
+from PySide6.QtTest import QTest
+
+from sdstudio.history.store import HistoryStore
+from sdstudio.ui.canvas_panel import INPUT, RESULT
+from sdstudio.ui.history_link import HistoryLink
+from sdstudio.ui.model_list import BUILTIN_LABEL
+from tests.ui.fake_engine import preview_colour, result_colour
+
+
+def set_prompt(window, text="cat face", seed=42, steps=4):
+    window.panel.prompt_edit.setPlainText(text)
+    window.panel.seed_spin.setValue(seed)
+    window.panel.steps_spin.setValue(steps)
+
+
+def shown_colour(window) -> QColor:
+    image = window.canvas_panel.shown_image()
+    return image.pixelColor(image.width() // 2, image.height() // 2)
+
+
+def test_generate_button_shows_the_result_and_hands_it_to_history(qtbot, window, engine, tmp_path):
+    store = HistoryStore(tmp_path / "outputs")
+    link = HistoryLink(store, window)
+    set_prompt(window, "red apple", seed=7)
+    with qtbot.waitSignal(window.resultReady, timeout=5000) as blocker:
+        qtbot.mouseClick(window.panel.generate_button, Qt.MouseButton.LeftButton)
+    assert blocker.args[0].requests[0].seed == 7 and engine.generated[0].prompt == "red apple"
+    assert shown_colour(window) == QColor(*result_colour(7))
+    link.flush()
+    entries = store.page(0, 10)
+    assert len(entries) == 1 and entries[0].prompt == "red apple" and entries[0].seed == 7
+    assert entries[0].file.is_file()
+    assert window.job_status.message.text().startswith("Done")
+
+
+def test_previews_are_shown_while_the_job_runs(qtbot, window, engine):
+    engine.step_seconds = 0.03
+    set_prompt(window, steps=12)
+    seen = set()
+    window.worker.previewReady.connect(lambda *_: seen.add(shown_colour(window).name()))
+    with qtbot.waitSignal(window.resultReady, timeout=5000):
+        window.generate()
+    preview_names = {QColor(*preview_colour(i, 12)).name() for i in range(12)}
+    assert len(seen & preview_names) >= 2
+    assert window.canvas_panel.scrubber.isVisible()
+    slider = window.canvas_panel.step_slider
+    slider.setValue(0)
+    assert shown_colour(window) == QColor(*preview_colour(0, 12))
+    slider.setValue(slider.maximum())
+    assert shown_colour(window) == QColor(*result_colour(42))
+
+
+def test_cancel_mid_job_stops_within_a_step_and_keeps_the_previous_image(qtbot, window, engine):
+    set_prompt(window, seed=3)
+    with qtbot.waitSignal(window.resultReady, timeout=5000):
+        window.generate()
+    results = []
+    window.resultReady.connect(results.append)
+    engine.step_seconds = 0.02
+    set_prompt(window, seed=4, steps=150)
+    window.generate()
+    qtbot.waitUntil(lambda: engine.steps_run >= 4 + 5, timeout=5000)
+    assert window.panel.cancel_button.isEnabled()
+    with qtbot.waitSignal(window.worker.jobCancelled, timeout=5000):
+        qtbot.mouseClick(window.panel.cancel_button, Qt.MouseButton.LeftButton)
+    steps_after_cancel = engine.steps_run
+    qtbot.wait(100)
+    assert engine.steps_run == steps_after_cancel < 4 + 150
+    assert results == []
+    assert shown_colour(window) == QColor(*result_colour(3))
+    assert not window.panel.cancel_button.isEnabled()
+
+
+def test_batch_count_queues_jobs_that_run_in_order(qtbot, window, engine):
+    set_prompt(window, seed=100)
+    window.panel.batch_count_spin.setValue(3)
+    window.panel.batch_size_spin.setValue(2)
+    results = []
+    window.resultReady.connect(results.append)
+    window.generate()
+    assert window.job_status.queue.text() in ("Queue: 3", "Queue: 2", "Queue: 1")
+    qtbot.waitUntil(lambda: len(results) == 3, timeout=5000)
+    assert [r.requests[0].seed for r in results] == [100, 102, 104]
+    assert [len(r.images) for r in results] == [2, 2, 2]
+    assert window.job_status.queue.text() == ""
+    assert window.canvas_panel.index_label.text() == "1/2"
+
+
+def test_corrupt_model_shows_the_error_banner_and_the_app_stays_usable(qtbot, window, engine, home):
+    models = home / "models"
+    models.mkdir(parents=True)
+    (models / "broken.safetensors").write_bytes(b"\xff" * 100)
+    window.refresh_models()
+    combo = window.panel.model_combo
+    index = combo.findText("broken")
+    assert index > 0
+    combo.setCurrentIndex(index)
+    combo.activated.emit(index)
+    qtbot.waitUntil(lambda: window.canvas_panel.banner.isVisible(), timeout=5000)
+    assert "broken.safetensors" in window.canvas_panel.banner.text.text()
+    builtin = combo.findData("")
+    combo.setCurrentIndex(builtin)
+    combo.activated.emit(builtin)
+    set_prompt(window, seed=9)
+    with qtbot.waitSignal(window.resultReady, timeout=5000):
+        window.generate()
+    assert shown_colour(window) == QColor(*result_colour(9))
+
+
+def stroke(qtbot, canvas, points):
+    pos = [canvas.image_to_widget(QPointF(x + 0.5, y + 0.5)).toPoint() for x, y in points]
+    QTest.mousePress(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, pos[0])
+    for p in pos[1:]:
+        QTest.mouseMove(canvas, p)
+    QTest.mouseRelease(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, pos[-1])
+
+
+def gray_image(size=64) -> QImage:
+    image = QImage(size, size, QImage.Format.Format_RGB888)
+    image.fill(QColor(128, 128, 128))
+    return image
+
+
+def test_mouse_strokes_paint_the_mask_and_undo_redo_restore_it(qtbot, window):
+    window.set_input_image(gray_image())
+    cp = window.canvas_panel
+    assert cp.view == INPUT and cp.canvas.mask_editable
+    cp.canvas.set_brush_radius(4)
+    cp.canvas.hardness = 1.0
+    stroke(qtbot, cp.canvas, [(10, 20), (30, 20), (50, 20)])
+    px = window.mask.pixels()
+    assert (px[20, 12:49] == 255).all() and (px[18:23, 30] == 255).all()
+    assert px[20, 3] == 0 and px[20, 58] == 0 and px[27, 30] == 0 and px[13, 30] == 0
+    painted = px.copy()
+    QTest.keyClick(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert window.mask.is_empty()
+    QTest.keyClick(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert (window.mask.pixels() == painted).all()
+    cp.act_invert.trigger()
+    assert (window.mask.pixels() == 255 - painted).all()
+    cp.act_clear.trigger()
+    assert window.mask.is_empty()
+
+
+def test_eraser_tool_removes_painted_mask(qtbot, window):
+    window.set_input_image(gray_image())
+    cp = window.canvas_panel
+    cp.act_fill.trigger()
+    cp.act_eraser.trigger()
+    cp.canvas.set_brush_radius(3)
+    cp.canvas.hardness = 1.0
+    stroke(qtbot, cp.canvas, [(32, 10), (32, 50)])
+    px = window.mask.pixels()
+    assert (px[12:49, 32] == 0).all() and (px[:, 5] == 255).all()
+
+
+def test_inpaint_request_carries_the_init_image_and_mask_at_image_size(qtbot, window, engine):
+    window.set_input_image(gray_image(48))
+    window.canvas_panel.canvas.set_brush_radius(5)
+    stroke(qtbot, window.canvas_panel.canvas, [(24, 24)])
+    set_prompt(window)
+    with qtbot.waitSignal(window.resultReady, timeout=5000):
+        window.generate()
+    req = engine.generated[0]
+    assert req.mode == "inpaint" and req.init_image.size == (48, 48) and req.mask.size == (48, 48)
+    assert req.mask.getpixel((24, 24)) == 255 and req.mask.getpixel((2, 2)) == 0
+    assert (req.width, req.height) == (48, 48)
+    assert window.canvas_panel.view == RESULT
+
+
+def test_queued_request_is_a_snapshot_not_affected_by_later_edits(qtbot, window, engine):
+    engine.gate.clear()
+    window.set_input_image(gray_image(16))
+    set_prompt(window, "first")
+    window.generate()
+    window.panel.prompt_edit.setPlainText("second")
+    window.mask.fill()
+    engine.gate.set()
+    with qtbot.waitSignal(window.resultReady, timeout=5000):
+        pass
+    req = engine.generated[0]
+    assert req.prompt == "first" and req.mask is None and req.mode == "img2img"
+
+
+def test_bracket_keys_type_into_the_prompt_and_resize_the_brush_on_the_canvas(qtbot, window):
+    window.set_input_image(gray_image())
+    canvas = window.canvas_panel.canvas
+    radius = canvas.brush_radius
+    window.panel.prompt_edit.setFocus()
+    QTest.keyClicks(window.panel.prompt_edit, "[cat]")
+    assert window.panel.prompt_edit.toPlainText().endswith("[cat]") and canvas.brush_radius == radius
+    canvas.setFocus()
+    QTest.keyClick(canvas, Qt.Key.Key_BracketRight)
+    assert canvas.brush_radius > radius
+
+
+def test_ctrl_enter_generates_and_escape_cancels(qtbot, window, engine):
+    engine.step_seconds = 0.02
+    set_prompt(window, steps=100)
+    QTest.keyClick(window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: engine.steps_run >= 2, timeout=5000)
+    with qtbot.waitSignal(window.worker.jobCancelled, timeout=5000):
+        QTest.keyClick(window, Qt.Key.Key_Escape)
+
+
+def test_values_persist_between_runs(qtbot, make_window):
+    first = make_window()
+    set_prompt(first, "flag: Japan", seed=1234, steps=17)
+    first.panel.cfg_spin.setValue(6.5)
+    first.close()
+    second = make_window()
+    s = second.state
+    assert (s.prompt, s.seed, s.steps, s.cfg_scale) == ("flag: Japan", 1234, 17, 6.5)
+    assert second.panel.prompt_edit.toPlainText() == "flag: Japan"
+
+
+def test_first_start_on_an_empty_home_selects_the_built_in_model(qtbot, window, home):
+    assert window.panel.model_combo.currentData() == "" and window.state.model == ""
+    assert (window.state.width, window.state.height) == (64, 64)
+    assert window.panel.model_combo.currentText() == BUILTIN_LABEL
+
+
+def test_reuse_last_seed_fills_the_seed_of_the_last_result(qtbot, window):
+    set_prompt(window, seed=-1)
+    with qtbot.waitSignal(window.resultReady, timeout=5000) as blocker:
+        window.generate()
+    window.panel.reuse_button.click()
+    assert window.state.seed == blocker.args[0].requests[0].seed >= 0
+    window.panel.dice_button.click()
+    assert window.state.seed == -1
+
+
+def test_a_failing_engine_reports_once_per_job_and_next_job_works(qtbot, make_window, engine):
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("driver hiccup")
+        return engine
+
+    window = make_window(factory=flaky)
+    set_prompt(window)
+    with qtbot.waitSignal(window.worker.jobFailed, timeout=5000):
+        window.generate()
+    assert "driver hiccup" in window.canvas_panel.banner.text.text()
+    with qtbot.waitSignal(window.resultReady, timeout=5000):
+        window.generate()
+    assert window.job_status.message.text().startswith("Done")
