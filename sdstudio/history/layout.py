@@ -1,0 +1,95 @@
+"""Where history files live under the outputs folder, and one pass that lists them all.
+
+    outputs/2025-01-31/142501-1234-ab12cd34.png        an entry (parameters inside)
+    outputs/2025-01-31/142501-1234-ab12cd34.init.png   its init image, when it had one
+    outputs/2025-01-31/142501-1234-ab12cd34.mask.png   its inpainting mask, when it had one
+    outputs/.trash/2025-01-31/...                      deleted entries, same relative paths
+    outputs/.thumbnails/<id>.jpg                       thumbnail cache
+
+Paths in the index are relative to the outputs folder, with forward slashes, so the folder can move.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sdstudio.history.atomic import is_temp_name
+
+TRASH = ".trash"
+THUMBNAILS = ".thumbnails"
+SIDECARS = ("init", "mask")
+
+
+def sidecar_name(relative: str, kind: str) -> str:
+    """'day/x.png', 'init' -> 'day/x.init.png'."""
+    return f"{relative[: -len('.png')]}.{kind}.png"
+
+
+def sidecar_owner(relative: str) -> str | None:
+    """'day/x.init.png' -> 'day/x.png'; None when the name is not a sidecar."""
+    for kind in SIDECARS:
+        suffix = f".{kind}.png"
+        if relative.endswith(suffix):
+            return relative[: -len(suffix)] + ".png"
+    return None
+
+
+@dataclass
+class Scan:
+    """Every file the store cares about, as relative paths (live folder and trash separately)."""
+
+    live: set[str] = field(default_factory=set)
+    trash: set[str] = field(default_factory=set)
+    live_sidecars: list[str] = field(default_factory=list)
+    trash_sidecars: list[str] = field(default_factory=list)
+    temps: list[Path] = field(default_factory=list)
+
+
+class Layout:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.trash = root / TRASH
+        self.thumbnails = root / THUMBNAILS
+
+    def location(self, relative: str, deleted: bool) -> Path:
+        return (self.trash if deleted else self.root) / relative
+
+    def new_relative_path(self, created: float, seed: int, entry_id: str) -> str:
+        moment = time.localtime(created)
+        return f"{time.strftime('%Y-%m-%d', moment)}/{time.strftime('%H%M%S', moment)}-{seed}-{entry_id[:8]}.png"
+
+    def relative(self, path: Path) -> str | None:
+        """The index path of a file inside the live folder, or None when it lies elsewhere."""
+        try:
+            return path.resolve().relative_to(self.root.resolve()).as_posix()
+        except ValueError:
+            return None
+
+    def scan(self) -> Scan:
+        scan = Scan()
+        self._walk(self.root, scan.live, scan.live_sidecars, scan.temps, skip_hidden=True)
+        if self.trash.is_dir():
+            self._walk(self.trash, scan.trash, scan.trash_sidecars, scan.temps, skip_hidden=False)
+        if self.thumbnails.is_dir():
+            scan.temps += [Path(e.path) for e in os.scandir(self.thumbnails) if is_temp_name(e.name)]
+        return scan
+
+    @staticmethod
+    def _walk(top: Path, pngs: set[str], sidecars: list[str], temps: list[Path], skip_hidden: bool) -> None:
+        for folder, dirs, files in os.walk(top):
+            if skip_hidden:
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+            prefix = Path(folder).relative_to(top).as_posix()
+            prefix = "" if prefix == "." else prefix + "/"
+            for name in files:
+                if is_temp_name(name):
+                    temps.append(Path(folder) / name)
+                elif name.lower().endswith(".png") and not name.startswith("."):
+                    relative = prefix + name
+                    if sidecar_owner(relative):
+                        sidecars.append(relative)
+                    else:
+                        pngs.add(relative)

@@ -1,0 +1,136 @@
+"""Bring the outputs folder and the index back in step after a crash, a kill, or files changed by hand.
+
+One pass over the folder (no image is decoded for files the index knows):
+- temp files left by a killed writer are removed;
+- a row whose file sits on the other side of the trash finishes its interrupted delete/restore;
+- a row whose file is gone is dropped;
+- a PNG with parameters (ours or A1111's) and no row is indexed, keeping the id of its ``sdstudio`` record;
+- an init/mask sidecar whose entry PNG never got written is removed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sdstudio.engine.errors import RequestError
+from sdstudio.engine.request import GenerationRequest
+from sdstudio.history.layout import Scan, sidecar_owner
+from sdstudio.history.parameters import parse_parameters, request_from_parameters
+from sdstudio.history.png import read_png_parameters
+from sdstudio.history.record import record_from_json
+from sdstudio.history.schema import row_values
+
+if TYPE_CHECKING:
+    from sdstudio.history.store import HistoryStore
+
+
+@dataclass(frozen=True)
+class Report:
+    temps_removed: int = 0
+    rows_dropped: int = 0
+    files_indexed: int = 0
+    moves_finished: int = 0
+    sidecars_removed: int = 0
+
+
+def reconcile(store: HistoryStore) -> Report:
+    scan = store.layout.scan()
+    for temp in scan.temps:
+        temp.unlink(missing_ok=True)
+    known: set[str] = set()
+    used_ids: set[str] = set()
+    dropped: list[str] = []
+    moves = 0
+    for entry_id, relative, deleted in store.rows_for_reconcile():
+        known.add(relative)
+        used_ids.add(entry_id)
+        here, there = (scan.trash, scan.live) if deleted else (scan.live, scan.trash)
+        if relative in here:
+            continue
+        if relative in there:
+            store.move_files(relative, to_trash=deleted)
+            there.discard(relative)
+            here.add(relative)
+            moves += 1
+        else:
+            dropped.append(entry_id)
+    store.drop_rows(dropped)
+    rows = [row for relative in sorted(scan.live - known) if (row := _row_for_file(store, relative, used_ids))]
+    store.insert_rows(rows)
+    return Report(len(scan.temps), len(dropped), len(rows), moves, _remove_orphan_sidecars(store, scan))
+
+
+def _remove_orphan_sidecars(store: HistoryStore, scan: Scan) -> int:
+    removed = 0
+    for sidecars, in_trash in ((scan.live_sidecars, False), (scan.trash_sidecars, True)):
+        for relative in sidecars:
+            owner = sidecar_owner(relative)
+            if owner not in scan.live and owner not in scan.trash:
+                store.layout.location(relative, in_trash).unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+def _row_for_file(store: HistoryStore, relative: str, used_ids: set[str]) -> tuple | None:
+    """Index values for an unknown PNG, or None when it carries no parameters (not an entry)."""
+    path = store.root / relative
+    try:
+        text, data = read_png_parameters(path)
+        created = path.stat().st_mtime
+    except OSError:
+        return None
+    record = None
+    if data is not None:
+        try:
+            record = record_from_json(data)
+        except ValueError:
+            record = None
+    if record is not None:
+        entry_id = record.id if record.id and record.id not in used_ids else uuid.uuid4().hex
+        used_ids.add(entry_id)
+        mode = "inpaint" if record.mask_file else "img2img" if record.init_file else "txt2img"
+        return row_values(entry_id, record.created, relative, record.request, record.model_name, mode)
+    if not text:
+        return None
+    params = parse_parameters(text)
+    entry_id = uuid.uuid4().hex
+    used_ids.add(entry_id)
+    return row_values(entry_id, created, relative, lenient_request(params), params.get("Model", ""), a1111_mode(params))
+
+
+def a1111_mode(params: dict[str, str]) -> str:
+    """Best guess of how an A1111 image was made (its hires fix also writes a denoising strength)."""
+    if "Mask blur" in params or "Inpaint area" in params:
+        return "inpaint"
+    if "Denoising strength" in params and not any(key.startswith("Hires") for key in params):
+        return "img2img"
+    return "txt2img"
+
+
+def _number(text: str, kind: type, default: float) -> float:
+    try:
+        return kind(text)
+    except (TypeError, ValueError):
+        return default
+
+
+def lenient_request(params: dict[str, str]) -> GenerationRequest:
+    """The request for indexing: exact when the text is one we can re-run, else raw names kept for display."""
+    try:
+        return request_from_parameters(params)
+    except RequestError:
+        width, _, height = params.get("Size", "").partition("x")
+        return GenerationRequest(
+            prompt=params.get("Prompt", ""),
+            negative_prompt=params.get("Negative prompt", ""),
+            sampler=params.get("Sampler", ""),
+            scheduler=params.get("Schedule type", ""),
+            steps=int(_number(params.get("Steps", ""), int, 0)),
+            cfg_scale=_number(params.get("CFG scale", ""), float, 0.0),
+            seed=int(_number(params.get("Seed", ""), int, 0)),
+            width=int(_number(width, int, 0)),
+            height=int(_number(height, int, 0)),
+            model_hash=params.get("Model hash", ""),
+        )

@@ -1,0 +1,88 @@
+"""Our own ``sdstudio`` PNG chunk: the full request as JSON, so a re-run reproduces the exact image.
+
+The A1111 text carries only what A1111 knows; this record carries every GenerationRequest field
+except the images (those are stored as files beside the entry and named here), plus the entry id,
+time, model name and hash and the parent entry, so the index can be rebuilt from the files alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+from sdstudio.engine.request import GenerationRequest
+
+FORMAT = 1
+_IMAGE_FIELDS = ("init_image", "mask")
+_FIELDS = {f.name: f for f in dataclasses.fields(GenerationRequest) if f.name not in _IMAGE_FIELDS}
+
+
+@dataclass(frozen=True)
+class Record:
+    """What the ``sdstudio`` chunk holds. `init_file`/`mask_file` are names in the entry's folder."""
+
+    id: str
+    created: float
+    request: GenerationRequest
+    model_name: str = ""
+    init_file: str = ""
+    mask_file: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "id": self.id,
+            "created": self.created,
+            "model_name": self.model_name,
+            "model_hash": self.request.model_hash,
+            "parent_id": self.request.parent_id,
+            "mode": self.request.mode,
+            "request": request_to_dict(self.request),
+            "init_file": self.init_file,
+            "mask_file": self.mask_file,
+        }
+
+
+def request_to_dict(request: GenerationRequest) -> dict[str, Any]:
+    return {name: getattr(request, name) for name in _FIELDS}
+
+
+def _checked(name: str, default: Any, value: Any) -> Any:
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ValueError(f"{name} should be {type(default).__name__}, got {value!r}")
+    return type(default)(value)
+
+
+def request_from_dict(
+    values: dict[str, Any], init_image: Image.Image | None = None, mask: Image.Image | None = None
+) -> GenerationRequest:
+    """Rebuild a request; unknown keys (from a newer version) are ignored, wrong types are rejected."""
+    kwargs = {
+        name: _checked(name, _FIELDS[name].default, value) for name, value in values.items() if name in _FIELDS
+    }
+    return GenerationRequest(init_image=init_image, mask=mask, **kwargs)
+
+
+def record_from_json(data: dict[str, Any]) -> Record:
+    """Parse the chunk's JSON; ValueError when it is not a record we understand."""
+    if data.get("format") != FORMAT or not isinstance(data.get("request"), dict):
+        raise ValueError("not an SD Studio record")
+    return Record(
+        id=str(data.get("id", "")),
+        created=float(data.get("created", 0.0)),
+        request=request_from_dict(data["request"]),
+        model_name=str(data.get("model_name", "")),
+        init_file=str(data.get("init_file", "") or ""),
+        mask_file=str(data.get("mask_file", "") or ""),
+    )

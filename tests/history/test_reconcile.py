@@ -1,0 +1,139 @@
+"""Reconcile at open: files and index back in step after kills, hand edits and dropped-in images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image, PngImagePlugin
+
+from sdstudio.engine.request import GenerationRequest
+from sdstudio.history.importing import import_image
+from sdstudio.history.layout import sidecar_name
+from sdstudio.history.png import save_png
+from sdstudio.history.reconcile import Report
+from sdstudio.history.store import HistoryStore
+
+A1111_TEXT = (
+    "a watercolor fox\nNegative prompt: text\n"
+    "Steps: 28, Sampler: DPM++ 2M Karras, CFG scale: 6, Seed: 99, Size: 8x8, Model: anything-v3"
+)
+
+
+def tiny() -> Image.Image:
+    return Image.new("RGB", (8, 8), (10, 120, 200))
+
+
+def a1111_png(path: Path, text: str = A1111_TEXT) -> Path:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tiny().save(path, pnginfo=info)
+    return path
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "outputs"
+
+
+def reopen(root: Path) -> HistoryStore:
+    return HistoryStore(root)
+
+
+def test_row_whose_file_is_gone_is_dropped(root: Path) -> None:
+    store = reopen(root)
+    request = GenerationRequest(prompt="gone", width=8, height=8)
+    entry = store.add(tiny(), request)
+    entry.file.unlink()
+    assert store.reconcile() == Report(rows_dropped=1)
+    assert store.get(entry.id) is None and not store.thumbnails.path(entry.id).exists()
+    store.close()
+
+
+def test_png_without_row_is_indexed_again_with_its_own_id(root: Path) -> None:
+    store = reopen(root)
+    request = GenerationRequest(prompt="kept", seed=5, width=8, height=8, init_image=tiny(), parent_id="p1")
+    entry = store.add(tiny(), request, "sd15")
+    store.drop_rows([entry.id])  # as if killed between writing the PNG and committing the row
+    store.close()
+    store = reopen(root)
+    again = store.get(entry.id)
+    assert again is not None
+    assert (again.prompt, again.seed, again.model_name, again.parent_id, again.mode, again.created) == (
+        "kept", 5, "sd15", "p1", "img2img", entry.created,
+    )
+    assert store.request_for(again) == request
+    store.close()
+
+
+def test_a1111_png_dropped_into_outputs_is_indexed_and_plain_png_is_not(root: Path) -> None:
+    a1111_png(root / "from-a1111" / "00001-99.png")
+    tiny().save(root / "photo.png")
+    store = reopen(root)
+    [entry] = store.page()
+    assert (entry.prompt, entry.negative, entry.sampler, entry.scheduler, entry.seed, entry.model_name) == (
+        "a watercolor fox", "text", "DPM++ 2M", "karras", 99, "anything-v3",
+    )
+    assert store.request_for(entry).steps == 28
+    store.close()
+
+
+def test_a1111_png_with_a_sampler_we_lack_is_still_indexed_for_browsing(root: Path) -> None:
+    a1111_png(root / "x.png", "a fox\nSteps: 20, Sampler: UniPC, CFG scale: 7, Seed: 3, Size: 8x8")
+    store = reopen(root)
+    [entry] = store.page()
+    assert (entry.prompt, entry.sampler, entry.steps, entry.seed, entry.width) == ("a fox", "UniPC", 20, 3, 8)
+    store.close()
+
+
+def test_temp_files_and_orphan_sidecars_are_removed(root: Path) -> None:
+    store = reopen(root)
+    entry = store.add(tiny(), GenerationRequest(prompt="x", width=8, height=8))
+    store.close()
+    day = entry.file.parent
+    temp = day / ".00001.png.1a2b3c4d.sdstudio-tmp"
+    temp.write_bytes(b"half a png")
+    thumbnail_temp = store.layout.thumbnails / ".x.jpg.1a2b3c4d.sdstudio-tmp"
+    thumbnail_temp.write_bytes(b"half a jpeg")
+    orphan = root / sidecar_name(day.name + "/never-written.png", "init")
+    save_png(orphan, tiny(), "")
+    store = reopen(root)
+    assert not temp.exists() and not thumbnail_temp.exists() and not orphan.exists() and entry.file.exists()
+    assert [e.id for e in store.page()] == [entry.id]
+    store.close()
+
+
+@pytest.mark.parametrize("to_trash", [True, False])
+def test_interrupted_delete_or_restore_is_finished(root: Path, to_trash: bool) -> None:
+    store = reopen(root)
+    entry = store.add(tiny(), GenerationRequest(prompt="x", width=8, height=8))
+    if not to_trash:
+        store.delete(entry.id)
+    # The row changed, then the process died before the files moved.
+    with store._transaction() as db:
+        db.execute("UPDATE entries SET deleted = ? WHERE id = ?", (int(to_trash), entry.id))
+    report = store.reconcile()
+    assert report.moves_finished == 1
+    moved = store.get(entry.id)
+    assert moved.deleted is to_trash and moved.file.exists()
+    store.close()
+
+
+def test_import_reads_ours_a1111_and_plain_images(tmp_path: Path) -> None:
+    a1111 = import_image(a1111_png(tmp_path / "a.png"))
+    assert a1111.has_parameters and a1111.parameters["Model"] == "anything-v3"
+    assert (a1111.request.prompt, a1111.request.sampler, a1111.request.scheduler) == ("a watercolor fox", "DPM++ 2M", "karras")
+
+    store = HistoryStore(tmp_path / "out")
+    request = GenerationRequest(prompt="ours", cfg_scale=4.5, clip_skip=2, width=8, height=8, prediction="v")
+    ours = import_image(store.add(tiny(), request).file)
+    assert ours.request == request  # our record keeps fields the A1111 text lacks (prediction)
+    store.close()
+
+    tiny().save(tmp_path / "plain.png")
+    plain = import_image(tmp_path / "plain.png")
+    assert not plain.has_parameters and plain.request is None and plain.image.size == (8, 8)
+
+    unknown = import_image(a1111_png(tmp_path / "u.png", "a\nSteps: 20, Sampler: UniPC, CFG scale: 7, Seed: 3, Size: 8x8"))
+    assert unknown.has_parameters and unknown.request is None and "UniPC" in unknown.problem
