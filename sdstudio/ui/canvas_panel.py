@@ -55,6 +55,7 @@ class CanvasPanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
         layout.addWidget(self._make_toolbar())
+        layout.addWidget(self._make_mask_bar())
         layout.addWidget(self.banner)
         layout.addWidget(self.canvas, 1)
         layout.addWidget(self._make_scrubber())
@@ -94,9 +95,9 @@ class CanvasPanel(QWidget):
         self.act_brush.setChecked(True)
         self.act_smaller = self._action("Smaller brush", lambda: self._scale_brush(1 / 1.25), "[")
         self.act_bigger = self._action("Bigger brush", lambda: self._scale_brush(1.25), "]")
-        self.act_clear = self._action("Clear mask", self.mask.clear, tip="Remove the whole mask")
-        self.act_invert = self._action("Invert mask", self.mask.invert, "Ctrl+I", tip="Swap painted and unpainted")
-        self.act_fill = self._action("Fill mask", self.mask.fill, tip="Mask the whole image")
+        self.act_clear = self._action("Clear", self.mask.clear, tip="Clear the mask")
+        self.act_invert = self._action("Invert", self.mask.invert, "Ctrl+I", tip="Invert the mask")
+        self.act_fill = self._action("Fill", self.mask.fill, tip="Mask the whole image")
         self.act_fit = self._action("Fit", self.canvas.fit, "Ctrl+0", tip="Fit the image in the window")
         self.act_actual = self._action("100%", self.canvas.zoom_actual, "Ctrl+1", tip="One image pixel per pixel")
         self.act_zoom_in = self._action("Zoom in", lambda: self.canvas.zoom_by(1.25), QKeySequence.StandardKey.ZoomIn)
@@ -111,35 +112,51 @@ class CanvasPanel(QWidget):
     def _make_toolbar(self) -> QToolBar:
         bar = QToolBar()
         bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
-        for a in (self.act_result, self.act_input):
-            bar.addAction(a)
+        bar.addActions([self.act_result, self.act_input])
         bar.addSeparator()
-        for a in (self.act_brush, self.act_eraser, self.act_pan):
-            bar.addAction(a)
-        self.size_slider = _slider(1, 512, "Brush size in image pixels ([ and ])")
-        self.size_slider.valueChanged.connect(lambda v: self.canvas.set_brush_radius(v / 2))
-        self.hardness_slider = _slider(0, 100, "Brush hardness: 0 = soft edge, 100 = hard edge")
-        self.hardness_slider.valueChanged.connect(lambda v: setattr(self.canvas, "hardness", v / 100))
-        self.size_slider.setValue(round(self.canvas.brush_radius * 2))
-        self.hardness_slider.setValue(round(self.canvas.hardness * 100))
-        self._mask_widgets = [bar.addWidget(QLabel(" Size ")), bar.addWidget(self.size_slider),
-                              bar.addWidget(QLabel(" Hardness ")), bar.addWidget(self.hardness_slider)]
-        for a in (self.act_clear, self.act_invert, self.act_fill):
-            bar.addAction(a)
-        bar.addSeparator()
-        for a in (self.act_use_as_input, self.act_open, self.act_clear_input):
-            bar.addAction(a)
+        bar.addActions([self.act_use_as_input, self.act_open, self.act_clear_input])
         spacer = QWidget()
         spacer.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         bar.addWidget(spacer)
-        for a in (self.act_fit, self.act_actual):
-            bar.addAction(a)
+        bar.addActions([self.act_fit, self.act_actual])
         self.zoom_label = QLabel("100%")
         self.zoom_label.setMinimumWidth(self.zoom_label.fontMetrics().horizontalAdvance("10000%"))
         self.zoom_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.zoom_label.setContentsMargins(0, 0, self.zoom_label.fontMetrics().horizontalAdvance("  "), 0)
         bar.addWidget(self.zoom_label)
         self.toolbar = bar
         return bar
+
+    def _make_mask_bar(self) -> QToolBar:
+        """The mask tools, shown only in the input view."""
+        bar = QToolBar()
+        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        bar.addActions([self.act_brush, self.act_eraser, self.act_pan])
+        bar.addSeparator()
+        self.size_slider = _slider(1, 512, "Brush diameter in image pixels ([ and ])")
+        self.size_label = QLabel()
+        self.size_label.setMinimumWidth(self.size_label.fontMetrics().horizontalAdvance("512 px "))
+        self.size_slider.valueChanged.connect(self._size_slider_moved)
+        self.hardness_slider = _slider(0, 100, "Brush hardness: 0 = soft edge, 100 = hard edge")
+        self.hardness_slider.valueChanged.connect(lambda v: setattr(self.canvas, "hardness", v / 100))
+        self.size_slider.setValue(round(self.canvas.brush_radius * 2))
+        self._size_slider_moved(self.size_slider.value())
+        self.hardness_slider.setValue(round(self.canvas.hardness * 100))
+        for widget in (QLabel(" Size "), self.size_slider, self.size_label, QLabel(" Hardness "),
+                       self.hardness_slider):
+            bar.addWidget(widget)
+        bar.addSeparator()
+        bar.addActions([self.act_clear, self.act_invert, self.act_fill])
+        bar.addSeparator()
+        bar.addAction(self.mask.undo_stack.createUndoAction(self, "Undo"))
+        bar.addAction(self.mask.undo_stack.createRedoAction(self, "Redo"))
+        self.mask_bar = bar
+        return bar
+
+    def _size_slider_moved(self, value: int) -> None:
+        self.size_label.setText(f"{value} px")
+        if round(self.canvas.brush_radius * 2) != value:
+            self.canvas.set_brush_radius(value / 2)
 
     def _make_scrubber(self) -> QWidget:
         row = QWidget()
@@ -260,10 +277,9 @@ class CanvasPanel(QWidget):
         self.act_input.setEnabled(self._input is not None)
         for a in (self.act_brush, self.act_eraser, self.act_pan, self.act_smaller, self.act_bigger,
                   self.act_invert, self.act_fill, self.act_clear):
-            a.setVisible(editing)
+            a.setEnabled(editing)
         self.act_clear.setEnabled(has_mask)
-        for w in self._mask_widgets:
-            w.setVisible(editing)
+        self.mask_bar.setVisible(editing)
         self.act_use_as_input.setEnabled(self.view == RESULT and self._current_result() is not None)
         self.act_clear_input.setEnabled(self._input is not None)
 

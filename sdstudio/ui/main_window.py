@@ -62,8 +62,7 @@ class MainWindow(QMainWindow):
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setCollapsible(1, False)
         em = self.fontMetrics().horizontalAdvance("M")
-        self.panel.setMinimumWidth(em * 22)
-        self.splitter.setSizes([em * 28, em * 60])
+        self.splitter.setSizes([max(self.panel.minimumWidth(), em * 30), em * 80])
         self.setCentralWidget(self.splitter)
         # The history gallery (another module) docks on the right; see `dock_gallery`.
         self.gallery_dock = None
@@ -320,7 +319,7 @@ class MainWindow(QMainWindow):
         geometry = self.settings.value("window/geometry")
         if geometry is None or not self.restoreGeometry(geometry):
             em = self.fontMetrics().horizontalAdvance("M")
-            self.resize(em * 100, em * 62)
+            self.resize(em * 120, em * 76)
         if self.settings.value("window/state") is not None:
             self.restoreState(self.settings.value("window/state"))
         if self.settings.value("window/splitter") is not None:

@@ -117,6 +117,8 @@ class PromptPanel(QScrollArea):
         layout.addStretch(1)
         self.setWidget(body)
         self.refresh()
+        # Never narrower than the controls: a clipped seed box or size field is worse than a wider panel.
+        self.setMinimumWidth(body.minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width())
 
     # --- construction ------------------------------------------------------------------------------
     def _build_prompts(self, layout: QVBoxLayout, counter: LazyTokenCounter) -> None:
