@@ -1,0 +1,122 @@
+"""Measuring the built-in model: prompt fidelity by nearest-neighbour retrieval, and generation speed.
+
+Fidelity (issue 4): generate each name at seed 0, 20 steps, 64x64; the named emoji should be among the 5
+dataset images nearest to the result, by L2 distance between 16x16 box-downsampled RGB images. Chance is
+5 / N. Generation goes through the engine's public API, so this measures exactly what the app does.
+
+Run: `python -m sdstudio.training.evaluate [--model PATH] [--cfg 5] [--count 64]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from sdstudio.engine.api import Engine
+from sdstudio.engine.request import GenerationRequest
+
+THUMB = 16
+TOP_K = 5
+
+
+def thumbnails(images: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> (N, 16*16*3) float: box-downsampled, the space fidelity is measured in."""
+    small = [np.asarray(Image.fromarray(im).resize((THUMB, THUMB), Image.Resampling.BOX), dtype=np.float32)
+             for im in images]
+    return np.stack(small).reshape(len(images), -1)
+
+
+def nearest(thumbs: np.ndarray, image: Image.Image, k: int = TOP_K) -> list[int]:
+    """Indices of the k dataset thumbnails nearest to `image`, nearest first."""
+    query = thumbnails(np.asarray(image.convert("RGB"))[None])[0]
+    distances = ((thumbs - query) ** 2).sum(axis=1)
+    return np.argsort(distances, kind="stable")[:k].tolist()
+
+
+def fixed_names(names: list[str], count: int, seed: int = 0) -> list[str]:
+    """`count` names drawn at random (uniformly, without replacement) with a fixed seed."""
+    return random.Random(seed).sample(names, count)
+
+
+@dataclass
+class FidelityResult:
+    hits: int
+    total: int
+    misses: list[str]
+    seconds_per_image: float
+
+    @property
+    def rate(self) -> float:
+        return self.hits / self.total
+
+
+def request_for(prompt: str, cfg: float, model: str = "", sampler: str = "Euler a",
+                seed: int = 0) -> GenerationRequest:
+    return GenerationRequest(prompt=prompt, steps=20, cfg_scale=cfg, sampler=sampler, seed=seed,
+                             width=64, height=64, model=model)
+
+
+def fidelity(engine: Engine, dataset_images: np.ndarray, dataset_names: list[str], prompts: list[str],
+             cfg: float, model: str = "", sampler: str = "Euler a") -> FidelityResult:
+    """Fraction of prompts whose own emoji is among the TOP_K nearest dataset images of the generation."""
+    thumbs = thumbnails(dataset_images)
+    index = {name: i for i, name in enumerate(dataset_names)}
+    hits, misses = 0, []
+    start = time.perf_counter()
+    for prompt in prompts:
+        image = engine.generate(request_for(prompt, cfg, model, sampler)).images[0]
+        if index[prompt] in nearest(thumbs, image):
+            hits += 1
+        else:
+            misses.append(prompt)
+    return FidelityResult(hits, len(prompts), misses, (time.perf_counter() - start) / len(prompts))
+
+
+def contact_sheet(engine: Engine, prompts: list[str], cfg: float, model: str = "",
+                  columns: int = 8) -> Image.Image:
+    """Generations (seed 0) in a grid, 64x64 each, in prompt order."""
+    images = [engine.generate(request_for(p, cfg, model)).images[0] for p in prompts]
+    rows = (len(images) + columns - 1) // columns
+    sheet = Image.new("RGB", (64 * columns, 64 * rows), "white")
+    for i, image in enumerate(images):
+        sheet.paste(image, (64 * (i % columns), 64 * (i // columns)))
+    return sheet
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sdstudio.training.dataset import build_dataset
+
+    parser = argparse.ArgumentParser(prog="python -m sdstudio.training.evaluate")
+    parser.add_argument("--model", default="", help="checkpoint path; default: the built-in model")
+    parser.add_argument("--cfg", type=float, nargs="+", default=[5.0, 1.0])
+    parser.add_argument("--count", type=int, default=64)
+    parser.add_argument("--sampler", default="Euler a")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--sheet", type=Path, default=None, help="also write a contact sheet of 32 prompts")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    torch.set_num_threads(args.threads)
+    dataset = build_dataset()
+    engine = Engine()
+    prompts = fixed_names(dataset.names, args.count)
+    report = {}
+    for cfg in args.cfg:
+        result = fidelity(engine, dataset.images, dataset.names, prompts, cfg, args.model, args.sampler)
+        report[f"cfg {cfg:g}"] = {"top5": result.rate, "hits": result.hits, "total": result.total,
+                                  "s_per_image": round(result.seconds_per_image, 3), "misses": result.misses}
+    print(json.dumps(report, indent=1))
+    if args.sheet:
+        contact_sheet(engine, prompts[:32], args.cfg[0], args.model).save(args.sheet)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

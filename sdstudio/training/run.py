@@ -1,0 +1,107 @@
+"""The training pipeline as a sequence of resumable stages, each reading the previous one's saved output.
+
+dataset -> autoencoder -> latents -> diffusion, and beside it decoder -> preview; then export. A stage
+whose state says it is finished returns at once, so running all stages again only does what is left;
+`export` can run at any time and ships the latest saved weights of every stage.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+from sdstudio.engine.taesd import taesd_decoder
+from sdstudio.engine.vae import AutoencoderKL
+from sdstudio.training.dataset import EmojiDataset, build_dataset
+from sdstudio.training.export import export_model
+from sdstudio.training.plan import TrainingPlan
+from sdstudio.training.stage_autoencoder import encode_latents, latent_scale_factor, train_autoencoder
+from sdstudio.training.stage_decoder import train_decoder
+from sdstudio.training.stage_diffusion import DiffusionModels, train_diffusion
+from sdstudio.training.stage_preview import train_preview
+
+STAGES = ("dataset", "autoencoder", "latents", "diffusion", "decoder", "preview", "export")
+
+
+def dataset_path(plan: TrainingPlan) -> Path:
+    return plan.work_dir / "dataset.npz"
+
+
+def latents_path(plan: TrainingPlan) -> Path:
+    return plan.work_dir / "latents.pt"
+
+
+def load_dataset(plan: TrainingPlan) -> EmojiDataset:
+    path = dataset_path(plan)
+    if not path.exists():
+        build_dataset(plan.dataset_limit).save(path)
+    return EmojiDataset.load(path)
+
+
+def saved_part(plan: TrainingPlan, stage: str, part: str) -> dict:
+    path = plan.work_dir / stage / "state.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"stage '{stage}' has no saved state at {path}; run it first")
+    return torch.load(path, weights_only=True)[part]
+
+
+def load_autoencoder(plan: TrainingPlan, stage: str) -> AutoencoderKL:
+    """The autoencoder as stage 1 ("autoencoder") or stage 1b ("decoder") left it."""
+    vae = AutoencoderKL(plan.vae_config())
+    vae.load_state_dict(saved_part(plan, stage, "model"))
+    return vae.eval()
+
+
+def make_latents(plan: TrainingPlan) -> dict[str, torch.Tensor]:
+    path = latents_path(plan)
+    if not path.exists():
+        images = torch.from_numpy(load_dataset(plan).images)
+        vae = load_autoencoder(plan, "autoencoder")
+        means, stds = encode_latents(vae, images, plan.latent_variants, plan.seed)
+        latents = {"means": means, "stds": stds, "scale_factor": torch.tensor(latent_scale_factor(means[0]))}
+        tmp = path.with_suffix(".tmp")
+        torch.save(latents, tmp)
+        tmp.replace(path)
+    return torch.load(path, weights_only=True)
+
+
+def export(plan: TrainingPlan, out_dir: Path) -> None:
+    latents = torch.load(latents_path(plan), weights_only=True)
+    models = DiffusionModels(plan)
+    models.load_state_dict(saved_part(plan, "diffusion", "models"))
+    text, unet = models.averaged()
+    decoder = taesd_decoder(4)
+    decoder.load_state_dict(saved_part(plan, "preview", "decoder"))
+    steps = {stage: int(torch.load(plan.work_dir / stage / "state.pt", weights_only=True)["step"])
+             for stage in ("autoencoder", "decoder", "diffusion", "preview")}
+    info = load_dataset(plan).info
+    provenance = {"steps": steps, "dataset": {k: v for k, v in info.items() if k != "skipped"},
+                  "torch": torch.__version__, "python": platform.python_version()}
+    paths = export_model(plan, out_dir, unet, load_autoencoder(plan, "decoder"), text, decoder,
+                         float(latents["scale_factor"]), provenance)
+    print(json.dumps({"exported": [str(p) for p in paths], **provenance}))
+
+
+def run_stages(plan: TrainingPlan, stages: list[str], out_dir: Path) -> None:
+    for stage in STAGES:
+        if stage not in stages:
+            continue
+        if stage == "dataset":
+            load_dataset(plan)
+        elif stage == "autoencoder":
+            train_autoencoder(plan, torch.from_numpy(load_dataset(plan).images))
+        elif stage == "latents":
+            make_latents(plan)
+        elif stage == "diffusion":
+            data = load_dataset(plan)
+            train_diffusion(plan, make_latents(plan), data.names, torch.from_numpy(data.weights))
+        elif stage == "decoder":
+            images = torch.from_numpy(load_dataset(plan).images)
+            train_decoder(plan, load_autoencoder(plan, "autoencoder"), images, make_latents(plan))
+        elif stage == "preview":
+            train_preview(plan, load_autoencoder(plan, "decoder"), make_latents(plan))
+        else:
+            export(plan, out_dir)
