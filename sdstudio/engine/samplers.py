@@ -1,0 +1,328 @@
+"""Samplers in k-diffusion's shape: `sample_x(model, x, sigmas, callback=None, noise_sampler=None) -> x`.
+
+`model(x, sigma_batch)` returns the denoised estimate (a `denoiser.CFGDenoiser`); `sigmas` is a schedule
+from `schedules.get_sigmas` (decreasing, ending with 0); x starts at noise * sigmas[0] (txt2img) or
+init_latent + noise * sigmas[0] (img2img). After the model call of step i, `callback(i, sigma_i, x,
+denoised)` reports progress; previews decode `denoised`. Stochastic samplers take their noise from
+`noise_sampler(sigma, sigma_next)`, normally a `SeededNoise`; deterministic ones ignore it.
+
+The update rules follow crowsonkb/k-diffusion `k_diffusion/sampling.py` (and ComfyUI for LCM), with the
+defaults AUTOMATIC1111 uses: eta = 1, s_noise = 1, no churn.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from sdstudio.engine.errors import RequestError
+
+Model = Callable[[Tensor, Tensor], Tensor]
+Callback = Callable[[int, float, Tensor, Tensor], None]
+NoiseSampler = Callable[[Tensor, Tensor], Tensor]
+
+
+class SeededNoise:
+    """Reproducible noise for a batch: image i draws only from its own CPU generator seeded with seeds[i].
+
+    So image i of a batch equals a batch-of-one run at seeds[i], on any device. `draw()` gives the next
+    standard-normal sample for every image; the first call is the starting noise, as in AUTOMATIC1111's
+    `ImageRNG`, which continues the same generators for ancestral noise: with A1111's "CPU" RNG setting,
+    Euler a gets the same noise there and here.
+
+    Called as `noise(sigma, sigma_next)` it returns the increment of one Brownian motion W(sigma) per
+    image, normalised to unit variance: (W(sigma_next) - W(sigma)) / sqrt(|sigma_next - sigma|). For
+    samplers that ask for one interval per step (Euler a, DPM++ 2M SDE, LCM) that is just the next draw.
+    DPM++ SDE asks for a half-step interval and then the whole step; the path makes the two increments
+    consistent, as k-diffusion's BrownianTreeNoiseSampler does. Unlike that tree (torchsde, which we don't
+    ship) the values depend on the order of queries, so for DPM++ SDE and DPM++ 2M SDE our images differ
+    from A1111's and ComfyUI's at the same seed, and a different step count changes the noise.
+    """
+
+    def __init__(
+        self,
+        seeds: Sequence[int],
+        shape: Sequence[int],
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.generators = [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds]
+        self.shape = tuple(shape)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self._path: dict[float, Tensor] = {}
+
+    def draw(self) -> Tensor:
+        """The next N(0, 1) sample for every image: (batch, *shape)."""
+        return torch.stack([torch.randn(self.shape, generator=g) for g in self.generators]).to(
+            self.device, self.dtype
+        )
+
+    def __call__(self, sigma: Tensor, sigma_next: Tensor) -> Tensor:
+        a, b = float(sigma), float(sigma_next)
+        if not self._path:
+            self._path[a] = torch.zeros(
+                len(self.generators), *self.shape, device=self.device, dtype=self.dtype
+            )
+        return (self._w(b) - self._w(a)) / math.sqrt(abs(b - a))
+
+    def _w(self, s: float) -> Tensor:
+        """W(s), sampled on first use: beyond the known points as a fresh increment from the nearest one,
+        between two known points from the Brownian bridge."""
+        if s not in self._path:
+            below = max((k for k in self._path if k < s), default=None)
+            above = min((k for k in self._path if k > s), default=None)
+            z = self.draw()
+            if below is not None and above is not None:
+                frac = (s - below) / (above - below)
+                mean = self._path[below] + frac * (self._path[above] - self._path[below])
+                self._path[s] = mean + math.sqrt((s - below) * (above - s) / (above - below)) * z
+            else:
+                end = below if above is None else above
+                self._path[s] = self._path[end] + math.sqrt(abs(s - end)) * z
+        return self._path[s]
+
+
+def _report(callback: Callback | None, i: int, sigma: Tensor, x: Tensor, denoised: Tensor) -> None:
+    if callback is not None:
+        callback(i, float(sigma), x, denoised)
+
+
+def _need(noise_sampler: NoiseSampler | None, sampler: str) -> NoiseSampler:
+    if noise_sampler is None:
+        raise ValueError(f"{sampler} is stochastic: pass a noise_sampler (e.g. SeededNoise)")
+    return noise_sampler
+
+
+def _ancestral_step(sigma: Tensor, sigma_next: Tensor) -> tuple[Tensor, Tensor]:
+    """(sigma_down, sigma_up) for eta = 1: step deterministically to sigma_down, then add sigma_up noise
+    so the marginal is again at sigma_next (DDPM posterior variance in VE form)."""
+    sigma_up = torch.minimum(sigma_next, (sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2) ** 0.5)
+    return (sigma_next**2 - sigma_up**2) ** 0.5, sigma_up
+
+
+@torch.no_grad()
+def sample_euler(
+    model: Model,
+    x: Tensor,
+    sigmas: Tensor,
+    callback: Callback | None = None,
+    noise_sampler: NoiseSampler | None = None,
+) -> Tensor:
+    """Euler steps of the probability-flow ODE dx/dsigma = (x - D(x))/sigma; Karras et al. (2022), alg. 2
+    without churn."""
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in)
+        _report(callback, i, sigmas[i], x, denoised)
+        x = x + (x - denoised) / sigmas[i] * (sigmas[i + 1] - sigmas[i])
+    return x
+
+
+@torch.no_grad()
+def sample_euler_ancestral(
+    model: Model,
+    x: Tensor,
+    sigmas: Tensor,
+    callback: Callback | None = None,
+    noise_sampler: NoiseSampler | None = None,
+) -> Tensor:
+    """Ancestral sampling with Euler steps (k-diffusion `sample_euler_ancestral`, eta = 1)."""
+    noise_sampler = _need(noise_sampler, "Euler a")
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in)
+        _report(callback, i, sigmas[i], x, denoised)
+        sigma_down, sigma_up = _ancestral_step(sigmas[i], sigmas[i + 1])
+        x = x + (x - denoised) / sigmas[i] * (sigma_down - sigmas[i])
+        if sigmas[i + 1] > 0:
+            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * sigma_up
+    return x
+
+
+@torch.no_grad()
+def sample_heun(
+    model: Model,
+    x: Tensor,
+    sigmas: Tensor,
+    callback: Callback | None = None,
+    noise_sampler: NoiseSampler | None = None,
+) -> Tensor:
+    """Heun's second-order method, Karras et al. (2022) alg. 2 without churn; the last step to 0 is Euler."""
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in)
+        _report(callback, i, sigmas[i], x, denoised)
+        d = (x - denoised) / sigmas[i]
+        dt = sigmas[i + 1] - sigmas[i]
+        if sigmas[i + 1] == 0:
+            x = x + d * dt
+        else:
+            x_2 = x + d * dt
+            d_2 = (x_2 - model(x_2, sigmas[i + 1] * s_in)) / sigmas[i + 1]
+            x = x + (d + d_2) / 2 * dt
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_2m(
+    model: Model,
+    x: Tensor,
+    sigmas: Tensor,
+    callback: Callback | None = None,
+    noise_sampler: NoiseSampler | None = None,
+) -> Tensor:
+    """DPM-Solver++(2M), Lu et al. (2022) arXiv:2211.01095 alg. 2, in t = -log(sigma). First order on the
+    first step and on the final step to sigma = 0."""
+    s_in = x.new_ones([x.shape[0]])
+    old_denoised = None
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in)
+        _report(callback, i, sigmas[i], x, denoised)
+        t, t_next = -sigmas[i].log(), -sigmas[i + 1].log()
+        h = t_next - t
+        if old_denoised is not None and sigmas[i + 1] > 0:
+            r = (t + sigmas[i - 1].log()) / h
+            denoised_d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
+        else:
+            denoised_d = denoised
+        x = (sigmas[i + 1] / sigmas[i]) * x - (-h).expm1() * denoised_d
+        old_denoised = denoised
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_2m_sde(
+    model: Model,
+    x: Tensor,
+    sigmas: Tensor,
+    callback: Callback | None = None,
+    noise_sampler: NoiseSampler | None = None,
+) -> Tensor:
+    """DPM-Solver++(2M) SDE with the midpoint correction and eta = 1 (k-diffusion `sample_dpmpp_2m_sde`)."""
+    noise_sampler = _need(noise_sampler, "DPM++ 2M SDE")
+    s_in = x.new_ones([x.shape[0]])
+    old_denoised, h_last = None, None
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in)
+        _report(callback, i, sigmas[i], x, denoised)
+        if sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            h = sigmas[i].log() - sigmas[i + 1].log()
+            x = sigmas[i + 1] / sigmas[i] * (-h).exp() * x - (-2 * h).expm1() * denoised
+            if old_denoised is not None:
+                x = x - 0.5 * (-2 * h).expm1() * (h / h_last) * (denoised - old_denoised)
+            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-(-2 * h).expm1()).sqrt()
+            h_last = h
+        old_denoised = denoised
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_sde(
+    model: Model,
+    x: Tensor,
+    sigmas: Tensor,
+    callback: Callback | None = None,
+    noise_sampler: NoiseSampler | None = None,
+) -> Tensor:
+    """DPM-Solver++ (stochastic, 2 model calls per step): a midpoint in log-sigma (r = 1/2) and ancestral
+    noise with eta = 1 (k-diffusion `sample_dpmpp_sde`). The last step to 0 is Euler."""
+    noise_sampler = _need(noise_sampler, "DPM++ SDE")
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma * s_in)
+        _report(callback, i, sigma, x, denoised)
+        if sigma_next == 0:
+            x = x + (x - denoised) / sigma * (sigma_next - sigma)
+            continue
+        sigma_mid = (sigma * sigma_next) ** 0.5
+        x_2 = _exp_step(x, denoised, sigma, sigma_mid, noise_sampler)
+        denoised_2 = model(x_2, sigma_mid * s_in)
+        x = _exp_step(x, denoised_2, sigma, sigma_next, noise_sampler)
+    return x
+
+
+def _exp_step(
+    x: Tensor, denoised: Tensor, sigma: Tensor, sigma_to: Tensor, noise_sampler: NoiseSampler
+) -> Tensor:
+    """One first-order DPM-Solver++ step from sigma towards sigma_to with ancestral noise (eta = 1)."""
+    sigma_down, sigma_up = _ancestral_step(sigma, sigma_to)
+    x = (sigma_down / sigma) * x - (sigma_down.log() - sigma.log()).expm1() * denoised
+    return x + noise_sampler(sigma, sigma_to) * sigma_up
+
+
+@torch.no_grad()
+def sample_ddim(
+    model: Model,
+    x: Tensor,
+    sigmas: Tensor,
+    callback: Callback | None = None,
+    noise_sampler: NoiseSampler | None = None,
+) -> Tensor:
+    """Deterministic DDIM (eta = 0), Song et al. (2020) arXiv:2010.02502 eq. 12, on the given schedule.
+
+    With x = x_vp * sqrt(1 + sigma^2) the update keeps the predicted noise: x_next = D + sigma_next * eps.
+    That is algebraically the Euler step, so "DDIM" here equals Euler on the same sigmas; A1111's DDIM
+    also walks its own timesteps (1, 1 + c, ...) and stops at alphas_cumprod[0] instead of sigma 0.
+    """
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in)
+        _report(callback, i, sigmas[i], x, denoised)
+        eps = (x - denoised) / sigmas[i]
+        x = denoised + sigmas[i + 1] * eps
+    return x
+
+
+@torch.no_grad()
+def sample_lcm(
+    model: Model,
+    x: Tensor,
+    sigmas: Tensor,
+    callback: Callback | None = None,
+    noise_sampler: NoiseSampler | None = None,
+) -> Tensor:
+    """Latent Consistency Model sampling, Luo et al. (2023) arXiv:2310.04378 alg. 1 (ComfyUI `sample_lcm`):
+    jump to the denoised estimate, then re-noise it to the next sigma with fresh noise."""
+    noise_sampler = _need(noise_sampler, "LCM")
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in)
+        _report(callback, i, sigmas[i], x, denoised)
+        x = denoised
+        if sigmas[i + 1] > 0:
+            x = x + sigmas[i + 1] * noise_sampler(sigmas[i], sigmas[i + 1])
+    return x
+
+
+# Keyed by the display names in names.SAMPLERS.
+SAMPLERS: dict[str, Callable[..., Tensor]] = {
+    "Euler": sample_euler,
+    "Euler a": sample_euler_ancestral,
+    "Heun": sample_heun,
+    "DPM++ 2M": sample_dpmpp_2m,
+    "DPM++ 2M SDE": sample_dpmpp_2m_sde,
+    "DPM++ SDE": sample_dpmpp_sde,
+    "DDIM": sample_ddim,
+    "LCM": sample_lcm,
+}
+
+
+def sample(
+    name: str,
+    model: Model,
+    x: Tensor,
+    sigmas: Tensor,
+    callback: Callback | None = None,
+    noise_sampler: NoiseSampler | None = None,
+) -> Tensor:
+    """Run the sampler called `name` (one of names.SAMPLERS) from x at sigmas[0] down to sigmas[-1]."""
+    if name not in SAMPLERS:
+        raise RequestError(f"Unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}.")
+    return SAMPLERS[name](model, x, sigmas, callback, noise_sampler)
