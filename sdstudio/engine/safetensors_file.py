@@ -83,7 +83,7 @@ def read_header(path: str | os.PathLike) -> SafetensorsHeader:
         if len(head) < 8:
             raise _fail(path, f"file is {size} bytes, too short to be a safetensors file")
         (n,) = struct.unpack("<Q", head)
-        if n > _MAX_HEADER or n < 2:
+        if n > _MAX_HEADER or n < 2 or _looks_pickled(head):
             raise _pickle_or_garbage(path, head)
         if 8 + n > size:
             raise _fail(path, f"truncated: the header claims {n} bytes but the file has {size - 8} after the "
@@ -104,8 +104,13 @@ def read_header(path: str | os.PathLike) -> SafetensorsHeader:
     return SafetensorsHeader(path, tensors, {str(k): str(v) for k, v in metadata.items()}, size)
 
 
+def _looks_pickled(head: bytes) -> bool:
+    # Pickle protocol 2-5 opcodes, or the zip container torch.save has written since PyTorch 1.6.
+    return head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or head[:4] == b"PK\x03\x04"
+
+
 def _pickle_or_garbage(path: Path, head: bytes) -> CheckpointError:
-    if head[:2] in (b"\x80\x02", b"\x80\x04", b"\x80\x05") or head[:4] == b"PK\x03\x04":
+    if _looks_pickled(head):
         return _fail(path, "this is a pickled PyTorch checkpoint (.ckpt/.pt), not safetensors. Pickle files can "
                            "run code when opened; convert it to .safetensors, or allow pickle loading explicitly")
     return _fail(path, "not a safetensors file (the header length field is implausible)")

@@ -1,0 +1,154 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from sdstudio.engine.errors import Cancelled, RequestError
+from sdstudio.engine.pipeline import generate, img2img_sigmas
+from sdstudio.engine.request import GenerationRequest
+
+BASE = GenerationRequest(prompt="a red apple", negative_prompt="blurry", steps=4, cfg_scale=5.0, sampler="Euler",
+                         width=64, height=64, seed=7)
+
+
+def px(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+def test_same_request_gives_the_same_pixels(tiny_model):
+    a = generate(tiny_model, BASE).images[0]
+    b = generate(tiny_model, BASE).images[0]
+    assert np.array_equal(px(a), px(b))
+
+
+def test_different_seed_or_prompt_gives_different_pixels(tiny_model):
+    a = px(generate(tiny_model, BASE).images[0])
+    assert np.abs(a - px(generate(tiny_model, BASE.replace(seed=8)).images[0])).max() > 0
+    assert np.abs(a - px(generate(tiny_model, BASE.replace(prompt="a green pear")).images[0])).max() > 0
+
+
+@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M SDE", "DPM++ 2M"])
+def test_batch_image_i_equals_batch_of_one_at_seed_plus_i(tiny_model, sampler):
+    batch = generate(tiny_model, BASE.replace(sampler=sampler, batch_size=2))
+    single = generate(tiny_model, BASE.replace(sampler=sampler, seed=BASE.seed + 1))
+    assert [r.seed for r in batch.requests] == [7, 8]
+    assert np.abs(px(batch.images[1]) - px(single.images[0])).max() <= 1
+
+
+def test_result_requests_are_canonical_and_reproduce_each_image(tiny_model):
+    result = generate(tiny_model, BASE.replace(sampler="DPM++ 2M Karras", batch_size=2))
+    assert [(r.sampler, r.scheduler, r.batch_size) for r in result.requests] == [("DPM++ 2M", "karras", 1)] * 2
+    again = generate(tiny_model, result.requests[1])
+    assert np.array_equal(px(again.images[0]), px(result.images[1]))
+
+
+def test_steps_report_progress_and_previews(tiny_model):
+    steps = []
+    generate(tiny_model, BASE, on_step=steps.append)
+    assert [s.step for s in steps] == [0, 1, 2, 3] and all(s.total == 4 for s in steps)
+    assert steps[0].preview is not None and steps[-1].preview is not None
+    assert steps[0].sigma > steps[-1].sigma
+
+
+def test_cancel_stops_within_one_step_and_engine_stays_usable(tiny_model):
+    seen = []
+    with pytest.raises(Cancelled):
+        generate(tiny_model, BASE.replace(steps=10), on_step=seen.append, should_cancel=lambda: len(seen) >= 2)
+    assert len(seen) == 2
+    assert generate(tiny_model, BASE).images[0].size == (64, 64)
+
+
+def test_img2img_runs_the_tail_of_the_schedule():
+    import torch
+
+    sigmas = torch.arange(21, 0, -1).float()
+    assert len(img2img_sigmas(sigmas, 20, 0.75)) - 1 == 16
+    assert len(img2img_sigmas(sigmas, 20, 1.0)) - 1 == 20
+
+
+def test_img2img_strength_sets_how_much_of_the_schedule_runs(tiny_model):
+    init = Image.new("RGB", (64, 64), (200, 30, 30))
+    low, high = [], []
+    generate(tiny_model, BASE.replace(init_image=init, strength=0.3), on_step=low.append)
+    generate(tiny_model, BASE.replace(init_image=init, strength=1.0), on_step=high.append)
+    assert (len(low), len(high)) == (int(0.3 * 4) + 1, 4)
+    assert low[0].sigma < high[0].sigma
+
+
+def _half_mask() -> Image.Image:
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))
+    return mask
+
+
+def test_inpainting_leaves_pixels_outside_the_blurred_mask_untouched(tiny_model):
+    rng = np.random.default_rng(0)
+    init = Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    out = px(generate(tiny_model, BASE.replace(init_image=init, mask=_half_mask(), mask_blur=4, strength=1.0)).images[0])
+    ref = px(init)
+    assert np.array_equal(out[:, 48:], ref[:, 48:])  # well beyond blur radius
+    assert np.abs(out[:, :24] - ref[:, :24]).mean() > 10  # the painted half was repainted
+
+
+def test_only_masked_repaints_the_box_and_keeps_the_rest(tiny_model):
+    init = Image.new("RGB", (96, 80), (20, 120, 220))
+    mask = Image.new("L", (96, 80), 0)
+    mask.paste(255, (60, 40, 76, 56))
+    out = generate(tiny_model, BASE.replace(init_image=init, mask=mask, only_masked=True, mask_blur=2,
+                                            only_masked_padding=8, strength=1.0)).images[0]
+    assert out.size == (96, 80)
+    o, r = px(out), px(init)
+    assert np.array_equal(o[:30], r[:30]) and np.array_equal(o[:, :50], r[:, :50])
+    assert np.abs(o[44:52, 64:72] - r[44:52, 64:72]).mean() > 5
+
+
+def test_nine_channel_inpainting_model(tmp_path):
+    from sdstudio.engine.checkpoint import load_checkpoint
+    from tests.tiny_checkpoint import write_tiny_checkpoint
+
+    model = load_checkpoint(write_tiny_checkpoint(tmp_path / "inpaint.safetensors", in_channels=9))
+    assert model.description.inpainting
+    init = Image.new("RGB", (64, 64), (10, 200, 10))
+    out = generate(model, BASE.replace(init_image=init, mask=_half_mask(), strength=1.0)).images[0]
+    assert np.array_equal(px(out)[:, 48:], px(init)[:, 48:])
+    assert generate(model, BASE).images[0].size == (64, 64)  # txt2img works with an inpainting model too
+
+
+def test_cfg_one_makes_one_unet_call_per_step_and_cfg_batches_both(tiny_model, monkeypatch):
+    calls = []
+    unet = tiny_model.unet
+    original = unet.forward
+
+    def counting(x, *args, **kwargs):
+        calls.append(x.shape[0])
+        return original(x, *args, **kwargs)
+
+    monkeypatch.setattr(unet, "forward", counting)
+    generate(tiny_model, BASE.replace(cfg_scale=1.0))
+    assert calls == [1, 1, 1, 1]
+    calls.clear()
+    generate(tiny_model, BASE)
+    assert calls == [2, 2, 2, 2]
+
+
+def test_prompt_is_not_re_encoded_when_only_the_seed_changes(tiny_model, monkeypatch):
+    generate(tiny_model, BASE)
+    encoder = tiny_model.text.prompts
+    monkeypatch.setattr(encoder, "_encode", lambda *a: pytest.fail("re-encoded a cached prompt"))
+    generate(tiny_model, BASE.replace(seed=1234))
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(width=65), "not a multiple of 8.*use 64 or 72"),
+    (dict(height=0), "out of range"),
+    (dict(steps=0), "steps 0 is out of range"),
+    (dict(cfg_scale=-1.0), "CFG scale"),
+    (dict(sampler="Bogus"), "unknown sampler"),
+    (dict(scheduler="weird"), "unknown schedule"),
+    (dict(seed=-5), "seed"),
+    (dict(mask=Image.new("L", (64, 64))), "needs an image"),
+    (dict(init_image=Image.new("RGB", (64, 64)), mask=Image.new("L", (32, 32))), "must match"),
+    (dict(init_image=Image.new("RGB", (64, 64)), strength=0.0), "strength"),
+])
+def test_bad_requests_get_a_clear_message(tiny_model, change, message):
+    with pytest.raises(RequestError, match=message):
+        generate(tiny_model, BASE.replace(**change))
