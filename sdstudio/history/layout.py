@@ -21,6 +21,7 @@ from sdstudio.history.atomic import is_temp_name
 TRASH = ".trash"
 THUMBNAILS = ".thumbnails"
 SIDECARS = ("init", "mask")
+_SIDECAR_ENDINGS = tuple(f".{kind}.png" for kind in SIDECARS)
 
 
 def sidecar_name(relative: str, kind: str) -> str:
@@ -61,13 +62,6 @@ class Layout:
         moment = time.localtime(created)
         return f"{time.strftime('%Y-%m-%d', moment)}/{time.strftime('%H%M%S', moment)}-{seed}-{entry_id[:8]}.png"
 
-    def relative(self, path: Path) -> str | None:
-        """The index path of a file inside the live folder, or None when it lies elsewhere."""
-        try:
-            return path.resolve().relative_to(self.root.resolve()).as_posix()
-        except ValueError:
-            return None
-
     def scan(self) -> Scan:
         scan = Scan()
         self._walk(self.root, scan.live, scan.live_sidecars, scan.temps, skip_hidden=True)
@@ -85,11 +79,10 @@ class Layout:
             prefix = Path(folder).relative_to(top).as_posix()
             prefix = "" if prefix == "." else prefix + "/"
             for name in files:
-                if is_temp_name(name):
-                    temps.append(Path(folder) / name)
-                elif name.lower().endswith(".png") and not name.startswith("."):
-                    relative = prefix + name
-                    if sidecar_owner(relative):
-                        sidecars.append(relative)
+                if name[-4:].lower() == ".png" and not name.startswith("."):
+                    if name.endswith(_SIDECAR_ENDINGS):
+                        sidecars.append(prefix + name)
                     else:
-                        pngs.add(relative)
+                        pngs.add(prefix + name)
+                elif is_temp_name(name):
+                    temps.append(Path(folder) / name)

@@ -228,6 +228,20 @@ class HistoryStore:
         with self._lock:
             return self._db.execute(f"SELECT COUNT(*) FROM entries WHERE {where}", params).fetchone()[0]
 
+    def rank(self, entry_id: str, selection: Filter) -> int | None:
+        """The entry's row in `page_for(selection)` order, or None when the filter excludes it."""
+        where, params = selection.where(self.has_fts)
+        with self._lock:
+            found = self._db.execute(
+                f"SELECT created, seq FROM entries WHERE id = ? AND {where}", [entry_id] + params
+            ).fetchone()
+            if found is None:
+                return None
+            newer = f"{where} AND (created > ? OR (created = ? AND seq > ?))"
+            return self._db.execute(
+                f"SELECT COUNT(*) FROM entries WHERE {newer}", params + [found[0], found[0], found[1]]
+            ).fetchone()[0]
+
     def models(self) -> list[str]:
         """Model names of live entries, sorted, for a filter list."""
         with self._lock:
@@ -271,16 +285,20 @@ class HistoryStore:
         with self._lock:
             return reconcile(self)
 
-    def rows_for_reconcile(self) -> list[tuple[str, str, bool]]:
-        """(id, relative file, deleted) of every row."""
+    def indexed_files(self) -> tuple[set[str], set[str]]:
+        """Relative files of the (live, trashed) rows."""
         with self._lock:
-            rows = self._db.execute("SELECT id, file, deleted FROM entries").fetchall()
-        return [(entry_id, relative, bool(deleted)) for entry_id, relative, deleted in rows]
+            rows = self._db.execute("SELECT file, deleted FROM entries").fetchall()
+        return {f for f, deleted in rows if not deleted}, {f for f, deleted in rows if deleted}
 
-    def drop_rows(self, entry_ids: list[str]) -> None:
+    def drop_files(self, relatives: list[str]) -> None:
+        """Forget the rows of these files (and their thumbnails)."""
+        if not relatives:
+            return
         with self._transaction() as db:
-            db.executemany("DELETE FROM entries WHERE id = ?", [(i,) for i in entry_ids])
-        for entry_id in entry_ids:
+            ids = [db.execute("SELECT id FROM entries WHERE file = ?", (f,)).fetchone()[0] for f in relatives]
+            db.executemany("DELETE FROM entries WHERE file = ?", [(f,) for f in relatives])
+        for entry_id in ids:
             self.thumbnails.discard(entry_id)
 
 

@@ -55,7 +55,8 @@ def test_png_without_row_is_indexed_again_with_its_own_id(root: Path) -> None:
     store = reopen(root)
     request = GenerationRequest(prompt="kept", seed=5, width=8, height=8, init_image=tiny(), parent_id="p1")
     entry = store.add(tiny(), request, "sd15")
-    store.drop_rows([entry.id])  # as if killed between writing the PNG and committing the row
+    # As if killed between writing the PNG and committing the row:
+    store.drop_files([entry.file.relative_to(root).as_posix()])
     store.close()
     store = reopen(root)
     again = store.get(entry.id)

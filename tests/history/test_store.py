@@ -196,3 +196,11 @@ def test_index_made_without_fts5_is_searchable_once_fts5_is_there(tmp_path: Path
     assert searchable.has_fts
     assert [e.prompt for e in searchable.page(query="lighthouse")] == ["a lighthouse at dusk"]
     searchable.close()
+
+
+def test_rank_is_the_row_of_an_entry_in_a_filtered_page(store: HistoryStore) -> None:
+    ids = [add(store, "cat" if i % 2 else "dog", T0 + i // 2) for i in range(8)]  # equal times in pairs
+    for selection in (schema.Filter(), schema.Filter(query="cat")):
+        order = [e.id for e in store.page_for(selection, 0, 100)]
+        assert [store.rank(i, selection) for i in order] == list(range(len(order)))
+    assert store.rank(ids[0], schema.Filter(query="cat")) is None
