@@ -66,12 +66,16 @@ def _add_params(sub) -> None:
     add_params_parser(sub)
 
 
+COMMANDS = ("inspect", "generate", "params", "-h", "--help")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if not getattr(args, "command", None):
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
         from sdstudio.ui.app import run_app
 
-        return run_app(sys.argv[1:] if argv is None else argv)
+        return run_app(argv)
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except SDStudioError as exc:
