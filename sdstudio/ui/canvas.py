@@ -31,6 +31,7 @@ MIN_ZOOM, MAX_ZOOM = 1 / 32, 64.0
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 MASK_COLOUR = QColor(255, 64, 96)
 MASK_OPACITY = 0.5
+_FAST_FORMATS = (QImage.Format.Format_RGB32, QImage.Format.Format_ARGB32_Premultiplied)
 
 
 class Tool(enum.Enum):
@@ -74,6 +75,8 @@ class Canvas(QWidget):
     def set_image(self, image: QImage | None, keep_view: bool = True) -> None:
         """Show `image`; the view is kept when the size is unchanged (previews of one job), else refitted."""
         same_size = self.image is not None and image is not None and self.image.size() == image.size()
+        if image is not None and image.format() not in _FAST_FORMATS:
+            image = image.convertToFormat(QImage.Format.Format_RGB32)
         self.image = image
         if not (keep_view and same_size):
             self._fit_mode = True

@@ -11,13 +11,19 @@ from PySide6.QtGui import QImage
 
 
 def pil_to_qimage(image: Image.Image) -> QImage:
-    """RGB(A) copy of a PIL image as a QImage that does not borrow PIL's buffer."""
+    """A QImage copy of a PIL image, in the 32-bit format the raster painter draws fastest.
+
+    The conversion happens once, in whichever thread calls this (the worker, for previews), instead of on
+    every repaint of the canvas.
+    """
     if image.mode == "RGBA":
         data = image.tobytes("raw", "RGBA")
-        return QImage(data, image.width, image.height, 4 * image.width, QImage.Format.Format_RGBA8888).copy()
+        wrapped = QImage(data, image.width, image.height, 4 * image.width, QImage.Format.Format_RGBA8888)
+        return wrapped.convertToFormat(QImage.Format.Format_ARGB32_Premultiplied)
     rgb = image.convert("RGB")
     data = rgb.tobytes("raw", "RGB")
-    return QImage(data, rgb.width, rgb.height, 3 * rgb.width, QImage.Format.Format_RGB888).copy()
+    wrapped = QImage(data, rgb.width, rgb.height, 3 * rgb.width, QImage.Format.Format_RGB888)
+    return wrapped.convertToFormat(QImage.Format.Format_RGB32)
 
 
 def qimage_to_pil(image: QImage) -> Image.Image:
