@@ -16,7 +16,9 @@ class ToyUNet(nn.Module):
 
     def __init__(self, in_channels: int = 4, context_dim: int = 8, adm: int = 0, seed: int = 0) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, 4, 3, padding=1)
+        # Channel mixing of each pixel and its right/lower neighbours: a 3-tap "convolution" without
+        # nn.Conv2d, whose thread pool makes tiny calls slow on a busy machine.
+        self.mix = nn.Parameter(torch.empty(3, 4, in_channels))
         self.ctx = nn.Linear(context_dim, 4)
         self.adm = nn.Linear(adm, 4) if adm else None
         g = torch.Generator().manual_seed(seed)
@@ -32,7 +34,9 @@ class ToyUNet(nn.Module):
         if self.adm is not None:
             bias = bias + self.adm(y)
         t_feature = torch.sin(t / 150.0)[:, None, None, None]
-        return torch.tanh(self.conv(x)) * (1 + 0.5 * t_feature) + 0.1 * bias[:, :, None, None]
+        taps = (x, x.roll(1, dims=-1), x.roll(1, dims=-2))
+        mixed = sum(torch.einsum("oc,bchw->bohw", w, tap) for w, tap in zip(self.mix, taps, strict=True))
+        return torch.tanh(mixed) * (1 + 0.5 * t_feature) + 0.1 * bias[:, :, None, None]
 
 
 def toy_conditioning(seed: int, tokens: int = 5, dim: int = 8, batch: int = 1, adm: int = 0) -> Conditioning:
