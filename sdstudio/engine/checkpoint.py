@@ -23,7 +23,7 @@ from sdstudio.engine.safetensors_file import PICKLE_SUFFIXES, SafetensorsHeader,
 from sdstudio.engine.taesd import TAESD, load_taesd_state
 from sdstudio.engine.unet import UNetModel, unet_config_from_shapes
 from sdstudio.engine.vae import AutoencoderKL, vae_config_from_shapes
-from sdstudio.engine.weights import load_state_dict_file, load_tensors
+from sdstudio.engine.weights import load_state_dict_file, load_tensors, open_pickle_checkpoint
 
 Progress = Callable[[str, float], None]
 
@@ -110,8 +110,9 @@ def load_checkpoint(path: str | Path, *, vae_path: str | Path | None = None, tae
     if path.suffix.lower() in PICKLE_SUFFIXES:
         if not allow_pickle:
             load_state_dict_file(path)  # raises the refusal message
-        raise CheckpointError(f"{path.name}: pickle checkpoints load only through conversion to safetensors")
-    header = read_header(path)
+        header = open_pickle_checkpoint(path)
+    else:
+        header = read_header(path)
     desc = detect(header, prediction)
     missing = [m for m in desc.missing if not (m == "VAE" and vae_path)]
     if missing:

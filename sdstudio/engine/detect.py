@@ -241,9 +241,12 @@ def _sidecar_yaml_prediction(path: Path) -> str:
 
 
 def _sd2_bias_std(header: SafetensorsHeader) -> float:
-    entry = header.tensors.get(UNET + "output_blocks.11.1.transformer_blocks.0.norm1.bias")
+    key = UNET + "output_blocks.11.1.transformer_blocks.0.norm1.bias"
+    entry = header.tensors.get(key)
     if entry is None or entry.dtype not in ("F16", "F32"):
         return 0.0
+    if hasattr(header, "state"):  # a weights-only pickle, already memory-mapped
+        return float(header.state[key].double().std(unbiased=False))
     with open(header.path, "rb") as f:
         f.seek(entry.begin)
         data = np.frombuffer(f.read(entry.end - entry.begin), dtype=np.float16 if entry.dtype == "F16" else np.float32)

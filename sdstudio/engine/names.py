@@ -11,6 +11,7 @@ SCHEDULERS = ("normal", "karras", "exponential", "sgm_uniform")
 # A1111 writes "Schedule type: Karras"; ComfyUI says "karras". Keys are lower-cased.
 _SCHEDULER_ALIASES = {
     "normal": "normal",
+    "uniform": "normal",  # A1111's "Uniform" gives the same sigmas for these models
     "automatic": "normal",
     "karras": "karras",
     "exponential": "exponential",

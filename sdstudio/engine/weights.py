@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -36,12 +37,37 @@ def read_tensor(f, entry: TensorEntry, dtype: torch.dtype | None = None) -> torc
     return out
 
 
+STORED_NAMES = {v: k for k, v in TORCH_DTYPES.items()}
+
+
+@dataclass(frozen=True)
+class PickleCheckpoint(SafetensorsHeader):
+    """A weights-only pickle seen through the safetensors header interface, so detection and loading
+    treat both formats alike. `state` holds the memory-mapped tensors."""
+
+    state: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+
+def open_pickle_checkpoint(path: str | os.PathLike) -> PickleCheckpoint:
+    """Only with the user's explicit opt-in: torch.load(weights_only=True) refuses code, mmap keeps RAM free."""
+    path = Path(path)
+    state = _load_pickle(path, None)
+    entries = {k: TensorEntry(k, STORED_NAMES.get(v.dtype, "F32"), tuple(v.shape), 0, v.numel() * v.element_size())
+               for k, v in state.items()}
+    return PickleCheckpoint(path, entries, {}, path.stat().st_size, state)
+
+
 def load_tensors(header: SafetensorsHeader, prefix: str = "", dtype: torch.dtype | None = None,
                  skip: Iterable[str] = ()) -> dict[str, torch.Tensor]:
     """All tensors under `prefix` (prefix stripped), floating ones converted to `dtype`."""
     skip = tuple(skip)
     n = len(prefix)
     out: dict[str, torch.Tensor] = {}
+    if isinstance(header, PickleCheckpoint):
+        for name, t in header.state.items():
+            if name.startswith(prefix) and not any(s in name for s in skip):
+                out[name[n:]] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
+        return out
     with open(header.path, "rb", buffering=0) as f:
         for name, entry in header.tensors.items():
             if name.startswith(prefix) and not any(s in name for s in skip):
@@ -76,8 +102,3 @@ def _load_pickle(path: Path, dtype: torch.dtype | None) -> dict[str, torch.Tenso
         return dict(obj)
     return {k: v.to(dtype) if v.is_floating_point() else v for k, v in obj.items()}
 
-
-def pickle_shapes(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
-    """Shapes of a weights-only pickle (memory-mapped, so nothing is read into memory)."""
-    sd = _load_pickle(path, None)
-    return {k: tuple(v.shape) for k, v in sd.items()}, {}

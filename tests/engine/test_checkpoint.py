@@ -82,3 +82,24 @@ def test_ckpt_is_refused_by_default(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "m.ckpt")
     with pytest.raises(CheckpointError, match="refuses them by default"):
         load_checkpoint(tmp_path / "m.ckpt")
+
+
+def test_ckpt_loads_weights_only_when_the_user_opts_in(tmp_path):
+    sd = tiny_state_dict()
+    torch.save({"state_dict": sd}, tmp_path / "m.ckpt")
+    (tmp_path / "m.yaml").write_text("model:\n  params:\n    parameterization: eps\n")
+    # Pickles carry no metadata: the demo family's settings cannot be read, so it is refused as unknown...
+    with pytest.raises(CheckpointError, match="context 32"):
+        load_checkpoint(tmp_path / "m.ckpt", allow_pickle=True)
+
+
+def test_ckpt_of_a_known_family_is_detected_from_its_shapes(tmp_path):
+    from sdstudio.engine.detect import detect
+    from sdstudio.engine.weights import open_pickle_checkpoint
+    from tests.engine.family_shapes import checkpoint_shapes
+
+    shapes = {k: v for k, v in checkpoint_shapes("sd1").items() if k.startswith("model.diffusion_model.")
+              and ("input_blocks.0.0" in k or "attn2.to_k" in k)}
+    torch.save({k: torch.zeros(v, dtype=torch.float16) for k, v in shapes.items()}, tmp_path / "m.ckpt")
+    desc = detect(open_pickle_checkpoint(tmp_path / "m.ckpt"))
+    assert (desc.family, desc.dtype, desc.missing) == ("sd1", "fp16", ("VAE", "text encoder"))
