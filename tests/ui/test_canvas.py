@@ -1,0 +1,127 @@
+import time
+
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtGui import QColor, QDropEvent, QImage, QWheelEvent
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication
+
+from sdstudio.ui.canvas import Canvas, Tool
+from sdstudio.ui.mask_model import MaskModel
+
+
+def make_canvas(qtbot, size=256, widget=(600, 400)):
+    mask = MaskModel()
+    canvas = Canvas(mask)
+    qtbot.addWidget(canvas)
+    canvas.resize(*widget)
+    canvas.show()
+    qtbot.waitExposed(canvas)
+    image = QImage(size, size, QImage.Format.Format_RGB32)
+    image.fill(QColor(90, 90, 90))
+    canvas.set_image(image, keep_view=False)
+    mask.reset(size, size)
+    return canvas
+
+
+def wheel(canvas, pos: QPointF, dy: int, modifiers=Qt.KeyboardModifier.ControlModifier):
+    event = QWheelEvent(pos, canvas.mapToGlobal(pos), QPoint(0, 0), QPoint(0, dy), Qt.MouseButton.NoButton,
+                        modifiers, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(canvas, event)
+
+
+def test_fit_shows_the_whole_image_centred(qtbot):
+    canvas = make_canvas(qtbot)
+    rect = canvas.image_rect_on_widget()
+    assert rect.height() <= 400 and rect.height() > 350
+    assert abs(rect.center().x() - 300) < 1 and abs(rect.center().y() - 200) < 1
+
+
+def test_ctrl_wheel_zooms_around_the_cursor(qtbot):
+    canvas = make_canvas(qtbot)
+    anchor = QPointF(200, 150)
+    under = canvas.widget_to_image(anchor)
+    zoom = canvas.zoom
+    wheel(canvas, anchor, 120)
+    assert canvas.zoom > zoom * 1.2
+    after = canvas.widget_to_image(anchor)
+    assert abs(after.x() - under.x()) < 1e-6 and abs(after.y() - under.y()) < 1e-6
+
+
+def test_plain_wheel_pans_instead_of_zooming(qtbot):
+    canvas = make_canvas(qtbot)
+    zoom, before = canvas.zoom, canvas.image_to_widget(QPointF(0, 0))
+    wheel(canvas, QPointF(100, 100), -120, Qt.KeyboardModifier.NoModifier)
+    assert canvas.zoom == zoom and canvas.image_to_widget(QPointF(0, 0)).y() < before.y()
+
+
+def test_actual_size_maps_one_image_pixel_to_one_device_pixel(qtbot):
+    canvas = make_canvas(qtbot)
+    canvas.zoom_actual()
+    a, b = canvas.image_to_widget(QPointF(0, 0)), canvas.image_to_widget(QPointF(100, 0))
+    assert abs((b.x() - a.x()) * canvas.devicePixelRatioF() - 100) < 1e-6
+
+
+def test_middle_drag_pans_and_does_not_paint(qtbot):
+    canvas = make_canvas(qtbot)
+    canvas.set_mask_editable(True)
+    before = canvas.image_to_widget(QPointF(0, 0))
+    QTest.mousePress(canvas, Qt.MouseButton.MiddleButton, pos=QPoint(300, 200))
+    QTest.mouseMove(canvas, QPoint(340, 230))
+    QTest.mouseRelease(canvas, Qt.MouseButton.MiddleButton, pos=QPoint(340, 230))
+    after = canvas.image_to_widget(QPointF(0, 0))
+    assert (after.x() - before.x(), after.y() - before.y()) == (40, 30)
+    assert canvas.mask.is_empty()
+
+
+def test_pan_tool_and_read_only_canvas_never_paint(qtbot):
+    canvas = make_canvas(qtbot)
+    QTest.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=QPoint(300, 200))
+    canvas.set_mask_editable(True)
+    canvas.set_tool(Tool.PAN)
+    QTest.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=QPoint(300, 200))
+    assert canvas.mask.is_empty()
+
+
+def test_overlay_tints_painted_pixels_only(qtbot):
+    canvas = make_canvas(qtbot, size=64)
+    canvas.set_mask_editable(True)
+    canvas.mask.begin_stroke(6, 1.0)
+    canvas.mask.stroke_to(32, 32)
+    canvas.mask.end_stroke()
+    shot = canvas.grab().toImage()
+    centre = canvas.image_to_widget(QPointF(32, 32)).toPoint() * canvas.devicePixelRatioF()
+    corner = canvas.image_to_widget(QPointF(4, 4)).toPoint() * canvas.devicePixelRatioF()
+    tinted, plain = shot.pixelColor(centre), shot.pixelColor(corner)
+    assert plain.red() == plain.green() == 90 and tinted.red() > 120 and tinted.green() < 90
+
+
+def test_dropping_an_image_file_reports_its_path(qtbot, tmp_path):
+    canvas = make_canvas(qtbot)
+    path = tmp_path / "init.png"
+    QImage(4, 4, QImage.Format.Format_RGB32).save(str(path))
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    with qtbot.waitSignal(canvas.fileDropped, timeout=1000) as blocker:
+        canvas.dropEvent(event)
+    assert blocker.args == [str(path)]
+
+
+def test_painting_on_a_1024_image_keeps_up_with_the_mouse(qtbot):
+    canvas = make_canvas(qtbot, size=1024, widget=(900, 900))
+    canvas.set_mask_editable(True)
+    canvas.set_brush_radius(40)
+    canvas.hardness = 0.5
+    points = [QPoint(100 + 3 * i, 100 + 2 * i) for i in range(200)]
+    QTest.mousePress(canvas, Qt.MouseButton.LeftButton, pos=points[0])
+    QApplication.processEvents()
+    start = time.perf_counter()
+    for p in points[1:]:
+        QTest.mouseMove(canvas, p)
+        QApplication.processEvents()  # includes the repaint of the touched region
+    per_move = (time.perf_counter() - start) / (len(points) - 1)
+    QTest.mouseRelease(canvas, Qt.MouseButton.LeftButton, pos=points[-1])
+    print(f"1024x1024 mask painting: {per_move * 1000:.2f} ms per mouse move incl. repaint")
+    assert not canvas.mask.is_empty() and canvas.mask.undo_stack.count() == 1
+    assert per_move < 0.016  # a 60 Hz mouse never waits for the brush

@@ -1,0 +1,46 @@
+from PySide6.QtGui import QColor
+
+from sdstudio.history.store import HistoryStore
+from sdstudio.ui.canvas_panel import INPUT
+from sdstudio.ui.gallery import GalleryWidget
+from sdstudio.ui.history_link import HistoryLink
+from tests.ui.fake_engine import result_colour
+
+
+def generate_one(qtbot, window, seed):
+    window.panel.prompt_edit.setPlainText("red apple")
+    window.panel.seed_spin.setValue(seed)
+    window.panel.steps_spin.setValue(3)
+    with qtbot.waitSignal(window.resultReady, timeout=5000):
+        window.generate()
+
+
+def test_results_appear_in_the_docked_gallery(qtbot, window, tmp_path):
+    store = HistoryStore(tmp_path / "outputs")
+    gallery = GalleryWidget(store, window)
+    window.dock_gallery(gallery)
+    link = HistoryLink(store, window, gallery)
+    with qtbot.waitSignal(link.saved, timeout=5000) as blocker:
+        generate_one(qtbot, window, 21)
+    entries = blocker.args[0]
+    assert [e.seed for e in entries] == [21]
+    assert gallery.model.total() == 1
+    assert window.gallery_dock is not None and window.gallery_dock.widget() is gallery
+
+
+def test_gallery_requests_drive_the_window(qtbot, window, engine, tmp_path):
+    store = HistoryStore(tmp_path / "outputs")
+    gallery = GalleryWidget(store, window)
+    link = HistoryLink(store, window, gallery)
+    with qtbot.waitSignal(link.saved, timeout=5000) as blocker:
+        generate_one(qtbot, window, 5)
+    entry_id = blocker.args[0][0].id
+    window.panel.prompt_edit.setPlainText("something else")
+    gallery.loadParametersRequested.emit(entry_id)
+    assert window.state.prompt == "red apple" and window.state.seed == 5
+    gallery.useAsInitRequested.emit(entry_id)
+    assert window.canvas_panel.view == INPUT
+    assert window.canvas_panel.input_image.pixelColor(1, 1) == QColor(*result_colour(5))
+    with qtbot.waitSignal(window.resultReady, timeout=5000) as rerun:
+        gallery.rerunRequested.emit(entry_id, False)
+    assert rerun.args[0].requests[0].seed == 5 and engine.generated[-1].prompt == "red apple"
