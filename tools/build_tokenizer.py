@@ -24,7 +24,8 @@ DEFAULT_OUT = Path(__file__).resolve().parent.parent / "resources" / "tokenizer"
 
 def bytes_to_unicode() -> list[str]:
     """GPT-2's reversible byte -> printable-unicode table, in byte order of the printable ones first."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
+    printable += range(ord("®"), ord("ÿ") + 1)
     codes = printable[:]
     extra = 0
     for b in range(256):

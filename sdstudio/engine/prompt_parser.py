@@ -81,7 +81,8 @@ def _number(weight: str) -> float:
     try:
         return float(weight)
     except ValueError:
-        raise RequestError(f"'{weight}' in the prompt is not a number; write a weight like (word:1.2)") from None
+        message = f"'{weight}' in the prompt is not a number; write a weight like (word:1.2)"
+        raise RequestError(message) from None
 
 
 def _merge(parts: list[list]) -> list[tuple[str, float]]:

@@ -1,0 +1,208 @@
+"""Prompt -> cross-attention context (and SDXL's pooled vector), the way AUTOMATIC1111 builds it
+(`modules/sd_hijack_clip.py`, `modules/sd_emphasis.py` "Original", `modules/sd_models_xl.py`).
+
+1. Parse the emphasis syntax (prompt_parser) and tokenise each weighted run.
+2. Split into chunks of 75 tokens; BREAK closes a chunk. When a chunk fills up and a comma lies within the
+   last `comma_backtrack` tokens (A1111's "comma_padding_backtrack", default 20), the words after that comma
+   move to the next chunk; 0 gives plain 75-token chunks.
+3. Each chunk becomes BOS + tokens + EOS + padding (77) and is encoded on its own; every token's output is
+   multiplied by its weight, then the chunk is rescaled so its mean equals the unweighted mean (in float32).
+4. Chunks are concatenated along the token axis: context [1, 77 * chunks, width]. SDXL concatenates its two
+   encoders on the feature axis (768 + 1280 = 2048) and takes the pooled vector from bigG's first chunk.
+
+For classifier-free guidance `encode_pair` pads the shorter of prompt and negative with encodings of the
+empty prompt (A1111's "pad_cond_uncond"), so both run in one UNet batch. SDXL encodes an empty negative
+prompt as zeros (A1111 `force_zero_negative_prompt`, diffusers `force_zeros_for_empty_prompt`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from transformers import CLIPTokenizer
+
+from sdstudio.engine.prompt_parser import BREAK, parse_prompt
+from sdstudio.engine.text_encoder import TextEncoder
+from sdstudio.engine.tokenizer import CHUNK_TOKENS, COMMA, CONTEXT_LENGTH, load_tokenizer, pad_chunk
+
+A1111_COMMA_BACKTRACK = 20
+SIZE_EMBED_DIM = 256  # sgm ConcatTimestepEmbedderND(outdim=256) for each SDXL size number
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """context [1, 77 * chunks, width] (float32); pooled [1, proj] for SDXL, else None."""
+
+    context: Tensor
+    pooled: Tensor | None = None
+
+    @property
+    def chunks(self) -> int:
+        return self.context.shape[1] // CONTEXT_LENGTH
+
+
+@dataclass
+class Chunk:
+    """Up to 75 prompt tokens and their weights, before BOS/EOS/padding."""
+
+    tokens: list[int]
+    weights: list[float]
+
+
+def split_chunks(
+    runs: Sequence[tuple[str, float]], token_runs: Sequence[Sequence[int]], comma_backtrack: int
+) -> list[Chunk]:
+    """Lay weighted token runs out in chunks (A1111 tokenize_line). Always returns at least one chunk."""
+    chunks: list[Chunk] = []
+    current = Chunk([], [])
+    last_comma = -1
+
+    def close() -> Chunk:
+        nonlocal last_comma
+        chunks.append(current)
+        last_comma = -1
+        return Chunk([], [])
+
+    for run, tokens in zip(runs, token_runs, strict=True):
+        if run == BREAK:
+            current = close()
+            continue
+        for token in tokens:
+            if token == COMMA:
+                last_comma = len(current.tokens)
+            elif len(current.tokens) == CHUNK_TOKENS and 0 <= CHUNK_TOKENS - last_comma <= comma_backtrack:
+                cut = last_comma + 1
+                moved = Chunk(current.tokens[cut:], current.weights[cut:])
+                del current.tokens[cut:], current.weights[cut:]
+                close()
+                current = moved
+            if len(current.tokens) == CHUNK_TOKENS:
+                current = close()
+            current.tokens.append(token)
+            current.weights.append(run[1])
+    if current.tokens or not chunks:
+        close()
+    return chunks
+
+
+def apply_emphasis(hidden: Tensor, weights: Tensor) -> Tensor:
+    """A1111 "Original" emphasis on one chunk: hidden [77, D] * weights [77], then restore the mean.
+
+    A chunk without weights is returned as is: rescaling by mean / mean would be a no-op, or NaN for an
+    output whose mean is 0 (an untrained final layer norm).
+    """
+    hidden = hidden.float()
+    if bool((weights == 1).all()):
+        return hidden
+    original_mean = hidden.mean()
+    weighted = hidden * weights.to(hidden.device, torch.float32)[:, None]
+    new_mean = weighted.mean()
+    return weighted if new_mean == 0 else weighted * (original_mean / new_mean)
+
+
+class PromptEncoder:
+    """Turns prompts into Conditioning with a family's 1 (SD 1.x / 2.x) or 2 (SDXL) text encoders.
+
+    Results are cached by (prompt, clip_skip), so a new seed does not re-encode; build a new PromptEncoder
+    when the encoders change.
+    """
+
+    def __init__(
+        self,
+        encoders: Sequence[TextEncoder],
+        *,
+        tokenizer: CLIPTokenizer | None = None,
+        zero_empty_negative: bool = False,
+        comma_backtrack: int = A1111_COMMA_BACKTRACK,
+        cache_size: int = 32,
+    ):
+        if not encoders:
+            raise ValueError("a PromptEncoder needs at least one text encoder")
+        self.encoders = list(encoders)
+        self.tokenizer = tokenizer or load_tokenizer()
+        self.zero_empty_negative = zero_empty_negative
+        self.comma_backtrack = comma_backtrack
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, int], Conditioning] = OrderedDict()
+
+    def encode(self, prompt: str, clip_skip: int = 1) -> Conditioning:
+        key = (prompt, clip_skip)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        result = self._encode(prompt, clip_skip)
+        self._cache[key] = result
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return result
+
+    def encode_pair(
+        self, prompt: str, negative: str, clip_skip: int = 1
+    ) -> tuple[Conditioning, Conditioning]:
+        """(cond, uncond) with the same number of chunks."""
+        cond = self.encode(prompt, clip_skip)
+        if self.zero_empty_negative and not negative.strip():
+            pooled = None if cond.pooled is None else torch.zeros_like(cond.pooled)
+            return cond, Conditioning(torch.zeros_like(cond.context), pooled)
+        uncond = self.encode(negative, clip_skip)
+        empty = self.encode("", clip_skip)
+        return _pad_chunks(cond, uncond.chunks, empty), _pad_chunks(uncond, cond.chunks, empty)
+
+    def chunk_prompt(self, prompt: str) -> list[Chunk]:
+        runs = parse_prompt(prompt)
+        texts = [run[0] for run in runs if run != BREAK]
+        tokenized = iter(self.tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"])
+        token_runs = [[] if run == BREAK else next(tokenized) for run in runs]
+        return split_chunks(runs, token_runs, self.comma_backtrack)
+
+    @torch.no_grad()
+    def _encode(self, prompt: str, clip_skip: int) -> Conditioning:
+        chunks = self.chunk_prompt(prompt)
+        # BOS, EOS and padding keep weight 1
+        weights = torch.ones(len(chunks), CONTEXT_LENGTH)
+        for row, chunk in zip(weights, chunks, strict=True):
+            row[1 : 1 + len(chunk.weights)] = torch.tensor(chunk.weights)
+        contexts, pooled = [], None
+        for encoder in self.encoders:
+            padded = [pad_chunk(chunk.tokens, encoder.pad_token) for chunk in chunks]
+            tokens = torch.tensor(padded, device=encoder.device)
+            hidden, pooled_out = encoder(tokens, clip_skip)
+            contexts.append(torch.cat([apply_emphasis(h, w) for h, w in zip(hidden, weights, strict=True)]))
+            if pooled_out is not None:
+                pooled = pooled_out[:1].float()
+        return Conditioning(torch.cat(contexts, dim=-1)[None], pooled)
+
+
+def _pad_chunks(cond: Conditioning, chunks: int, empty: Conditioning) -> Conditioning:
+    missing = chunks - cond.chunks
+    if missing <= 0:
+        return cond
+    context = torch.cat([cond.context, *[empty.context] * missing], dim=1)
+    return Conditioning(context, cond.pooled)
+
+
+def size_embedding(values: Tensor, dim: int = SIZE_EMBED_DIM, max_period: float = 10000.0) -> Tensor:
+    """Sinusoidal embedding [N] -> [N, dim], cos half first (sgm `timestep_embedding`)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
+    args = values.float()[:, None] * freqs.to(values.device)[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+def sdxl_y(
+    pooled: Tensor,
+    original_size: tuple[int, int],
+    crop: tuple[int, int],
+    target_size: tuple[int, int],
+) -> Tensor:
+    """SDXL's `y` vector (Podell et al. 2023, "SDXL", section 2.2): pooled bigG text [B, 1280] followed by
+    256-dim embeddings of original (h, w), crop (top, left) and target (h, w): [B, 2816].
+    """
+    numbers = torch.tensor([*original_size, *crop, *target_size], dtype=torch.float32, device=pooled.device)
+    sizes = size_embedding(numbers).reshape(1, -1).to(pooled.dtype)
+    return torch.cat([pooled, sizes.expand(pooled.shape[0], -1)], dim=1)

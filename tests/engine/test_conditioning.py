@@ -1,0 +1,221 @@
+import math
+
+import pytest
+import torch
+from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+from sdstudio.engine.conditioning import (
+    Chunk,
+    PromptEncoder,
+    apply_emphasis,
+    sdxl_y,
+    size_embedding,
+    split_chunks,
+)
+from sdstudio.engine.prompt_parser import BREAK
+from sdstudio.engine.text_encoder import TextEncoder, _config
+from sdstudio.engine.tokenizer import BOS, COMMA, EOS, OPENCLIP_PAD, tokenize
+
+
+def tiny_encoder(width=32, projection=False, pad=EOS, mode="last", seed=0):
+    torch.manual_seed(seed)
+    config = _config(hidden=width, layers=2, heads=2, intermediate=2 * width, act="gelu", proj=24)
+    model = (CLIPTextModelWithProjection if projection else CLIPTextModel)(config).eval()
+    encoder = TextEncoder(model, pad, mode)
+    with torch.no_grad():  # a trained final norm has a bias, so the output mean is not ~0
+        encoder.text_model.final_layer_norm.bias.normal_(0.0, 0.5)
+    return encoder
+
+
+class CountingEncoder:
+    """Stands in for a TextEncoder: records its inputs, returns token ids as features."""
+
+    def __init__(self, pad_token=EOS, width=4):
+        self.pad_token = pad_token
+        self.width = width
+        self.device = torch.device("cpu")
+        self.calls = []
+
+    def __call__(self, tokens, clip_skip):
+        self.calls.append((tokens.clone(), clip_skip))
+        hidden = tokens.float()[..., None].expand(-1, -1, self.width) + clip_skip
+        return hidden, None
+
+
+def counting_prompt_encoder(**kwargs):
+    encoder = CountingEncoder()
+    return PromptEncoder([encoder], **kwargs), encoder
+
+
+CAT = tokenize(["cat"])[0][0]
+
+
+def test_100_token_prompt_makes_two_chunks_of_77():
+    prompt_encoder, fake = counting_prompt_encoder()
+    cond = prompt_encoder.encode("cat " * 100)
+    assert cond.context.shape == (1, 154, 4)
+    assert cond.chunks == 2
+    (tokens, _), = fake.calls
+    assert tokens.shape == (2, 77)
+    assert tokens[0].tolist() == [BOS] + [CAT] * 75 + [EOS]
+    assert tokens[1].tolist() == [BOS] + [CAT] * 25 + [EOS] * 51
+
+
+def test_empty_prompt_is_one_chunk_of_bos_and_padding():
+    chunks = PromptEncoder([CountingEncoder()]).chunk_prompt("")
+    assert [c.tokens for c in chunks] == [[]]
+
+
+def test_break_starts_a_new_chunk():
+    chunks = PromptEncoder([CountingEncoder()]).chunk_prompt("a cat BREAK a dog")
+    assert [len(c.tokens) for c in chunks] == [2, 2]
+    assert chunks[1].tokens == tokenize(["a dog"])[0]
+
+
+def test_weights_follow_their_tokens():
+    (chunk,) = PromptEncoder([CountingEncoder()]).chunk_prompt("a (cat:1.5) [dog]")
+    assert chunk.weights == pytest.approx([1.0, 1.5, 1 / 1.1])
+
+
+def test_comma_backtrack_moves_the_words_after_the_last_comma_to_the_next_chunk():
+    runs = [("x", 1.0)]
+    tokens = [[1] * 70 + [COMMA] + [2] * 10]
+    chunks = split_chunks(runs, tokens, comma_backtrack=20)
+    assert [len(c.tokens) for c in chunks] == [71, 10]
+    assert chunks[0].tokens[-1] == COMMA and chunks[1].tokens == [2] * 10
+
+
+def test_comma_backtrack_ignores_commas_too_far_back_and_zero_disables_it():
+    tokens = [[1] * 50 + [COMMA] + [2] * 30]
+    assert [len(c.tokens) for c in split_chunks([("x", 1.0)], tokens, comma_backtrack=20)] == [75, 6]
+    tokens = [[1] * 70 + [COMMA] + [2] * 10]
+    assert [len(c.tokens) for c in split_chunks([("x", 1.0)], tokens, comma_backtrack=0)] == [75, 6]
+
+
+def test_split_chunks_break_at_start_gives_an_empty_first_chunk_like_a1111():
+    chunks = split_chunks([("", 1.0), BREAK, ("a", 1.0)], [[], [], [5]], comma_backtrack=20)
+    assert chunks == [Chunk([], []), Chunk([5], [1.0])]
+
+
+def test_openclip_encoders_get_zero_padding():
+    fake = CountingEncoder(pad_token=OPENCLIP_PAD)
+    PromptEncoder([fake]).encode("a cat")
+    (tokens, _), = fake.calls
+    assert tokens[0, :4].tolist() == [BOS, *tokenize(["a cat"])[0], EOS]
+    assert tokens[0, 4:].tolist() == [0] * 73
+
+
+def test_emphasis_multiplies_tokens_then_restores_the_mean():
+    torch.manual_seed(0)
+    hidden = torch.randn(77, 8) + 0.5
+    weights = torch.ones(77)
+    weights[3] = 1.5
+    out = apply_emphasis(hidden, weights)
+    assert out.mean().item() == pytest.approx(hidden.mean().item(), rel=1e-5)
+    scale = out[0, 0] / hidden[0, 0]
+    assert torch.allclose(out[3], hidden[3] * 1.5 * scale, rtol=1e-5)
+    assert torch.allclose(out[10], hidden[10] * scale, rtol=1e-5)
+    assert scale.item() != pytest.approx(1.0)
+
+
+def test_emphasis_without_weights_is_exactly_a_no_op_even_for_zero_mean():
+    hidden = torch.randn(77, 8)
+    hidden -= hidden.mean()
+    assert torch.equal(apply_emphasis(hidden, torch.ones(77)), hidden)
+
+
+def test_weighted_prompt_differs_from_plain_only_by_emphasis():
+    prompt_encoder = PromptEncoder([tiny_encoder()])
+    plain = prompt_encoder.encode("a cat").context[0]
+    weighted = prompt_encoder.encode("a (cat:1.5)").context[0]
+    scale = weighted[0] / plain[0]
+    assert torch.allclose(scale, scale[0].expand_as(scale), rtol=1e-4)
+    assert torch.allclose(weighted[2], plain[2] * 1.5 * scale[0], rtol=1e-4)
+    assert weighted.mean().item() == pytest.approx(plain.mean().item(), rel=1e-5)
+
+
+def test_unweighted_prompt_is_the_raw_encoder_output():
+    encoder = tiny_encoder()
+    cond = PromptEncoder([encoder]).encode("a photo of a cat", clip_skip=2)
+    tokens = torch.tensor([[BOS, *tokenize(["a photo of a cat"])[0], EOS] + [EOS] * 70])
+    with torch.no_grad():
+        hidden, _ = encoder(tokens, 2)
+    assert cond.context.dtype == torch.float32
+    assert torch.allclose(cond.context, hidden, atol=1e-6)
+
+
+def test_encode_pair_pads_the_shorter_side_with_empty_chunks():
+    prompt_encoder = PromptEncoder([tiny_encoder()])
+    cond, uncond = prompt_encoder.encode_pair("cat " * 160, "blurry")
+    assert cond.context.shape == uncond.context.shape == (1, 3 * 77, 32)
+    empty = prompt_encoder.encode("").context
+    assert torch.equal(uncond.context[:, :77], prompt_encoder.encode("blurry").context)
+    assert torch.equal(uncond.context[:, 77:154], empty)
+    assert torch.equal(uncond.context[:, 154:], empty)
+    cond2, uncond2 = prompt_encoder.encode_pair("blurry", "cat " * 160)
+    assert cond2.context.shape == uncond2.context.shape == (1, 231, 32)
+
+
+def sdxl_prompt_encoder():
+    clip_l = tiny_encoder(width=32, pad=EOS, mode="penultimate_no_norm", seed=1)
+    bigg = tiny_encoder(width=48, projection=True, pad=OPENCLIP_PAD, mode="penultimate_no_norm", seed=2)
+    return PromptEncoder([clip_l, bigg], zero_empty_negative=True), clip_l, bigg
+
+
+def test_sdxl_concatenates_encoders_on_features_and_pools_the_first_chunk_of_bigg():
+    prompt_encoder, clip_l, bigg = sdxl_prompt_encoder()
+    cond = prompt_encoder.encode("a cat " * 50)
+    assert cond.context.shape == (1, 154, 80)
+    assert torch.equal(cond.context[..., :32], PromptEncoder([clip_l]).encode("a cat " * 50).context)
+    bigg_only = PromptEncoder([bigg]).encode("a cat " * 50)
+    assert torch.equal(cond.context[..., 32:], bigg_only.context)
+    first_chunk = torch.tensor([[BOS] + tokenize(["a cat " * 50])[0][:75] + [EOS]])
+    with torch.no_grad():
+        _, pooled = bigg(first_chunk)
+    assert cond.pooled.shape == (1, 24)
+    assert torch.allclose(cond.pooled, pooled, atol=1e-6)
+
+
+def test_sdxl_empty_negative_is_zeros_with_matching_chunks():
+    prompt_encoder, _, _ = sdxl_prompt_encoder()
+    cond, uncond = prompt_encoder.encode_pair("cat " * 100, "")
+    assert uncond.context.shape == cond.context.shape
+    assert not uncond.context.any() and not uncond.pooled.any()
+    _, real_negative = prompt_encoder.encode_pair("cat", "blurry")
+    assert real_negative.context.abs().sum() > 0
+
+
+def test_cache_reuses_encodings_per_prompt_and_clip_skip():
+    prompt_encoder, fake = counting_prompt_encoder(cache_size=2)
+    first = prompt_encoder.encode("a cat")
+    assert prompt_encoder.encode("a cat") is first
+    assert len(fake.calls) == 1
+    prompt_encoder.encode("a cat", clip_skip=2)
+    assert len(fake.calls) == 2
+    prompt_encoder.encode_pair("a cat", "blurry")  # "a cat" cached; "blurry" and "" encoded
+    assert len(fake.calls) == 4
+    prompt_encoder.encode("a cat")  # evicted by the two newer entries
+    assert len(fake.calls) == 5
+
+
+def test_size_embedding_is_cos_then_sin():
+    emb = size_embedding(torch.tensor([0.0, 1024.0]))
+    assert emb.shape == (2, 256)
+    assert torch.equal(emb[0], torch.cat([torch.ones(128), torch.zeros(128)]))
+    freq = math.exp(-math.log(10000) * 5 / 128)
+    assert emb[1, 5].item() == pytest.approx(math.cos(1024 * freq), abs=1e-4)
+    assert emb[1, 128 + 5].item() == pytest.approx(math.sin(1024 * freq), abs=1e-4)
+
+
+def test_sdxl_y_matches_diffusers_add_time_embedding():
+    from diffusers.models.embeddings import Timesteps
+
+    pooled = torch.randn(2, 1280)
+    y = sdxl_y(pooled, original_size=(1024, 768), crop=(16, 8), target_size=(896, 1152))
+    assert y.shape == (2, 2816)
+    assert torch.equal(y[:, :1280], pooled)
+    # diffusers StableDiffusionXLPipeline: add_time_ids = original + crop + target, embedded by the UNet's
+    # add_time_proj = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0), flattened per sample.
+    time_ids = torch.tensor([1024, 768, 16, 8, 896, 1152], dtype=torch.float32)
+    expected = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)(time_ids).reshape(1, -1)
+    assert torch.allclose(y[:, 1280:], expected.expand(2, -1), atol=1e-5)
