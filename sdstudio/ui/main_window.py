@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QUrl, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QImage, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QSplitter, QWidget
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDesktopServices, QImage, QKeySequence
+from PySide6.QtWidgets import QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QSplitter, QWidget
 
 from sdstudio import paths
 from sdstudio.engine.request import GenerationResult
@@ -22,6 +22,7 @@ from sdstudio.ui.prompt_panel import PromptPanel
 from sdstudio.ui.prompt_state import apply_request, build_requests
 from sdstudio.ui.settings import load_prompt_state, save_prompt_state
 from sdstudio.ui.status import JobStatus
+from sdstudio.ui.theme import apply_theme
 from sdstudio.ui.token_counter import LazyTokenCounter
 from sdstudio.ui.worker import JobOutput, Worker
 
@@ -100,6 +101,8 @@ class MainWindow(QMainWindow):
         view.addActions([cp.act_result, cp.act_input])
         view.addSeparator()
         view.addActions([cp.act_fit, cp.act_actual, cp.act_zoom_in, cp.act_zoom_out])
+        view.addSeparator()
+        self._build_theme_menu(view.addMenu("&Theme"))
         self.view_menu = view
         gen = bar.addMenu("&Generate")
         self.act_generate = self._menu_action(gen, "&Generate", self.generate,
@@ -110,6 +113,22 @@ class MainWindow(QMainWindow):
         gen.addActions([cp.act_use_as_input, cp.act_clear_input])
         self._menu_action(gen, "&Reuse Last Seed", self.reuse_last_seed)
         self.act_cancel.setEnabled(False)
+
+    def _build_theme_menu(self, menu) -> None:
+        group = QActionGroup(self)
+        current = str(self.settings.value("appearance/theme", "system"))
+        for name, label in (("system", "Follow &System"), ("dark", "&Dark"), ("light", "&Light")):
+            action = menu.addAction(label)
+            action.setCheckable(True)
+            action.setChecked(name == current)
+            action.triggered.connect(lambda _checked, name=name: self.set_theme(name))
+            group.addAction(action)
+
+    def set_theme(self, theme: str) -> None:
+        self.settings.setValue("appearance/theme", theme)
+        app = QApplication.instance()
+        if app is not None:
+            apply_theme(app, theme)
 
     def _connect(self) -> None:
         w, p, cp = self.worker, self.panel, self.canvas_panel

@@ -249,3 +249,14 @@ def test_a_failing_engine_reports_once_per_job_and_next_job_works(qtbot, make_wi
     with qtbot.waitSignal(window.resultReady, timeout=5000):
         window.generate()
     assert window.job_status.message.text().startswith("Done")
+
+
+def test_theme_menu_switches_between_dark_and_light_and_is_remembered(qtbot, window):
+    from PySide6.QtGui import QPalette
+    from PySide6.QtWidgets import QApplication
+
+    window.set_theme("light")
+    assert QApplication.palette().color(QPalette.ColorRole.Window).lightness() > 128
+    window.set_theme("dark")
+    assert QApplication.palette().color(QPalette.ColorRole.Window).lightness() < 80
+    assert window.settings.value("appearance/theme") == "dark"
