@@ -238,6 +238,7 @@ class UNetModel(nn.Module):
     """eps/v-prediction UNet: (noisy latent, timestep, text context[, y]) -> prediction of latent shape.
 
     Built on `device="meta"` it allocates nothing; the loader then assigns checkpoint tensors.
+    `dtype` is applied after construction, which costs nothing on meta.
     """
 
     def __init__(

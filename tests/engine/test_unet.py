@@ -209,3 +209,14 @@ def test_uneven_levels_are_refused():
     uneven = {k: v for k, v in shapes.items() if not k.startswith("input_blocks.2.1.")}
     with pytest.raises(UnsupportedModelError, match="level 0"):
         unet_config_from_shapes(uneven)
+
+
+def test_comparison_with_diffusers_notices_a_wrong_head_split():
+    """The diffusers comparison is exact (same torch ops), so guard against it being vacuous."""
+    model = tiny_model("sd1")
+    twin = diffusers_twin(model, TIME_DIM)
+    for module in model.modules():
+        if isinstance(module, SpatialTransformer):
+            module.transformer_blocks[0].attn2.heads = 4
+    ours, expected = run_both(model, twin, **inputs(model.config))
+    assert (ours - expected).abs().max() > 1e-3 * expected.std()
