@@ -28,7 +28,8 @@ from sdstudio.history.atomic import atomic_move
 from sdstudio.history.layout import SIDECARS, Layout, sidecar_name
 from sdstudio.history.parameters import format_parameters, parse_parameters, request_from_parameters
 from sdstudio.history.png import read_png_parameters, save_png
-from sdstudio.history.reconcile import Report, reconcile
+from sdstudio.history.reconcile import Report
+from sdstudio.history.reconcile import reconcile as reconcile_files
 from sdstudio.history.record import Record, record_from_json
 from sdstudio.history.schema import Filter
 from sdstudio.history.thumbnails import ThumbnailCache
@@ -136,11 +137,13 @@ class HistoryStore:
             mask_file=Path(sidecar_name(relative, "mask")).name if request.mask is not None else "",
         )
         save_png(self.root / relative, image, format_parameters(request, model_name), record.to_json())
-        self.insert_rows([schema.row_values(entry_id, created, relative, request, model_name)])
-        self.thumbnails.make(image, entry_id)
-        entry = self.get(entry_id)
-        assert entry is not None
-        return entry
+        row = schema.row_values(entry_id, created, relative, request, model_name)
+        self.insert_rows([row])
+        try:
+            self.thumbnails.make(image, entry_id)
+        except OSError:
+            pass  # the entry is saved; the gallery makes the thumbnail from the PNG when it needs it
+        return self._entry(row)
 
     def add_result(self, result: GenerationResult) -> list[Entry]:
         """One entry per image of an engine result, in order."""
@@ -224,7 +227,7 @@ class HistoryStore:
 
     def count(self, selection: Filter | None = None, **filters: object) -> int:
         """How many entries match; pass a Filter or the same keywords as `page`."""
-        where, params = (selection or Filter(**filters)).where(self.has_fts)  # type: ignore[arg-type]
+        where, params = (selection or Filter(**filters)).where(self.has_fts)
         with self._lock:
             return self._db.execute(f"SELECT COUNT(*) FROM entries WHERE {where}", params).fetchone()[0]
 
@@ -283,7 +286,7 @@ class HistoryStore:
     def reconcile(self) -> Report:
         """Bring files and index back in step (run at open; see sdstudio.history.reconcile)."""
         with self._lock:
-            return reconcile(self)
+            return reconcile_files(self)
 
     def indexed_files(self) -> tuple[set[str], set[str]]:
         """Relative files of the (live, trashed) rows."""
