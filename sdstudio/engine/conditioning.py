@@ -109,7 +109,7 @@ class PromptEncoder:
     """Turns prompts into Conditioning with a family's 1 (SD 1.x / 2.x) or 2 (SDXL) text encoders.
 
     Results are cached by (prompt, clip_skip), so a new seed does not re-encode; build a new PromptEncoder
-    when the encoders change.
+    when the encoders change. Cached tensors are shared: callers must not modify them in place.
     """
 
     def __init__(
@@ -150,6 +150,8 @@ class PromptEncoder:
             pooled = None if cond.pooled is None else torch.zeros_like(cond.pooled)
             return cond, Conditioning(torch.zeros_like(cond.context), pooled)
         uncond = self.encode(negative, clip_skip)
+        if cond.chunks == uncond.chunks:
+            return cond, uncond
         empty = self.encode("", clip_skip)
         return _pad_chunks(cond, uncond.chunks, empty), _pad_chunks(uncond, cond.chunks, empty)
 

@@ -192,10 +192,13 @@ def test_cache_reuses_encodings_per_prompt_and_clip_skip():
     assert len(fake.calls) == 1
     prompt_encoder.encode("a cat", clip_skip=2)
     assert len(fake.calls) == 2
-    prompt_encoder.encode_pair("a cat", "blurry")  # "a cat" cached; "blurry" and "" encoded
+    prompt_encoder.encode_pair("a cat", "blurry")  # "a cat" cached, "blurry" encoded
+    assert len(fake.calls) == 3
+    prompt_encoder.encode("a cat", clip_skip=2)  # least recently used, evicted by "blurry"
     assert len(fake.calls) == 4
-    prompt_encoder.encode("a cat")  # evicted by the two newer entries
-    assert len(fake.calls) == 5
+    prompt_encoder.encode_pair("cat " * 100, "x")  # chunk counts differ: "" is encoded for padding
+    assert [tokens.shape[0] for tokens, _ in fake.calls[4:]] == [2, 1, 1]
+    assert fake.calls[-1][0][0, :2].tolist() == [BOS, EOS]
 
 
 def test_size_embedding_is_cos_then_sin():
