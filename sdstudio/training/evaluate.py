@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from dataclasses import dataclass
@@ -42,9 +41,11 @@ def nearest(thumbs: np.ndarray, image: Image.Image, k: int = TOP_K) -> list[int]
     return np.argsort(distances, kind="stable")[:k].tolist()
 
 
-def fixed_names(names: list[str], count: int, seed: int = 0) -> list[str]:
-    """`count` names drawn at random (uniformly, without replacement) with a fixed seed."""
-    return random.Random(seed).sample(names, count)
+def fixed_names(names: list[str], weights: np.ndarray, count: int, seed: int = 0) -> list[str]:
+    """`count` names drawn at random without replacement, with the training sampling weights (so the
+    skin-tone variants of one emoji together count as one emoji), with a fixed seed."""
+    chosen = np.random.default_rng(seed).choice(len(names), count, replace=False, p=weights / weights.sum())
+    return [names[i] for i in chosen]
 
 
 @dataclass
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     dataset = build_dataset()
     engine = Engine()
-    prompts = fixed_names(dataset.names, args.count)
+    prompts = fixed_names(dataset.names, dataset.weights, args.count)
     report = {}
     for cfg in args.cfg:
         result = fidelity(engine, dataset.images, dataset.names, prompts, cfg, args.model, args.sampler)

@@ -34,17 +34,20 @@ class TrainingPlan:
     dataset_limit: int | None = None
     checkpoint_every_s: float = 180.0
     # Stage 1: autoencoder
-    autoencoder: StagePlan = StagePlan(steps=800, batch_size=16, lr=1e-3, warmup=50, log_every=25)
+    autoencoder: StagePlan = StagePlan(steps=2000, batch_size=8, lr=1e-3, warmup=50, log_every=25)
     autoencoder_crop: int = 32
     kl_weight: float = 1e-6
-    vae_ch: int = 32
-    vae_ch_mult: tuple[int, ...] = (1, 2, 4, 4)
+    colour_weight: float = 2.0
+    # 64 channels at full resolution, not 32: with GroupNorm's 32 groups, 32 channels make every norm an
+    # instance norm, which erases each image's mean colour (tried: reconstructions came out uniformly brown).
+    vae_ch: int = 64
+    vae_ch_mult: tuple[int, ...] = (1, 1, 2, 2)
     vae_res_blocks: int = 1
     # Stage 1b: decoder fine-tuning on the frozen latents, in parallel with stage 2
     decoder: StagePlan = StagePlan(steps=2000, batch_size=16, lr=5e-4, warmup=50, log_every=25)
     decoder_crop: int = 4
     # Stage 2: text encoder + UNet
-    diffusion: StagePlan = StagePlan(steps=3000, batch_size=64, lr=8e-4, warmup=100, log_every=25)
+    diffusion: StagePlan = StagePlan(steps=2400, batch_size=64, lr=8e-4, warmup=100, log_every=25)
     latent_variants: int = 4
     caption_dropout: float = 0.1
     ema_decay: float = 0.999

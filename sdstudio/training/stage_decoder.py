@@ -4,7 +4,8 @@ Once the latents are cached, the latent space is fixed; only the decoder can sti
 Diffusion's released VAEs (`sd-vae-ft-mse`, `sd-vae-ft-ema`) were made this way: the decoder fine-tuned on
 the frozen encoder's latents, which keeps every trained UNet compatible. Here it lets the autoencoder keep
 learning in parallel with the diffusion stage instead of before it. The decoder trains on aligned crops of
-posterior samples of the cached latents (unaugmented variant) and the original images.
+posterior samples of the cached latents (unaugmented variant) and the original images, with stage 1's loss
+less the KL term.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def train_decoder(plan: TrainingPlan, vae: AutoencoderKL, images: torch.Tensor,
     opt = torch.optim.AdamW(trained, lr=stage.lr, betas=(0.5, 0.9), weight_decay=0.0)
     ckpt = Checkpointer(plan.work_dir / "decoder" / "state.pt", plan.checkpoint_every_s, model=vae, opt=opt)
     step = ckpt.resume()
-    log = LossLog(plan.log_dir / "decoder.csv", ["loss", "l1", "mse", "lr"])
+    log = LossLog(plan.log_dir / "decoder.csv", ["loss", "l1", "mse", "colour", "lr"])
     generator = torch.Generator().manual_seed(plan.seed + 3 + step)
     means, stds = latents["means"][0], latents["stds"][0]
     vae.train()
@@ -44,14 +45,15 @@ def train_decoder(plan: TrainingPlan, vae: AutoencoderKL, images: torch.Tensor,
             group["lr"] = lr
         recon = vae.decode(z)
         l1, mse = (recon - x).abs().mean(), F.mse_loss(recon, x)
-        loss = l1 + mse
+        colour = (F.avg_pool2d(recon, 4) - F.avg_pool2d(x, 4)).abs().mean()
+        loss = l1 + mse + plan.colour_weight * colour
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
         step += 1
         if step % stage.log_every == 0 or step == stage.steps:
-            log.write(step, loss=loss.item(), l1=l1.item(), mse=mse.item(), lr=lr)
+            log.write(step, loss=loss.item(), l1=l1.item(), mse=mse.item(), colour=colour.item(), lr=lr)
         ckpt.maybe_save(step)
     ckpt.save(step)
     return vae.eval()

@@ -1,0 +1,106 @@
+"""Quality of the shipped built-in model (issue 4): prompt fidelity, guidance, speed.
+
+Fidelity: each of 64 emoji names, drawn once at random with the training weights
+(`evaluate.fixed_names(names, weights, 64)`, seed 0) and frozen here, is generated at seed 0, 20 steps,
+Euler a, 64x64; a hit is when its own emoji is among the 5 dataset images nearest to the result
+(L2 on 16x16 box-downsampled RGB). Chance is 5 / 3655 = 0.14%.
+"""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from sdstudio.engine.api import Engine, builtin_model_path, builtin_taesd_path
+from sdstudio.engine.request import GenerationRequest
+from sdstudio.training.dataset import build_dataset
+from sdstudio.training.evaluate import fidelity, fixed_names, request_for
+
+pytestmark = pytest.mark.slow
+
+NAMES = [
+    "ice skate", "woman fairy: medium-light skin tone", "crying face", "saluting face", "downwards button",
+    "flag: Spain", "cloud with snow", "tear-off calendar", "ferris wheel", "flag: Japan", "cinema",
+    "grinning face with sweat", "Japanese \u201cacceptable\u201d button", "confused face", "man facepalming",
+    "purple circle", "sunset", "man in motorized wheelchair: medium skin tone", "wing", "hot face", "bone",
+    "hair pick", "nesting dolls", "jack-o-lantern", "footprints", "flag: Mayotte", "flag: Tristan da Cunha",
+    "musical keyboard", "flower playing cards", "maracas", "fox", "woman: beard",
+    "closed mailbox with raised flag", "hut", "women with bunny ears", "canned food", "flag: Belgium",
+    "flag: Jamaica", "person in bed: dark skin tone", "motor boat", "person surfing", "waxing crescent moon",
+    "woman biking: medium-dark skin tone", "tiger face", "flag: Bulgaria", "detective", "wrapped gift",
+    "palm up hand", "cross mark button", "right arrow", "person wearing turban: light skin tone",
+    "chequered flag", "love letter", "person biking: medium-dark skin tone", "older person: light skin tone",
+    "shamrock", "atom symbol", "man guard", "alien monster", "rhinoceros", "woman mechanic",
+    "crossed fingers: medium skin tone", "watch", "woman with white cane: light skin tone",
+]
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return build_dataset()
+
+
+@pytest.fixture(scope="module")
+def engine():
+    threads = torch.get_num_threads()
+    # One thread: on this 2-core machine shared with other jobs, a second thread mostly waits.
+    torch.set_num_threads(1)
+    yield Engine()
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def scores(engine, dataset):
+    model = str(builtin_model_path())
+    return {cfg: fidelity(engine, dataset.images, dataset.names, NAMES, cfg, model) for cfg in (5.0, 1.0)}
+
+
+def test_the_frozen_names_are_the_seeded_draw(dataset):
+    assert fixed_names(dataset.names, dataset.weights, 64) == NAMES
+
+
+def test_prompt_fidelity_at_cfg_5_is_at_least_half(scores):
+    assert scores[5.0].rate >= 0.5, scores[5.0].misses
+
+
+def test_guidance_beats_no_guidance_clearly(scores):
+    assert scores[1.0].rate <= scores[5.0].rate - 0.15
+
+
+def test_different_prompts_at_one_seed_give_different_images(engine):
+    model = str(builtin_model_path())
+    a = np.asarray(engine.generate(request_for("red apple", 5.0, model)).images[0], dtype=np.float32)
+    b = np.asarray(engine.generate(request_for("flag: Japan", 5.0, model)).images[0], dtype=np.float32)
+    assert np.abs(a - b).mean() > 20
+
+
+def test_twenty_steps_with_guidance_take_under_two_seconds(engine):
+    request = request_for("red apple", 5.0, str(builtin_model_path()))
+    engine.generate(request)  # load and warm up
+    timings = []
+    for _ in range(3):
+        start = time.perf_counter()
+        engine.generate(request)
+        timings.append(time.perf_counter() - start)
+    assert min(timings) < 2.0, timings
+
+
+def test_previews_add_under_a_tenth_to_sampling(engine):
+    request = GenerationRequest(prompt="red apple", steps=20, cfg_scale=5.0, width=64, height=64,
+                                model=str(builtin_model_path()), taesd=str(builtin_taesd_path()))
+    previews = []
+
+    def best_of_three(on_step):
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            engine.generate(request, on_step)
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    engine.generate(request)
+    plain = best_of_three(None)
+    with_previews = best_of_three(lambda info: previews.append(info.preview))
+    assert any(p is not None for p in previews)
+    assert with_previews < 1.1 * plain, (with_previews, plain)
