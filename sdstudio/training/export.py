@@ -2,7 +2,8 @@
 preview decoder in madebyollin's `taesd_decoder.safetensors` layout, both fp16.
 
 What tensor shapes cannot tell (latent scale, head counts, activation, padding token, text layer) goes in
-the safetensors metadata under `sdstudio.config`, which the engine's loader reads.
+the safetensors metadata under `sdstudio.config`, which the engine's loader reads; `latent_rgb` there is
+this model's 4x3 latent-to-RGB preview map.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 from transformers import CLIPTextModel
@@ -37,7 +39,16 @@ def _fp16(prefix: str, module: nn.Module) -> dict[str, torch.Tensor]:
             if not k.endswith("position_ids")}
 
 
-def model_config(plan: TrainingPlan, scale_factor: float) -> dict:
+def latent_rgb_factors(scaled_latents: torch.Tensor, images: torch.Tensor) -> list[list[float]]:
+    """Least-squares 4x3 map from scaled latents to the RGB (in [-1, 1]) of the pixels each covers: the
+    cheapest preview, in the form ComfyUI's latent_formats.py publishes for other families."""
+    factor = images.shape[-1] // scaled_latents.shape[-1]
+    target = F.avg_pool2d(images, factor).permute(0, 2, 3, 1).reshape(-1, 3)
+    source = scaled_latents.permute(0, 2, 3, 1).reshape(-1, scaled_latents.shape[1])
+    return torch.linalg.lstsq(source.double(), target.double()).solution.float().tolist()
+
+
+def model_config(plan: TrainingPlan, scale_factor: float, latent_rgb: list[list[float]]) -> dict:
     """The `sdstudio.config` metadata of the checkpoint."""
     return {
         "family": "demo",
@@ -47,6 +58,7 @@ def model_config(plan: TrainingPlan, scale_factor: float) -> dict:
         "unet": {"num_head_channels": plan.unet_head_channels},
         "text": {"num_attention_heads": plan.text_heads, "pad": "eos",
                  "hidden_act": plan.text_config().hidden_act, "layer": "last"},
+        "latent_rgb": [[round(v, 4) for v in row] for row in latent_rgb],
     }
 
 
@@ -58,11 +70,12 @@ def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]
 
 
 def export_model(plan: TrainingPlan, out_dir: Path, unet: UNetModel, vae: AutoencoderKL, text: CLIPTextModel,
-                 preview_decoder: nn.Sequential, scale_factor: float, provenance: dict) -> tuple[Path, Path]:
+                 preview_decoder: nn.Sequential, scale_factor: float, latent_rgb: list[list[float]],
+                 provenance: dict) -> tuple[Path, Path]:
     """Write both files (atomically) and return their paths."""
     checkpoint, preview = model_paths(out_dir)
     tensors = {**_fp16(UNET_PREFIX, unet), **_fp16(VAE_PREFIX, vae), **_fp16(TEXT_PREFIX, text)}
-    metadata = {CONFIG_KEY: json.dumps(model_config(plan, scale_factor)),
+    metadata = {CONFIG_KEY: json.dumps(model_config(plan, scale_factor, latent_rgb)),
                 "sdstudio.training": json.dumps(provenance)}
     _save(tensors, checkpoint, metadata)
     _save(_fp16("", preview_decoder), preview, {"sdstudio.training": json.dumps(provenance)})

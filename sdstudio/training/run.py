@@ -15,8 +15,9 @@ import torch
 
 from sdstudio.engine.taesd import taesd_decoder
 from sdstudio.engine.vae import AutoencoderKL
+from sdstudio.training.augment import to_tensor
 from sdstudio.training.dataset import EmojiDataset, build_dataset
-from sdstudio.training.export import export_model
+from sdstudio.training.export import export_model, latent_rgb_factors
 from sdstudio.training.plan import TrainingPlan
 from sdstudio.training.stage_autoencoder import encode_latents, latent_scale_factor, train_autoencoder
 from sdstudio.training.stage_decoder import train_decoder
@@ -77,11 +78,14 @@ def export(plan: TrainingPlan, out_dir: Path) -> None:
     decoder.load_state_dict(saved_part(plan, "preview", "decoder"))
     steps = {stage: int(torch.load(plan.work_dir / stage / "state.pt", weights_only=True)["step"])
              for stage in ("autoencoder", "decoder", "diffusion", "preview")}
-    info = load_dataset(plan).info
+    data = load_dataset(plan)
+    info = data.info
+    scale = float(latents["scale_factor"])
+    latent_rgb = latent_rgb_factors(latents["means"][0] * scale, to_tensor(torch.from_numpy(data.images)))
     provenance = {"steps": steps, "dataset": {k: v for k, v in info.items() if k != "skipped"},
                   "torch": torch.__version__, "python": platform.python_version()}
-    paths = export_model(plan, out_dir, unet, load_autoencoder(plan, "decoder"), text, decoder,
-                         float(latents["scale_factor"]), provenance)
+    paths = export_model(plan, out_dir, unet, load_autoencoder(plan, "decoder"), text, decoder, scale,
+                         latent_rgb, provenance)
     print(json.dumps({"exported": [str(p) for p in paths], **provenance}))
 
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPTextModel
 
+from sdstudio.engine.prompt_parser import parse_prompt
 from sdstudio.engine.schedules import scaled_linear_alphas_cumprod
 from sdstudio.engine.tokenizer import EOS, load_tokenizer, pad_chunk, tokenize
 from sdstudio.engine.unet import UNetModel
@@ -22,10 +23,16 @@ from sdstudio.training.plan import TrainingPlan
 from sdstudio.training.state import EMA, Checkpointer, LossLog, lr_at
 
 
+def prompt_text(caption: str) -> str:
+    """The text the engine tokenizes for a prompt equal to `caption`: A1111 emphasis syntax removes
+    brackets ("A button (blood type)"), so training sees the same tokens (the 1.1 weight is not replayed)."""
+    return "".join(text for text, weight in parse_prompt(caption) if weight >= 0)
+
+
 def caption_tokens(names: list[str]) -> torch.Tensor:
     """(N, 77) token ids: BOS, caption, EOS, EOS padding (SD 1.x layout). Row N is the empty caption."""
     load_tokenizer()
-    rows = [pad_chunk(tokens, EOS) for tokens in tokenize(names)]
+    rows = [pad_chunk(tokens, EOS) for tokens in tokenize([prompt_text(n) for n in names])]
     rows.append(pad_chunk([], EOS))
     return torch.tensor(rows, dtype=torch.long)
 

@@ -45,6 +45,7 @@ def test_checkpoint_has_ldm_layout_fp16_and_config_metadata(quick_run):
     assert token_embedding.shape[0] == 49408
     assert config["family"] == "demo" and config["prediction"] == "eps" and config["default_size"] == 64
     assert config["scale_factor"] > 0
+    assert len(config["latent_rgb"]) == 4 and all(len(row) == 3 for row in config["latent_rgb"])
     assert config["text"] == {"num_attention_heads": 4, "pad": "eos", "hidden_act": "quick_gelu", "layer": "last"}
     assert (checkpoint.stat().st_size + preview.stat().st_size) <= 40_000_000
 
