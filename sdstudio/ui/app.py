@@ -97,6 +97,7 @@ def run_app(argv: list[str] | None = None) -> int:
         run.done.connect(app.exit)
         QTimer.singleShot(0, run.start)
     code = app.exec()
+    window.close()  # saves settings and joins the engine thread, also when the loop was ended by --screenshot
     for link in links:
         if link is not None:
             link.flush()

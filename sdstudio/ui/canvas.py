@@ -56,6 +56,7 @@ class Canvas(QWidget):
         self.setAutoFillBackground(False)
         self.mask = mask
         self.image: QImage | None = None
+        self._size = QSize()  # the image's size in canvas coordinates (a preview may have fewer pixels)
         self.placeholder = ""
         self.tool = Tool.BRUSH
         self.brush_radius = 16.0
@@ -72,12 +73,14 @@ class Canvas(QWidget):
         mask.changed.connect(self._mask_changed)
 
     # --- what is shown ---------------------------------------------------------------------------
-    def set_image(self, image: QImage | None, keep_view: bool = True) -> None:
-        """Show `image`; the view is kept when the size is unchanged (previews of one job), else refitted."""
-        same_size = self.image is not None and image is not None and self.image.size() == image.size()
+    def set_image(self, image: QImage | None, keep_view: bool = True, size: QSize | None = None) -> None:
+        """Show `image` stretched to `size` (default: its own), so a low-resolution preview covers the same
+        area as the final image. The view is kept when the size is unchanged, else refitted."""
+        new_size = QSize() if image is None else (size if size is not None else image.size())
+        same_size = self.image is not None and image is not None and new_size == self._size
         if image is not None and image.format() not in _FAST_FORMATS:
             image = image.convertToFormat(QImage.Format.Format_RGB32)
-        self.image = image
+        self.image, self._size = image, new_size
         if not (keep_view and same_size):
             self._fit_mode = True
             self._apply_fit()
@@ -138,7 +141,7 @@ class Canvas(QWidget):
         if self.image is None:
             return QRectF()
         scale = self._scale()
-        return QRectF(self._offset, QSize(self.image.width(), self.image.height()) * scale)
+        return QRectF(self._offset, self._size.toSizeF() * scale)
 
     def _scale(self) -> float:
         # widget (logical) pixels per image pixel
@@ -157,11 +160,11 @@ class Canvas(QWidget):
             return
         margin = 12
         avail_w, avail_h = max(self.width() - 2 * margin, 1), max(self.height() - 2 * margin, 1)
-        scale = min(avail_w / self.image.width(), avail_h / self.image.height())
+        scale = min(avail_w / self._size.width(), avail_h / self._size.height())
         self._zoom = min(max(scale * self.devicePixelRatioF(), MIN_ZOOM), MAX_ZOOM)
         scale = self._scale()
-        self._offset = QPointF((self.width() - self.image.width() * scale) / 2,
-                               (self.height() - self.image.height() * scale) / 2)
+        self._offset = QPointF((self.width() - self._size.width() * scale) / 2,
+                               (self.height() - self._size.height() * scale) / 2)
         self.zoomChanged.emit(self._zoom)
 
     # --- painting on screen ------------------------------------------------------------------------
@@ -175,12 +178,12 @@ class Canvas(QWidget):
         target = self.image_rect_on_widget()
         painter.setPen(QPen(pal.color(QPalette.ColorRole.Shadow), 1))
         painter.drawRect(target.adjusted(-1, -1, 0, 0))
-        # Smooth when shrinking or mildly enlarging; crisp pixels once they are big enough to inspect.
-        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, self._zoom < 4)
+        # Fitted images (and low-resolution previews) are smoothed; zooming in by hand shows crisp pixels.
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, self._fit_mode or self._zoom < 4)
         painter.setTransform(QTransform().translate(self._offset.x(), self._offset.y()).scale(
             self._scale(), self._scale()))
-        painter.drawImage(0, 0, self.image)
-        if self._mask_editable and not self._overlay.isNull() and self._overlay.size() == self.image.size():
+        painter.drawImage(QRectF(0, 0, self._size.width(), self._size.height()), self.image)
+        if self._mask_editable and not self._overlay.isNull() and self._overlay.size() == self._size:
             painter.drawImage(0, 0, self._overlay)
         painter.resetTransform()
         self._paint_brush_outline(painter)

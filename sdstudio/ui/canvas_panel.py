@@ -6,7 +6,7 @@ Input view: the init image with the mask overlay and the mask tools.
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QAction, QActionGroup, QImage, QKeySequence
 from PySide6.QtWidgets import (
     QHBoxLayout,
@@ -50,6 +50,7 @@ class CanvasPanel(QWidget):
         self._result_index = 0
         self._previews: list[tuple[int, QImage]] = []
         self._total_steps = 0
+        self._job_size = QSize()
         self._make_actions()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -202,13 +203,15 @@ class CanvasPanel(QWidget):
         self._show()
         self.viewChanged.emit(view)
 
-    def begin_job(self) -> None:
+    def begin_job(self, width: int, height: int) -> None:
+        """A job starts: its previews will be shown at the job's output size."""
+        self._job_size = QSize(width, height)
         self.set_view(RESULT)
         self.scrubber.hide()
 
     def show_preview(self, image: QImage) -> None:
         if self.view == RESULT:
-            self.canvas.set_image(image)
+            self.canvas.set_image(image, size=self._job_size if self._job_size.isValid() else None)
 
     def finish_job(self, images: list[QImage], previews: list[tuple[int, QImage]], total_steps: int) -> None:
         """Show the job's images; the scrubber runs over its (step index, preview) pairs, then the result."""
@@ -262,7 +265,8 @@ class CanvasPanel(QWidget):
         if value >= len(self._previews):
             self.canvas.set_image(self._current_result())
         else:
-            self.canvas.set_image(self._previews[value][1])
+            result = self._current_result()
+            self.canvas.set_image(self._previews[value][1], size=result.size() if result is not None else None)
         self._label_step(value)
 
     def _label_step(self, value: int) -> None:

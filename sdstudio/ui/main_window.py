@@ -13,7 +13,7 @@ from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDesktopServices, 
 from PySide6.QtWidgets import QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QSplitter, QWidget
 
 from sdstudio import paths
-from sdstudio.engine.request import GenerationResult
+from sdstudio.engine.request import GenerationRequest, GenerationResult
 from sdstudio.ui.canvas_panel import INPUT, CanvasPanel
 from sdstudio.ui.imageconv import load_image, pil_to_qimage, qimage_to_pil
 from sdstudio.ui.mask_model import MaskModel
@@ -46,8 +46,9 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.job_status, 1)
         self.last_seed: int | None = None
         self.model_family = str(settings.value("model/family", ""))
-        self._jobs: dict[int, int] = {}  # queued generation job id -> its step count
+        self._jobs: dict[int, GenerationRequest] = {}  # queued generation jobs
         self._running: int | None = None
+        self._running_total = 0
         self._build_layout()
         self._build_menus()
         self._connect()
@@ -169,7 +170,7 @@ class MainWindow(QMainWindow):
     def submit_request(self, request) -> int:
         """Queue one ready-made request (re-run from history)."""
         job = self.worker.submit(request)
-        self._jobs[job] = request.steps
+        self._jobs[job] = request
         self._update_running()
         return job
 
@@ -183,7 +184,7 @@ class MainWindow(QMainWindow):
         init = qimage_to_pil(self.canvas_panel.input_image) if self.canvas_panel.input_image is not None else None
         requests = build_requests(self.state, init, self.mask.to_pil() if init is not None else None)
         ids = [self.worker.submit(r) for r in requests]
-        self._jobs.update({job: r.steps for job, r in zip(ids, requests, strict=True)})
+        self._jobs.update(zip(ids, requests, strict=True))
         self._update_running()
         self.save_settings()
         return ids
@@ -199,11 +200,13 @@ class MainWindow(QMainWindow):
     def _job_started(self, job: int) -> None:
         if job in self._jobs:
             self._running = job
-            self.canvas_panel.begin_job()
+            request = self._jobs[job]
+            self.canvas_panel.begin_job(request.width, request.height)
             self.job_status.started()
 
     def _step(self, job: int, done: int, total: int) -> None:
         if job == self._running:
+            self._running_total = total
             self.job_status.step(done, total)
 
     def _preview(self, job: int, _step: int, image: QImage) -> None:
@@ -211,10 +214,11 @@ class MainWindow(QMainWindow):
             self.canvas_panel.show_preview(image)
 
     def _job_finished(self, out: JobOutput) -> None:
-        total = self._jobs.pop(out.job_id, 0)
+        self._jobs.pop(out.job_id, None)
         self._running = None
         result: GenerationResult = out.result
-        self.canvas_panel.finish_job(out.images, out.previews, total)
+        # The engine's own step count (img2img runs only part of the schedule).
+        self.canvas_panel.finish_job(out.images, out.previews, self._running_total)
         if result.requests:
             self.last_seed = result.requests[0].seed
         seconds = f" in {result.seconds:.1f} s" if result.seconds else ""

@@ -145,6 +145,7 @@ class PromptPanel(QScrollArea):
         self.model_info = QLabel()
         self.model_info.setProperty("role", "hint")
         self.model_info.setWordWrap(True)
+        self.model_info.hide()
         layout.addWidget(self.model_info)
 
     def _build_sampling(self, layout: QVBoxLayout) -> None:
@@ -294,6 +295,7 @@ class PromptPanel(QScrollArea):
 
     def set_model_info(self, text: str, family: str | None = None) -> None:
         self.model_info.setText(text)
+        self.model_info.setVisible(bool(text))
         if family:
             self._family = family
             self._fill_presets()

@@ -32,6 +32,8 @@ class ScreenshotRun(QObject):
 
     def start(self) -> None:
         w = self.window
+        em = w.fontMetrics().horizontalAdvance("M")
+        w.resize(em * 120, em * 76)  # the same framing every time, whatever size was saved
         if not w.state.prompt.strip():
             w.state.prompt = DEMO_PROMPT
             w.panel.refresh()

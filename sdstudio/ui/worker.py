@@ -159,8 +159,8 @@ class Worker(QObject):
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
         self._thread.start()
 
-    def stop(self, timeout_ms: int = 10_000) -> None:
-        """Cancel everything and join the thread (at most timeout_ms; the engine checks between steps)."""
+    def stop(self) -> None:
+        """Cancel everything and join the thread: within one step (or once a model load ends)."""
         with self._cond:
             self._stopping = True
             self._queue.clear()
@@ -168,7 +168,7 @@ class Worker(QObject):
                 self._current.cancel.set()
             self._cond.notify_all()
         if self._thread.isRunning():
-            self._thread.wait(timeout_ms)
+            self._thread.wait()
 
     def submit(self, request: GenerationRequest) -> int:
         """Queue a generation; returns its job id."""
