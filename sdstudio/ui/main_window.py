@@ -332,11 +332,15 @@ class MainWindow(QMainWindow):
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
 
     def save_settings(self) -> None:
+        """The panel values (saved at every generate, so a crash keeps them)."""
         save_prompt_state(self.settings, self.state)
+        self.settings.sync()
+
+    def _save_window_layout(self) -> None:
+        # Only at close: mid-session the layout can be transient (a dock being added is not yet shown).
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())
         self.settings.setValue("window/splitter", self.splitter.saveState())
-        self.settings.sync()
 
     def _restore_window(self) -> None:
         geometry = self.settings.value("window/geometry")
@@ -349,6 +353,7 @@ class MainWindow(QMainWindow):
             self.splitter.restoreState(self.settings.value("window/splitter"))
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        self._save_window_layout()
         self.save_settings()
         self.worker.stop()
         super().closeEvent(event)

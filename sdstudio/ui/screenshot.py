@@ -11,6 +11,7 @@ from sdstudio.ui.main_window import MainWindow
 
 DEMO_PROMPT = "red apple"
 TIMEOUT_MS = 300_000
+SETTLE_MS = 1500
 
 
 def generating_path(path: Path) -> Path:
@@ -55,7 +56,8 @@ class ScreenshotRun(QObject):
 
     def _finished(self, out) -> None:
         if out.job_id == self.job:
-            QTimer.singleShot(50, lambda: self._finish(0))
+            # Give history a moment to save the image and the gallery to show its thumbnail.
+            QTimer.singleShot(SETTLE_MS, lambda: self._finish(0))
 
     def _failed(self, job: int, _message: str) -> None:
         if job == self.job:
