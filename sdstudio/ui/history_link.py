@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QWidget
 
@@ -96,5 +97,12 @@ class HistoryLink(QObject):
             self.window.set_input_image(image)
 
     def _use_for_inpaint(self, entry_id: str) -> None:
+        """The entry's image as input, with the mask it was made with (if any) ready to refine."""
         self._use_as_input(entry_id)
         self.window.canvas_panel.act_brush.trigger()
+        self._with_request(entry_id, self._restore_mask)
+
+    def _restore_mask(self, request) -> None:
+        mask = self.window.mask
+        if request.mask is not None and request.mask.size == (mask.width, mask.height):
+            mask.set_pixels(np.asarray(request.mask.convert("L")), "Restore mask")

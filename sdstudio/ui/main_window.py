@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QUrl, Signal
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDesktopServices, QImage, QKeySequence
-from PySide6.QtWidgets import QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QSplitter, QWidget
+from PySide6.QtWidgets import QApplication, QDockWidget, QFileDialog, QMainWindow, QSplitter, QWidget
 
 from sdstudio import paths
 from sdstudio.engine.request import GenerationRequest, GenerationResult
@@ -357,9 +357,6 @@ class MainWindow(QMainWindow):
         self.save_settings()
         self.worker.stop()
         super().closeEvent(event)
-
-    def status_label(self) -> QLabel:
-        return self.job_status.message
 
 
 def _multiple_of_8(value: int) -> int:

@@ -197,10 +197,6 @@ class Worker(QObject):
         with self._cond:
             return self._waiting()
 
-    def is_busy(self) -> bool:
-        with self._cond:
-            return self._current is not None or bool(self._queue)
-
     # --- worker thread ----------------------------------------------------------------------------
     def _enqueue(self, job: Job) -> int:
         with self._cond:

@@ -44,3 +44,24 @@ def test_gallery_requests_drive_the_window(qtbot, window, engine, tmp_path):
     with qtbot.waitSignal(window.resultReady, timeout=5000) as rerun:
         gallery.rerunRequested.emit(entry_id, False)
     assert rerun.args[0].requests[0].seed == 5 and engine.generated[-1].prompt == "red apple"
+
+
+def test_use_for_inpainting_restores_the_mask_the_entry_was_made_with(qtbot, window, tmp_path):
+    from PySide6.QtGui import QImage
+
+    store = HistoryStore(tmp_path / "outputs")
+    gallery = GalleryWidget(store, window)
+    link = HistoryLink(store, window, gallery)
+    image = QImage(32, 32, QImage.Format.Format_RGB32)
+    image.fill(QColor(10, 20, 30))
+    window.set_input_image(image)
+    window.mask.begin_stroke(4, 1.0)
+    window.mask.stroke_to(16, 16)
+    window.mask.end_stroke()
+    painted = window.mask.pixels().copy()
+    with qtbot.waitSignal(link.saved, timeout=5000) as blocker:
+        generate_one(qtbot, window, 8)
+    window.set_input_image(None)
+    gallery.useForInpaintRequested.emit(blocker.args[0][0].id)
+    assert window.canvas_panel.view == INPUT and window.canvas_panel.canvas.tool.value == "brush"
+    assert (window.mask.pixels() == painted).all()
