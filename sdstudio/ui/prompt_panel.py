@@ -37,8 +37,9 @@ ADD_MODEL = "\x00add"
 class PromptEdit(QPlainTextEdit):
     """A prompt box that tints the text falling into the 2nd, 3rd, ... 75-token chunk."""
 
-    def __init__(self, placeholder: str, counter: LazyTokenCounter, count_label: QLabel):
+    def __init__(self, placeholder: str, counter: LazyTokenCounter, count_label: QLabel, lines: int = 4):
         super().__init__()
+        self._lines = lines
         self.setPlaceholderText(placeholder)
         self.setTabChangesFocus(True)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
@@ -48,7 +49,7 @@ class PromptEdit(QPlainTextEdit):
 
     def sizeHint(self):
         hint = super().sizeHint()
-        hint.setHeight(self.fontMetrics().lineSpacing() * 4 + 12)
+        hint.setHeight(self.fontMetrics().lineSpacing() * self._lines + 2 * self.frameWidth() + 8)
         return hint
 
     def recount(self) -> None:
@@ -122,8 +123,8 @@ class PromptPanel(QScrollArea):
 
     # --- construction ------------------------------------------------------------------------------
     def _build_prompts(self, layout: QVBoxLayout, counter: LazyTokenCounter) -> None:
-        for attr, title, hint in (("prompt", "Prompt", "What to draw, e.g. “red apple”"),
-                                  ("negative", "Negative prompt", "What to avoid")):
+        for attr, title, hint, lines in (("prompt", "Prompt", "What to draw, e.g. “red apple”", 6),
+                                         ("negative", "Negative prompt", "What to avoid", 3)):
             row = QHBoxLayout()
             row.addWidget(_heading(title))
             row.addStretch(1)
@@ -131,7 +132,7 @@ class PromptPanel(QScrollArea):
             count.setProperty("role", "counter")
             row.addWidget(count)
             layout.addLayout(row)
-            edit = PromptEdit(hint, counter, count)
+            edit = PromptEdit(hint, counter, count, lines)
             edit.textChanged.connect(self._store)
             setattr(self, f"{attr}_edit", edit)
             layout.addWidget(edit)

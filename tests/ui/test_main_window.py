@@ -260,3 +260,12 @@ def test_theme_menu_switches_between_dark_and_light_and_is_remembered(qtbot, win
     window.set_theme("dark")
     assert QApplication.palette().color(QPalette.ColorRole.Window).lightness() < 80
     assert window.settings.value("appearance/theme") == "dark"
+
+
+def test_ctrl_enter_generates_while_typing_in_the_prompt(qtbot, window, engine):
+    window.panel.prompt_edit.setFocus()
+    QTest.keyClicks(window.panel.prompt_edit, "cat face")
+    with qtbot.waitSignal(window.resultReady, timeout=5000):
+        QTest.keyClick(window.panel.prompt_edit, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    assert engine.generated[0].prompt == "cat face"
+    assert window.panel.prompt_edit.toPlainText() == "cat face"
