@@ -71,7 +71,12 @@ _IMPORTED = time.perf_counter()
 
 
 def run_app(argv: list[str] | None = None) -> int:
-    args, qt_args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if "--self-test" in argv:  # headless check of the installation, before any window (sdstudio/selftest.py)
+        from sdstudio.selftest import run
+
+        return run(argv)
+    args, qt_args = parse_args(argv)
     app = QApplication.instance() or QApplication([sys.argv[0], *qt_args])
     app.setApplicationName("SD Studio")
     app.setOrganizationName("SDStudio")
