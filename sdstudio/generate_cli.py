@@ -104,8 +104,9 @@ def build_request(args: argparse.Namespace) -> GenerationRequest:
 
 
 class ProgressBar:
-    def __init__(self, stream=sys.stderr, width: int = 30):
-        self.stream, self.width, self.t0 = stream, width, time.perf_counter()
+    def __init__(self, stream=None, width: int = 30):
+        self.stream = stream or sys.stderr
+        self.width, self.t0 = width, time.perf_counter()
 
     def __call__(self, info: StepInfo) -> None:
         done = info.step + 1
