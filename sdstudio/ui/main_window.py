@@ -14,8 +14,9 @@ from PySide6.QtWidgets import QApplication, QDockWidget, QFileDialog, QMainWindo
 
 from sdstudio import paths
 from sdstudio.engine.request import GenerationRequest, GenerationResult
+from sdstudio.history.importing import import_image
 from sdstudio.ui.canvas_panel import INPUT, CanvasPanel
-from sdstudio.ui.imageconv import load_image, pil_to_qimage, qimage_to_pil
+from sdstudio.ui.imageconv import pil_to_qimage, qimage_to_pil
 from sdstudio.ui.mask_model import MaskModel
 from sdstudio.ui.model_list import BUILTIN_LABEL, add_extra_model, model_choices
 from sdstudio.ui.prompt_panel import PromptPanel
@@ -284,12 +285,20 @@ class MainWindow(QMainWindow):
             self.open_image(path)
 
     def open_image(self, path: str) -> None:
+        """An image with parameters (ours, A1111's, ComfyUI exports) is shown and its parameters loaded, ready to
+        re-run; any other image becomes the input image for img2img/inpainting."""
         try:
-            image = load_image(path)
-        except OSError as exc:
+            imported = import_image(Path(path))
+        except (OSError, SyntaxError, ValueError) as exc:
             self.canvas_panel.banner.show_error(f"Cannot open {Path(path).name}: {exc}")
             return
-        self.set_input_image(pil_to_qimage(image))
+        if imported.request is not None:
+            self.load_parameters(imported.request)
+            self.show_image(pil_to_qimage(imported.image))
+            return
+        if imported.problem:
+            self.canvas_panel.banner.show_error(f"{Path(path).name}: {imported.problem}; opened as an input image")
+        self.set_input_image(pil_to_qimage(imported.image))
 
     def use_shown_image_as_input(self) -> None:
         image = self.canvas_panel.shown_image()

@@ -269,3 +269,32 @@ def test_ctrl_enter_generates_while_typing_in_the_prompt(qtbot, window, engine):
         QTest.keyClick(window.panel.prompt_edit, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
     assert engine.generated[0].prompt == "cat face"
     assert window.panel.prompt_edit.toPlainText() == "cat face"
+
+
+def test_opening_a_png_with_parameters_loads_them_and_a_plain_image_becomes_the_input(qtbot, window, tmp_path):
+    from PIL import Image
+
+    from sdstudio.engine.request import GenerationRequest
+    from sdstudio.history.parameters import format_parameters
+    from sdstudio.history.png import save_png
+
+    made = tmp_path / "made.png"
+    req = GenerationRequest(prompt="cat face, smiling", steps=13, seed=99, width=64, height=64, sampler="Heun")
+    save_png(made, Image.new("RGB", (64, 64), (250, 0, 0)), format_parameters(req, "m"))
+    window.open_image(str(made))
+    assert window.panel.prompt_edit.toPlainText() == "cat face, smiling"
+    assert window.panel.steps_spin.value() == 13
+    assert window.canvas_panel.input_image is None
+
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (80, 48), (0, 0, 250)).save(plain)
+    window.open_image(str(plain))
+    assert window.canvas_panel.input_image is not None
+    assert (window.state.width, window.state.height) == (80, 48)
+
+
+def test_opening_a_file_that_is_not_an_image_shows_the_banner(qtbot, window, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_text("no")
+    window.open_image(str(bad))
+    assert window.canvas_panel.banner.isVisibleTo(window) and "Cannot open bad.png" in window.canvas_panel.banner.text.text()
