@@ -71,20 +71,16 @@ def _open_image(path: str, what: str) -> Image.Image:
 
 
 def request_from_image(path: str) -> GenerationRequest:
-    """The request stored in an image: our full JSON record when present, else its A1111 text."""
-    from sdstudio.history.parameters import parse_parameters, request_from_parameters
-    from sdstudio.history.png import read_png_parameters
-    from sdstudio.history.record import record_from_json
+    """The request stored in an image: our full record when present, else its A1111 text."""
+    from sdstudio.history.importing import import_image
 
-    text, ours = read_png_parameters(Path(path))
-    if ours:
-        try:
-            return record_from_json(ours).request
-        except ValueError:
-            pass  # a record from an unknown version: the A1111 text still describes the image
-    if not text:
-        raise RequestError(f"{path}: holds no generation parameters")
-    return request_from_parameters(parse_parameters(text))
+    try:
+        imported = import_image(Path(path))
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise RequestError(f"{path}: not a readable image ({exc})") from None
+    if imported.request is None:
+        raise RequestError(f"{path}: {imported.problem or 'holds no generation parameters'}")
+    return imported.request
 
 
 def build_request(args: argparse.Namespace) -> GenerationRequest:
@@ -148,20 +144,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_params(args: argparse.Namespace) -> int:
-    from sdstudio.history.png import read_png_parameters
+    from sdstudio.history.importing import import_image
+    from sdstudio.history.parameters import format_parameters
 
     path = Path(args.image)
     if not path.is_file():
         raise SDStudioError(f"{path}: no such file")
-    text, ours = read_png_parameters(path)
-    if text:
-        print(text)
-    elif ours:
-        from sdstudio.history.parameters import format_parameters
-        from sdstudio.history.record import record_from_json
-
-        record = record_from_json(ours)
-        print(format_parameters(record.request, record.model_name))
+    try:
+        imported = import_image(path)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise SDStudioError(f"{path.name}: not a readable image ({exc})") from None
+    if imported.parameters_text:
+        print(imported.parameters_text)
+    elif imported.request is not None:
+        print(format_parameters(imported.request, ""))
     else:
         raise SDStudioError(f"{path.name}: holds no generation parameters")
     return 0
