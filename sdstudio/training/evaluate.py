@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from sdstudio.engine.api import Engine
 from sdstudio.engine.request import GenerationRequest
@@ -84,13 +84,30 @@ def fidelity(engine: Engine, dataset_images: np.ndarray, dataset_names: list[str
 
 def contact_sheet(engine: Engine, prompts: list[str], cfg: float, model: str = "",
                   columns: int = 8) -> Image.Image:
-    """Generations (seed 0) in a grid, 64x64 each, in prompt order."""
-    images = [engine.generate(request_for(p, cfg, model)).images[0] for p in prompts]
-    rows = (len(images) + columns - 1) // columns
-    sheet = Image.new("RGB", (64 * columns, 64 * rows), "white")
-    for i, image in enumerate(images):
-        sheet.paste(image, (64 * (i % columns), 64 * (i // columns)))
+    """Generations (seed 0) in a grid, shown at 2x with their prompts underneath, in prompt order."""
+    cell_w, cell_h, scale = 136, 160, 2
+    font = ImageFont.load_default(size=11)
+    rows = (len(prompts) + columns - 1) // columns
+    sheet = Image.new("RGB", (cell_w * columns, cell_h * rows), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, prompt in enumerate(prompts):
+        image = engine.generate(request_for(prompt, cfg, model)).images[0]
+        x, y = cell_w * (i % columns), cell_h * (i // columns)
+        sheet.paste(image.resize((64 * scale, 64 * scale), Image.Resampling.NEAREST), (x + 4, y + 4))
+        for line, text in enumerate(_wrap(prompt, 22)[:2]):
+            draw.text((x + 4, y + 136 + 11 * line), text, fill="black", font=font)
     return sheet
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return [*lines, line]
 
 
 def main(argv: list[str] | None = None) -> int:

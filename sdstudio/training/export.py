@@ -66,6 +66,7 @@ def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
+    tmp.chmod(0o644)  # safetensors creates owner-only files; the model ships to every user
     tmp.replace(path)
 
 

@@ -44,13 +44,13 @@ class TrainingPlan:
     vae_ch_mult: tuple[int, ...] = (1, 1, 2, 2)
     vae_res_blocks: int = 1
     # Stage 1b: decoder fine-tuning on the frozen latents, in parallel with stage 2
-    decoder: StagePlan = StagePlan(steps=2000, batch_size=16, lr=5e-4, warmup=50, log_every=25)
+    decoder: StagePlan = StagePlan(steps=1500, batch_size=16, lr=5e-4, warmup=50, log_every=25)
     decoder_crop: int = 4
     # Stage 2: text encoder + UNet
-    diffusion: StagePlan = StagePlan(steps=2400, batch_size=64, lr=8e-4, warmup=100, log_every=25)
+    diffusion: StagePlan = StagePlan(steps=1800, batch_size=64, lr=8e-4, warmup=100, log_every=25)
     latent_variants: int = 4
     caption_dropout: float = 0.1
-    ema_decay: float = 0.999
+    ema_decay: float = 0.995
     min_snr_gamma: float = 5.0
     unet_channels: int = 64
     unet_mult: tuple[int, ...] = (1, 2, 2)
@@ -60,7 +60,7 @@ class TrainingPlan:
     text_layers: int = 4
     text_heads: int = 4
     # Stage 3: tiny preview decoder
-    preview: StagePlan = StagePlan(steps=1500, batch_size=16, lr=1e-3, warmup=50, log_every=25)
+    preview: StagePlan = StagePlan(steps=1200, batch_size=16, lr=1e-3, warmup=50, log_every=25)
     preview_crop: int = 4
     extra: dict = field(default_factory=dict)
 
