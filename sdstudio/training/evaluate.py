@@ -34,11 +34,16 @@ def thumbnails(images: np.ndarray) -> np.ndarray:
     return np.stack(small).reshape(len(images), -1)
 
 
-def nearest(thumbs: np.ndarray, image: Image.Image, k: int = TOP_K) -> list[int]:
-    """Indices of the k dataset thumbnails nearest to `image`, nearest first."""
+def ranking(thumbs: np.ndarray, image: Image.Image) -> np.ndarray:
+    """All dataset indices, nearest to `image` first."""
     query = thumbnails(np.asarray(image.convert("RGB"))[None])[0]
     distances = ((thumbs - query) ** 2).sum(axis=1)
-    return np.argsort(distances, kind="stable")[:k].tolist()
+    return np.argsort(distances, kind="stable")
+
+
+def nearest(thumbs: np.ndarray, image: Image.Image, k: int = TOP_K) -> list[int]:
+    """Indices of the k dataset thumbnails nearest to `image`, nearest first."""
+    return ranking(thumbs, image)[:k].tolist()
 
 
 def fixed_names(names: list[str], weights: np.ndarray, count: int, seed: int = 0) -> list[str]:
@@ -54,6 +59,11 @@ class FidelityResult:
     total: int
     misses: list[str]
     seconds_per_image: float
+    ranks: list[int]  # 0-based rank of each prompt's own emoji among all dataset images
+
+    @property
+    def median_rank(self) -> float:
+        return float(np.median(self.ranks))
 
     @property
     def rate(self) -> float:
@@ -71,15 +81,17 @@ def fidelity(engine: Engine, dataset_images: np.ndarray, dataset_names: list[str
     """Fraction of prompts whose own emoji is among the TOP_K nearest dataset images of the generation."""
     thumbs = thumbnails(dataset_images)
     index = {name: i for i, name in enumerate(dataset_names)}
-    hits, misses = 0, []
+    hits, misses, ranks = 0, [], []
     start = time.perf_counter()
     for prompt in prompts:
         image = engine.generate(request_for(prompt, cfg, model, sampler)).images[0]
-        if index[prompt] in nearest(thumbs, image):
+        rank = int(np.flatnonzero(ranking(thumbs, image) == index[prompt])[0])
+        ranks.append(rank)
+        if rank < TOP_K:
             hits += 1
         else:
             misses.append(prompt)
-    return FidelityResult(hits, len(prompts), misses, (time.perf_counter() - start) / len(prompts))
+    return FidelityResult(hits, len(prompts), misses, (time.perf_counter() - start) / len(prompts), ranks)
 
 
 def contact_sheet(engine: Engine, prompts: list[str], cfg: float, model: str = "",
@@ -129,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     for cfg in args.cfg:
         result = fidelity(engine, dataset.images, dataset.names, prompts, cfg, args.model, args.sampler)
         report[f"cfg {cfg:g}"] = {"top5": result.rate, "hits": result.hits, "total": result.total,
+                                  "median_rank": result.median_rank, "chance_median_rank": len(dataset.names) / 2,
                                   "s_per_image": round(result.seconds_per_image, 3), "misses": result.misses}
     print(json.dumps(report, indent=1))
     if args.sheet:

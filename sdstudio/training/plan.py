@@ -47,7 +47,7 @@ class TrainingPlan:
     decoder: StagePlan = StagePlan(steps=1500, batch_size=16, lr=5e-4, warmup=50, log_every=25)
     decoder_crop: int = 4
     # Stage 2: text encoder + UNet
-    diffusion: StagePlan = StagePlan(steps=1800, batch_size=64, lr=8e-4, warmup=100, log_every=25)
+    diffusion: StagePlan = StagePlan(steps=2200, batch_size=64, lr=8e-4, warmup=100, log_every=25)
     latent_variants: int = 4
     caption_dropout: float = 0.1
     ema_decay: float = 0.995

@@ -68,6 +68,12 @@ def test_guidance_beats_no_guidance_clearly(scores):
     assert scores[1.0].rate <= scores[5.0].rate - 0.15
 
 
+def test_generations_are_far_nearer_their_own_emoji_than_chance(scores, dataset):
+    # Chance puts the named emoji at median rank N / 2; require the nearest 5 % at CFG 5, and better than CFG 1.
+    assert scores[5.0].median_rank < 0.05 * len(dataset.names), scores[5.0].ranks
+    assert scores[5.0].median_rank < scores[1.0].median_rank
+
+
 def test_different_prompts_at_one_seed_give_different_images(engine):
     model = str(builtin_model_path())
     a = np.asarray(engine.generate(request_for("red apple", 5.0, model)).images[0], dtype=np.float32)
