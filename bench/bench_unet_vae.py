@@ -4,9 +4,10 @@ live preview (TAESD decode and the linear latent->RGB fallback) relative to one 
 
 Weights are random (fan-in scaled, as in tests/engine/full_size.py). The diffusers twins are built by
 diffusers' own LDM converters and share our tensors (`load_state_dict(assign=True)`), so both sides read
-the same memory. Times are wall-clock seconds, the mean over `--repeats` runs after one warm-up run; "peak
-+RSS" is the highest resident memory seen during a run minus the resident memory just before it, sampled
-every 5 ms. Full-size and slow (18-40 s per UNet step on a 2-core CPU), so run it under the shared lock:
+the same memory. Times are wall-clock seconds, the mean over `--repeats` runs after one warm-up run; ours
+and diffusers' runs alternate, so a change in machine load hits both. "peak +RSS" is the highest resident
+memory seen during a run minus the resident memory just before it, sampled every 5 ms. Full-size and slow
+(18-40 s per UNet step on a 2-core CPU), so run it under the shared lock:
 
     flock /tmp/sdstudio-big.lock python bench/bench_unet_vae.py [--repeats 2]
 """
@@ -67,17 +68,33 @@ class PeakRSS:
         self.growth = max(self.growth, rss_bytes() - self.before)
 
 
+def timed(fn: Callable[[], object]) -> tuple[float, int]:
+    with PeakRSS() as memory:
+        t0 = time.perf_counter()
+        fn()
+        seconds = time.perf_counter() - t0
+    return seconds, memory.growth
+
+
+def measure_pair(ours: Callable[[], object], theirs: Callable[[], object],
+                 repeats: int) -> tuple[tuple[list[float], int], tuple[list[float], int]]:
+    """Wall times of `repeats` runs of each after one warm-up of each, alternating which goes first so a
+    change in machine load hits both sides alike; and the largest RSS growth seen during any run."""
+    ours(), theirs()
+    results: list[tuple[list[float], int]] = [([], 0), ([], 0)]
+    for i in range(repeats):
+        for side in (0, 1) if i % 2 == 0 else (1, 0):
+            seconds, growth = timed((ours, theirs)[side])
+            results[side][0].append(seconds)
+            results[side] = (results[side][0], max(results[side][1], growth))
+    return results[0], results[1]
+
+
 def measure(fn: Callable[[], object], repeats: int) -> tuple[list[float], int]:
     """Wall times of `repeats` runs after a warm-up, and the largest RSS growth seen during any run."""
     fn()
-    times, growth = [], 0
-    for _ in range(repeats):
-        with PeakRSS() as memory:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        growth = max(growth, memory.growth)
-    return times, growth
+    runs = [timed(fn) for _ in range(repeats)]
+    return [seconds for seconds, _ in runs], max(growth for _, growth in runs)
 
 
 def random_module(module: torch.nn.Module, prefix: str, generator: torch.Generator) -> torch.nn.Module:
@@ -130,10 +147,10 @@ def main() -> None:
     torch.testing.assert_close(unet(x[:1, :, :8, :8], t[:1], context[:1]),
                                twin_unet(x[:1, :, :8, :8], t[:1], context[:1]).sample)
     results = {
-        "unet": (measure(lambda: unet(x, t, context), args.repeats),
-                 measure(lambda: twin_unet(x, t, context).sample, args.repeats)),
-        "vae": (measure(lambda: vae.decode(latent), args.repeats),
-                measure(lambda: twin_vae.decode(latent).sample, args.repeats)),
+        "unet": measure_pair(lambda: unet(x, t, context), lambda: twin_unet(x, t, context).sample,
+                             args.repeats),
+        "vae": measure_pair(lambda: vae.decode(latent), lambda: twin_vae.decode(latent).sample,
+                            args.repeats),
     }
     taesd = TAESD().eval().requires_grad_(False)
     previews = {"TAESD": measure(lambda: Previewer("sd1", taesd)(latent), args.repeats),

@@ -37,8 +37,10 @@ def fp32_weight_bytes(path: Path) -> int:
 
 
 def max_rss_kib(args: list[str]) -> int:
+    """Peak RSS of this script run as a child with `args`; the child's own output is passed through."""
     result = subprocess.run([TIME, "-v", sys.executable, __file__, *args], capture_output=True, text=True,
                             check=True)
+    print(result.stdout, end="")
     match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr)
     if match is None:
         raise RuntimeError(f"no peak memory in /usr/bin/time output:\n{result.stderr}")
