@@ -36,7 +36,7 @@ def add_generate_parser(sub) -> None:
     g.add_argument("--sampler", help=f"one of: {', '.join(SAMPLERS)}")
     g.add_argument("--scheduler", help=f"one of: {', '.join(SCHEDULERS)}")
     g.add_argument("--seed", type=int)
-    g.add_argument("--width", type=int)
+    g.add_argument("--width", type=int, help="default: the model's native size")
     g.add_argument("--height", type=int)
     g.add_argument("--batch", type=int, help="images per batch (seed, seed+1, ...)")
     g.add_argument("--clip-skip", type=int)
@@ -128,9 +128,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from sdstudio.history.png import save_png
     from sdstudio.history.record import Record
 
-    validate(req)
     engine = Engine()
     desc = engine.load_model(req.model, req.vae, req.taesd, req.prediction)
+    if args.width is None and args.height is None and req.init_image is None and not args.from_image:
+        req = req.replace(width=desc.default_size, height=desc.default_size)
+    validate(req, multiple=desc.vae_downscale)
     print(f"model: {desc.name} ({desc.summary()})", file=sys.stderr)
     result = engine.generate(req, on_step=ProgressBar())
     out = Path(args.out)
