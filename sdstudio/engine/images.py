@@ -18,8 +18,9 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
 
 
 def to_images(x: torch.Tensor) -> list[Image.Image]:
-    """(B, 3, H, W) in [-1, 1] -> RGB PIL images (rounded, clamped)."""
-    a = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    """(B, 3, H, W) in [-1, 1] -> RGB PIL images. Truncates like A1111 and ComfyUI (255 * x, then uint8),
+    so the same latents give the same bytes."""
+    a = (((x.detach().float() + 1) / 2).clamp(0, 1) * 255).to(torch.uint8)
     return [Image.fromarray(img.permute(1, 2, 0).numpy(), "RGB") for img in a.cpu()]
 
 
@@ -39,6 +40,13 @@ def prepare_mask(mask: Image.Image, size: tuple[int, int], blur: int) -> Image.I
     """Mask at `size`, L mode, Gaussian-blurred by `blur` pixels (A1111's "Mask blur")."""
     m = fit(mask.convert("L"), *size, resample=Image.Resampling.BILINEAR)
     return m.filter(ImageFilter.GaussianBlur(blur)) if blur > 0 else m
+
+
+def latent_mask(blurred: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    """(1, 1, h, w) binary repaint mask at latent `size` (w, h), as A1111 makes it: the blurred mask resized
+    with PIL's bicubic filter, then rounded."""
+    small = blurred.convert("L").resize(size, Image.Resampling.BICUBIC)
+    return torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0).round()[None, None]
 
 
 def mask_tensor(mask: Image.Image, size: tuple[int, int]) -> torch.Tensor:

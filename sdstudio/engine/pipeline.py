@@ -23,6 +23,7 @@ from sdstudio.engine.images import (
     composite,
     crop_region,
     fit,
+    latent_mask,
     mask_tensor,
     prepare_mask,
     to_images,
@@ -90,8 +91,8 @@ class Job:
         source = to_tensor(init) if init is not None else torch.zeros(1, 3, h, w)
         with torch.no_grad():
             mean, _ = self.model.vae.encode((source * (1 - pixel_mask)).to(self.dtype))
-        latent_mask = torch.nn.functional.interpolate(pixel_mask, size=(h // self.f, w // self.f))
-        extra = torch.cat([latent_mask, mean.float() * self.scale], dim=1)
+        small_mask = torch.nn.functional.interpolate(pixel_mask, size=(h // self.f, w // self.f))
+        extra = torch.cat([small_mask, mean.float() * self.scale], dim=1)
         return extra.expand(batch, *extra.shape[1:])
 
     def run(self) -> list[Image.Image]:
@@ -119,7 +120,7 @@ class Job:
         guided = CFGDenoiser(denoiser, cond, uncond, float(req.cfg_scale), extra, self.should_cancel)
         model_fn = guided
         if blurred is not None:
-            keep = 1 - mask_tensor(blurred, (w // self.f, h // self.f)).round()
+            keep = 1 - latent_mask(blurred, (w // self.f, h // self.f))
 
             def model_fn(x, sigma):
                 # A1111: the known region of the denoised estimate is the init latent, every step.

@@ -36,11 +36,12 @@ def linear_preview(latent: torch.Tensor, family: str) -> Image.Image:
 class Previewer:
     """Turns denoised latents into small RGB images, never spending more than `budget` of sampling time."""
 
-    def __init__(self, family: str, taesd=None, budget: float = 0.1, max_side: int = 512):
+    def __init__(self, family: str, taesd=None, budget: float = 0.1, max_side: int = 512, max_latent: int = 32):
         self.family = family
         self.taesd = taesd
         self.budget = budget
         self.max_side = max_side
+        self.max_latent = max_latent
         self.spent = 0.0
         self.started = time.perf_counter()
         self.count = 0
@@ -58,6 +59,10 @@ class Previewer:
         t0 = time.perf_counter()
         if self.taesd is not None:
             x = latent[:1].to(next(self.taesd.parameters()).dtype)
+            # A preview needs no more than ~256 px: decoding a pooled latent costs 4-16x less at 512-1024 px.
+            k = -(-max(x.shape[-2:]) // self.max_latent)
+            if k > 1:
+                x = torch.nn.functional.avg_pool2d(x, k, ceil_mode=True)
             image = from_unit(self.taesd.decode(x).float().clamp(0, 1))[0]
         else:
             image = linear_preview(latent, self.family)

@@ -130,6 +130,12 @@ class CFGDenoiser:
         return denoised
 
 
+def a1111_pixels(decoded: Tensor) -> Image.Image:
+    """A1111's `sample_to_image`: clamp((x + 1) / 2, 0, 1) * 255, truncated to uint8 (diffusers rounds)."""
+    x = torch.clamp((decoded[0].float() + 1.0) / 2.0, min=0.0, max=1.0)
+    return Image.fromarray((255.0 * np.moveaxis(x.numpy(), 0, 2)).astype(np.uint8))
+
+
 def overlay(generated: Image.Image, original: Image.Image, blurred: Image.Image) -> Image.Image:
     """A1111's `apply_overlay`: the original pasted as RGBa outside the blurred mask, composited on top."""
     masked = Image.new("RGBa", original.size)
@@ -162,5 +168,5 @@ def img2img(pipe, prompt: str, negative: str, seed: int, steps: int, cfg: float,
     x = sampling.sample_euler(model, x, sigmas, disable=True)
     if nmask is not None:
         x = x * nmask + init_latent * (1 - nmask)
-    generated = pipe.image_processor.postprocess(pipe.vae.decode(x / scale).sample, output_type="pil")[0]
+    generated = a1111_pixels(pipe.vae.decode(x / scale).sample)
     return overlay(generated, init, blurred) if blurred is not None else generated
