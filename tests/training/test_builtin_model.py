@@ -2,7 +2,7 @@
 
 Fidelity: each of 64 emoji names, drawn once at random with the training weights
 (`evaluate.fixed_names(names, weights, 64)`, seed 0) and frozen here, is generated at seed 0, 20 steps,
-Euler a, 64x64; a hit is when its own emoji is among the 5 dataset images nearest to the result
+DPM++ 2M, 64x64; a hit is when its own emoji is among the 5 dataset images nearest to the result
 (L2 on 16x16 box-downsampled RGB). Chance is 5 / 3655 = 0.14%.
 """
 
@@ -53,7 +53,8 @@ def engine():
 @pytest.fixture(scope="module")
 def scores(engine, dataset):
     model = str(builtin_model_path())
-    return {cfg: fidelity(engine, dataset.images, dataset.names, NAMES, cfg, model) for cfg in (5.0, 1.0)}
+    return {cfg: fidelity(engine, dataset.images, dataset.names, NAMES, cfg, model, "DPM++ 2M")
+            for cfg in (5.0, 1.0)}
 
 
 def test_the_frozen_names_are_the_seeded_draw(dataset):
