@@ -56,7 +56,7 @@ class Job:
         self.scale = desc.scale_factor
         self.f = desc.vae_downscale
         self.dtype = model.dtype
-        self.previewer = Previewer(desc.family, model.taesd) if on_step else None
+        self.previewer = Previewer(desc.family, model.taesd, latent_rgb=desc.config.get("latent_rgb")) if on_step else None
 
     @torch.no_grad()
     def encode(self, image: Image.Image) -> torch.Tensor:

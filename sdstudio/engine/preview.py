@@ -26,9 +26,9 @@ LATENT_RGB["sd2"] = LATENT_RGB["sd1"]
 LATENT_RGB["demo"] = LATENT_RGB["sd1"]
 
 
-def linear_preview(latent: torch.Tensor, family: str) -> Image.Image:
-    """First image of a (B, 4, h, w) scaled latent -> RGB at latent resolution."""
-    factors = torch.tensor(LATENT_RGB.get(family, LATENT_RGB["sd1"]), dtype=torch.float32)
+def linear_preview(latent: torch.Tensor, factors: list[list[float]]) -> Image.Image:
+    """First image of a (B, 4, h, w) scaled latent -> RGB at latent resolution, through a 4x3 map."""
+    factors = torch.tensor(factors, dtype=torch.float32)
     rgb = torch.einsum("chw,cr->rhw", latent[0, :4].float(), factors)
     return from_unit(((rgb + 1) / 2).clamp(0, 1)[None])[0]
 
@@ -36,8 +36,10 @@ def linear_preview(latent: torch.Tensor, family: str) -> Image.Image:
 class Previewer:
     """Turns denoised latents into small RGB images, never spending more than `budget` of sampling time."""
 
-    def __init__(self, family: str, taesd=None, budget: float = 0.1, max_side: int = 512, max_latent: int = 32):
-        self.family = family
+    def __init__(self, family: str, taesd=None, budget: float = 0.1, max_side: int = 512, max_latent: int = 32,
+                 latent_rgb: list[list[float]] | None = None):
+        # A model may carry its own map (our demo model fits one at training time); else the family's.
+        self.latent_rgb = latent_rgb or LATENT_RGB.get(family, LATENT_RGB["sd1"])
         self.taesd = taesd
         self.budget = budget
         self.max_side = max_side
@@ -65,7 +67,7 @@ class Previewer:
                 x = torch.nn.functional.avg_pool2d(x, k, ceil_mode=True)
             image = from_unit(self.taesd.decode(x).float().clamp(0, 1))[0]
         else:
-            image = linear_preview(latent, self.family)
+            image = linear_preview(latent, self.latent_rgb)
         if max(image.size) > self.max_side:
             image.thumbnail((self.max_side, self.max_side), Image.Resampling.BILINEAR)
         self.spent += time.perf_counter() - t0
