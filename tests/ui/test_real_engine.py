@@ -72,7 +72,8 @@ def test_event_loop_latency_with_the_real_engine(qtbot, make_window, tiny_model)
     model = "" if builtin.is_file() else str(tiny_model)
     window = make_window(preview_ms=PREVIEW_INTERVAL_MS, factory=default_engine_factory)
     with qtbot.waitSignal(window.worker.modelLoaded, timeout=120_000):
-        choose(window, model)
+        # The built-in model is already the panel's choice, so load it directly rather than through the combo.
+        window.choose_model(model)
     window.panel.steps_spin.setValue(40)
     results, late, last = [], [], [time.perf_counter()]
     window.resultReady.connect(results.append)
