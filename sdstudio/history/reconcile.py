@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from sdstudio.engine.errors import RequestError
 from sdstudio.engine.request import GenerationRequest
+from sdstudio.history.atomic import atomic_move
 from sdstudio.history.layout import Scan, sidecar_owner
 from sdstudio.history.parameters import parse_parameters, request_from_parameters
 from sdstudio.history.png import read_png_parameters
@@ -58,12 +59,20 @@ def reconcile(store: HistoryStore) -> Report:
 
 
 def _remove_orphan_sidecars(store: HistoryStore, scan: Scan) -> int:
+    """Remove sidecars whose entry PNG never got written; a sidecar left behind by an interrupted move (the PNG
+    goes first, see HistoryStore.move_files) follows its PNG."""
     removed = 0
     for sidecars, in_trash in ((scan.live_sidecars, False), (scan.trash_sidecars, True)):
+        here, there = (scan.trash, scan.live) if in_trash else (scan.live, scan.trash)
         for relative in sidecars:
             owner = sidecar_owner(relative)
-            if owner not in scan.live and owner not in scan.trash:
-                store.layout.location(relative, in_trash).unlink(missing_ok=True)
+            source = store.layout.location(relative, in_trash)
+            if owner in here or not source.exists():
+                continue
+            if owner in there:
+                atomic_move(source, store.layout.location(relative, not in_trash))
+            else:
+                source.unlink()
                 removed += 1
     return removed
 

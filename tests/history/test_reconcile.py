@@ -138,3 +138,30 @@ def test_import_reads_ours_a1111_and_plain_images(tmp_path: Path) -> None:
 
     unknown = import_image(a1111_png(tmp_path / "u.png", "a\nSteps: 20, Sampler: UniPC, CFG scale: 7, Seed: 3, Size: 8x8"))
     assert unknown.has_parameters and unknown.request is None and "UniPC" in unknown.problem
+
+
+@pytest.mark.parametrize("to_trash", [True, False])
+def test_sidecar_left_behind_by_an_interrupted_move_follows_its_png(root: Path, to_trash: bool) -> None:
+    from PIL import Image
+
+    store = reopen(root)
+    init = Image.new("RGB", (8, 8), (1, 2, 3))
+    entry = store.add(tiny(), GenerationRequest(prompt="x", width=8, height=8, init_image=init, strength=0.5))
+    sidecars = [p for p in entry.file.parent.iterdir() if p != entry.file and p.suffix == ".png"]
+    assert sidecars, "an img2img entry keeps its init image beside it"
+    if not to_trash:
+        store.delete(entry.id)
+        entry = store.get(entry.id)
+    relative = entry.file.relative_to(store.layout.location("", not to_trash)).as_posix()
+    # The PNG moved first, then the process died: its sidecars are still in the old place.
+    target = store.layout.location(relative, to_trash)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    entry.file.rename(target)
+    with store._transaction() as db:
+        db.execute("UPDATE entries SET deleted = ? WHERE id = ?", (int(to_trash), entry.id))
+    store.reconcile()
+    moved = store.get(entry.id)
+    left = [p for p in entry.file.parent.iterdir() if p.name.startswith(entry.file.stem)] if entry.file.parent.exists() else []
+    assert moved.file.exists() and not left
+    assert store.request_for(moved).init_image is not None
+    store.close()
