@@ -14,7 +14,7 @@ from sdstudio.engine.errors import RequestError
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.history.parameters import parse_parameters, request_from_parameters
 from sdstudio.history.png import read_png_parameters
-from sdstudio.history.record import record_from_json
+from sdstudio.history.record import record_or_none
 
 
 @dataclass(frozen=True)
@@ -42,11 +42,9 @@ def import_image(path: Path) -> Imported:
     text, data = read_png_parameters(path)
     text = text or ""
     params = parse_parameters(text) if text else {}
-    if data is not None:
-        try:
-            return Imported(path, image, text, params, record_from_json(data).request)
-        except ValueError:
-            pass  # a record we cannot read: fall back to the A1111 text like any other tool would
+    record = record_or_none(data)
+    if record is not None:
+        return Imported(path, image, text, params, record.request)
     if not text:
         return Imported(path, image)
     try:

@@ -20,7 +20,7 @@ from sdstudio.history.atomic import atomic_move
 from sdstudio.history.layout import Scan, sidecar_owner
 from sdstudio.history.parameters import parse_parameters, request_from_parameters
 from sdstudio.history.png import read_png_parameters
-from sdstudio.history.record import record_from_json
+from sdstudio.history.record import record_or_none
 from sdstudio.history.schema import row_values
 
 if TYPE_CHECKING:
@@ -85,12 +85,7 @@ def _row_for_file(store: HistoryStore, relative: str) -> tuple | None:
         created = path.stat().st_mtime
     except OSError:
         return None
-    record = None
-    if data is not None:
-        try:
-            record = record_from_json(data)
-        except ValueError:
-            record = None
+    record = record_or_none(data)
     if record is not None:
         # A copy of an entry's file keeps the record's id, which is taken: it gets a new one.
         entry_id = record.id if record.id and store.get(record.id) is None else uuid.uuid4().hex

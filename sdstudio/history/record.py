@@ -86,3 +86,14 @@ def record_from_json(data: dict[str, Any]) -> Record:
         init_file=str(data.get("init_file", "") or ""),
         mask_file=str(data.get("mask_file", "") or ""),
     )
+
+
+def record_or_none(data: dict[str, Any] | None) -> Record | None:
+    """The record in a PNG's `sdstudio` chunk, or None when there is none or it is not one we understand
+    (callers then fall back to the A1111 text, as any other tool would)."""
+    if data is None:
+        return None
+    try:
+        return record_from_json(data)
+    except ValueError:
+        return None

@@ -30,7 +30,7 @@ from sdstudio.history.parameters import format_parameters, parse_parameters, req
 from sdstudio.history.png import read_png_parameters, save_png
 from sdstudio.history.reconcile import Report
 from sdstudio.history.reconcile import reconcile as reconcile_files
-from sdstudio.history.record import Record, record_from_json
+from sdstudio.history.record import Record, record_or_none
 from sdstudio.history.schema import Filter
 from sdstudio.history.thumbnails import ThumbnailCache
 
@@ -269,16 +269,12 @@ class HistoryStore:
     def request_for(self, entry: Entry) -> GenerationRequest:
         """The request that re-creates this entry's pixels, init image and mask included."""
         text, data = read_png_parameters(entry.file)
-        if data is not None:
-            try:
-                record = record_from_json(data)
-            except ValueError:
-                record = None
-            if record is not None:
-                folder = entry.file.parent
-                init = _load(folder / record.init_file, "RGB") if record.init_file else None
-                mask = _load(folder / record.mask_file, "L") if record.mask_file else None
-                return record.request.replace(init_image=init, mask=mask)
+        record = record_or_none(data)
+        if record is not None:
+            folder = entry.file.parent
+            init = _load(folder / record.init_file, "RGB") if record.init_file else None
+            mask = _load(folder / record.mask_file, "L") if record.mask_file else None
+            return record.request.replace(init_image=init, mask=mask)
         if text:
             return request_from_parameters(parse_parameters(text))
         raise RequestError(f"{entry.file.name} carries no generation parameters to re-run")
