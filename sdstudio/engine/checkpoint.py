@@ -20,7 +20,7 @@ from sdstudio.engine import text_loading
 from sdstudio.engine.detect import UNET, VAE, ModelDescription, detect
 from sdstudio.engine.errors import CheckpointError
 from sdstudio.engine.safetensors_file import PICKLE_SUFFIXES, SafetensorsHeader, read_header
-from sdstudio.engine.taesd import TAESD, load_taesd_state
+from sdstudio.engine.taesd import TAESD, decoder_shape, load_taesd_state
 from sdstudio.engine.unet import UNetModel, unet_config_from_shapes
 from sdstudio.engine.vae import AutoencoderKL, vae_config_from_shapes
 from sdstudio.engine.weights import load_state_dict_file, load_tensors, open_pickle_checkpoint
@@ -88,7 +88,9 @@ def load_vae_file(path: str | Path, dtype: torch.dtype) -> AutoencoderKL:
 def load_taesd_file(path: str | Path, dtype: torch.dtype = torch.float32) -> TAESD:
     """A TAESD decoder file (madebyollin or diffusers layout), or a file with both halves."""
     state, _ = load_state_dict_file(path, dtype=dtype)
-    taesd = TAESD(dtype=dtype)
+    # Every model we load has 4 latent channels, so a 16-channel (SD3/FLUX) file is refused by the strict
+    # load below; the width is whatever the file was trained with.
+    taesd = TAESD(dtype=dtype, width=decoder_shape(state)[1])
     if any(k.startswith(("encoder.", "decoder.")) for k in state):
         halves = {k for k in state if k.startswith(("encoder.", "decoder."))}
         if all(k.startswith("decoder.") for k in halves):

@@ -3,7 +3,9 @@
 Architecture of Ollin Boer Bohan's https://github.com/madebyollin/taesd (`taesd.py`): encoder and decoder
 are `nn.Sequential`s with his layer order, so `taesd_encoder.safetensors` / `taesd_decoder.safetensors`
 load 1:1, and diffusers' `AutoencoderTiny` files load by prefix stripping (see `load_taesd_state`).
-TAESD works on scaled latents (what the UNet sees) and RGB in [0, 1]. About 1.2M parameters per half.
+TAESD works on scaled latents (what the UNet sees) and RGB in [0, 1]. About 1.2M parameters per half at the
+published width of 64 channels; the width is a parameter (read from a file's first conv on load), so a model
+whose UNet step costs milliseconds can ship a narrower preview decoder that costs a fraction of one.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from torch import Tensor, nn
 
 from sdstudio.engine.errors import CheckpointError
 
-_WIDTH = 64
+WIDTH = 64
 # Each stage of the decoder doubles the resolution; three stages undo the VAE's factor 8.
 _STAGES = 3
 
@@ -48,37 +50,47 @@ class Block(nn.Module):
         return self.fuse(self.conv(x) + self.skip(x))
 
 
-def _blocks(count: int, **factory: Any) -> list[nn.Module]:
-    return [Block(_WIDTH, _WIDTH, **factory) for _ in range(count)]
+def _blocks(count: int, width: int, **factory: Any) -> list[nn.Module]:
+    return [Block(width, width, **factory) for _ in range(count)]
 
 
-def taesd_encoder(latent_channels: int = 4, **factory: Any) -> nn.Sequential:
+def taesd_encoder(latent_channels: int = 4, width: int = WIDTH, **factory: Any) -> nn.Sequential:
     """RGB in [0, 1] -> scaled latent; three stride-2 convs give factor 8."""
-    layers: list[nn.Module] = [_conv(3, _WIDTH, **factory), *_blocks(1, **factory)]
+    layers: list[nn.Module] = [_conv(3, width, **factory), *_blocks(1, width, **factory)]
     for _ in range(_STAGES):
-        layers += [_conv(_WIDTH, _WIDTH, bias=False, stride=2, **factory), *_blocks(3, **factory)]
-    layers.append(_conv(_WIDTH, latent_channels, **factory))
+        layers += [_conv(width, width, bias=False, stride=2, **factory), *_blocks(3, width, **factory)]
+    layers.append(_conv(width, latent_channels, **factory))
     return nn.Sequential(*layers)
 
 
-def taesd_decoder(latent_channels: int = 4, **factory: Any) -> nn.Sequential:
+def taesd_decoder(latent_channels: int = 4, width: int = WIDTH, **factory: Any) -> nn.Sequential:
     """Scaled latent -> RGB in about [0, 1] (not clamped)."""
-    layers: list[nn.Module] = [Clamp(), _conv(latent_channels, _WIDTH, **factory), nn.ReLU()]
+    layers: list[nn.Module] = [Clamp(), _conv(latent_channels, width, **factory), nn.ReLU()]
     for _ in range(_STAGES):
-        layers += [*_blocks(3, **factory), nn.Upsample(scale_factor=2),
-                   _conv(_WIDTH, _WIDTH, bias=False, **factory)]
-    layers += [*_blocks(1, **factory), _conv(_WIDTH, 3, **factory)]
+        layers += [*_blocks(3, width, **factory), nn.Upsample(scale_factor=2),
+                   _conv(width, width, bias=False, **factory)]
+    layers += [*_blocks(1, width, **factory), _conv(width, 3, **factory)]
     return nn.Sequential(*layers)
+
+
+def decoder_shape(state_dict: Mapping[str, Tensor]) -> tuple[int, int]:
+    """(latent_channels, width) of the decoder in a TAESD state dict, from its first conv, in any of the
+    layouts `load_taesd_state` takes; the published (4, 64) when there is no decoder conv to read."""
+    for key in ("1.weight", "layers.0.weight", "decoder.1.weight", "decoder.layers.0.weight"):
+        weight = state_dict.get(key)
+        if weight is not None and weight.dim() == 4:
+            return int(weight.shape[1]), int(weight.shape[0])
+    return 4, WIDTH
 
 
 class TAESD(nn.Module):
     """Both halves; `latent_channels` is 4 for SD 1.x/2.x/XL (the 16-channel variants are other files)."""
 
     def __init__(self, latent_channels: int = 4, device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None):
+                 dtype: torch.dtype | None = None, width: int = WIDTH):
         super().__init__()
-        self.encoder = taesd_encoder(latent_channels, device=device, dtype=dtype)
-        self.decoder = taesd_decoder(latent_channels, device=device, dtype=dtype)
+        self.encoder = taesd_encoder(latent_channels, width, device=device, dtype=dtype)
+        self.decoder = taesd_decoder(latent_channels, width, device=device, dtype=dtype)
 
     def encode(self, rgb01: Tensor) -> Tensor:
         """RGB in [0, 1], (B, 3, H, W) -> scaled latent (B, C, H / 8, W / 8)."""
@@ -134,6 +146,6 @@ def load_taesd_state(module_part: nn.Module, state_dict: Mapping[str, Tensor]) -
         _load_half(getattr(module_part, name), half_state)
 
 
-def taesd_decoder_parameter_count(latent_channels: int = 4) -> int:
+def taesd_decoder_parameter_count(latent_channels: int = 4, width: int = WIDTH) -> int:
     """Parameters of one decoder (1,222,531 for 4 latent channels), counted without allocating them."""
-    return sum(p.numel() for p in taesd_decoder(latent_channels, device="meta").parameters())
+    return sum(p.numel() for p in taesd_decoder(latent_channels, width, device="meta").parameters())

@@ -163,3 +163,20 @@ def test_whole_taesd_rejects_tensors_outside_the_halves(reference):
     state = {**reference.state_dict(), "vae.scale": torch.ones(())}
     with pytest.raises(CheckpointError, match="vae.scale"):
         load_taesd_state(TAESD(), state)
+
+
+def test_width_is_read_from_the_file(tmp_path):
+    from safetensors.torch import save_file
+
+    from sdstudio.engine.checkpoint import load_taesd_file
+    from sdstudio.engine.taesd import decoder_shape
+
+    narrow = TAESD(width=16).decoder
+    assert decoder_shape(narrow.state_dict()) == (4, 16)
+    assert decoder_shape({}) == (4, 64)
+    save_file(narrow.state_dict(), str(tmp_path / "narrow.safetensors"))
+    loaded = load_taesd_file(tmp_path / "narrow.safetensors")
+    latent = torch.randn(1, 4, 3, 5)
+    with torch.no_grad():
+        assert torch.equal(loaded.decoder(latent), narrow.eval()(latent))
+    assert taesd_decoder_parameter_count(4, 16) < taesd_decoder_parameter_count() // 10
