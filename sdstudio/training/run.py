@@ -74,7 +74,7 @@ def export(plan: TrainingPlan, out_dir: Path) -> None:
     models = DiffusionModels(plan)
     models.load_state_dict(saved_part(plan, "diffusion", "models"))
     text, unet = models.averaged()
-    decoder = taesd_decoder(4)
+    decoder = taesd_decoder(4, plan.preview_width)
     decoder.load_state_dict(saved_part(plan, "preview", "decoder"))
     steps = {stage: int(torch.load(plan.work_dir / stage / "state.pt", weights_only=True)["step"])
              for stage in ("autoencoder", "decoder", "diffusion", "preview")}

@@ -95,11 +95,13 @@ def train_diffusion(plan: TrainingPlan, latents: dict[str, torch.Tensor], names:
     running, since_log = 0.0, 0
     while step < stage.steps:
         idx = torch.multinomial(weights, stage.batch_size, replacement=True, generator=generator)
-        var = torch.randint(0, variants, (stage.batch_size,), generator=generator)
+        var = torch.randint(1, max(2, variants), (stage.batch_size,), generator=generator)
+        var[torch.rand(stage.batch_size, generator=generator) < plan.plain_fraction] = 0
+        var = var.clamp(max=variants - 1)
         mean, std = means[var, idx], stds[var, idx]
         z0 = mean + std * torch.randn(mean.shape, generator=generator)
         drop = torch.rand(stage.batch_size, generator=generator) < plan.caption_dropout
-        lr = lr_at(step, stage.steps, stage.lr, stage.warmup)
+        lr = lr_at(step, stage.steps, stage.lr, stage.warmup, plan.diffusion_restarts)
         for group in opt.param_groups:
             group["lr"] = lr
         loss = diffusion_loss(models, z0 * scale, tokens[torch.where(drop, count, idx)], alphas_cumprod,

@@ -44,7 +44,7 @@ def train_preview(plan: TrainingPlan, vae: AutoencoderKL,
     """Train (or resume) the tiny decoder; returns it in eval mode."""
     stage = plan.preview
     torch.manual_seed(plan.seed + 2)
-    decoder = taesd_decoder(4)
+    decoder = taesd_decoder(4, plan.preview_width)
     opt = torch.optim.AdamW(decoder.parameters(), lr=stage.lr, weight_decay=0.0)
     ckpt = Checkpointer(plan.work_dir / "preview" / "state.pt", plan.checkpoint_every_s, decoder=decoder,
                         opt=opt)

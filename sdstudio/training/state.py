@@ -96,8 +96,16 @@ class EMA(nn.Module):
             p.copy_(avg)
 
 
-def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to a tenth of the peak."""
+def lr_at(step: int, total: int, peak: float, warmup: int,
+          restarts: tuple[tuple[int, float], ...] = ()) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak. Each `(start, peak)` in `restarts` begins
+    a new warm-up and cosine cycle at step `start` that runs to `total` (warm restarts: Loshchilov & Hutter,
+    "SGDR", ICLR 2017); the cycle before it ends at `start`."""
+    for start, restart_peak in reversed(restarts):
+        if step >= start:
+            return lr_at(step - start, total - start, restart_peak, warmup)
+    if restarts:
+        total = restarts[0][0]
     if step < warmup:
         return peak * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
