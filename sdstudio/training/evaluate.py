@@ -94,6 +94,36 @@ def fidelity(engine: Engine, dataset_images: np.ndarray, dataset_names: list[str
     return FidelityResult(hits, len(prompts), misses, (time.perf_counter() - start) / len(prompts), ranks)
 
 
+def _best_seconds(fn, repeats: int = 5) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@torch.no_grad()
+def speed(engine: Engine, model: str = "") -> dict[str, float]:
+    """Milliseconds per sampler step (with CFG), per preview decode and seconds per 20-step image, best
+    of five; a step is the difference between a 20- and a 10-step generation, divided by 10. The preview
+    decoder of a model file is the one exported beside it."""
+    taesd = str(Path(model).with_name(Path(model).name.replace(".safetensors", ".taesd_decoder.safetensors")))
+    request = request_for("red apple", 5.0, model).replace(taesd=taesd if model else "")
+    engine.generate(request)  # load and warm up
+    twenty = _best_seconds(lambda: engine.generate(request))
+    ten = _best_seconds(lambda: engine.generate(request.replace(steps=10)))
+    step = (twenty - ten) / 10
+    taesd = engine.model.taesd
+    if taesd is None:
+        raise ValueError("this model has no preview decoder")
+    latent = torch.randn(1, 4, 8, 8)
+    taesd.decode(latent)
+    preview = _best_seconds(lambda: taesd.decode(latent), repeats=20)
+    return {"step_ms": 1000 * step, "preview_ms": 1000 * preview, "preview_share_of_step": preview / step,
+            "s_per_image": twenty}
+
+
 def contact_sheet(engine: Engine, prompts: list[str], cfg: float, model: str = "",
                   columns: int = 8) -> Image.Image:
     """Generations (seed 0) in a grid, shown at 2x with their prompts underneath, in prompt order."""
@@ -132,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sampler", default="Euler a")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--sheet", type=Path, default=None, help="also write a contact sheet of 32 prompts")
+    parser.add_argument("--speed", action="store_true", help="also time a step, a preview and an image")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(args.threads)
     dataset = build_dataset()
@@ -143,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         report[f"cfg {cfg:g}"] = {"top5": result.rate, "hits": result.hits, "total": result.total,
                                   "median_rank": result.median_rank, "chance_median_rank": len(dataset.names) / 2,
                                   "s_per_image": round(result.seconds_per_image, 3), "misses": result.misses}
+    if args.speed:
+        report["speed"] = {k: round(v, 4) for k, v in speed(engine, args.model).items()}
     print(json.dumps(report, indent=1))
     if args.sheet:
         contact_sheet(engine, prompts[:32], args.cfg[0], args.model).save(args.sheet)

@@ -15,7 +15,7 @@ import torch
 from sdstudio.engine.api import Engine, builtin_model_path, builtin_taesd_path
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.training.dataset import build_dataset
-from sdstudio.training.evaluate import fidelity, fixed_names, request_for
+from sdstudio.training.evaluate import fidelity, fixed_names, request_for, speed
 
 pytestmark = pytest.mark.slow
 
@@ -111,3 +111,8 @@ def test_previews_add_under_a_tenth_to_sampling(engine):
     with_previews = best_of_three(lambda info: previews.append(info.preview))
     assert any(p is not None for p in previews)
     assert with_previews < 1.1 * plain, (with_previews, plain)
+
+
+def test_one_preview_costs_under_a_tenth_of_a_step(engine):
+    timing = speed(engine, str(builtin_model_path()))
+    assert timing["preview_share_of_step"] < 0.1, timing
