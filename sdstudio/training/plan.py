@@ -1,9 +1,10 @@
 """What the built-in model is and how long each stage trains: one dataclass, a full and a quick variant.
 
-The full plan is sized for about 90 minutes on one CPU core (the decoder fine-tuning and the preview
-decoder run beside the diffusion stage, in a second process): f=8 autoencoder (64x64 images -> 8x8x4
-latents, the same factor as Stable Diffusion, so the madebyollin tiny decoder layout fits unchanged),
-a ~7 M parameter UNet, and a 4-layer CLIP text model of width 128 with the real 49,408-token vocabulary.
+Nearly all of the full plan's time is the diffusion stage (the decoder fine-tuning and the preview decoder
+can run beside it, in a second process); docs/training.md has the measured times. The model: an f=8
+autoencoder (64x64 images -> 8x8x4 latents, the same factor as Stable Diffusion, so the madebyollin tiny
+decoder layout fits), a ~7 M parameter UNet, and a 4-layer CLIP text model of width 128 with the real
+49,408-token vocabulary.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class TrainingPlan:
     decoder: StagePlan = StagePlan(steps=1500, batch_size=16, lr=5e-4, warmup=50, log_every=25)
     decoder_crop: int = 4
     # Stage 2: text encoder + UNet
-    diffusion: StagePlan = StagePlan(steps=10000, batch_size=64, lr=8e-4, warmup=100, log_every=25)
+    diffusion: StagePlan = StagePlan(steps=8000, batch_size=64, lr=8e-4, warmup=100, log_every=25)
     # A second cosine cycle from step 2,200 (where the first run ended, on a loaded machine) at half the peak.
     diffusion_restarts: tuple[tuple[int, float], ...] = ((2200, 4e-4),)
     latent_variants: int = 4

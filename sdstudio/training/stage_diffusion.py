@@ -95,9 +95,11 @@ def train_diffusion(plan: TrainingPlan, latents: dict[str, torch.Tensor], names:
     running, since_log = 0.0, 0
     while step < stage.steps:
         idx = torch.multinomial(weights, stage.batch_size, replacement=True, generator=generator)
-        var = torch.randint(1, max(2, variants), (stage.batch_size,), generator=generator)
+        if variants > 1:
+            var = torch.randint(1, variants, (stage.batch_size,), generator=generator)
+        else:
+            var = torch.zeros(stage.batch_size, dtype=torch.long)
         var[torch.rand(stage.batch_size, generator=generator) < plan.plain_fraction] = 0
-        var = var.clamp(max=variants - 1)
         mean, std = means[var, idx], stds[var, idx]
         z0 = mean + std * torch.randn(mean.shape, generator=generator)
         drop = torch.rand(stage.batch_size, generator=generator) < plan.caption_dropout
