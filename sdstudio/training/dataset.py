@@ -121,13 +121,20 @@ def sampling_weights(names: list[str]) -> np.ndarray:
                     dtype=np.float32)
 
 
-def build_dataset(limit: int | None = None) -> EmojiDataset:
-    """Render every fully-qualified emoji the font draws as one glyph (the first `limit` if given)."""
+def open_font() -> ImageFont.FreeTypeFont:
+    """Noto Color Emoji at its bitmap size, laid out by raqm (which shapes ZWJ sequences and flags)."""
     if not features.check("raqm"):
         raise RuntimeError("Pillow was built without raqm; ZWJ sequences and flags would not shape")
-    if not FONT_PATH.exists() or not EMOJI_TEST_PATH.exists():
-        raise FileNotFoundError("install the Debian packages fonts-noto-color-emoji and unicode-data")
-    font = ImageFont.truetype(str(FONT_PATH), BITMAP_SIZE, layout_engine=ImageFont.Layout.RAQM)
+    if not FONT_PATH.exists():
+        raise FileNotFoundError("install the Debian package fonts-noto-color-emoji")
+    return ImageFont.truetype(str(FONT_PATH), BITMAP_SIZE, layout_engine=ImageFont.Layout.RAQM)
+
+
+def build_dataset(limit: int | None = None) -> EmojiDataset:
+    """Render every fully-qualified emoji the font draws as one glyph (the first `limit` if given)."""
+    if not EMOJI_TEST_PATH.exists():
+        raise FileNotFoundError("install the Debian package unicode-data")
+    font = open_font()
     images, names, skipped = [], [], []
     for entry in read_emoji_test():
         if limit is not None and len(names) >= limit:

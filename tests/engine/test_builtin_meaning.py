@@ -1,0 +1,86 @@
+"""The engine's modes checked for meaning, not shapes, on the shipped built-in model (issue 4).
+
+References are the emoji themselves, drawn from the same font the model was trained on; distances are
+RMS over 16x16 box-downsampled RGB, the space the fidelity measurement uses. Every generation is 64x64,
+20 steps: well under a second each, so these run in the default test run.
+"""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sdstudio.engine.api import Engine, builtin_model_path
+from sdstudio.engine.images import prepare_mask
+from sdstudio.engine.request import GenerationRequest
+from sdstudio.training.dataset import open_font, render_emoji
+
+JAPAN, FACE, BLUE, APPLE = "\U0001f1ef\U0001f1f5", "\U0001f600", "\U0001f535", "\U0001f34e"
+
+
+@pytest.fixture(scope="module")
+def engine():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield Engine()
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def emoji():
+    font = open_font()
+    return lambda text: render_emoji(font, text)
+
+
+def base(**changes) -> GenerationRequest:
+    request = GenerationRequest(steps=20, cfg_scale=5.0, sampler="Euler a", seed=0, width=64, height=64,
+                                model=str(builtin_model_path()))
+    return request.replace(**changes)
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.float32)
+
+
+def distance(a: Image.Image, b: Image.Image) -> float:
+    small = [pixels(im.resize((16, 16), Image.Resampling.BOX)) for im in (a, b)]
+    return float(np.sqrt(((small[0] - small[1]) ** 2).mean()))
+
+
+def test_different_prompts_at_one_seed_give_clearly_different_images(engine):
+    a = engine.generate(base(prompt="red apple")).images[0]
+    b = engine.generate(base(prompt="flag: Japan")).images[0]
+    assert distance(a, b) > 40
+
+
+def test_red_apple_is_a_red_apple(engine, emoji):
+    image = engine.generate(base(prompt="red apple")).images[0]
+    centre = pixels(image)[20:44, 20:44].reshape(-1, 3).mean(axis=0)
+    r, g, b = centre
+    assert r > 150 and r > g + 60 and r > b + 60, centre  # red, not orange or brown
+    assert distance(image, emoji(APPLE)) < distance(image, emoji(JAPAN)) < distance(image, emoji(BLUE))
+
+
+def test_img2img_keeps_the_image_at_low_strength_and_follows_the_prompt_at_high(engine, emoji):
+    init, target = emoji(JAPAN), emoji(FACE)
+    low = engine.generate(base(prompt="grinning face", init_image=init, strength=0.3, cfg_scale=3.0)).images[0]
+    high = engine.generate(base(prompt="grinning face", init_image=init, strength=0.9, cfg_scale=3.0)).images[0]
+    assert distance(low, init) < distance(low, target), "strength 0.3 should stay near its init image"
+    assert distance(high, target) < distance(high, init), "strength 0.9 should follow the prompt"
+    assert distance(low, init) < distance(high, init)
+
+
+def test_inpainting_changes_only_the_mask_and_paints_what_the_prompt_says(engine, emoji):
+    init = emoji(BLUE)
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (8, 8, 56, 56))
+    request = base(prompt="grinning face", init_image=init, mask=mask, mask_blur=2, strength=1.0)
+    out = pixels(engine.generate(request).images[0])
+    untouched = np.asarray(prepare_mask(mask, (64, 64), request.mask_blur)) == 0
+    assert untouched.mean() > 0.15  # the 8-pixel frame, less the blur
+    assert np.array_equal(out[untouched], pixels(init)[untouched])
+    inside = out[22:42, 22:42].reshape(-1, 3).mean(axis=0)
+    face = pixels(emoji(FACE))[22:42, 22:42].reshape(-1, 3).mean(axis=0)
+    blue = pixels(init)[22:42, 22:42].reshape(-1, 3).mean(axis=0)
+    assert np.abs(inside - face).sum() < np.abs(inside - blue).sum(), (inside, face, blue)
+    assert inside[0] > inside[2] + 60, inside  # yellow face, where the circle was blue
