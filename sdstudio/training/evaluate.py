@@ -106,14 +106,16 @@ def _best_seconds(fn, repeats: int = 5) -> float:
 @torch.no_grad()
 def speed(engine: Engine, model: str = "") -> dict[str, float]:
     """Milliseconds per sampler step (with CFG), per preview decode and seconds per 20-step image, best
-    of five; a step is the difference between a 20- and a 10-step generation, divided by 10. The preview
-    decoder of a model file is the one exported beside it."""
-    taesd = str(Path(model).with_name(Path(model).name.replace(".safetensors", ".taesd_decoder.safetensors")))
-    request = request_for("red apple", 5.0, model).replace(taesd=taesd if model else "")
+    of five; a step is the difference between a 30- and a 10-step generation, divided by 20 (the fixed
+    costs, text encoding and decoding, cancel out). The preview decoder of a model file is the one exported
+    beside it."""
+    taesd = model.replace(".safetensors", ".taesd_decoder.safetensors") if model else ""
+    request = request_for("red apple", 5.0, model).replace(taesd=taesd)
     engine.generate(request)  # load and warm up
     twenty = _best_seconds(lambda: engine.generate(request))
     ten = _best_seconds(lambda: engine.generate(request.replace(steps=10)))
-    step = (twenty - ten) / 10
+    thirty = _best_seconds(lambda: engine.generate(request.replace(steps=30)))
+    step = (thirty - ten) / 20
     taesd = engine.model.taesd
     if taesd is None:
         raise ValueError("this model has no preview decoder")
