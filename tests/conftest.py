@@ -22,3 +22,17 @@ def tiny_model(tiny_path):
     from sdstudio.engine.checkpoint import load_checkpoint
 
     return load_checkpoint(tiny_path)
+
+
+@pytest.fixture(scope="module")
+def builtin_engine():
+    """An Engine on one torch thread, for a module of tests that generate with the built-in model."""
+    import torch
+
+    from sdstudio.engine.api import Engine
+
+    threads = torch.get_num_threads()
+    # One thread: on this 2-core machine shared with other jobs, a second thread mostly waits.
+    torch.set_num_threads(1)
+    yield Engine()
+    torch.set_num_threads(threads)

@@ -7,10 +7,9 @@ RMS over 16x16 box-downsampled RGB, the space the fidelity measurement uses. Eve
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from sdstudio.engine.api import Engine, builtin_model_path
+from sdstudio.engine.api import builtin_model_path
 from sdstudio.engine.images import prepare_mask
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.training.dataset import open_font, render_emoji
@@ -19,11 +18,8 @@ JAPAN, FACE, BLUE, APPLE = "\U0001f1ef\U0001f1f5", "\U0001f600", "\U0001f535", "
 
 
 @pytest.fixture(scope="module")
-def engine():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield Engine()
-    torch.set_num_threads(threads)
+def engine(builtin_engine):
+    return builtin_engine
 
 
 @pytest.fixture(scope="module")

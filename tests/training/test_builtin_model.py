@@ -10,9 +10,8 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
-from sdstudio.engine.api import Engine, builtin_model_path, builtin_taesd_path
+from sdstudio.engine.api import builtin_model_path, builtin_taesd_path
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.training.dataset import build_dataset
 from sdstudio.training.evaluate import fidelity, fixed_names, request_for, speed
@@ -42,12 +41,8 @@ def dataset():
 
 
 @pytest.fixture(scope="module")
-def engine():
-    threads = torch.get_num_threads()
-    # One thread: on this 2-core machine shared with other jobs, a second thread mostly waits.
-    torch.set_num_threads(1)
-    yield Engine()
-    torch.set_num_threads(threads)
+def engine(builtin_engine):
+    return builtin_engine
 
 
 @pytest.fixture(scope="module")
