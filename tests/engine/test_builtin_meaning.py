@@ -13,13 +13,9 @@ from sdstudio.engine.api import builtin_model_path
 from sdstudio.engine.images import prepare_mask
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.training.dataset import open_font, render_emoji
+from sdstudio.training.evaluate import thumbnails
 
 JAPAN, FACE, BLUE, APPLE = "\U0001f1ef\U0001f1f5", "\U0001f600", "\U0001f535", "\U0001f34e"
-
-
-@pytest.fixture(scope="module")
-def engine(builtin_engine):
-    return builtin_engine
 
 
 @pytest.fixture(scope="module")
@@ -39,43 +35,43 @@ def pixels(image: Image.Image) -> np.ndarray:
 
 
 def distance(a: Image.Image, b: Image.Image) -> float:
-    small = [pixels(im.resize((16, 16), Image.Resampling.BOX)) for im in (a, b)]
+    small = thumbnails(np.stack([np.asarray(im.convert("RGB")) for im in (a, b)]))
     return float(np.sqrt(((small[0] - small[1]) ** 2).mean()))
 
 
-def test_different_prompts_at_one_seed_give_clearly_different_images(engine):
-    a = engine.generate(base(prompt="red apple")).images[0]
-    b = engine.generate(base(prompt="flag: Japan")).images[0]
+def test_different_prompts_at_one_seed_give_clearly_different_images(builtin_engine):
+    a = builtin_engine.generate(base(prompt="red apple")).images[0]
+    b = builtin_engine.generate(base(prompt="flag: Japan")).images[0]
     assert distance(a, b) > 40
 
 
-def test_red_apple_is_a_red_apple(engine, emoji):
-    image = engine.generate(base(prompt="red apple")).images[0]
+def test_red_apple_is_a_red_apple(builtin_engine, emoji):
+    image = builtin_engine.generate(base(prompt="red apple")).images[0]
     centre = pixels(image)[20:44, 20:44].reshape(-1, 3).mean(axis=0)
     r, g, b = centre
-    assert r > 150 and r > g + 60 and r > b + 60, centre  # red, not orange or brown
+    assert r > 150 and r > g + 60 and r > b + 60, centre  # red-dominant; hues lean orange (docs/training.md)
     assert distance(image, emoji(APPLE)) < distance(image, emoji(JAPAN)) < distance(image, emoji(BLUE))
 
 
-def test_img2img_keeps_the_image_at_low_strength_and_follows_the_prompt_at_high(engine, emoji):
+def test_img2img_keeps_the_image_at_low_strength_and_follows_the_prompt_at_high(builtin_engine, emoji):
     # Without guidance (CFG 1). Strength 0.3 starts at sigma ~1.4 on unit-variance latents: noise as large
     # as the signal. On SD's 64x64 latent that still leaves the composition; on this model's 8x8 latent it
     # leaves little, and with CFG 3 or more guidance towards the memorised emoji wins (measured: at CFG 3
     # the 0.3 result is already nearer the prompt's emoji than its init image).
     init, target = emoji(JAPAN), emoji(FACE)
-    low = engine.generate(base(prompt="grinning face", init_image=init, strength=0.3, cfg_scale=1.0)).images[0]
-    high = engine.generate(base(prompt="grinning face", init_image=init, strength=0.9, cfg_scale=1.0)).images[0]
+    low = builtin_engine.generate(base(prompt="grinning face", init_image=init, strength=0.3, cfg_scale=1.0)).images[0]
+    high = builtin_engine.generate(base(prompt="grinning face", init_image=init, strength=0.9, cfg_scale=1.0)).images[0]
     assert distance(low, init) < distance(low, target), "strength 0.3 should stay near its init image"
     assert distance(high, target) < distance(high, init), "strength 0.9 should follow the prompt"
     assert distance(low, init) < distance(high, init)
 
 
-def test_inpainting_changes_only_the_mask_and_paints_what_the_prompt_says(engine, emoji):
+def test_inpainting_changes_only_the_mask_and_paints_what_the_prompt_says(builtin_engine, emoji):
     init = emoji(BLUE)
     mask = Image.new("L", (64, 64), 0)
     mask.paste(255, (8, 8, 56, 56))
     request = base(prompt="grinning face", init_image=init, mask=mask, mask_blur=2, strength=1.0)
-    out = pixels(engine.generate(request).images[0])
+    out = pixels(builtin_engine.generate(request).images[0])
     untouched = np.asarray(prepare_mask(mask, (64, 64), request.mask_blur)) == 0
     assert untouched.mean() > 0.15  # the 8-pixel frame, less the blur
     assert np.array_equal(out[untouched], pixels(init)[untouched])

@@ -41,14 +41,9 @@ def dataset():
 
 
 @pytest.fixture(scope="module")
-def engine(builtin_engine):
-    return builtin_engine
-
-
-@pytest.fixture(scope="module")
-def scores(engine, dataset):
+def scores(builtin_engine, dataset):
     model = str(builtin_model_path())
-    return {cfg: fidelity(engine, dataset.images, dataset.names, NAMES, cfg, model, "DPM++ 2M")
+    return {cfg: fidelity(builtin_engine, dataset.images, dataset.names, NAMES, cfg, model, "DPM++ 2M")
             for cfg in (5.0, 1.0)}
 
 
@@ -70,25 +65,25 @@ def test_generations_are_far_nearer_their_own_emoji_than_chance(scores, dataset)
     assert scores[5.0].median_rank < scores[1.0].median_rank
 
 
-def test_different_prompts_at_one_seed_give_different_images(engine):
+def test_different_prompts_at_one_seed_give_different_images(builtin_engine):
     model = str(builtin_model_path())
-    a = np.asarray(engine.generate(request_for("red apple", 5.0, model)).images[0], dtype=np.float32)
-    b = np.asarray(engine.generate(request_for("flag: Japan", 5.0, model)).images[0], dtype=np.float32)
+    a = np.asarray(builtin_engine.generate(request_for("red apple", 5.0, model)).images[0], dtype=np.float32)
+    b = np.asarray(builtin_engine.generate(request_for("flag: Japan", 5.0, model)).images[0], dtype=np.float32)
     assert np.abs(a - b).mean() > 20
 
 
-def test_twenty_steps_with_guidance_take_under_two_seconds(engine):
+def test_twenty_steps_with_guidance_take_under_two_seconds(builtin_engine):
     request = request_for("red apple", 5.0, str(builtin_model_path()))
-    engine.generate(request)  # load and warm up
+    builtin_engine.generate(request)  # load and warm up
     timings = []
     for _ in range(3):
         start = time.perf_counter()
-        engine.generate(request)
+        builtin_engine.generate(request)
         timings.append(time.perf_counter() - start)
     assert min(timings) < 2.0, timings
 
 
-def test_previews_add_under_a_tenth_to_sampling(engine):
+def test_previews_add_under_a_tenth_to_sampling(builtin_engine):
     request = GenerationRequest(prompt="red apple", steps=20, cfg_scale=5.0, width=64, height=64,
                                 model=str(builtin_model_path()), taesd=str(builtin_taesd_path()))
     previews = []
@@ -97,17 +92,17 @@ def test_previews_add_under_a_tenth_to_sampling(engine):
         best = float("inf")
         for _ in range(3):
             start = time.perf_counter()
-            engine.generate(request, on_step)
+            builtin_engine.generate(request, on_step)
             best = min(best, time.perf_counter() - start)
         return best
 
-    engine.generate(request)
+    builtin_engine.generate(request)
     plain = best_of_three(None)
     with_previews = best_of_three(lambda info: previews.append(info.preview))
     assert any(p is not None for p in previews)
     assert with_previews < 1.1 * plain, (with_previews, plain)
 
 
-def test_one_preview_costs_under_a_tenth_of_a_step(engine):
-    timing = speed(engine, str(builtin_model_path()))
+def test_one_preview_costs_under_a_tenth_of_a_step(builtin_engine):
+    timing = speed(builtin_engine, str(builtin_model_path()))
     assert timing["preview_share_of_step"] < 0.1, timing
