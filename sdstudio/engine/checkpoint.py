@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from sdstudio.engine import text_loading
-from sdstudio.engine.detect import UNET, VAE, ModelDescription, detect
+from sdstudio.engine.detect import VAE, ModelDescription, detect
 from sdstudio.engine.errors import CheckpointError
+from sdstudio.engine.families import family
 from sdstudio.engine.safetensors_file import PICKLE_SUFFIXES, SafetensorsHeader, read_header
 from sdstudio.engine.taesd import TAESD, decoder_shape, load_taesd_state
 from sdstudio.engine.unet import UNetModel, unet_config_from_shapes
@@ -57,14 +58,10 @@ def _short(message: str, limit: int = 400) -> str:
 
 
 def build_unet(header: SafetensorsHeader, desc: ModelDescription, dtype: torch.dtype) -> UNetModel:
-    config = unet_config_from_shapes(header.shapes(UNET))
-    heads = desc.config.get("unet", {})
-    if heads.get("num_heads"):
-        config = replace(config, num_heads=int(heads["num_heads"]), num_head_channels=-1)
-    elif heads.get("num_head_channels"):
-        config = replace(config, num_heads=-1, num_head_channels=int(heads["num_head_channels"]))
+    fam = family(desc.family).configured(desc.config)
+    config = unet_config_from_shapes(header.shapes(fam.unet_prefix), fam.unet_heads)
     unet = UNetModel(config, device="meta")
-    assign_weights(unet, load_tensors(header, UNET, dtype), "UNet", header.path.name)
+    assign_weights(unet, load_tensors(header, fam.unet_prefix, dtype), "UNet", header.path.name)
     return unet.eval().requires_grad_(False)
 
 

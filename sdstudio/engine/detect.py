@@ -1,8 +1,8 @@
 """What a checkpoint is, read from tensor shapes (never from the file name), without torch.
 
 Detection is table-driven: a few facts are read from shapes (UNet input channels, cross-attention context
-width, SDXL's `label_emb` width, which text-encoder prefixes exist) and matched against FAMILIES; known
-architectures we do not run are matched against UNSUPPORTED and named in the error. What shapes cannot tell
+width, SDXL's `label_emb` width, which text-encoder prefixes exist) and matched against the table in
+families.py; known architectures we do not run are matched against UNSUPPORTED and named in the error. What shapes cannot tell
 (v-prediction, our own demo model's settings) comes from an explicit override, safetensors metadata, or a
 sidecar `.yaml` next to the checkpoint.
 """
@@ -10,43 +10,27 @@ sidecar `.yaml` next to the checkpoint.
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from sdstudio.engine import families
 from sdstudio.engine.errors import CheckpointError, UnsupportedModelError
+from sdstudio.engine.families import (  # noqa: F401 (importers read the prefixes here)
+    INPAINT_IN_CHANNELS,
+    SD1_TEXT,
+    SD2_TEXT,
+    SDXL_TEXT_G,
+    SDXL_TEXT_L,
+    UNET,
+    VAE,
+    Family,
+)
 from sdstudio.engine.safetensors_file import SafetensorsHeader
 
-UNET = "model.diffusion_model."
-VAE = "first_stage_model."
-SD1_TEXT = "cond_stage_model.transformer."
-SD2_TEXT = "cond_stage_model.model."
-SDXL_TEXT_L = "conditioner.embedders.0.transformer."
-SDXL_TEXT_G = "conditioner.embedders.1.model."
 CONFIG_KEY = "sdstudio.config"
-
-
-@dataclass(frozen=True)
-class Family:
-    name: str
-    label: str
-    context_dim: int | None  # None: any (our demo model)
-    adm_in_channels: int | None
-    text_prefixes: tuple[str, ...]
-    scale_factor: float
-    default_size: int
-
-
-FAMILIES = (
-    Family("sd1", "SD 1.x", 768, None, (SD1_TEXT,), 0.18215, 512),
-    Family("sd2", "SD 2.x", 1024, None, (SD2_TEXT,), 0.18215, 768),
-    Family("sdxl", "SDXL", 2048, 2816, (SDXL_TEXT_L, SDXL_TEXT_G), 0.13025, 1024),
-    Family("demo", "SD Studio demo", None, None, (SD1_TEXT,), 1.0, 64),
-)
-FAMILY_BY_NAME = {f.name: f for f in FAMILIES}
 
 # (test on the key set, what it is). Checked before the families so a wrong file is named, not misread.
 UNSUPPORTED: tuple[tuple[str, str], ...] = (
@@ -121,20 +105,34 @@ def _params(header: SafetensorsHeader, prefixes: dict[str, tuple[str, ...]]) -> 
     return out
 
 
+def _runs() -> str:
+    labels = [f.label for f in families.FAMILIES if f.context_dim is not None]
+    return ", ".join(labels[:-1]) + " and " + labels[-1] if len(labels) > 1 else "".join(labels)
+
+
 def check_unsupported(keys) -> None:
     for pattern, what in UNSUPPORTED:
         rx = re.compile(pattern)
         if any(rx.search(k) for k in keys):
-            raise UnsupportedModelError(f"this file is {what}; SD Studio runs SD 1.x, SD 2.x and SDXL base "
+            raise UnsupportedModelError(f"this file is {what}; SD Studio runs {_runs()} base "
                                         "checkpoints (and their inpainting variants)")
+
+
+def _unet_shapes(header: SafetensorsHeader) -> dict[str, tuple[int, ...]]:
+    """The UNet's shapes under the first family prefix that holds one ({} if none does)."""
+    for prefix in dict.fromkeys(f.unet_prefix for f in families.FAMILIES):
+        shapes = header.shapes(prefix)
+        if "input_blocks.0.0.weight" in shapes:
+            return shapes
+    return {}
 
 
 def detect(header: SafetensorsHeader, prediction: str = "") -> ModelDescription:
     """Describe a full single-file checkpoint; raise CheckpointError / UnsupportedModelError naming what was seen."""
     keys = header.tensors.keys()
     check_unsupported(keys)
-    unet = header.shapes(UNET)
-    if "input_blocks.0.0.weight" not in unet:
+    unet = _unet_shapes(header)
+    if not unet:
         raise _not_a_checkpoint(header)
     config = _read_config(header)
     in_ch = unet["input_blocks.0.0.weight"][1]
@@ -143,27 +141,27 @@ def detect(header: SafetensorsHeader, prediction: str = "") -> ModelDescription:
     adm_shape = unet.get("label_emb.0.0.weight")
     adm = adm_shape[1] if adm_shape else None
     family = _match_family(header, config, context_dim, adm, in_ch)
-    if in_ch not in (4, 9) and not (config and in_ch > 0):
+    if family.in_channels and in_ch not in family.in_channels:
         raise UnsupportedModelError(
             f"UNet with {in_ch} input channels (instruct-pix2pix / upscaler?) is not supported; "
             "SD Studio runs 4-channel models and 9-channel inpainting models")
-    missing = tuple(name for name, pres in (("VAE", (VAE,)), ("text encoder", family.text_prefixes))
-                    if not all(header.has_prefix(p) for p in pres))
+    parts = (("VAE", (family.vae_prefix,)), ("text encoder", family.text_prefixes))
+    missing = tuple(name for name, pres in parts if not all(header.has_prefix(p) for p in pres))
     pred, source = _prediction(header, family, in_ch, config, prediction)
-    down_levels = {m.group(1) for k in header.shapes(VAE + "encoder.down.") for m in [re.match(r"(\d+)\.", k)] if m}
+    down_levels = {m.group(1) for k in header.shapes(family.vae_prefix + "encoder.down.")
+                   for m in [re.match(r"(\d+)\.", k)] if m}
     vae_downscale = 2 ** (len(down_levels) - 1) if down_levels else 8
-    notes = []
-    if family.name == "sd2" and source == "default":
-        notes.append("SD 2.x: 768-v models predict v. Shapes cannot tell; if images come out grey or noisy, "
-                     "set prediction to v (or put a .yaml with parameterization: v next to the file)")
+    notes = (family.prediction_note,) if family.prediction_note and source == "default" else ()
+    settings = family.configured(config)
     return ModelDescription(
         name=header.path.stem, path=str(header.path), family=family.name, family_label=family.label,
-        inpainting=in_ch == 9, prediction=pred, prediction_source=source, dtype=_dtype_label(header),
-        params=_params(header, {"unet": (UNET,), "vae": (VAE,), "text": family.text_prefixes}),
-        default_size=int(config.get("default_size", family.default_size)) if config else family.default_size,
-        scale_factor=float(config.get("scale_factor", family.scale_factor)) if config else family.scale_factor,
+        inpainting=in_ch == INPAINT_IN_CHANNELS, prediction=pred, prediction_source=source,
+        dtype=_dtype_label(header),
+        params=_params(header, {"unet": (family.unet_prefix,), "vae": (family.vae_prefix,),
+                                "text": family.text_prefixes}),
+        default_size=settings.default_size, scale_factor=settings.scale_factor,
         vae_downscale=vae_downscale, context_dim=context_dim, unet_in_channels=in_ch, missing=missing,
-        notes=tuple(notes), config=config)
+        notes=notes, config=config)
 
 
 def _not_a_checkpoint(header: SafetensorsHeader) -> CheckpointError:
@@ -176,7 +174,8 @@ def _not_a_checkpoint(header: SafetensorsHeader) -> CheckpointError:
     if "1.weight" in keys and "3.conv.0.weight" in keys:
         return CheckpointError(f"{header.path.name}: this is a TAESD preview decoder/encoder, not a checkpoint")
     sample = ", ".join(sorted(keys)[:3])
-    return UnsupportedModelError(f"{header.path.name}: unknown architecture: no UNet under '{UNET}' "
+    prefixes = "' or '".join(dict.fromkeys(f.unet_prefix for f in families.FAMILIES))
+    return UnsupportedModelError(f"{header.path.name}: unknown architecture: no UNet under '{prefixes}' "
                                  f"({len(keys)} tensors, e.g. {sample})")
 
 
@@ -194,17 +193,22 @@ def _read_config(header: SafetensorsHeader) -> dict:
 
 
 def _match_family(header, config: dict, context_dim: int, adm: int | None, in_ch: int) -> Family:
-    if config.get("family") in FAMILY_BY_NAME:
-        return FAMILY_BY_NAME[config["family"]]
+    if "family" in config:
+        try:
+            return families.family(config["family"])
+        except UnsupportedModelError as exc:
+            raise UnsupportedModelError(f"{header.path.name}: metadata {CONFIG_KEY}: {exc}") from None
     if adm == 2560:
         raise UnsupportedModelError(f"{header.path.name}: SDXL refiner (adm 2560) is not supported; "
                                     "use an SDXL base checkpoint")
-    for fam in FAMILIES:
-        if fam.context_dim == context_dim and fam.adm_in_channels == adm:
+    for fam in families.FAMILIES:
+        if fam.matches(context_dim, adm):
             return fam
+    known = ", ".join(f"{f.label} ({f.context_dim}" + (f" + adm {f.adm_in_channels})" if f.needs_y else ")")
+                      for f in families.FAMILIES if f.context_dim is not None)
     raise UnsupportedModelError(
         f"{header.path.name}: unknown architecture: UNet with {in_ch} input channels, cross-attention context "
-        f"{context_dim}, adm {adm} matches none of SD 1.x (768), SD 2.x (1024), SDXL base (2048 + adm 2816)")
+        f"{context_dim}, adm {adm} matches none of {known}")
 
 
 def _prediction(header, family: Family, in_ch: int, config: dict, override: str) -> tuple[str, str]:
@@ -224,10 +228,10 @@ def _prediction(header, family: Family, in_ch: int, config: dict, override: str)
         return yaml_pred, "yaml"
     if "v_pred" in header.tensors:
         return "v", "v_pred key"
-    if family.name == "sd2" and in_ch == 4 and _sd2_bias_std(header) > 0.09:
-        # The same weights heuristic ComfyUI uses: 768-v UNets have a much wider norm1 bias here.
+    probe = family.v_bias_probe
+    if probe and in_ch != INPAINT_IN_CHANNELS and _std(header, family.unet_prefix + probe[0]) > probe[1]:
         return "v", "weights heuristic"
-    return "eps", "default"
+    return family.default_prediction, "default"
 
 
 def _sidecar_yaml_prediction(path: Path) -> str:
@@ -240,8 +244,7 @@ def _sidecar_yaml_prediction(path: Path) -> str:
     return "v" if m.group(1) == "v" else "eps"
 
 
-def _sd2_bias_std(header: SafetensorsHeader) -> float:
-    key = UNET + "output_blocks.11.1.transformer_blocks.0.norm1.bias"
+def _std(header: SafetensorsHeader, key: str) -> float:
     entry = header.tensors.get(key)
     if entry is None or entry.dtype not in ("F16", "F32"):
         return 0.0
@@ -251,7 +254,3 @@ def _sd2_bias_std(header: SafetensorsHeader) -> float:
         f.seek(entry.begin)
         data = np.frombuffer(f.read(entry.end - entry.begin), dtype=np.float16 if entry.dtype == "F16" else np.float32)
     return float(np.std(data.astype(np.float64))) if data.size else 0.0
-
-
-def parameter_count(shapes: dict[str, tuple[int, ...]]) -> int:
-    return sum(math.prod(s) for s in shapes.values())

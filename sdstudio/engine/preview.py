@@ -1,7 +1,7 @@
 """Live previews of the denoised latent at each step, with a bounded cost.
 
 With a tiny autoencoder (TAESD, madebyollin) the preview is a real decode; without one, a 4x3 linear map from
-latent channels to RGB (the per-family factors ComfyUI publishes in `comfy/latent_formats.py`) gives a
+latent channels to RGB (each family's `latent_rgb`, as ComfyUI publishes in `comfy/latent_formats.py`) gives a
 blurry but faithful colour sketch at latent resolution. Either way the previewer times itself and skips steps
 so that preview work stays under `budget` (a fraction) of the time spent sampling. The default of 5 % costs a
 full-size model nothing (a TAESD preview is about 1 % of an SD 1.5 step at 512 px, so every step gets one);
@@ -11,24 +11,20 @@ it thins out previews only for models whose steps take milliseconds, such as the
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import torch
 from PIL import Image
 
+from sdstudio.engine import families
 from sdstudio.engine.images import from_unit
 
-# Rows: latent channels, columns: R, G, B. Inputs are scaled latents (what the UNet sees).
-LATENT_RGB = {
-    "sd1": [[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350], [-0.2829, 0.1762, 0.2721],
-            [-0.2120, -0.2616, -0.7177]],
-    "sdxl": [[0.3920, 0.4054, 0.4549], [-0.2634, -0.0196, 0.0653], [0.0568, 0.1687, -0.0755],
-             [-0.3112, -0.2359, -0.2076]],
-}
-LATENT_RGB["sd2"] = LATENT_RGB["sd1"]
-LATENT_RGB["demo"] = LATENT_RGB["sd1"]
+# Read-only view kept for importers; the factors live in families.FAMILIES. Rows: latent channels,
+# columns: R, G, B. Inputs are scaled latents (what the UNet sees).
+LATENT_RGB = {f.name: f.latent_rgb for f in families.FAMILIES}
 
 
-def linear_preview(latent: torch.Tensor, factors: list[list[float]]) -> Image.Image:
+def linear_preview(latent: torch.Tensor, factors: Sequence[Sequence[float]]) -> Image.Image:
     """First image of a (B, 4, h, w) scaled latent -> RGB at latent resolution, through a 4x3 map."""
     factors = torch.tensor(factors, dtype=torch.float32)
     rgb = torch.einsum("chw,cr->rhw", latent[0, :4].float(), factors)
@@ -41,7 +37,7 @@ class Previewer:
     def __init__(self, family: str, taesd=None, budget: float = 0.05, max_side: int = 512, max_latent: int = 32,
                  latent_rgb: list[list[float]] | None = None):
         # A model may carry its own map (our demo model fits one at training time); else the family's.
-        self.latent_rgb = latent_rgb or LATENT_RGB.get(family, LATENT_RGB["sd1"])
+        self.latent_rgb = latent_rgb or families.family(family).latent_rgb
         self.taesd = taesd
         self.budget = budget
         self.max_side = max_side

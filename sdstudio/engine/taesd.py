@@ -144,8 +144,3 @@ def load_taesd_state(module_part: nn.Module, state_dict: Mapping[str, Tensor]) -
                 "TAESD().encoder or TAESD().decoder"
             )
         _load_half(getattr(module_part, name), half_state)
-
-
-def taesd_decoder_parameter_count(latent_channels: int = 4, width: int = WIDTH) -> int:
-    """Parameters of one decoder (1,222,531 for 4 latent channels at width 64), counted without allocating."""
-    return sum(p.numel() for p in taesd_decoder(latent_channels, width, device="meta").parameters())

@@ -14,13 +14,9 @@ from functools import lru_cache
 
 from transformers import CLIPTokenizer
 
+from sdstudio.engine.clip_vocab import BOS, COMMA, EOS, OPENCLIP_PAD, VOCAB_SIZE  # noqa: F401 (re-exported)
 from sdstudio.paths import tokenizer_dir
 
-VOCAB_SIZE = 49408
-BOS = 49406
-EOS = 49407
-OPENCLIP_PAD = 0
-COMMA = 267  # ",</w>": A1111 prefers to split long prompts after a comma
 CONTEXT_LENGTH = 77
 CHUNK_TOKENS = CONTEXT_LENGTH - 2
 

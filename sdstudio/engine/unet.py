@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from sdstudio.engine.attention import SpatialTransformer
 from sdstudio.engine.errors import UnsupportedModelError
+from sdstudio.engine.families import HeadLayout
 
 GROUPS = 32  # every GroupNorm in the LDM UNet uses 32 groups
 
@@ -363,14 +364,13 @@ def _check_output_blocks(
         raise _unsupported(f"output blocks have attention depths {found}, expected {expected}")
 
 
-def unet_config_from_shapes(shapes: Mapping[str, tuple[int, ...]]) -> UNetConfig:
+def unet_config_from_shapes(shapes: Mapping[str, tuple[int, ...]], heads: HeadLayout) -> UNetConfig:
     """Read a UNetConfig from the tensor shapes of a UNet state dict (keys without `model.diffusion_model.`).
 
     Widths come from conv weights, levels from the `op` downsamplers, attention depth from counting
     `transformer_blocks.K`, context width from `attn2.to_k`, linear vs conv projection from the rank of
-    `proj_in.weight`, SDXL's `y` width from `label_emb.0.0`. Head layout is not visible in any shape
-    (q/k/v are square), so it follows the family the projection identifies: conv projection (SD 1.x)
-    means 8 heads at every level, linear projection (SD 2.x, SDXL) means heads 64 channels wide.
+    `proj_in.weight`, SDXL's `y` width from `label_emb.0.0`. The head layout is not visible in any shape
+    (q/k/v are square): it is the family's fact (`Family.unet_heads`), passed in as `heads`.
     """
     for key in (
         "input_blocks.0.0.weight",
@@ -398,8 +398,8 @@ def unet_config_from_shapes(shapes: Mapping[str, tuple[int, ...]]) -> UNetConfig
             transformer_depth=tuple(transformer_depth),
             transformer_depth_middle=depths["middle_block"],
             context_dim=shapes["middle_block.1.transformer_blocks.0.attn2.to_k.weight"][1],
-            num_heads=-1 if linear else 8,
-            num_head_channels=64 if linear else -1,
+            num_heads=heads.num_heads,
+            num_head_channels=heads.num_head_channels,
             use_linear_in_transformer=linear,
             adm_in_channels=None if adm is None else adm[1],
         )

@@ -7,18 +7,14 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from sdstudio.engine.families import FAMILIES, SD1
 from sdstudio.engine.request import GenerationRequest
 
 RANDOM_SEED = -1
 MAX_SEED = 2**32 - 1
 
-# Width x height presets per model family (detect.py's family names); the first is the family's default.
-SIZE_PRESETS: dict[str, tuple[tuple[int, int], ...]] = {
-    "demo": ((64, 64), (32, 32), (96, 96), (128, 128), (96, 64), (64, 96)),
-    "sd1": ((512, 512), (512, 768), (768, 512), (640, 640), (768, 768), (576, 1024), (1024, 576)),
-    "sd2": ((768, 768), (512, 512), (640, 960), (960, 640), (768, 1152), (1152, 768)),
-    "sdxl": ((1024, 1024), (896, 1152), (1152, 896), (832, 1216), (1216, 832), (768, 1344), (1344, 768)),
-}
+# Width x height presets per model family (read-only view of families.FAMILIES); the first is the default.
+SIZE_PRESETS: dict[str, tuple[tuple[int, int], ...]] = {f.name: f.size_presets for f in FAMILIES}
 
 
 @dataclass
@@ -44,7 +40,7 @@ class PromptState:
 
 def size_presets(family: str) -> tuple[tuple[int, int], ...]:
     """The presets for a family; unknown families get SD 1.x's."""
-    return SIZE_PRESETS.get(family, SIZE_PRESETS["sd1"])
+    return SIZE_PRESETS.get(family, SD1.size_presets)
 
 
 def build_requests(state: PromptState, init_image: Image.Image | None = None, mask: Image.Image | None = None,

@@ -10,6 +10,7 @@ from diffusers.models.embeddings import get_timestep_embedding
 
 from sdstudio.engine.attention import SpatialTransformer
 from sdstudio.engine.errors import UnsupportedModelError
+from sdstudio.engine.families import SD1, SD2, SDXL
 from sdstudio.engine.unet import UNetConfig, UNetModel, timestep_embedding, unet_config_from_shapes
 from tests.engine.unet_reference import diffusers_twin, randomize_, run_both, sdxl_y
 
@@ -132,9 +133,16 @@ def test_full_size_parameter_counts_match_the_published_models():
     )  # five more input channels in the first conv
 
 
-@pytest.mark.parametrize("config", list(TINY.values()) + list(FULL.values()), ids=list(TINY) + list(FULL))
-def test_config_round_trips_through_state_dict_shapes(config):
-    assert unet_config_from_shapes(shapes_of(UNetModel(config, device="meta"))) == config
+# The head layout is the family's fact (no shape shows it); each config takes its family's.
+FAMILY_OF = {"sd1": SD1, "sd1-inpaint": SD1, "sd2": SD2, "sdxl": SDXL, "sd15": SD1, "sd15-inpaint": SD1,
+             "sd21": SD2, "sdxl-inpaint": SDXL}
+
+
+@pytest.mark.parametrize("config,name", [(c, n) for n, c in [*TINY.items(), *FULL.items()]],
+                         ids=list(TINY) + list(FULL))
+def test_config_round_trips_through_state_dict_shapes(config, name):
+    shapes = shapes_of(UNetModel(config, device="meta"))
+    assert unet_config_from_shapes(shapes, FAMILY_OF[name].unet_heads) == config
 
 
 def test_full_size_checkpoint_names_are_the_ldm_ones():
@@ -194,21 +202,21 @@ def test_config_rejects_ambiguous_head_layout():
 def test_shapes_with_checkpoint_prefix_are_refused_naming_the_missing_key():
     shapes = {"model.diffusion_model." + k: v for k, v in shapes_of(tiny_model("sd1")).items()}
     with pytest.raises(UnsupportedModelError, match="input_blocks.0.0.weight"):
-        unet_config_from_shapes(shapes)
+        unet_config_from_shapes(shapes, SD1.unet_heads)
 
 
 def test_pruned_output_blocks_are_refused():
     shapes = shapes_of(UNetModel(UNetConfig.sdxl(), device="meta"))
     pruned = {k: v for k, v in shapes.items() if not k.startswith("output_blocks.0.1.transformer_blocks.9.")}
     with pytest.raises(UnsupportedModelError, match="output blocks have attention depths"):
-        unet_config_from_shapes(pruned)
+        unet_config_from_shapes(pruned, SDXL.unet_heads)
 
 
 def test_uneven_levels_are_refused():
     shapes = shapes_of(UNetModel(UNetConfig.sd15(), device="meta"))
     uneven = {k: v for k, v in shapes.items() if not k.startswith("input_blocks.2.1.")}
     with pytest.raises(UnsupportedModelError, match="level 0"):
-        unet_config_from_shapes(uneven)
+        unet_config_from_shapes(uneven, SD1.unet_heads)
 
 
 def test_comparison_with_diffusers_notices_a_wrong_head_split():
