@@ -7,14 +7,14 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from sdstudio.engine.families import FAMILIES, SD1
+from sdstudio.engine import families
 from sdstudio.engine.request import GenerationRequest
 
 RANDOM_SEED = -1
 MAX_SEED = 2**32 - 1
 
 # Width x height presets per model family (read-only view of families.FAMILIES); the first is the default.
-SIZE_PRESETS: dict[str, tuple[tuple[int, int], ...]] = {f.name: f.size_presets for f in FAMILIES}
+SIZE_PRESETS: dict[str, tuple[tuple[int, int], ...]] = {f.name: f.size_presets for f in families.FAMILIES}
 
 
 @dataclass
@@ -40,7 +40,8 @@ class PromptState:
 
 def size_presets(family: str) -> tuple[tuple[int, int], ...]:
     """The presets for a family; unknown families get SD 1.x's."""
-    return SIZE_PRESETS.get(family, SD1.size_presets)
+    known = {f.name: f.size_presets for f in families.FAMILIES}
+    return known.get(family, families.SD1.size_presets)
 
 
 def build_requests(state: PromptState, init_image: Image.Image | None = None, mask: Image.Image | None = None,

@@ -122,6 +122,25 @@ def test_unknown_context_width_is_refused_with_numbers(tmp_path):
         detect(read_header(p))
 
 
+def test_unmatched_shapes_name_every_family_of_the_table(tmp_path):
+    shapes = {k: ((v[0], 4096) if k.endswith("attn2.to_k.weight") else v) for k, v in checkpoint_shapes("sd1").items()}
+    p = write_header_only(tmp_path / "x.safetensors", shapes)
+    with pytest.raises(UnsupportedModelError, match=r"SD 1.x \(768\), SD 2.x \(1024\), SDXL \(2048 \+ adm 2816\)"):
+        detect(read_header(p))
+
+
+def test_metadata_naming_an_unknown_family_is_refused(tmp_path):
+    p = _variant(tmp_path, "x.safetensors", metadata={"sdstudio.config": '{"family": "sd9"}'})
+    with pytest.raises(UnsupportedModelError, match="sdstudio.config: unknown model family 'sd9'"):
+        detect(read_header(p))
+
+
+def test_metadata_family_wins_over_shapes_and_sets_the_scale(tmp_path):
+    config = '{"family": "demo", "scale_factor": 0.5, "default_size": 96}'
+    desc = detect(read_header(_variant(tmp_path, "x.safetensors", metadata={"sdstudio.config": config})))
+    assert (desc.family, desc.scale_factor, desc.default_size) == ("demo", 0.5, 96)
+
+
 def test_missing_vae_is_reported(tmp_path):
     p = _variant(tmp_path, "novae.safetensors", drop=("first_stage_model.",))
     assert detect(read_header(p)).missing == ("VAE",)
