@@ -128,8 +128,9 @@ class Family:
         hits = [p for p in self.lora_prefixes if key.startswith(p.prefix)]
         if not hits:
             known = ", ".join(p.prefix for p in self.lora_prefixes)
-            raise UnsupportedModelError(f"LoRA key {key!r} addresses no part of an {self.label} model (its keys "
-                                        f"start with one of {known}); use a LoRA made for {self.label}")
+            raise UnsupportedModelError(f"LoRA key {key!r} addresses no part of an {self.label} model "
+                                        f"(its keys start with one of {known}); "
+                                        f"use a LoRA made for {self.label}")
         return max(hits, key=lambda p: len(p.prefix))
 
     def configured(self, config: Mapping) -> Family:

@@ -123,9 +123,11 @@ def test_unknown_context_width_is_refused_with_numbers(tmp_path):
 
 
 def test_unmatched_shapes_name_every_family_of_the_table(tmp_path):
-    shapes = {k: ((v[0], 4096) if k.endswith("attn2.to_k.weight") else v) for k, v in checkpoint_shapes("sd1").items()}
+    shapes = {k: ((v[0], 4096) if k.endswith("attn2.to_k.weight") else v)
+              for k, v in checkpoint_shapes("sd1").items()}
     p = write_header_only(tmp_path / "x.safetensors", shapes)
-    with pytest.raises(UnsupportedModelError, match=r"SD 1.x \(768\), SD 2.x \(1024\), SDXL \(2048 \+ adm 2816\)"):
+    table = r"SD 1.x \(768\), SD 2.x \(1024\), SDXL \(2048 \+ adm 2816\)"
+    with pytest.raises(UnsupportedModelError, match=table):
         detect(read_header(p))
 
 
