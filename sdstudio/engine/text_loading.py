@@ -49,7 +49,7 @@ TEXT_SPECS = {
 
 
 class TextStack:
-    """The prompt side of a loaded model: prompts -> the denoiser's (cond, uncond) Conditioning."""
+    """The prompt side of a loaded model: prompts -> the denoiser's (cond, uncond) UNetConditioning."""
 
     def __init__(self, encoders: list[TextEncoder], family: str, dtype: torch.dtype):
         self.encoders = encoders
@@ -57,12 +57,12 @@ class TextStack:
         self.prompts = PromptEncoder(encoders, zero_empty_negative=family == "sdxl")
 
     def conditioning(self, prompt: str, negative: str, clip_skip: int,
-                     size: tuple[int, int]) -> tuple[denoiser.Conditioning, denoiser.Conditioning]:
+                     size: tuple[int, int]) -> tuple[denoiser.UNetConditioning, denoiser.UNetConditioning]:
         cond, uncond = self.prompts.encode_pair(prompt, negative, clip_skip)
         if self.family != "sdxl":
-            return denoiser.Conditioning(cond.context), denoiser.Conditioning(uncond.context)
+            return denoiser.UNetConditioning(cond.context), denoiser.UNetConditioning(uncond.context)
         # SDXL: no crop, original size = target size (A1111's and ComfyUI's defaults).
-        return tuple(denoiser.Conditioning(c.context, sdxl_y(c.pooled, size, (0, 0), size)) for c in (cond, uncond))
+        return tuple(denoiser.UNetConditioning(c.context, sdxl_y(c.pooled, size, (0, 0), size)) for c in (cond, uncond))
 
 
 def _spec_for_demo(desc: ModelDescription) -> EncoderSpec:

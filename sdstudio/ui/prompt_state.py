@@ -7,10 +7,9 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from sdstudio.engine.request import GenerationRequest
+from sdstudio.engine.request import MAX_SEED, GenerationRequest
 
 RANDOM_SEED = -1
-MAX_SEED = 2**32 - 1
 
 # Width x height presets per model family (detect.py's family names); the first is the family's default.
 SIZE_PRESETS: dict[str, tuple[tuple[int, int], ...]] = {
