@@ -17,7 +17,6 @@ prompt as zeros (A1111 `force_zero_negative_prompt`, diffusers `force_zeros_for_
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,14 +28,16 @@ from transformers import CLIPTokenizer
 from sdstudio.engine.prompt_parser import BREAK, parse_prompt
 from sdstudio.engine.text_encoder import TextEncoder
 from sdstudio.engine.tokenizer import CHUNK_TOKENS, COMMA, CONTEXT_LENGTH, load_tokenizer, pad_chunk
+from sdstudio.engine.unet import timestep_embedding
 
 A1111_COMMA_BACKTRACK = 20
 SIZE_EMBED_DIM = 256  # sgm ConcatTimestepEmbedderND(outdim=256) for each SDXL size number
 
 
 @dataclass(frozen=True)
-class Conditioning:
-    """context [1, 77 * chunks, width] (float32); pooled [1, proj] for SDXL, else None."""
+class PromptEmbedding:
+    """One prompt through the text encoders: context [1, 77 * chunks, width] (float32); pooled [1, proj] for
+    SDXL, else None. What the UNet gets is built from it (denoiser.UNetConditioning)."""
 
     context: Tensor
     pooled: Tensor | None = None
@@ -106,7 +107,7 @@ def apply_emphasis(hidden: Tensor, weights: Tensor) -> Tensor:
 
 
 class PromptEncoder:
-    """Turns prompts into Conditioning with a family's 1 (SD 1.x / 2.x) or 2 (SDXL) text encoders.
+    """Turns prompts into PromptEmbedding with a family's 1 (SD 1.x / 2.x) or 2 (SDXL) text encoders.
 
     Results are cached by (prompt, clip_skip), so a new seed does not re-encode; build a new PromptEncoder
     when the encoders change. Cached tensors are shared: callers must not modify them in place.
@@ -128,9 +129,9 @@ class PromptEncoder:
         self.zero_empty_negative = zero_empty_negative
         self.comma_backtrack = comma_backtrack
         self.cache_size = cache_size
-        self._cache: OrderedDict[tuple[str, int], Conditioning] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, int], PromptEmbedding] = OrderedDict()
 
-    def encode(self, prompt: str, clip_skip: int = 1) -> Conditioning:
+    def encode(self, prompt: str, clip_skip: int = 1) -> PromptEmbedding:
         key = (prompt, clip_skip)
         if key in self._cache:
             self._cache.move_to_end(key)
@@ -143,12 +144,12 @@ class PromptEncoder:
 
     def encode_pair(
         self, prompt: str, negative: str, clip_skip: int = 1
-    ) -> tuple[Conditioning, Conditioning]:
+    ) -> tuple[PromptEmbedding, PromptEmbedding]:
         """(cond, uncond) with the same number of chunks."""
         cond = self.encode(prompt, clip_skip)
         if self.zero_empty_negative and not negative.strip():
             pooled = None if cond.pooled is None else torch.zeros_like(cond.pooled)
-            return cond, Conditioning(torch.zeros_like(cond.context), pooled)
+            return cond, PromptEmbedding(torch.zeros_like(cond.context), pooled)
         uncond = self.encode(negative, clip_skip)
         if cond.chunks == uncond.chunks:
             return cond, uncond
@@ -163,7 +164,7 @@ class PromptEncoder:
         return split_chunks(runs, token_runs, self.comma_backtrack)
 
     @torch.no_grad()
-    def _encode(self, prompt: str, clip_skip: int) -> Conditioning:
+    def _encode(self, prompt: str, clip_skip: int) -> PromptEmbedding:
         chunks = self.chunk_prompt(prompt)
         # BOS, EOS and padding keep weight 1
         weights = torch.ones(len(chunks), CONTEXT_LENGTH)
@@ -177,23 +178,15 @@ class PromptEncoder:
             contexts.append(torch.cat([apply_emphasis(h, w) for h, w in zip(hidden, weights, strict=True)]))
             if pooled_out is not None:
                 pooled = pooled_out[:1].float()
-        return Conditioning(torch.cat(contexts, dim=-1)[None], pooled)
+        return PromptEmbedding(torch.cat(contexts, dim=-1)[None], pooled)
 
 
-def _pad_chunks(cond: Conditioning, chunks: int, empty: Conditioning) -> Conditioning:
+def _pad_chunks(cond: PromptEmbedding, chunks: int, empty: PromptEmbedding) -> PromptEmbedding:
     missing = chunks - cond.chunks
     if missing <= 0:
         return cond
     context = torch.cat([cond.context, *[empty.context] * missing], dim=1)
-    return Conditioning(context, cond.pooled)
-
-
-def size_embedding(values: Tensor, dim: int = SIZE_EMBED_DIM, max_period: float = 10000.0) -> Tensor:
-    """Sinusoidal embedding [N] -> [N, dim], cos half first (sgm `timestep_embedding`)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
-    args = values.float()[:, None] * freqs.to(values.device)[None]
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    return PromptEmbedding(context, cond.pooled)
 
 
 def sdxl_y(
@@ -206,5 +199,5 @@ def sdxl_y(
     256-dim embeddings of original (h, w), crop (top, left) and target (h, w): [B, 2816].
     """
     numbers = torch.tensor([*original_size, *crop, *target_size], dtype=torch.float32, device=pooled.device)
-    sizes = size_embedding(numbers).reshape(1, -1).to(pooled.dtype)
+    sizes = timestep_embedding(numbers, SIZE_EMBED_DIM).reshape(1, -1).to(pooled.dtype)
     return torch.cat([pooled, sizes.expand(pooled.shape[0], -1)], dim=1)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from sdstudio.engine.errors import Cancelled
+from sdstudio.engine.residuals import ResidualInput, Residuals, for_guidance, for_image
 from sdstudio.engine.schedules import ModelSampling
 
 PREDICTIONS = ("eps", "v")
@@ -25,19 +26,24 @@ PREDICTIONS = ("eps", "v")
 
 class UNetFn(Protocol):
     def __call__(
-        self, x: Tensor, t: Tensor, context: Tensor, y: Tensor | None = None, **extra: Any
+        self,
+        x: Tensor,
+        t: Tensor,
+        context: Tensor,
+        y: Tensor | None = None,
+        residuals: Residuals | None = None,
     ) -> Tensor: ...
 
 
 @dataclass(frozen=True)
-class Conditioning:
+class UNetConditioning:
     """What a prompt becomes for the UNet: cross-attention `context` (N, tokens, dim) and, for SDXL, the
     `y` vector (N, adm). N is 1 (one prompt for the whole batch) or the batch size."""
 
     context: Tensor
     y: Tensor | None = None
 
-    def repeat_to(self, batch: int) -> Conditioning:
+    def repeat_to(self, batch: int) -> UNetConditioning:
         """The same conditioning for `batch` images; N must be 1 or already `batch`."""
         n = self.context.shape[0]
         if n == batch:
@@ -45,17 +51,22 @@ class Conditioning:
         if n != 1:
             raise ValueError(f"conditioning holds {n} prompts for a batch of {batch} images")
         y = None if self.y is None else self.y.expand(batch, *self.y.shape[1:])
-        return Conditioning(self.context.expand(batch, *self.context.shape[1:]), y)
+        return UNetConditioning(self.context.expand(batch, *self.context.shape[1:]), y)
+
+    def rows(self, start: int, stop: int) -> UNetConditioning:
+        """Images start..stop-1 of a batch."""
+        y = None if self.y is None else self.y[start:stop]
+        return UNetConditioning(self.context[start:stop], y)
 
 
-def _concat(conds: list[Conditioning]) -> Conditioning:
+def _concat(conds: list[UNetConditioning]) -> UNetConditioning:
     if len({c.context.shape[1:] for c in conds}) > 1:
         shapes = ", ".join(str(tuple(c.context.shape)) for c in conds)
         raise ValueError(f"cannot batch prompt and negative prompt contexts of shapes {shapes}")
     if len({c.y is None for c in conds}) > 1:
         raise ValueError("either every conditioning has a y vector or none does")
     y = None if conds[0].y is None else torch.cat([c.y for c in conds])
-    return Conditioning(torch.cat([c.context for c in conds]), y)
+    return UNetConditioning(torch.cat([c.context for c in conds]), y)
 
 
 def _per_item(values: Tensor, ndim: int) -> Tensor:
@@ -66,10 +77,12 @@ def _per_item(values: Tensor, ndim: int) -> Tensor:
 class Denoiser:
     """D(x, sigma, cond) for a discrete-time eps- or v-predicting UNet.
 
-    `unet(x, t, context, y=None)` gets the scaled input and the fractional timestep t of each sigma. For
-    9-channel inpainting UNets pass `extra_channels` (mask and masked-image latent, B x 5 x h x w): the
-    UNet input is then concat(x * c_in, extra_channels) along channels, unscaled like in LDM's hybrid
-    conditioning. The UNet output is cast back to x's dtype; the callable handles its own dtype.
+    `unet(x, t, context, y=None, residuals=None)` gets the scaled input and the fractional timestep t of
+    each sigma. For 9-channel inpainting UNets pass `extra_channels` (mask and masked-image latent,
+    B x 5 x h x w): the UNet input is then concat(x * c_in, extra_channels) along channels, unscaled like in
+    LDM's hybrid conditioning. `residuals` (residuals.py) are fixed tensors for this batch or a source that
+    is asked with (x * c_in, t, cond), the UNet input without extra channels, as ControlNet takes it. The
+    UNet output is cast back to x's dtype; the callable handles its own dtype and device.
     """
 
     def __init__(self, unet: UNetFn, model_sampling: ModelSampling, prediction: str = "eps") -> None:
@@ -87,35 +100,63 @@ class Denoiser:
         return 1 / (sigma**2 + 1), -sigma * c_in, c_in
 
     def __call__(
-        self, x: Tensor, sigma: Tensor, cond: Conditioning, extra_channels: Tensor | None = None
+        self,
+        x: Tensor,
+        sigma: Tensor,
+        cond: UNetConditioning,
+        extra_channels: Tensor | None = None,
+        residuals: ResidualInput = None,
     ) -> Tensor:
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
         sigma = sigma.expand(x.shape[0]) if sigma.numel() == 1 else sigma
         c_skip, c_out, c_in = (_per_item(c, x.ndim).to(x.dtype) for c in self.scalings(sigma))
         t = self.model_sampling.sigma_to_t(sigma.cpu()).to(x.device)
-        unet_in = x * c_in
+        scaled = x * c_in
+        if residuals is not None and not isinstance(residuals, Residuals):
+            residuals = residuals(scaled, t, cond)
+        unet_in = scaled
         if extra_channels is not None:
             unet_in = torch.cat([unet_in, extra_channels.to(x.dtype)], dim=1)
-        out = self.unet(unet_in, t, cond.context, y=cond.y).to(x.dtype)
-        return c_skip * x + c_out * out
+        if residuals is None:
+            out = self.unet(unet_in, t, cond.context, y=cond.y)
+        else:
+            if residuals.batch != x.shape[0]:
+                raise ValueError(f"residuals for {residuals.batch} images in a UNet call on {x.shape[0]}")
+            out = self.unet(unet_in, t, cond.context, y=cond.y, residuals=residuals)
+        return c_skip * x + c_out * out.to(x.dtype)
 
 
 class CFGDenoiser:
     """The sampler's model(x, sigma) -> denoised with classifier-free guidance.
 
-    One UNet call per step: the batch is [x for the prompt; x for the negative prompt], and the result is
-    uncond + scale * (cond - uncond). With scale 1 the formula is just cond, so the negative half is not
-    computed at all. `should_cancel` is asked before every UNet call; True raises Cancelled.
+    The UNet runs once per image and step, on [x_i for the prompt; x_i for the negative prompt], and the
+    result is uncond + scale * (cond - uncond). With scale 1 the formula is just cond, so the negative half
+    is not computed at all and each call is x_i alone. `should_cancel` is asked before every UNet call; True
+    raises Cancelled.
+
+    Why one image per call: a UNet call on a batch of B images takes different kernel paths (blocking,
+    reduction order) than one on a batch of 1, so image i of a batch would differ from its batch-of-one
+    re-run by a unit in a few pixels. Calling per image gives every op the very shapes of a batch-of-one run,
+    and the sampler maths outside is elementwise per image, so each batch member is bit-identical to its
+    re-run from the result's request. On a CPU this costs nothing measurable (the cores are busy either
+    way); on a GPU it gives up batch parallelism, which a later "fast batches" option could win back by
+    giving up exactness.
+
+    `extra_channels` (1 or B images) go with each image as in Denoiser. `residuals` are fixed Residuals for
+    1 or B images, or a source asked for every UNet call; `residuals_on_uncond` False applies them to the
+    prompt half only.
     """
 
     def __init__(
         self,
         denoiser: Denoiser,
-        cond: Conditioning,
-        uncond: Conditioning,
+        cond: UNetConditioning,
+        uncond: UNetConditioning,
         scale: float,
         extra_channels: Tensor | None = None,
         should_cancel: Callable[[], bool] | None = None,
+        residuals: ResidualInput = None,
+        residuals_on_uncond: bool = True,
     ) -> None:
         self.denoiser = denoiser
         self.cond = cond
@@ -123,20 +164,38 @@ class CFGDenoiser:
         self.scale = scale
         self.extra_channels = extra_channels  # (1 or B, C, h, w), see Denoiser
         self.should_cancel = should_cancel
+        self.residuals = residuals
+        self.residuals_on_uncond = residuals_on_uncond
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
-        if self.should_cancel is not None and self.should_cancel():
-            raise Cancelled("Generation cancelled.")
         batch = x.shape[0]
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(batch)
         cond = self.cond.repeat_to(batch)
+        uncond = self.uncond.repeat_to(batch) if self.scale != 1 else None
         extra = self.extra_channels
         if extra is not None:
             extra = extra.expand(batch, *extra.shape[1:])
-        if self.scale == 1:
-            return self.denoiser(x, sigma, cond, extra)
-        both = _concat([cond, self.uncond.repeat_to(batch)])
-        extra = None if extra is None else torch.cat([extra, extra])
-        denoised = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), both, extra)
+        return torch.cat([self._image(i, x, sigma, cond, uncond, extra) for i in range(batch)])
+
+    def _image(
+        self,
+        i: int,
+        x: Tensor,
+        sigma: Tensor,
+        cond: UNetConditioning,
+        uncond: UNetConditioning | None,
+        extra: Tensor | None,
+    ) -> Tensor:
+        """The guided estimate of image i alone: the same call a batch-of-one run makes."""
+        if self.should_cancel is not None and self.should_cancel():
+            raise Cancelled("Generation cancelled.")
+        x_i, sigma_i, extra_i = x[i : i + 1], sigma[i : i + 1], None if extra is None else extra[i : i + 1]
+        residuals = for_image(self.residuals, i)
+        if uncond is None:
+            return self.denoiser(x_i, sigma_i, cond.rows(i, i + 1), extra_i, residuals)
+        both = _concat([cond.rows(i, i + 1), uncond.rows(i, i + 1)])
+        extra_i = None if extra_i is None else torch.cat([extra_i, extra_i])
+        residuals = for_guidance(residuals, self.residuals_on_uncond)
+        denoised = self.denoiser(torch.cat([x_i, x_i]), torch.cat([sigma_i, sigma_i]), both, extra_i, residuals)
         cond_out, uncond_out = denoised.chunk(2)
         return uncond_out + self.scale * (cond_out - uncond_out)

@@ -11,8 +11,14 @@ from typing import Any
 
 from PIL import Image
 
-MODES = ("txt2img", "img2img", "inpaint")
-INPAINT_FILL = ("original", "latent noise")
+# Seeds are 0..2**32-1, as AUTOMATIC1111 draws them, so its seeds paste in and ours paste there. Image i of a
+# batch uses image_seed(seed, i), which wraps past the top so every batch member is itself a valid seed.
+MAX_SEED = 2**32 - 1
+
+
+def image_seed(seed: int, index: int) -> int:
+    """The seed of image `index` of a batch that starts at `seed`: seed + index (A1111), wrapped to 0..MAX_SEED."""
+    return (seed + index) % (MAX_SEED + 1)
 
 
 @dataclass(frozen=True)
@@ -58,17 +64,18 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class StepInfo:
-    """One sampler step as seen by progress and preview callbacks.
+    """One sampler step as seen by progress and preview callbacks: plain data, no tensors.
 
-    `denoised` is the engine's current denoised latent (a torch tensor); only engine code (the preview
-    helper) looks inside it. `preview` is filled by the engine when a preview image was made for this step.
+    `step` (0-based) and `total` count over the whole job, across all its passes; `pass_name` says which
+    pass the step belongs to ("first", later "hires", ...). `preview` is set when the engine made a preview
+    image for this step.
     """
 
     step: int
     total: int
     sigma: float
-    denoised: Any = field(default=None, repr=False)
     preview: Image.Image | None = field(default=None, repr=False)
+    pass_name: str = "first"
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ TEXT_SPECS: dict[str, tuple[EncoderSpec, ...]] = {f.name: f.text_encoders for f 
 
 
 class TextStack:
-    """The prompt side of a loaded model: prompts -> the denoiser's (cond, uncond) Conditioning."""
+    """The prompt side of a loaded model: prompts -> the denoiser's (cond, uncond) UNetConditioning."""
 
     def __init__(self, encoders: list[TextEncoder], family: Family, dtype: torch.dtype):
         self.encoders = encoders
@@ -33,12 +33,12 @@ class TextStack:
         self.prompts = PromptEncoder(encoders, zero_empty_negative=family.zero_empty_negative)
 
     def conditioning(self, prompt: str, negative: str, clip_skip: int,
-                     size: tuple[int, int]) -> tuple[denoiser.Conditioning, denoiser.Conditioning]:
+                     size: tuple[int, int]) -> tuple[denoiser.UNetConditioning, denoiser.UNetConditioning]:
         cond, uncond = self.prompts.encode_pair(prompt, negative, clip_skip)
         if not self.family.needs_y:
-            return denoiser.Conditioning(cond.context), denoiser.Conditioning(uncond.context)
+            return denoiser.UNetConditioning(cond.context), denoiser.UNetConditioning(uncond.context)
         # SDXL: no crop, original size = target size (A1111's and ComfyUI's defaults).
-        return tuple(denoiser.Conditioning(c.context, sdxl_y(c.pooled, size, (0, 0), size)) for c in (cond, uncond))
+        return tuple(denoiser.UNetConditioning(c.context, sdxl_y(c.pooled, size, (0, 0), size)) for c in (cond, uncond))
 
 
 def build_text_stack(header: SafetensorsHeader, desc: ModelDescription, dtype: torch.dtype) -> TextStack:

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from sdstudio.engine.attention import SpatialTransformer
 from sdstudio.engine.errors import UnsupportedModelError
 from sdstudio.engine.families import HeadLayout
+from sdstudio.engine.residuals import Residuals
 
 GROUPS = 32  # every GroupNorm in the LDM UNet uses 32 groups
 
@@ -117,7 +118,8 @@ class UNetConfig:
 def timestep_embedding(timesteps: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
     """Sinusoidal embedding (Vaswani et al. 2017) in LDM's layout: cos of all frequencies, then sin.
 
-    Frequencies are max_period^(-i/half) for i in 0..half-1. Also embeds SDXL's size and crop numbers.
+    Frequencies are max_period^(-i/half) for i in 0..half-1. Also embeds SDXL's size and crop numbers
+    (sgm's ConcatTimestepEmbedderND uses the same function), see conditioning.sdxl_y.
     """
     half = dim // 2
     # LDM's operation order (scale, then divide): at t near 1000 a reordering shifts the phase by ~1e-4.
@@ -275,10 +277,25 @@ class UNetModel(nn.Module):
             nn.GroupNorm(GROUPS, mc), nn.SiLU(), nn.Conv2d(mc, config.out_channels, 3, padding=1)
         )
 
-    def forward(self, x: Tensor, timesteps: Tensor, context: Tensor, y: Tensor | None = None) -> Tensor:
-        """x (B, in, H, W); timesteps float (B,) in [0, 1000); context (B, T, context_dim); y (B, adm) for SDXL."""
+    def forward(
+        self,
+        x: Tensor,
+        timesteps: Tensor,
+        context: Tensor,
+        y: Tensor | None = None,
+        residuals: Residuals | None = None,
+    ) -> Tensor:
+        """x (B, in, H, W); timesteps float (B,) in [0, 1000); context (B, T, context_dim); y (B, adm) for SDXL.
+
+        `residuals` (batch B, see residuals.py) are added to each skip as the decoder consumes it and to the
+        middle block's output, as in ldm's ControlledUnetModel.
+        """
         if (y is None) != (self.label_emb is None):
             raise ValueError("y is required exactly when the UNet has adm_in_channels (SDXL)")
+        if residuals is not None and len(residuals.skips) != len(self.input_blocks):
+            raise ValueError(
+                f"{len(residuals.skips)} skip residuals for a UNet with {len(self.input_blocks)} input blocks"
+            )
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(x.dtype))
         if self.label_emb is not None:
             emb = emb + self.label_emb(y)
@@ -288,8 +305,14 @@ class UNetModel(nn.Module):
             h = block(h, emb, context)
             skips.append(h)
         h = self.middle_block(h, emb, context)
+        extra = [] if residuals is None else list(residuals.skips)
+        if residuals is not None and residuals.middle is not None:
+            h = h + residuals.middle
         for block in self.output_blocks:
-            h = torch.cat([h, skips.pop()], dim=1)
+            skip = skips.pop()
+            if extra:
+                skip = skip + extra.pop()
+            h = torch.cat([h, skip], dim=1)
             h = block(h, emb, context, skips[-1].shape[-2:] if skips else None)
         return self.out(h)
 

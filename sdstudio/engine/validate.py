@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from sdstudio.engine.errors import RequestError
 from sdstudio.engine.names import canonical_sampler, canonical_scheduler
-from sdstudio.engine.request import GenerationRequest
+from sdstudio.engine.request import MAX_SEED, GenerationRequest
 
 MAX_SIDE = 4096
-MAX_SEED = 2**63 - 1
 
 
 def validate(req: GenerationRequest, multiple: int = 8) -> GenerationRequest:
@@ -24,8 +23,8 @@ def validate(req: GenerationRequest, multiple: int = 8) -> GenerationRequest:
     _range("clip skip", req.clip_skip, 1, 12)
     _range("mask blur", req.mask_blur, 0, 256)
     _range("only-masked padding", req.only_masked_padding, 0, MAX_SIDE)
-    if not isinstance(req.seed, int) or not 0 <= req.seed <= MAX_SEED - req.batch_size:
-        raise RequestError(f"seed {req.seed} is out of range: use 0..{MAX_SEED - req.batch_size}")
+    if not isinstance(req.seed, int) or isinstance(req.seed, bool) or not 0 <= req.seed <= MAX_SEED:
+        raise RequestError(f"seed {req.seed} is out of range: use 0..{MAX_SEED}")
     if not 0.0 <= float(req.cfg_scale) <= 100.0:
         raise RequestError(f"CFG scale {req.cfg_scale} is out of range: use 0..100 (typical 5-9; 1 for turbo/LCM)")
     try:

@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from PIL import Image
 
 from sdstudio.engine import families
-from sdstudio.engine.request import GenerationRequest
+from sdstudio.engine.request import MAX_SEED, GenerationRequest
 
 RANDOM_SEED = -1
-MAX_SEED = 2**32 - 1
 
 # Width x height presets per model family (read-only view of families.FAMILIES); the first is the default.
 SIZE_PRESETS: dict[str, tuple[tuple[int, int], ...]] = {f.name: f.size_presets for f in families.FAMILIES}

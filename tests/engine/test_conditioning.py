@@ -1,5 +1,3 @@
-import math
-
 import pytest
 import torch
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
@@ -9,7 +7,6 @@ from sdstudio.engine.conditioning import (
     PromptEncoder,
     apply_emphasis,
     sdxl_y,
-    size_embedding,
     split_chunks,
 )
 from sdstudio.engine.prompt_parser import BREAK
@@ -199,15 +196,6 @@ def test_cache_reuses_encodings_per_prompt_and_clip_skip():
     prompt_encoder.encode_pair("cat " * 100, "x")  # chunk counts differ: "" is encoded for padding
     assert [tokens.shape[0] for tokens, _ in fake.calls[4:]] == [2, 1, 1]
     assert fake.calls[-1][0][0, :2].tolist() == [BOS, EOS]
-
-
-def test_size_embedding_is_cos_then_sin():
-    emb = size_embedding(torch.tensor([0.0, 1024.0]))
-    assert emb.shape == (2, 256)
-    assert torch.equal(emb[0], torch.cat([torch.ones(128), torch.zeros(128)]))
-    freq = math.exp(-math.log(10000) * 5 / 128)
-    assert emb[1, 5].item() == pytest.approx(math.cos(1024 * freq), abs=1e-4)
-    assert emb[1, 128 + 5].item() == pytest.approx(math.sin(1024 * freq), abs=1e-4)
 
 
 def test_sdxl_y_matches_diffusers_add_time_embedding():

@@ -1,10 +1,12 @@
+import dataclasses
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from sdstudio.engine.errors import Cancelled, RequestError
 from sdstudio.engine.pipeline import generate, img2img_sigmas
-from sdstudio.engine.request import GenerationRequest
+from sdstudio.engine.request import MAX_SEED, GenerationRequest, StepInfo
 
 BASE = GenerationRequest(prompt="a red apple", negative_prompt="blurry", steps=4, cfg_scale=5.0, sampler="Euler",
                          width=64, height=64, seed=7)
@@ -26,19 +28,27 @@ def test_different_seed_or_prompt_gives_different_pixels(tiny_model):
     assert np.abs(a - px(generate(tiny_model, BASE.replace(prompt="a green pear")).images[0])).max() > 0
 
 
-@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M SDE", "DPM++ 2M"])
-def test_batch_image_i_equals_batch_of_one_at_seed_plus_i(tiny_model, sampler):
-    batch = generate(tiny_model, BASE.replace(sampler=sampler, batch_size=2))
-    single = generate(tiny_model, BASE.replace(sampler=sampler, seed=BASE.seed + 1))
-    assert [r.seed for r in batch.requests] == [7, 8]
-    assert np.abs(px(batch.images[1]) - px(single.images[0])).max() <= 1
+@pytest.mark.parametrize("sampler,size", [("Euler a", (64, 64)), ("DPM++ 2M SDE", (72, 56)), ("DPM++ 2M", (64, 64)),
+                                          ("DPM++ SDE", (56, 72)), ("Heun", (64, 64))])
+def test_every_batch_image_is_bit_identical_to_its_batch_of_one(tiny_model, sampler, size):
+    req = BASE.replace(sampler=sampler, width=size[0], height=size[1], batch_size=3)
+    batch = generate(tiny_model, req)
+    assert [r.seed for r in batch.requests] == [7, 8, 9]
+    for image, single_req in zip(batch.images, batch.requests, strict=True):
+        assert np.array_equal(px(image), px(generate(tiny_model, single_req).images[0]))
 
 
 def test_result_requests_are_canonical_and_reproduce_each_image(tiny_model):
     result = generate(tiny_model, BASE.replace(sampler="DPM++ 2M Karras", batch_size=2))
     assert [(r.sampler, r.scheduler, r.batch_size) for r in result.requests] == [("DPM++ 2M", "karras", 1)] * 2
-    again = generate(tiny_model, result.requests[1])
-    assert np.array_equal(px(again.images[0]), px(result.images[1]))
+    for image, request in zip(result.images, result.requests, strict=True):
+        assert np.array_equal(px(generate(tiny_model, request).images[0]), px(image))
+
+
+def test_batch_seeds_wrap_at_the_top_so_each_image_keeps_a_valid_seed(tiny_model):
+    result = generate(tiny_model, BASE.replace(seed=MAX_SEED, batch_size=2, steps=1))
+    assert [r.seed for r in result.requests] == [MAX_SEED, 0]
+    assert np.array_equal(px(result.images[1]), px(generate(tiny_model, result.requests[1]).images[0]))
 
 
 def test_steps_report_progress_and_previews(tiny_model):
@@ -47,6 +57,12 @@ def test_steps_report_progress_and_previews(tiny_model):
     assert [s.step for s in steps] == [0, 1, 2, 3] and all(s.total == 4 for s in steps)
     assert steps[0].preview is not None and steps[-1].preview is not None
     assert steps[0].sigma > steps[-1].sigma
+    assert all(s.pass_name == "first" for s in steps)
+
+
+def test_step_info_is_plain_data_for_the_ui():
+    fields = {f.name for f in dataclasses.fields(StepInfo)}
+    assert fields == {"step", "total", "sigma", "preview", "pass_name"}
 
 
 def test_cancel_stops_within_one_step_and_engine_stays_usable(tiny_model):
@@ -145,6 +161,7 @@ def test_prompt_is_not_re_encoded_when_only_the_seed_changes(tiny_model, monkeyp
     (dict(sampler="Bogus"), "unknown sampler"),
     (dict(scheduler="weird"), "unknown schedule"),
     (dict(seed=-5), "seed"),
+    (dict(seed=MAX_SEED + 1), "seed .* use 0..4294967295"),
     (dict(mask=Image.new("L", (64, 64))), "needs an image"),
     (dict(init_image=Image.new("RGB", (64, 64)), mask=Image.new("L", (32, 32))), "must match"),
     (dict(init_image=Image.new("RGB", (64, 64)), strength=0.0), "strength"),

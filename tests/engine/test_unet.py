@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -113,6 +114,15 @@ def test_timestep_embedding_is_cos_then_sin_like_diffusers_flip_sin_to_cos():
     expected = get_timestep_embedding(t, 320, flip_sin_to_cos=True, downscale_freq_shift=0)
     assert torch.allclose(timestep_embedding(t, 320), expected, atol=1e-6)
     assert torch.equal(timestep_embedding(torch.zeros(1), 8)[0], torch.tensor([1.0] * 4 + [0.0] * 4))
+
+
+def test_timestep_embedding_embeds_sdxl_size_numbers_at_256_wide():
+    emb = timestep_embedding(torch.tensor([0.0, 1024.0]), 256)
+    assert emb.shape == (2, 256)
+    assert torch.equal(emb[0], torch.cat([torch.ones(128), torch.zeros(128)]))
+    freq = math.exp(-math.log(10000) * 5 / 128)
+    assert emb[1, 5].item() == pytest.approx(math.cos(1024 * freq), abs=1e-4)
+    assert emb[1, 128 + 5].item() == pytest.approx(math.sin(1024 * freq), abs=1e-4)
 
 
 @pytest.mark.parametrize("name", FULL)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from sdstudio.engine.denoiser import Conditioning
+from sdstudio.engine.denoiser import UNetConditioning
 
 
 class ToyUNet(nn.Module):
@@ -39,7 +39,7 @@ class ToyUNet(nn.Module):
         return torch.tanh(mixed) * (1 + 0.5 * t_feature) + 0.1 * bias[:, :, None, None]
 
 
-def toy_conditioning(seed: int, tokens: int = 5, dim: int = 8, batch: int = 1, adm: int = 0) -> Conditioning:
+def toy_conditioning(seed: int, tokens: int = 5, dim: int = 8, batch: int = 1, adm: int = 0) -> UNetConditioning:
     g = torch.Generator().manual_seed(seed)
     y = torch.randn(batch, adm, generator=g) if adm else None
-    return Conditioning(torch.randn(batch, tokens, dim, generator=g), y)
+    return UNetConditioning(torch.randn(batch, tokens, dim, generator=g), y)
