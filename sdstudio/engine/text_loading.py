@@ -27,7 +27,7 @@ from sdstudio.engine.text_encoder import (
     text_config_from_shapes,
 )
 from sdstudio.engine.tokenizer import EOS, OPENCLIP_PAD
-from sdstudio.engine.weights import load_tensors
+from sdstudio.engine.weights import OnBytes, load_tensors
 
 
 @dataclass(frozen=True)
@@ -71,14 +71,15 @@ def _spec_for_demo(desc: ModelDescription) -> EncoderSpec:
     return EncoderSpec(SD1_TEXT, False, pad, text.get("layer", "last"))
 
 
-def build_text_stack(header: SafetensorsHeader, desc: ModelDescription, dtype: torch.dtype) -> TextStack:
+def build_text_stack(header: SafetensorsHeader, desc: ModelDescription, dtype: torch.dtype,
+                     device: torch.device | str | None = None, on_bytes: OnBytes | None = None) -> TextStack:
     specs = TEXT_SPECS[desc.family]
     if desc.family == "demo":
         specs = (_spec_for_demo(desc),)
     text_cfg = desc.config.get("text", {}) if desc.family == "demo" else {}
     encoders = []
     for spec in specs:
-        state = load_tensors(header, spec.prefix, dtype, skip=("position_ids",))
+        state = load_tensors(header, spec.prefix, dtype, skip=("position_ids",), device=device, on_bytes=on_bytes)
         if spec.openclip:
             state = openclip_to_transformers(state)
         shapes = header.shapes(spec.prefix)
