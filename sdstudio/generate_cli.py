@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from sdstudio.engine.errors import RequestError, SDStudioError
-from sdstudio.engine.names import SAMPLERS, SCHEDULERS
+from sdstudio.engine.names import DEVICE_CHOICES, SAMPLERS, SCHEDULERS
 from sdstudio.engine.request import GenerationRequest, StepInfo
 
 # CLI flag -> request field, for flags whose value is copied as given.
@@ -49,6 +49,8 @@ def add_generate_parser(sub) -> None:
     g.add_argument("--taesd", help="TAESD decoder for previews")
     g.add_argument("--prediction", choices=("eps", "v"), help="override the detected prediction type")
     g.add_argument("--from", dest="from_image", help="re-run the parameters stored in this PNG")
+    g.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                   help="where to run: auto (CUDA, then Apple MPS, then the CPU), cpu, cuda or mps")
     g.add_argument("--out", default="outputs", help="output folder (default: ./outputs)")
     g.set_defaults(func=cmd_generate)
 
@@ -128,8 +130,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from sdstudio.history.png import save_png
     from sdstudio.history.record import Record
 
-    engine = Engine()
-    desc = engine.load_model(req.model, req.vae, req.taesd, req.prediction)
+    engine = Engine(device=args.device)
+    desc = engine.load_model(req.model, vae=req.vae, taesd=req.taesd, prediction=req.prediction)
     if args.width is None and args.height is None and req.init_image is None and not args.from_image:
         req = req.replace(width=desc.default_size, height=desc.default_size)
     validate(req, multiple=desc.vae_downscale)

@@ -42,3 +42,13 @@ def test_params_of_image_without_parameters(tmp_path, capsys):
     Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")
     assert main(["params", str(tmp_path / "plain.png")]) == 2
     assert "no generation parameters" in capsys.readouterr().err
+
+
+def test_generate_device_flag(tmp_path, capsys, tiny_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["generate", "--model", str(tiny_path), "--device", "cuda", "--out", str(tmp_path)]) == 2
+    assert "--device cpu" in capsys.readouterr().err
+    assert main(["generate", "--model", str(tiny_path), "--device", "cpu", "--steps", "1", "--out", str(tmp_path)]) == 0
+    assert "runs on cpu fp32" in capsys.readouterr().err

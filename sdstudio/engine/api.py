@@ -1,8 +1,10 @@
 """The engine's public surface for the app and the CLI: load a model, generate, cancel via a callback.
 
 `Engine` keeps one model loaded (loading is the expensive part) and re-loads only when a request names a
-different model, VAE, preview decoder or prediction override. Every failure reaches the caller as an
-SDStudioError with a message a user can act on; after any failure the engine is ready for the next request.
+different model, VAE, preview decoder or prediction override; device and dtype are the Engine's own and part
+of the same key. Weight patches (`set_patches`) are applied to and removed from the loaded model in place,
+never by reloading. Every failure reaches the caller as an SDStudioError with a message a user can act on;
+after any failure, a cancelled load included, the engine is ready for the next request.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import torch
 from sdstudio import paths
 from sdstudio.engine.checkpoint import LoadedModel, load_checkpoint
 from sdstudio.engine.detect import ModelDescription
+from sdstudio.engine.devices import resolve_device
 from sdstudio.engine.errors import GenerationError, SDStudioError
+from sdstudio.engine.patches import NO_PATCHES, PatchSet
 from sdstudio.engine.pipeline import generate
 from sdstudio.engine.request import GenerationRequest, GenerationResult, StepInfo
 
@@ -60,9 +64,14 @@ def model_hash(path: str | os.PathLike) -> str:
 
 
 class Engine:
-    def __init__(self, dtype: torch.dtype = torch.float32):
+    """One loaded model on one device. `device` is "auto", "cpu", "cuda" or "mps" (devices.resolve_device);
+    `dtype` None picks each component's precision by devices.choose_placements."""
+
+    def __init__(self, device: str = "auto", dtype: torch.dtype | None = None):
+        self.device = resolve_device(device)
         self.dtype = dtype
         self.model: LoadedModel | None = None
+        self.patches: PatchSet = NO_PATCHES
         self._key: tuple | None = None
 
     def _resolve(self, path: str) -> tuple[str, str]:
@@ -74,26 +83,46 @@ class Engine:
         taesd = builtin_taesd_path()
         return str(builtin), str(taesd) if taesd.is_file() else ""
 
-    def load_model(self, path: str = "", vae: str = "", taesd: str = "", prediction: str = "",
-                   progress: Callable[[str, float], None] | None = None) -> ModelDescription:
+    def load_model(self, path: str = "", progress: Callable[[str, float], None] | None = None, *, vae: str = "",
+                   taesd: str = "", prediction: str = "") -> ModelDescription:
+        """Load (or keep) the model; `progress(stage, fraction)` may raise Cancelled to abort the load."""
         model_path, builtin_taesd = self._resolve(path)
-        key = (model_path, vae, taesd or builtin_taesd, prediction)
-        if self.model is not None and key == self._key:
-            return self.model.description
-        self.model, self._key = None, None
-        gc.collect()
-        try:
-            self.model = load_checkpoint(model_path, vae_path=vae or None, taesd_path=key[2] or None,
-                                         prediction=prediction, dtype=self.dtype, progress=progress)
-        except MemoryError:
-            raise GenerationError("not enough memory to load this model; close other programs or choose a "
-                                  "smaller (fp16) checkpoint") from None
-        self._key = key
+        key = (model_path, vae, taesd or builtin_taesd, prediction, self.device, self.dtype)
+        if self.model is None or key != self._key:
+            # Drop the old model first: two models at once may not fit.
+            self.model, self._key = None, None
+            gc.collect()
+            try:
+                model = load_checkpoint(model_path, vae_path=vae or None, taesd_path=key[2] or None,
+                                        prediction=prediction, device=self.device, dtype=self.dtype,
+                                        progress=progress)
+            except (torch.OutOfMemoryError, MemoryError):
+                gc.collect()
+                raise GenerationError("not enough memory to load this model; close other programs or choose a "
+                                      "smaller (fp16) checkpoint") from None
+            self.model, self._key = model, key
+        self.model.apply_patches(self.patches)
         return self.model.description
+
+    def set_patches(self, patch_set: PatchSet = NO_PATCHES) -> None:
+        """The weight patches every following generation uses (NO_PATCHES: none). Applied now when a model
+        is loaded, else at the next load. A set that does not fit the loaded model raises PatchError and
+        the engine keeps the previous set (the model is unpatched until the next generation re-applies it)."""
+        if self.model is not None:
+            self.model.apply_patches(patch_set)
+        self.patches = patch_set
+
+    def describe(self) -> ModelDescription | None:
+        """The loaded model's description, or None before the first load."""
+        return None if self.model is None else self.model.description
+
+    def list_models(self) -> list[str]:
+        """Paths of the models to choose from, the built-in model first."""
+        return [str(p) for p in list_models()]
 
     def generate(self, request: GenerationRequest, on_step: Callable[[StepInfo], None] | None = None,
                  should_cancel: Callable[[], bool] | None = None) -> GenerationResult:
-        self.load_model(request.model, request.vae, request.taesd, request.prediction)
+        self.load_model(request.model, vae=request.vae, taesd=request.taesd, prediction=request.prediction)
         assert self.model is not None
         request = request.replace(model_hash=model_hash(self._key[0]))
         try:

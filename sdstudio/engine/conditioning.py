@@ -109,8 +109,10 @@ def apply_emphasis(hidden: Tensor, weights: Tensor) -> Tensor:
 class PromptEncoder:
     """Turns prompts into PromptEmbedding with a family's 1 (SD 1.x / 2.x) or 2 (SDXL) text encoders.
 
-    Results are cached by (prompt, clip_skip), so a new seed does not re-encode; build a new PromptEncoder
-    when the encoders change. Cached tensors are shared: callers must not modify them in place.
+    Results are cached by (prompt, clip_skip, patch_key), so a new seed does not re-encode; `patch_key`
+    identifies the weight patches on the encoders (set by LoadedModel.apply_patches), so a patched encoder
+    is never served an unpatched encoding. Build a new PromptEncoder when the encoders themselves change.
+    Cached tensors are shared: callers must not modify them in place.
     """
 
     def __init__(
@@ -129,10 +131,11 @@ class PromptEncoder:
         self.zero_empty_negative = zero_empty_negative
         self.comma_backtrack = comma_backtrack
         self.cache_size = cache_size
-        self._cache: OrderedDict[tuple[str, int], PromptEmbedding] = OrderedDict()
+        self.patch_key: tuple = ()
+        self._cache: OrderedDict[tuple[str, int, tuple], PromptEmbedding] = OrderedDict()
 
     def encode(self, prompt: str, clip_skip: int = 1) -> PromptEmbedding:
-        key = (prompt, clip_skip)
+        key = (prompt, clip_skip, self.patch_key)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]

@@ -66,12 +66,14 @@ class ModelDescription:
     missing: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     config: dict = field(default_factory=dict, compare=False)
+    placement: str = ""  # where the loaded model runs, e.g. "cuda: UNet fp16, ..., VAE fp32"; set by the loader
 
     def summary(self) -> str:
         kind = self.family_label + (" inpainting" if self.inpainting else "")
         pred = "v-prediction" if self.prediction == "v" else "eps-prediction"
         total = sum(self.params.values()) / 1e6
-        return f"{kind}, {pred}, {self.dtype}, {total:.0f}M parameters"
+        where = f", runs on {self.placement}" if self.placement else ""
+        return f"{kind}, {pred}, {self.dtype}, {total:.0f}M parameters{where}"
 
     def to_json(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "config"}

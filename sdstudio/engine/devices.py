@@ -8,12 +8,13 @@ means the same image on every device.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from sdstudio.engine.errors import SDStudioError
-
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+from sdstudio.engine.names import DEVICE_CHOICES
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -54,3 +55,50 @@ def module_dtype(module: nn.Module) -> torch.dtype:
         if p.is_floating_point():
             return p.dtype
     return torch.float32
+
+
+# The parts of a loaded model that can each sit on their own device and dtype.
+COMPONENTS = ("unet", "text", "vae", "taesd")
+COMPONENT_LABELS = {"unet": "UNet", "text": "text encoders", "vae": "VAE", "taesd": "preview decoder"}
+_HALF = (torch.float16, torch.bfloat16)
+DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64"}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one component's weights live and in what precision."""
+
+    device: torch.device
+    dtype: torch.dtype
+
+    def label(self) -> str:
+        """'cuda fp16', 'cpu fp32': what the UI shows."""
+        return f"{self.device.type} {DTYPE_NAMES.get(self.dtype, str(self.dtype).removeprefix('torch.'))}"
+
+
+def choose_placements(device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> dict[str, Placement]:
+    """Every component on `device`; the precision rule:
+
+    - the CPU runs fp32 (CPU half-precision kernels are slow or missing, and fp32 keeps every figure);
+      on CUDA and MPS the default is fp16, which halves memory and uses the tensor cores;
+    - an explicit `dtype` replaces that default for the UNet, the text encoders and the preview decoder;
+    - the VAE never runs in half precision: its decoder's activations exceed fp16's range (the SDXL VAE
+      gives NaN, i.e. black, images; A1111 ships --no-half-vae for it), and at ~84M parameters fp32 costs
+      little.
+    """
+    device = torch.device(device) if not isinstance(device, torch.device) else device
+    main = dtype or (torch.float32 if device.type == "cpu" else torch.float16)
+    vae = torch.float32 if main in _HALF else main
+    return {name: Placement(device, vae if name == "vae" else main) for name in COMPONENTS}
+
+
+def placement_label(placements: dict[str, Placement]) -> str:
+    """'cpu fp32' when every component agrees, else 'cuda: UNet fp16, ..., VAE fp32'."""
+    labels = {p.label() for p in placements.values()}
+    if len(labels) == 1:
+        return labels.pop()
+    devices = {p.device.type for p in placements.values()}
+    if len(devices) == 1:
+        parts = [f"{COMPONENT_LABELS[k]} {p.label().split(' ', 1)[1]}" for k, p in placements.items()]
+        return f"{devices.pop()}: " + ", ".join(parts)
+    return ", ".join(f"{COMPONENT_LABELS[k]} {p.label()}" for k, p in placements.items())

@@ -23,3 +23,7 @@ class GenerationError(SDStudioError):
 
 class Cancelled(SDStudioError):
     """The user cancelled the job; nothing was written."""
+
+
+class PatchError(SDStudioError):
+    """A weight patch (LoRA and the like) does not fit the loaded model."""

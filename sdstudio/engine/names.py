@@ -1,4 +1,4 @@
-"""Sampler and schedule names as AUTOMATIC1111 shows them, and the legacy combined names.
+"""Sampler and schedule names as AUTOMATIC1111 shows them, the legacy combined names, and device names.
 
 No torch here: the UI lists these and history parses them.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 SAMPLERS = ("Euler", "Euler a", "Heun", "DPM++ 2M", "DPM++ 2M SDE", "DPM++ SDE", "DDIM", "LCM")
 SCHEDULERS = ("normal", "karras", "exponential", "sgm_uniform")
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")  # what devices.resolve_device accepts
 
 # A1111 writes "Schedule type: Karras"; ComfyUI says "karras". Keys are lower-cased.
 _SCHEDULER_ALIASES = {

@@ -18,7 +18,7 @@ from sdstudio.engine.text_encoder import (
     openclip_to_transformers,
     text_config_from_shapes,
 )
-from sdstudio.engine.weights import load_tensors
+from sdstudio.engine.weights import OnBytes, load_tensors
 
 # Read-only view kept for importers; the specs live in families.FAMILIES.
 TEXT_SPECS: dict[str, tuple[EncoderSpec, ...]] = {f.name: f.text_encoders for f in FAMILIES}
@@ -41,11 +41,12 @@ class TextStack:
         return tuple(denoiser.UNetConditioning(c.context, sdxl_y(c.pooled, size, (0, 0), size)) for c in (cond, uncond))
 
 
-def build_text_stack(header: SafetensorsHeader, desc: ModelDescription, dtype: torch.dtype) -> TextStack:
+def build_text_stack(header: SafetensorsHeader, desc: ModelDescription, dtype: torch.dtype,
+                     device: torch.device | str | None = None, on_bytes: OnBytes | None = None) -> TextStack:
     fam = family(desc.family).configured(desc.config)
     encoders = []
     for spec in fam.text_encoders:
-        state = load_tensors(header, spec.prefix, dtype, skip=("position_ids",))
+        state = load_tensors(header, spec.prefix, dtype, skip=("position_ids",), device=device, on_bytes=on_bytes)
         if spec.openclip:
             state = openclip_to_transformers(state)
         shapes = header.shapes(spec.prefix)

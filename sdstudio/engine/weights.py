@@ -1,14 +1,17 @@
 """Turning checked safetensors headers into torch tensors, one tensor at a time.
 
-Each tensor is read with a plain file read straight into its own storage; a dtype change (fp16 file, fp32
-modules) converts that one tensor and drops the scratch copy before the next, so peak memory is the loaded
-weights plus the largest single tensor.
+Each tensor is read with a plain file read straight into its own storage; a dtype or device change (fp16
+file, fp32 modules; CPU read, GPU model) converts and moves that one tensor and drops the scratch copy before
+the next, so peak memory is the loaded weights plus the largest single tensor.
+
+Reads report the bytes they have read through `on_bytes`, in pieces of at most READ_PIECE bytes, so a
+caller's progress callback runs often enough to cancel a multi-gigabyte load within a fraction of a second.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,16 +28,29 @@ TORCH_DTYPES = {
 }
 
 
-def read_tensor(f, entry: TensorEntry, dtype: torch.dtype | None = None) -> torch.Tensor:
+READ_PIECE = 4 << 20
+OnBytes = Callable[[int], None]
+
+
+def read_tensor(f, entry: TensorEntry, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+                on_bytes: OnBytes | None = None) -> torch.Tensor:
     out = torch.empty(entry.shape, dtype=TORCH_DTYPES[entry.dtype])
     if entry.end > entry.begin:
         f.seek(entry.begin)
         view = memoryview(out.view(-1).view(torch.uint8).numpy())
-        if f.readinto(view) != entry.end - entry.begin:
-            raise CheckpointError(f"{Path(f.name).name}: truncated while reading {entry.name!r}")
-    if dtype is not None and out.is_floating_point() and out.dtype != dtype:
-        out = out.to(dtype)
-    return out
+        for start in range(0, len(view), READ_PIECE):
+            piece = view[start:start + READ_PIECE]
+            if f.readinto(piece) != len(piece):
+                raise CheckpointError(f"{Path(f.name).name}: truncated while reading {entry.name!r}")
+            if on_bytes is not None:
+                on_bytes(len(piece))
+    return place(out, dtype, device)
+
+
+def place(t: torch.Tensor, dtype: torch.dtype | None, device: torch.device | str | None) -> torch.Tensor:
+    """`t` in `dtype` (floating tensors only) on `device`; `t` itself when nothing changes."""
+    dtype = dtype if dtype is not None and t.is_floating_point() else t.dtype
+    return t.to(device=device if device is not None else t.device, dtype=dtype)
 
 
 STORED_NAMES = {v: k for k, v in TORCH_DTYPES.items()}
@@ -58,25 +74,29 @@ def open_pickle_checkpoint(path: str | os.PathLike) -> PickleCheckpoint:
 
 
 def load_tensors(header: SafetensorsHeader, prefix: str = "", dtype: torch.dtype | None = None,
-                 skip: Iterable[str] = ()) -> dict[str, torch.Tensor]:
-    """All tensors under `prefix` (prefix stripped), floating ones converted to `dtype`."""
+                 skip: Iterable[str] = (), device: torch.device | str | None = None,
+                 on_bytes: OnBytes | None = None) -> dict[str, torch.Tensor]:
+    """All tensors under `prefix` (prefix stripped), floating ones converted to `dtype`, all on `device`."""
     skip = tuple(skip)
     n = len(prefix)
     out: dict[str, torch.Tensor] = {}
     if isinstance(header, PickleCheckpoint):
         for name, t in header.state.items():
             if name.startswith(prefix) and not any(s in name for s in skip):
-                out[name[n:]] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
+                out[name[n:]] = place(t, dtype, device)
+                if on_bytes is not None:
+                    on_bytes(header.tensors[name].end - header.tensors[name].begin)
         return out
     with open(header.path, "rb", buffering=0) as f:
         for name, entry in header.tensors.items():
             if name.startswith(prefix) and not any(s in name for s in skip):
-                out[name[n:]] = read_tensor(f, entry, dtype)
+                out[name[n:]] = read_tensor(f, entry, dtype, device, on_bytes)
     return out
 
 
-def load_state_dict_file(path: str | os.PathLike, allow_pickle: bool = False,
-                         dtype: torch.dtype | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def load_state_dict_file(path: str | os.PathLike, allow_pickle: bool = False, dtype: torch.dtype | None = None,
+                         device: torch.device | str | None = None,
+                         on_bytes: OnBytes | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """A whole file as (state dict, metadata). Pickle files only with allow_pickle, and then weights-only."""
     path = Path(path)
     if path.suffix.lower() in PICKLE_SUFFIXES:
@@ -84,9 +104,9 @@ def load_state_dict_file(path: str | os.PathLike, allow_pickle: bool = False,
             raise CheckpointError(
                 f"{path.name}: pickled checkpoints (.ckpt/.pt) can run code when opened, so SD Studio refuses them "
                 "by default. Convert it to .safetensors, or enable 'allow pickle' to load it in weights-only mode.")
-        return _load_pickle(path, dtype), {}
+        return {k: place(v, None, device) for k, v in _load_pickle(path, dtype).items()}, {}
     header = read_header(path)
-    return load_tensors(header, dtype=dtype), header.metadata
+    return load_tensors(header, dtype=dtype, device=device, on_bytes=on_bytes), header.metadata
 
 
 def _load_pickle(path: Path, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:

@@ -54,3 +54,44 @@ def test_list_models_finds_user_checkpoints(tmp_path, tiny_path):
     (tmp_path / "notes.txt").write_text("x")
     found = list_models(tmp_path)
     assert target in found and all(p.suffix == ".safetensors" for p in found)
+
+
+def test_engine_reports_what_it_loaded(tiny_path):
+    engine = Engine(device="cpu")
+    assert engine.describe() is None
+    desc = engine.load_model(str(tiny_path))
+    assert engine.describe() == desc and desc.placement == "cpu fp32"
+
+
+def test_the_model_cache_key_includes_the_dtype(tiny_path, monkeypatch):
+    loads = []
+    real = api.load_checkpoint
+    monkeypatch.setattr(api, "load_checkpoint", lambda *a, **k: loads.append(k) or real(*a, **k))
+    half = Engine(device="cpu", dtype=torch.bfloat16)
+    half.load_model(str(tiny_path))
+    half.load_model(str(tiny_path))
+    assert len(loads) == 1 and loads[0]["device"] == torch.device("cpu") and loads[0]["dtype"] == torch.bfloat16
+    assert half.describe().placement.startswith("cpu: UNet bf16")
+
+
+def test_list_models_method_puts_the_builtin_model_first(tmp_path, monkeypatch):
+    (tmp_path / "mine.safetensors").write_bytes(b"x")
+    monkeypatch.setattr(api.paths, "models_dir", lambda: tmp_path)
+    found = Engine(device="cpu").list_models()
+    assert found == [str(p) for p in list_models(tmp_path)]
+    assert found[-1] == str(tmp_path / "mine.safetensors") and all(isinstance(p, str) for p in found)
+    if api.builtin_model_path().is_file():
+        assert found[0] == str(api.builtin_model_path())
+
+
+def test_a_generation_failure_keeps_its_cause(tiny_path, monkeypatch):
+    engine = Engine(device="cpu")
+    engine.load_model(str(tiny_path))
+
+    def boom(*a, **k):
+        raise RuntimeError("a kernel failed")
+
+    monkeypatch.setattr(api, "generate", boom)
+    with pytest.raises(GenerationError, match="a kernel failed") as info:
+        engine.generate(REQ.replace(model=str(tiny_path)))
+    assert isinstance(info.value.__cause__, RuntimeError)

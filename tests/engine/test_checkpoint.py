@@ -103,3 +103,19 @@ def test_ckpt_of_a_known_family_is_detected_from_its_shapes(tmp_path):
     torch.save({k: torch.zeros(v, dtype=torch.float16) for k, v in shapes.items()}, tmp_path / "m.ckpt")
     desc = detect(open_pickle_checkpoint(tmp_path / "m.ckpt"))
     assert (desc.family, desc.dtype, desc.missing) == ("sd1", "fp16", ("VAE", "text encoder"))
+
+
+def test_separate_files_are_part_of_the_reported_progress(tmp_path, tiny_path):
+    vae = {k.removeprefix("first_stage_model."): v for k, v in tiny_state_dict(seed=5).items()
+           if k.startswith("first_stage_model.")}
+    save_file(vae, str(tmp_path / "vae.safetensors"))
+    save_file(TAESD().decoder.state_dict(), str(tmp_path / "taesd_decoder.safetensors"))
+    calls = []
+    model = load_checkpoint(tiny_path, vae_path=tmp_path / "vae.safetensors",
+                            taesd_path=tmp_path / "taesd_decoder.safetensors",
+                            progress=lambda stage, fraction: calls.append((stage, fraction)))
+    assert set(model.placements) == {"unet", "text", "vae", "taesd"}
+    fractions = [f for _, f in calls]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    last_before_ready = [f for s, f in calls if s == "preview decoder"][-1]
+    assert last_before_ready > 0.99  # the byte total counted the separate files, no jump at the end
