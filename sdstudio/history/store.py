@@ -22,7 +22,7 @@ from PIL import Image
 
 from sdstudio import paths
 from sdstudio.engine.request import GenerationRequest, GenerationResult
-from sdstudio.history.file_parameters import read_file_parameters
+from sdstudio.history.file_parameters import FileParameters, read_file_parameters
 from sdstudio.history.index import Index
 from sdstudio.history.layout import Layout, sidecar_name
 from sdstudio.history.parameters import format_parameters
@@ -219,11 +219,15 @@ class HistoryStore:
         """The A1111 text stored in the entry's file ("" when it has none)."""
         return read_file_parameters(entry.file, pixels=False).text
 
+    def read(self, entry: Entry, models_dir: Path | None = None) -> FileParameters:
+        """What the entry's file holds (see `read_file_parameters`), its model looked up in `models_dir`
+        (default: the user's models folder). OSError when the file is gone or unreadable."""
+        return read_file_parameters(entry.file, models_dir=models_dir or paths.models_dir(), history_root=self.root)
+
     def request_for(self, entry: Entry, models_dir: Path | None = None) -> GenerationRequest:
-        """The request that re-creates this entry's pixels, init image and mask included, its model found
-        in `models_dir` (default: the user's models folder). RequestError / ModelNotFound when it cannot."""
-        found = read_file_parameters(entry.file, models_dir=models_dir or paths.models_dir(), history_root=self.root)
-        return found.rerun_request()
+        """The request that re-creates this entry's pixels, init image and mask included, on a model found
+        on this machine. RequestError / ModelNotFound when it cannot (see `FileParameters.rerun_request`)."""
+        return self.read(entry, models_dir).rerun_request()
 
     def reconcile(self) -> Report:
         """Bring files and index back in step (run at open; see sdstudio.history.reconcile)."""
