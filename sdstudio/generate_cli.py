@@ -72,21 +72,25 @@ def _open_image(path: str, what: str) -> Image.Image:
         raise RequestError(f"{what} {path}: not a readable image ({exc})") from None
 
 
-def request_from_image(path: str) -> GenerationRequest:
-    """The request stored in an image: our full record when present, else its A1111 text."""
-    from sdstudio.history.importing import import_image
+def request_from_image(path: str, find_model: bool = True) -> GenerationRequest:
+    """The request that re-creates an image: our full record (init image and mask from its sidecars)
+    or its A1111 text, with the model it names found in the models folder (find_model=False: the
+    caller names the model). Raises when it cannot be re-run as stored."""
+    from sdstudio import paths
+    from sdstudio.history.file_parameters import read_file_parameters
 
     try:
-        imported = import_image(Path(path))
+        found = read_file_parameters(Path(path), models_dir=paths.models_dir() if find_model else None,
+                                     history_root=paths.outputs_dir())
+    except FileNotFoundError:
+        raise RequestError(f"{path}: no such file") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise RequestError(f"{path}: not a readable image ({exc})") from None
-    if imported.request is None:
-        raise RequestError(f"{path}: {imported.problem or 'holds no generation parameters'}")
-    return imported.request
+    return found.rerun_request()
 
 
 def build_request(args: argparse.Namespace) -> GenerationRequest:
-    req = request_from_image(args.from_image) if args.from_image else GenerationRequest()
+    req = request_from_image(args.from_image, find_model=args.model is None) if args.from_image else GenerationRequest()
     changes = {field: getattr(args, flag) for flag, field in _FIELDS.items() if getattr(args, flag) is not None}
     req = req.replace(**changes)
     if args.init_image:
@@ -148,20 +152,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_params(args: argparse.Namespace) -> int:
-    from sdstudio.history.importing import import_image
+    from sdstudio.history.file_parameters import read_file_parameters
     from sdstudio.history.parameters import format_parameters
 
     path = Path(args.image)
     if not path.is_file():
         raise SDStudioError(f"{path}: no such file")
     try:
-        imported = import_image(path)
+        found = read_file_parameters(path, pixels=False)
     except (OSError, SyntaxError, ValueError) as exc:
         raise SDStudioError(f"{path.name}: not a readable image ({exc})") from None
-    if imported.parameters_text:
-        print(imported.parameters_text)
-    elif imported.request is not None:
-        print(format_parameters(imported.request, ""))
+    if found.text:
+        print(found.text)
+    elif found.request is not None:
+        print(format_parameters(found.request, found.model_name))
     else:
-        raise SDStudioError(f"{path.name}: holds no generation parameters")
+        raise SDStudioError(f"{path.name}: {found.problem}")
     return 0

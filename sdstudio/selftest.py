@@ -75,7 +75,7 @@ def check_engine(ctx: Context) -> str:
 
 
 def check_resources(ctx: Context) -> str:
-    from sdstudio.engine.api import builtin_model_path
+    from sdstudio.engine.model_files import builtin_model_path
 
     needed = [paths.tokenizer_dir() / "vocab.json", paths.tokenizer_dir() / "merges.txt"]
     needed.append(Path(ctx.model) if ctx.model else builtin_model_path())

@@ -10,57 +10,18 @@ after any failure, a cancelled load included, the engine is ready for the next r
 from __future__ import annotations
 
 import gc
-import hashlib
-import os
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-from sdstudio import paths
 from sdstudio.engine.checkpoint import LoadedModel, load_checkpoint
 from sdstudio.engine.detect import ModelDescription
 from sdstudio.engine.devices import resolve_device
 from sdstudio.engine.errors import GenerationError, SDStudioError
+from sdstudio.engine.model_files import builtin_model_path, builtin_taesd_path, list_models, model_hash
 from sdstudio.engine.patches import NO_PATCHES, PatchSet
 from sdstudio.engine.pipeline import generate
 from sdstudio.engine.request import GenerationRequest, GenerationResult, StepInfo
-
-MODEL_SUFFIXES = (".safetensors",)
-BUILTIN_NAME = "sdstudio-emoji"
-
-
-def builtin_model_path() -> Path:
-    return paths.builtin_models_dir() / f"{BUILTIN_NAME}.safetensors"
-
-
-def builtin_taesd_path() -> Path:
-    return paths.builtin_models_dir() / f"{BUILTIN_NAME}.taesd_decoder.safetensors"
-
-
-def list_models(models_dir: Path | None = None) -> list[Path]:
-    """The built-in model (when shipped) followed by every checkpoint in the user's models folder."""
-    found = [builtin_model_path()] if builtin_model_path().is_file() else []
-    folder = models_dir or paths.models_dir()
-    if folder.is_dir():
-        found += sorted(p for p in folder.rglob("*") if p.suffix.lower() in MODEL_SUFFIXES and p.is_file())
-    return found
-
-
-_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def model_hash(path: str | os.PathLike) -> str:
-    """A1111's "Model hash": the first 10 hex digits of the file's SHA-256 (cached per path, size, mtime)."""
-    st = os.stat(path)
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _HASHES:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 24):
-                h.update(chunk)
-        _HASHES[key] = h.hexdigest()[:10]
-    return _HASHES[key]
 
 
 class Engine:

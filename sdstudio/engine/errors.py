@@ -13,6 +13,10 @@ class UnsupportedModelError(CheckpointError):
     """The file is readable but holds an architecture SD Studio does not run."""
 
 
+class ModelNotFound(SDStudioError):
+    """The checkpoint an image or request names is not on this machine."""
+
+
 class RequestError(SDStudioError):
     """A generation request has an invalid parameter (size, steps, strength, ...)."""
 

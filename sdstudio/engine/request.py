@@ -13,6 +13,8 @@ from PIL import Image
 
 # Seeds are 0..2**32-1, as AUTOMATIC1111 draws them, so its seeds paste in and ours paste there. Image i of a
 # batch uses image_seed(seed, i), which wraps past the top so every batch member is itself a valid seed.
+# How an image was made (GenerationRequest.mode); history records and filters by it.
+MODES = ("txt2img", "img2img", "inpaint")
 MAX_SEED = 2**32 - 1
 
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sdstudio.history.atomic import is_temp_name
+from sdstudio.history.atomic import atomic_move, is_temp_name
 
 TRASH = ".trash"
 THUMBNAILS = ".thumbnails"
@@ -36,6 +36,10 @@ def sidecar_owner(relative: str) -> str | None:
         if relative.endswith(suffix):
             return relative[: -len(suffix)] + ".png"
     return None
+
+
+def _day(created: float) -> str:
+    return time.strftime("%Y-%m-%d", time.localtime(created))
 
 
 @dataclass
@@ -60,7 +64,26 @@ class Layout:
 
     def new_relative_path(self, created: float, seed: int, entry_id: str) -> str:
         moment = time.localtime(created)
-        return f"{time.strftime('%Y-%m-%d', moment)}/{time.strftime('%H%M%S', moment)}-{seed}-{entry_id[:8]}.png"
+        return f"{_day(created)}/{time.strftime('%H%M%S', moment)}-{seed}-{entry_id[:8]}.png"
+
+    def day_folders(self, created: float) -> list[Path]:
+        """Where an entry made at `created` lives: its day folder, live and in the trash."""
+        return [self.root / _day(created), self.trash / _day(created)]
+
+    def entry_files(self, relative: str) -> list[str]:
+        """An entry's PNG and the sidecar names it may have."""
+        return [relative] + [sidecar_name(relative, kind) for kind in SIDECARS]
+
+    def move_entry(self, relative: str, to_trash: bool) -> None:
+        """Move an entry's PNG (first) and its sidecars between the live folder and the trash, if present."""
+        for name in self.entry_files(relative):
+            source = self.location(name, not to_trash)
+            if source.exists():
+                atomic_move(source, self.location(name, to_trash))
+
+    def remove_trashed(self, relative: str) -> None:
+        for name in self.entry_files(relative):
+            self.location(name, True).unlink(missing_ok=True)
 
     def scan(self) -> Scan:
         scan = Scan()

@@ -198,3 +198,39 @@ def request_from_parameters(params: Mapping[str, str]) -> GenerationRequest:
         only_masked_padding=_int(params, "Masked area padding", defaults.only_masked_padding),
         model_hash=params.get("Model hash", ""),
     )
+
+
+def a1111_mode(params: Mapping[str, str]) -> str:
+    """Best guess of how an A1111 image was made (its hires fix also writes a denoising strength)."""
+    if "Mask blur" in params or "Inpaint area" in params:
+        return "inpaint"
+    if "Denoising strength" in params and not any(key.startswith("Hires") for key in params):
+        return "img2img"
+    return "txt2img"
+
+
+def _lenient_number(text: str, kind: type, default: float) -> float:
+    try:
+        return kind(text)
+    except (TypeError, ValueError):
+        return default
+
+
+def lenient_request(params: Mapping[str, str]) -> GenerationRequest:
+    """The request for listing: exact when the text is one we can re-run, else raw names kept for display."""
+    try:
+        return request_from_parameters(params)
+    except RequestError:
+        width, _, height = params.get("Size", "").partition("x")
+        return GenerationRequest(
+            prompt=params.get("Prompt", ""),
+            negative_prompt=params.get("Negative prompt", ""),
+            sampler=params.get("Sampler", ""),
+            scheduler=params.get("Schedule type", ""),
+            steps=int(_lenient_number(params.get("Steps", ""), int, 0)),
+            cfg_scale=_lenient_number(params.get("CFG scale", ""), float, 0.0),
+            seed=int(_lenient_number(params.get("Seed", ""), int, 0)),
+            width=int(_lenient_number(width, int, 0)),
+            height=int(_lenient_number(height, int, 0)),
+            model_hash=params.get("Model hash", ""),
+        )

@@ -6,25 +6,22 @@ One pass over the folder (no image is decoded for files the index knows):
 - a row whose file is gone is dropped;
 - a PNG with parameters (ours or A1111's) and no row is indexed, keeping the id of its ``sdstudio`` record;
 - an init/mask sidecar whose entry PNG never got written is removed.
+
+It works on the two things it reconciles, the folder `Layout` and the SQLite `Index` (plus the thumbnail
+cache, whose files follow the rows), not on the whole store.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from sdstudio.engine.errors import RequestError
-from sdstudio.engine.request import GenerationRequest
 from sdstudio.history.atomic import atomic_move
-from sdstudio.history.layout import Scan, sidecar_owner
-from sdstudio.history.parameters import parse_parameters, request_from_parameters
-from sdstudio.history.png import read_png_parameters
-from sdstudio.history.record import record_or_none
+from sdstudio.history.file_parameters import read_file_parameters
+from sdstudio.history.index import Index
+from sdstudio.history.layout import Layout, Scan, sidecar_owner
 from sdstudio.history.schema import row_values
-
-if TYPE_CHECKING:
-    from sdstudio.history.store import HistoryStore
+from sdstudio.history.thumbnails import ThumbnailCache
 
 
 @dataclass(frozen=True)
@@ -36,98 +33,67 @@ class Report:
     sidecars_removed: int = 0
 
 
-def reconcile(store: HistoryStore) -> Report:
-    scan = store.layout.scan()
-    for temp in scan.temps:
-        temp.unlink(missing_ok=True)
-    live_rows, trashed_rows = store.indexed_files()
-    # Set arithmetic keeps this linear and in C: 20,000 entries take a few milliseconds here.
-    to_trash = (trashed_rows - scan.trash) & scan.live
-    to_live = (live_rows - scan.live) & scan.trash
-    for relative in to_trash:
-        store.move_files(relative, to_trash=True)
-    for relative in to_live:
-        store.move_files(relative, to_trash=False)
-    scan.live, scan.trash = (scan.live - to_trash) | to_live, (scan.trash - to_live) | to_trash
-    gone = (live_rows - scan.live) | (trashed_rows - scan.trash)
-    store.drop_files(sorted(gone))
-    new_files = sorted(scan.live - live_rows - trashed_rows)
-    rows = [row for relative in new_files if (row := _row_for_file(store, relative))]
-    store.insert_rows(rows)
-    moves = len(to_trash) + len(to_live)
-    return Report(len(scan.temps), len(gone), len(rows), moves, _remove_orphan_sidecars(store, scan))
+def reconcile(layout: Layout, index: Index, thumbnails: ThumbnailCache) -> Report:
+    with index.lock:
+        scan = layout.scan()
+        for temp in scan.temps:
+            temp.unlink(missing_ok=True)
+        live_rows, trashed_rows = index.indexed_files()
+        # Set arithmetic keeps this linear and in C: 20,000 entries take a few milliseconds here.
+        to_trash = (trashed_rows - scan.trash) & scan.live
+        to_live = (live_rows - scan.live) & scan.trash
+        for relative in to_trash:
+            layout.move_entry(relative, to_trash=True)
+        for relative in to_live:
+            layout.move_entry(relative, to_trash=False)
+        scan.live, scan.trash = (scan.live - to_trash) | to_live, (scan.trash - to_live) | to_trash
+        gone = (live_rows - scan.live) | (trashed_rows - scan.trash)
+        for entry_id in index.drop_files(sorted(gone)):
+            thumbnails.discard(entry_id)
+        new_files = sorted(scan.live - live_rows - trashed_rows)
+        taken: set[str] = set()
+        rows = [row for relative in new_files if (row := _row_for_file(layout, index, relative, taken))]
+        index.insert_rows(rows)
+        moves = len(to_trash) + len(to_live)
+        return Report(len(scan.temps), len(gone), len(rows), moves, _remove_orphan_sidecars(layout, scan))
 
 
-def _remove_orphan_sidecars(store: HistoryStore, scan: Scan) -> int:
+def _remove_orphan_sidecars(layout: Layout, scan: Scan) -> int:
     """Remove sidecars whose entry PNG never got written; a sidecar left behind by an interrupted move (the PNG
-    goes first, see HistoryStore.move_files) follows its PNG."""
+    goes first, see Layout.move_entry) follows its PNG."""
     removed = 0
     for sidecars, in_trash in ((scan.live_sidecars, False), (scan.trash_sidecars, True)):
         here, there = (scan.trash, scan.live) if in_trash else (scan.live, scan.trash)
         for relative in sidecars:
             owner = sidecar_owner(relative)
-            source = store.layout.location(relative, in_trash)
+            source = layout.location(relative, in_trash)
             if owner in here or not source.exists():
                 continue
             if owner in there:
-                atomic_move(source, store.layout.location(relative, not in_trash))
+                atomic_move(source, layout.location(relative, not in_trash))
             else:
                 source.unlink()
                 removed += 1
     return removed
 
 
-def _row_for_file(store: HistoryStore, relative: str) -> tuple | None:
-    """Index values for an unknown PNG, or None when it carries no parameters (not an entry)."""
-    path = store.root / relative
+def _row_for_file(layout: Layout, index: Index, relative: str, taken: set[str]) -> tuple | None:
+    """Index values for an unknown PNG, or None when it carries no parameters (not an entry).
+    `taken` collects the record ids given out in this pass."""
+    path = layout.root / relative
     try:
-        text, data = read_png_parameters(path)
+        found = read_file_parameters(path, pixels=False)
         created = path.stat().st_mtime
-    except OSError:
+    except (OSError, SyntaxError, ValueError):
         return None
-    record = record_or_none(data)
-    if record is not None:
+    request = found.listing_request()
+    if request is None:
+        return None
+    entry_id = uuid.uuid4().hex
+    if found.record is not None:
+        created = found.record.created
         # A copy of an entry's file keeps the record's id, which is taken: it gets a new one.
-        entry_id = record.id if record.id and store.get(record.id) is None else uuid.uuid4().hex
-        mode = "inpaint" if record.mask_file else "img2img" if record.init_file else "txt2img"
-        return row_values(entry_id, record.created, relative, record.request, record.model_name, mode)
-    if not text:
-        return None
-    params = parse_parameters(text)
-    return row_values(uuid.uuid4().hex, created, relative, lenient_request(params), params.get("Model", ""), a1111_mode(params))
-
-
-def a1111_mode(params: dict[str, str]) -> str:
-    """Best guess of how an A1111 image was made (its hires fix also writes a denoising strength)."""
-    if "Mask blur" in params or "Inpaint area" in params:
-        return "inpaint"
-    if "Denoising strength" in params and not any(key.startswith("Hires") for key in params):
-        return "img2img"
-    return "txt2img"
-
-
-def _number(text: str, kind: type, default: float) -> float:
-    try:
-        return kind(text)
-    except (TypeError, ValueError):
-        return default
-
-
-def lenient_request(params: dict[str, str]) -> GenerationRequest:
-    """The request for indexing: exact when the text is one we can re-run, else raw names kept for display."""
-    try:
-        return request_from_parameters(params)
-    except RequestError:
-        width, _, height = params.get("Size", "").partition("x")
-        return GenerationRequest(
-            prompt=params.get("Prompt", ""),
-            negative_prompt=params.get("Negative prompt", ""),
-            sampler=params.get("Sampler", ""),
-            scheduler=params.get("Schedule type", ""),
-            steps=int(_number(params.get("Steps", ""), int, 0)),
-            cfg_scale=_number(params.get("CFG scale", ""), float, 0.0),
-            seed=int(_number(params.get("Seed", ""), int, 0)),
-            width=int(_number(width, int, 0)),
-            height=int(_number(height, int, 0)),
-            model_hash=params.get("Model hash", ""),
-        )
+        if found.record.id and found.record.id not in taken and not index.has_id(found.record.id):
+            entry_id = found.record.id
+    taken.add(entry_id)
+    return row_values(entry_id, created, relative, request, found.model_name, found.mode)

@@ -13,7 +13,7 @@ from typing import Any
 
 from PIL import Image
 
-from sdstudio.engine.request import GenerationRequest
+from sdstudio.engine.request import MODES, GenerationRequest
 
 FORMAT = 1
 _IMAGE_FIELDS = ("init_image", "mask")
@@ -22,7 +22,9 @@ _FIELDS = {f.name: f for f in dataclasses.fields(GenerationRequest) if f.name no
 
 @dataclass(frozen=True)
 class Record:
-    """What the ``sdstudio`` chunk holds. `init_file`/`mask_file` are names in the entry's folder."""
+    """What the ``sdstudio`` chunk holds. `init_file`/`mask_file` are plain file names in the entry's folder
+    (never paths: readers refuse anything else). `mode` is how the image was made, also when its init
+    image was not kept (images written by `generate` without a history store)."""
 
     id: str
     created: float
@@ -30,6 +32,14 @@ class Record:
     model_name: str = ""
     init_file: str = ""
     mask_file: str = ""
+    mode: str = ""
+
+    @property
+    def made_from(self) -> str:
+        """txt2img, img2img or inpaint: the written mode, else what the named sidecars imply."""
+        if self.mode in MODES:
+            return self.mode
+        return "inpaint" if self.mask_file else "img2img" if self.init_file else "txt2img"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -39,7 +49,7 @@ class Record:
             "model_name": self.model_name,
             "model_hash": self.request.model_hash,
             "parent_id": self.request.parent_id,
-            "mode": self.request.mode,
+            "mode": self.mode or self.request.mode,
             "request": request_to_dict(self.request),
             "init_file": self.init_file,
             "mask_file": self.mask_file,
@@ -85,6 +95,7 @@ def record_from_json(data: dict[str, Any]) -> Record:
         model_name=str(data.get("model_name", "")),
         init_file=str(data.get("init_file", "") or ""),
         mask_file=str(data.get("mask_file", "") or ""),
+        mode=str(data.get("mode", "") or ""),
     )
 
 

@@ -5,33 +5,32 @@ index row is committed in one transaction. A kill before the commit leaves a com
 row, which `reconcile` (run at open) indexes again from the PNG's own ``sdstudio`` record; a row is
 never committed before its file exists. Deleting marks the row first and then moves the files to the
 trash; `reconcile` finishes a move that a crash interrupted.
+
+The store is the one object the app holds; it composes the folder `Layout`, the SQLite `Index` and the
+thumbnail cache, and reads files back through `file_parameters` like every other reader.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
 from sdstudio import paths
-from sdstudio.engine.errors import RequestError
 from sdstudio.engine.request import GenerationRequest, GenerationResult
-from sdstudio.history import schema
-from sdstudio.history.atomic import atomic_move
-from sdstudio.history.layout import SIDECARS, Layout, sidecar_name
-from sdstudio.history.parameters import format_parameters, parse_parameters, request_from_parameters
-from sdstudio.history.png import read_png_parameters, save_png
+from sdstudio.history.file_parameters import FileParameters, read_file_parameters
+from sdstudio.history.index import Index
+from sdstudio.history.layout import Layout, sidecar_name
+from sdstudio.history.parameters import format_parameters
+from sdstudio.history.png import save_png
 from sdstudio.history.reconcile import Report
 from sdstudio.history.reconcile import reconcile as reconcile_files
-from sdstudio.history.record import Record, record_or_none
-from sdstudio.history.schema import Filter
+from sdstudio.history.record import Record
+from sdstudio.history.schema import COLUMNS, Filter, row_values
 from sdstudio.history.thumbnails import ThumbnailCache
 
 
@@ -67,15 +66,7 @@ class HistoryStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.layout = Layout(self.root)
         self.thumbnails = ThumbnailCache(self.layout.thumbnails)
-        self.db_path = Path(db_path) if db_path is not None else self.root / "history.sqlite3"
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode = WAL")
-        # NORMAL is safe against a killed process in WAL mode; a power cut may lose the newest rows,
-        # which reconcile restores from the PNG files.
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        self.has_fts = schema.fts5_available(self._db)
-        schema.create(self._db, self.has_fts)
+        self.index = Index(Path(db_path) if db_path is not None else self.root / "history.sqlite3")
         if reconcile:
             self.reconcile()
 
@@ -84,36 +75,28 @@ class HistoryStore:
         """The user's store: paths.outputs_dir() indexed by paths.history_db()."""
         return cls(paths.outputs_dir(), paths.history_db())
 
+    @property
+    def db_path(self) -> Path:
+        return self.index.db_path
+
+    @property
+    def has_fts(self) -> bool:
+        return self.index.has_fts
+
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self.index.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _transaction(self):
+        return self.index.transaction()
 
-    def _entry(self, row: tuple) -> Entry:
-        values = dict(zip(schema.COLUMNS, row, strict=True))
+    def _entry(self, values: dict[str, Any]) -> Entry:
         deleted = bool(values["deleted"])
-        values.update(
-            file=self.layout.location(values["file"], deleted),
-            favourite=bool(values["favourite"]),
-            deleted=deleted,
-        )
-        return Entry(**values)
-
-    def _select(self, where: str, params: list[object], tail: str = "") -> list[Entry]:
-        sql = f"SELECT {', '.join(schema.COLUMNS)} FROM entries WHERE {where} {tail}"
-        with self._lock:
-            rows = self._db.execute(sql, params).fetchall()
-        return [self._entry(row) for row in rows]
+        return Entry(**{
+            **values,
+            "file": self.layout.location(values["file"], deleted),
+            "favourite": bool(values["favourite"]),
+            "deleted": deleted,
+        })
 
     # Writing -------------------------------------------------------------------------------------
 
@@ -137,13 +120,13 @@ class HistoryStore:
             mask_file=Path(sidecar_name(relative, "mask")).name if request.mask is not None else "",
         )
         save_png(self.root / relative, image, format_parameters(request, model_name), record.to_json())
-        row = schema.row_values(entry_id, created, relative, request, model_name)
-        self.insert_rows([row])
+        row = row_values(entry_id, created, relative, request, model_name)
+        self.index.insert_rows([row])
         try:
             self.thumbnails.make(image, entry_id)
         except OSError:
             pass  # the entry is saved; the gallery makes the thumbnail from the PNG when it needs it
-        return self._entry(row)
+        return self._entry(dict(zip(COLUMNS, row, strict=True)))
 
     def add_result(self, result: GenerationResult) -> list[Entry]:
         """One entry per image of an engine result, in order."""
@@ -151,13 +134,15 @@ class HistoryStore:
 
     def insert_rows(self, rows: list[tuple]) -> None:
         """Index rows (in `schema.COLUMNS` order) in one transaction; the files must already exist."""
-        marks = ", ".join("?" * len(schema.COLUMNS))
-        with self._transaction() as db:
-            db.executemany(f"INSERT INTO entries ({', '.join(schema.COLUMNS)}) VALUES ({marks})", rows)
+        self.index.insert_rows(rows)
+
+    def drop_files(self, relatives: list[str]) -> None:
+        """Forget the rows of these files (and their thumbnails); the files stay."""
+        for entry_id in self.index.drop_files(relatives):
+            self.thumbnails.discard(entry_id)
 
     def set_favourite(self, entry_id: str, favourite: bool = True) -> None:
-        with self._transaction() as db:
-            db.execute("UPDATE entries SET favourite = ? WHERE id = ?", (int(favourite), entry_id))
+        self.index.set_favourite(entry_id, favourite)
 
     def delete(self, entry_id: str) -> None:
         """Move the entry to the trash (restorable)."""
@@ -168,44 +153,29 @@ class HistoryStore:
         self._set_deleted(entry_id, False)
 
     def _set_deleted(self, entry_id: str, deleted: bool) -> None:
-        with self._lock:
-            entry = self.get(entry_id)
-            if entry is None:
+        with self.index.lock:
+            found = self.index.select("id = ?", [entry_id])
+            if not found:
                 raise KeyError(entry_id)
-            if entry.deleted == deleted:
+            if bool(found[0]["deleted"]) == deleted:
                 return
-            with self._transaction() as db:
-                db.execute("UPDATE entries SET deleted = ? WHERE id = ?", (int(deleted), entry_id))
-            self.move_files(self._relative(entry_id), deleted)
-
-    def move_files(self, relative: str, to_trash: bool) -> None:
-        """Move an entry's PNG and sidecars between the live folder and the trash, if present."""
-        for name in [relative] + [sidecar_name(relative, kind) for kind in SIDECARS]:
-            source = self.layout.location(name, not to_trash)
-            if source.exists():
-                atomic_move(source, self.layout.location(name, to_trash))
+            self.index.set_deleted(entry_id, deleted)
+            self.layout.move_entry(found[0]["file"], deleted)
 
     def empty_trash(self) -> int:
         """Delete every trashed entry for good; returns how many."""
-        with self._lock:
-            trashed = self._db.execute("SELECT id, file FROM entries WHERE deleted = 1").fetchall()
-            with self._transaction() as db:
-                db.execute("DELETE FROM entries WHERE deleted = 1")
+        with self.index.lock:
+            trashed = self.index.remove_trashed()
             for entry_id, relative in trashed:
-                for name in [relative] + [sidecar_name(relative, kind) for kind in SIDECARS]:
-                    self.layout.location(name, True).unlink(missing_ok=True)
+                self.layout.remove_trashed(relative)
                 self.thumbnails.discard(entry_id)
         return len(trashed)
 
     # Reading -------------------------------------------------------------------------------------
 
     def get(self, entry_id: str) -> Entry | None:
-        found = self._select("id = ?", [entry_id])
-        return found[0] if found else None
-
-    def _relative(self, entry_id: str) -> str:
-        with self._lock:
-            return self._db.execute("SELECT file FROM entries WHERE id = ?", (entry_id,)).fetchone()[0]
+        found = self.index.select("id = ?", [entry_id])
+        return self._entry(found[0]) if found else None
 
     def page(
         self,
@@ -222,36 +192,19 @@ class HistoryStore:
         return self.page_for(Filter(query, model, since, until, favourite, deleted), offset, limit)
 
     def page_for(self, selection: Filter, offset: int = 0, limit: int = 100) -> list[Entry]:
-        where, params = selection.where(self.has_fts)
-        return self._select(where, params + [limit, offset], "ORDER BY created DESC, seq DESC LIMIT ? OFFSET ?")
+        return [self._entry(values) for values in self.index.page(selection, offset, limit)]
 
     def count(self, selection: Filter | None = None, **filters: object) -> int:
         """How many entries match; pass a Filter or the same keywords as `page`."""
-        where, params = (selection or Filter(**filters)).where(self.has_fts)
-        with self._lock:
-            return self._db.execute(f"SELECT COUNT(*) FROM entries WHERE {where}", params).fetchone()[0]
+        return self.index.count(selection or Filter(**filters))
 
     def rank(self, entry_id: str, selection: Filter) -> int | None:
         """The entry's row in `page_for(selection)` order, or None when the filter excludes it."""
-        where, params = selection.where(self.has_fts)
-        with self._lock:
-            found = self._db.execute(
-                f"SELECT created, seq FROM entries WHERE id = ? AND {where}", [entry_id] + params
-            ).fetchone()
-            if found is None:
-                return None
-            newer = f"{where} AND (created > ? OR (created = ? AND seq > ?))"
-            return self._db.execute(
-                f"SELECT COUNT(*) FROM entries WHERE {newer}", params + [found[0], found[0], found[1]]
-            ).fetchone()[0]
+        return self.index.rank(entry_id, selection)
 
     def models(self) -> list[str]:
         """Model names of live entries, sorted, for a filter list."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT DISTINCT model_name FROM entries WHERE deleted = 0 ORDER BY model_name"
-            ).fetchall()
-        return [name for (name,) in rows]
+        return self.index.models()
 
     def parent(self, entry_id: str) -> Entry | None:
         entry = self.get(entry_id)
@@ -259,48 +212,23 @@ class HistoryStore:
 
     def children(self, entry_id: str) -> list[Entry]:
         """Live entries made from this one (img2img / inpainting), newest first."""
-        return self._select("parent_id = ? AND deleted = 0", [entry_id], "ORDER BY created DESC, seq DESC")
+        rows = self.index.select("parent_id = ? AND deleted = 0", [entry_id], "ORDER BY created DESC, seq DESC")
+        return [self._entry(values) for values in rows]
 
     def parameters_text(self, entry: Entry) -> str:
         """The A1111 text stored in the entry's file ("" when it has none)."""
-        text, _ = read_png_parameters(entry.file)
-        return text or ""
+        return read_file_parameters(entry.file, pixels=False).text
 
-    def request_for(self, entry: Entry) -> GenerationRequest:
-        """The request that re-creates this entry's pixels, init image and mask included."""
-        text, data = read_png_parameters(entry.file)
-        record = record_or_none(data)
-        if record is not None:
-            folder = entry.file.parent
-            init = _load(folder / record.init_file, "RGB") if record.init_file else None
-            mask = _load(folder / record.mask_file, "L") if record.mask_file else None
-            return record.request.replace(init_image=init, mask=mask)
-        if text:
-            return request_from_parameters(parse_parameters(text))
-        raise RequestError(f"{entry.file.name} carries no generation parameters to re-run")
+    def read(self, entry: Entry, models_dir: Path | None = None) -> FileParameters:
+        """What the entry's file holds (see `read_file_parameters`), its model looked up in `models_dir`
+        (default: the user's models folder). OSError when the file is gone or unreadable."""
+        return read_file_parameters(entry.file, models_dir=models_dir or paths.models_dir(), history_root=self.root)
+
+    def request_for(self, entry: Entry, models_dir: Path | None = None) -> GenerationRequest:
+        """The request that re-creates this entry's pixels, init image and mask included, on a model found
+        on this machine. RequestError / ModelNotFound when it cannot (see `FileParameters.rerun_request`)."""
+        return self.read(entry, models_dir).rerun_request()
 
     def reconcile(self) -> Report:
         """Bring files and index back in step (run at open; see sdstudio.history.reconcile)."""
-        with self._lock:
-            return reconcile_files(self)
-
-    def indexed_files(self) -> tuple[set[str], set[str]]:
-        """Relative files of the (live, trashed) rows."""
-        with self._lock:
-            rows = self._db.execute("SELECT file, deleted FROM entries").fetchall()
-        return {f for f, deleted in rows if not deleted}, {f for f, deleted in rows if deleted}
-
-    def drop_files(self, relatives: list[str]) -> None:
-        """Forget the rows of these files (and their thumbnails)."""
-        if not relatives:
-            return
-        with self._transaction() as db:
-            ids = [db.execute("SELECT id FROM entries WHERE file = ?", (f,)).fetchone()[0] for f in relatives]
-            db.executemany("DELETE FROM entries WHERE file = ?", [(f,) for f in relatives])
-        for entry_id in ids:
-            self.thumbnails.discard(entry_id)
-
-
-def _load(path: Path, mode: str) -> Image.Image:
-    with Image.open(path) as image:
-        return image.convert(mode)
+        return reconcile_files(self.layout, self.index, self.thumbnails)

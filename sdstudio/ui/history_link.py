@@ -9,10 +9,10 @@ from __future__ import annotations
 import random
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QWidget
 
+from sdstudio.engine.errors import SDStudioError
 from sdstudio.engine.request import GenerationResult
 from sdstudio.ui.imageconv import load_image, pil_to_qimage
 from sdstudio.ui.main_window import MainWindow
@@ -33,7 +33,7 @@ class HistoryLink(QObject):
             self.saved.connect(self._show_in_gallery)
             gallery.entrySelected.connect(self._show_entry)
             gallery.rerunRequested.connect(self._rerun)
-            gallery.loadParametersRequested.connect(lambda eid: self._with_request(eid, window.load_parameters))
+            gallery.loadParametersRequested.connect(self._load_parameters)
             gallery.useAsInitRequested.connect(self._use_as_input)
             gallery.useForInpaintRequested.connect(self._use_for_inpaint)
 
@@ -60,21 +60,40 @@ class HistoryLink(QObject):
             self.failed.emit("That history entry no longer exists")
         return entry
 
-    def _with_request(self, entry_id: str, use) -> None:
+    def _read(self, entry_id: str):
+        """What the entry's file holds (history.file_parameters), or None after telling the user why not."""
         entry = self._entry(entry_id)
-        if entry is not None:
-            try:
-                use(self.store.request_for(entry))
-            except Exception as exc:
-                self.failed.emit(f"Cannot read the parameters of that entry: {exc}")
+        if entry is None:
+            return None
+        try:
+            return self.store.read(entry)
+        except (OSError, SyntaxError, ValueError) as exc:
+            self.failed.emit(f"Cannot read the parameters of that entry: {exc}")
+            return None
+
+    def _load_parameters(self, entry_id: str) -> None:
+        found = self._read(entry_id)
+        if found is None:
+            return
+        if found.request is None:
+            self.failed.emit(f"Cannot read the parameters of that entry: {found.problem}")
+            return
+        self.window.load_parameters(found.request, found.model_problem)
+        if found.problem:
+            self.failed.emit(f"{found.path.name}: {found.problem}")
 
     def _rerun(self, entry_id: str, new_seed: bool) -> None:
-        def submit(request):
-            if new_seed:
-                request = request.replace(seed=random.randrange(MAX_SEED + 1))
-            self.window.submit_request(request)
-
-        self._with_request(entry_id, submit)
+        found = self._read(entry_id)
+        if found is None:
+            return
+        try:
+            request = found.rerun_request()
+        except SDStudioError as exc:
+            self.failed.emit(f"Cannot re-run that entry: {exc}")
+            return
+        if new_seed:
+            request = request.replace(seed=random.randrange(MAX_SEED + 1))
+        self.window.submit_request(request)
 
     def _image(self, entry_id: str):
         entry = self._entry(entry_id)
@@ -100,9 +119,8 @@ class HistoryLink(QObject):
         """The entry's image as input, with the mask it was made with (if any) ready to refine."""
         self._use_as_input(entry_id)
         self.window.canvas_panel.act_brush.trigger()
-        self._with_request(entry_id, self._restore_mask)
-
-    def _restore_mask(self, request) -> None:
-        mask = self.window.mask
-        if request.mask is not None and request.mask.size == (mask.width, mask.height):
-            mask.set_pixels(np.asarray(request.mask.convert("L")), "Restore mask")
+        found = self._read(entry_id)
+        mask = found.request.mask if found is not None and found.request is not None else None
+        painted = self.window.mask
+        if mask is not None and mask.size == (painted.width, painted.height):
+            painted.set_image(mask, "Restore mask")

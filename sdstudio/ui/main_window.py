@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QApplication, QDockWidget, QFileDialog, QMainWindo
 
 from sdstudio import paths
 from sdstudio.engine.request import GenerationRequest, GenerationResult
-from sdstudio.history.importing import import_image
+from sdstudio.history.file_parameters import read_file_parameters
 from sdstudio.ui.canvas_panel import INPUT, CanvasPanel
 from sdstudio.ui.imageconv import pil_to_qimage, qimage_to_pil
 from sdstudio.ui.mask_model import MaskModel
@@ -286,19 +286,24 @@ class MainWindow(QMainWindow):
 
     def open_image(self, path: str) -> None:
         """An image with parameters (ours, A1111's, ComfyUI exports) is shown and its parameters loaded, ready to
-        re-run; any other image becomes the input image for img2img/inpainting."""
+        re-run: our img2img/inpainting images bring back their input image and mask, and the model is looked up in
+        the models folder. Any other image becomes the input image for img2img/inpainting."""
+        name = Path(path).name
         try:
-            imported = import_image(Path(path))
+            found = read_file_parameters(Path(path), models_dir=paths.models_dir(), history_root=paths.outputs_dir())
         except (OSError, SyntaxError, ValueError) as exc:
-            self.canvas_panel.banner.show_error(f"Cannot open {Path(path).name}: {exc}")
+            self.canvas_panel.banner.show_error(f"Cannot open {name}: {exc}")
             return
-        if imported.request is not None:
-            self.load_parameters(imported.request)
-            self.show_image(pil_to_qimage(imported.image))
+        if found.request is None:
+            if found.has_parameters:
+                self.canvas_panel.banner.show_error(f"{name}: {found.problem}; opened as an input image")
+            self.set_input_image(pil_to_qimage(found.image))
             return
-        if imported.problem:
-            self.canvas_panel.banner.show_error(f"{Path(path).name}: {imported.problem}; opened as an input image")
-        self.set_input_image(pil_to_qimage(imported.image))
+        self.load_parameters(found.request, found.model_problem)
+        self.show_image(pil_to_qimage(found.image))
+        if found.problem:  # after load_parameters, so the banner names every problem
+            also = f"; {found.model_problem}" if found.model_problem else ""
+            self.canvas_panel.banner.show_error(f"{name}: {found.problem}{also}")
 
     def use_shown_image_as_input(self) -> None:
         image = self.canvas_panel.shown_image()
@@ -313,10 +318,19 @@ class MainWindow(QMainWindow):
             self.panel.refresh()
         self._update_input_state()
 
-    def load_parameters(self, request) -> None:
-        """Show a request's values in the panel (from history)."""
+    def load_parameters(self, request, model_problem: str = "") -> None:
+        """Make `request` the next job (from history or a file): its values in the panel, its init image and mask
+        (or none, for text-to-image) as the input. With a `model_problem` (the model it names is not here) the
+        chosen model stays and the banner says why."""
+        if model_problem:
+            request = request.replace(model=self.state.model)
+            self.canvas_panel.banner.show_error(model_problem)
+        self.set_input_image(pil_to_qimage(request.init_image) if request.init_image is not None else None)
+        if request.mask is not None and request.mask.size == (self.mask.width, self.mask.height):
+            self.mask.set_image(request.mask, "Restore mask")
         apply_request(self.state, request)
         self.panel.refresh()
+        self._update_input_state()
 
     def _update_input_state(self) -> None:
         has_input = self.canvas_panel.input_image is not None

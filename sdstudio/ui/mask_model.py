@@ -81,6 +81,10 @@ class MaskModel(QObject):
             raise ValueError(f"mask is {pixels.shape[1]}x{pixels.shape[0]}, image is {self.width}x{self.height}")
         self._replace_all(text, pixels.astype(np.uint8))
 
+    def set_image(self, mask: Image.Image, text: str = "Load mask") -> None:
+        """Replace the whole mask with an image of the same size (white = repaint), undoably."""
+        self.set_pixels(np.asarray(mask.convert("L")), text)
+
     # --- whole-mask edits --------------------------------------------------------------------------
     def clear(self) -> None:
         self._replace_all("Clear mask", np.zeros_like(self._mask))

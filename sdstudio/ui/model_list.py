@@ -10,8 +10,9 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings
 
+from sdstudio.engine.model_files import folder_models
+
 BUILTIN_LABEL = "SD Studio emoji (built-in)"
-MODEL_SUFFIXES = (".safetensors",)
 _EXTRA_KEY = "models/extra"
 
 
@@ -29,10 +30,7 @@ def add_extra_model(settings: QSettings, path: str) -> None:
 
 def model_choices(models_dir: Path, settings: QSettings) -> list[tuple[str, str]]:
     """(label, path) pairs: built-in ("" path) first, then the folder's files, then added files that exist."""
-    found: list[Path] = []
-    if models_dir.is_dir():
-        found = sorted((p for p in models_dir.rglob("*") if p.suffix.lower() in MODEL_SUFFIXES and p.is_file()),
-                       key=lambda p: p.name.lower())
+    found = sorted(folder_models(models_dir), key=lambda p: p.name.lower())
     known = {str(p) for p in found}
     found += [Path(p) for p in extra_models(settings) if p not in known and Path(p).is_file()]
     return [(BUILTIN_LABEL, "")] + [(p.stem, str(p)) for p in found]

@@ -3,9 +3,10 @@ import hashlib
 import pytest
 import torch
 
-from sdstudio.engine import api
-from sdstudio.engine.api import Engine, list_models, model_hash
+from sdstudio.engine import api, model_files
+from sdstudio.engine.api import Engine
 from sdstudio.engine.errors import CheckpointError, GenerationError
+from sdstudio.engine.model_files import list_models, model_hash
 from sdstudio.engine.request import GenerationRequest
 
 REQ = GenerationRequest(prompt="apple", steps=2, width=64, height=64, sampler="Euler")
@@ -76,12 +77,12 @@ def test_the_model_cache_key_includes_the_dtype(tiny_path, monkeypatch):
 
 def test_list_models_method_puts_the_builtin_model_first(tmp_path, monkeypatch):
     (tmp_path / "mine.safetensors").write_bytes(b"x")
-    monkeypatch.setattr(api.paths, "models_dir", lambda: tmp_path)
+    monkeypatch.setattr(model_files.paths, "models_dir", lambda: tmp_path)
     found = Engine(device="cpu").list_models()
     assert found == [str(p) for p in list_models(tmp_path)]
     assert found[-1] == str(tmp_path / "mine.safetensors") and all(isinstance(p, str) for p in found)
-    if api.builtin_model_path().is_file():
-        assert found[0] == str(api.builtin_model_path())
+    if model_files.builtin_model_path().is_file():
+        assert found[0] == str(model_files.builtin_model_path())
 
 
 def test_a_generation_failure_keeps_its_cause(tiny_path, monkeypatch):

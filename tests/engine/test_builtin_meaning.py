@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sdstudio.engine.api import builtin_model_path
 from sdstudio.engine.images import prepare_mask
+from sdstudio.engine.model_files import builtin_model_path
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.training.dataset import open_font, render_emoji
 from sdstudio.training.evaluate import thumbnails

@@ -8,7 +8,7 @@ import sys
 
 def test_importing_history_loads_neither_qt_nor_torch() -> None:
     code = (
-        "import sys, sdstudio.history, sdstudio.history.reconcile, sdstudio.history.importing; "
+        "import sys, sdstudio.history, sdstudio.history.reconcile, sdstudio.history.file_parameters; "
         "print(sorted(m for m in ('PySide6', 'torch') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

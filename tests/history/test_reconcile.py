@@ -8,7 +8,6 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from sdstudio.engine.request import GenerationRequest
-from sdstudio.history.importing import import_image
 from sdstudio.history.layout import sidecar_name
 from sdstudio.history.png import save_png
 from sdstudio.history.reconcile import Report
@@ -68,7 +67,7 @@ def test_png_without_row_is_indexed_again_with_its_own_id(root: Path) -> None:
     store.close()
 
 
-def test_a1111_png_dropped_into_outputs_is_indexed_and_plain_png_is_not(root: Path) -> None:
+def test_a1111_png_dropped_into_outputs_is_indexed_and_plain_png_is_not(root: Path, tmp_path: Path) -> None:
     a1111_png(root / "from-a1111" / "00001-99.png")
     tiny().save(root / "photo.png")
     store = reopen(root)
@@ -76,7 +75,11 @@ def test_a1111_png_dropped_into_outputs_is_indexed_and_plain_png_is_not(root: Pa
     assert (entry.prompt, entry.negative, entry.sampler, entry.scheduler, entry.seed, entry.model_name) == (
         "a watercolor fox", "text", "DPM++ 2M", "karras", 99, "anything-v3",
     )
-    assert store.request_for(entry).steps == 28
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "anything-v3.safetensors").write_bytes(b"weights")
+    again = store.request_for(entry, models)
+    assert again.steps == 28 and again.model == str(models / "anything-v3.safetensors")
     store.close()
 
 
@@ -119,25 +122,6 @@ def test_interrupted_delete_or_restore_is_finished(root: Path, to_trash: bool) -
     moved = store.get(entry.id)
     assert moved.deleted is to_trash and moved.file.exists()
     store.close()
-
-
-def test_import_reads_ours_a1111_and_plain_images(tmp_path: Path) -> None:
-    a1111 = import_image(a1111_png(tmp_path / "a.png"))
-    assert a1111.has_parameters and a1111.parameters["Model"] == "anything-v3"
-    assert (a1111.request.prompt, a1111.request.sampler, a1111.request.scheduler) == ("a watercolor fox", "DPM++ 2M", "karras")
-
-    store = HistoryStore(tmp_path / "out")
-    request = GenerationRequest(prompt="ours", cfg_scale=4.5, clip_skip=2, width=8, height=8, prediction="v")
-    ours = import_image(store.add(tiny(), request).file)
-    assert ours.request == request  # our record keeps fields the A1111 text lacks (prediction)
-    store.close()
-
-    tiny().save(tmp_path / "plain.png")
-    plain = import_image(tmp_path / "plain.png")
-    assert not plain.has_parameters and plain.request is None and plain.image.size == (8, 8)
-
-    unknown = import_image(a1111_png(tmp_path / "u.png", "a\nSteps: 20, Sampler: UniPC, CFG scale: 7, Seed: 3, Size: 8x8"))
-    assert unknown.has_parameters and unknown.request is None and "UniPC" in unknown.problem
 
 
 @pytest.mark.parametrize("to_trash", [True, False])

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from sdstudio.engine.api import builtin_model_path, builtin_taesd_path
+from sdstudio.engine.model_files import builtin_model_path, builtin_taesd_path
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.training.dataset import build_dataset
 from sdstudio.training.evaluate import fidelity, fixed_names, request_for, speed

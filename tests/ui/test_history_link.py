@@ -65,3 +65,28 @@ def test_use_for_inpainting_restores_the_mask_the_entry_was_made_with(qtbot, win
     gallery.useForInpaintRequested.emit(blocker.args[0][0].id)
     assert window.canvas_panel.view == INPUT and window.canvas_panel.canvas.tool.value == "brush"
     assert (window.mask.pixels() == painted).all()
+
+
+def test_an_a1111_entry_whose_model_is_missing_loads_its_values_but_is_not_rerun(qtbot, window, engine, tmp_path):
+    from PIL import Image, PngImagePlugin
+
+    root = tmp_path / "outputs"
+    root.mkdir()
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a fox\nSteps: 14, Sampler: Euler a, CFG scale: 6, Seed: 3, Size: 64x64, "
+                                "Model hash: 0123456789, Model: anything-v3")
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(root / "a1111.png", pnginfo=info)
+    store = HistoryStore(root)
+    gallery = GalleryWidget(store, window)
+    HistoryLink(store, window, gallery)
+    [entry] = store.page()
+    window.state.model = "/my/chosen.safetensors"
+    gallery.loadParametersRequested.emit(entry.id)
+    banner = window.canvas_panel.banner
+    assert window.state.steps == 14 and window.state.model == "/my/chosen.safetensors"
+    assert banner.isVisibleTo(window) and "anything-v3" in banner.text.text()
+    banner.hide()
+    gallery.rerunRequested.emit(entry.id, False)
+    qtbot.waitUntil(lambda: banner.isVisibleTo(window))
+    assert "Cannot re-run" in banner.text.text() and "0123456789" in banner.text.text()
+    assert engine.generated == [] and not window._jobs

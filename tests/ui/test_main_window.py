@@ -298,3 +298,71 @@ def test_opening_a_file_that_is_not_an_image_shows_the_banner(qtbot, window, tmp
     bad.write_text("no")
     window.open_image(str(bad))
     assert window.canvas_panel.banner.isVisibleTo(window) and "Cannot open bad.png" in window.canvas_panel.banner.text.text()
+
+
+def _stored_entry(home, mode):
+    import numpy as np
+    from PIL import Image
+
+    from sdstudio.engine.request import GenerationRequest
+
+    rng = np.random.default_rng(3)
+    init = Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8))
+    mask = Image.fromarray(((np.arange(48)[None, :] * 5 + np.arange(40)[:, None] * 3) % 256).astype(np.uint8))
+    request = GenerationRequest(prompt=f"{mode} of a fox", steps=9, seed=77, width=48, height=40, strength=0.45,
+                                init_image=init, mask=mask if mode == "inpaint" else None)
+    store = HistoryStore(home / "outputs")
+    entry = store.add(Image.new("RGB", (48, 40), (0, 200, 0)), request, "sd15")
+    store.close()
+    return entry, request
+
+
+def test_opening_our_inpainting_png_restores_input_image_mask_and_parameters(qtbot, window, home):
+    import numpy as np
+
+    from sdstudio.ui.imageconv import qimage_to_pil
+
+    entry, request = _stored_entry(home, "inpaint")
+    window.open_image(str(entry.file))
+    assert window.state.prompt == "inpaint of a fox" and window.state.strength == 0.45
+    assert (window.state.width, window.state.height) == (48, 40)
+    assert np.array_equal(np.asarray(qimage_to_pil(window.canvas_panel.input_image).convert("RGB")),
+                          np.asarray(request.init_image))
+    assert np.array_equal(window.mask.pixels(), np.asarray(request.mask))
+    assert window.canvas_panel.view == RESULT and shown_colour(window) == QColor(0, 200, 0)
+    assert not window.canvas_panel.banner.isVisibleTo(window)
+
+
+def test_generate_after_opening_our_img2img_png_runs_img2img_again(qtbot, window, engine, home):
+    import numpy as np
+
+    entry, request = _stored_entry(home, "img2img")
+    window.open_image(str(entry.file))
+    with qtbot.waitSignal(window.resultReady, timeout=5000):
+        window.generate()
+    sent = engine.generated[-1]
+    assert sent.mode == "img2img" and sent.strength == 0.45 and sent.seed == 77
+    assert np.array_equal(np.asarray(sent.init_image.convert("RGB")), np.asarray(request.init_image))
+
+
+def test_opening_an_a1111_png_whose_model_is_missing_says_so_and_keeps_the_chosen_model(qtbot, window, tmp_path):
+    from PIL import Image, PngImagePlugin
+
+    png = tmp_path / "a1111.png"
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a fox\nSteps: 14, Sampler: Euler a, CFG scale: 6, Seed: 3, Size: 64x64, "
+                                "Model hash: 0123456789, Model: anything-v3")
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(png, pnginfo=info)
+    window.state.model = "/my/chosen.safetensors"
+    window.open_image(str(png))
+    assert window.state.steps == 14 and window.state.model == "/my/chosen.safetensors"
+    banner = window.canvas_panel.banner
+    assert banner.isVisibleTo(window) and "anything-v3" in banner.text.text() and "0123456789" in banner.text.text()
+
+
+def test_opening_our_png_whose_mask_is_gone_says_so(qtbot, window, home):
+    entry, _ = _stored_entry(home, "inpaint")
+    next(entry.file.parent.glob("*.mask.png")).unlink()
+    window.open_image(str(entry.file))
+    banner = window.canvas_panel.banner
+    assert banner.isVisibleTo(window) and "mask image" in banner.text.text() and "missing" in banner.text.text()

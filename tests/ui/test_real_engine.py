@@ -66,7 +66,7 @@ def test_real_engine_cancel_and_corrupt_model(qtbot, make_window, tiny_model, ho
 
 
 def test_event_loop_latency_with_the_real_engine(qtbot, make_window, tiny_model):
-    from sdstudio.engine.api import builtin_model_path
+    from sdstudio.engine.model_files import builtin_model_path
 
     builtin = builtin_model_path()
     model = "" if builtin.is_file() else str(tiny_model)

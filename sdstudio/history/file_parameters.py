@@ -1,0 +1,169 @@
+"""The one way to read what an image file says about how it was made: File › Open and drag-drop,
+`generate --from` and `params`, the history store's re-run and the index all call `read_file_parameters`.
+
+An image may carry our ``sdstudio`` record (the full request; init image and mask stored as sidecar
+files beside it, see history/record.py and history/layout.py), A1111's ``parameters`` text (also
+written by ComfyUI exports and most other tools), both, or nothing (then it is simply a picture, e.g.
+for use as an init image). The record wins over the text: it holds fields A1111 does not know.
+
+Sidecars are looked up only as plain file names, in the image's own folder or the history's folder of
+the entry's day: a name holding a path (``../x.png``, ``/etc/passwd``) is refused, never opened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from sdstudio.engine.errors import ModelNotFound, RequestError
+from sdstudio.engine.model_files import builtin_model_path, resolve_model
+from sdstudio.engine.request import GenerationRequest
+from sdstudio.history.layout import Layout
+from sdstudio.history.parameters import a1111_mode, lenient_request, parse_parameters, request_from_parameters
+from sdstudio.history.png import read_png_parameters
+from sdstudio.history.record import Record, record_or_none
+
+NO_PARAMETERS = "holds no generation parameters"
+
+
+@dataclass(frozen=True)
+class FileParameters:
+    """What one image file holds.
+
+    `request` is the request read from the file, as complete as it could be made: init image and mask
+    restored from the sidecars, `model` resolved on this machine when a models folder was given. It is
+    None when the file has no parameters or values SD Studio cannot run (an unknown sampler). `problem`
+    says why the file cannot be re-run as it is ("" when it can); `model_problem` says the model it
+    names is not here (then `request.model` is not usable). `rerun_request()` checks both.
+    """
+
+    path: Path
+    image: Image.Image | None = field(default=None, repr=False)  # None when read with pixels=False
+    text: str = ""  # the raw A1111 parameters text
+    params: dict[str, str] = field(default_factory=dict)
+    record: Record | None = None
+    request: GenerationRequest | None = None
+    model_name: str = ""
+    mode: str = ""  # how the image was made: txt2img, img2img or inpaint ("" without parameters)
+    problem: str = ""
+    model_problem: str = ""
+
+    @property
+    def has_parameters(self) -> bool:
+        return bool(self.text) or self.record is not None
+
+    def listing_request(self) -> GenerationRequest | None:
+        """The values to list the file by (the index, a gallery): the request, or for a text we cannot
+        run, its raw names kept for display. None without parameters."""
+        if self.request is not None:
+            return self.request
+        return lenient_request(self.params) if self.text else None
+
+    def rerun_request(self) -> GenerationRequest:
+        """The request that re-creates this image; RequestError or ModelNotFound when it cannot be re-run."""
+        if self.request is None or self.problem:
+            raise RequestError(f"{self.path.name}: {self.problem}")
+        if self.model_problem:
+            raise ModelNotFound(f"{self.path.name}: {self.model_problem}")
+        return self.request
+
+
+def read_file_parameters(
+    path: Path, *, pixels: bool = True, models_dir: Path | None = None, history_root: Path | None = None
+) -> FileParameters:
+    """Read `path` (PNG, JPEG or WebP). OSError (or PIL's errors) when it is not a readable image.
+
+    pixels=False reads only the parameters: no image is decoded and no sidecar is opened (indexing).
+    models_dir: look up the model the file names there (built-in model included); None leaves it as read.
+    history_root: the outputs folder, where the sidecars of a copied history PNG are also looked for.
+    """
+    path = Path(path)
+    image = None
+    if pixels:
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
+    text, data = read_png_parameters(path)
+    text = text or ""
+    params = parse_parameters(text) if text else {}
+    record = record_or_none(data)
+    problem = ""
+    if record is not None:
+        request: GenerationRequest | None = record.request
+        model_name, mode = record.model_name, record.made_from
+        if pixels:
+            request, problem = _with_sidecars(record, _sidecar_folders(path, record, history_root))
+    elif text:
+        model_name, mode = params.get("Model", ""), a1111_mode(params)
+        try:
+            request = request_from_parameters(params)
+        except RequestError as e:
+            request, problem = None, str(e)
+    else:
+        return FileParameters(path, image, problem=NO_PARAMETERS)
+    model_problem = ""
+    if models_dir is not None and request is not None:
+        request, model_problem = _with_model(request, model_name, record is not None, models_dir)
+    return FileParameters(path, image, text, params, record, request, model_name, mode, problem, model_problem)
+
+
+def is_plain_name(name: str) -> bool:
+    """A bare PNG file name: no folder part, no '..', no drive, nothing a path could escape with."""
+    return (
+        bool(name)
+        and name not in (".", "..")
+        and not any(c in name for c in "/\\:\0")
+        and Path(name).name == name
+        and name.lower().endswith(".png")
+    )
+
+
+def _sidecar_folders(path: Path, record: Record, history_root: Path | None) -> list[Path]:
+    folders = [path.parent]
+    if history_root is not None:
+        folders += [f for f in Layout(Path(history_root)).day_folders(record.created) if f != path.parent]
+    return folders
+
+
+def _with_sidecars(record: Record, folders: list[Path]) -> tuple[GenerationRequest, str]:
+    """The record's request with its init image and mask read back, and the first problem met."""
+    images: dict[str, Image.Image] = {}
+    problems: list[str] = []
+    for kind, name, mode in (("init", record.init_file, "RGB"), ("mask", record.mask_file, "L")):
+        if not name:
+            continue
+        if not is_plain_name(name):
+            problems.append(f"its {kind} image is named {name!r}, which is not a plain file name; refused")
+            continue
+        found = next((folder / name for folder in folders if (folder / name).is_file()), None)
+        if found is None:
+            problems.append(f"its {kind} image {name} is missing; put it back beside the image or choose an input image")
+            continue
+        try:
+            with Image.open(found) as opened:
+                images[kind] = opened.convert(mode)
+        except OSError as e:
+            problems.append(f"its {kind} image {name} cannot be read ({e})")
+    if not problems and record.made_from != "txt2img" and "init" not in images:
+        problems.append(f"it was made by {record.made_from} from an init image that was not kept; choose an input image")
+    request = record.request.replace(init_image=images.get("init"), mask=images.get("mask"))
+    return request, problems[0] if problems else ""
+
+
+def _with_model(
+    request: GenerationRequest, model_name: str, ours: bool, models_dir: Path
+) -> tuple[GenerationRequest, str]:
+    """The request with `model` pointing at a checkpoint on this machine, or the reason it cannot.
+
+    Our own record's "" is the built-in model and an existing path is used as is; a path from another
+    machine, and every A1111 text (which names no path), is looked up by hash, then name.
+    """
+    if ours and (not request.model or Path(request.model).is_file()):
+        return request, ""
+    name = model_name or (Path(request.model).stem if request.model else "")
+    try:
+        found = resolve_model(name, request.model_hash, models_dir)
+    except ModelNotFound as e:
+        return request, str(e)
+    return request.replace(model="" if found == builtin_model_path() else str(found)), ""
