@@ -14,15 +14,14 @@ from functools import lru_cache
 
 from transformers import CLIPTokenizer
 
+from sdstudio.engine.prompt_grammar import CHUNK_TOKENS, COMMA  # noqa: F401 (COMMA: re-exported with the ids)
 from sdstudio.paths import tokenizer_dir
 
 VOCAB_SIZE = 49408
 BOS = 49406
 EOS = 49407
 OPENCLIP_PAD = 0
-COMMA = 267  # ",</w>": A1111 prefers to split long prompts after a comma
-CONTEXT_LENGTH = 77
-CHUNK_TOKENS = CONTEXT_LENGTH - 2
+CONTEXT_LENGTH = CHUNK_TOKENS + 2
 
 
 @lru_cache(maxsize=1)

@@ -1,7 +1,7 @@
 import pytest
 
 from sdstudio.engine.errors import RequestError
-from sdstudio.engine.prompt_parser import BREAK, parse_prompt
+from sdstudio.engine.prompt_grammar import BREAK, parse_prompt
 
 # AUTOMATIC1111 modules/prompt_parser.py, parse_prompt_attention doctests, with their exact floats.
 A1111_DOCTESTS = [
