@@ -69,3 +69,28 @@ def test_user_message_names_an_unexpected_error_in_one_line(home):
     message = errorlog.user_message(raised(ZeroDivisionError("division by zero")))
     assert "\n" not in message and "ZeroDivisionError" in message and "details in" in message
     assert "ZeroDivisionError: division by zero" in (home / "logs" / "sdstudio.log").read_text()
+
+
+def test_cli_prints_one_line_for_an_unexpected_error_and_logs_the_traceback(home, monkeypatch, capsys):
+    from sdstudio import cli
+
+    def crash(args):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(cli, "cmd_inspect", crash)
+    assert cli.main(["inspect", "x.safetensors"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: Unexpected error (ZeroDivisionError")
+    assert "Traceback" not in err and str(home / "logs" / "sdstudio.log") in err
+    assert "ZeroDivisionError: division by zero" in (home / "logs" / "sdstudio.log").read_text()
+
+
+def test_cli_keeps_user_errors_short_and_their_exit_code(home, monkeypatch, capsys):
+    from sdstudio import cli
+
+    def refuse(args):
+        raise RequestError("steps must be at least 1")
+
+    monkeypatch.setattr(cli, "cmd_inspect", refuse)
+    assert cli.main(["inspect", "x.safetensors"]) == 2
+    assert capsys.readouterr().err == "error: steps must be at least 1\n"
