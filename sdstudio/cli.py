@@ -78,9 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except SDStudioError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # one line for the user; an unexpected traceback goes to the log file
+        from sdstudio.errorlog import user_message
+
+        print(f"error: {user_message(exc, f'sdstudio {argv[0]}')}", file=sys.stderr)
+        return 2 if isinstance(exc, SDStudioError) else 1

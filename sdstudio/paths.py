@@ -51,3 +51,7 @@ def outputs_dir() -> Path:
 
 def history_db() -> Path:
     return home() / "history.sqlite3"
+
+
+def logs_dir() -> Path:
+    return home() / "logs"

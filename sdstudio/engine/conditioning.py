@@ -1,13 +1,11 @@
 """Prompt -> cross-attention context (and SDXL's pooled vector), the way AUTOMATIC1111 builds it
 (`modules/sd_hijack_clip.py`, `modules/sd_emphasis.py` "Original", `modules/sd_models_xl.py`).
 
-1. Parse the emphasis syntax (prompt_parser) and tokenise each weighted run.
-2. Split into chunks of 75 tokens; BREAK closes a chunk. When a chunk fills up and a comma lies within the
-   last `comma_backtrack` tokens (A1111's "comma_padding_backtrack", default 20), the words after that comma
-   move to the next chunk; 0 gives plain 75-token chunks.
-3. Each chunk becomes BOS + tokens + EOS + padding (77) and is encoded on its own; every token's output is
+1. Parse the emphasis syntax, tokenise and split into chunks of 75 tokens (prompt_grammar, shared with the
+   UI's token counter): BREAK closes a chunk, a full chunk is cut after a comma within the last 20 tokens.
+2. Each chunk becomes BOS + tokens + EOS + padding (77) and is encoded on its own; every token's output is
    multiplied by its weight, then the chunk is rescaled so its mean equals the unweighted mean (in float32).
-4. Chunks are concatenated along the token axis: context [1, 77 * chunks, width]. SDXL concatenates its two
+3. Chunks are concatenated along the token axis: context [1, 77 * chunks, width]. SDXL concatenates its two
    encoders on the feature axis (768 + 1280 = 2048) and takes the pooled vector from bigG's first chunk.
 
 For classifier-free guidance `encode_pair` pads the shorter of prompt and negative with encodings of the
@@ -25,12 +23,11 @@ import torch
 from torch import Tensor
 from transformers import CLIPTokenizer
 
-from sdstudio.engine.prompt_parser import BREAK, parse_prompt
+from sdstudio.engine.prompt_grammar import A1111_COMMA_BACKTRACK, Chunk, chunk_prompt
 from sdstudio.engine.text_encoder import TextEncoder
-from sdstudio.engine.tokenizer import CHUNK_TOKENS, COMMA, CONTEXT_LENGTH, load_tokenizer, pad_chunk
+from sdstudio.engine.tokenizer import CONTEXT_LENGTH, load_tokenizer, pad_chunk
 from sdstudio.engine.unet import timestep_embedding
 
-A1111_COMMA_BACKTRACK = 20
 SIZE_EMBED_DIM = 256  # sgm ConcatTimestepEmbedderND(outdim=256) for each SDXL size number
 
 
@@ -45,50 +42,6 @@ class PromptEmbedding:
     @property
     def chunks(self) -> int:
         return self.context.shape[1] // CONTEXT_LENGTH
-
-
-@dataclass
-class Chunk:
-    """Up to 75 prompt tokens and their weights, before BOS/EOS/padding."""
-
-    tokens: list[int]
-    weights: list[float]
-
-
-def split_chunks(
-    runs: Sequence[tuple[str, float]], token_runs: Sequence[Sequence[int]], comma_backtrack: int
-) -> list[Chunk]:
-    """Lay weighted token runs out in chunks (A1111 tokenize_line). Always returns at least one chunk."""
-    chunks: list[Chunk] = []
-    current = Chunk([], [])
-    last_comma = -1
-
-    def close() -> Chunk:
-        nonlocal last_comma
-        chunks.append(current)
-        last_comma = -1
-        return Chunk([], [])
-
-    for run, tokens in zip(runs, token_runs, strict=True):
-        if run == BREAK:
-            current = close()
-            continue
-        for token in tokens:
-            if token == COMMA:
-                last_comma = len(current.tokens)
-            elif len(current.tokens) == CHUNK_TOKENS and 0 <= CHUNK_TOKENS - last_comma <= comma_backtrack:
-                cut = last_comma + 1
-                moved = Chunk(current.tokens[cut:], current.weights[cut:])
-                del current.tokens[cut:], current.weights[cut:]
-                close()
-                current = moved
-            if len(current.tokens) == CHUNK_TOKENS:
-                current = close()
-            current.tokens.append(token)
-            current.weights.append(run[1])
-    if current.tokens or not chunks:
-        close()
-    return chunks
 
 
 def apply_emphasis(hidden: Tensor, weights: Tensor) -> Tensor:
@@ -160,11 +113,10 @@ class PromptEncoder:
         return _pad_chunks(cond, uncond.chunks, empty), _pad_chunks(uncond, cond.chunks, empty)
 
     def chunk_prompt(self, prompt: str) -> list[Chunk]:
-        runs = parse_prompt(prompt)
-        texts = [run[0] for run in runs if run != BREAK]
-        tokenized = iter(self.tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"])
-        token_runs = [[] if run == BREAK else next(tokenized) for run in runs]
-        return split_chunks(runs, token_runs, self.comma_backtrack)
+        return chunk_prompt(prompt, self._tokenize, self.comma_backtrack)
+
+    def _tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        return self.tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
 
     @torch.no_grad()
     def _encode(self, prompt: str, clip_skip: int) -> PromptEmbedding:

@@ -15,10 +15,10 @@ from functools import lru_cache
 from transformers import CLIPTokenizer
 
 from sdstudio.engine.clip_vocab import BOS, COMMA, EOS, OPENCLIP_PAD, VOCAB_SIZE  # noqa: F401 (re-exported)
+from sdstudio.engine.prompt_grammar import CHUNK_TOKENS
 from sdstudio.paths import tokenizer_dir
 
-CONTEXT_LENGTH = 77
-CHUNK_TOKENS = CONTEXT_LENGTH - 2
+CONTEXT_LENGTH = CHUNK_TOKENS + 2
 
 
 @lru_cache(maxsize=1)

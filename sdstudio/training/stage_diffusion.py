@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPTextModel
 
-from sdstudio.engine.prompt_parser import parse_prompt
+from sdstudio.engine.prompt_grammar import parse_prompt
 from sdstudio.engine.schedules import scaled_linear_alphas_cumprod
 from sdstudio.engine.tokenizer import EOS, load_tokenizer, pad_chunk, tokenize
 from sdstudio.engine.unet import UNetModel

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QTimer
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
 from sdstudio import __version__
@@ -87,7 +87,7 @@ def run_app(argv: list[str] | None = None) -> int:
     counter = LazyTokenCounter()
     window = MainWindow(Worker(), settings, counter)
     window.show()
-    links: list[QObject | None] = []
+    links: list[HistoryLink | None] = []
     if args.measure_startup:
         def report() -> None:
             print(f"window visible after {_process_age_seconds() * 1000:.0f} ms "
@@ -102,8 +102,15 @@ def run_app(argv: list[str] | None = None) -> int:
         run.done.connect(app.exit)
         QTimer.singleShot(0, run.start)
     code = app.exec()
-    window.close()  # saves settings and joins the engine thread, also when the loop was ended by --screenshot
+    shut_down(window, links)
+    return code
+
+
+def shut_down(window: MainWindow, links: list[HistoryLink | None]) -> None:
+    """Close the window (saves settings, stops the engine thread; also when --screenshot ended the loop), then
+    finish pending history saves and close the history store."""
+    window.close()
     for link in links:
         if link is not None:
             link.flush()
-    return code
+            link.store.close()

@@ -13,6 +13,7 @@ from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDesktopServices, 
 from PySide6.QtWidgets import QApplication, QDockWidget, QFileDialog, QMainWindow, QSplitter, QWidget
 
 from sdstudio import paths
+from sdstudio.engine.detect import ModelDescription
 from sdstudio.engine.request import GenerationRequest, GenerationResult
 from sdstudio.history.file_parameters import read_file_parameters
 from sdstudio.ui.canvas_panel import INPUT, CanvasPanel
@@ -21,7 +22,14 @@ from sdstudio.ui.mask_model import MaskModel
 from sdstudio.ui.model_list import BUILTIN_LABEL, add_extra_model, model_choices
 from sdstudio.ui.prompt_panel import PromptPanel
 from sdstudio.ui.prompt_state import apply_request, build_requests
-from sdstudio.ui.settings import load_prompt_state, save_prompt_state
+from sdstudio.ui.settings import (
+    DEVICES,
+    device_unavailable,
+    load_device,
+    load_prompt_state,
+    save_device,
+    save_prompt_state,
+)
 from sdstudio.ui.status import JobStatus
 from sdstudio.ui.theme import apply_theme
 from sdstudio.ui.token_counter import LazyTokenCounter
@@ -47,6 +55,7 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.job_status, 1)
         self.last_seed: int | None = None
         self.model_family = str(settings.value("model/family", ""))
+        worker.set_device(load_device(settings))
         self._jobs: dict[int, GenerationRequest] = {}  # queued generation jobs
         self._running: int | None = None
         self._running_total = 0
@@ -114,7 +123,25 @@ class MainWindow(QMainWindow):
         gen.addSeparator()
         gen.addActions([cp.act_use_as_input, cp.act_clear_input])
         self._menu_action(gen, "&Reuse Last Seed", self.reuse_last_seed)
+        gen.addSeparator()
+        self._build_device_menu(gen.addMenu("&Device"))
         self.act_cancel.setEnabled(False)
+
+    def _build_device_menu(self, menu) -> None:
+        group = QActionGroup(self)
+        current = load_device(self.settings)
+        self.device_actions: dict[str, QAction] = {}
+        for name, label in DEVICES:
+            action = menu.addAction(label)
+            action.setCheckable(True)
+            action.setChecked(name == current)
+            why = device_unavailable(name)
+            action.setEnabled(not why)
+            action.setToolTip(why or f"Run the engine on {name}; the model reloads there")
+            action.triggered.connect(lambda _checked, name=name: self.set_device(name))
+            group.addAction(action)
+            self.device_actions[name] = action
+        menu.setToolTipsVisible(True)
 
     def _build_theme_menu(self, menu) -> None:
         group = QActionGroup(self)
@@ -131,6 +158,14 @@ class MainWindow(QMainWindow):
         app = QApplication.instance()
         if app is not None:
             apply_theme(app, theme)
+
+    def set_device(self, device: str) -> None:
+        """Remember the engine device and reload the current model on it (queued after the running job)."""
+        if device == load_device(self.settings) and device == self.worker.device:
+            return
+        save_device(self.settings, device)
+        self.worker.set_device(device)
+        self.worker.load_model(self.state.model)
 
     def _connect(self) -> None:
         w, p, cp = self.worker, self.panel, self.canvas_panel
@@ -266,12 +301,12 @@ class MainWindow(QMainWindow):
             self.refresh_models()
             self.choose_model(path)
 
-    def _model_loaded(self, description) -> None:
-        family = getattr(description, "family", "")
-        label = BUILTIN_LABEL if not self.state.model else getattr(description, "name", "")
+    def _model_loaded(self, description: ModelDescription) -> None:
+        family = description.family
+        label = BUILTIN_LABEL if not self.state.model else description.name
         self.panel.set_model_info(f"{label}: {description.summary()}", family)
         if family and self.model_family and family != self.model_family:
-            self.panel.apply_default_size(int(getattr(description, "default_size", 512)))
+            self.panel.apply_default_size(description.default_size)
         if family:
             self.model_family = family
             self.settings.setValue("model/family", family)

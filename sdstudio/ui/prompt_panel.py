@@ -6,6 +6,8 @@ main window turns the state into requests.
 
 from __future__ import annotations
 
+import itertools
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QPalette, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import (
@@ -56,9 +58,10 @@ class PromptEdit(QPlainTextEdit):
         count = self._counter.count(self.toPlainText())
         self._label.setText(format_count(count))
         why = "estimated until the tokenizer has loaded" if count.estimated else "CLIP tokens"
-        self._label.setToolTip(f"{count.tokens} {why}. Prompts are encoded in chunks of {CHUNK_TOKENS} tokens; "
+        self._label.setToolTip(count.problem or
+                               f"{count.tokens} {why}. Prompts are encoded in chunks of {CHUNK_TOKENS} tokens; "
                                "text with a tinted background falls into a later chunk.")
-        over = count.chunks > 1
+        over = count.chunks > 1 or bool(count.problem)
         self._label.setProperty("warn", over)
         self._label.style().unpolish(self._label)
         self._label.style().polish(self._label)
@@ -68,8 +71,10 @@ class PromptEdit(QPlainTextEdit):
         selections = []
         tint = QColor(self.palette().color(QPalette.ColorRole.Highlight))
         tint.setAlpha(60)
-        ends = list(boundaries[1:]) + [len(self.toPlainText())]
-        for index, (start, end) in enumerate(zip(boundaries, ends, strict=False)):
+        text = self.toPlainText()
+        # The grammar counts Python characters, the document UTF-16 units (an emoji is two).
+        positions = [len(text[:offset].encode("utf-16-le")) // 2 for offset in (*boundaries, len(text))]
+        for index, (start, end) in enumerate(itertools.pairwise(positions)):
             if index % 2:
                 continue
             sel = QTextEdit.ExtraSelection()

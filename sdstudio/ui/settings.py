@@ -7,6 +7,11 @@ read or write a real user's preferences.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import platform
+import re
+import sys
+from pathlib import Path
 
 from PySide6.QtCore import QSettings
 
@@ -14,6 +19,9 @@ from sdstudio import paths
 from sdstudio.ui.prompt_state import PromptState
 
 _PROMPT_GROUP = "prompt"
+DEVICE_KEY = "engine/device"
+# The engine's device names (sdstudio/engine/devices.py, which imports torch) with their menu labels.
+DEVICES = (("auto", "&Automatic"), ("cpu", "&CPU"), ("cuda", "CU&DA (NVIDIA/AMD GPU)"), ("mps", "&MPS (Apple GPU)"))
 
 
 def open_settings() -> QSettings:
@@ -51,3 +59,37 @@ def _coerce(raw: object, kind: type) -> object | None:
         return kind(raw)
     except (TypeError, ValueError):
         return None
+
+
+def load_device(settings: QSettings) -> str:
+    """The chosen engine device; "auto" when unset or not one of DEVICES."""
+    device = str(settings.value(DEVICE_KEY, "auto"))
+    return device if device in dict(DEVICES) else "auto"
+
+
+def save_device(settings: QSettings, device: str) -> None:
+    settings.setValue(DEVICE_KEY, device)
+    settings.sync()
+
+
+def device_unavailable(device: str) -> str:
+    """Why `device` cannot work here ("" when it may), found without importing torch on the GUI thread: the
+    torch build says whether it was built for CUDA/ROCm, the platform whether Metal exists. The engine still
+    checks for a GPU when it starts on the device and reports its own one-line error."""
+    if device == "cuda" and not _torch_build_has("cuda", "hip"):
+        return "this torch build has no CUDA or ROCm support"
+    if device == "mps" and not (sys.platform == "darwin" and platform.machine() == "arm64"):
+        return "Apple's Metal backend needs a Mac with Apple silicon"
+    return ""
+
+
+def _torch_build_has(*backends: str) -> bool:
+    spec = importlib.util.find_spec("torch")  # finds the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    try:
+        text = (Path(list(spec.submodule_search_locations)[0]) / "version.py").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    names = "|".join(backends)
+    return re.search(rf"^(?:{names})\s*(?::[^=]*)?=\s*['\"][^'\"]+['\"]", text, re.M) is not None

@@ -1,30 +1,28 @@
 """Token counting for the prompt boxes: how many CLIP tokens, and where each 75-token chunk begins.
 
-The engine encodes prompts in chunks of 75 tokens (77 with BOS/EOS); `BREAK` starts a new chunk early. A1111's
-emphasis syntax — `(word)`, `[word]`, `(word:1.3)` — costs no tokens, so it is stripped before counting;
-`\\(` is a literal bracket. The real CLIP tokenizer is loaded lazily off the GUI thread; until it is there
-(or when it cannot load) a per-word estimate stands in and the count is marked as estimated.
+The count is the engine's own chunk layout (sdstudio/engine/prompt_grammar.py: emphasis syntax, BREAK, the
+comma backtrack), so what the box shows is what the engine encodes. The real CLIP tokenizer is loaded lazily
+off the GUI thread; until it is there (or when it cannot load) an estimating tokenizer stands in and the count
+is marked as estimated.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 from PySide6.QtCore import QObject, Signal
 
-CHUNK_TOKENS = 75
+from sdstudio.engine.errors import RequestError
+from sdstudio.engine.prompt_grammar import CHUNK_TOKENS, COMMA, Tokenize, chunk_prompt
 
-# Order matters: escaped brackets are text, a weight like ":1.3)" and bare brackets are syntax, BREAK splits.
-_WEIGHT = r":\s*[+-]?(?:\d+\.?\d*|\.\d+)\s*\)"
-_SYNTAX = re.compile(rf"\\[()\[\]]|{_WEIGHT}|[()\[\]]|\bBREAK\b|(?:[^\s()\[\]\\:]|:(?!{_WEIGHT[1:]}))+|[:\\]")
-_MARKUP = re.compile(rf"{_WEIGHT}|[()\[\]]")
+__all__ = ["CHUNK_TOKENS", "LazyTokenCounter", "TokenCount", "cached_tokenize", "count_prompt",
+           "estimate_tokenize", "format_count"]
+
 _ESTIMATE_PIECES = re.compile(r"[^\W\d_]+|\d|[^\w\s]+|_+")
-
-WordCounter = Callable[[str], int]
+_ESTIMATED_ID = 0  # any id but COMMA: the estimate only needs to know where commas are
 
 
 @dataclass(frozen=True)
@@ -33,67 +31,70 @@ class TokenCount:
     chunks: int
     boundaries: tuple[int, ...]  # character offsets where chunks 2, 3, ... begin
     estimated: bool
+    problem: str = ""  # the engine's message when it would refuse this prompt (a malformed weight)
 
 
-def estimate_word(word: str) -> int:
-    """Lower-bound guess without the tokenizer: a letter run, a digit, or a punctuation run is one token."""
-    return len(_ESTIMATE_PIECES.findall(word))
+def estimate_tokenize(texts: Sequence[str]) -> list[list[int]]:
+    """Lower-bound guess without the tokenizer: a letter run, a digit, or a punctuation run is one token;
+    a lone comma is CLIP's comma, so the estimate chunks like the engine does."""
+    return [[COMMA if piece == "," else _ESTIMATED_ID for piece in _ESTIMATE_PIECES.findall(text)]
+            for text in texts]
 
 
-def count_prompt(text: str, count_word: WordCounter | None = None) -> TokenCount:
-    """Count tokens chunk by chunk; a word that would cross the 75-token line starts the next chunk."""
-    counter = count_word or estimate_word
-    tokens, in_chunk, boundaries = 0, 0, []
-    pending_break = False
-    for match in _SYNTAX.finditer(text):
-        piece = match.group()
-        if piece == "BREAK":
-            pending_break = in_chunk > 0
-            continue
-        if _MARKUP.fullmatch(piece):
-            continue
-        n = counter(piece[1:] if piece.startswith("\\") else piece)
-        if n == 0:
-            continue
-        if pending_break or (in_chunk and in_chunk + n > CHUNK_TOKENS):
-            boundaries.append(match.start())
-            in_chunk, pending_break = 0, False
-        tokens += n
-        in_chunk += n
-    return TokenCount(tokens, len(boundaries) + 1, tuple(boundaries), estimated=count_word is None)
+def count_prompt(text: str, tokenize: Tokenize | None = None) -> TokenCount:
+    """The engine's chunk layout of `text`, with `tokenize` (None: the estimate)."""
+    try:
+        chunks = chunk_prompt(text, tokenize or estimate_tokenize)
+    except RequestError as exc:  # shown by the counter while typing; generating reports it again
+        return TokenCount(0, 1, (), estimated=tokenize is None, problem=str(exc))
+    tokens = sum(len(chunk.tokens) for chunk in chunks)
+    boundaries = tuple(chunk.start for chunk in chunks[1:])
+    return TokenCount(tokens, len(chunks), boundaries, estimated=tokenize is None)
 
 
 def format_count(count: TokenCount) -> str:
-    """'12/75', '80/150' (the limit grows by chunks); '≈' marks an estimate."""
+    """'12/75', '80/150' (the limit grows by chunks); '≈' marks an estimate, '!' a prompt the engine refuses."""
+    if count.problem:
+        return "!"
     approx = "≈" if count.estimated else ""
     return f"{approx}{count.tokens}/{CHUNK_TOKENS * count.chunks}"
 
 
-def word_counter_from_tokenizer(tokenizer) -> WordCounter:
-    """Per-word counts with a cache: typing re-counts the whole prompt on every key press."""
+def cached_tokenize(tokenize: Tokenize, size: int = 4096) -> Tokenize:
+    """Per-text cache: typing re-counts the whole prompt on every key press, and the grammar asks per word."""
+    cache: dict[str, list[int]] = {}
+    lock = threading.Lock()
 
-    @lru_cache(maxsize=4096)
-    def count(word: str) -> int:
-        return len(tokenizer.tokenize(word))
+    def cached(texts: Sequence[str]) -> list[list[int]]:
+        with lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in cache))
+            if missing:
+                if len(cache) + len(missing) > size:
+                    cache.clear()
+                cache.update(zip(missing, tokenize(missing), strict=True))
+            return [cache[t] for t in texts]
 
-    return count
+    return cached
 
 
-def _load_real_counter() -> WordCounter:
-    from sdstudio.engine.tokenizer import load_tokenizer
+def _load_real_tokenize() -> Tokenize:
+    # transformers' tokenizer, not torch: the GUI process stays free of torch until the worker imports it.
+    from sdstudio.engine.tokenizer import load_tokenizer, tokenize
 
-    return word_counter_from_tokenizer(load_tokenizer())
+    load_tokenizer()  # here, in the loader thread, not on the first key press
+    return cached_tokenize(tokenize)
 
 
 class LazyTokenCounter(QObject):
-    """Holds the word counter; loads the real tokenizer in a background thread and says when it is ready."""
+    """Holds the tokenize function; loads the real tokenizer in a background thread and says when it is ready."""
 
     ready = Signal()
 
-    def __init__(self, loader: Callable[[], WordCounter] = _load_real_counter, parent: QObject | None = None):
+    def __init__(self, loader: Callable[[], Tokenize | None] = _load_real_tokenize,
+                 parent: QObject | None = None):
         super().__init__(parent)
         self._loader = loader
-        self._counter: WordCounter | None = None
+        self._tokenize: Tokenize | None = None
         self._started = False
         self.error = ""
 
@@ -103,13 +104,13 @@ class LazyTokenCounter(QObject):
             threading.Thread(target=self._load, name="tokenizer-loader", daemon=True).start()
 
     def count(self, text: str) -> TokenCount:
-        return count_prompt(text, self._counter)
+        return count_prompt(text, self._tokenize)
 
     def _load(self) -> None:
         try:
-            counter = self._loader()
+            tokenize = self._loader()
         except Exception as exc:  # any failure keeps the estimate; the tooltip says why
             self.error = f"{type(exc).__name__}: {exc}"
             return
-        self._counter = counter
+        self._tokenize = tokenize
         self.ready.emit()

@@ -1,41 +1,49 @@
-"""The background worker: one QThread owns the engine, runs a FIFO queue of jobs, and reports by signals.
+"""The background worker: one thread owns the engine (a sdstudio.engine.backend.Backend), runs a FIFO queue
+of jobs, and reports by signals.
 
 The GUI thread never waits on the engine. It submits immutable requests and receives progress, coalesced
 previews, results and errors as queued signals. The engine module (and with it torch) is imported by the engine
 factory inside the worker thread, so the window can appear before torch loads.
+
+Stopping is prompt: a model load is abandoned at its next progress report (the callback raises Cancelled),
+a generation at its next step, and `stop()` waits a bounded time. The thread is a daemon, so even an engine
+stuck in one long operation never keeps the app from exiting.
 """
 
 from __future__ import annotations
 
 import collections
+import gc
 import itertools
 import os
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal
 from PySide6.QtGui import QImage
 
-from sdstudio.engine.errors import Cancelled, SDStudioError
+from sdstudio.engine.backend import Backend
+from sdstudio.engine.errors import Cancelled
 from sdstudio.engine.request import GenerationRequest, GenerationResult, StepInfo
+from sdstudio.errorlog import user_message
 from sdstudio.ui.imageconv import pil_to_qimage
 
-EngineFactory = Callable[[], Any]
+EngineFactory = Callable[[], Backend]
 PREVIEW_INTERVAL_MS = 100
 GIL_SWITCH_INTERVAL_S = 0.001
 WORKER_NICE = 10
+STOP_TIMEOUT_S = 2.0  # a load or step notices the stop within a progress report; never block the GUI longer
 
 
-def default_engine_factory() -> Any:
-    """The real engine; imported here, in the worker thread, so torch never loads on the GUI thread."""
+def default_engine_factory(device: str = "auto") -> Backend:
+    """The real engine on `device`; imported here, in the worker thread, so torch never loads on the GUI thread.
+    An unavailable device raises the engine's one-line SDStudioError, which the job's failure shows."""
     from sdstudio.engine.api import Engine
 
-    return Engine()
+    return Engine(device=device)
 
 
 def lower_thread_priority() -> None:
@@ -55,7 +63,7 @@ def lower_thread_priority() -> None:
 
 
 @dataclass
-class Job:
+class QueuedJob:
     """One queued unit of work: generate `request`, or only load `model` when request is None."""
 
     id: int
@@ -114,16 +122,6 @@ class PreviewThrottle(QObject):
             self.ready.emit(*item)
 
 
-class _EngineThread(QThread):
-    def __init__(self, worker: Worker):
-        super().__init__()
-        self.setObjectName("engine-worker")
-        self._worker = worker
-
-    def run(self) -> None:
-        self._worker._run_loop()
-
-
 class Worker(QObject):
     """Owns the engine in its own thread. Public methods are called from the GUI thread."""
 
@@ -138,19 +136,22 @@ class Worker(QObject):
     queueChanged = Signal(int)  # jobs waiting (not counting the running one); always emitted in the GUI thread
     _queueTouched = Signal()
 
-    def __init__(self, engine_factory: EngineFactory = default_engine_factory,
+    def __init__(self, engine_factory: EngineFactory | None = None,
                  preview_interval_ms: int = PREVIEW_INTERVAL_MS, parent: QObject | None = None):
+        """`engine_factory` None: the real engine on the device given to `set_device` ("auto" until then)."""
         super().__init__(parent)
         self._factory = engine_factory
+        self._device = "auto"
+        self._new_engine = False  # the device changed: build the engine again before the next job
         self._ids = itertools.count(1)
-        self._queue: collections.deque[Job] = collections.deque()
+        self._queue: collections.deque[QueuedJob] = collections.deque()
         self._cond = threading.Condition()
-        self._current: Job | None = None
+        self._current: QueuedJob | None = None
         self._stopping = False
         self._throttle = PreviewThrottle(preview_interval_ms, self)
         self._throttle.ready.connect(self.previewReady)
         self._queueTouched.connect(self._announce_queue, Qt.ConnectionType.QueuedConnection)
-        self._thread = _EngineThread(self)
+        self._thread = threading.Thread(target=self._run_loop, name="engine-worker", daemon=True)
 
     # --- GUI-thread API -------------------------------------------------------------------------
     def start(self) -> None:
@@ -159,24 +160,38 @@ class Worker(QObject):
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
         self._thread.start()
 
-    def stop(self) -> None:
-        """Cancel everything and join the thread: within one step (or once a model load ends)."""
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> bool:
+        """Cancel everything (a running load or generation at its next progress report or step) and wait at
+        most `timeout_s` for the thread; returns whether it ended. A thread still busy is left to finish on its
+        own: it is a daemon and starts no further job."""
         with self._cond:
             self._stopping = True
             self._queue.clear()
             if self._current is not None:
                 self._current.cancel.set()
             self._cond.notify_all()
-        if self._thread.isRunning():
-            self._thread.wait()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    def set_device(self, device: str) -> None:
+        """Run the engine on `device` ("auto", "cpu", "cuda", "mps") from the next job on; queue `load_model`
+        to reload the current model there now."""
+        with self._cond:
+            if device != self._device:
+                self._device, self._new_engine = device, True
+
+    @property
+    def device(self) -> str:
+        return self._device
 
     def submit(self, request: GenerationRequest) -> int:
         """Queue a generation; returns its job id."""
-        return self._enqueue(Job(next(self._ids), request.model, request))
+        return self._enqueue(QueuedJob(next(self._ids), request.model, request))
 
     def load_model(self, model: str) -> int:
         """Queue loading a model ahead of the next generation (it is skipped when already loaded)."""
-        return self._enqueue(Job(next(self._ids), model))
+        return self._enqueue(QueuedJob(next(self._ids), model))
 
     def cancel_current(self) -> None:
         with self._cond:
@@ -198,7 +213,7 @@ class Worker(QObject):
             return self._waiting()
 
     # --- worker thread ----------------------------------------------------------------------------
-    def _enqueue(self, job: Job) -> int:
+    def _enqueue(self, job: QueuedJob) -> int:
         with self._cond:
             self._queue.append(job)
             self._cond.notify()
@@ -212,7 +227,7 @@ class Worker(QObject):
     def _waiting(self) -> int:
         return sum(1 for job in self._queue if job.request is not None)
 
-    def _next_job(self) -> Job | None:
+    def _next_job(self) -> QueuedJob | None:
         with self._cond:
             self._current = None
             while not self._queue and not self._stopping:
@@ -225,34 +240,45 @@ class Worker(QObject):
 
     def _run_loop(self) -> None:
         lower_thread_priority()
-        engine, loaded = None, None
+        engine: Backend | None = None
+        loaded: str | None = None
         while (job := self._next_job()) is not None:
             if job.request is not None:
                 self.jobStarted.emit(job.id)
             try:
-                if engine is None:
-                    engine = self._factory()
+                with self._cond:
+                    device, new_engine, self._new_engine = self._device, self._new_engine, False
+                if engine is None or new_engine:
+                    if engine is not None:
+                        engine, loaded = None, None
+                        gc.collect()  # let the old engine's memory go before the new one loads
+                    engine = self._factory() if self._factory is not None else default_engine_factory(device)
                 if loaded != job.model:
                     loaded = None
-                    self._load(engine, job.model)
+                    self._load(engine, job)
                     loaded = job.model
                 if job.request is not None:
                     self._generate(engine, job)
             except Cancelled:
                 self.jobCancelled.emit(job.id)
-            except SDStudioError as exc:
-                self.jobFailed.emit(job.id, str(exc))
-            except Exception as exc:  # never let the thread die: the user sees the error, the queue goes on
-                traceback.print_exc(file=sys.stderr)
-                self.jobFailed.emit(job.id, f"Unexpected error ({type(exc).__name__}): {exc}")
+            except Exception as exc:  # never let the thread die: the user sees one line, the log the rest
+                what = "generating" if job.request is not None else "loading"
+                self.jobFailed.emit(job.id, user_message(exc, f"{what} {job.model or 'the built-in model'}"))
 
-    def _load(self, engine: Any, model: str) -> None:
-        label = "the built-in model" if not model else model.rsplit("/", 1)[-1]
+    def _load(self, engine: Backend, job: QueuedJob) -> None:
+        label = "the built-in model" if not job.model else job.model.rsplit("/", 1)[-1]
         self.modelLoading.emit(f"Loading {label}…", 0.0)
-        description = engine.load_model(model, progress=lambda msg, frac: self.modelLoading.emit(msg, frac))
+
+        def progress(message: str, fraction: float) -> None:
+            # The engine reports often (per tensor), so raising here abandons a load promptly.
+            if job.cancel.is_set() or self._stopping:
+                raise Cancelled("model load cancelled")
+            self.modelLoading.emit(message, fraction)
+
+        description = engine.load_model(job.model, progress=progress)
         self.modelLoaded.emit(description)
 
-    def _generate(self, engine: Any, job: Job) -> None:
+    def _generate(self, engine: Backend, job: QueuedJob) -> None:
         previews: list[tuple[int, QImage]] = []
 
         def on_step(info: StepInfo) -> None:

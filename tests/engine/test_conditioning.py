@@ -3,13 +3,11 @@ import torch
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 from sdstudio.engine.conditioning import (
-    Chunk,
     PromptEncoder,
     apply_emphasis,
     sdxl_y,
-    split_chunks,
 )
-from sdstudio.engine.prompt_parser import BREAK
+from sdstudio.engine.prompt_grammar import BREAK, Chunk, split_chunks
 from sdstudio.engine.text_encoder import TextEncoder, _config
 from sdstudio.engine.tokenizer import BOS, COMMA, EOS, OPENCLIP_PAD, tokenize
 

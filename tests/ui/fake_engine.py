@@ -1,28 +1,26 @@
-"""A scripted stand-in for sdstudio.engine.api.Engine: same methods, tiny images, optional real CPU work."""
+"""A scripted stand-in for sdstudio.engine.api.Engine: implements sdstudio.engine.backend.Backend with tiny
+images, optional real CPU work and an optionally slow, cancellable load."""
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
+from sdstudio.engine.detect import ModelDescription
 from sdstudio.engine.errors import Cancelled, CheckpointError
 from sdstudio.engine.request import GenerationRequest, GenerationResult, StepInfo
 
 
-@dataclass(frozen=True)
-class FakeDescription:
-    name: str
-    family: str = "demo"
-    inpainting: bool = False
-    prediction: str = "eps"
-    default_size: int = 64
-
-    def summary(self) -> str:
-        return "SD Studio demo, eps-prediction, fake"
+def fake_description(name: str, path: str = "") -> ModelDescription:
+    """A complete description of the demo family, as the real detector would give for the built-in model."""
+    return ModelDescription(
+        name=name, path=path, family="demo", family_label="SD Studio demo", inpainting=False, prediction="eps",
+        prediction_source="default", dtype="float32", params={"unet": 1_000_000, "vae": 200_000, "text": 0},
+        default_size=64, scale_factor=1.0, vae_downscale=8, context_dim=64, unet_in_channels=4,
+    )
 
 
 def result_colour(seed: int) -> tuple[int, int, int]:
@@ -39,30 +37,49 @@ class FakeEngine:
     """Runs `steps` steps of `step_seconds` each; a file that is not a .safetensors model fails to load.
 
     `matmul` > 0 spends each step on torch matrix products of that size instead of sleeping, so the worker
-    thread really competes with the GUI thread for the CPU and the GIL.
+    thread really competes with the GUI thread for the CPU and the GIL. A load reports progress `load_steps`
+    times, `load_step_seconds` apart, as the real engine does per tensor; `progress_calls` counts them.
     """
 
-    def __init__(self, step_seconds: float = 0.005, matmul: int = 0, previews: bool = True):
+    def __init__(self, step_seconds: float = 0.005, matmul: int = 0, previews: bool = True,
+                 load_steps: int = 1, load_step_seconds: float = 0.0, models: list[str] | None = None):
         self.step_seconds = step_seconds
         self.matmul = matmul
         self.previews = previews
+        self.load_steps = load_steps
+        self.load_step_seconds = load_step_seconds
+        self.models = list(models or [])
         self.loaded: list[str] = []
         self.generated: list[GenerationRequest] = []
         self.steps_run = 0
+        self.progress_calls = 0
+        self.description: ModelDescription | None = None
         self.thread: threading.Thread | None = None
         self.gate = threading.Event()
         self.gate.set()
 
-    def load_model(self, path: str = "", progress=None) -> FakeDescription:
+    def load_model(self, path: str = "", progress=None) -> ModelDescription:
         self.thread = threading.current_thread()
-        if progress:
-            progress("reading", 0.5)
+        self.description = None
+        for i in range(self.load_steps):
+            if progress:
+                self.progress_calls += 1
+                progress("reading", (i + 1) / (self.load_steps + 1))
+            if self.load_step_seconds:
+                time.sleep(self.load_step_seconds)
         if path:
             data = Path(path).read_bytes()[:8] if Path(path).exists() else b""
             if len(data) < 8 or int.from_bytes(data, "little") > 100_000_000:
                 raise CheckpointError(f"{Path(path).name}: not a safetensors file (the header is unreadable)")
         self.loaded.append(path)
-        return FakeDescription(name=Path(path).stem if path else "sdstudio-emoji")
+        self.description = fake_description(Path(path).stem if path else "sdstudio-emoji", path)
+        return self.description
+
+    def describe(self) -> ModelDescription | None:
+        return self.description
+
+    def list_models(self) -> list[str]:
+        return list(self.models)
 
     def generate(self, request: GenerationRequest, on_step=None, should_cancel=None) -> GenerationResult:
         self.generated.append(request)

@@ -1,3 +1,4 @@
+import pytest
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QColor, QImage
 from PySide6.QtTest import QTest
@@ -6,7 +7,7 @@ from sdstudio.history.store import HistoryStore
 from sdstudio.ui.canvas_panel import INPUT, RESULT
 from sdstudio.ui.history_link import HistoryLink
 from sdstudio.ui.model_list import BUILTIN_LABEL
-from tests.ui.fake_engine import preview_colour, result_colour
+from tests.ui.fake_engine import FakeEngine, fake_description, preview_colour, result_colour
 
 
 def set_prompt(window, text="cat face", seed=42, steps=4):
@@ -366,3 +367,83 @@ def test_opening_our_png_whose_mask_is_gone_says_so(qtbot, window, home):
     window.open_image(str(entry.file))
     banner = window.canvas_panel.banner
     assert banner.isVisibleTo(window) and "mask image" in banner.text.text() and "missing" in banner.text.text()
+
+
+def test_a_failure_shows_one_line_and_where_the_log_is(qtbot, make_window, home):
+    def broken():
+        raise ZeroDivisionError("division by zero")
+
+    window = make_window(factory=broken)
+    set_prompt(window)
+    with qtbot.waitSignal(window.worker.jobFailed, timeout=5000):
+        window.generate()
+    shown = window.canvas_panel.banner.text.text()
+    log = home / "logs" / "sdstudio.log"
+    assert "ZeroDivisionError" in shown and f"details in {log}" in shown and "Traceback" not in shown
+    assert "Traceback (most recent call last)" in log.read_text()
+
+
+def test_closing_the_window_during_a_long_model_load_abandons_the_load(qtbot, make_window):
+    slow = FakeEngine(load_steps=100_000, load_step_seconds=0.002)
+    window = make_window(factory=lambda: slow)
+    window.worker.load_model("")
+    qtbot.waitUntil(lambda: slow.progress_calls >= 5, timeout=5000)
+    window.close()
+    calls_at_close = slow.progress_calls
+    qtbot.wait(50)
+    assert slow.progress_calls == calls_at_close < 1000 and slow.loaded == []
+
+
+def test_model_info_comes_from_the_full_description(qtbot, window):
+    with qtbot.waitSignal(window.worker.modelLoaded, timeout=5000):
+        window.worker.load_model("")
+    assert window.panel.model_info.text().endswith(fake_description("x").summary())
+    assert window.model_family == "demo"
+
+
+def test_device_menu_disables_what_is_missing_and_reloads_on_the_chosen_device(qtbot, window, monkeypatch):
+    from sdstudio.ui.settings import device_unavailable, load_device
+
+    actions = window.device_actions
+    assert list(actions) == ["auto", "cpu", "cuda", "mps"]
+    assert actions["auto"].isChecked() and actions["auto"].isEnabled() and actions["cpu"].isEnabled()
+    for name in ("cuda", "mps"):
+        assert actions[name].isEnabled() == (device_unavailable(name) == "")
+    loads = []
+    monkeypatch.setattr(window.worker, "load_model", loads.append)
+    window.state.model = ""
+    actions["cpu"].trigger()
+    assert window.worker.device == "cpu" and load_device(window.settings) == "cpu" and loads == [""]
+    assert actions["cpu"].isChecked() and not actions["auto"].isChecked()
+    actions["cpu"].trigger()  # choosing the current device again reloads nothing
+    assert loads == [""]
+
+
+def test_the_saved_device_is_given_to_the_worker_at_start(qtbot, home, engine):
+    from sdstudio.ui.main_window import MainWindow
+    from sdstudio.ui.settings import open_settings, save_device
+    from sdstudio.ui.token_counter import LazyTokenCounter
+    from sdstudio.ui.worker import Worker
+
+    settings = open_settings()
+    save_device(settings, "cpu")
+    worker = Worker(lambda: engine)
+    window = MainWindow(worker, settings, LazyTokenCounter(loader=lambda: None))
+    qtbot.addWidget(window)
+    assert worker.device == "cpu" and window.device_actions["cpu"].isChecked()
+
+
+def test_shutting_down_finishes_history_saves_and_closes_the_store(qtbot, window, tmp_path):
+    import sqlite3
+
+    from sdstudio.ui.app import shut_down
+
+    store = HistoryStore(tmp_path / "outputs")
+    link = HistoryLink(store, window)
+    set_prompt(window, seed=3)
+    with qtbot.waitSignal(window.resultReady, timeout=5000):
+        window.generate()
+    shut_down(window, [link, None])
+    assert not window.isVisible() and len(list((tmp_path / "outputs").rglob("*.png"))) == 1
+    with pytest.raises(sqlite3.ProgrammingError):
+        store.get("anything")

@@ -1,25 +1,24 @@
+import random
+
+from sdstudio.engine.prompt_grammar import CHUNK_TOKENS, COMMA
 from sdstudio.ui.token_counter import (
-    CHUNK_TOKENS,
     LazyTokenCounter,
+    cached_tokenize,
     count_prompt,
-    estimate_word,
+    estimate_tokenize,
     format_count,
-    word_counter_from_tokenizer,
 )
 
 
-def one_per_word(word: str) -> int:
-    return 1
+def one_per_word(texts):
+    return [[1] for _ in texts]
 
 
 def test_emphasis_syntax_costs_no_tokens():
-    def counter(word):
-        return estimate_word(word)
-
-    plain = count_prompt("a cat, red", counter)
-    weighted = count_prompt("(a cat:1.3), [red]", counter)
+    plain = count_prompt("a cat, red", estimate_tokenize)
+    weighted = count_prompt("(a cat:1.3), [red]", estimate_tokenize)
     assert weighted.tokens == plain.tokens == 4  # a, cat, ",", red
-    assert count_prompt("\\(literal\\)", one_per_word).tokens == 3
+    assert count_prompt("\\(literal\\)", estimate_tokenize).tokens == 3
 
 
 def test_the_word_that_crosses_75_tokens_starts_the_second_chunk():
@@ -33,26 +32,51 @@ def test_the_word_that_crosses_75_tokens_starts_the_second_chunk():
 def test_break_starts_a_new_chunk_early():
     count = count_prompt("cat BREAK dog", one_per_word)
     assert count.chunks == 2 and count.tokens == 2 and count.boundaries == ("cat BREAK dog".index("dog"),)
-    assert count_prompt("BREAK cat", one_per_word).chunks == 1
+
+
+def test_break_at_the_start_leaves_an_empty_first_chunk_as_the_engine_does():
+    # A1111 (and the engine) close the empty first chunk; the counter used to say one chunk here.
+    count = count_prompt("BREAK cat", one_per_word)
+    assert count.chunks == 2 and count.tokens == 1 and count.boundaries == (6,)
+
+
+def test_issue_example_comma_backtrack_moves_the_last_words_like_the_engine():
+    text = "w " * 70 + ", " + "v " * 10
+    count = count_prompt(text, estimate_tokenize)
+    assert count.tokens == 81 and count.chunks == 2
+    assert count.boundaries == (text.index("v"),)  # [71, 10], not [75, 6]
+
+
+def test_escaped_boundary_offsets_point_into_the_source_text():
+    text = "\\(x\\) " * 40  # each "(x)" is three estimated tokens, escapes included in the offsets
+    count = count_prompt(text, estimate_tokenize)
+    assert count.tokens == 120 and count.boundaries == (25 * len("\\(x\\) "),)
 
 
 def test_estimate_is_marked_and_counts_words_digits_and_punctuation():
-    assert estimate_word("cat,") == 2 and estimate_word("2024") == 4 and estimate_word("flag:") == 2
+    assert [len(ids) for ids in estimate_tokenize(["cat,", "2024", "flag:"])] == [2, 4, 2]
+    assert estimate_tokenize([","]) == [[COMMA]] and estimate_tokenize([",."]) != [[COMMA]]
     count = count_prompt("red apple")
     assert count.estimated and format_count(count) == "≈2/75"
 
 
-def test_counter_uses_the_tokenizer_per_word():
-    class Tok:
-        calls = 0
+def test_a_malformed_weight_is_reported_not_raised():
+    count = count_prompt("(word:1.2.3)", one_per_word)
+    assert "not a number" in count.problem and format_count(count) == "!"
 
-        def tokenize(self, word):
-            Tok.calls += 1
-            return [word[i:i + 2] for i in range(0, len(word), 2)]
 
-    counter = word_counter_from_tokenizer(Tok())
-    count = count_prompt("abcd abcd ef", counter)
-    assert count.tokens == 5 and not count.estimated and Tok.calls == 2  # "abcd" counted once
+def test_cached_tokenize_asks_once_per_word():
+    asked = []
+
+    def tokenize(texts):
+        asked.extend(texts)
+        return [[len(t)] * ((len(t) + 1) // 2) for t in texts]
+
+    cached = cached_tokenize(tokenize)
+    count = count_prompt("abcd abcd ef", cached)
+    assert count.tokens == 5 and not count.estimated and asked == ["abcd", "ef"]
+    count_prompt("ef abcd", cached)
+    assert asked == ["abcd", "ef"]
 
 
 def test_lazy_counter_switches_to_the_tokenizer_when_loaded(qtbot):
@@ -74,9 +98,35 @@ def test_lazy_counter_keeps_estimating_when_the_tokenizer_fails(qtbot):
 
 
 def test_real_clip_tokenizer_counts_known_tokens():
-    from sdstudio.engine.tokenizer import load_tokenizer
+    from sdstudio.engine.tokenizer import tokenize
 
-    counter = word_counter_from_tokenizer(load_tokenizer())
     # "a photo of a cat" is 5 tokens between BOS and EOS (see docs/references.md).
-    assert count_prompt("a photo of a cat", counter).tokens == 5
-    assert count_prompt("(a photo:1.2) of [a cat]", counter).tokens == 5
+    assert count_prompt("a photo of a cat", tokenize).tokens == 5
+    assert count_prompt("(a photo:1.2) of [a cat]", tokenize).tokens == 5
+
+
+def random_prompt(rng: random.Random) -> str:
+    pieces = ["cat", "a", "photo", "Of", "BREAK", "BREAKFAST", ",", ", ", " ", "(", ")", "[", "]", ":1.3)",
+              ":0.5)", "\\(", "\\)", "\\\\", "emoji 🍎", "2024", "don't", "x_y", "\n", "\t", "  ", "red,blue",
+              "masterpiece", "ultra-detailed", "(best:1.2)"]
+    return "".join(rng.choice(pieces) for _ in range(rng.randint(0, 160)))
+
+
+def test_ui_count_equals_the_engine_chunk_layout_with_the_real_tokenizer():
+    import torch
+
+    from sdstudio.engine.conditioning import PromptEncoder
+    from sdstudio.engine.tokenizer import tokenize
+
+    class NoEncoder:
+        pad_token, device = 0, torch.device("cpu")
+
+    engine = PromptEncoder([NoEncoder()])
+    rng = random.Random(1234)
+    for _ in range(150):
+        prompt = random_prompt(rng)
+        chunks = engine.chunk_prompt(prompt)
+        count = count_prompt(prompt, tokenize)
+        assert count.chunks == len(chunks), prompt
+        assert count.tokens == sum(len(c.tokens) for c in chunks), prompt
+        assert count.boundaries == tuple(c.start for c in chunks[1:]), prompt

@@ -4,7 +4,9 @@ import time
 import pytest
 from PySide6.QtGui import QColor
 
+from sdstudio.engine.errors import GenerationError, SDStudioError
 from sdstudio.engine.request import GenerationRequest
+from sdstudio.ui import worker as worker_module
 from sdstudio.ui.worker import PreviewThrottle, Worker
 from tests.ui.fake_engine import FakeEngine, preview_colour, result_colour
 
@@ -15,7 +17,7 @@ def engine():
 
 
 @pytest.fixture
-def worker(qtbot, engine):
+def worker(qtbot, engine, home):
     w = Worker(lambda: engine, preview_interval_ms=30)
     w.start()
     yield w
@@ -130,7 +132,7 @@ def test_a_corrupt_model_fails_its_job_and_the_next_job_runs(qtbot, worker, engi
     assert engine.loaded == [""]
 
 
-def test_unexpected_exceptions_become_error_signals(qtbot):
+def test_unexpected_exceptions_become_error_signals(qtbot, home):
     calls = []
 
     def factory():
@@ -143,6 +145,7 @@ def test_unexpected_exceptions_become_error_signals(qtbot):
         with qtbot.waitSignal(w.jobFailed, timeout=5000) as blocker:
             w.submit(request())
         assert "RuntimeError" in blocker.args[1] and "no engine here" in blocker.args[1]
+        assert "Traceback" not in blocker.args[1] and str(home / "logs" / "sdstudio.log") in blocker.args[1]
         with qtbot.waitSignal(w.jobFailed, timeout=5000):
             w.submit(request())
         assert len(calls) == 2
@@ -158,3 +161,97 @@ def test_model_is_loaded_once_for_consecutive_jobs(qtbot, worker, engine):
         worker.submit(request())
         worker.submit(request())
     assert engine.loaded == [""] and len(loaded) == 1 and loaded[0].family == "demo"
+
+
+def slow_loading_engine() -> FakeEngine:
+    return FakeEngine(load_steps=100_000, load_step_seconds=0.002)
+
+
+def test_stop_during_a_long_load_abandons_it_at_the_next_progress_report(qtbot, home):
+    engine = slow_loading_engine()
+    w = Worker(lambda: engine)
+    w.start()
+    w.load_model("")
+    qtbot.waitUntil(lambda: engine.progress_calls >= 5, timeout=5000)
+    assert w.stop() is True
+    calls_at_return = engine.progress_calls
+    qtbot.wait(50)
+    assert engine.progress_calls == calls_at_return < 1000  # abandoned, with most of the load left
+    assert engine.loaded == []
+
+
+def test_cancel_during_a_load_cancels_its_job_and_the_next_job_loads_again(qtbot, home):
+    engine = slow_loading_engine()
+    w = Worker(lambda: engine)
+    cancelled = []
+    w.jobCancelled.connect(cancelled.append)
+    w.start()
+    try:
+        job = w.submit(request())
+        qtbot.waitUntil(lambda: engine.progress_calls >= 3, timeout=5000)
+        w.cancel_current()
+        qtbot.waitUntil(lambda: cancelled == [job], timeout=5000)
+        assert engine.loaded == [] and engine.generated == []
+        engine.load_steps = 2
+        with qtbot.waitSignal(w.jobFinished, timeout=5000):
+            w.submit(request())
+        assert engine.loaded == [""]
+    finally:
+        w.stop()
+
+
+def test_a_chained_engine_error_shows_its_message_and_logs_its_cause(qtbot, worker, engine, home):
+    def broken(request, on_step=None, should_cancel=None):
+        try:
+            raise KeyError("a tensor went missing")
+        except KeyError as exc:
+            raise GenerationError("generation failed: 'a tensor went missing'") from exc
+
+    engine.generate = broken
+    with qtbot.waitSignal(worker.jobFailed, timeout=5000) as blocker:
+        worker.submit(request())
+    message = blocker.args[1]
+    assert message.startswith("generation failed: 'a tensor went missing'") and "Traceback" not in message
+    log = home / "logs" / "sdstudio.log"
+    assert f"details in {log}" in message and "KeyError" in log.read_text()
+
+
+def test_the_default_engine_is_built_on_the_chosen_device_and_rebuilt_when_it_changes(qtbot, home, monkeypatch):
+    engines, devices = [], []
+
+    def factory(device="auto"):
+        devices.append(device)
+        engines.append(FakeEngine())
+        return engines[-1]
+
+    monkeypatch.setattr(worker_module, "default_engine_factory", factory)
+    w = Worker()
+    w.set_device("cpu")
+    w.start()
+    try:
+        with qtbot.waitSignal(w.modelLoaded, timeout=5000):
+            w.load_model("")
+        with qtbot.waitSignal(w.jobFinished, timeout=5000):
+            w.submit(request())
+        assert devices == ["cpu"] and engines[0].loaded == [""]
+        w.set_device("cuda")
+        with qtbot.waitSignal(w.modelLoaded, timeout=5000):
+            w.load_model("")
+        assert devices == ["cpu", "cuda"] and engines[1].loaded == [""] and w.device == "cuda"
+    finally:
+        w.stop()
+
+
+def test_an_unavailable_device_fails_the_job_with_the_engine_message(qtbot, home):
+    def factory():
+        raise SDStudioError("device 'cuda' was asked for, but this torch build sees no CUDA GPU")
+
+    w = Worker(factory)
+    w.start()
+    try:
+        with qtbot.waitSignal(w.jobFailed, timeout=5000) as blocker:
+            w.load_model("")
+        assert blocker.args[1] == "device 'cuda' was asked for, but this torch build sees no CUDA GPU"
+        assert not (home / "logs").exists()
+    finally:
+        w.stop()
