@@ -9,7 +9,7 @@ decoder layout fits), a ~7 M parameter UNet, and a 4-layer CLIP text model of wi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from transformers import CLIPTextConfig
@@ -71,7 +71,6 @@ class TrainingPlan:
     # TAESD's layout at an eighth of its width. At 64 channels one preview took longer than one UNet step of
     # this model (23 vs 18 ms); at 8 the cost is mostly per-layer overhead, under a tenth of a step.
     preview_width: int = 8
-    extra: dict = field(default_factory=dict)
 
     @property
     def vae_factor(self) -> int:
