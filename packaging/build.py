@@ -25,8 +25,8 @@ LINUX_SCRIPTS = ("install-linux.sh", "uninstall-linux.sh")
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--models", type=Path, default=ROOT / "resources" / "models",
-                   help="folder holding sdstudio-emoji.safetensors (default: resources/models)")
+    p.add_argument("--models", type=Path, default=ROOT / "sdstudio" / "resources" / "models",
+                   help="folder holding sdstudio-emoji.safetensors (default: sdstudio/resources/models)")
     p.add_argument("--dist", type=Path, default=ROOT / "dist", help="output folder (default: dist)")
     p.add_argument("--work", type=Path, default=ROOT / "build" / "pyinstaller",
                    help="PyInstaller's work folder (default: build/pyinstaller)")

@@ -1,7 +1,7 @@
-"""Render SD Studio's icon (resources/icons/sdstudio.svg) to the PNG sizes desktops use, and to .ico / .icns.
+"""Render SD Studio's icon (sdstudio/resources/icons/sdstudio.svg) to the PNG sizes desktops use, .ico, .icns.
 
-`python packaging/icons.py` rewrites resources/icons/sdstudio-<size>.png (committed: the Linux install step
-and the app read them); `build.py` calls `platform_icons()` to make the Windows .ico and macOS .icns.
+`python packaging/icons.py` rewrites sdstudio/resources/icons/sdstudio-<size>.png (committed: the Linux install
+step and the app read them); `build.py` calls `platform_icons()` to make the Windows .ico and macOS .icns.
 Qt's SVG renderer draws it (SVG Tiny 1.2, the profile the icon keeps to); Pillow writes .ico and .icns.
 """
 
@@ -16,7 +16,7 @@ from PySide6.QtGui import QImage, QPainter
 from PySide6.QtSvg import QSvgRenderer
 
 ROOT = Path(__file__).resolve().parent.parent
-ICONS = ROOT / "resources" / "icons"
+ICONS = ROOT / "sdstudio" / "resources" / "icons"
 SVG = ICONS / "sdstudio.svg"
 # freedesktop hicolor theme sizes (Icon Theme Specification); 256 and 512 serve HiDPI menus and docks.
 PNG_SIZES = (16, 24, 32, 48, 64, 128, 256, 512)

@@ -25,7 +25,7 @@ case "$exe" in *"
 
 # Icons and the entry template: inside the bundle, else next to this script in a source checkout.
 resources="$bundle/_internal/resources"
-[ -d "$resources/icons" ] || resources="$here/../resources"
+[ -d "$resources/icons" ] || resources="$here/../sdstudio/resources"
 template="$resources/sdstudio.desktop.in"
 [ -f "$template" ] || template="$here/sdstudio.desktop.in"
 [ -f "$template" ] || die "sdstudio.desktop.in not found"

@@ -139,12 +139,15 @@ def unused_transformers_models(models_dir: Path) -> list[str]:
 def resource_datas(root: Path, models: Path) -> list[tuple[str, str]]:
     """(source, bundle folder) pairs: the tokenizer, the built-in model and its preview decoder, the icons.
 
+    They come from the package data in sdstudio/resources/ (the models from `models`) and go to the bundle's
+    resources/ folder, where sdstudio.paths.resources_dir() looks when frozen.
+
     Raises FileNotFoundError when the built-in model is missing: a bundle without it fails its self-test.
     """
     model = models / f"{BUILTIN_MODEL}.safetensors"
     if not model.is_file():
         raise FileNotFoundError(f"{model} is missing: train the built-in model, or pass --models DIR")
-    resources = root / "resources"
+    resources = root / "sdstudio" / "resources"
     tokenizer = sorted(p for p in (resources / "tokenizer").iterdir() if p.is_file())
     datas = [(str(p), "resources/tokenizer") for p in tokenizer]
     datas += [(str(p), "resources/models") for p in sorted(models.glob(f"{BUILTIN_MODEL}*.safetensors"))]

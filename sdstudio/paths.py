@@ -1,7 +1,9 @@
 """Where SD Studio finds its resources and keeps user data.
 
-Resources live next to the package (or inside a PyInstaller bundle). User data lives under the
-platform's app-data folder, or under $SDSTUDIO_HOME when set (tests and scripts use it).
+Resources (tokenizer, built-in model, icons) are package data in sdstudio/resources/, so a source checkout,
+an installed wheel and a PyInstaller bundle (which puts them in <_MEIPASS>/resources/) all carry them.
+User data lives under the platform's app-data folder, or under $SDSTUDIO_HOME when set (tests and scripts
+use it).
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ APP_NAME = "SDStudio"
 def resources_dir() -> Path:
     bundle = getattr(sys, "_MEIPASS", None)
     if bundle:
-        return Path(bundle) / "resources"
-    return Path(__file__).resolve().parent.parent / "resources"
+        return Path(bundle) / "resources"  # the layout packaging/trim.py resource_datas() gives the bundle
+    return Path(__file__).resolve().parent / "resources"
 
 
 def tokenizer_dir() -> Path:

@@ -1,4 +1,4 @@
-"""Build resources/tokenizer/{vocab.json, merges.txt} from OpenAI CLIP's `bpe_simple_vocab_16e6.txt.gz`.
+"""Build sdstudio/resources/tokenizer/{vocab.json, merges.txt} from CLIP's `bpe_simple_vocab_16e6.txt.gz`.
 
 The BPE file ships (MIT) in the `clip-anytorch` wheel. The vocabulary is derived exactly as OpenAI's
 `clip/simple_tokenizer.py` does: the 256 byte-unicode characters, the same with the end-of-word marker
@@ -19,7 +19,7 @@ from pathlib import Path
 BPE_MEMBER = "clip/bpe_simple_vocab_16e6.txt.gz"
 N_MERGES = 49152 - 256 - 2
 VOCAB_SIZE = 49408
-DEFAULT_OUT = Path(__file__).resolve().parent.parent / "resources" / "tokenizer"
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "sdstudio" / "resources" / "tokenizer"
 
 
 def bytes_to_unicode() -> list[str]:

@@ -34,8 +34,6 @@ class ThumbnailLoader(QObject):
     def __init__(self, cache: ThumbnailCache, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.cache = cache
-        self.loads = 0  # thumbnails read so far (the gallery test counts them)
-        self.most_queued = 0
         self._wanted: list[tuple[str, Path]] = []
         self._stopping = False
         self._wake = threading.Condition()
@@ -46,7 +44,6 @@ class ThumbnailLoader(QObject):
         """Replace the queue: rows that scrolled away are forgotten, not loaded late."""
         with self._wake:
             self._wanted = list(items)
-            self.most_queued = max(self.most_queued, len(items))
             self._wake.notify()
 
     def pending(self) -> int:
@@ -71,7 +68,6 @@ class ThumbnailLoader(QObject):
                 image = QImage(str(self.cache.get(entry_id, source)))
             except OSError:
                 image = QImage()  # unreadable source: the placeholder stays
-            self.loads += 1
             try:
                 self.loaded.emit(entry_id, image)
             except RuntimeError:  # the gallery was deleted while this thumbnail loaded

@@ -1,7 +1,7 @@
 """The real bundle: build it with PyInstaller, then run it as a user would. Slow: a build takes 5-10 minutes
 of CPU and about 2 GB of memory; run `flock /tmp/sdstudio-big.lock python -m pytest -m slow tests/packaging`.
 
-Without the built-in model in resources/models, the bundle carries a tiny random checkpoint under its name.
+Without the built-in model in sdstudio/resources/models, the bundle carries a tiny random checkpoint under its name.
 """
 
 import filecmp
@@ -25,7 +25,7 @@ DISPLAY_VARIABLES = ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM", "SDSTUDIO_
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> tuple[Path, Path]:
     """(bundle folder, PyInstaller work folder)."""
-    models = ROOT / "resources" / "models"
+    models = ROOT / "sdstudio" / "resources" / "models"
     if not (models / "sdstudio-emoji.safetensors").is_file():
         models = tmp_path_factory.mktemp("models")
         write_tiny_checkpoint(models / "sdstudio-emoji.safetensors")

@@ -24,7 +24,7 @@ def test_committed_png_is_the_current_rendering_of_the_svg(size):
     assert committed.mode == "RGBA" and committed.size == (size, size)
     fresh = np.asarray(icons.render(size), dtype=np.int16)
     difference = np.abs(np.asarray(committed, dtype=np.int16) - fresh)
-    assert difference.mean() < 1.0, "resources/icons is stale: run python packaging/icons.py"
+    assert difference.mean() < 1.0, "sdstudio/resources/icons is stale: run python packaging/icons.py"
 
 
 def test_icon_has_transparent_rounded_corners_and_an_opaque_middle():

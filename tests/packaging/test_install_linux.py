@@ -21,7 +21,7 @@ def fake_bundle(folder: Path, with_resources: bool = True) -> Path:
         shutil.copy2(PACKAGING / script, folder / script)
     if with_resources:
         resources = folder / "_internal" / "resources"
-        shutil.copytree(ROOT / "resources" / "icons", resources / "icons")
+        shutil.copytree(ROOT / "sdstudio" / "resources" / "icons", resources / "icons")
         shutil.copy2(PACKAGING / "sdstudio.desktop.in", resources / "sdstudio.desktop.in")
     return folder
 
@@ -80,7 +80,7 @@ def test_install_adds_a_menu_entry_that_starts_the_bundle(tmp_path, folder_name)
     assert started.stdout == "started\n"
     for size in SIZES:
         icon = data / f"icons/hicolor/{size}x{size}/apps/sdstudio.png"
-        assert icon.read_bytes() == (ROOT / f"resources/icons/sdstudio-{size}.png").read_bytes()
+        assert icon.read_bytes() == (ROOT / f"sdstudio/resources/icons/sdstudio-{size}.png").read_bytes()
     assert (data / "icons/hicolor/scalable/apps/sdstudio.svg").is_file()
 
 

@@ -15,6 +15,7 @@ from sdstudio.engine.request import GenerationRequest
 from sdstudio.history.store import Entry, HistoryStore
 from sdstudio.ui.gallery import GalleryWidget, period_start
 from tests.history.synthetic import bulk_entries
+from tests.ui.thumbnail_spy import ThumbnailSpy
 
 NOW = time.time()
 
@@ -215,13 +216,14 @@ def test_add_entry_shows_a_new_result_at_the_top_when_the_filter_admits_it(galle
     assert gallery.model.total() == 3
 
 
-def test_thumbnails_load_for_visible_rows_only(qtbot, store) -> None:
+def test_thumbnails_load_for_visible_rows_only(qtbot, store, monkeypatch) -> None:
     bulk_entries(store, 80, newest=NOW)
+    spy = ThumbnailSpy(monkeypatch)
     gallery = make_gallery(qtbot, store)
     visible = gallery.visible_rows()
     assert 0 < len(visible) < 80
     qtbot.waitUntil(lambda: all(gallery.model.has_thumbnail(gallery.model.entry(r).id) for r in visible))
-    assert gallery.loader.loads == len(visible)
+    assert spy.loads == len(visible)
     assert not gallery.model.has_thumbnail(gallery.model.entry(visible.stop).id)
 
 

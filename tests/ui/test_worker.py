@@ -74,8 +74,7 @@ def test_previews_are_coalesced_and_the_newest_is_delivered(qtbot, engine):
     finally:
         w.stop()
     assert 2 <= len(previews) < 40
-    gaps = [b[0] - a[0] for a, b in zip(previews, previews[1:], strict=False)]
-    assert min(gaps) >= 0.055
+    # how far apart they arrive is timing: tests/ui/test_worker_timing.py (perf)
     assert previews[-1][1] == 39
 
 
