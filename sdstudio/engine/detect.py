@@ -72,8 +72,9 @@ class ModelDescription:
         kind = self.family_label + (" inpainting" if self.inpainting else "")
         pred = "v-prediction" if self.prediction == "v" else "eps-prediction"
         total = sum(self.params.values()) / 1e6
+        # The file's precision and the one it runs in differ (an fp16 file runs in fp32 on a CPU): say which.
         where = f", runs on {self.placement}" if self.placement else ""
-        return f"{kind}, {pred}, {self.dtype}, {total:.0f}M parameters{where}"
+        return f"{kind}, {pred}, {total:.0f}M parameters ({self.dtype} file){where}"
 
     def to_json(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "config"}
