@@ -2,6 +2,9 @@
 
 Generated PNGs carry A1111's `parameters` text (read by most SD tools) and our `sdstudio` JSON chunk with
 the full request, so `generate --from IMAGE.png` reproduces an image made by us, A1111 or ComfyUI exports.
+
+`generate` checks in order of cost: the arguments and the output folder, then the model's header (sizes not
+given come from it, and a job far beyond it is refused unless --yes), and only then imports torch and loads.
 """
 
 from __future__ import annotations
