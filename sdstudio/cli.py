@@ -20,9 +20,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     path = Path(args.path)
     if path.suffix.lower() in PICKLE_SUFFIXES:
-        raise SDStudioError(f"{path.name}: pickled checkpoints are not inspected (they can run code when opened); "
-                            "convert it to .safetensors")
-    desc = detect(read_header(path), prediction=args.prediction or "")
+        if not args.allow_pickle:
+            raise SDStudioError(f"{path.name}: pickled checkpoints can run code when opened, so they are not "
+                                "inspected by default; convert it to .safetensors, or pass --allow-pickle to "
+                                "read it in weights-only mode")
+        from sdstudio.engine.weights import open_pickle_checkpoint
+
+        header = open_pickle_checkpoint(path)
+    else:
+        header = read_header(path)
+    desc = detect(header, prediction=args.prediction or "")
     if args.json:
         print(json.dumps(desc.to_json(), indent=2))
         return 0
@@ -48,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("path")
     ins.add_argument("--json", action="store_true", help="machine-readable output")
     ins.add_argument("--prediction", choices=("eps", "v"), help="override the prediction type")
+    ins.add_argument("--allow-pickle", action="store_true",
+                     help="read a .ckpt/.pt checkpoint (weights-only, memory-mapped); only for files you trust")
     ins.set_defaults(func=cmd_inspect)
     _add_generate(sub)
     _add_params(sub)

@@ -2,20 +2,27 @@
 
 Generated PNGs carry A1111's `parameters` text (read by most SD tools) and our `sdstudio` JSON chunk with
 the full request, so `generate --from IMAGE.png` reproduces an image made by us, A1111 or ComfyUI exports.
+
+`generate` checks in order of cost: the arguments and the output folder, then the model's header (sizes not
+given come from it, and a job far beyond it is refused unless --yes), and only then imports torch and loads.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
 from sdstudio.engine.errors import RequestError, SDStudioError
+from sdstudio.engine.job_size import default_size, estimate, job_problem, physical_memory
 from sdstudio.engine.names import DEVICE_CHOICES, SAMPLERS, SCHEDULERS
 from sdstudio.engine.request import GenerationRequest, StepInfo
+from sdstudio.engine.validate import check_side, validate, validate_settings
 
 # CLI flag -> request field, for flags whose value is copied as given.
 _FIELDS = {
@@ -36,8 +43,9 @@ def add_generate_parser(sub) -> None:
     g.add_argument("--sampler", help=f"one of: {', '.join(SAMPLERS)}")
     g.add_argument("--scheduler", help=f"one of: {', '.join(SCHEDULERS)}")
     g.add_argument("--seed", type=int)
-    g.add_argument("--width", type=int, help="default: the model's native size")
-    g.add_argument("--height", type=int)
+    g.add_argument("--width", type=int, help="default: the model's native size, or the init image's aspect "
+                   "ratio at about the native area")
+    g.add_argument("--height", type=int, help="default: as --width")
     g.add_argument("--batch", type=int, help="images per batch (seed, seed+1, ...)")
     g.add_argument("--clip-skip", type=int)
     g.add_argument("--init-image", help="img2img / inpainting source image")
@@ -52,6 +60,11 @@ def add_generate_parser(sub) -> None:
     g.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                    help="where to run: auto (CUDA, then Apple MPS, then the CPU), cpu, cuda or mps")
     g.add_argument("--out", default="outputs", help="output folder (default: ./outputs)")
+    g.add_argument("--yes", "--force", dest="yes", action="store_true",
+                   help="run a job far beyond the model's native size or this machine's memory instead of refusing it")
+    g.add_argument("--allow-pickle", action="store_true",
+                   help="load .ckpt/.pt checkpoints (weights-only); pickles can run code when opened, so only "
+                   "use this for files you trust")
     g.set_defaults(func=cmd_generate)
 
 
@@ -99,9 +112,58 @@ def build_request(args: argparse.Namespace) -> GenerationRequest:
         if not args.init_image:
             raise RequestError("--mask needs --init-image (the image to inpaint)")
         req = req.replace(mask=_open_image(args.mask, "mask").convert("L"))
-    if args.init_image and args.width is None and args.height is None and not args.from_image:
-        w, h = req.init_image.size
-        req = req.replace(width=max(8, w - w % 8), height=max(8, h - h % 8))
+    return req
+
+
+def check_before_loading(req: GenerationRequest, args: argparse.Namespace) -> Path:
+    """Everything that needs no model, checked before torch loads (seconds) and the model (up to a minute):
+    the settings, the sides given, and the output folder, created and probed. Returns that folder."""
+    validate_settings(req)
+    for side in ("width", "height"):
+        if getattr(args, side) is not None:
+            check_side(side, getattr(args, side), multiple=1)
+    return writable_folder(Path(args.out))
+
+
+def writable_folder(out: Path) -> Path:
+    """`out`, created; a file written and removed there proves the images can be saved after the job."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".sdstudio-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise RequestError(f"--out {out}: cannot write images there ({exc.strerror or exc}); choose another "
+                           "folder") from None
+    return out
+
+
+def describe_model(req: GenerationRequest):
+    """The model's description read from its header alone (no torch), or None for a pickle, which only the
+    engine can open."""
+    from sdstudio.engine.detect import detect
+    from sdstudio.engine.model_files import builtin_model_path
+    from sdstudio.engine.safetensors_file import PICKLE_SUFFIXES, read_header
+
+    path = Path(req.model) if req.model else builtin_model_path()
+    if path.suffix.lower() in PICKLE_SUFFIXES or (not req.model and not path.is_file()):
+        return None  # the engine says why it cannot load these
+    return detect(read_header(path), req.prediction)
+
+
+def fit_to_model(req: GenerationRequest, args: argparse.Namespace, desc) -> GenerationRequest:
+    """The sizes not given, from the model (or the init image's aspect ratio); then the size checks and the
+    job's estimate, which refuses a job far beyond the model or the machine unless --yes confirms it."""
+    if not args.from_image:
+        init_size = req.init_image.size if req.init_image is not None else None
+        width, height = default_size(args.width, args.height, desc.default_size, desc.vae_downscale, init_size)
+        req = req.replace(width=width, height=height)
+    validate(req, multiple=desc.vae_downscale)
+    problem = job_problem(estimate(req.width, req.height, req.steps, req.batch_size, desc.default_size),
+                          physical_memory())
+    if problem and not args.yes:
+        raise RequestError(f"{problem}: choose a smaller --width/--height or --batch (or pass --yes to run it "
+                           "anyway)")
     return req
 
 
@@ -128,25 +190,29 @@ def next_free(folder: Path, seed: int) -> Path:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     req = build_request(args)
+    out = check_before_loading(req, args)
+    desc = describe_model(req)
+    if desc is not None:
+        req = fit_to_model(req, args, desc)
     from sdstudio.engine.api import Engine
-    from sdstudio.engine.validate import validate
     from sdstudio.history.parameters import format_parameters
     from sdstudio.history.png import save_png
     from sdstudio.history.record import Record
 
-    engine = Engine(device=args.device)
-    desc = engine.load_model(req.model, vae=req.vae, taesd=req.taesd, prediction=req.prediction)
-    if args.width is None and args.height is None and req.init_image is None and not args.from_image:
-        req = req.replace(width=desc.default_size, height=desc.default_size)
-    validate(req, multiple=desc.vae_downscale)
-    print(f"model: {desc.name} ({desc.summary()})", file=sys.stderr)
+    engine = Engine(device=args.device, allow_pickle=args.allow_pickle)
+    loaded = engine.load_model(req.model, vae=req.vae, taesd=req.taesd, prediction=req.prediction)
+    if desc is None:
+        req = fit_to_model(req, args, loaded)
+    print(f"model: {loaded.name} ({loaded.summary()})", file=sys.stderr)
     result = engine.generate(req, on_step=ProgressBar())
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for image, r in zip(result.images, result.requests, strict=True):
+    for n, (image, r) in enumerate(zip(result.images, result.requests, strict=True)):
         path = next_free(out, r.seed)
         record = Record(id=path.stem, created=time.time(), request=r, model_name=result.model_name)
-        save_png(path, image, format_parameters(r, result.model_name), record.to_json())
+        try:
+            save_png(path, image, format_parameters(r, result.model_name), record.to_json())
+        except OSError as exc:
+            raise SDStudioError(f"{path}: cannot be saved ({exc.strerror or exc}); {n} of {len(result.images)} "
+                                "images were saved before it: free some space or choose another --out") from None
         print(path)
     return 0
 

@@ -26,11 +26,13 @@ from sdstudio.engine.request import GenerationRequest, GenerationResult, StepInf
 
 class Engine:
     """One loaded model on one device. `device` is "auto", "cpu", "cuda" or "mps" (devices.resolve_device);
-    `dtype` None picks each component's precision by devices.choose_placements."""
+    `dtype` None picks each component's precision by devices.choose_placements. `allow_pickle` lets
+    .ckpt/.pt files load (weights-only); off, they are refused with a message saying how to allow them."""
 
-    def __init__(self, device: str = "auto", dtype: torch.dtype | None = None):
+    def __init__(self, device: str = "auto", dtype: torch.dtype | None = None, allow_pickle: bool = False):
         self.device = resolve_device(device)
         self.dtype = dtype
+        self.allow_pickle = allow_pickle
         self.model: LoadedModel | None = None
         self.patches: PatchSet = NO_PATCHES
         self._key: tuple | None = None
@@ -56,7 +58,7 @@ class Engine:
             try:
                 model = load_checkpoint(model_path, vae_path=vae or None, taesd_path=key[2] or None,
                                         prediction=prediction, device=self.device, dtype=self.dtype,
-                                        progress=progress)
+                                        allow_pickle=self.allow_pickle, progress=progress)
             except (torch.OutOfMemoryError, MemoryError):
                 gc.collect()
                 raise GenerationError("not enough memory to load this model; close other programs or choose a "

@@ -11,13 +11,26 @@ MAX_SIDE = 4096
 
 def validate(req: GenerationRequest, multiple: int = 8) -> GenerationRequest:
     """Return the request with sampler/schedule names made canonical; raise RequestError otherwise."""
-    for side, value in (("width", req.width), ("height", req.height)):
-        if not isinstance(value, int) or value < multiple or value > MAX_SIDE:
-            raise RequestError(f"{side} {value} is out of range: use {multiple}..{MAX_SIDE} pixels")
-        if value % multiple:
-            lower = value - value % multiple
-            raise RequestError(f"{side} {value} is not a multiple of {multiple} (the model's latent factor); "
-                               f"use {lower} or {lower + multiple}")
+    check_side("width", req.width, multiple)
+    check_side("height", req.height, multiple)
+    return validate_settings(req)
+
+
+def check_side(side: str, value, multiple: int = 8) -> None:
+    """`multiple` is the model's latent factor; 1 checks only the range (before the model is known)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < multiple or value > MAX_SIDE:
+        raise RequestError(f"{side} {value} is out of range: use {multiple}..{MAX_SIDE} pixels")
+    if value % multiple:
+        lower = value - value % multiple
+        raise RequestError(f"{side} {value} is not a multiple of {multiple} (the model's latent factor); "
+                           f"use {lower} or {lower + multiple}")
+
+
+def validate_settings(req: GenerationRequest) -> GenerationRequest:
+    """Everything `validate` checks except the image size, which depends on the model: callers that do not
+    know the model yet (the CLI before it loads one) check the rest first."""
+    for name, text in (("prompt", req.prompt), ("negative prompt", req.negative_prompt)):
+        check_text(name, text)
     _range("steps", req.steps, 1, 500)
     _range("batch size", req.batch_size, 1, 64)
     _range("clip skip", req.clip_skip, 1, 12)
@@ -50,3 +63,15 @@ def validate(req: GenerationRequest, multiple: int = 8) -> GenerationRequest:
 def _range(name: str, value, lo: int, hi: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
         raise RequestError(f"{name} {value!r} is out of range: use {lo}..{hi}")
+
+
+def check_text(name: str, text) -> None:
+    """Text that cannot be written as UTF-8 (lone surrogates: bytes a shell passed that are not valid in its
+    encoding) would fail only when the image's parameters are saved, after the whole job."""
+    if not isinstance(text, str):
+        raise RequestError(f"the {name} must be text, not {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RequestError(f"the {name} is not valid text (character {exc.start + 1} is a stray byte, not a "
+                           "character): check the terminal's encoding and type it again") from None

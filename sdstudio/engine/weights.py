@@ -103,7 +103,8 @@ def load_state_dict_file(path: str | os.PathLike, allow_pickle: bool = False, dt
         if not allow_pickle:
             raise CheckpointError(
                 f"{path.name}: pickled checkpoints (.ckpt/.pt) can run code when opened, so SD Studio refuses them "
-                "by default. Convert it to .safetensors, or enable 'allow pickle' to load it in weights-only mode.")
+                "by default. Convert it to .safetensors, or pass --allow-pickle (command line) / enable Settings › Allow "
+                "pickled checkpoints (app) to load it in weights-only mode.")
         return {k: place(v, None, device) for k, v in _load_pickle(path, dtype).items()}, {}
     header = read_header(path)
     return load_tensors(header, dtype=dtype, device=device, on_bytes=on_bytes), header.metadata

@@ -25,8 +25,10 @@ from sdstudio.ui.prompt_state import apply_request, build_requests
 from sdstudio.ui.settings import (
     DEVICES,
     device_unavailable,
+    load_allow_pickle,
     load_device,
     load_prompt_state,
+    save_allow_pickle,
     save_device,
     save_prompt_state,
 )
@@ -35,6 +37,8 @@ from sdstudio.ui.theme import apply_theme
 from sdstudio.ui.token_counter import LazyTokenCounter
 from sdstudio.ui.worker import JobOutput, Worker
 
+PICKLE_WARNING = ("Warning: pickled checkpoints (.ckpt/.pt) can run code when opened. With this on they load in "
+                  "weights-only mode, which refuses code, but only use files you trust; prefer .safetensors.")
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff)"
 
 
@@ -56,6 +60,7 @@ class MainWindow(QMainWindow):
         self.last_seed: int | None = None
         self.model_family = str(settings.value("model/family", ""))
         worker.set_device(load_device(settings))
+        worker.set_allow_pickle(load_allow_pickle(settings))
         self._jobs: dict[int, GenerationRequest] = {}  # queued generation jobs
         self._running: int | None = None
         self._running_total = 0
@@ -125,6 +130,12 @@ class MainWindow(QMainWindow):
         self._menu_action(gen, "&Reuse Last Seed", self.reuse_last_seed)
         gen.addSeparator()
         self._build_device_menu(gen.addMenu("&Device"))
+        gen.addSeparator()
+        self.act_allow_pickle = self._menu_action(gen, "Allow &Pickled Checkpoints", self.set_allow_pickle)
+        self.act_allow_pickle.setCheckable(True)
+        self.act_allow_pickle.setChecked(load_allow_pickle(self.settings))
+        self.act_allow_pickle.setToolTip(PICKLE_WARNING)
+        gen.setToolTipsVisible(True)
         self.act_cancel.setEnabled(False)
 
     def _build_device_menu(self, menu) -> None:
@@ -166,6 +177,11 @@ class MainWindow(QMainWindow):
         save_device(self.settings, device)
         self.worker.set_device(device)
         self.worker.load_model(self.state.model)
+
+    def set_allow_pickle(self, allow: bool) -> None:
+        """Remember whether .ckpt/.pt checkpoints may load; the engine is rebuilt with it before the next job."""
+        save_allow_pickle(self.settings, allow)
+        self.worker.set_allow_pickle(allow)
 
     def _connect(self) -> None:
         w, p, cp = self.worker, self.panel, self.canvas_panel
@@ -293,8 +309,8 @@ class MainWindow(QMainWindow):
         self.save_settings()
 
     def add_model_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Add Model", str(paths.models_dir()),
-                                              "Checkpoints (*.safetensors)")
+        kinds = "*.safetensors *.ckpt *.pt" if load_allow_pickle(self.settings) else "*.safetensors"
+        path, _ = QFileDialog.getOpenFileName(self, "Add Model", str(paths.models_dir()), f"Checkpoints ({kinds})")
         if path:
             add_extra_model(self.settings, path)
             self.state.model = path

@@ -20,6 +20,7 @@ from sdstudio.ui.prompt_state import PromptState
 
 _PROMPT_GROUP = "prompt"
 DEVICE_KEY = "engine/device"
+ALLOW_PICKLE_KEY = "engine/allow_pickle"
 # The engine's device names (sdstudio/engine/devices.py, which imports torch) with their menu labels.
 DEVICES = (("auto", "&Automatic"), ("cpu", "&CPU"), ("cuda", "CU&DA (NVIDIA/AMD GPU)"), ("mps", "&MPS (Apple GPU)"))
 
@@ -69,6 +70,16 @@ def load_device(settings: QSettings) -> str:
 
 def save_device(settings: QSettings, device: str) -> None:
     settings.setValue(DEVICE_KEY, device)
+    settings.sync()
+
+
+def load_allow_pickle(settings: QSettings) -> bool:
+    """Whether .ckpt/.pt checkpoints may load (weights-only); off unless the user turned it on."""
+    return _coerce(settings.value(ALLOW_PICKLE_KEY, False), bool) is True
+
+
+def save_allow_pickle(settings: QSettings, allow: bool) -> None:
+    settings.setValue(ALLOW_PICKLE_KEY, bool(allow))
     settings.sync()
 
 

@@ -38,12 +38,12 @@ WORKER_NICE = 10
 STOP_TIMEOUT_S = 2.0  # a load or step notices the stop within a progress report; never block the GUI longer
 
 
-def default_engine_factory(device: str = "auto") -> Backend:
+def default_engine_factory(device: str = "auto", allow_pickle: bool = False) -> Backend:
     """The real engine on `device`; imported here, in the worker thread, so torch never loads on the GUI thread.
     An unavailable device raises the engine's one-line SDStudioError, which the job's failure shows."""
     from sdstudio.engine.api import Engine
 
-    return Engine(device=device)
+    return Engine(device=device, allow_pickle=allow_pickle)
 
 
 def lower_thread_priority() -> None:
@@ -142,7 +142,8 @@ class Worker(QObject):
         super().__init__(parent)
         self._factory = engine_factory
         self._device = "auto"
-        self._new_engine = False  # the device changed: build the engine again before the next job
+        self._allow_pickle = False
+        self._new_engine = False  # the device or an engine option changed: build it again before the next job
         self._ids = itertools.count(1)
         self._queue: collections.deque[QueuedJob] = collections.deque()
         self._cond = threading.Condition()
@@ -180,6 +181,16 @@ class Worker(QObject):
         with self._cond:
             if device != self._device:
                 self._device, self._new_engine = device, True
+
+    def set_allow_pickle(self, allow: bool) -> None:
+        """Let the engine load .ckpt/.pt checkpoints (weights-only) from the next job on."""
+        with self._cond:
+            if allow != self._allow_pickle:
+                self._allow_pickle, self._new_engine = allow, True
+
+    @property
+    def allow_pickle(self) -> bool:
+        return self._allow_pickle
 
     @property
     def device(self) -> str:
@@ -248,11 +259,12 @@ class Worker(QObject):
             try:
                 with self._cond:
                     device, new_engine, self._new_engine = self._device, self._new_engine, False
+                    allow_pickle = self._allow_pickle
                 if engine is None or new_engine:
                     if engine is not None:
                         engine, loaded = None, None
                         gc.collect()  # let the old engine's memory go before the new one loads
-                    engine = self._factory() if self._factory is not None else default_engine_factory(device)
+                    engine = self._factory() if self._factory is not None else default_engine_factory(device, allow_pickle)
                 if loaded != job.model:
                     loaded = None
                     self._load(engine, job)

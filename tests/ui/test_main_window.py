@@ -447,3 +447,26 @@ def test_shutting_down_finishes_history_saves_and_closes_the_store(qtbot, window
     assert not window.isVisible() and len(list((tmp_path / "outputs").rglob("*.png"))) == 1
     with pytest.raises(sqlite3.ProgrammingError):
         store.get("anything")
+
+
+def test_allow_pickle_is_off_by_default_warned_about_and_remembered(qtbot, home, engine):
+    from sdstudio.ui.main_window import MainWindow
+    from sdstudio.ui.settings import load_allow_pickle, open_settings
+    from sdstudio.ui.token_counter import LazyTokenCounter
+    from sdstudio.ui.worker import Worker
+
+    def make():
+        window = MainWindow(Worker(lambda: engine), open_settings(), LazyTokenCounter(loader=lambda: None))
+        qtbot.addWidget(window)
+        return window
+
+    window = make()
+    action = window.act_allow_pickle
+    assert action.isCheckable() and not action.isChecked() and not window.worker.allow_pickle
+    assert "can run code" in action.toolTip() and "weights-only" in action.toolTip()
+    action.trigger()
+    assert action.isChecked() and window.worker.allow_pickle and load_allow_pickle(window.settings)
+    again = make()
+    assert again.act_allow_pickle.isChecked() and again.worker.allow_pickle
+    again.act_allow_pickle.trigger()
+    assert not again.worker.allow_pickle and not load_allow_pickle(again.settings)

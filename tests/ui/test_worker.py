@@ -218,7 +218,7 @@ def test_a_chained_engine_error_shows_its_message_and_logs_its_cause(qtbot, work
 def test_the_default_engine_is_built_on_the_chosen_device_and_rebuilt_when_it_changes(qtbot, home, monkeypatch):
     engines, devices = [], []
 
-    def factory(device="auto"):
+    def factory(device="auto", allow_pickle=False):
         devices.append(device)
         engines.append(FakeEngine())
         return engines[-1]
@@ -252,5 +252,26 @@ def test_an_unavailable_device_fails_the_job_with_the_engine_message(qtbot, home
             w.load_model("")
         assert blocker.args[1] == "device 'cuda' was asked for, but this torch build sees no CUDA GPU"
         assert not (home / "logs").exists()
+    finally:
+        w.stop()
+
+
+def test_allowing_pickles_rebuilds_the_default_engine_with_it(qtbot, home, monkeypatch):
+    built = []
+
+    def factory(device="auto", allow_pickle=False):
+        built.append(allow_pickle)
+        return FakeEngine()
+
+    monkeypatch.setattr(worker_module, "default_engine_factory", factory)
+    w = Worker()
+    w.start()
+    try:
+        with qtbot.waitSignal(w.modelLoaded, timeout=5000):
+            w.load_model("")
+        w.set_allow_pickle(True)
+        with qtbot.waitSignal(w.modelLoaded, timeout=5000):
+            w.load_model("")
+        assert built == [False, True]
     finally:
         w.stop()

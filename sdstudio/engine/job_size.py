@@ -1,0 +1,85 @@
+"""How big a job is before it starts: the image size a request defaults to, and whether a size is far beyond
+what the model and the machine were made for. No torch here: the CLI decides before the engine loads.
+
+Sizes default the way A1111's "resize to" does: the model's native square, or for an init image its aspect
+ratio at about the model's native area. A job's cost is measured against one native image at 20 steps;
+sampling time grows at least with pixels x steps x batch, and working memory with pixels x batch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+REFERENCE_STEPS = 20
+# A latent this many times the native area no longer makes one coherent picture (the model tiles its subject)
+# and runs for at least as many times as long: refuse unless the user confirms.
+MAX_AREA_RATIO = 16
+# Working memory per output pixel of one image through the UNet in fp32, classifier-free guidance's doubled
+# batch included. A rough, generous figure: it only has to tell a job that fits from one many times too big.
+BYTES_PER_PIXEL = 8 << 10
+
+
+def _round_to(value: float, multiple: int) -> int:
+    return max(multiple, int(round(value / multiple)) * multiple)
+
+
+def default_size(width: int | None, height: int | None, native: int, multiple: int = 8,
+                 init_size: tuple[int, int] | None = None) -> tuple[int, int]:
+    """(width, height) with the sides not given filled in: from the init image's aspect ratio at about the
+    model's native area when there is one, else the model's native side. Given sides are kept as given."""
+    if width is not None and height is not None:
+        return width, height
+    if init_size is None or min(init_size) < 1:
+        return (native if width is None else width), (native if height is None else height)
+    aspect = init_size[0] / init_size[1]
+    if width is not None:
+        return width, _round_to(width / aspect, multiple)
+    if height is not None:
+        return _round_to(height * aspect, multiple), height
+    w = math.sqrt(native * native * aspect)
+    return _round_to(w, multiple), _round_to(w / aspect, multiple)
+
+
+@dataclass(frozen=True)
+class JobEstimate:
+    width: int
+    height: int
+    batch: int
+    steps: int
+    native: int
+    area_ratio: float  # one image's pixels over the native square's
+    work_ratio: float  # pixels x steps x batch over one native image at REFERENCE_STEPS
+    memory_bytes: int  # working memory of the sampling, weights not included
+
+    def describe(self) -> str:
+        return (f"{self.width}x{self.height} is {self.area_ratio:.0f}x the model's native "
+                f"{self.native}x{self.native} area; with {self.steps} steps x {self.batch} images that is about "
+                f"{self.work_ratio:.0f}x the work of one native image and {self.memory_bytes / 2**30:.1f} GiB of "
+                "working memory")
+
+
+def estimate(width: int, height: int, steps: int, batch: int, native: int) -> JobEstimate:
+    area_ratio = width * height / (native * native)
+    return JobEstimate(width, height, batch, steps, native, area_ratio,
+                       area_ratio * batch * steps / REFERENCE_STEPS, width * height * batch * BYTES_PER_PIXEL)
+
+
+def physical_memory() -> int | None:
+    """This machine's RAM in bytes, or None where the OS does not say (os.sysconf is POSIX only)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def job_problem(job: JobEstimate, memory: int | None) -> str | None:
+    """Why the job is far beyond the model's native size or this machine (`memory` bytes of RAM; None:
+    unknown, not checked), in words for the user; None when it is not. A front end refuses such a job
+    unless the user confirms it."""
+    if memory is not None and job.memory_bytes > memory:
+        return f"{job.describe()}, more than this machine's {memory / 2**30:.1f} GiB of memory"
+    if job.area_ratio > MAX_AREA_RATIO:
+        return f"{job.describe()}, more than {MAX_AREA_RATIO}x the native area"
+    return None

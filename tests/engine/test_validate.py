@@ -1,0 +1,38 @@
+"""Request checks that run before any model is known, and the size checks that need the model's factor."""
+
+import pytest
+
+from sdstudio.engine.errors import RequestError
+from sdstudio.engine.request import GenerationRequest
+from sdstudio.engine.validate import check_side, validate, validate_settings
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"prompt": "caf\udce9 au lait"}, "prompt is not valid text \\(character 4"),
+        ({"negative_prompt": "ok \udcff"}, "negative prompt is not valid text"),
+        ({"prompt": b"bytes"}, "prompt must be text, not bytes"),
+        ({"steps": 0}, "steps 0 is out of range"),
+        ({"seed": -1}, "seed -1 is out of range"),
+    ],
+)
+def test_settings_refused_without_a_model(changes, message):
+    with pytest.raises(RequestError, match=message):
+        validate_settings(GenerationRequest(**changes))
+    with pytest.raises(RequestError, match=message):
+        validate(GenerationRequest(**changes))
+
+
+def test_valid_text_passes_as_given():
+    req = validate_settings(GenerationRequest(prompt="café, 東京, emoji 🍎, (red:1.2)"))
+    assert req.prompt == "café, 東京, emoji 🍎, (red:1.2)"
+
+
+def test_sides():
+    check_side("width", 60, multiple=1)  # before the model is known only the range counts
+    with pytest.raises(RequestError, match="width 60 is not a multiple of 8"):
+        check_side("width", 60, multiple=8)
+    for bad in (0, -64, 4104, True, 64.0):
+        with pytest.raises(RequestError, match="out of range"):
+            check_side("height", bad, multiple=1)
