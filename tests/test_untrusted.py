@@ -44,3 +44,67 @@ def test_quoted_names_fit_on_one_line() -> None:
     assert quoted("a\nb\x1b") == "'a\\x0ab\\x1b'"
     assert quoted([1, "\x1b"]) == "[1, '\\x1b']"
     assert "\n" not in quoted("\n" * 1000) and len(quoted("y" * 10**6)) < 260
+
+
+# Where file text is shown: the `params` command, engine errors quoting tensor names, model look-ups.
+
+ESC = "\x1b[2J\x1b[1;1HOK\r\u202e"
+
+
+def write_safetensors(path, header: dict) -> None:
+    import json
+    import struct
+
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw)
+
+
+def test_params_prints_metadata_escaped(tmp_path, capsys) -> None:
+    from PIL import Image, PngImagePlugin
+
+    from sdstudio.cli import main
+
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("parameters", f"a fox{ESC}\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 8x8")
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png", pnginfo=info)
+    assert main(["params", str(tmp_path / "x.png")]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out and "\u202e" not in out
+    assert "a fox\\x1b[2J\\x1b[1;1HOK\\x0d\\u202e\nSteps: 20" in out
+
+
+@pytest.mark.parametrize("entry", [
+    {"dtype": "BAD", "shape": [1], "data_offsets": [0, 1]},
+    {"dtype": "F32", "shape": "x", "data_offsets": [0, 4]},
+    {"dtype": "F32", "shape": [1], "data_offsets": [0, 8]},
+    "not an entry",
+])
+def test_safetensors_errors_quote_tensor_names_escaped(tmp_path, entry) -> None:
+    from sdstudio.engine.errors import CheckpointError
+    from sdstudio.engine.safetensors_file import read_header
+
+    write_safetensors(tmp_path / f"m{ESC}.safetensors", {f"w{ESC}" + "n" * 5000: entry})
+    with pytest.raises(CheckpointError) as caught:
+        read_header(tmp_path / f"m{ESC}.safetensors")
+    message = str(caught.value)
+    assert message.isprintable() and "\\x1b[2J" in message and len(message) < 800
+
+
+def test_detect_names_sample_keys_escaped(tmp_path) -> None:
+    from sdstudio.engine.detect import detect
+    from sdstudio.engine.errors import CheckpointError
+    from sdstudio.engine.safetensors_file import read_header
+
+    write_safetensors(tmp_path / "m.safetensors", {f"a{ESC}": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}})
+    with pytest.raises(CheckpointError) as caught:
+        detect(read_header(tmp_path / "m.safetensors"))
+    assert str(caught.value).isprintable() and "a\\x1b[2J" in str(caught.value)
+
+
+def test_model_not_found_names_the_model_escaped(tmp_path) -> None:
+    from sdstudio.engine.errors import ModelNotFound
+    from sdstudio.engine.model_files import resolve_model
+
+    with pytest.raises(ModelNotFound) as caught:
+        resolve_model(f"evil{ESC}", f"01234{ESC}", tmp_path)
+    assert str(caught.value).isprintable() and "'evil\\x1b[2J" in str(caught.value)

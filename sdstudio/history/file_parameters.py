@@ -32,6 +32,7 @@ from sdstudio.history.layout import Layout
 from sdstudio.history.parameters import a1111_mode, lenient_request, parse_parameters, request_from_parameters
 from sdstudio.history.png import read_png_parameters
 from sdstudio.history.record import Record, file_name, record_or_none
+from sdstudio.untrusted import printable, quoted
 
 NO_PARAMETERS = "holds no generation parameters"
 
@@ -173,9 +174,10 @@ def _with_sidecars(record: Record, folders: list[Path]) -> tuple[GenerationReque
         if not name:
             continue
         if not is_plain_name(name):
-            problems.append(f"its {kind} image is named {name!r}, which is not a plain file name; refused")
+            problems.append(f"its {kind} image is named {quoted(name)}, which is not a plain file name; refused")
             continue
         present = [folder / name for folder in folders if os.path.lexists(folder / name)]
+        name = printable(name, 200, multiline=False)  # from the file: shown escaped
         if not present:
             problems.append(f"its {kind} image {name} is missing; put it back beside the image or choose an input image")
             continue
@@ -184,7 +186,7 @@ def _with_sidecars(record: Record, folders: list[Path]) -> tuple[GenerationReque
             with Image.open(found) as opened:
                 images[kind] = opened.convert(mode)
         except OSError as e:
-            problems.append(f"its {kind} image {name} cannot be read ({e})")
+            problems.append(f"its {kind} image {name} cannot be read ({printable(e, multiline=False)})")
     if not problems and record.made_from != "txt2img" and "init" not in images:
         problems.append(f"it was made by {record.made_from} from an init image that was not kept; choose an input image")
     request = record.request.replace(init_image=images.get("init"), mask=images.get("mask"))
@@ -229,8 +231,9 @@ def _with_parts(request: GenerationRequest, models_dir: Path) -> tuple[Generatio
         found = sorted({p for folder in folders if folder.is_dir() for p in folder.rglob("*")
                         if p.name == name and _is_checked_file(p, [folder])})
         if len(found) != 1:
-            where = f"several files in {models_dir} are named '{name}'" if found else f"'{name}' is not in {models_dir}"
-            problem = f"this image was made with the {part.upper()} file '{name}', but {where}; put it there or choose one"
+            shown = quoted(name, 120)
+            where = f"several files in {models_dir} are named {shown}" if found else f"{shown} is not in {models_dir}"
+            problem = f"this image was made with the {part.upper()} file {shown}, but {where}; put it there or choose one"
             return request.replace(**{p: file_name(getattr(request, p)) for p in _PARTS}), problem
         changes[part] = str(found[0])
     return request.replace(**changes), ""
