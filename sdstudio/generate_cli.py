@@ -220,6 +220,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_params(args: argparse.Namespace) -> int:
     from sdstudio.history.file_parameters import read_file_parameters
     from sdstudio.history.parameters import format_parameters
+    from sdstudio.untrusted import printable
 
     path = Path(args.image)
     if not path.is_file():
@@ -227,11 +228,15 @@ def cmd_params(args: argparse.Namespace) -> int:
     try:
         found = read_file_parameters(path, pixels=False)
     except (OSError, SyntaxError, ValueError) as exc:
-        raise SDStudioError(f"{path.name}: not a readable image ({exc})") from None
+        raise SDStudioError(f"{path.name}: not a readable image ({printable(exc, multiline=False)})") from None
+    # The text is the file's, not ours: escape sequences in it must not reach the terminal.
     if found.text:
-        print(found.text)
+        print(printable(found.text, PARAMS_LIMIT))
     elif found.request is not None:
-        print(format_parameters(found.request, found.model_name))
+        print(printable(format_parameters(found.request, found.model_name), PARAMS_LIMIT))
     else:
-        raise SDStudioError(f"{path.name}: {found.problem}")
+        raise SDStudioError(f"{path.name}: {printable(found.problem, multiline=False)}")
     return 0
+
+
+PARAMS_LIMIT = 20_000  # characters of parameters `params` prints; real prompts are far shorter

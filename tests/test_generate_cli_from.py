@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,8 @@ def test_from_an_inpainting_entry_reproduces_its_pixels(home, tmp_path, tiny_pat
                                 init_image=init, mask=mask, model=str(tiny_path))
     [entry] = store.add_result(Engine().generate(request))
     store.close()
+    (home / "models").mkdir()
+    shutil.copy(tiny_path, home / "models")  # records name the model, not its path: it is found there
     out = tmp_path / "again"
     assert main(["generate", "--from", str(entry.file), "--out", str(out)]) == 0
     [again] = out.glob("*.png")

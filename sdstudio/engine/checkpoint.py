@@ -31,6 +31,7 @@ from sdstudio.engine.taesd import TAESD, decoder_shape, load_taesd_state
 from sdstudio.engine.unet import UNetModel, unet_config_from_shapes
 from sdstudio.engine.vae import AutoencoderKL, vae_config_from_shapes
 from sdstudio.engine.weights import OnBytes, load_state_dict_file, load_tensors, open_pickle_checkpoint
+from sdstudio.untrusted import printable
 
 Progress = Callable[[str, float], None]
 
@@ -75,7 +76,7 @@ def assign_weights(module: nn.Module, state_dict: dict[str, torch.Tensor], what:
         module.load_state_dict(state_dict, strict=True, assign=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{source}: the {what} weights do not fit the detected architecture "
-                              f"({_short(str(exc))})") from None
+                              f"({printable(_short(str(exc)), multiline=False)})") from None
     leftover = [n for n, p in module.named_parameters() if p.is_meta]
     if leftover:
         raise CheckpointError(f"{source}: the {what} weights lack {leftover[0]}")

@@ -29,6 +29,7 @@ from sdstudio.engine.families import (  # noqa: F401 (importers read the prefixe
     Family,
 )
 from sdstudio.engine.safetensors_file import SafetensorsHeader
+from sdstudio.untrusted import quoted
 
 CONFIG_KEY = "sdstudio.config"
 
@@ -176,7 +177,7 @@ def _not_a_checkpoint(header: SafetensorsHeader) -> CheckpointError:
                                "choose it as the VAE of a checkpoint")
     if "1.weight" in keys and "3.conv.0.weight" in keys:
         return CheckpointError(f"{header.path.name}: this is a TAESD preview decoder/encoder, not a checkpoint")
-    sample = ", ".join(sorted(keys)[:3])
+    sample = ", ".join(quoted(key) for key in sorted(keys)[:3])
     prefixes = "' or '".join(dict.fromkeys(f.unet_prefix for f in families.FAMILIES))
     return UnsupportedModelError(f"{header.path.name}: unknown architecture: no UNet under '{prefixes}' "
                                  f"({len(keys)} tensors, e.g. {sample})")

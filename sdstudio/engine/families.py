@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 
 from sdstudio.engine.clip_vocab import EOS, OPENCLIP_PAD
 from sdstudio.engine.errors import CheckpointError, UnsupportedModelError
+from sdstudio.untrusted import quoted
 
 UNET = "model.diffusion_model."
 VAE = "first_stage_model."
@@ -128,7 +129,7 @@ class Family:
         hits = [p for p in self.lora_prefixes if key.startswith(p.prefix)]
         if not hits:
             known = ", ".join(p.prefix for p in self.lora_prefixes)
-            raise UnsupportedModelError(f"LoRA key {key!r} addresses no part of an {self.label} model "
+            raise UnsupportedModelError(f"LoRA key {quoted(key)} addresses no part of an {self.label} model "
                                         f"(its keys start with one of {known}); "
                                         f"use a LoRA made for {self.label}")
         return max(hits, key=lambda p: len(p.prefix))
@@ -162,7 +163,7 @@ _PADS = {"eos": EOS, "0": OPENCLIP_PAD, 0: OPENCLIP_PAD}
 def _configured_encoder(spec: EncoderSpec, text: Mapping) -> EncoderSpec:
     pad = text.get("pad")
     if pad is not None and pad not in _PADS:
-        raise CheckpointError(f"metadata sdstudio.config names text pad {pad!r}, which is neither 'eos' "
+        raise CheckpointError(f"metadata sdstudio.config names text pad {quoted(pad)}, which is neither 'eos' "
                               "nor 0; re-export the model")
     return replace(spec, pad=spec.pad if pad is None else _PADS[pad], layer=text.get("layer", spec.layer),
                    hidden_act=text.get("hidden_act", spec.hidden_act),
@@ -219,5 +220,5 @@ def family(name: str) -> Family:
     for fam in FAMILIES:
         if fam.name == name:
             return fam
-    raise UnsupportedModelError(f"unknown model family {name!r}; SD Studio knows "
+    raise UnsupportedModelError(f"unknown model family {quoted(name)}; SD Studio knows "
                                 + ", ".join(f.name for f in FAMILIES))

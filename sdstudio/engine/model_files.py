@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sdstudio import paths
 from sdstudio.engine.errors import ModelNotFound
+from sdstudio.untrusted import printable, quoted
 
 MODEL_SUFFIXES = (".safetensors",)
 BUILTIN_NAME = "sdstudio-emoji"
@@ -102,13 +103,15 @@ def resolve_model(name: str, model_hash: str, models_dir: Path | None = None) ->
         return named[0]
     elif len(named) > 1:
         listed = ", ".join(str(p) for p in named)
-        raise ModelNotFound(f"several checkpoints are named '{name}' ({listed}); choose a model")
+        raise ModelNotFound(f"several checkpoints are named {quoted(name)} ({listed}); choose a model")
     raise ModelNotFound(_not_found_message(name, model_hash, folder, bool(named)))
 
 
 def _not_found_message(name: str, model_hash: str, folder: Path, name_seen: bool) -> str:
     if not name and not model_hash:
         return "this image does not say which model made it; choose a model"
-    what = f"'{name}' (hash {model_hash})" if name and model_hash else f"'{name}'" if name else f"with hash {model_hash}"
-    differs = f"; the '{name}' there has a different hash" if name_seen else ""
+    # The name and hash come from an image's metadata: shown escaped.
+    shown, hash_ = quoted(name, 120), printable(model_hash, 64, multiline=False)
+    what = f"{shown} (hash {hash_})" if name and model_hash else shown if name else f"with hash {hash_}"
+    differs = f"; the {shown} there has a different hash" if name_seen else ""
     return f"this image was made with model {what}, which is not in {folder}{differs}; put it there or choose a model"

@@ -5,6 +5,8 @@ No torch here: the UI lists these and history parses them.
 
 from __future__ import annotations
 
+from sdstudio.untrusted import quoted
+
 SAMPLERS = ("Euler", "Euler a", "Heun", "DPM++ 2M", "DPM++ 2M SDE", "DPM++ SDE", "DDIM", "LCM")
 SCHEDULERS = ("normal", "karras", "exponential", "sgm_uniform")
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")  # what devices.resolve_device accepts
@@ -34,7 +36,7 @@ def canonical_scheduler(name: str) -> str:
     """'Karras' / 'karras' / 'SGM Uniform' -> our schedule name; ValueError names the choices."""
     key = name.strip().lower()
     if key not in _SCHEDULER_ALIASES:
-        raise ValueError(f"unknown schedule {name!r}; choose one of: {', '.join(SCHEDULERS)}")
+        raise ValueError(f"unknown schedule {quoted(name)}; choose one of: {', '.join(SCHEDULERS)}")
     return _SCHEDULER_ALIASES[key]
 
 
@@ -46,4 +48,4 @@ def canonical_sampler(name: str) -> tuple[str, str | None]:
     for suffix, schedule in ((" karras", "karras"), (" exponential", "exponential")):
         if key.endswith(suffix) and key[: -len(suffix)] in _SAMPLER_ALIASES:
             return _SAMPLER_ALIASES[key[: -len(suffix)]], schedule
-    raise ValueError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
+    raise ValueError(f"unknown sampler {quoted(name)}; choose one of: {', '.join(SAMPLERS)}")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdstudio.engine.errors import CheckpointError
+from sdstudio.untrusted import printable, quoted
 
 _MAX_HEADER = 100 * 1024 * 1024
 DTYPE_SIZES = {
@@ -66,7 +67,7 @@ class SafetensorsHeader:
 
 
 def _fail(path: Path, what: str) -> CheckpointError:
-    return CheckpointError(f"{path.name}: {what}")
+    return CheckpointError(f"{printable(path.name, multiline=False)}: {what}")
 
 
 def read_header(path: str | os.PathLike) -> SafetensorsHeader:
@@ -118,18 +119,18 @@ def _pickle_or_garbage(path: Path, head: bytes) -> CheckpointError:
 
 def _entry(path: Path, name: str, info: object, data_start: int) -> TensorEntry:
     if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
-        raise _fail(path, f"tensor {name!r} has a malformed header entry")
+        raise _fail(path, f"tensor {quoted(name)} has a malformed header entry")
     dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
     if dtype not in DTYPE_SIZES:
-        raise _fail(path, f"tensor {name!r} has unsupported dtype {dtype!r}")
+        raise _fail(path, f"tensor {quoted(name)} has unsupported dtype {quoted(dtype)}")
     if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
-        raise _fail(path, f"tensor {name!r} has an invalid shape {shape!r}")
+        raise _fail(path, f"tensor {quoted(name)} has an invalid shape {quoted(shape)}")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
-        raise _fail(path, f"tensor {name!r} has invalid data offsets {offsets!r}")
+        raise _fail(path, f"tensor {quoted(name)} has invalid data offsets {quoted(offsets)}")
     begin, end = offsets
     expected = math.prod(shape) * DTYPE_SIZES[dtype]
     if end - begin != expected:
-        raise _fail(path, f"header lies about tensor {name!r}: shape {tuple(shape)} of {dtype} needs {expected} "
+        raise _fail(path, f"header lies about tensor {quoted(name)}: shape {quoted(tuple(shape))} of {dtype} needs {expected} "
                           f"bytes but its offsets span {end - begin}")
     return TensorEntry(name, dtype, tuple(shape), data_start + begin, data_start + end)
 
@@ -139,7 +140,7 @@ def _check_layout(path: Path, tensors: dict[str, TensorEntry], size: int) -> Non
     last_end = ordered[0].begin if ordered else 0
     for t in ordered:
         if t.begin < last_end:
-            raise _fail(path, f"header lies about sizes: tensor {t.name!r} overlaps the previous tensor")
+            raise _fail(path, f"header lies about sizes: tensor {quoted(t.name)} overlaps the previous tensor")
         last_end = t.end
     if ordered and ordered[-1].end > size:
         raise _fail(path, f"truncated: tensor data should end at byte {ordered[-1].end} but the file has {size} "

@@ -36,6 +36,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from sdstudio.engine.errors import CheckpointError, RequestError
 from sdstudio.engine.tokenizer import BOS, CONTEXT_LENGTH, EOS, VOCAB_SIZE
+from sdstudio.untrusted import printable, quoted
 
 # layer mode -> (layers back from the last at clip skip 1, apply the final layer norm)
 LAYER_MODES = {
@@ -160,7 +161,7 @@ def openclip_to_transformers(state_dict: Mapping[str, Tensor]) -> dict[str, Tens
             name = _OPENCLIP_BLOCK_NAMES[m.group(2)]
             out[f"text_model.encoder.layers.{m.group(1)}.{name}.{m.group(3)}"] = tensor
         elif not _OPENCLIP_UNUSED.fullmatch(key):
-            raise CheckpointError(f"unexpected key '{key}' in an OpenCLIP text encoder")
+            raise CheckpointError(f"unexpected key {quoted(key)} in an OpenCLIP text encoder")
     return out
 
 
@@ -227,7 +228,7 @@ def build_text_encoder(
     expected = encoder.state_dict().keys()
     missing, unexpected = sorted(expected - weights.keys()), sorted(weights.keys() - expected)
     if missing or unexpected:
-        first = f"'{missing[0]}' is missing" if missing else f"'{unexpected[0]}' is not part of it"
+        first = f"'{missing[0]}' is missing" if missing else f"{quoted(unexpected[0])} is not part of it"
         raise CheckpointError(
             f"the text encoder weights do not match a CLIP text model ({len(missing)} missing, "
             f"{len(unexpected)} unexpected): {first}"
@@ -235,7 +236,7 @@ def build_text_encoder(
     try:
         encoder.load_state_dict(weights, strict=True, assign=True)
     except RuntimeError as exc:
-        reason = str(exc).splitlines()[-1].strip()
+        reason = printable(str(exc).splitlines()[-1].strip(), multiline=False)
         raise CheckpointError(f"the text encoder weights do not match their model: {reason}") from None
     embeddings = encoder.text_model.embeddings
     device = embeddings.token_embedding.weight.device

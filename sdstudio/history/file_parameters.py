@@ -6,26 +6,61 @@ files beside it, see history/record.py and history/layout.py), A1111's ``paramet
 written by ComfyUI exports and most other tools), both, or nothing (then it is simply a picture, e.g.
 for use as an init image). The record wins over the text: it holds fields A1111 does not know.
 
-Sidecars are looked up only as plain file names, in the image's own folder or the history's folder of
-the entry's day: a name holding a path (``../x.png``, ``/etc/passwd``) is refused, never opened.
+A file is someone else's input, so nothing it names is opened as named. Sidecars are looked up only as
+plain file names, in the image's own folder or the history's folder of the entry's day: a name holding a
+path (``../x.png``, ``/etc/passwd``) is refused, never opened. Model, VAE and TAESD are found by file
+name (and hash) in the models folder or the built-in models folder; a path in an old record is used only
+when it lies inside one of them. Every file opened is first checked to be a regular file (a FIFO or a
+device would block the reader forever) inside the folder it belongs to (a symlink cannot lead out).
 """
 
 from __future__ import annotations
 
+import os
+import stat
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
-from sdstudio.engine.errors import ModelNotFound, RequestError
+from sdstudio import paths
+from sdstudio.engine.errors import ModelNotFound, RequestError, SDStudioError
 from sdstudio.engine.model_files import builtin_model_path, resolve_model
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.history.layout import Layout
 from sdstudio.history.parameters import a1111_mode, lenient_request, parse_parameters, request_from_parameters
 from sdstudio.history.png import read_png_parameters
-from sdstudio.history.record import Record, record_or_none
+from sdstudio.history.record import Record, file_name, record_or_none
+from sdstudio.untrusted import printable, quoted
 
 NO_PARAMETERS = "holds no generation parameters"
+
+
+class RefusedFile(SDStudioError, OSError):
+    """A file that must not be opened: not a regular file, or outside the folder it belongs to. An OSError
+    too, so every reader that handles an unreadable file handles this one the same way."""
+
+
+def checked_file(path: Path, folders: Sequence[Path] = ()) -> Path:
+    """`path` when it is a regular file (symlinks followed) lying inside one of `folders` (any folder when
+    none are given); RefusedFile otherwise, FileNotFoundError when it is missing."""
+    path = Path(path)
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise RefusedFile(f"{path.name} is not a regular file (a folder, pipe or device); refused")
+    if folders:
+        real = path.resolve()
+        if not any(real.is_relative_to(Path(folder).resolve()) for folder in folders):
+            raise RefusedFile(f"{path.name} lies outside {', '.join(str(f) for f in folders)}; refused")
+    return path
+
+
+def _is_checked_file(path: Path, folders: Sequence[Path]) -> bool:
+    try:
+        checked_file(path, folders)
+    except OSError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -79,7 +114,7 @@ def read_file_parameters(
     models_dir: look up the model the file names there (built-in model included); None leaves it as read.
     history_root: the outputs folder, where the sidecars of a copied history PNG are also looked for.
     """
-    path = Path(path)
+    path = checked_file(Path(path))
     image = None
     if pixels:
         with Image.open(path) as opened:
@@ -103,8 +138,13 @@ def read_file_parameters(
     else:
         return FileParameters(path, image, problem=NO_PARAMETERS)
     model_problem = ""
-    if models_dir is not None and request is not None:
+    if request is not None and models_dir is not None:
         request, model_problem = _with_model(request, model_name, record is not None, models_dir)
+        request, parts_problem = _with_parts(request, models_dir)
+        model_problem = model_problem or parts_problem
+    elif request is not None:
+        # Not looked up: names only, so no caller can open a path that a file wrote.
+        request = request.replace(**{name: file_name(getattr(request, name)) for name in _PARTS + ("model",)})
     return FileParameters(path, image, text, params, record, request, model_name, mode, problem, model_problem)
 
 
@@ -134,21 +174,27 @@ def _with_sidecars(record: Record, folders: list[Path]) -> tuple[GenerationReque
         if not name:
             continue
         if not is_plain_name(name):
-            problems.append(f"its {kind} image is named {name!r}, which is not a plain file name; refused")
+            problems.append(f"its {kind} image is named {quoted(name)}, which is not a plain file name; refused")
             continue
-        found = next((folder / name for folder in folders if (folder / name).is_file()), None)
-        if found is None:
+        present = [folder / name for folder in folders if os.path.lexists(folder / name)]
+        name = printable(name, 200, multiline=False)  # from the file: shown escaped
+        if not present:
             problems.append(f"its {kind} image {name} is missing; put it back beside the image or choose an input image")
             continue
         try:
+            found = checked_file(present[0], [present[0].parent])
             with Image.open(found) as opened:
                 images[kind] = opened.convert(mode)
         except OSError as e:
-            problems.append(f"its {kind} image {name} cannot be read ({e})")
+            problems.append(f"its {kind} image {name} cannot be read ({printable(e, multiline=False)})")
     if not problems and record.made_from != "txt2img" and "init" not in images:
         problems.append(f"it was made by {record.made_from} from an init image that was not kept; choose an input image")
     request = record.request.replace(init_image=images.get("init"), mask=images.get("mask"))
     return request, problems[0] if problems else ""
+
+
+def _model_folders(models_dir: Path) -> list[Path]:
+    return [Path(models_dir), paths.builtin_models_dir()]
 
 
 def _with_model(
@@ -156,14 +202,38 @@ def _with_model(
 ) -> tuple[GenerationRequest, str]:
     """The request with `model` pointing at a checkpoint on this machine, or the reason it cannot.
 
-    Our own record's "" is the built-in model and an existing path is used as is; a path from another
-    machine, and every A1111 text (which names no path), is looked up by hash, then name.
+    Our own record's "" is the built-in model, and a path (old records) inside the models folders is used
+    as is; anything else, a record's file name and every A1111 text (which names no path), is looked up by
+    hash, then name.
     """
-    if ours and (not request.model or Path(request.model).is_file()):
+    if ours and (not request.model or _is_checked_file(Path(request.model), _model_folders(models_dir))):
         return request, ""
-    name = model_name or (Path(request.model).stem if request.model else "")
+    name = model_name or (Path(file_name(request.model)).stem if request.model else "")
     try:
         found = resolve_model(name, request.model_hash, models_dir)
     except ModelNotFound as e:
-        return request, str(e)
+        return request.replace(model=file_name(request.model)), str(e)
     return request.replace(model="" if found == builtin_model_path() else str(found)), ""
+
+
+_PARTS = ("vae", "taesd")
+
+
+def _with_parts(request: GenerationRequest, models_dir: Path) -> tuple[GenerationRequest, str]:
+    """The request with its VAE and TAESD found by file name in the models folders, or the reason not."""
+    folders = _model_folders(models_dir)
+    changes: dict[str, str] = {}
+    for part in _PARTS:
+        written = getattr(request, part)
+        if not written or _is_checked_file(Path(written), folders):
+            continue
+        name = file_name(written)
+        found = sorted({p for folder in folders if folder.is_dir() for p in folder.rglob("*")
+                        if p.name == name and _is_checked_file(p, [folder])})
+        if len(found) != 1:
+            shown = quoted(name, 120)
+            where = f"several files in {models_dir} are named {shown}" if found else f"{shown} is not in {models_dir}"
+            problem = f"this image was made with the {part.upper()} file {shown}, but {where}; put it there or choose one"
+            return request.replace(**{p: file_name(getattr(request, p)) for p in _PARTS}), problem
+        changes[part] = str(found[0])
+    return request.replace(**changes), ""

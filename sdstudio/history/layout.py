@@ -4,7 +4,7 @@
     outputs/2025-01-31/142501-1234-ab12cd34.init.png   its init image, when it had one
     outputs/2025-01-31/142501-1234-ab12cd34.mask.png   its inpainting mask, when it had one
     outputs/.trash/2025-01-31/...                      deleted entries, same relative paths
-    outputs/.thumbnails/<id>.jpg                       thumbnail cache
+    outputs/.thumbnails/<hash of id>.jpg               thumbnail cache
 
 Paths in the index are relative to the outputs folder, with forward slashes, so the folder can move.
 """

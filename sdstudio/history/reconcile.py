@@ -4,7 +4,8 @@ One pass over the folder (no image is decoded for files the index knows):
 - temp files left by a killed writer are removed;
 - a row whose file sits on the other side of the trash finishes its interrupted delete/restore;
 - a row whose file is gone is dropped;
-- a PNG with parameters (ours or A1111's) and no row is indexed, keeping the id of its ``sdstudio`` record;
+- a PNG with parameters (ours or A1111's) and no row is indexed, keeping the id of its ``sdstudio`` record
+  when it is one of ours in form (anything else gets a fresh id: ids become file names and links);
 - an init/mask sidecar whose entry PNG never got written is removed.
 
 It works on the two things it reconciles, the folder `Layout` and the SQLite `Index` (plus the thumbnail
@@ -13,13 +14,13 @@ cache, whose files follow the rows), not on the whole store.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 
 from sdstudio.history.atomic import atomic_move
 from sdstudio.history.file_parameters import read_file_parameters
 from sdstudio.history.index import Index
 from sdstudio.history.layout import Layout, Scan, sidecar_owner
+from sdstudio.history.record import is_entry_id, new_entry_id
 from sdstudio.history.schema import row_values
 from sdstudio.history.thumbnails import ThumbnailCache
 
@@ -89,11 +90,11 @@ def _row_for_file(layout: Layout, index: Index, relative: str, taken: set[str]) 
     request = found.listing_request()
     if request is None:
         return None
-    entry_id = uuid.uuid4().hex
+    entry_id = new_entry_id()
     if found.record is not None:
         created = found.record.created
         # A copy of an entry's file keeps the record's id, which is taken: it gets a new one.
-        if found.record.id and found.record.id not in taken and not index.has_id(found.record.id):
+        if is_entry_id(found.record.id) and found.record.id not in taken and not index.has_id(found.record.id):
             entry_id = found.record.id
     taken.add(entry_id)
     return row_values(entry_id, created, relative, request, found.model_name, found.mode)

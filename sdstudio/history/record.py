@@ -3,11 +3,16 @@
 The A1111 text carries only what A1111 knows; this record carries every GenerationRequest field
 except the images (those are stored as files beside the entry and named here), plus the entry id,
 time, model name and hash and the parent entry, so the index can be rebuilt from the files alone.
+
+Model, VAE and TAESD are written as bare file names, never paths: a PNG is shared, and a path tells the
+world the user's name and folders. Readers find the files again by name and hash (file_parameters.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +23,19 @@ from sdstudio.engine.request import MODES, GenerationRequest
 FORMAT = 1
 _IMAGE_FIELDS = ("init_image", "mask")
 _FIELDS = {f.name: f for f in dataclasses.fields(GenerationRequest) if f.name not in _IMAGE_FIELDS}
+FILE_FIELDS = ("model", "vae", "taesd")  # request fields holding a file; written as names only
+# Entry ids are uuid4 hex: an id read from a file is trusted only in that shape, because ids end up in
+# file names, index rows and links.
+_ENTRY_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def new_entry_id() -> str:
+    return uuid.uuid4().hex
+
+
+def is_entry_id(text: object) -> bool:
+    """Whether `text` is an id in our own format (32 lowercase hex digits), safe to keep from a file."""
+    return isinstance(text, str) and _ENTRY_ID.fullmatch(text) is not None
 
 
 @dataclass(frozen=True)
@@ -56,8 +74,16 @@ class Record:
         }
 
 
+def file_name(text: str) -> str:
+    """The last part of a path written on any system ('C:\\m\\x.safetensors' and '/m/x.safetensors' give
+    'x.safetensors'); '' stays ''."""
+    return text.replace("\\", "/").rstrip("/").rpartition("/")[2]
+
+
 def request_to_dict(request: GenerationRequest) -> dict[str, Any]:
-    return {name: getattr(request, name) for name in _FIELDS}
+    """The request's fields as JSON values, file fields reduced to their file names."""
+    values = {name: getattr(request, name) for name in _FIELDS}
+    return {**values, **{name: file_name(values[name]) for name in FILE_FIELDS}}
 
 
 def _checked(name: str, default: Any, value: Any) -> Any:

@@ -13,7 +13,6 @@ thumbnail cache, and reads files back through `file_parameters` like every other
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from sdstudio.history.parameters import format_parameters
 from sdstudio.history.png import save_png
 from sdstudio.history.reconcile import Report
 from sdstudio.history.reconcile import reconcile as reconcile_files
-from sdstudio.history.record import Record
+from sdstudio.history.record import Record, new_entry_id
 from sdstudio.history.schema import COLUMNS, Filter, row_values
 from sdstudio.history.thumbnails import ThumbnailCache
 
@@ -105,7 +104,7 @@ class HistoryStore:
     ) -> Entry:
         """Save `image` (made by `request`) as a new entry; init image and mask are kept beside it."""
         created = time.time() if created is None else created
-        entry_id = uuid.uuid4().hex
+        entry_id = new_entry_id()
         relative = self.layout.new_relative_path(created, request.seed, entry_id)
         sidecars = {"init": request.init_image, "mask": request.mask}
         for kind, picture in sidecars.items():

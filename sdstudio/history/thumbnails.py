@@ -1,11 +1,14 @@
 """Small JPEG thumbnails cached beside the outputs, made on demand (or right away when an entry is added).
 
-An entry's pixels never change, so a thumbnail named by the entry id never goes stale. Files are
-written atomically, so threads that race to make the same thumbnail both end with a whole file.
+An entry's pixels never change, so a thumbnail keyed by the entry id never goes stale. The file name is a
+hash of the id, never the id itself: an id can come from a PNG someone else wrote, and a name made from
+its text ("../../x") could write or delete files outside the cache. Files are written atomically, so
+threads that race to make the same thumbnail both end with a whole file.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from PIL import Image
@@ -21,7 +24,8 @@ class ThumbnailCache:
         self.size = size
 
     def path(self, entry_id: str) -> Path:
-        return self.folder / f"{entry_id}.jpg"
+        """Always a file directly inside `folder`, whatever text `entry_id` holds."""
+        return self.folder / f"{hashlib.sha256(entry_id.encode('utf-8', 'surrogatepass')).hexdigest()[:32]}.jpg"
 
     def make(self, image: Image.Image, entry_id: str) -> Path:
         """Write the thumbnail of an image already in memory."""

@@ -41,7 +41,8 @@ def test_rerun_from_the_gallery_reproduces_every_mode(qtbot, tiny_path, tmp_path
         with qtbot.waitSignal(gallery.rerunRequested) as asked:
             gallery.act_rerun.trigger()
         entry_id, new_seed = asked.args
-        request = store.request_for(store.get(entry_id))
+        # Records name the model, not its path: it is found again in the models folder.
+        request = store.request_for(store.get(entry_id), models_dir=tiny_path.parent)
         assert not new_seed and request.mode == entry.mode and request.model_hash == entry.model_hash != ""
         again = engine.generate(request).images[0]
         with Image.open(entry.file) as saved:
