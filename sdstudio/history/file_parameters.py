@@ -22,7 +22,7 @@ from sdstudio.engine.model_files import builtin_model_path, resolve_model
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.history.layout import Layout
 from sdstudio.history.parameters import a1111_mode, lenient_request, parse_parameters, request_from_parameters
-from sdstudio.history.png import read_png_parameters
+from sdstudio.history.png import open_image, read_image_text
 from sdstudio.history.record import Record, record_or_none
 
 NO_PARAMETERS = "holds no generation parameters"
@@ -49,6 +49,7 @@ class FileParameters:
     mode: str = ""  # how the image was made: txt2img, img2img or inpaint ("" without parameters)
     problem: str = ""
     model_problem: str = ""
+    refused: tuple[str, ...] = ()  # parts of the file not read: text chunks over the size limits, a bad record
 
     @property
     def has_parameters(self) -> bool:
@@ -73,7 +74,8 @@ class FileParameters:
 def read_file_parameters(
     path: Path, *, pixels: bool = True, models_dir: Path | None = None, history_root: Path | None = None
 ) -> FileParameters:
-    """Read `path` (PNG, JPEG or WebP). OSError (or PIL's errors) when it is not a readable image.
+    """Read `path` (PNG, JPEG or WebP). OSError (or PIL's errors) when it is not a readable image;
+    ImageFileError (a ValueError) when it has more pixels than Pillow's bomb limit or Pillow refuses its text.
 
     pixels=False reads only the parameters: no image is decoded and no sidecar is opened (indexing).
     models_dir: look up the model the file names there (built-in model included); None leaves it as read.
@@ -82,10 +84,10 @@ def read_file_parameters(
     path = Path(path)
     image = None
     if pixels:
-        with Image.open(path) as opened:
+        with open_image(path) as opened:
             image = opened.convert("RGB")
-    text, data = read_png_parameters(path)
-    text = text or ""
+    found = read_image_text(path)
+    text, data = found.parameters or "", found.record
     params = parse_parameters(text) if text else {}
     record = record_or_none(data)
     problem = ""
@@ -101,11 +103,14 @@ def read_file_parameters(
         except RequestError as e:
             request, problem = None, str(e)
     else:
-        return FileParameters(path, image, problem=NO_PARAMETERS)
+        why = found.problems[0] if found.problems else NO_PARAMETERS
+        return FileParameters(path, image, problem=why, refused=found.problems)
     model_problem = ""
     if models_dir is not None and request is not None:
         request, model_problem = _with_model(request, model_name, record is not None, models_dir)
-    return FileParameters(path, image, text, params, record, request, model_name, mode, problem, model_problem)
+    return FileParameters(
+        path, image, text, params, record, request, model_name, mode, problem, model_problem, found.problems
+    )
 
 
 def is_plain_name(name: str) -> bool:
@@ -141,9 +146,9 @@ def _with_sidecars(record: Record, folders: list[Path]) -> tuple[GenerationReque
             problems.append(f"its {kind} image {name} is missing; put it back beside the image or choose an input image")
             continue
         try:
-            with Image.open(found) as opened:
+            with open_image(found) as opened:
                 images[kind] = opened.convert(mode)
-        except OSError as e:
+        except (OSError, ValueError) as e:
             problems.append(f"its {kind} image {name} cannot be read ({e})")
     if not problems and record.made_from != "txt2img" and "init" not in images:
         problems.append(f"it was made by {record.made_from} from an init image that was not kept; choose an input image")
