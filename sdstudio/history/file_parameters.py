@@ -23,7 +23,7 @@ from sdstudio.engine.request import GenerationRequest
 from sdstudio.history.layout import Layout
 from sdstudio.history.parameters import a1111_mode, lenient_request, parse_parameters, request_from_parameters
 from sdstudio.history.png import open_image, read_image_text
-from sdstudio.history.record import Record, record_or_none
+from sdstudio.history.record import Record, record_from_json
 
 NO_PARAMETERS = "holds no generation parameters"
 
@@ -89,7 +89,13 @@ def read_file_parameters(
     found = read_image_text(path)
     text, data = found.parameters or "", found.record
     params = parse_parameters(text) if text else {}
-    record = record_or_none(data)
+    refused = found.problems
+    record = None
+    if data is not None:
+        try:
+            record = record_from_json(data)
+        except ValueError as e:  # then the A1111 text is used, as any other tool would
+            refused += (f"its sdstudio record is refused: {e}",)
     problem = ""
     if record is not None:
         request: GenerationRequest | None = record.request
@@ -103,13 +109,12 @@ def read_file_parameters(
         except RequestError as e:
             request, problem = None, str(e)
     else:
-        why = found.problems[0] if found.problems else NO_PARAMETERS
-        return FileParameters(path, image, problem=why, refused=found.problems)
+        return FileParameters(path, image, problem=refused[0] if refused else NO_PARAMETERS, refused=refused)
     model_problem = ""
     if models_dir is not None and request is not None:
         request, model_problem = _with_model(request, model_name, record is not None, models_dir)
     return FileParameters(
-        path, image, text, params, record, request, model_name, mode, problem, model_problem, found.problems
+        path, image, text, params, record, request, model_name, mode, problem, model_problem, refused
     )
 
 
