@@ -13,6 +13,11 @@ class UnsupportedModelError(CheckpointError):
     """The file is readable but holds an architecture SD Studio does not run."""
 
 
+class ImageFileError(SDStudioError, ValueError):
+    """An image file is refused: more pixels than the decompression-bomb limit, or text chunks too large.
+    A ValueError too, so every place that already reports an unreadable image reports this one."""
+
+
 class ModelNotFound(SDStudioError):
     """The checkpoint an image or request names is not on this machine."""
 

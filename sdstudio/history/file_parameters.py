@@ -30,8 +30,8 @@ from sdstudio.engine.model_files import builtin_model_path, resolve_model
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.history.layout import Layout
 from sdstudio.history.parameters import a1111_mode, lenient_request, parse_parameters, request_from_parameters
-from sdstudio.history.png import read_png_parameters
-from sdstudio.history.record import Record, file_name, record_or_none
+from sdstudio.history.png import open_image, read_image_text
+from sdstudio.history.record import Record, file_name, record_from_json
 from sdstudio.untrusted import printable, quoted
 
 NO_PARAMETERS = "holds no generation parameters"
@@ -84,6 +84,7 @@ class FileParameters:
     mode: str = ""  # how the image was made: txt2img, img2img or inpaint ("" without parameters)
     problem: str = ""
     model_problem: str = ""
+    refused: tuple[str, ...] = ()  # parts of the file not read: text chunks over the size limits, a bad record
 
     @property
     def has_parameters(self) -> bool:
@@ -108,7 +109,8 @@ class FileParameters:
 def read_file_parameters(
     path: Path, *, pixels: bool = True, models_dir: Path | None = None, history_root: Path | None = None
 ) -> FileParameters:
-    """Read `path` (PNG, JPEG or WebP). OSError (or PIL's errors) when it is not a readable image.
+    """Read `path` (PNG, JPEG or WebP). OSError (or PIL's errors) when it is not a readable image;
+    ImageFileError (a ValueError) when it has more pixels than Pillow's bomb limit or Pillow refuses its text.
 
     pixels=False reads only the parameters: no image is decoded and no sidecar is opened (indexing).
     models_dir: look up the model the file names there (built-in model included); None leaves it as read.
@@ -117,12 +119,18 @@ def read_file_parameters(
     path = checked_file(Path(path))
     image = None
     if pixels:
-        with Image.open(path) as opened:
+        with open_image(path) as opened:
             image = opened.convert("RGB")
-    text, data = read_png_parameters(path)
-    text = text or ""
+    found = read_image_text(path)
+    text, data = found.parameters or "", found.record
     params = parse_parameters(text) if text else {}
-    record = record_or_none(data)
+    refused = found.problems
+    record = None
+    if data is not None:
+        try:
+            record = record_from_json(data)
+        except ValueError as e:  # then the A1111 text is used, as any other tool would
+            refused += (f"its sdstudio record is refused: {e}",)
     problem = ""
     if record is not None:
         request: GenerationRequest | None = record.request
@@ -136,7 +144,7 @@ def read_file_parameters(
         except RequestError as e:
             request, problem = None, str(e)
     else:
-        return FileParameters(path, image, problem=NO_PARAMETERS)
+        return FileParameters(path, image, problem=refused[0] if refused else NO_PARAMETERS, refused=refused)
     model_problem = ""
     if request is not None and models_dir is not None:
         request, model_problem = _with_model(request, model_name, record is not None, models_dir)
@@ -145,7 +153,9 @@ def read_file_parameters(
     elif request is not None:
         # Not looked up: names only, so no caller can open a path that a file wrote.
         request = request.replace(**{name: file_name(getattr(request, name)) for name in _PARTS + ("model",)})
-    return FileParameters(path, image, text, params, record, request, model_name, mode, problem, model_problem)
+    return FileParameters(
+        path, image, text, params, record, request, model_name, mode, problem, model_problem, refused
+    )
 
 
 def is_plain_name(name: str) -> bool:
@@ -183,9 +193,9 @@ def _with_sidecars(record: Record, folders: list[Path]) -> tuple[GenerationReque
             continue
         try:
             found = checked_file(present[0], [present[0].parent])
-            with Image.open(found) as opened:
+            with open_image(found) as opened:
                 images[kind] = opened.convert(mode)
-        except OSError as e:
+        except (OSError, ValueError) as e:
             problems.append(f"its {kind} image {name} cannot be read ({printable(e, multiline=False)})")
     if not problems and record.made_from != "txt2img" and "init" not in images:
         problems.append(f"it was made by {record.made_from} from an init image that was not kept; choose an input image")

@@ -14,6 +14,7 @@ only when it holds at least three ``key: value`` pairs. Files written before A11
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 
@@ -21,10 +22,15 @@ from sdstudio.engine.errors import RequestError
 from sdstudio.engine.names import SCHEDULER_LABELS, canonical_sampler, canonical_scheduler
 from sdstudio.engine.request import GenerationRequest
 
-# A1111's own pattern: a key starts with a word character and may hold spaces, '-' and '/'; a value is
-# either a JSON string (escapes allowed) or anything up to the next comma.
-_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+# A1111's pairs: a key starts with a word character and may hold spaces, '-' and '/'; a value is either
+# a JSON string (escapes allowed) ending at a comma or the line's end, or anything up to the next comma.
+# A1111 finds them with one regex whose findall backtracks O(n²) on a line without ':' (60 KB froze the
+# GUI for minutes); `_pairs` reads the same pairs in one forward pass, each piece matched anchored.
 _KEY = re.compile(r"\w[\w \-/]+")
+_WORD_CHAR = re.compile(r"\w")
+_KEY_CHARS = re.compile(r"[\w \-/]*")
+_SPACE = re.compile(r"\s*")
+_QUOTED = re.compile(r'"(?:\\.|[^\\"])+"(?=,|$)')
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
 _NEGATIVE = "Negative prompt:"
 
@@ -106,9 +112,10 @@ def parse_parameters(text: str) -> dict[str, str]:
     line only when it holds at least three pairs.
     """
     *lines, last = text.strip().replace("\r\n", "\n").split("\n")
-    if len(_PARAM.findall(last)) < 3:
+    pairs = _pairs(last)
+    if len(pairs) < 3:
         lines.append(last)
-        last = ""
+        pairs = []
     prompt: list[str] = []
     negative: list[str] = []
     target = prompt
@@ -119,9 +126,35 @@ def parse_parameters(text: str) -> dict[str, str]:
             line = line[len(_NEGATIVE):].strip()
         target.append(line)
     result = {"Prompt": "\n".join(prompt), "Negative prompt": "\n".join(negative)}
-    for key, value in _PARAM.findall(last):
+    for key, value in pairs:
         result[key] = unquote(value.strip())
     return result
+
+
+def _pairs(line: str) -> list[tuple[str, str]]:
+    """The (key, raw value) pairs of one line, as A1111's pattern finds them, in time linear in the line.
+
+    Every position inside a run of key characters ends at the same place, so a run not followed by ':'
+    is skipped whole instead of being retried from each of its characters.
+    """
+    pairs: list[tuple[str, str]] = []
+    position = 0
+    while (word := _WORD_CHAR.search(line, position)) is not None:
+        start = word.start()
+        end = _KEY_CHARS.match(line, start).end()
+        if end - start < 2 or not line.startswith(":", end):
+            position = end
+            continue
+        value_start = _SPACE.match(line, end + 1).end()
+        quoted = _QUOTED.match(line, value_start)
+        if quoted is not None:
+            value_end = quoted.end()
+        else:
+            comma = line.find(",", value_start)
+            value_end = len(line) if comma < 0 else comma
+        pairs.append((line[start:end], line[value_start:value_end]))
+        position = value_end + 1
+    return pairs
 
 
 def sampler_and_schedule(params: Mapping[str, str]) -> tuple[str, str]:
@@ -144,14 +177,42 @@ def sampler_and_schedule(params: Mapping[str, str]) -> tuple[str, str]:
         raise RequestError(f"cannot re-create this image: {e}") from None
 
 
+# Numbers from a file go into the index's SQLite INTEGER/REAL columns: a whole number must fit in 64 bits and
+# a real must be finite (SQLite stores NaN as NULL). A longer text is no number we could use, and cutting it
+# short keeps int() off its slow path for thousands of digits.
+_MAX_NUMBER_TEXT = 40
+_INT_RANGE = range(-(2**63), 2**63)
+
+
+def _whole_number(text: str) -> int:
+    """A whole number from "20" or "20.0"; ValueError for anything else, infinite, NaN or beyond 64 bits."""
+    text = text.strip()
+    if len(text) > _MAX_NUMBER_TEXT:
+        raise ValueError(f"{len(text)} characters is too long for a number")
+    number = int(_real_number(text)) if "." in text else int(text)  # A1111 truncates "20.0", as int(float()) does
+    if number not in _INT_RANGE:
+        raise ValueError(f"{text!r} is beyond 64 bits")
+    return number
+
+
+def _real_number(text: str) -> float:
+    """A finite float; ValueError for anything else."""
+    if len(text.strip()) > _MAX_NUMBER_TEXT:
+        raise ValueError(f"{len(text.strip())} characters is too long for a number")
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text!r} is not a finite number")
+    return number
+
+
 def _int(params: Mapping[str, str], key: str, default: int) -> int:
     value = params.get(key)
     if value is None or value == "":
         return default
     try:
-        return int(float(value)) if "." in value else int(value)
+        return _whole_number(value)
     except ValueError:
-        raise RequestError(f"{key} must be a whole number, got {value!r}") from None
+        raise RequestError(f"{key} must be a whole number, got {_shown(value)}") from None
 
 
 def _float(params: Mapping[str, str], key: str, default: float) -> float:
@@ -159,17 +220,25 @@ def _float(params: Mapping[str, str], key: str, default: float) -> float:
     if value is None or value == "":
         return default
     try:
-        return float(value)
+        return _real_number(value)
     except ValueError:
-        raise RequestError(f"{key} must be a number, got {value!r}") from None
+        raise RequestError(f"{key} must be a number, got {_shown(value)}") from None
+
+
+def _shown(value: str) -> str:
+    """A value for a one-line message: a hostile file's 1 MB value is cut, not echoed."""
+    return repr(value) if len(value) <= 60 else repr(value[:60]) + f"... ({len(value)} characters)"
 
 
 def _size(params: Mapping[str, str]) -> tuple[int, int]:
     value = params.get("Size", "512x512").strip()
     match = _SIZE.match(value)
-    if match is None:
-        raise RequestError(f"Size must look like 512x768, got {value!r}")
-    return int(match.group(1)), int(match.group(2))
+    try:
+        if match is None:
+            raise ValueError(value)
+        return _whole_number(match.group(1)), _whole_number(match.group(2))
+    except ValueError:
+        raise RequestError(f"Size must look like 512x768, got {_shown(value)}") from None
 
 
 def request_from_parameters(params: Mapping[str, str]) -> GenerationRequest:
@@ -211,7 +280,7 @@ def a1111_mode(params: Mapping[str, str]) -> str:
 
 def _lenient_number(text: str, kind: type, default: float) -> float:
     try:
-        return kind(text)
+        return _whole_number(text) if kind is int else _real_number(text)
     except (TypeError, ValueError):
         return default
 

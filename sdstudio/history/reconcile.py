@@ -8,18 +8,23 @@ One pass over the folder (no image is decoded for files the index knows):
   when it is one of ours in form (anything else gets a fresh id: ids become file names and links);
 - an init/mask sidecar whose entry PNG never got written is removed.
 
+A file that cannot be indexed (values SQLite cannot hold, text over the size limits, a record that does not
+parse) is skipped and listed in `Report.skipped` with the reason: one odd file never blocks the index.
+
 It works on the two things it reconciles, the folder `Layout` and the SQLite `Index` (plus the thumbnail
 cache, whose files follow the rows), not on the whole store.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from sdstudio.history.atomic import atomic_move
 from sdstudio.history.file_parameters import read_file_parameters
 from sdstudio.history.index import Index
 from sdstudio.history.layout import Layout, Scan, sidecar_owner
+from sdstudio.history.png import MAX_TEXT_BYTES
 from sdstudio.history.record import is_entry_id, new_entry_id
 from sdstudio.history.schema import row_values
 from sdstudio.history.thumbnails import ThumbnailCache
@@ -32,6 +37,7 @@ class Report:
     files_indexed: int = 0
     moves_finished: int = 0
     sidecars_removed: int = 0
+    skipped: tuple[tuple[str, str], ...] = ()  # (file relative to the outputs folder, why it was not indexed)
 
 
 def reconcile(layout: Layout, index: Index, thumbnails: ThumbnailCache) -> Report:
@@ -53,10 +59,48 @@ def reconcile(layout: Layout, index: Index, thumbnails: ThumbnailCache) -> Repor
             thumbnails.discard(entry_id)
         new_files = sorted(scan.live - live_rows - trashed_rows)
         taken: set[str] = set()
-        rows = [row for relative in new_files if (row := _row_for_file(layout, index, relative, taken))]
+        rows: list[tuple] = []
+        skipped: list[tuple[str, str]] = []
+        for relative in new_files:
+            try:
+                row = _row_for_file(layout, index, relative, taken)
+                if row is not None:
+                    rows.append(_storable(row))
+            except Exception as e:  # noqa: BLE001 - whatever a hostile file makes a reader raise, it is listed, not fatal
+                skipped.append((relative, _reason(e)))
         index.insert_rows(rows)
         moves = len(to_trash) + len(to_live)
-        return Report(len(scan.temps), len(gone), len(rows), moves, _remove_orphan_sidecars(layout, scan))
+        sidecars = _remove_orphan_sidecars(layout, scan)
+        return Report(len(scan.temps), len(gone), len(rows), moves, sidecars, tuple(skipped))
+
+
+def _reason(error: Exception) -> str:
+    """One short line: a hostile file's message may carry megabytes of its own text."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+# SQLite INTEGER is 64-bit; a NaN REAL is stored as NULL (refused by NOT NULL); text must encode as UTF-8.
+_INT_RANGE = range(-(2**63), 2**63)
+
+
+def _storable(row: tuple) -> tuple:
+    """The row when the index can hold each value, else ValueError naming the first that it cannot."""
+    for value in row:
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int) and value not in _INT_RANGE:
+            raise ValueError("a whole number in it is beyond 64 bits")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"a number in it is {value}")
+        if isinstance(value, str):
+            if len(value) > MAX_TEXT_BYTES:
+                raise ValueError(f"a text in it has {len(value):,} characters, over the {MAX_TEXT_BYTES:,} stored")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("a text in it holds a lone surrogate, which is not text") from None
+    return row
 
 
 def _remove_orphan_sidecars(layout: Layout, scan: Scan) -> int:
@@ -82,13 +126,12 @@ def _row_for_file(layout: Layout, index: Index, relative: str, taken: set[str]) 
     """Index values for an unknown PNG, or None when it carries no parameters (not an entry).
     `taken` collects the record ids given out in this pass."""
     path = layout.root / relative
-    try:
-        found = read_file_parameters(path, pixels=False)
-        created = path.stat().st_mtime
-    except (OSError, SyntaxError, ValueError):
-        return None
+    found = read_file_parameters(path, pixels=False)
+    created = path.stat().st_mtime
     request = found.listing_request()
     if request is None:
+        if found.refused:
+            raise ValueError(found.refused[0])
         return None
     entry_id = new_entry_id()
     if found.record is not None:

@@ -11,6 +11,7 @@ world the user's name and folders. Readers find the files again by name and hash
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import uuid
 from dataclasses import dataclass
@@ -96,8 +97,41 @@ def _checked(name: str, default: Any, value: Any) -> Any:
     else:
         ok = isinstance(value, type(default))
     if not ok:
-        raise ValueError(f"{name} should be {type(default).__name__}, got {value!r}")
-    return type(default)(value)
+        raise ValueError(f"{name} should be {type(default).__name__}, got {_shown(value)}")
+    return _storable(name, _converted(name, type(default), value))
+
+
+# What the index (SQLite) can hold: 64-bit integers, finite reals (NaN would become NULL), and text that is
+# valid UTF-8 (a lone surrogate from a JSON "\\ud800" escape is not).
+_INT_RANGE = range(-(2**63), 2**63)
+
+
+def _storable(name: str, value: Any) -> Any:
+    """`value` when the index can store it, else ValueError naming `name`."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value not in _INT_RANGE:
+        raise ValueError(f"{name} {_shown(value)} is beyond 64 bits")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name} {value!r} is not a finite number")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{name} holds a lone surrogate, which is not text") from None
+    return value
+
+
+def _converted(name: str, kind: type, value: Any) -> Any:
+    try:
+        return kind(value)
+    except OverflowError:  # float() of an integer past 1e308
+        raise ValueError(f"{name} {_shown(value)} is out of range") from None
+
+
+def _shown(value: Any) -> str:
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else f"an integer of {len(str(abs(value)))} digits"
+    return text if len(text) <= 60 else text[:60] + "..."
 
 
 def request_from_dict(
@@ -114,23 +148,16 @@ def record_from_json(data: dict[str, Any]) -> Record:
     """Parse the chunk's JSON; ValueError when it is not a record we understand."""
     if data.get("format") != FORMAT or not isinstance(data.get("request"), dict):
         raise ValueError("not an SD Studio record")
+    created = data.get("created", 0.0)
+    if not isinstance(created, (int, float)) or isinstance(created, bool):
+        raise ValueError(f"created should be a number, got {_shown(created)}")
     return Record(
-        id=str(data.get("id", "")),
-        created=float(data.get("created", 0.0)),
+        id=_storable("id", str(data.get("id", ""))),
+        created=_storable("created", _converted("created", float, created)),
         request=request_from_dict(data["request"]),
-        model_name=str(data.get("model_name", "")),
-        init_file=str(data.get("init_file", "") or ""),
-        mask_file=str(data.get("mask_file", "") or ""),
-        mode=str(data.get("mode", "") or ""),
+        model_name=_storable("model_name", str(data.get("model_name", ""))),
+        init_file=_storable("init_file", str(data.get("init_file", "") or "")),
+        mask_file=_storable("mask_file", str(data.get("mask_file", "") or "")),
+        mode=_storable("mode", str(data.get("mode", "") or "")),
     )
 
-
-def record_or_none(data: dict[str, Any] | None) -> Record | None:
-    """The record in a PNG's `sdstudio` chunk, or None when there is none or it is not one we understand
-    (callers then fall back to the A1111 text, as any other tool would)."""
-    if data is None:
-        return None
-    try:
-        return record_from_json(data)
-    except ValueError:
-        return None

@@ -14,6 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from sdstudio.history.atomic import atomic_write
+from sdstudio.history.png import open_image
 
 THUMBNAIL_SIZE = 128
 
@@ -36,11 +37,12 @@ class ThumbnailCache:
         return path
 
     def get(self, entry_id: str, source: Path) -> Path:
-        """The cached thumbnail of `source`, made now if missing. Raises OSError if `source` is unreadable."""
+        """The cached thumbnail of `source`, made now if missing. Raises OSError if `source` is unreadable,
+        ImageFileError (a ValueError) when it has more pixels than Pillow's bomb limit."""
         path = self.path(entry_id)
         if path.exists():
             return path
-        with Image.open(source) as image:
+        with open_image(source) as image:
             image.draft("RGB", (self.size, self.size))  # JPEG sources decode at reduced size
             return self.make(image, entry_id)
 

@@ -66,8 +66,8 @@ class ThumbnailLoader(QObject):
                 entry_id, source = self._wanted.pop(0)
             try:
                 image = QImage(str(self.cache.get(entry_id, source)))
-            except OSError:
-                image = QImage()  # unreadable source: the placeholder stays
+            except Exception:  # noqa: BLE001 - any one bad file (bomb, huge text chunk) keeps its placeholder;
+                image = QImage()  # the thread must live on for every other thumbnail of the session
             try:
                 self.loaded.emit(entry_id, image)
             except RuntimeError:  # the gallery was deleted while this thumbnail loaded

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import random
+import re
+import time
+
 import pytest
 
 from sdstudio.engine.errors import RequestError
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.history.parameters import (
+    _pairs,
     format_parameters,
+    lenient_request,
     parse_parameters,
     quote,
     request_from_parameters,
@@ -212,3 +218,75 @@ def test_format_writes_a1111_layout_and_key_order() -> None:
 def test_format_refuses_an_extra_key_that_could_not_be_read_back() -> None:
     with pytest.raises(ValueError, match="cannot be read back"):
         format_parameters(GenerationRequest(), "", {"bad, key": 1})
+
+
+# A1111's own pattern (modules/infotext_utils.py): the reference `_pairs` must agree with, on short lines only,
+# since on a long line without ':' its findall backtracks O(n²).
+A1111_PAIR = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+
+
+def test_pairs_agree_with_a1111_pattern_on_random_lines() -> None:
+    rng = random.Random(12)
+    alphabet = 'ab _-/:,"\\\t\ré1'
+    for _ in range(20000):
+        line = "".join(rng.choice(alphabet) for _ in range(rng.randrange(40)))
+        assert _pairs(line) == A1111_PAIR.findall(line), line
+
+
+# Lines that made A1111's pattern backtrack (no ':' after a long key run) or rescan (quotes, colons, commas).
+ADVERSARIAL_LINES = {
+    "one long word": "a" * 1_000_000,
+    "key characters": "a b-c/" * 166_667,
+    "colons": "k:" * 500_000,
+    "short keys": ", a" * 333_333,
+    "open quotes": 'kk: "a\\", ' * 100_000,
+}
+
+
+def _parse_seconds(text: str) -> float:
+    started = time.perf_counter()
+    parse_parameters("a prompt\n" + text)
+    return time.perf_counter() - started
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL_LINES)
+def test_a_megabyte_last_line_parses_without_hanging(name: str) -> None:
+    # It took 210 s for 60 KB and never finished for 1 MB; this only guards against that hang, with room for a
+    # loaded machine (the linearity is measured by the perf test below).
+    seconds = _parse_seconds(ADVERSARIAL_LINES[name])
+    print(f"{name}: 1 MB in {seconds:.3f} s")
+    assert seconds < 5
+
+
+@pytest.mark.perf
+@pytest.mark.parametrize("name", ADVERSARIAL_LINES)
+def test_parse_time_grows_linearly(name: str) -> None:
+    big = ADVERSARIAL_LINES[name]
+    small = big[: len(big) // 10]
+    small_seconds = min(_parse_seconds(small) for _ in range(3))
+    big_seconds = min(_parse_seconds(big) for _ in range(3))
+    print(f"{name}: 100 KB {small_seconds * 1e3:.1f} ms, 1 MB {big_seconds * 1e3:.1f} ms")
+    assert big_seconds < 30 * max(small_seconds, 1e-4)  # quadratic would be about 100 times
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("Steps: 9.9e999", "Steps"),  # float overflow to inf; int(inf) raised OverflowError
+        ("Steps: nan.", "Steps"),
+        ("Seed: 9223372036854775808", "Seed"),  # 2**63: beyond SQLite INTEGER
+        ("Steps: " + "9" * 5000, "Steps"),  # beyond Python's int() digit limit
+        ("Size: " + "9" * 5000 + "x8", "Size"),
+        ("CFG scale: inf", "CFG scale"),
+    ],
+)
+def test_hostile_numbers_are_refused_as_request_errors(line: str, message: str) -> None:
+    base = {"Steps": "20", "Sampler": "Euler", "CFG scale": "7", "Seed": "1", "Size": "512x512"}
+    key, _, value = line.partition(": ")
+    params = parse_parameters("p\n" + ", ".join(f"{k}: {value if k == key else v}" for k, v in base.items()))
+    with pytest.raises(RequestError, match=message) as caught:
+        request_from_parameters(params)
+    assert len(str(caught.value)) < 200  # one line, not the hostile value echoed
+    listed = lenient_request(params)
+    values = (listed.steps, listed.seed, listed.width, listed.height, listed.cfg_scale)
+    assert all(abs(v) < 2**63 and v == v for v in values)  # fits the index

@@ -5,13 +5,25 @@ from __future__ import annotations
 import io
 import os
 import struct
+import tracemalloc
+import zlib
 from pathlib import Path
 
 import pytest
 from PIL import Image, PngImagePlugin
 
+from sdstudio.engine.errors import ImageFileError, RequestError
 from sdstudio.history.atomic import atomic_write, is_temp_name
-from sdstudio.history.png import png_text_chunks, read_png_parameters, save_png
+from sdstudio.history.png import (
+    MAX_TEXT_BYTES,
+    MAX_TOTAL_TEXT_BYTES,
+    open_image,
+    png_text_chunks,
+    read_image_text,
+    read_png_parameters,
+    read_text_chunks,
+    save_png,
+)
 
 LATIN1 = "a café in Paris, (bokeh:1.2)\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 8x8"
 NON_LATIN1 = "猫の写真, 🐈\nNegative prompt: ぼやけた\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 8x8"
@@ -114,3 +126,81 @@ def test_temp_files_are_recognisable_by_name(tmp_path: Path) -> None:
     atomic_write(tmp_path / "x.png", lambda file: seen.extend(os.listdir(tmp_path)))
     assert len(seen) == 1 and is_temp_name(seen[0])
     assert not is_temp_name("x.png")
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_with_chunks(path: Path, *chunks: bytes) -> Path:
+    """A real 8x8 PNG with the given raw chunks spliced in before its image data."""
+    buffer = io.BytesIO()
+    picture().save(buffer, format="PNG")
+    data = buffer.getvalue()
+    first_idat = data.index(b"IDAT") - 4
+    path.write_bytes(data[:first_idat] + b"".join(chunks) + data[first_idat:])
+    return path
+
+
+def test_ztxt_bomb_is_refused_without_inflating_it(tmp_path: Path) -> None:
+    bomb = zlib.compress(b"a" * (64 * MAX_TEXT_BYTES), 9)  # 64 MiB of text in about 64 KB
+    path = png_with_chunks(tmp_path / "bomb.png", _chunk(b"zTXt", b"parameters\0\0" + bomb))
+    tracemalloc.start()
+    found = read_image_text(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert found.parameters is None
+    assert len(found.problems) == 1 and "parameters" in found.problems[0] and "\n" not in found.problems[0]
+    assert peak < 4 * MAX_TEXT_BYTES
+
+
+@pytest.mark.parametrize("compressed", [True, False])
+def test_text_chunk_over_the_limit_is_refused_not_cut(tmp_path: Path, compressed: bool) -> None:
+    text = ("x" * (MAX_TEXT_BYTES + 1)).encode()
+    body = b"parameters\0" + (b"\1\0\0\0" + zlib.compress(text) if compressed else b"\0\0\0\0" + text)
+    ok = _chunk(b"tEXt", b"other\0small")
+    path = png_with_chunks(tmp_path / "big.png", _chunk(b"iTXt", body), ok)
+    found = read_image_text(path)
+    assert found.parameters is None and found.problems
+    with open(path, "rb") as file:
+        assert read_text_chunks(file).texts == {"other": "small"}
+
+
+def test_all_text_chunks_together_are_bounded(tmp_path: Path) -> None:
+    piece = zlib.compress(b"y" * MAX_TEXT_BYTES)
+    chunks = [_chunk(b"zTXt", f"k{i}".encode() + b"\0\0" + piece) for i in range(12)]
+    with open(png_with_chunks(tmp_path / "many.png", *chunks), "rb") as file:
+        found = read_text_chunks(file)
+    assert sum(len(t) for t in found.texts.values()) <= MAX_TOTAL_TEXT_BYTES and found.refused
+
+
+def test_deep_json_record_is_a_problem_not_a_recursion_error(tmp_path: Path) -> None:
+    deep = "[" * 200_000 + "]" * 200_000
+    path = png_with_chunks(tmp_path / "deep.png", _chunk(b"iTXt", b"sdstudio\0\1\0\0\0" + zlib.compress(deep.encode())))
+    found = read_image_text(path)
+    assert found.record is None and "deeply" in found.problems[0]
+
+
+def test_save_png_refuses_text_a_reader_could_not_take_back(tmp_path: Path) -> None:
+    path = tmp_path / "long.png"
+    with pytest.raises(RequestError, match="shorten"):
+        save_png(path, picture(), "p" * (MAX_TEXT_BYTES + 1))
+    assert not path.exists()
+    longest = "猫" * (MAX_TEXT_BYTES // 3)  # within the limit in UTF-8: written, and Pillow reads it back
+    record = {"prompt": longest[:-10]}
+    save_png(path, picture(), longest, record)
+    with Image.open(path) as image:
+        assert image.info["parameters"] == longest
+    assert read_png_parameters(path) == (longest, record)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_image_over_the_pixel_limit_is_refused_in_one_line(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "wide.png"
+    Image.new("L", (300, 200)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300 * 200 // 3)  # beyond twice the limit: Pillow raises
+    with pytest.raises(ImageFileError, match="more pixels"), open_image(path):
+        pass
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300 * 200 - 1)  # just over: Pillow only warns
+    with pytest.raises(ImageFileError, match="300x200"), open_image(path):
+        pass

@@ -149,3 +149,62 @@ def test_sidecar_left_behind_by_an_interrupted_move_follows_its_png(root: Path, 
     assert moved.file.exists() and not left
     assert store.request_for(moved).init_image is not None
     store.close()
+
+
+def record_png(path: Path, record_json: str) -> Path:
+    """A PNG whose sdstudio chunk holds exactly `record_json` (hand-written, so it may be hostile)."""
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("sdstudio", record_json, zip=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tiny().save(path, pnginfo=info)
+    return path
+
+
+def _record(created: str = "1.5", seed: str = "1", prompt: str = '"a fox"') -> str:
+    return (
+        f'{{"format": 1, "id": "r1", "created": {created}, '
+        f'"request": {{"prompt": {prompt}, "seed": {seed}, "width": 8, "height": 8}}}}'
+    )
+
+
+HOSTILE_FILES = {
+    "steps overflow": lambda p: a1111_png(p, "x\nSteps: 9.9e999, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 8x8"),
+    "5000-digit size": lambda p: a1111_png(p, "x\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 8x" + "9" * 5000),
+    "4000-digit seed": lambda p: a1111_png(p, "x\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: " + "9" * 4000 + ", Size: 8x8"),
+    "lone surrogate": lambda p: record_png(p, _record(prompt='"fox \\ud800"')),
+    "integer past 2**63": lambda p: record_png(p, _record(seed=str(2**63))),
+    "created NaN": lambda p: record_png(p, _record(created="NaN")),
+    "created 1e999": lambda p: record_png(p, _record(created="1e999")),
+    "200k-deep JSON": lambda p: record_png(p, "[" * 200_000 + "]" * 200_000),
+}
+
+
+def test_hostile_files_are_skipped_and_listed_while_good_ones_are_indexed(root: Path) -> None:
+    for i, make in enumerate(HOSTILE_FILES.values()):
+        make(root / "odd" / f"{i:05}.png")
+    a1111_png(root / "good" / "00001.png")
+    store = reopen(root)
+    report = store.reconcile()  # a second pass lists the same files again: they stay out of the index
+    # An A1111 text with a number we cannot use is still listed for browsing, that number as 0; a record we
+    # cannot store is refused and its file listed with the reason.
+    indexed = {e.file.relative_to(root).as_posix(): e for e in store.page()}
+    assert indexed.keys() == {"good/00001.png", "odd/00000.png", "odd/00001.png", "odd/00002.png"}
+    assert indexed["good/00001.png"].prompt == "a watercolor fox"
+    assert (indexed["odd/00000.png"].steps, indexed["odd/00001.png"].height, indexed["odd/00002.png"].seed) == (0, 0, 0)
+    listed = dict(report.skipped)
+    assert sorted(listed) == [f"odd/{i:05}.png" for i in range(3, len(HOSTILE_FILES))]
+    assert all(reason and "\n" not in reason and len(reason) < 300 for reason in listed.values())
+    store.close()
+
+
+def test_text_bomb_is_listed_not_stored(root: Path) -> None:
+    import zlib
+
+    info = PngImagePlugin.PngInfo()
+    info.add(b"zTXt", b"parameters\0\0" + zlib.compress(b"fox, " * 50_000_000, 9))  # 250 MB of prompt
+    root.mkdir(parents=True)
+    tiny().save(root / "bomb.png", pnginfo=info)
+    store = reopen(root)
+    assert store.page() == []
+    assert [name for name, _ in store.reconcile().skipped] == ["bomb.png"]
+    store.close()
