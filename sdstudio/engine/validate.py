@@ -7,6 +7,8 @@ from sdstudio.engine.names import canonical_sampler, canonical_scheduler
 from sdstudio.engine.request import MAX_SEED, GenerationRequest
 
 MAX_SIDE = 4096
+# Prompt and negative prompt together stay well inside the 1 MiB text chunk readers accept (history/png.py).
+MAX_TEXT_BYTES = 256 * 1024
 
 
 def validate(req: GenerationRequest, multiple: int = 8) -> GenerationRequest:
@@ -67,11 +69,15 @@ def _range(name: str, value, lo: int, hi: int) -> None:
 
 def check_text(name: str, text) -> None:
     """Text that cannot be written as UTF-8 (lone surrogates: bytes a shell passed that are not valid in its
-    encoding) would fail only when the image's parameters are saved, after the whole job."""
+    encoding), or more of it than an image's text chunk holds, would fail only when the image's parameters
+    are saved, after the whole job."""
     if not isinstance(text, str):
         raise RequestError(f"the {name} must be text, not {type(text).__name__}")
     try:
-        text.encode("utf-8")
+        size = len(text.encode("utf-8"))
     except UnicodeEncodeError as exc:
         raise RequestError(f"the {name} is not valid text (character {exc.start + 1} is a stray byte, not a "
                            "character): check the terminal's encoding and type it again") from None
+    if size > MAX_TEXT_BYTES:
+        raise RequestError(f"the {name} is {size // 1024} KiB long; the limit is {MAX_TEXT_BYTES // 1024} KiB "
+                           "(an image's parameters must stay readable by other tools)")

@@ -36,3 +36,12 @@ def test_sides():
     for bad in (0, -64, 4104, True, 64.0):
         with pytest.raises(RequestError, match="out of range"):
             check_side("height", bad, multiple=1)
+
+
+def test_a_prompt_too_long_for_an_image_text_chunk_is_refused_before_any_work():
+    from sdstudio.engine.validate import MAX_TEXT_BYTES
+
+    ok = GenerationRequest(prompt="a" * MAX_TEXT_BYTES)
+    validate(ok)
+    with pytest.raises(RequestError, match="negative prompt is 256 KiB long; the limit is 256 KiB"):
+        validate(ok.replace(prompt="fox", negative_prompt="é" * (MAX_TEXT_BYTES // 2 + 1)))
