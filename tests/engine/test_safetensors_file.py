@@ -129,6 +129,11 @@ def _raw(tmp_path, header: bytes | str, data: bytes = b"", name="h.safetensors")
     return p
 
 
+def _one(dtype='"F32"', shape="[1]", offsets="[0, 4]") -> str:
+    """A header of one tensor 'w', each field given as raw JSON text."""
+    return '{"w": {"dtype": ' + dtype + ', "shape": ' + shape + ', "data_offsets": ' + offsets + "}}"
+
+
 def _refused(path, message):
     with pytest.raises(CheckpointError, match=message) as info:
         read_header(path)
@@ -159,19 +164,19 @@ def test_a_terabyte_tensor_in_a_small_file_is_refused_before_any_read(tmp_path):
 @pytest.mark.parametrize("shape", ["[1e400]", "[" + "9" * 320 + "]", "[-4]", "[2.5]", "[true]", '["4"]', "4",
                                    "[" + ",".join(["1"] * 40) + "]", "[1099511627776]"])
 def test_shapes_that_are_not_small_non_negative_integers_are_refused(tmp_path, shape):
-    p = _raw(tmp_path, '{"w": {"dtype": "F32", "shape": %s, "data_offsets": [0, 4]}}' % shape, b"\0" * 4)
+    p = _raw(tmp_path, _one(shape=shape), b"\0" * 4)
     _refused(p, "'w' has an invalid shape|not JSON")
 
 
 @pytest.mark.parametrize("offsets", ["[0]", "[0, 4, 8]", "[0.0, 4]", '["0", "4"]', "[false, 4]", "null"])
 def test_offsets_that_are_not_two_integers_are_refused(tmp_path, offsets):
-    p = _raw(tmp_path, '{"w": {"dtype": "F32", "shape": [1], "data_offsets": %s}}' % offsets, b"\0" * 4)
+    p = _raw(tmp_path, _one(offsets=offsets), b"\0" * 4)
     _refused(p, "invalid data offsets")
 
 
 @pytest.mark.parametrize("dtype", ['"F31"', "4", '["F32"]', "null"])
 def test_unknown_dtypes_are_refused(tmp_path, dtype):
-    p = _raw(tmp_path, '{"w": {"dtype": %s, "shape": [1], "data_offsets": [0, 4]}}' % dtype, b"\0" * 4)
+    p = _raw(tmp_path, _one(dtype=dtype), b"\0" * 4)
     _refused(p, "unsupported dtype")
 
 
@@ -188,8 +193,8 @@ def test_brackets_inside_strings_do_not_count_as_nesting(tmp_path):
 
 
 def test_duplicate_keys_are_refused(tmp_path):
-    entry = '{"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}'
-    p = _raw(tmp_path, '{"w": %s, "w": %s}' % (entry, entry), b"\0")
+    entry = '"w": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}'
+    p = _raw(tmp_path, "{" + entry + ", " + entry + "}", b"\0")
     _refused(p, "duplicate key 'w'")
 
 
