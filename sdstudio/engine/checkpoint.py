@@ -13,7 +13,8 @@ aborts the load, and nothing of the half-built model is kept.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -82,6 +83,18 @@ def assign_weights(module: nn.Module, state_dict: dict[str, torch.Tensor], what:
         raise CheckpointError(f"{source}: the {what} weights lack {leftover[0]}")
 
 
+@contextmanager
+def shapes_read(what: str, source: str) -> Iterator[None]:
+    """Around the readers that take a configuration from tensor shapes: a tensor of the wrong rank or a
+    missing one makes them fail with IndexError/ValueError/KeyError/TypeError; say so in one line instead."""
+    try:
+        yield
+    except (IndexError, ValueError, KeyError, TypeError) as exc:
+        detail = _short(f"{type(exc).__name__}: {exc}", 200)
+        raise CheckpointError(f"{source}: the {what} tensors do not have the shapes of any supported "
+                              f"architecture ({detail}); the file is damaged or of another kind") from None
+
+
 def _short(message: str, limit: int = 400) -> str:
     message = " ".join(message.split())
     return message if len(message) <= limit else message[:limit] + " ..."
@@ -90,7 +103,8 @@ def _short(message: str, limit: int = 400) -> str:
 def build_unet(header: SafetensorsHeader, desc: ModelDescription, dtype: torch.dtype,
                device: torch.device | str | None = None, on_bytes: OnBytes | None = None) -> UNetModel:
     fam = family(desc.family).configured(desc.config)
-    config = unet_config_from_shapes(header.shapes(fam.unet_prefix), fam.unet_heads)
+    with shapes_read("UNet", header.path.name):
+        config = unet_config_from_shapes(header.shapes(fam.unet_prefix), fam.unet_heads)
     unet = UNetModel(config, device="meta")
     assign_weights(unet, load_tensors(header, fam.unet_prefix, dtype, device=device, on_bytes=on_bytes), "UNet",
                    header.path.name)
@@ -98,7 +112,9 @@ def build_unet(header: SafetensorsHeader, desc: ModelDescription, dtype: torch.d
 
 
 def build_vae(state: dict[str, torch.Tensor], source: str) -> AutoencoderKL:
-    vae = AutoencoderKL(vae_config_from_shapes({k: tuple(v.shape) for k, v in state.items()}), device="meta")
+    with shapes_read("VAE", source):
+        config = vae_config_from_shapes({k: tuple(v.shape) for k, v in state.items()})
+    vae = AutoencoderKL(config, device="meta")
     assign_weights(vae, state, "VAE", source)
     return vae.eval().requires_grad_(False)
 
@@ -121,7 +137,9 @@ def load_taesd_file(path: str | Path, dtype: torch.dtype = torch.float32, device
     state, _ = load_state_dict_file(path, dtype=dtype, device=device, on_bytes=on_bytes)
     # Every model we load has 4 latent channels, so a 16-channel (SD3/FLUX) file is refused by the strict
     # load below; the width is whatever the file was trained with.
-    taesd = TAESD(dtype=dtype, device=device, width=decoder_shape(state)[1])
+    with shapes_read("preview decoder", Path(path).name):
+        width = decoder_shape(state)[1]
+    taesd = TAESD(dtype=dtype, device=device, width=width)
     if any(k.startswith(("encoder.", "decoder.")) for k in state):
         halves = {k for k in state if k.startswith(("encoder.", "decoder."))}
         if all(k.startswith("decoder.") for k in halves):
@@ -188,8 +206,9 @@ def load_checkpoint(path: str | Path, *, vae_path: str | Path | None = None, tae
     else:
         vae = build_vae(load_tensors(header, VAE, vae_place.dtype, device=vae_place.device,
                                      on_bytes=read.start("VAE")), path.name)
-    text = text_loading.build_text_stack(header, desc, places["text"].dtype, places["text"].device,
-                                         read.start("text encoder"))
+    with shapes_read("text encoder", path.name):
+        text = text_loading.build_text_stack(header, desc, places["text"].dtype, places["text"].device,
+                                             read.start("text encoder"))
     taesd = (load_taesd_file(taesd_path, places["taesd"].dtype, places["taesd"].device, read.start("preview decoder"))
              if taesd_path else None)
     read.report("ready", 1.0)

@@ -9,7 +9,6 @@ sidecar `.yaml` next to the checkpoint.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from sdstudio.engine.families import (  # noqa: F401 (importers read the prefixe
     VAE,
     Family,
 )
-from sdstudio.engine.safetensors_file import SafetensorsHeader
+from sdstudio.engine.safetensors_file import SafetensorsHeader, strict_json
 from sdstudio.untrusted import quoted
 
 CONFIG_KEY = "sdstudio.config"
@@ -83,12 +82,12 @@ class ModelDescription:
         return d
 
 
-def _first_shape(shapes: dict[str, tuple[int, ...]], pattern: str) -> tuple[int, ...] | None:
-    rx = re.compile(pattern)
-    for k, s in shapes.items():
-        if rx.search(k):
-            return s
-    return None
+def _width(header: SafetensorsHeader, key: str, shape: tuple[int, ...], rank: int) -> int:
+    """Dimension 1 (input width) of a weight that must have `rank` dimensions; a wrong rank is a broken file."""
+    if len(shape) != rank or not shape[1]:
+        raise CheckpointError(f"{header.path.name}: tensor {quoted(key)} has shape {shape}, where a "
+                              f"{rank}-D weight was expected; the file is damaged or not a Stable Diffusion model")
+    return shape[1]
 
 
 def _dtype_label(header: SafetensorsHeader) -> str:
@@ -122,28 +121,28 @@ def check_unsupported(keys) -> None:
                                         "checkpoints (and their inpainting variants)")
 
 
-def _unet_shapes(header: SafetensorsHeader) -> dict[str, tuple[int, ...]]:
-    """The UNet's shapes under the first family prefix that holds one ({} if none does)."""
+def _unet_shapes(header: SafetensorsHeader) -> tuple[str, dict[str, tuple[int, ...]]]:
+    """The first family UNet prefix that holds a UNet, and its shapes (("", {}) if none does)."""
     for prefix in dict.fromkeys(f.unet_prefix for f in families.FAMILIES):
         shapes = header.shapes(prefix)
         if "input_blocks.0.0.weight" in shapes:
-            return shapes
-    return {}
+            return prefix, shapes
+    return "", {}
 
 
 def detect(header: SafetensorsHeader, prediction: str = "") -> ModelDescription:
     """Describe a full single-file checkpoint; raise CheckpointError / UnsupportedModelError naming what was seen."""
     keys = header.tensors.keys()
     check_unsupported(keys)
-    unet = _unet_shapes(header)
+    unet_prefix, unet = _unet_shapes(header)
     if not unet:
         raise _not_a_checkpoint(header)
     config = _read_config(header)
-    in_ch = unet["input_blocks.0.0.weight"][1]
-    ctx_shape = _first_shape(unet, r"attn2\.to_k\.weight$")
-    context_dim = ctx_shape[1] if ctx_shape else 0
+    in_ch = _width(header, unet_prefix + "input_blocks.0.0.weight", unet["input_blocks.0.0.weight"], 4)
+    ctx_key = next((k for k in unet if re.search(r"attn2\.to_k\.weight$", k)), None)
+    context_dim = _width(header, unet_prefix + ctx_key, unet[ctx_key], 2) if ctx_key else 0
     adm_shape = unet.get("label_emb.0.0.weight")
-    adm = adm_shape[1] if adm_shape else None
+    adm = _width(header, unet_prefix + "label_emb.0.0.weight", adm_shape, 2) if adm_shape is not None else None
     family = _match_family(header, config, context_dim, adm, in_ch)
     if family.in_channels and in_ch not in family.in_channels:
         raise UnsupportedModelError(
@@ -156,7 +155,11 @@ def detect(header: SafetensorsHeader, prediction: str = "") -> ModelDescription:
                    for m in [re.match(r"(\d+)\.", k)] if m}
     vae_downscale = 2 ** (len(down_levels) - 1) if down_levels else 8
     notes = (family.prediction_note,) if family.prediction_note and source == "default" else ()
-    settings = family.configured(config)
+    try:
+        # Checks every metadata value, so that a bad one stops detection rather than a generation later.
+        settings = family.configured(config)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{header.path.name}: {exc}") from None
     return ModelDescription(
         name=header.path.stem, path=str(header.path), family=family.name, family_label=family.label,
         inpainting=in_ch == INPAINT_IN_CHANNELS, prediction=pred, prediction_source=source,
@@ -188,11 +191,17 @@ def _read_config(header: SafetensorsHeader) -> dict:
     if not raw:
         return {}
     try:
-        config = json.loads(raw)
-    except json.JSONDecodeError as exc:
+        config = strict_json(raw)
+    except ValueError as exc:
         raise CheckpointError(f"{header.path.name}: metadata {CONFIG_KEY} is not valid JSON ({exc})") from None
     if not isinstance(config, dict):
         raise CheckpointError(f"{header.path.name}: metadata {CONFIG_KEY} is not a JSON object")
+    if "family" in config and not isinstance(config["family"], str):
+        raise CheckpointError(f"{header.path.name}: metadata {CONFIG_KEY} names its family with "
+                              f"{quoted(config['family'])}, not a name; re-export the model")
+    if config.get("prediction", "eps") not in ("eps", "v"):
+        raise CheckpointError(f"{header.path.name}: metadata {CONFIG_KEY} sets prediction to "
+                              f"{quoted(config['prediction'])}, not 'eps' or 'v'; re-export the model")
     return config
 
 

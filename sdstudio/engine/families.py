@@ -13,6 +13,7 @@ the resolutions each family was trained at (SDXL's aspect buckets, Podell et al.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
@@ -136,38 +137,88 @@ class Family:
 
     def configured(self, config: Mapping) -> Family:
         """This family as a checkpoint's `sdstudio.config` metadata sets it (how our own exports describe
-        what shapes cannot show: scale factor, default size, head layout, text encoder, preview colours)."""
+        what shapes cannot show: scale factor, default size, head layout, text encoder, preview colours).
+        Every value is checked for type and range: a NaN scale factor would otherwise decode to black."""
         if not config:
             return self
         changes: dict = {}
         if "default_size" in config:
-            changes["default_size"] = int(config["default_size"])
+            size = config["default_size"]
+            if not (_is_int(size) and 8 <= size <= MAX_DEFAULT_SIZE and size % 8 == 0):
+                raise _bad("default_size", size, f"a multiple of 8 from 8 to {MAX_DEFAULT_SIZE}")
+            changes["default_size"] = size
         if "scale_factor" in config:
-            changes["scale_factor"] = float(config["scale_factor"])
-        if config.get("latent_rgb"):
-            changes["latent_rgb"] = tuple(tuple(float(v) for v in row) for row in config["latent_rgb"])
-        unet = config.get("unet") or {}
-        if unet.get("num_heads"):
-            changes["unet_heads"] = HeadLayout(num_heads=int(unet["num_heads"]))
-        elif unet.get("num_head_channels"):
-            changes["unet_heads"] = HeadLayout(num_head_channels=int(unet["num_head_channels"]))
-        text = config.get("text") or {}
+            scale = config["scale_factor"]
+            if not (_is_number(scale) and SCALE_FACTOR_RANGE[0] <= scale <= SCALE_FACTOR_RANGE[1]):
+                raise _bad("scale_factor", scale, "a number from {} to {}".format(*SCALE_FACTOR_RANGE))
+            changes["scale_factor"] = float(scale)
+        if "latent_rgb" in config:
+            rgb = config["latent_rgb"]
+            if not (isinstance(rgb, list) and len(rgb) == 4 and all(
+                    isinstance(row, list) and len(row) == 3 and all(_is_number(v) and abs(v) <= 100 for v in row)
+                    for row in rgb)):
+                raise _bad("latent_rgb", rgb, "4 rows of 3 finite numbers")
+            changes["latent_rgb"] = tuple(tuple(float(v) for v in row) for row in rgb)
+        unet = _section(config, "unet")
+        if "num_heads" in unet:
+            changes["unet_heads"] = HeadLayout(num_heads=_heads(unet, "num_heads", "unet.num_heads"))
+        elif "num_head_channels" in unet:
+            changes["unet_heads"] = HeadLayout(
+                num_head_channels=_heads(unet, "num_head_channels", "unet.num_head_channels"))
+        text = _section(config, "text")
         if text:
             changes["text_encoders"] = tuple(_configured_encoder(e, text) for e in self.text_encoders)
         return replace(self, **changes)
 
 
+MAX_DEFAULT_SIZE = 4096
+SCALE_FACTOR_RANGE = (1e-3, 10.0)  # published VAEs use 0.13 to 1.5
+TEXT_LAYERS = ("last", "penultimate", "penultimate_no_norm")
+TEXT_ACTIVATIONS = ("quick_gelu", "gelu")
 _PADS = {"eos": EOS, "0": OPENCLIP_PAD, 0: OPENCLIP_PAD}
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: object) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+def _bad(name: str, value: object, wanted: str) -> CheckpointError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:60] + " ..."
+    return CheckpointError(f"metadata sdstudio.config sets {name} to {shown}, not {wanted}; re-export the model")
+
+
+def _section(config: Mapping, name: str) -> Mapping:
+    section = config.get(name) or {}
+    if not isinstance(section, Mapping):
+        raise _bad(name, section, "a JSON object")
+    return section
+
+
+def _heads(section: Mapping, key: str, name: str) -> int:
+    value = section[key]
+    if not (_is_int(value) and 1 <= value <= 4096):
+        raise _bad(name, value, "a positive integer")
+    return value
 
 
 def _configured_encoder(spec: EncoderSpec, text: Mapping) -> EncoderSpec:
     pad = text.get("pad")
-    if pad is not None and pad not in _PADS:
-        raise CheckpointError(f"metadata sdstudio.config names text pad {quoted(pad)}, which is neither 'eos' "
-                              "nor 0; re-export the model")
-    return replace(spec, pad=spec.pad if pad is None else _PADS[pad], layer=text.get("layer", spec.layer),
-                   hidden_act=text.get("hidden_act", spec.hidden_act),
-                   num_heads=text.get("num_attention_heads", spec.num_heads))
+    if pad is not None and (isinstance(pad, bool) or not isinstance(pad, (str, int)) or pad not in _PADS):
+        raise _bad("text pad", pad, "'eos' or 0")
+    layer = text.get("layer", spec.layer)
+    if layer not in TEXT_LAYERS:
+        raise _bad("text layer", layer, "one of " + ", ".join(TEXT_LAYERS))
+    act = text.get("hidden_act", spec.hidden_act)
+    if act is not None and act not in TEXT_ACTIVATIONS:
+        raise _bad("text hidden_act", act, "one of " + ", ".join(TEXT_ACTIVATIONS))
+    heads = _heads(text, "num_attention_heads", "text num_attention_heads") if "num_attention_heads" in text \
+        else spec.num_heads
+    return replace(spec, pad=spec.pad if pad is None else _PADS[pad], layer=layer, hidden_act=act, num_heads=heads)
 
 
 _SD1_RGB = ((0.3512, 0.2297, 0.3227), (0.3250, 0.4974, 0.2350), (-0.2829, 0.1762, 0.2721),

@@ -23,7 +23,7 @@ from torch import Tensor
 from sdstudio.engine.checkpoint import LoadedModel
 from sdstudio.engine.denoiser import CFGDenoiser, Denoiser, UNetConditioning
 from sdstudio.engine.devices import module_device, module_dtype
-from sdstudio.engine.errors import Cancelled
+from sdstudio.engine.errors import Cancelled, GenerationError
 from sdstudio.engine.families import family
 from sdstudio.engine.images import (
     composite,
@@ -72,6 +72,14 @@ class Pass:
     @property
     def steps(self) -> int:
         return len(self.sigmas) - 1
+
+
+def check_finite(t: Tensor, what: str, causes: str) -> None:
+    """Refuse NaN/inf before it becomes pixels: converted to 8 bits they save as a black image that
+    looks like a result."""
+    if not bool(torch.isfinite(t).all()):
+        raise GenerationError(f"the model produced NaN/inf values in the {what} (likely cause: {causes}); "
+                              "nothing was saved")
 
 
 class PassRunner:
@@ -143,6 +151,7 @@ class PassRunner:
                 return init_latent * keep + (1 - keep) * guided(x, sigma)
 
         x = sample(self.req.sampler, model_fn, x, sigmas, callback=self.callback(p), noise_sampler=rng)
+        check_finite(x, "latent", "a broken checkpoint, an fp16 overflow in the UNet or an extreme CFG scale")
         images = self.decode(x)
         if blurred is not None:
             images = [composite(img, init, blurred) for img in images]
@@ -168,6 +177,7 @@ class PassRunner:
         for z in latents.split(1):
             self.check_cancel()
             pixels = self.model.vae.decode((z / self.scale).to(self.vae_device, self.vae_dtype))
+            check_finite(pixels, "image", "an fp16 overflow in the VAE (try the fp32 VAE) or a broken VAE")
             out += to_images(pixels.float().cpu())
         return out
 

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -5,7 +7,7 @@ from safetensors.torch import load_file, save_file
 from sdstudio.engine.checkpoint import load_checkpoint, load_taesd_file, load_vae_file
 from sdstudio.engine.errors import CheckpointError
 from sdstudio.engine.taesd import TAESD
-from tests.tiny_checkpoint import tiny_state_dict, write_tiny_checkpoint
+from tests.tiny_checkpoint import TINY_CONFIG, tiny_state_dict, write_tiny_checkpoint
 
 
 def test_loads_every_part_with_the_file_weights(tiny_path):
@@ -119,3 +121,20 @@ def test_separate_files_are_part_of_the_reported_progress(tmp_path, tiny_path):
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     last_before_ready = [f for s, f in calls if s == "preview decoder"][-1]
     assert last_before_ready > 0.99  # the byte total counted the separate files, no jump at the end
+
+
+@pytest.mark.parametrize("key", [
+    "model.diffusion_model.middle_block.1.transformer_blocks.0.attn2.to_k.weight",
+    "model.diffusion_model.out.2.weight",
+    "first_stage_model.decoder.conv_in.weight",
+    "first_stage_model.encoder.conv_in.weight",
+    "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight",
+])
+def test_a_one_dimensional_tensor_where_a_matrix_or_conv_belongs_is_one_line_refusal(tmp_path, key):
+    sd = tiny_state_dict()
+    sd[key] = sd[key].reshape(-1)
+    p = tmp_path / "flat.safetensors"
+    save_file(sd, str(p), metadata={"sdstudio.config": json.dumps(TINY_CONFIG)})
+    with pytest.raises(CheckpointError, match="^flat.safetensors: ") as info:
+        load_checkpoint(p)
+    assert "\n" not in str(info.value)

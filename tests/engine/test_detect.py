@@ -213,3 +213,38 @@ def test_inspect_refuses_ckpt_without_opening_it(tmp_path, capsys):
     p.write_bytes(b"\x80\x02whatever")
     assert main(["inspect", str(p)]) == 2
     assert "pickle" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config,message", [
+    ('{"family": "demo", "scale_factor": NaN}', "not valid JSON"),
+    ('{"family": "demo", "scale_factor": 1e999}', "scale_factor to inf"),
+    ('{"family": "demo", "scale_factor": "fast"}', "scale_factor to 'fast'"),
+    ('{"family": "demo", "default_size": 65}', "default_size to 65"),
+    ('{"family": "demo", "family": "sd1"}', "duplicate key 'family'"),
+    ('{"family": ["demo"]}', "names its family with \\['demo'\\]"),
+    ('{"family": "demo", "prediction": "x0"}', "prediction to 'x0'"),
+    ('{"a": ' + "[" * 5000 + "]" * 5000 + "}", "nested more than"),
+    ('{"family": "demo", "unet": {"num_heads": ' + "9" * 5000 + "}}", "not valid JSON"),
+])
+def test_bad_sdstudio_config_metadata_is_refused_naming_the_file(tmp_path, config, message):
+    p = _variant(tmp_path, "meta.safetensors", metadata={"sdstudio.config": config})
+    with pytest.raises(CheckpointError, match=message) as info:
+        detect(read_header(p))
+    assert str(info.value).startswith("meta.safetensors: ") and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("key,shape", [
+    ("model.diffusion_model.input_blocks.0.0.weight", (320,)),  # a 1-D tensor where a conv is expected
+    ("model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight", (320, 768, 1)),
+    ("model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight", (320, 0)),
+])
+def test_a_tensor_of_the_wrong_rank_is_refused_naming_it(tmp_path, key, shape):
+    p = _variant(tmp_path, "rank.safetensors", add={key: shape})
+    with pytest.raises(CheckpointError, match=re.escape(f"tensor {key!r} has shape {shape}")):
+        detect(read_header(p))
+
+
+def test_a_one_dimensional_label_emb_is_refused(tmp_path):
+    p = _variant(tmp_path, "xl.safetensors", family="sdxl", add={"model.diffusion_model.label_emb.0.0.weight": (5,)})
+    with pytest.raises(CheckpointError, match="label_emb.0.0.weight' has shape"):
+        detect(read_header(p))

@@ -171,7 +171,7 @@ def test_metadata_sets_what_shapes_cannot_show():
 
 
 def test_metadata_with_an_unknown_pad_is_refused():
-    with pytest.raises(CheckpointError, match="text pad 'zero'"):
+    with pytest.raises(CheckpointError, match="text pad to .zero."):
         DEMO.configured({"text": {"pad": "zero"}})
 
 
@@ -185,3 +185,49 @@ def test_families_and_the_ui_presets_import_neither_torch_nor_transformers():
 def test_entries_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         SD1.default_size = 1024
+
+
+@pytest.mark.parametrize("config,message", [
+    ({"scale_factor": float("nan")}, "scale_factor to nan"),  # NaN would decode every image to black
+    ({"scale_factor": float("inf")}, "scale_factor to inf"),
+    ({"scale_factor": 0}, "scale_factor to 0"),
+    ({"scale_factor": -0.18}, "scale_factor"),
+    ({"scale_factor": 1e9}, "scale_factor"),
+    ({"scale_factor": "0.5"}, "scale_factor to '0.5'"),
+    ({"scale_factor": True}, "scale_factor"),
+    ({"default_size": 100}, "default_size to 100, not a multiple of 8"),
+    ({"default_size": -64}, "default_size"),
+    ({"default_size": 0}, "default_size"),
+    ({"default_size": 10**9}, "default_size"),
+    ({"default_size": 64.0}, "default_size"),
+    ({"default_size": "64"}, "default_size"),
+    ({"latent_rgb": [[1, 0, 0]] * 3}, "latent_rgb"),
+    ({"latent_rgb": [[1, 0]] * 4}, "latent_rgb"),
+    ({"latent_rgb": [[1, 0, float("nan")]] * 4}, "latent_rgb"),
+    ({"latent_rgb": [[1, 0, "x"]] * 4}, "latent_rgb"),
+    ({"latent_rgb": "red"}, "latent_rgb"),
+    ({"unet": {"num_heads": 0}}, "unet.num_heads to 0"),
+    ({"unet": {"num_heads": -2}}, "unet.num_heads"),
+    ({"unet": {"num_heads": 2.5}}, "unet.num_heads"),
+    ({"unet": {"num_head_channels": "64"}}, "unet.num_head_channels"),
+    ({"unet": [2]}, "unet to \\[2\\], not a JSON object"),
+    ({"text": "last"}, "text to 'last', not a JSON object"),
+    ({"text": {"num_attention_heads": 0}}, "text num_attention_heads"),
+    ({"text": {"num_attention_heads": "2"}}, "text num_attention_heads"),
+    ({"text": {"layer": "first"}}, "text layer to 'first'"),
+    ({"text": {"layer": ["last"]}}, "text layer"),
+    ({"text": {"hidden_act": "os.system"}}, "text hidden_act"),
+    ({"text": {"pad": True}}, "text pad"),
+    ({"text": {"pad": [0]}}, "text pad"),
+])
+def test_metadata_values_of_the_wrong_type_or_range_are_refused_in_one_line(config, message):
+    with pytest.raises(CheckpointError, match=message) as info:
+        DEMO.configured(config)
+    assert "\n" not in str(info.value) and "re-export" in str(info.value)
+
+
+def test_metadata_within_range_is_accepted():
+    demo = DEMO.configured({"scale_factor": 1, "default_size": 4096, "unet": {"num_heads": 1},
+                            "latent_rgb": [[-1.5, 0, 2]] * 4, "text": {"pad": "0", "num_attention_heads": 4}})
+    assert (demo.scale_factor, demo.default_size, demo.unet_heads.num_heads) == (1.0, 4096, 1)
+    assert demo.text_encoders[0].pad == OPENCLIP_PAD and demo.text_encoders[0].num_heads == 4

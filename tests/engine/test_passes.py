@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageFilter
+from safetensors.torch import save_file
 
-from sdstudio.engine.passes import Pass, PassRunner
+from sdstudio.cli import main
+from sdstudio.engine.checkpoint import load_checkpoint
+from sdstudio.engine.errors import GenerationError
+from sdstudio.engine.passes import Pass, PassRunner, check_finite
 from sdstudio.engine.pipeline import generate, number_steps, plan
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.engine.schedules import ModelSampling, get_sigmas
 from tests.engine.test_images import textured
+from tests.tiny_checkpoint import TINY_CONFIG, tiny_state_dict
 
 BASE = GenerationRequest(prompt="a red apple", negative_prompt="blurry", steps=3, cfg_scale=5.0, sampler="Euler",
                          width=64, height=64, seed=7)
@@ -79,3 +87,37 @@ def test_a_pass_can_start_from_a_given_latent(tiny_model):
     c = runner.run(Pass("first", 64, 64, sigmas, init_latent=start))[0]
     assert np.array_equal(np.asarray(a), np.asarray(c))
     assert np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16)).max() > 0
+
+
+def _poisoned(tmp_path, key):
+    sd = tiny_state_dict()
+    sd[key] = sd[key].clone()
+    sd[key].view(-1)[0] = float("nan")
+    p = tmp_path / "nan.safetensors"
+    save_file(sd, str(p), metadata={"sdstudio.config": json.dumps(TINY_CONFIG)})
+    return p
+
+
+@pytest.mark.parametrize("key,where", [("model.diffusion_model.out.2.bias", "latent"),
+                                       ("first_stage_model.decoder.conv_out.bias", "image")])
+def test_nan_in_the_weights_is_refused_rather_than_saved_as_black(tmp_path, key, where):
+    model = load_checkpoint(_poisoned(tmp_path, key))
+    with pytest.raises(GenerationError, match=f"NaN/inf values in the {where} .*nothing was saved"):
+        generate(model, BASE.replace(steps=2))
+
+
+def test_the_cli_saves_nothing_from_a_model_that_produces_nan(tmp_path, capsys):
+    out = tmp_path / "out"
+    p = _poisoned(tmp_path, "first_stage_model.decoder.conv_out.bias")
+    assert main(["generate", "--model", str(p), "--prompt", "x", "--steps", "2", "--out", str(out)]) == 2
+    last = capsys.readouterr().err.rstrip("\n").split("\n")[-1]  # after the progress lines
+    assert last.startswith("error: the model produced NaN/inf values in the image")
+    assert not out.exists() or not any(out.rglob("*.png"))
+
+
+def test_check_finite_lets_finite_tensors_through_and_catches_one_inf():
+    x = torch.randn(1, 4, 8, 8)
+    check_finite(x, "latent", "test")
+    x[0, 3, 7, 7] = float("inf")
+    with pytest.raises(GenerationError, match="NaN/inf"):
+        check_finite(x, "latent", "test")
