@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-
 from pathlib import Path
 
 from sdstudio.history.atomic import atomic_move, reap_temp, temp_target

@@ -35,8 +35,8 @@ from PIL import Image
 from sdstudio import paths
 from sdstudio.engine.errors import HistoryReadOnly
 from sdstudio.engine.request import GenerationRequest, GenerationResult
-from sdstudio.history.file_parameters import FileParameters, read_file_parameters
 from sdstudio.history.atomic import atomic_write, hold_temp
+from sdstudio.history.file_parameters import FileParameters, read_file_parameters
 from sdstudio.history.index import Index, IndexDamaged
 from sdstudio.history.layout import Layout, sidecar_name
 from sdstudio.history.parameters import format_parameters
