@@ -103,6 +103,8 @@ def _remove_orphan_sidecars(layout: Layout, scan: Scan, being_written: set[str])
             source = layout.location(relative, in_trash)
             if owner in here or owner in being_written or not source.exists():
                 continue
+            if owner not in there and owner is not None and layout.entry_visible(owner):
+                continue  # its PNG was written after the scan (its writer finished meanwhile)
             try:
                 if owner in there:
                     atomic_move(source, layout.location(relative, not in_trash))
