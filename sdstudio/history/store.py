@@ -95,8 +95,7 @@ class HistoryStore:
                 self.root.mkdir(parents=True, exist_ok=True)
             else:
                 self.read_only_reason = self.read_only_reason or (
-                    f"the outputs folder {self.root} is missing (unmounted drive?); "
-                    "history is read-only until it is back"
+                    f"the outputs folder {self.root} is missing (unmounted drive?); reconnect it and restart SD Studio"
                 )
         if self.read_only_reason:
             self.notice = self.notice or f"History is read-only: {self.read_only_reason}"
@@ -324,7 +323,7 @@ def _unwritable(db_path: Path) -> str:
     """Why the index cannot be written here, or "" when it can."""
     folder = db_path.parent
     if folder.is_dir() and not os.access(folder, os.W_OK):
-        return f"the data folder {folder} is not writable"
+        return f"the data folder {folder} is not writable; make it writable and restart SD Studio"
     if db_path.exists() and not os.access(db_path, os.W_OK):
-        return f"the history index {db_path} is not writable"
+        return f"the history index {db_path} is not writable; make it writable and restart SD Studio"
     return ""

@@ -83,7 +83,7 @@ def test_a_read_only_data_folder_can_be_browsed(tmp_path: Path, monkeypatch) -> 
     assert store.read_only and store.index.read_only
     assert {e.id for e in store.page()} == set(ids)
     assert store.count(query="entry") == 3
-    with pytest.raises(HistoryReadOnly, match=r"^history is read-only: the data folder .* is not writable$"):
+    with pytest.raises(HistoryReadOnly, match=r"^history is read-only: the data folder .* is not writable; make it writable and restart"):
         store.add(Image.new("RGB", (8, 8)), GenerationRequest(prompt="x", width=8, height=8))
     with pytest.raises(HistoryReadOnly):
         store.set_favourite(next(iter(ids)), False)
