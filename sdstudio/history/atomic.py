@@ -68,8 +68,8 @@ def hold_temp(path: Path) -> Iterator[Path]:
     try:
         yield temp
     finally:
+        os.close(fd)  # first: Windows cannot delete an open file
         temp.unlink(missing_ok=True)
-        os.close(fd)
 
 
 def reap_temp(temp: Path) -> bool:
@@ -77,13 +77,15 @@ def reap_temp(temp: Path) -> bool:
     if fcntl is None:
         try:
             temp.unlink(missing_ok=True)
-        except PermissionError:
+        except OSError:
             return False  # open in another process
         return True
     try:
         fd = os.open(temp, os.O_RDONLY)
     except FileNotFoundError:
         return True
+    except OSError:
+        return False  # not ours to judge (no permission): left alone
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -93,7 +95,10 @@ def reap_temp(temp: Path) -> bool:
             if time.time() - os.fstat(fd).st_mtime < STALE_SECONDS:
                 return False
         # Unlinked while locked: a writer that opened it but had not locked it yet sees no links and retries.
-        temp.unlink(missing_ok=True)
+        try:
+            temp.unlink(missing_ok=True)
+        except OSError:
+            return False
         return True
     finally:
         os.close(fd)
@@ -124,6 +129,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         # POSIX: the lock is held until the rename is done, so no reaper can take the finished temp.
         os.replace(temp, path)
     except BaseException:
+        file.close()  # first: Windows cannot delete an open file
         temp.unlink(missing_ok=True)
         raise
     finally:

@@ -23,7 +23,11 @@ def _writer(root: str, started) -> None:
     for i in range(ADDS):
         noise = Image.frombytes("RGB", (64, 64), os.urandom(64 * 64 * 3))
         init = noise if i % 2 == 0 else None  # sidecars are written first: the opener must not take them
-        store.add(noise, GenerationRequest(prompt=f"writer {i}", seed=i, width=64, height=64, init_image=init))
+        entry = store.add(noise, GenerationRequest(prompt=f"writer {i}", seed=i, width=64, height=64, init_image=init))
+        if i % 3 == 0:
+            store.delete(entry.id)  # moves to the trash race the opener's reconcile too
+        if i % 6 == 0:
+            store.restore(entry.id)
     store.close()
 
 
@@ -48,12 +52,13 @@ def test_writer_and_repeated_opener_lose_nothing(tmp_path: Path) -> None:
     assert writer.exitcode == 0, "an add failed in the writer"
     assert opener.exitcode == 0, "opening the store failed while another process wrote"
     store = HistoryStore(root)
-    entries = store.page(limit=1000)
+    entries = store.page(limit=1000) + store.page(limit=1000, deleted=True)
     assert sorted(e.prompt for e in entries) == sorted(f"writer {i}" for i in range(ADDS))
     for entry in entries:
+        assert entry.deleted == (entry.seed % 3 == 0 and entry.seed % 6 != 0)
         assert entry.file.is_file()
         if entry.seed % 2 == 0:
-            assert (root / sidecar_name(entry.file.relative_to(root).as_posix(), "init")).is_file()
+            assert entry.file.with_name(entry.file.name[: -len(".png")] + ".init.png").is_file()
     store.close()
 
 
