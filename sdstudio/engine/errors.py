@@ -36,3 +36,11 @@ class Cancelled(SDStudioError):
 
 class PatchError(SDStudioError):
     """A weight patch (LoRA and the like) does not fit the loaded model."""
+
+
+class HistoryUnavailable(SDStudioError):
+    """The history store cannot be opened or written (damaged index, missing outputs folder)."""
+
+
+class HistoryReadOnly(HistoryUnavailable):
+    """History can be browsed but not changed (read-only data folder, outputs folder missing)."""

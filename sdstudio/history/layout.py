@@ -79,7 +79,20 @@ class Layout:
         for name in self.entry_files(relative):
             source = self.location(name, not to_trash)
             if source.exists():
-                atomic_move(source, self.location(name, to_trash))
+                try:
+                    atomic_move(source, self.location(name, to_trash))
+                except FileNotFoundError:
+                    pass  # another process's reconcile moved it first
+
+    def entry_visible(self, relative: str) -> bool:
+        """Whether the entry's PNG is in the live folder or the trash (a second look before a row is dropped)."""
+        return self.location(relative, False).exists() or self.location(relative, True).exists()
+
+    def day_folder_present(self, relative: str) -> bool:
+        """Whether the folder an entry's file would be in exists, live or in the trash. When neither does, the
+        files may just be out of sight (a folder moved away or a drive not mounted), so rows are kept."""
+        folder = relative.rpartition("/")[0]
+        return self.root.is_dir() and ((self.root / folder).is_dir() or (self.trash / folder).is_dir())
 
     def remove_trashed(self, relative: str) -> None:
         for name in self.entry_files(relative):

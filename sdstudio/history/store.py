@@ -6,12 +6,24 @@ row, which `reconcile` (run at open) indexes again from the PNG's own ``sdstudio
 never committed before its file exists. Deleting marks the row first and then moves the files to the
 trash; `reconcile` finishes a move that a crash interrupted.
 
+Several processes may use one store at once (two app windows, a script): a writer holds a locked temp
+named for the entry while it writes (atomic.hold_temp), so another process's reconcile leaves its files
+alone, and a row that process indexed first is not an error.
+
+Opening never loses history: a damaged index is set aside as ``<name>.damaged-<time>`` and rebuilt from the
+PNGs; an outputs folder that the index knows had files but that is missing (unmounted drive) is not
+recreated empty, and a data folder the user cannot write is opened read-only. In both cases browsing works
+and every change raises HistoryReadOnly with the reason. `notice` holds what the user should hear once.
+Favourites are also kept in a small file beside the index (``<name>.favourites``, one id a line), written
+in the same transaction as the flag, so a rebuild from the PNGs restores them.
+
 The store is the one object the app holds; it composes the folder `Layout`, the SQLite `Index` and the
 thumbnail cache, and reads files back through `file_parameters` like every other reader.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +32,11 @@ from typing import Any
 from PIL import Image
 
 from sdstudio import paths
+from sdstudio.engine.errors import HistoryReadOnly
 from sdstudio.engine.request import GenerationRequest, GenerationResult
+from sdstudio.history.atomic import atomic_write, hold_temp
 from sdstudio.history.file_parameters import FileParameters, read_file_parameters
-from sdstudio.history.index import Index
+from sdstudio.history.index import Index, IndexDamaged
 from sdstudio.history.layout import Layout, sidecar_name
 from sdstudio.history.parameters import format_parameters
 from sdstudio.history.png import save_png
@@ -62,17 +76,73 @@ class HistoryStore:
 
     def __init__(self, root: Path, db_path: Path | None = None, *, reconcile: bool = True) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
         self.layout = Layout(self.root)
         self.thumbnails = ThumbnailCache(self.layout.thumbnails)
-        self.index = Index(Path(db_path) if db_path is not None else self.root / "history.sqlite3")
-        if reconcile:
-            self.reconcile()
+        db_path = Path(db_path) if db_path is not None else self.root / "history.sqlite3"
+        self.favourites_file = db_path.with_name(db_path.name + ".favourites")
+        self.notice = ""
+        self.read_only_reason = _unwritable(db_path)
+        root_was_missing = not self.root.is_dir()
+        if root_was_missing and not self.read_only_reason and not db_path.exists():
+            self.root.mkdir(parents=True, exist_ok=True)  # first start: nothing to lose
+            root_was_missing = False
+        if not self.read_only_reason:
+            db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.index = self._open_index(db_path)
+        if root_was_missing:
+            if self.index.is_empty() and not self.read_only_reason:
+                self.root.mkdir(parents=True, exist_ok=True)
+            else:
+                self.read_only_reason = self.read_only_reason or (
+                    f"the outputs folder {self.root} is missing (unmounted drive?); reconnect it and restart SD Studio"
+                )
+        if self.read_only_reason:
+            self.notice = self.notice or f"History is read-only: {self.read_only_reason}"
+            return
+        if not self.favourites_file.exists() and (favourites := self.index.favourite_ids()):
+            self._write_favourites(favourites)
+        if reconcile or self.notice:
+            report = self.reconcile()
+            if self.notice:
+                self.notice += f"; {report.files_indexed} images were indexed again from their files"
+
+    def _open_index(self, db_path: Path) -> Index:
+        """The index, or a fresh one when the file is damaged (kept as `<name>.damaged-<time>`)."""
+        try:
+            return Index(db_path, read_only=bool(self.read_only_reason))
+        except IndexDamaged as exc:
+            if self.read_only_reason:
+                raise
+            damaged = db_path.with_name(f"{db_path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+            for suffix in ("", "-wal", "-shm"):  # the log belongs to the damaged file, not to a new one
+                source = db_path.with_name(db_path.name + suffix)
+                if source.exists():
+                    os.replace(source, damaged.with_name(damaged.name + suffix))
+            self.notice = f"The history index was damaged ({exc}); a copy was kept as {damaged.name}"
+            return Index(db_path)
 
     @classmethod
     def default(cls) -> HistoryStore:
         """The user's store: paths.outputs_dir() indexed by paths.history_db()."""
         return cls(paths.outputs_dir(), paths.history_db())
+
+    @property
+    def read_only(self) -> bool:
+        return bool(self.read_only_reason)
+
+    def _writable(self) -> None:
+        if self.read_only_reason:
+            raise HistoryReadOnly(f"history is read-only: {self.read_only_reason}")
+
+    def _favourites(self) -> frozenset[str]:
+        try:
+            return frozenset(self.favourites_file.read_text(encoding="utf-8").split())
+        except FileNotFoundError:
+            return frozenset()
+
+    def _write_favourites(self, ids: list[str]) -> None:
+        text = "".join(f"{entry_id}\n" for entry_id in ids)
+        atomic_write(self.favourites_file, lambda file: file.write(text.encode("utf-8")))
 
     @property
     def db_path(self) -> Path:
@@ -103,9 +173,22 @@ class HistoryStore:
         self, image: Image.Image, request: GenerationRequest, model_name: str = "", *, created: float | None = None
     ) -> Entry:
         """Save `image` (made by `request`) as a new entry; init image and mask are kept beside it."""
+        self._writable()
         created = time.time() if created is None else created
         entry_id = new_entry_id()
         relative = self.layout.new_relative_path(created, request.seed, entry_id)
+        with hold_temp(self.root / relative):
+            row = self._write_entry(image, request, model_name, created, entry_id, relative)
+        try:
+            self.thumbnails.make(image, entry_id)
+        except OSError:
+            pass  # the entry is saved; the gallery makes the thumbnail from the PNG when it needs it
+        return self._entry(dict(zip(COLUMNS, row, strict=True)))
+
+    def _write_entry(
+        self, image: Image.Image, request: GenerationRequest, model_name: str, created: float, entry_id: str,
+        relative: str,
+    ) -> tuple:
         sidecars = {"init": request.init_image, "mask": request.mask}
         for kind, picture in sidecars.items():
             if picture is not None:
@@ -121,11 +204,7 @@ class HistoryStore:
         save_png(self.root / relative, image, format_parameters(request, model_name), record.to_json())
         row = row_values(entry_id, created, relative, request, model_name)
         self.index.insert_rows([row])
-        try:
-            self.thumbnails.make(image, entry_id)
-        except OSError:
-            pass  # the entry is saved; the gallery makes the thumbnail from the PNG when it needs it
-        return self._entry(dict(zip(COLUMNS, row, strict=True)))
+        return row
 
     def add_result(self, result: GenerationResult) -> list[Entry]:
         """One entry per image of an engine result, in order."""
@@ -133,15 +212,18 @@ class HistoryStore:
 
     def insert_rows(self, rows: list[tuple]) -> None:
         """Index rows (in `schema.COLUMNS` order) in one transaction; the files must already exist."""
+        self._writable()
         self.index.insert_rows(rows)
 
     def drop_files(self, relatives: list[str]) -> None:
         """Forget the rows of these files (and their thumbnails); the files stay."""
+        self._writable()
         for entry_id in self.index.drop_files(relatives):
             self.thumbnails.discard(entry_id)
 
     def set_favourite(self, entry_id: str, favourite: bool = True) -> None:
-        self.index.set_favourite(entry_id, favourite)
+        self._writable()
+        self.index.set_favourite(entry_id, favourite, then=self._write_favourites)
 
     def delete(self, entry_id: str) -> None:
         """Move the entry to the trash (restorable)."""
@@ -152,6 +234,7 @@ class HistoryStore:
         self._set_deleted(entry_id, False)
 
     def _set_deleted(self, entry_id: str, deleted: bool) -> None:
+        self._writable()
         with self.index.lock:
             found = self.index.select("id = ?", [entry_id])
             if not found:
@@ -163,6 +246,7 @@ class HistoryStore:
 
     def empty_trash(self) -> int:
         """Delete every trashed entry for good; returns how many."""
+        self._writable()
         with self.index.lock:
             trashed = self.index.remove_trashed()
             for entry_id, relative in trashed:
@@ -230,4 +314,15 @@ class HistoryStore:
 
     def reconcile(self) -> Report:
         """Bring files and index back in step (run at open; see sdstudio.history.reconcile)."""
-        return reconcile_files(self.layout, self.index, self.thumbnails)
+        self._writable()
+        return reconcile_files(self.layout, self.index, self.thumbnails, self._favourites())
+
+
+def _unwritable(db_path: Path) -> str:
+    """Why the index cannot be written here, or "" when it can."""
+    folder = db_path.parent
+    if folder.is_dir() and not os.access(folder, os.W_OK):
+        return f"the data folder {folder} is not writable; make it writable and restart SD Studio"
+    if db_path.exists() and not os.access(db_path, os.W_OK):
+        return f"the history index {db_path} is not writable; make it writable and restart SD Studio"
+    return ""

@@ -3,6 +3,7 @@
 `run_app(argv)` is what `python main.py` and `sdstudio` run. Options:
   --screenshot PATH   generate once, save PATH with "-generating" added (mid-job) and PATH (after), then quit
   --measure-startup   print the time from process start to the first painted window, then quit
+A second interactive launch on the same data folder raises the first one's window and exits (single_instance).
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from pathlib import Path
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
-from sdstudio import __version__
+from sdstudio import __version__, paths
 from sdstudio.ui.history_link import HistoryLink
 from sdstudio.ui.main_window import MainWindow
 from sdstudio.ui.screenshot import ScreenshotRun
 from sdstudio.ui.settings import open_settings
+from sdstudio.ui.single_instance import SingleInstance
 from sdstudio.ui.theme import apply_theme
 from sdstudio.ui.token_counter import LazyTokenCounter
 from sdstudio.ui.worker import Worker
@@ -46,6 +48,8 @@ def start_background(window: MainWindow, counter: LazyTokenCounter) -> HistoryLi
     except Exception as exc:  # history is optional for generating; say why it is off
         window.canvas_panel.banner.show_error(f"History is unavailable: {exc}")
         return None
+    if store.notice:  # a rebuilt index, or why history is read-only: said once
+        window.canvas_panel.banner.show_error(store.notice)
     gallery = None
     try:
         from sdstudio.ui.gallery import GalleryWidget
@@ -82,11 +86,20 @@ def run_app(argv: list[str] | None = None) -> int:
     app.setOrganizationName("SDStudio")
     app.setApplicationVersion(__version__)
     app.setDesktopFileName("sdstudio")
+    guard = None
+    if not (args.screenshot or args.measure_startup):  # automated runs do not hand over to a running window
+        guard = SingleInstance(paths.home())
+        files = [arg for arg in qt_args if not arg.startswith("-") and Path(arg).is_file()]
+        if not guard.acquire("\n".join(["activate", *files])):
+            print("SD Studio is already running; its window was brought to the front", flush=True)
+            return 0
     settings = open_settings()
     apply_theme(app, str(settings.value("appearance/theme", "system")))
     counter = LazyTokenCounter()
     window = MainWindow(Worker(), settings, counter)
     window.show()
+    if guard is not None:
+        guard.messageReceived.connect(lambda _message: bring_to_front(window))
     links: list[HistoryLink | None] = []
     if args.measure_startup:
         def report() -> None:
@@ -103,7 +116,19 @@ def run_app(argv: list[str] | None = None) -> int:
         QTimer.singleShot(0, run.start)
     code = app.exec()
     shut_down(window, links)
+    if guard is not None:
+        guard.release()
     return code
+
+
+def bring_to_front(window: MainWindow) -> None:
+    """What a second launch asks of the first: show the window, un-minimised, on top."""
+    if window.isMinimized():
+        window.showNormal()
+    else:
+        window.show()
+    window.raise_()
+    window.activateWindow()
 
 
 def shut_down(window: MainWindow, links: list[HistoryLink | None]) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sdstudio.engine.errors import RequestError
+from sdstudio.engine.errors import HistoryReadOnly, RequestError
 from sdstudio.engine.request import GenerationRequest, GenerationResult
 from sdstudio.history import schema
 from sdstudio.history.png import read_png_parameters
@@ -204,3 +204,60 @@ def test_rank_is_the_row_of_an_entry_in_a_filtered_page(store: HistoryStore) -> 
         order = [e.id for e in store.page_for(selection, 0, 100)]
         assert [store.rank(i, selection) for i in order] == list(range(len(order)))
     assert store.rank(ids[0], schema.Filter(query="cat")) is None
+
+
+def test_a_missing_outputs_folder_is_not_recreated_and_loses_nothing(tmp_path: Path) -> None:
+    root, db = tmp_path / "drive" / "outputs", tmp_path / "home" / "history.sqlite3"
+    store = HistoryStore(root, db)
+    kept, trashed = add(store, "a kept favourite", T0), add(store, "a trashed one", T0 + 1)
+    store.set_favourite(kept)
+    store.delete(trashed)
+    store.close()
+    (tmp_path / "drive").rename(tmp_path / "unmounted")
+
+    store = HistoryStore(root, db)
+    assert not root.exists(), "an empty outputs folder was made in place of the missing one"
+    assert store.read_only and "missing (unmounted drive?)" in store.notice
+    assert [e.id for e in store.page()] == [kept] and [e.id for e in store.page(deleted=True)] == [trashed]
+    with pytest.raises(HistoryReadOnly, match="history is read-only: the outputs folder .* is missing"):
+        add(store, "not now", T0 + 2)
+    store.close()
+
+    (tmp_path / "unmounted").rename(tmp_path / "drive")
+    store = HistoryStore(root, db)
+    assert not store.read_only
+    assert [(e.id, e.favourite) for e in store.page()] == [(kept, True)]
+    assert [e.id for e in store.page(deleted=True)] == [trashed]
+    store.close()
+
+
+def test_rows_stay_while_their_day_folder_is_missing(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "outputs")
+    entry_id = add(store, "in a day folder moved away", T0)
+    day = store.get(entry_id).file.parent
+    day.rename(tmp_path / "elsewhere")
+    store.reconcile()
+    assert store.get(entry_id) is not None
+    (tmp_path / "elsewhere").rename(day)
+    day.joinpath(store.get(entry_id).file.name).unlink()
+    store.reconcile()
+    assert store.get(entry_id) is None  # the folder is there and the file is not: really gone
+    store.close()
+
+
+def test_a_rebuilt_index_has_the_trash_and_the_favourites(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "outputs")
+    favourite, plain, trashed = (add(store, p, T0 + i) for i, p in enumerate(["fav", "plain", "trashed"]))
+    store.set_favourite(favourite)
+    store.set_favourite(trashed)
+    store.delete(trashed)
+    store.close()
+    store.db_path.unlink()
+
+    store = HistoryStore(tmp_path / "outputs")
+    assert {(e.id, e.favourite) for e in store.page()} == {(favourite, True), (plain, False)}
+    assert [(e.id, e.favourite, e.deleted) for e in store.page(deleted=True)] == [(trashed, True, True)]
+    assert store.get(trashed).file.is_file()
+    store.restore(trashed)
+    assert store.get(trashed).file.is_file()
+    store.close()
