@@ -39,6 +39,17 @@ def log_exception(exc: BaseException, context: str = "") -> Path:
     return path
 
 
+def log_lines(lines: list[str], context: str) -> Path:
+    """Append plain lines (already escaped) under `context`, e.g. the files a history scan skipped."""
+    path = log_path()
+    entry = f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {context}\n" + "".join(f"{line}\n" for line in lines) + "\n"
+    with _LOCK:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(entry)
+    return path
+
+
 def user_message(exc: BaseException, context: str = "") -> str:
     """The short text a user sees for an exception, logging it first when it hides a traceback worth keeping.
 

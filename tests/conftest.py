@@ -1,6 +1,10 @@
 import os
+import tempfile
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Tests never touch a real user's data (settings, logs, models, history): tests that need a known home
+# set their own with monkeypatch.
+os.environ["SDSTUDIO_HOME"] = tempfile.mkdtemp(prefix="sdstudio-tests-")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see sdstudio/__init__.py

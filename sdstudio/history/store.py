@@ -34,6 +34,7 @@ from PIL import Image
 from sdstudio import paths
 from sdstudio.engine.errors import HistoryReadOnly
 from sdstudio.engine.request import GenerationRequest, GenerationResult
+from sdstudio.errorlog import log_lines
 from sdstudio.history.atomic import atomic_write, hold_temp
 from sdstudio.history.file_parameters import FileParameters, read_file_parameters
 from sdstudio.history.index import Index, IndexDamaged
@@ -45,6 +46,7 @@ from sdstudio.history.reconcile import reconcile as reconcile_files
 from sdstudio.history.record import Record, new_entry_id
 from sdstudio.history.schema import COLUMNS, Filter, row_values
 from sdstudio.history.thumbnails import ThumbnailCache
+from sdstudio.untrusted import printable
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,8 @@ class HistoryStore:
             report = self.reconcile()
             if self.notice:
                 self.notice += f"; {report.files_indexed} images were indexed again from their files"
+            if report.skipped:
+                self.notice = "; ".join(filter(None, (self.notice, _skipped_notice(report))))
 
     def _open_index(self, db_path: Path) -> Index:
         """The index, or a fresh one when the file is damaged (kept as `<name>.damaged-<time>`)."""
@@ -316,6 +320,16 @@ class HistoryStore:
         """Bring files and index back in step (run at open; see sdstudio.history.reconcile)."""
         self._writable()
         return reconcile_files(self.layout, self.index, self.thumbnails, self._favourites())
+
+
+def _skipped_notice(report: Report) -> str:
+    """One line for the user; the files and reasons (escaped: they come from the files) go to the log."""
+    lines = [f"{printable(name, 300, multiline=False)}: {printable(why, 300, multiline=False)}"
+             for name, why in report.skipped]
+    log = log_lines(lines, "history: files in the outputs folder that were not indexed")
+    count = len(report.skipped)
+    return (f"{count} file{'s' if count != 1 else ''} in the outputs folder could not be indexed (damaged or not "
+            f"ours) and {'were' if count != 1 else 'was'} left as they are; the list is in {log}")
 
 
 def _unwritable(db_path: Path) -> str:

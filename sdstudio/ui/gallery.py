@@ -332,6 +332,12 @@ class GalleryWidget(QWidget):
         for action in (self.act_rerun, self.act_rerun_new_seed, self.act_load, self.act_init, self.act_inpaint,
                        self.act_copy, self.act_favourite, self.act_folder, self.act_delete):
             action.setEnabled(has)
+        # A read-only history (unmounted outputs drive, unwritable data folder) is browsed, never changed.
+        reason = self.store.read_only_reason
+        for action in (self.act_favourite, self.act_delete):
+            action.setEnabled(has and not reason)
+            action.setToolTip(f"History is read-only: {reason}" if reason else action.text())
+        self.empty_trash_button.setEnabled(not reason)
         self.act_favourite.blockSignals(True)
         self.act_favourite.setChecked(has and entry.favourite)
         self.act_favourite.blockSignals(False)

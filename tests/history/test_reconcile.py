@@ -208,3 +208,16 @@ def test_text_bomb_is_listed_not_stored(root: Path) -> None:
     assert store.page() == []
     assert [name for name, _ in store.reconcile().skipped] == ["bomb.png"]
     store.close()
+
+
+def test_files_skipped_at_open_are_told_once_and_listed_in_the_log(root: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SDSTUDIO_HOME", str(tmp_path / "home"))
+    a1111_png(root / "good" / "00001.png")
+    record_png(root / "odd" / "\x1b[2Jfake.png", _record(created="NaN"))
+    store = reopen(root)
+    log = tmp_path / "home" / "logs" / "sdstudio.log"
+    assert store.notice.startswith("1 file in the outputs folder could not be indexed") and str(log) in store.notice
+    logged = log.read_text()
+    assert "odd/\\x1b[2Jfake.png" in logged and "\x1b" not in logged
+    assert [e.file.name for e in store.page()] == ["00001.png"]
+    store.close()

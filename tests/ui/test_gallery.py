@@ -232,3 +232,13 @@ def test_period_start_is_local_midnight_days_ago() -> None:
     assert period_start(None, now) is None
     assert time.localtime(period_start(0, now))[:6] == (2025, 3, 10, 0, 0, 0)
     assert time.localtime(period_start(7, now))[:3] == (2025, 3, 3)
+
+
+def test_a_read_only_history_is_browsed_but_never_changed(qtbot, store, entries, monkeypatch) -> None:
+    monkeypatch.setattr(store, "read_only_reason", "the outputs folder /mnt/art is missing (unmounted drive?)")
+    gallery = make_gallery(qtbot, store)
+    gallery.view.setCurrentIndex(gallery.model.index(0))
+    assert gallery.act_rerun.isEnabled() and gallery.act_copy.isEnabled()
+    assert not gallery.act_favourite.isEnabled() and not gallery.act_delete.isEnabled()
+    assert not gallery.empty_trash_button.isEnabled()
+    assert "unmounted drive" in gallery.act_delete.toolTip()
