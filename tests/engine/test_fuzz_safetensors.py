@@ -10,6 +10,8 @@ import struct
 import time
 import tracemalloc
 
+import pytest
+
 from sdstudio.engine.detect import detect
 from sdstudio.engine.errors import CheckpointError
 from sdstudio.engine.safetensors_file import read_header
@@ -128,7 +130,8 @@ def _write(rng: random.Random, path) -> None:
         f.truncate(size)
 
 
-def test_mutated_headers_are_read_or_refused_cleanly_in_bounded_time_and_memory(tmp_path):
+def fuzz_headers(tmp_path) -> tuple[dict[str, int], int, float]:
+    """Feed CASES mutated files to the reader and detection: (outcomes, peak traced bytes, seconds)."""
     rng = random.Random(1234)
     outcomes = {"read": 0, "detected": 0, "refused": 0}
     tracemalloc.start()
@@ -149,9 +152,21 @@ def test_mutated_headers_are_read_or_refused_cleanly_in_bounded_time_and_memory(
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    elapsed = time.perf_counter() - started
+    return outcomes, peak, time.perf_counter() - started
+
+
+def test_mutated_headers_are_read_or_refused_cleanly_in_bounded_memory(tmp_path):
+    outcomes, peak, elapsed = fuzz_headers(tmp_path)
     assert peak < 500 << 20, f"peak traced memory {peak >> 20} MB"
-    # Generous: the same run takes a few seconds; a quadratic scan or a hang would take minutes.
-    assert elapsed < 30, f"{elapsed:.1f} s for {CASES} files"
+    assert elapsed < 300  # a hang guard, not a speed claim (see the perf test)
     # The mutations must have exercised both sides: some files still read, most are refused.
     assert outcomes["refused"] > CASES // 2 and outcomes["read"] > 20 and outcomes["detected"] > 5, outcomes
+
+
+@pytest.mark.perf
+def test_mutated_headers_are_handled_in_seconds(tmp_path):
+    _, _, elapsed = fuzz_headers(tmp_path)
+    print(f"{CASES} mutated safetensors headers: {elapsed:.1f} s (target under 30 s)")
+    # A quadratic scan or a parser hang would take minutes; this run takes a few seconds.
+    assert elapsed < 30, f"{elapsed:.1f} s for {CASES} files"
+

@@ -255,7 +255,7 @@ def test_a_megabyte_last_line_parses_without_hanging(name: str) -> None:
     # loaded machine (the linearity is measured by the perf test below).
     seconds = _parse_seconds(ADVERSARIAL_LINES[name])
     print(f"{name}: 1 MB in {seconds:.3f} s")
-    assert seconds < 5
+    assert seconds < 60  # a hang guard, not a speed claim: under a second here
 
 
 @pytest.mark.perf
