@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from sdstudio.engine.errors import SDStudioError
+from sdstudio.untrusted import printable
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -33,7 +34,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(desc.to_json(), indent=2))
         return 0
-    print(f"{desc.name}: {desc.summary()}")
+    print(f"{printable(desc.name, 200, multiline=False)}: {desc.summary()}")  # a file name from the web
     rows = [("family", desc.family_label), ("inpainting", "yes" if desc.inpainting else "no"),
             ("prediction", f"{desc.prediction} ({desc.prediction_source})"), ("dtype", desc.dtype),
             ("context dim", desc.context_dim), ("latent scale", desc.scale_factor),
@@ -93,5 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # one line for the user; an unexpected traceback goes to the log file
         from sdstudio.errorlog import user_message
 
-        print(f"error: {user_message(exc, f'sdstudio {argv[0]}')}", file=sys.stderr)
+        # Messages quote file names and metadata, untrusted text: escaped so they cannot drive the terminal.
+        print(f"error: {printable(user_message(exc, f'sdstudio {argv[0]}'), 4000, multiline=False)}", file=sys.stderr)
         return 2 if isinstance(exc, SDStudioError) else 1

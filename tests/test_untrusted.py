@@ -108,3 +108,13 @@ def test_model_not_found_names_the_model_escaped(tmp_path) -> None:
     with pytest.raises(ModelNotFound) as caught:
         resolve_model(f"evil{ESC}", f"01234{ESC}", tmp_path)
     assert str(caught.value).isprintable() and "'evil\\x1b[2J" in str(caught.value)
+
+
+def test_the_cli_error_line_escapes_a_hostile_file_name(tmp_path, capsys):
+    from sdstudio.cli import main
+
+    hostile = tmp_path / "\x1b[2J\x1b[32mOK\x1b[0m.safetensors"
+    hostile.write_bytes(b"\x00" * 4)
+    assert main(["inspect", str(hostile)]) == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\\x1b[2J" in err and err.count("\n") == 1
