@@ -51,6 +51,7 @@ class CanvasPanel(QWidget):
         self._previews: list[tuple[int, QImage]] = []
         self._total_steps = 0
         self._job_size = QSize()
+        self._showing_result = False  # the canvas shows _current_result() itself
         self._make_actions()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -189,6 +190,13 @@ class CanvasPanel(QWidget):
     def shown_image(self) -> QImage | None:
         return self.canvas.image
 
+    def shown_result_index(self) -> int | None:
+        """Which of the job's images is shown, or None when the canvas shows something else (the input, a
+        scrubbed preview, a running job's preview)."""
+        if not self._showing_result or not self._results:
+            return None
+        return self._result_index
+
     def set_input_image(self, image: QImage | None) -> None:
         """Set (or remove) the init image; the mask is reset to its size."""
         self._input = image
@@ -211,6 +219,7 @@ class CanvasPanel(QWidget):
 
     def show_preview(self, image: QImage) -> None:
         if self.view == RESULT:
+            self._showing_result = False
             self.canvas.set_image(image, size=self._job_size if self._job_size.isValid() else None)
 
     def finish_job(self, images: list[QImage], previews: list[tuple[int, QImage]], total_steps: int) -> None:
@@ -234,6 +243,7 @@ class CanvasPanel(QWidget):
 
     def _show(self) -> None:
         editing = self.view == INPUT
+        self._showing_result = False
         self.act_result.setChecked(not editing)
         self.act_input.setChecked(editing)
         if editing:
@@ -241,6 +251,7 @@ class CanvasPanel(QWidget):
             self.canvas.placeholder = ""
         else:
             self.canvas.set_image(self._current_result())
+            self._showing_result = True
             self.canvas.placeholder = ("Write a prompt and press Generate (Ctrl+Enter).\n"
                                        "Or drop an image here to start from it.")
         self.canvas.set_mask_editable(editing)
@@ -262,6 +273,7 @@ class CanvasPanel(QWidget):
         self._label_step(len(self._previews))
 
     def _scrub(self, value: int) -> None:
+        self._showing_result = value >= len(self._previews)
         if value >= len(self._previews):
             self.canvas.set_image(self._current_result())
         else:

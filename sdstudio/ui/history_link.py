@@ -17,10 +17,12 @@ from sdstudio.engine.request import GenerationResult
 from sdstudio.ui.imageconv import load_image, pil_to_qimage
 from sdstudio.ui.main_window import MainWindow
 from sdstudio.ui.prompt_state import MAX_SEED
+from sdstudio.ui.save_image import ImageSource
 
 
 class HistoryLink(QObject):
     saved = Signal(list)  # the new history entries, newest last
+    stored = Signal(object, list)  # a result and its entries, for the window's lineage and Save As
     failed = Signal(str)
 
     def __init__(self, store, window: MainWindow, gallery: QWidget | None = None):
@@ -28,6 +30,7 @@ class HistoryLink(QObject):
         self.store, self.window, self.gallery = store, window, gallery
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history-writer")
         window.resultReady.connect(self.save)
+        self.stored.connect(window.note_saved)
         self.failed.connect(lambda msg: window.canvas_panel.banner.show_error(msg))
         if gallery is not None:
             self.saved.connect(self._show_in_gallery)
@@ -46,7 +49,9 @@ class HistoryLink(QObject):
 
     def _save(self, result: GenerationResult) -> None:
         try:
-            self.saved.emit(self.store.add_result(result))
+            entries = self.store.add_result(result)
+            self.stored.emit(result, entries)
+            self.saved.emit(entries)
         except Exception as exc:  # a full disk must not take the app down; the user is told
             self.failed.emit(f"Could not save the image to history: {exc}")
 
@@ -91,8 +96,8 @@ class HistoryLink(QObject):
         except SDStudioError as exc:
             self.failed.emit(f"Cannot re-run that entry: {exc}")
             return
-        if new_seed:
-            request = request.replace(seed=random.randrange(MAX_SEED + 1))
+        if new_seed:  # a variation of this entry: it is the parent (an exact re-run is the same image again)
+            request = request.replace(seed=random.randrange(MAX_SEED + 1), parent_id=entry_id)
         self.window.submit_request(request)
 
     def _image(self, entry_id: str):
@@ -108,16 +113,18 @@ class HistoryLink(QObject):
     def _show_entry(self, entry_id: str) -> None:
         image = self._image(entry_id)
         if image is not None:
-            self.window.show_image(image)
+            entry = self.store.get(entry_id)
+            self.window.show_image(image, ImageSource(entry_id, entry.file if entry is not None else None))
 
-    def _use_as_input(self, entry_id: str) -> None:
+    def _use_as_input(self, entry_id: str) -> bool:
+        """The entry's image as input; what is made from it records the entry as its parent."""
         image = self._image(entry_id)
-        if image is not None:
-            self.window.set_input_image(image)
+        return image is not None and self.window.replace_input(image, entry_id)
 
     def _use_for_inpaint(self, entry_id: str) -> None:
         """The entry's image as input, with the mask it was made with (if any) ready to refine."""
-        self._use_as_input(entry_id)
+        if not self._use_as_input(entry_id):
+            return
         self.window.canvas_panel.act_brush.trigger()
         found = self._read(entry_id)
         mask = found.request.mask if found is not None and found.request is not None else None

@@ -10,18 +10,30 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QUrl, Signal
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDesktopServices, QImage, QKeySequence
-from PySide6.QtWidgets import QApplication, QDockWidget, QFileDialog, QMainWindow, QSplitter, QWidget
+from PySide6.QtWidgets import (
+    QApplication,
+    QDockWidget,
+    QFileDialog,
+    QMainWindow,
+    QMessageBox,
+    QSplitter,
+    QWidget,
+)
 
 from sdstudio import paths
 from sdstudio.engine.detect import ModelDescription
+from sdstudio.engine.families import FAMILIES
+from sdstudio.engine.job_size import default_size
 from sdstudio.engine.request import GenerationRequest, GenerationResult
 from sdstudio.history.file_parameters import read_file_parameters
 from sdstudio.ui.canvas_panel import INPUT, CanvasPanel
 from sdstudio.ui.imageconv import pil_to_qimage, qimage_to_pil
 from sdstudio.ui.mask_model import MaskModel
+from sdstudio.ui.mode_bar import MODE_LABELS, TXT2IMG, ModeBar, input_mode
 from sdstudio.ui.model_list import BUILTIN_LABEL, add_extra_model, model_choices
 from sdstudio.ui.prompt_panel import PromptPanel
 from sdstudio.ui.prompt_state import apply_request, build_requests
+from sdstudio.ui.save_image import ImageSource, save_pixels, save_with_parameters
 from sdstudio.ui.settings import (
     DEVICES,
     device_unavailable,
@@ -59,6 +71,12 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.job_status, 1)
         self.last_seed: int | None = None
         self.model_family = str(settings.value("model/family", ""))
+        # The model's native side, for fitting an input image; until a model reports it, its family's.
+        self.native_size = {f.name: f.default_size for f in FAMILIES}.get(self.model_family, 0)
+        self.mode_bar = ModeBar()
+        self.panel.mode_slot.addWidget(self.mode_bar)
+        self._input_parent = ""  # history entry id the input image is, if it is one: the next job's parent
+        self._shown_sources: list[ImageSource] = []  # what made each image the canvas shows as results
         worker.set_device(load_device(settings))
         worker.set_allow_pickle(load_allow_pickle(settings))
         self._jobs: dict[int, GenerationRequest] = {}  # queued generation jobs
@@ -97,6 +115,10 @@ class MainWindow(QMainWindow):
         self._menu_action(file, "&Open Image…", self.open_image_dialog, QKeySequence.StandardKey.Open)
         self.act_save = self._menu_action(file, "&Save Image As…", self.save_image_dialog,
                                           QKeySequence.StandardKey.SaveAs)
+        self.act_save.setToolTip("Save the shown image with its parameters, so it can be re-run")
+        self.act_save_plain = self._menu_action(file, "Save Image &Without Metadata…", self.save_pixels_dialog)
+        self.act_save_plain.setToolTip("Save the pixels only: no prompt, no parameters, no model name")
+        file.setToolTipsVisible(True)
         file.addSeparator()
         self._menu_action(file, "Add &Model…", self.add_model_dialog)
         self._menu_action(file, "Open Models &Folder", lambda: self._open_folder(paths.models_dir()))
@@ -193,6 +215,7 @@ class MainWindow(QMainWindow):
         cp.openImageRequested.connect(self.open_image_dialog)
         cp.useAsInputRequested.connect(self.use_shown_image_as_input)
         cp.clearInputRequested.connect(lambda: self.set_input_image(None))
+        self.mode_bar.clearInputRequested.connect(lambda: self.set_input_image(None))
         cp.canvas.fileDropped.connect(self.open_image)
         cp.viewChanged.connect(lambda _v: self._update_input_state())
         self.mask.changed.connect(lambda _r: self._update_input_state())
@@ -226,15 +249,31 @@ class MainWindow(QMainWindow):
         self._update_running()
         return job
 
-    def show_image(self, image: QImage) -> None:
-        """Show an image as the current result (e.g. a history entry)."""
+    def show_image(self, image: QImage, source: ImageSource | None = None) -> None:
+        """Show an image as the current result (e.g. a history entry, named by `source`)."""
+        self._shown_sources = [source or ImageSource()]
         self.canvas_panel.finish_job([image], [], 0)
+
+    def note_saved(self, result: GenerationResult, entries: list) -> None:
+        """History saved `result` as `entries` (one per image): if it is still shown, its images are now those
+        entries (for lineage and Save As)."""
+        if len(entries) == len(self._shown_sources) and all(
+                s.request is r for s, r in zip(self._shown_sources, result.requests, strict=True)):
+            self._shown_sources = [ImageSource(e.id, e.file, s.request, s.model_name)
+                                   for e, s in zip(entries, self._shown_sources, strict=True)]
+
+    def shown_source(self) -> ImageSource | None:
+        """What made the image the canvas shows, or None for the input image or a preview."""
+        index = self.canvas_panel.shown_result_index()
+        return self._shown_sources[index] if index is not None and index < len(self._shown_sources) else None
 
     # --- generation --------------------------------------------------------------------------------
     def generate(self) -> list[int]:
         """Queue the panel's settings (batch count jobs); returns the job ids."""
         init = qimage_to_pil(self.canvas_panel.input_image) if self.canvas_panel.input_image is not None else None
         requests = build_requests(self.state, init, self.mask.to_pil() if init is not None else None)
+        if init is not None and self._input_parent:
+            requests = [r.replace(parent_id=self._input_parent) for r in requests]
         ids = [self.worker.submit(r) for r in requests]
         self._jobs.update(zip(ids, requests, strict=True))
         self._update_running()
@@ -270,6 +309,7 @@ class MainWindow(QMainWindow):
         self._running = None
         result: GenerationResult = out.result
         # The engine's own step count (img2img runs only part of the schedule).
+        self._shown_sources = [ImageSource(request=r, model_name=result.model_name) for r in result.requests]
         self.canvas_panel.finish_job(out.images, out.previews, self._running_total)
         if result.requests:
             self.last_seed = result.requests[0].seed
@@ -323,6 +363,8 @@ class MainWindow(QMainWindow):
         self.panel.set_model_info(f"{label}: {description.summary()}", family)
         if family and self.model_family and family != self.model_family:
             self.panel.apply_default_size(description.default_size)
+        if description.default_size:
+            self.native_size = description.default_size
         if family:
             self.model_family = family
             self.settings.setValue("model/family", family)
@@ -338,7 +380,8 @@ class MainWindow(QMainWindow):
     def open_image(self, path: str) -> None:
         """An image with parameters (ours, A1111's, ComfyUI exports) is shown and its parameters loaded, ready to
         re-run: our img2img/inpainting images bring back their input image and mask, and the model is looked up in
-        the models folder. Any other image becomes the input image for img2img/inpainting."""
+        the models folder. Any other image becomes the input image for img2img/inpainting. A file is not a
+        history entry, so what is made from it has no parent."""
         name = Path(path).name
         try:
             found = read_file_parameters(Path(path), models_dir=paths.models_dir(), history_root=paths.outputs_dir())
@@ -348,58 +391,103 @@ class MainWindow(QMainWindow):
         if found.request is None:
             if found.has_parameters:
                 self.canvas_panel.banner.show_error(f"{name}: {found.problem}; opened as an input image")
-            self.set_input_image(pil_to_qimage(found.image))
+            self.replace_input(pil_to_qimage(found.image))
             return
-        self.load_parameters(found.request, found.model_problem)
-        self.show_image(pil_to_qimage(found.image))
+        if not self.load_parameters(found.request.replace(parent_id=""), found.model_problem):
+            return
+        self.show_image(pil_to_qimage(found.image), ImageSource(file=Path(path)))
         if found.problem:  # after load_parameters, so the banner names every problem
             also = f"; {found.model_problem}" if found.model_problem else ""
             self.canvas_panel.banner.show_error(f"{name}: {found.problem}{also}")
 
     def use_shown_image_as_input(self) -> None:
         image = self.canvas_panel.shown_image()
+        source = self.shown_source()
         if image is not None:
-            self.set_input_image(image.copy())
+            self.replace_input(image.copy(), source.entry_id if source is not None else "")
 
-    def set_input_image(self, image: QImage | None) -> None:
-        """img2img/inpainting from `image` (None: back to text-to-image). The size follows the image."""
+    def replace_input(self, image: QImage, parent_id: str = "") -> bool:
+        """`set_input_image` for a user's request, after asking when that would throw away a painted mask."""
+        if not self._may_drop_mask():
+            return False
+        self.set_input_image(image, parent_id)
+        return True
+
+    def set_input_image(self, image: QImage | None, parent_id: str = "") -> None:
+        """img2img/inpainting from `image` (None: back to text-to-image); `parent_id` is the history entry the
+        image is, recorded as the parent of what is made from it. The size keeps the model's native area at the
+        image's aspect ratio: the image's own size (say 296×200 for a 64 px model) would give garbage."""
         self.canvas_panel.set_input_image(image)
+        self._input_parent = parent_id if image is not None else ""
         if image is not None:
-            self.state.width, self.state.height = _multiple_of_8(image.width()), _multiple_of_8(image.height())
+            native = self.native_size or round((self.state.width * self.state.height) ** 0.5)
+            self.state.width, self.state.height = default_size(None, None, native, 8,
+                                                               (image.width(), image.height()))
             self.panel.refresh()
         self._update_input_state()
 
-    def load_parameters(self, request, model_problem: str = "") -> None:
+    def _may_drop_mask(self) -> bool:
+        """True when there is no painted mask to lose, or the user agrees to lose it."""
+        if self.canvas_panel.input_image is None or self.mask.is_empty():
+            return True
+        answer = QMessageBox.question(
+            self, "Discard the painted mask?",
+            "This replaces the input image, and the mask painted on it will be lost.",
+            QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Cancel)
+        return answer == QMessageBox.StandardButton.Discard
+
+    def load_parameters(self, request, model_problem: str = "") -> bool:
         """Make `request` the next job (from history or a file): its values in the panel, its init image and mask
-        (or none, for text-to-image) as the input. With a `model_problem` (the model it names is not here) the
-        chosen model stays and the banner says why."""
+        (or none, for text-to-image) as the input, its parent_id as the next job's parent. With a `model_problem`
+        (the model it names is not here) the chosen model stays and the banner says why. False when the user
+        keeps a painted mask instead."""
+        if not self._may_drop_mask():
+            return False
         if model_problem:
             request = request.replace(model=self.state.model)
             self.canvas_panel.banner.show_error(model_problem)
-        self.set_input_image(pil_to_qimage(request.init_image) if request.init_image is not None else None)
+        init = request.init_image
+        self.set_input_image(pil_to_qimage(init) if init is not None else None, request.parent_id)
         if request.mask is not None and request.mask.size == (self.mask.width, self.mask.height):
             self.mask.set_image(request.mask, "Restore mask")
         apply_request(self.state, request)
         self.panel.refresh()
         self._update_input_state()
+        return True
 
     def _update_input_state(self) -> None:
-        has_input = self.canvas_panel.input_image is not None
-        self.panel.set_input_state(has_input, has_input and not self.mask.is_empty())
-        mode = "Inpaint" if has_input and not self.mask.is_empty() else "Image to image" if has_input else ""
-        self.setWindowTitle(f"SD Studio — {mode}" if mode else "SD Studio")
+        image = self.canvas_panel.input_image
+        has_input, has_mask = image is not None, image is not None and not self.mask.is_empty()
+        self.panel.set_input_state(has_input, has_mask)
+        mode = input_mode(has_input, has_mask)
+        self.mode_bar.set_mode(mode, (image.width(), image.height()) if image is not None else None)
+        self.setWindowTitle(f"SD Studio — {MODE_LABELS[mode]}" if mode != TXT2IMG else "SD Studio")
         if self.canvas_panel.view == INPUT:
             self.canvas_panel.canvas.setFocus()
 
     # --- files, settings, shutdown --------------------------------------------------------------------
+    def _ask_save_path(self, title: str) -> Path | None:
+        path, _ = QFileDialog.getSaveFileName(self, title, str(paths.outputs_dir() / "image.png"), "PNG (*.png)")
+        return Path(path) if path else None
+
     def save_image_dialog(self) -> None:
+        """The shown image with its parameters (a history entry's PNG as it is)."""
         image = self.canvas_panel.shown_image()
-        if image is None:
-            return
-        path, _ = QFileDialog.getSaveFileName(self, "Save Image", str(paths.outputs_dir() / "image.png"),
-                                              "PNG (*.png)")
-        if path and not image.save(path):
-            self.canvas_panel.banner.show_error(f"Could not save {path}")
+        path = self._ask_save_path("Save Image") if image is not None else None
+        if path is not None:
+            self._save(lambda: save_with_parameters(image, self.shown_source(), path), path)
+
+    def save_pixels_dialog(self) -> None:
+        image = self.canvas_panel.shown_image()
+        path = self._ask_save_path("Save Image Without Metadata") if image is not None else None
+        if path is not None:
+            self._save(lambda: save_pixels(image, path), path)
+
+    def _save(self, write, path: Path) -> None:
+        try:
+            write()
+        except OSError as exc:
+            self.canvas_panel.banner.show_error(f"Could not save {path}: {exc}")
 
     def _open_folder(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -432,6 +520,3 @@ class MainWindow(QMainWindow):
         self.worker.stop()
         super().closeEvent(event)
 
-
-def _multiple_of_8(value: int) -> int:
-    return max(8, value - value % 8)

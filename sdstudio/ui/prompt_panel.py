@@ -245,6 +245,9 @@ class PromptPanel(QScrollArea):
         row.addWidget(self.generate_button, 3)
         row.addWidget(self.cancel_button, 1)
         layout.addSpacing(6)
+        # The window puts what Generate will do (main_window's mode bar) here, just above the button.
+        self.mode_slot = QVBoxLayout()
+        layout.addLayout(self.mode_slot)
         layout.addLayout(row)
 
     # --- state <-> widgets -------------------------------------------------------------------------

@@ -52,7 +52,7 @@ def test_use_for_inpainting_restores_the_mask_the_entry_was_made_with(qtbot, win
     store = HistoryStore(tmp_path / "outputs")
     gallery = GalleryWidget(store, window)
     link = HistoryLink(store, window, gallery)
-    image = QImage(32, 32, QImage.Format.Format_RGB32)
+    image = QImage(64, 64, QImage.Format.Format_RGB32)  # the model's native size: the result is as big
     image.fill(QColor(10, 20, 30))
     window.set_input_image(image)
     window.mask.begin_stroke(4, 1.0)

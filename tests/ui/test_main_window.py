@@ -167,7 +167,7 @@ def test_inpaint_request_carries_the_init_image_and_mask_at_image_size(qtbot, wi
     req = engine.generated[0]
     assert req.mode == "inpaint" and req.init_image.size == (48, 48) and req.mask.size == (48, 48)
     assert req.mask.getpixel((24, 24)) == 255 and req.mask.getpixel((2, 2)) == 0
-    assert (req.width, req.height) == (48, 48)
+    assert (req.width, req.height) == (64, 64)  # the model's native size, not the input's (issue 13)
     assert window.canvas_panel.view == RESULT
 
 
