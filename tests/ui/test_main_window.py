@@ -470,3 +470,93 @@ def test_allow_pickle_is_off_by_default_warned_about_and_remembered(qtbot, home,
     assert again.act_allow_pickle.isChecked() and again.worker.allow_pickle
     again.act_allow_pickle.trigger()
     assert not again.worker.allow_pickle and not load_allow_pickle(again.settings)
+
+
+def _painted_input(window, size=64):
+    window.set_input_image(gray_image(size))
+    window.mask.begin_stroke(4, 1.0)
+    window.mask.stroke_to(20, 20)
+    window.mask.end_stroke()
+    return window.mask.pixels().copy()
+
+
+def _answer(monkeypatch, button):
+    from PySide6.QtWidgets import QMessageBox
+
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *args, **kw: asked.append(args[2]) or button)
+    return asked
+
+
+def test_loading_parameters_asks_before_a_painted_mask_is_lost_and_cancel_keeps_everything(qtbot, window,
+                                                                                           monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    from sdstudio.engine.request import GenerationRequest
+
+    painted = _painted_input(window)
+    window.panel.prompt_edit.setPlainText("keep me")
+    asked = _answer(monkeypatch, QMessageBox.StandardButton.Cancel)
+    assert not window.load_parameters(GenerationRequest(prompt="other", seed=3))
+    assert len(asked) == 1 and "mask" in asked[0]
+    assert window.canvas_panel.input_image is not None and (window.mask.pixels() == painted).all()
+    assert window.state.prompt == "keep me" and window.mode_bar.mode == "inpaint"
+
+    _answer(monkeypatch, QMessageBox.StandardButton.Discard)
+    assert window.load_parameters(GenerationRequest(prompt="other", seed=3))
+    assert window.canvas_panel.input_image is None and window.mode_bar.mode == "txt2img"
+    assert window.state.prompt == "other"
+
+
+def test_opening_a_png_with_parameters_replaces_the_old_input_and_mask(qtbot, window, engine, home, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    entry, _request = _stored_entry(home, "img2img")
+    _painted_input(window, 32)
+    asked = _answer(monkeypatch, QMessageBox.StandardButton.Discard)
+    window.open_image(str(entry.file))
+    assert len(asked) == 1
+    assert window.canvas_panel.input_image.size().toTuple() == (48, 40) and window.mask.is_empty()
+    with qtbot.waitSignal(window.resultReady, timeout=5000):
+        window.generate()
+    req = engine.generated[-1]
+    assert req.mode == "img2img" and req.init_image.size == (48, 40)
+    assert req.parent_id == ""  # a file is not a history entry of this app: no parent
+
+
+def test_no_question_without_a_painted_mask(qtbot, window, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    from sdstudio.engine.request import GenerationRequest
+
+    asked = _answer(monkeypatch, QMessageBox.StandardButton.Cancel)
+    window.set_input_image(gray_image())
+    assert window.load_parameters(GenerationRequest(prompt="other"))
+    assert asked == [] and window.canvas_panel.input_image is None
+
+
+def test_an_input_image_keeps_the_models_native_area_at_its_aspect(qtbot, window, engine):
+    from PySide6.QtGui import QImage
+
+    image = QImage(296, 200, QImage.Format.Format_RGB32)
+    image.fill(QColor(90, 30, 200))
+    window.set_input_image(image)
+    w, h = window.state.width, window.state.height
+    assert w % 8 == 0 and h % 8 == 0
+    assert 0.75 <= w * h / (64 * 64) <= 1.25  # about the 64 px demo model's area, not 296×200
+    assert abs(w / h - 296 / 200) < 0.15 and (w, h) == (80, 56)
+    assert (window.panel.width_spin.value(), window.panel.height_spin.value()) == (80, 56)
+    window.panel.prompt_edit.setPlainText("wide")
+    with qtbot.waitSignal(window.resultReady, timeout=5000):
+        window.generate()
+    req = engine.generated[-1]
+    assert (req.width, req.height) == (80, 56) and req.init_image.size == (296, 200)
+
+
+def test_a_tall_input_for_a_512_model_fits_its_native_area(qtbot, window):
+    from PySide6.QtGui import QImage
+
+    window.native_size = 512
+    window.set_input_image(QImage(600, 1800, QImage.Format.Format_RGB32))
+    w, h = window.state.width, window.state.height
+    assert (w % 8, h % 8) == (0, 0) and h > w and 0.9 <= w * h / 512**2 <= 1.1
