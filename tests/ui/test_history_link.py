@@ -90,3 +90,102 @@ def test_an_a1111_entry_whose_model_is_missing_loads_its_values_but_is_not_rerun
     qtbot.waitUntil(lambda: banner.isVisibleTo(window))
     assert "Cannot re-run" in banner.text.text() and "0123456789" in banner.text.text()
     assert engine.generated == [] and not window._jobs
+
+
+def _linked(window, tmp_path):
+    store = HistoryStore(tmp_path / "outputs")
+    gallery = GalleryWidget(store, window)
+    return store, gallery, HistoryLink(store, window, gallery)
+
+
+def _made(qtbot, window, link, seed):
+    with qtbot.waitSignal(link.saved, timeout=5000) as blocker:
+        generate_one(qtbot, window, seed)
+    return blocker.args[0][0]
+
+
+def test_an_image_made_from_a_gallery_entry_records_it_as_parent_and_the_chain_can_be_walked(qtbot, window,
+                                                                                             tmp_path):
+    store, gallery, link = _linked(window, tmp_path)
+    source = _made(qtbot, window, link, 1)
+    assert source.parent_id == ""
+    gallery.useAsInitRequested.emit(source.id)
+    child = _made(qtbot, window, link, 2)
+    assert child.parent_id == source.id and store.get(child.id).mode == "img2img"
+    gallery.select_entry(child.id)
+    assert gallery.act_parent.isEnabled()
+    assert "Made from" in gallery.details.toHtml() and f"entry:{source.id}" in gallery.details.toHtml()
+    gallery.go_to_parent()
+    assert gallery.current_entry().id == source.id and gallery.act_child.isEnabled()
+    gallery.go_to_child()
+    assert gallery.current_entry().id == child.id
+
+
+def test_inpainting_from_an_entry_and_a_new_seed_rerun_record_the_parent(qtbot, window, engine, tmp_path):
+    store, gallery, link = _linked(window, tmp_path)
+    source = _made(qtbot, window, link, 1)
+    gallery.useForInpaintRequested.emit(source.id)
+    window.mask.fill()
+    assert _made(qtbot, window, link, 2).parent_id == source.id
+    with qtbot.waitSignal(link.saved, timeout=5000) as blocker:
+        gallery.rerunRequested.emit(source.id, True)
+    assert blocker.args[0][0].parent_id == source.id and engine.generated[-1].seed != 1
+    with qtbot.waitSignal(link.saved, timeout=5000) as blocker:
+        gallery.rerunRequested.emit(source.id, False)  # the same image again, not one made from it
+    assert blocker.args[0][0].parent_id == ""
+
+
+def test_use_as_input_on_a_saved_result_names_its_entry_but_an_opened_file_names_none(qtbot, window, tmp_path):
+    from PIL import Image
+
+    store, gallery, link = _linked(window, tmp_path)
+    source = _made(qtbot, window, link, 1)  # shown as the result; saved as `source`
+    window.use_shown_image_as_input()
+    assert _made(qtbot, window, link, 2).parent_id == source.id
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(plain)
+    window.open_image(str(plain))
+    assert _made(qtbot, window, link, 3).parent_id == ""
+
+
+def _save_to(monkeypatch, path):
+    from PySide6.QtWidgets import QFileDialog
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(path), "PNG (*.png)"))
+
+
+def _chunks(path):
+    from sdstudio.history.png import png_text_chunks
+
+    with open(path, "rb") as file:
+        return png_text_chunks(file)
+
+
+def test_save_as_keeps_the_parameters_and_without_metadata_keeps_only_pixels(qtbot, window, tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    store, gallery, link = _linked(window, tmp_path)
+    entry = _made(qtbot, window, link, 7)
+    gallery.select_entry(entry.id)  # the entry is shown
+    kept = tmp_path / "kept.png"
+    _save_to(monkeypatch, kept)
+    window.act_save.trigger()
+    chunks = _chunks(kept)
+    assert "red apple" in chunks["parameters"] and "Seed: 7" in chunks["parameters"]
+    assert entry.id in chunks["sdstudio"] and kept.read_bytes() == entry.file.read_bytes()
+    bare = tmp_path / "bare.png"
+    _save_to(monkeypatch, bare)
+    window.act_save_plain.trigger()
+    assert _chunks(bare) == {}
+    assert str(tmp_path) not in bare.read_bytes().decode("latin-1")
+    with Image.open(bare) as saved, Image.open(entry.file) as original:
+        assert np.array_equal(np.asarray(saved.convert("RGB")), np.asarray(original.convert("RGB")))
+
+
+def test_save_as_of_a_result_without_history_still_writes_its_parameters(qtbot, window, tmp_path, monkeypatch):
+    generate_one(qtbot, window, 11)
+    path = tmp_path / "result.png"
+    _save_to(monkeypatch, path)
+    window.save_image_dialog()
+    assert "red apple" in _chunks(path)["parameters"] and "Seed: 11" in _chunks(path)["parameters"]
