@@ -13,9 +13,9 @@ from pathlib import Path
 from PySide6.QtGui import QImage
 
 from sdstudio.engine.request import GenerationRequest
+from sdstudio.history.atomic import atomic_write
 from sdstudio.history.parameters import format_parameters
 from sdstudio.history.png import png_bytes
-from sdstudio.history.atomic import atomic_write
 from sdstudio.ui.imageconv import qimage_to_pil
 
 

@@ -1,17 +1,19 @@
 """The mode next to Generate, in the window: it follows the input and mask, and clears the input in one click."""
 
+import numpy as np
+from PIL import Image
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor, QImage
+from PySide6.QtGui import QImage
 
+from sdstudio.ui.imageconv import pil_to_qimage
 from sdstudio.ui.mode_bar import IMG2IMG, INPAINT, TXT2IMG, input_mode
 
 
 def textured(width, height) -> QImage:
-    image = QImage(width, height, QImage.Format.Format_RGB32)
-    for y in range(height):
-        for x in range(width):
-            image.setPixelColor(x, y, QColor((x * 7) % 256, (y * 5) % 256, (x * y) % 256))
-    return image
+    # Built in numpy: per-pixel QImage.setPixelColor trips a PySide refcount bug on None after ~50k calls.
+    y, x = np.mgrid[0:height, 0:width]
+    rgb = np.stack([(x * 7) % 256, (y * 5) % 256, (x * y) % 256], axis=-1).astype(np.uint8)
+    return pil_to_qimage(Image.fromarray(rgb))
 
 
 def paint(window, x=10, y=10):
