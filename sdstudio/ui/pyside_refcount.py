@@ -33,8 +33,10 @@ def emit_leaks_true() -> bool:
     return leaked >= _PROBES // 2
 
 
-def make_bools_immortal() -> None:
-    for value in (True, False):
+def make_singletons_immortal() -> None:
+    # None too: other 6.12 wrappers that return None (QImage.setPixelColor, seen aborting with
+    # "none_dealloc") drop a reference to it the same way.
+    for value in (True, False, None):
         _add_refs(value, _HEADROOM)
 
 
@@ -45,4 +47,4 @@ def _add_refs(obj: object, count: int) -> None:
 
 def install() -> None:
     if sys.version_info < (3, 12) and sys.implementation.name == "cpython" and emit_leaks_true():
-        make_bools_immortal()
+        make_singletons_immortal()

@@ -1,3 +1,4 @@
+import os
 import re
 import subprocess
 import sys
@@ -25,6 +26,24 @@ def test_many_signal_emits_do_not_abort_the_interpreter():
         "print('survived')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "survived" in out.stdout
+
+
+def test_many_calls_returning_none_do_not_abort_the_interpreter():
+    # QImage.setPixelColor returns None without owning a reference on PySide6 6.12 / Python 3.11.
+    code = (
+        "import sdstudio.ui\n"
+        "from PySide6.QtGui import QColor, QGuiApplication, QImage\n"
+        "app = QGuiApplication([])\n"
+        "image = QImage(200, 200, QImage.Format.Format_RGB32)\n"
+        "for i in range(40000):\n"
+        "    image.setPixelColor(i % 200, i // 200, QColor(1, 2, 3))\n"
+        "import gc; gc.collect()\n"
+        "print('survived')\n"
+    )
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "survived" in out.stdout
 
