@@ -2,8 +2,9 @@
 
 Each Python-side emit therefore lowers `True`'s reference count by one; on Python < 3.12 (where `True` is not
 immortal) a few hundred emits later the interpreter aborts with "bool_dealloc: deallocating True or False".
-When the leak is detected, `True` and `False` get a huge reference count, which is what Python 3.12 does for
-them anyway (PEP 683, immortal objects). Nothing happens on a PySide6 without the bug.
+Other wrappers that return `None` (QImage.setPixelColor) drop a reference to `None` the same way. When the leak is
+detected, `True`, `False` and `None` get a huge reference count, which is what Python 3.12 does for them anyway
+(PEP 683, immortal objects). Nothing happens on a PySide6 without the bug.
 """
 
 from __future__ import annotations
