@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from sdstudio.untrusted import quoted
 
-SAMPLERS = ("Euler", "Euler a", "Heun", "DPM++ 2M", "DPM++ 2M SDE", "DPM++ SDE", "DDIM", "LCM")
+SAMPLERS = (
+    "Euler", "Euler a", "Heun", "LMS", "DPM2", "DPM2 a", "DPM++ 2S a",
+    "DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 3M SDE", "DDIM", "LCM",
+)
 SCHEDULERS = ("normal", "karras", "exponential", "sgm_uniform")
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")  # what devices.resolve_device accepts
 
