@@ -159,7 +159,7 @@ def beta_cdf(x: float, a: float, b: float) -> float:
     """The regularized incomplete beta function I_x(a, b), by Gauss-Legendre quadrature.
 
     The density t^(a-1) (1-t)^(b-1) is singular at 0 and 1 for a, b < 1. Below x = 1/2 the substitution
-    t = u^(1/a) leaves the smooth integrand (1 - u^(1/a))^(b-1) / a on [0, x^a]; above, the symmetry
+    t = u^(1/a) (for a < 1) leaves the smooth integrand (1 - u^(1/a))^(b-1) / a on [0, x^a]; above, the symmetry
     I_x(a, b) = 1 - I_(1-x)(b, a) does the same from the other end.
     """
     if x <= 0:
@@ -168,9 +168,13 @@ def beta_cdf(x: float, a: float, b: float) -> float:
         return 1.0
     if x > 0.5:
         return 1.0 - beta_cdf(1.0 - x, b, a)
-    top = x**a
-    u = (_GAUSS_NODES + 1) * (top / 2)
-    integral = float((_GAUSS_WEIGHTS * (1 - u ** (1 / a)) ** (b - 1)).sum()) * (top / 2) / a
+    if a < 1:
+        top = x**a
+        u = (_GAUSS_NODES + 1) * (top / 2)
+        integral = float((_GAUSS_WEIGHTS * (1 - u ** (1 / a)) ** (b - 1)).sum()) * (top / 2) / a
+    else:  # no singularity at 0 to take out
+        t = (_GAUSS_NODES + 1) * (x / 2)
+        integral = float((_GAUSS_WEIGHTS * t ** (a - 1) * (1 - t) ** (b - 1)).sum()) * (x / 2)
     log_beta = math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
     return integral / math.exp(log_beta)
 
