@@ -1,4 +1,5 @@
-"""Sampler and schedule names as AUTOMATIC1111 shows them, the legacy combined names, and device names.
+"""Sampler and schedule names as AUTOMATIC1111 shows them, the legacy combined names, ComfyUI's names,
+the names of samplers and schedules other tools have and we lack (with our nearest), and device names.
 
 No torch here: the UI lists these and history parses them.
 """
@@ -7,45 +8,130 @@ from __future__ import annotations
 
 from sdstudio.untrusted import quoted
 
-SAMPLERS = ("Euler", "Euler a", "Heun", "DPM++ 2M", "DPM++ 2M SDE", "DPM++ SDE", "DDIM", "LCM")
-SCHEDULERS = ("normal", "karras", "exponential", "sgm_uniform")
+SAMPLERS = (
+    "Euler", "Euler a", "Heun", "LMS", "DPM2", "DPM2 a", "DPM++ 2S a",
+    "DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 3M SDE", "DDIM", "LCM",
+)
+SCHEDULERS = ("normal", "karras", "exponential", "sgm_uniform", "simple", "beta", "kl_optimal")
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")  # what devices.resolve_device accepts
 
 # A1111 writes "Schedule type: Karras"; ComfyUI says "karras". Keys are lower-cased.
-_SCHEDULER_ALIASES = {
-    "normal": "normal",
+_SCHEDULER_ALIASES = {name: name for name in SCHEDULERS} | {
     "uniform": "normal",  # A1111's "Uniform" gives the same sigmas for these models
     "automatic": "normal",
-    "karras": "karras",
-    "exponential": "exponential",
     "sgm uniform": "sgm_uniform",
-    "sgm_uniform": "sgm_uniform",
+    "kl optimal": "kl_optimal",
+}
+SCHEDULER_LABELS = {
+    "normal": "Normal", "karras": "Karras", "exponential": "Exponential", "sgm_uniform": "SGM Uniform",
+    "simple": "Simple", "beta": "Beta", "kl_optimal": "KL Optimal",
 }
 _SAMPLER_ALIASES = {name.lower(): name for name in SAMPLERS} | {
+    # ComfyUI's KSampler names; its "_gpu" variants run the same steps with noise drawn on the GPU.
     "euler_a": "Euler a",
     "euler_ancestral": "Euler a",
     "euler ancestral": "Euler a",
+    "lms": "LMS",
+    "dpm_2": "DPM2",
+    "dpm_2_ancestral": "DPM2 a",
+    "dpmpp_2s_ancestral": "DPM++ 2S a",
     "dpmpp_2m": "DPM++ 2M",
-    "dpmpp_2m_sde": "DPM++ 2M SDE",
     "dpmpp_sde": "DPM++ SDE",
+    "dpmpp_sde_gpu": "DPM++ SDE",
+    "dpmpp_2m_sde": "DPM++ 2M SDE",
+    "dpmpp_2m_sde_gpu": "DPM++ 2M SDE",
+    "dpmpp_3m_sde": "DPM++ 3M SDE",
+    "dpmpp_3m_sde_gpu": "DPM++ 3M SDE",
 }
-SCHEDULER_LABELS = {"normal": "Normal", "karras": "Karras", "exponential": "Exponential", "sgm_uniform": "SGM Uniform"}
+
+# Samplers A1111 (as it writes them) and ComfyUI (KSampler names) have and SD Studio lacks -> the one of ours
+# whose steps are most alike: same family (multistep, ancestral, Heun-like) and same determinism. Reading
+# such an image names the nearest; it is used only when the user chooses it. Keys are lower-cased.
+NEAREST_SAMPLER = {
+    "unipc": "DPM++ 2M",  # multistep predictor-corrector on the same exponential integrator
+    "uni_pc": "DPM++ 2M",
+    "uni_pc_bh2": "DPM++ 2M",
+    "deis": "DPM++ 2M",
+    "res_multistep": "DPM++ 2M",
+    "dpm fast": "DPM2",  # DPM-Solver with fixed orders 3, 2, 1
+    "dpm_fast": "DPM2",
+    "dpm adaptive": "DPM2",
+    "dpm_adaptive": "DPM2",
+    "plms": "LMS",  # pseudo linear multistep: Adams-Bashforth on eps
+    "ipndm": "LMS",
+    "ipndm_v": "LMS",
+    "restart": "Heun",  # Heun ODE steps with restart noise
+    "heunpp2": "Heun",
+    "ddpm": "Euler a",
+    "euler cfg++": "Euler",
+    "euler_cfg_pp": "Euler",
+    "euler a cfg++": "Euler a",
+    "euler_ancestral_cfg_pp": "Euler a",
+    "dpm++ 2m cfg++": "DPM++ 2M",
+    "dpmpp_2m_cfg_pp": "DPM++ 2M",
+    "dpmpp_2s_ancestral_cfg_pp": "DPM++ 2S a",
+    "ddim cfg++": "DDIM",
+    "dpm++ 2m sde heun": "DPM++ 2M SDE",  # the Heun-type correction instead of the midpoint
+    "er_sde": "DPM++ 2M SDE",
+    "sa_solver": "DPM++ 2M SDE",
+    "seeds_2": "DPM++ SDE",
+    "seeds_3": "DPM++ SDE",
+}
+# Schedules the same tools have and we lack -> our nearest, as for samplers.
+NEAREST_SCHEDULER = {
+    "ddim": "normal",  # A1111's label for DDIM's uniform timesteps
+    "ddim_uniform": "normal",
+    "linear_quadratic": "normal",
+    "polyexponential": "exponential",
+    "align your steps": "karras",
+    "align your steps gits": "karras",
+    "align your steps 11": "karras",
+    "align your steps 32": "karras",
+    "ays": "karras",
+    "ays+": "karras",
+    "ays_30": "karras",
+    "ays_30+": "karras",
+    "gits": "karras",
+    "turbo": "sgm_uniform",
+}
+# Legacy A1111 names carry the schedule as a suffix: "DPM++ 2M Karras", "DPM++ 3M SDE Exponential".
+_SCHEDULE_SUFFIXES = ((" karras", "karras"), (" exponential", "exponential"))
+
+
+class NotOffered(ValueError):
+    """A sampler or schedule another tool has and SD Studio lacks; `nearest` is ours that comes closest
+    (for a sampler: (sampler, schedule or None), the schedule being one a legacy name carried)."""
+
+    def __init__(self, message: str, nearest: object) -> None:
+        super().__init__(message)
+        self.nearest = nearest
 
 
 def canonical_scheduler(name: str) -> str:
-    """'Karras' / 'karras' / 'SGM Uniform' -> our schedule name; ValueError names the choices."""
+    """'Karras' / 'karras' / 'SGM Uniform' -> our schedule name; NotOffered names the nearest for a schedule
+    other tools have, ValueError lists the choices for one nobody has."""
     key = name.strip().lower()
-    if key not in _SCHEDULER_ALIASES:
-        raise ValueError(f"unknown schedule {quoted(name)}; choose one of: {', '.join(SCHEDULERS)}")
-    return _SCHEDULER_ALIASES[key]
+    if key in _SCHEDULER_ALIASES:
+        return _SCHEDULER_ALIASES[key]
+    if key in NEAREST_SCHEDULER:
+        nearest = NEAREST_SCHEDULER[key]
+        raise NotOffered(
+            f"schedule {quoted(name)} is not in SD Studio; the nearest is {quoted(SCHEDULER_LABELS[nearest])}",
+            nearest,
+        )
+    raise ValueError(f"unknown schedule {quoted(name)}; choose one of: {', '.join(SCHEDULERS)}")
 
 
 def canonical_sampler(name: str) -> tuple[str, str | None]:
-    """Return (sampler, schedule or None). Legacy A1111 names carry the schedule: 'DPM++ 2M Karras'."""
+    """Return (sampler, schedule or None). Legacy A1111 names carry the schedule: 'DPM++ 2M Karras'.
+
+    NotOffered names the nearest for a sampler other tools have; ValueError lists the choices otherwise."""
     key = name.strip().lower()
-    if key in _SAMPLER_ALIASES:
-        return _SAMPLER_ALIASES[key], None
-    for suffix, schedule in ((" karras", "karras"), (" exponential", "exponential")):
-        if key.endswith(suffix) and key[: -len(suffix)] in _SAMPLER_ALIASES:
-            return _SAMPLER_ALIASES[key[: -len(suffix)]], schedule
+    for suffix, schedule in ((None, None),) + _SCHEDULE_SUFFIXES:
+        base = key if suffix is None else key[: -len(suffix)] if key.endswith(suffix) else None
+        if base in _SAMPLER_ALIASES:
+            return _SAMPLER_ALIASES[base], schedule
+        if base in NEAREST_SAMPLER:
+            nearest = NEAREST_SAMPLER[base]
+            raise NotOffered(f"sampler {quoted(name)} is not in SD Studio; the nearest is {quoted(nearest)}", (nearest, schedule))
     raise ValueError(f"unknown sampler {quoted(name)}; choose one of: {', '.join(SAMPLERS)}")

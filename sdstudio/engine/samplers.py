@@ -301,14 +301,193 @@ def sample_lcm(
     return x
 
 
+@torch.no_grad()
+def sample_dpmpp_2s_ancestral(
+    model: Model,
+    x: Tensor,
+    sigmas: Tensor,
+    callback: Callback | None = None,
+    noise_sampler: NoiseSampler | None = None,
+) -> Tensor:
+    """DPM-Solver++(2S), Lu et al. (2022) arXiv:2211.01095 alg. 1 with r = 1/2, taken to the ancestral
+    sigma_down and re-noised with eta = 1 (k-diffusion `sample_dpmpp_2s_ancestral`). The last step is Euler."""
+    noise_sampler = _need(noise_sampler, "DPM++ 2S a")
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        sigma = sigmas[i]
+        denoised = model(x, sigma * s_in)
+        _report(callback, i, sigma, x, denoised)
+        sigma_down, sigma_up = _ancestral_step(sigma, sigmas[i + 1])
+        if sigma_down == 0:
+            x = x + (x - denoised) / sigma * (sigma_down - sigma)
+        else:
+            h = sigma.log() - sigma_down.log()
+            sigma_mid = (-(-sigma.log() + h / 2)).exp()
+            x_2 = (sigma_mid / sigma) * x - (-h / 2).expm1() * denoised
+            denoised_2 = model(x_2, sigma_mid * s_in)
+            x = (sigma_down / sigma) * x - (-h).expm1() * denoised_2
+        if sigmas[i + 1] > 0:
+            x = x + noise_sampler(sigma, sigmas[i + 1]) * sigma_up
+    return x
+
+
+def _dpm2_step(model: Model, x: Tensor, d: Tensor, sigma: Tensor, sigma_to: Tensor, s_in: Tensor) -> Tensor:
+    """One DPM-Solver-2 step (Lu et al. 2022, arXiv:2206.00927) in Karras et al.'s sigma form: Euler to the
+    log-sigma midpoint, then the whole step with the midpoint's slope."""
+    sigma_mid = sigma.log().lerp(sigma_to.log(), 0.5).exp()
+    x_2 = x + d * (sigma_mid - sigma)
+    d_2 = (x_2 - model(x_2, sigma_mid * s_in)) / sigma_mid
+    return x + d_2 * (sigma_to - sigma)
+
+
+@torch.no_grad()
+def sample_dpm_2(
+    model: Model,
+    x: Tensor,
+    sigmas: Tensor,
+    callback: Callback | None = None,
+    noise_sampler: NoiseSampler | None = None,
+) -> Tensor:
+    """DPM-Solver-2 steps in Karras et al. (2022) alg. 2 without churn (k-diffusion `sample_dpm_2`); the
+    last step to 0 is Euler."""
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in)
+        _report(callback, i, sigmas[i], x, denoised)
+        d = (x - denoised) / sigmas[i]
+        if sigmas[i + 1] == 0:
+            x = x + d * (sigmas[i + 1] - sigmas[i])
+        else:
+            x = _dpm2_step(model, x, d, sigmas[i], sigmas[i + 1], s_in)
+    return x
+
+
+@torch.no_grad()
+def sample_dpm_2_ancestral(
+    model: Model,
+    x: Tensor,
+    sigmas: Tensor,
+    callback: Callback | None = None,
+    noise_sampler: NoiseSampler | None = None,
+) -> Tensor:
+    """Ancestral sampling with DPM-Solver-2 steps to sigma_down, eta = 1 (k-diffusion
+    `sample_dpm_2_ancestral`); the last step to 0 is Euler and adds no noise."""
+    noise_sampler = _need(noise_sampler, "DPM2 a")
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in)
+        _report(callback, i, sigmas[i], x, denoised)
+        sigma_down, sigma_up = _ancestral_step(sigmas[i], sigmas[i + 1])
+        d = (x - denoised) / sigmas[i]
+        if sigma_down == 0:
+            x = x + d * (sigma_down - sigmas[i])
+        else:
+            x = _dpm2_step(model, x, d, sigmas[i], sigma_down, s_in)
+            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * sigma_up
+    return x
+
+
+def lms_coefficients(sigmas: Sequence[float], i: int, order: int) -> list[float]:
+    """Linear multistep weights of the last `order` slopes for the step sigmas[i] -> sigmas[i + 1].
+
+    Weight j is the integral over that step of the Lagrange basis polynomial through sigmas[i - k],
+    k < order, that is 1 at sigmas[i - j] (Adams-Bashforth on a non-uniform grid). The polynomial has
+    degree < order, so it is integrated exactly from its coefficients (k-diffusion integrates it
+    numerically with scipy's quad). Computed in float64.
+    """
+    if order - 1 > i:
+        raise ValueError(f"LMS order {order} needs {order} earlier steps; step {i} has {i}")
+    nodes = [float(sigmas[i - k]) for k in range(order)]
+    a, b = float(sigmas[i]), float(sigmas[i + 1])
+    weights = []
+    for j in range(order):
+        poly = [1.0]  # coefficients, lowest power first
+        for k in range(order):
+            if k == j:
+                continue
+            denominator = nodes[j] - nodes[k]
+            shifted = [0.0] + poly  # poly * tau
+            poly = [(shifted[n] - nodes[k] * (poly[n] if n < len(poly) else 0.0)) / denominator for n in range(len(shifted))]
+        weights.append(sum(c * (b ** (n + 1) - a ** (n + 1)) / (n + 1) for n, c in enumerate(poly)))
+    return weights
+
+
+@torch.no_grad()
+def sample_lms(
+    model: Model,
+    x: Tensor,
+    sigmas: Tensor,
+    callback: Callback | None = None,
+    noise_sampler: NoiseSampler | None = None,
+    order: int = 4,
+) -> Tensor:
+    """Linear multistep (order 4, lower while fewer slopes are known) on the probability-flow ODE, as
+    k-diffusion's `sample_lms` (Karras et al. 2022 name it among the baseline solvers)."""
+    s_in = x.new_ones([x.shape[0]])
+    sigma_values = sigmas.detach().cpu().double().tolist()
+    ds: list[Tensor] = []
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in)
+        _report(callback, i, sigmas[i], x, denoised)
+        ds = (ds + [(x - denoised) / sigmas[i]])[-order:]
+        coefficients = lms_coefficients(sigma_values, i, min(i + 1, order))
+        x = x + sum(c * d for c, d in zip(coefficients, reversed(ds), strict=True))
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_3m_sde(
+    model: Model,
+    x: Tensor,
+    sigmas: Tensor,
+    callback: Callback | None = None,
+    noise_sampler: NoiseSampler | None = None,
+) -> Tensor:
+    """DPM-Solver++(3M) SDE, eta = 1: the SDE solver of Lu et al. (2022) arXiv:2211.01095 with third-order
+    multistep corrections from the last two denoised estimates (k-diffusion `sample_dpmpp_3m_sde`).
+    The step to sigma = 0 returns the denoised estimate."""
+    noise_sampler = _need(noise_sampler, "DPM++ 3M SDE")
+    s_in = x.new_ones([x.shape[0]])
+    denoised_1 = denoised_2 = h_1 = h_2 = None
+    h = None
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in)
+        _report(callback, i, sigmas[i], x, denoised)
+        if sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            h = sigmas[i].log() - sigmas[i + 1].log()
+            h_eta = 2 * h
+            x = (-h_eta).exp() * x - (-h_eta).expm1() * denoised
+            phi_2 = (-h_eta).expm1() / h_eta + 1
+            if h_2 is not None:
+                r0, r1 = h_1 / h, h_2 / h
+                d1_0 = (denoised - denoised_1) / r0
+                d1_1 = (denoised_1 - denoised_2) / r1
+                d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
+                d2 = (d1_0 - d1_1) / (r0 + r1)
+                x = x + phi_2 * d1 - (phi_2 / h_eta - 0.5) * d2
+            elif h_1 is not None:
+                x = x + phi_2 * (denoised - denoised_1) / (h_1 / h)
+            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-(-2 * h).expm1()).sqrt()
+        denoised_1, denoised_2 = denoised, denoised_1
+        h_1, h_2 = h, h_1
+    return x
+
+
 # Keyed by the display names in names.SAMPLERS.
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "Euler": sample_euler,
     "Euler a": sample_euler_ancestral,
     "Heun": sample_heun,
+    "LMS": sample_lms,
+    "DPM2": sample_dpm_2,
+    "DPM2 a": sample_dpm_2_ancestral,
+    "DPM++ 2S a": sample_dpmpp_2s_ancestral,
     "DPM++ 2M": sample_dpmpp_2m,
-    "DPM++ 2M SDE": sample_dpmpp_2m_sde,
     "DPM++ SDE": sample_dpmpp_sde,
+    "DPM++ 2M SDE": sample_dpmpp_2m_sde,
+    "DPM++ 3M SDE": sample_dpmpp_3m_sde,
     "DDIM": sample_ddim,
     "LCM": sample_lcm,
 }

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy
 import torch
 from torch import Tensor
 
@@ -113,11 +114,87 @@ def sgm_uniform(steps: int, ms: ModelSampling) -> Tensor:
     return _append_zero(ms.t_to_sigma(t))
 
 
+def simple(steps: int, ms: ModelSampling) -> Tensor:
+    """ComfyUI's "simple": every (1000 / steps)-th entry of the model's own sigma table, from the top."""
+    stride = len(ms.sigmas) / steps
+    return _append_zero(torch.stack([ms.sigmas[-(1 + int(i * stride))] for i in range(steps)]))
+
+
+def beta(steps: int, ms: ModelSampling, alpha: float = 0.6, b: float = 0.6) -> Tensor:
+    """ComfyUI's "beta" (Lee et al. 2024, "Beta Sampling is All You Need", arXiv:2407.12173): timesteps at
+    the quantiles 1, 1 - 1/steps, ... of a Beta(0.6, 0.6) distribution, rounded to the training timesteps.
+
+    ComfyUI drops a timestep that rounds to the one before, giving fewer steps than asked; we refuse that
+    step count instead, so a request never runs fewer steps than it says.
+    """
+    quantiles = [beta_quantile(1 - i / steps, alpha, b) for i in range(steps)]
+    timesteps = [round(q * ms.t_max) for q in quantiles]  # numpy.rint: halves to even, as round() does
+    if len(set(timesteps)) < steps:
+        raise RequestError(
+            f"The beta schedule repeats a timestep at {steps} steps; use fewer steps or another schedule."
+        )
+    return _append_zero(ms.sigmas[torch.tensor(timesteps)])
+
+
+def beta_quantile(p: float, a: float, b: float) -> float:
+    """The x with I_x(a, b) = p (the inverse regularized incomplete beta function, scipy's beta.ppf), by
+    bisection on `beta_cdf` to float64 resolution."""
+    if p <= 0:
+        return 0.0
+    if p >= 1:
+        return 1.0
+    lo, hi = 0.0, 1.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if mid in (lo, hi):
+            break
+        lo, hi = (mid, hi) if beta_cdf(mid, a, b) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+_GAUSS_NODES, _GAUSS_WEIGHTS = (torch.from_numpy(v) for v in numpy.polynomial.legendre.leggauss(64))
+
+
+def beta_cdf(x: float, a: float, b: float) -> float:
+    """The regularized incomplete beta function I_x(a, b), by Gauss-Legendre quadrature.
+
+    The density t^(a-1) (1-t)^(b-1) is singular at 0 and 1 for a, b < 1. Below x = 1/2 the substitution
+    t = u^(1/a) (for a < 1) leaves the smooth integrand (1 - u^(1/a))^(b-1) / a on [0, x^a]; above, the symmetry
+    I_x(a, b) = 1 - I_(1-x)(b, a) does the same from the other end.
+    """
+    if x <= 0:
+        return 0.0
+    if x >= 1:
+        return 1.0
+    if x > 0.5:
+        return 1.0 - beta_cdf(1.0 - x, b, a)
+    if a < 1:
+        top = x**a
+        u = (_GAUSS_NODES + 1) * (top / 2)
+        integral = float((_GAUSS_WEIGHTS * (1 - u ** (1 / a)) ** (b - 1)).sum()) * (top / 2) / a
+    else:  # no singularity at 0 to take out
+        t = (_GAUSS_NODES + 1) * (x / 2)
+        integral = float((_GAUSS_WEIGHTS * t ** (a - 1) * (1 - t) ** (b - 1)).sum()) * (x / 2)
+    log_beta = math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+    return integral / math.exp(log_beta)
+
+
+def kl_optimal(steps: int, ms: ModelSampling) -> Tensor:
+    """ComfyUI's "kl_optimal" (Sabour et al. 2024, "Align Your Steps", arXiv:2404.14507, eq. for the
+    KL-optimal schedule): evenly spaced in arctan(sigma) from sigma_max to sigma_min. One step is sigma_max
+    alone (ComfyUI divides by steps - 1 there)."""
+    ramp = torch.arange(steps, dtype=torch.float32) / max(steps - 1, 1)
+    return _append_zero((ramp * math.atan(ms.sigma_min) + (1 - ramp) * math.atan(ms.sigma_max)).tan())
+
+
 SCHEDULES: dict[str, Callable[[int, ModelSampling], Tensor]] = {
     "normal": normal,
     "karras": karras,
     "exponential": exponential,
     "sgm_uniform": sgm_uniform,
+    "simple": simple,
+    "beta": beta,
+    "kl_optimal": kl_optimal,
 }
 
 

@@ -29,7 +29,7 @@ from sdstudio.engine.errors import ModelNotFound, RequestError, SDStudioError
 from sdstudio.engine.model_files import builtin_model_path, resolve_model
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.history.layout import Layout
-from sdstudio.history.parameters import a1111_mode, lenient_request, parse_parameters, request_from_parameters
+from sdstudio.history.parameters import a1111_mode, lenient_request, parse_parameters, request_and_problem
 from sdstudio.history.png import open_image, read_image_text
 from sdstudio.history.record import Record, file_name, record_from_json
 from sdstudio.untrusted import printable, quoted
@@ -69,8 +69,8 @@ class FileParameters:
 
     `request` is the request read from the file, as complete as it could be made: init image and mask
     restored from the sidecars, `model` resolved on this machine when a models folder was given. It is
-    None when the file has no parameters or values SD Studio cannot run (an unknown sampler). `problem`
-    says why the file cannot be re-run as it is ("" when it can); `model_problem` says the model it
+    None when the file has no parameters or values SD Studio cannot read (a bad number); a sampler or
+    schedule SD Studio lacks is kept as written, with `problem` naming our nearest. `problem` says why the file cannot be re-run as it is ("" when it can); `model_problem` says the model it
     names is not here (then `request.model` is not usable). `rerun_request()` checks both.
     """
 
@@ -139,8 +139,8 @@ def read_file_parameters(
             request, problem = _with_sidecars(record, _sidecar_folders(path, record, history_root))
     elif text:
         model_name, mode = params.get("Model", ""), a1111_mode(params)
-        try:
-            request = request_from_parameters(params)
+        try:  # a sampler we lack keeps its name, with the problem naming our nearest
+            request, problem = request_and_problem(params)
         except RequestError as e:
             request, problem = None, str(e)
     else:

@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping
 
 from sdstudio.engine.errors import RequestError
-from sdstudio.engine.names import SCHEDULER_LABELS, canonical_sampler, canonical_scheduler
+from sdstudio.engine.names import SCHEDULER_LABELS, NotOffered, canonical_sampler, canonical_scheduler
 from sdstudio.engine.request import GenerationRequest
 
 # A1111's pairs: a key starts with a word character and may hold spaces, '-' and '/'; a value is either
@@ -37,7 +37,15 @@ _NEGATIVE = "Negative prompt:"
 # What A1111 >= 1.9 means by "Schedule type: Automatic": the sampler's own default schedule
 # (modules/sd_samplers_kdiffusion.py, option 'scheduler'); every other sampler uses the uniform
 # timestep spacing that we call "normal".
-_AUTOMATIC_SCHEDULE = {"DPM++ 2M": "karras", "DPM++ SDE": "karras", "DPM++ 2M SDE": "exponential"}
+_AUTOMATIC_SCHEDULE = {
+    "DPM++ 2M": "karras",
+    "DPM++ SDE": "karras",
+    "DPM++ 2M SDE": "exponential",
+    "DPM++ 2S a": "karras",
+    "DPM++ 3M SDE": "exponential",
+    "DPM2": "karras",
+    "DPM2 a": "karras",
+}
 
 
 def quote(value: object) -> str:
@@ -161,20 +169,62 @@ def sampler_and_schedule(params: Mapping[str, str]) -> tuple[str, str]:
     """Our (sampler, schedule) for the text's Sampler and Schedule type, old combined names included.
 
     A schedule carried by the sampler name wins, as in A1111; no schedule at all (files before 1.9)
-    means the sampler's plain uniform schedule.
+    means the sampler's plain uniform schedule. RequestError for a name we lack (`request_and_problem` reads it anyway).
     """
+    sampler, schedule, problem = _sampler_and_schedule(params)
+    if problem:
+        raise RequestError(f"cannot re-create this image: {problem}")
+    return sampler, schedule
+
+
+def _sampler_and_schedule(params: Mapping[str, str]) -> tuple[str, str, str]:
+    """(sampler, schedule, problem): a sampler or schedule another tool has and SD Studio lacks is kept as
+    written, and the problem names our nearest; RequestError for a name no tool has."""
+    written_sampler = params.get("Sampler", "Euler a")
+    label = params.get("Schedule type", "")
+    problems = []
     try:
-        sampler, schedule = canonical_sampler(params.get("Sampler", "Euler a"))
-        if schedule is not None:
-            return sampler, schedule
-        label = params.get("Schedule type", "")
-        if not label:
-            return sampler, "normal"
-        if label.strip().lower() == "automatic":
-            return sampler, _AUTOMATIC_SCHEDULE.get(sampler, "normal")
-        return sampler, canonical_scheduler(label)
+        try:
+            sampler, schedule = canonical_sampler(written_sampler)
+        except NotOffered as e:
+            problems.append(str(e))
+            sampler, schedule = written_sampler, e.nearest[1]
+        if schedule is None:
+            if not label:
+                schedule = "normal"
+            elif label.strip().lower() == "automatic":
+                schedule = _AUTOMATIC_SCHEDULE.get(sampler, "normal")
+            else:
+                try:
+                    schedule = canonical_scheduler(label)
+                except NotOffered as e:
+                    problems.append(str(e))
+                    schedule = label
     except ValueError as e:
         raise RequestError(f"cannot re-create this image: {e}") from None
+    return sampler, schedule, "; ".join(problems)
+
+
+def with_nearest(params: Mapping[str, str]) -> dict[str, str]:
+    """The parameters with a sampler and schedule SD Studio lacks replaced by our nearest (names.NEAREST_*),
+    for a re-run the user has agreed to; the rest unchanged. Names we have, or no tool has, stay as written."""
+    out = dict(params)
+    try:
+        canonical_sampler(out.get("Sampler", "Euler a"))
+    except NotOffered as e:
+        sampler, carried = e.nearest
+        out["Sampler"] = sampler
+        if carried is not None:
+            out["Schedule type"] = SCHEDULER_LABELS[carried]
+    except ValueError:
+        pass
+    try:
+        canonical_scheduler(out.get("Schedule type", "") or "normal")
+    except NotOffered as e:
+        out["Schedule type"] = SCHEDULER_LABELS[e.nearest]
+    except ValueError:
+        pass
+    return out
 
 
 # Numbers from a file go into the index's SQLite INTEGER/REAL columns: a whole number must fit in 64 bits and
@@ -247,10 +297,23 @@ def request_from_parameters(params: Mapping[str, str]) -> GenerationRequest:
     The text names the model but holds no path, so `model` stays "" for the caller to resolve from
     ``params["Model"]`` / `model_hash`; init image and mask are not in the text either.
     """
+    request, problem = request_and_problem(params)
+    if problem:
+        raise RequestError(f"cannot re-create this image: {problem}")
+    return request
+
+
+def request_and_problem(params: Mapping[str, str]) -> tuple[GenerationRequest, str]:
+    """The request as `request_from_parameters` builds it, and what keeps it from running ("" when nothing).
+
+    A sampler or schedule SD Studio lacks does not stop the reading: the request keeps the name as written
+    and the problem says so and names our nearest (`with_nearest` makes the request that uses it). Other
+    bad values raise RequestError.
+    """
     defaults = GenerationRequest()
-    sampler, scheduler = sampler_and_schedule(params)
+    sampler, scheduler, problem = _sampler_and_schedule(params)
     width, height = _size(params)
-    return GenerationRequest(
+    request = GenerationRequest(
         prompt=params.get("Prompt", ""),
         negative_prompt=params.get("Negative prompt", ""),
         steps=_int(params, "Steps", defaults.steps),
@@ -267,6 +330,7 @@ def request_from_parameters(params: Mapping[str, str]) -> GenerationRequest:
         only_masked_padding=_int(params, "Masked area padding", defaults.only_masked_padding),
         model_hash=params.get("Model hash", ""),
     )
+    return request, problem
 
 
 def a1111_mode(params: Mapping[str, str]) -> str:
@@ -288,7 +352,7 @@ def _lenient_number(text: str, kind: type, default: float) -> float:
 def lenient_request(params: Mapping[str, str]) -> GenerationRequest:
     """The request for listing: exact when the text is one we can re-run, else raw names kept for display."""
     try:
-        return request_from_parameters(params)
+        return request_and_problem(params)[0]
     except RequestError:
         width, _, height = params.get("Size", "").partition("x")
         return GenerationRequest(

@@ -13,7 +13,7 @@ from tests.engine import kdiffusion_reference
 from tests.engine.toy_unet import ToyUNet, toy_conditioning
 
 SD_BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
-STOCHASTIC = ("Euler a", "DPM++ 2M SDE", "DPM++ SDE", "LCM")
+STOCHASTIC = ("Euler a", "DPM2 a", "DPM++ 2S a", "DPM++ 2M SDE", "DPM++ SDE", "DPM++ 3M SDE", "LCM")
 # Our name -> k-diffusion function (LCM is ComfyUI's addition, checked against diffusers below).
 KDIFFUSION = {
     "Euler": "sample_euler",
@@ -23,6 +23,11 @@ KDIFFUSION = {
     "DPM++ 2M SDE": "sample_dpmpp_2m_sde",
     "DPM++ SDE": "sample_dpmpp_sde",
     "DDIM": "sample_euler",
+    "LMS": "sample_lms",
+    "DPM2": "sample_dpm_2",
+    "DPM2 a": "sample_dpm_2_ancestral",
+    "DPM++ 2S a": "sample_dpmpp_2s_ancestral",
+    "DPM++ 3M SDE": "sample_dpmpp_3m_sde",
 }
 
 
@@ -105,7 +110,7 @@ def test_sampler_follows_k_diffusion_step_for_step(ms, kdiff_sampling, name, sch
         assert got == pytest.approx(want, rel=1e-5)
 
 
-@pytest.mark.parametrize("name", ["Euler", "Heun", "DPM++ 2M", "DDIM"])
+@pytest.mark.parametrize("name", ["Euler", "Heun", "LMS", "DPM2", "DPM++ 2M", "DDIM"])
 def test_deterministic_samplers_draw_no_noise(ms, name):
     sigmas = get_sigmas("karras", 5, ms)
     noise = ScriptedNoise(0)
@@ -301,3 +306,21 @@ def test_same_seed_gives_the_same_image_and_another_seed_does_not(ms):
 
     assert torch.equal(run(7), run(7))
     assert not torch.allclose(run(7), run(8))
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+def test_lms_weights_are_the_exact_integrals_of_the_lagrange_basis(order):
+    from scipy import integrate
+
+    from sdstudio.engine.samplers import lms_coefficients
+
+    sigmas = [14.6, 9.1, 3.3, 1.7, 0.4, 0.0]  # uneven, ending at 0 as every schedule does
+    i = 4
+    nodes = [sigmas[i - k] for k in range(order)]
+
+    def basis(j, tau):
+        return math.prod((tau - nodes[k]) / (nodes[j] - nodes[k]) for k in range(order) if k != j)
+
+    want = [integrate.quad(lambda tau, j=j: basis(j, tau), sigmas[i], sigmas[i + 1], epsabs=0, epsrel=1e-13)[0] for j in range(order)]
+    assert lms_coefficients(sigmas, i, order) == pytest.approx(want, rel=1e-11, abs=1e-12)
+    assert sum(lms_coefficients(sigmas, i, order)) == pytest.approx(sigmas[i + 1] - sigmas[i])  # exact for constant slope

@@ -124,3 +124,64 @@ def test_unknown_schedule_and_too_few_steps_are_request_errors(ms):
         get_sigmas("Karras", 20, ms)
     with pytest.raises(RequestError, match="at least 1"):
         get_sigmas("normal", 0, ms)
+
+
+# ComfyUI's schedulers (comfy/samplers.py), re-derived here from their published formulas with numpy/scipy.
+def comfyui_simple(sigmas, steps):
+    stride = len(sigmas) / steps
+    return [float(sigmas[-(1 + int(x * stride))]) for x in range(steps)] + [0.0]
+
+
+def comfyui_beta(sigmas, steps, alpha=0.6, beta=0.6):
+    import numpy as np
+    from scipy import stats
+
+    ts = np.rint(stats.beta.ppf(1 - np.linspace(0, 1, steps, endpoint=False), alpha, beta) * (len(sigmas) - 1))
+    out, last = [], -1
+    for t in ts:
+        if t != last:
+            out.append(float(sigmas[int(t)]))
+        last = t
+    return out + [0.0]
+
+
+def comfyui_kl_optimal(steps, sigma_min, sigma_max):
+    idx = torch.arange(steps, dtype=torch.float).div_(steps - 1)
+    out = idx.new_zeros(steps + 1)
+    out[:-1] = (idx * math.atan(sigma_min) + (1 - idx) * math.atan(sigma_max)).tan_()
+    return out
+
+
+@pytest.mark.parametrize("steps", [1, 3, 20, 37, 150, 500])
+def test_simple_equals_comfyui(ms, steps):
+    assert get_sigmas("simple", steps, ms).tolist() == pytest.approx(comfyui_simple(ms.sigmas, steps), rel=0)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 9, 20, 50, 138])
+def test_beta_equals_comfyui_with_scipy_quantiles(ms, steps):
+    assert get_sigmas("beta", steps, ms).tolist() == pytest.approx(comfyui_beta(ms.sigmas, steps), rel=0)
+
+
+def test_beta_refuses_a_step_count_where_comfyui_would_run_fewer_steps(ms):
+    assert len(comfyui_beta(ms.sigmas, 139)) < 140  # ComfyUI silently drops a repeated timestep here
+    with pytest.raises(RequestError, match="fewer steps"):
+        get_sigmas("beta", 139, ms)
+
+
+@pytest.mark.parametrize("a", [0.6, 0.3, 2.5])
+def test_beta_quantile_and_cdf_equal_scipy_including_the_singular_ends(a):
+    from scipy import stats
+
+    from sdstudio.engine.schedules import beta_cdf, beta_quantile
+
+    for p in (1e-9, 1e-4, 0.02, 0.25, 0.5, 0.6, 0.93, 0.9999, 1 - 1e-9):
+        assert beta_cdf(p, a, 0.6) == pytest.approx(stats.beta.cdf(p, a, 0.6), rel=1e-7, abs=1e-12)
+        assert beta_quantile(p, a, 0.6) == pytest.approx(stats.beta.ppf(p, a, 0.6), rel=1e-7, abs=1e-12)
+
+
+@pytest.mark.parametrize("steps", [2, 10, 33])
+def test_kl_optimal_equals_comfyui(ms, steps):
+    ref = comfyui_kl_optimal(steps, ms.sigma_min, ms.sigma_max)
+    torch.testing.assert_close(get_sigmas("kl_optimal", steps, ms), ref)
+    assert math.isnan(float(comfyui_kl_optimal(1, ms.sigma_min, ms.sigma_max)[0]))  # ComfyUI's one-step case
+    assert get_sigmas("kl_optimal", 1, ms).tolist() == pytest.approx([ms.sigma_max, 0.0], rel=1e-6)

@@ -183,8 +183,12 @@ def test_reads_ours_a1111_and_plain_images(tmp_path: Path) -> None:
     assert plain.problem == NO_PARAMETERS
 
     unknown = read_file_parameters(a1111_png(tmp_path / "u.png", "a\nSteps: 20, Sampler: UniPC, CFG scale: 7, Seed: 3, Size: 8x8"))
-    assert unknown.has_parameters and unknown.request is None and "UniPC" in unknown.problem
+    # A sampler we lack: read as written, the problem names our nearest, and a re-run refuses until chosen.
+    assert unknown.has_parameters and unknown.request.sampler == "UniPC" and unknown.request.seed == 3
+    assert unknown.problem == "sampler 'UniPC' is not in SD Studio; the nearest is 'DPM++ 2M'"
     assert unknown.listing_request().sampler == "UniPC"
+    with pytest.raises(RequestError, match="nearest is 'DPM\\+\\+ 2M'"):
+        unknown.rerun_request()
 
 
 def comfyui_png(path: Path) -> Path:

@@ -16,8 +16,10 @@ from sdstudio.history.parameters import (
     lenient_request,
     parse_parameters,
     quote,
+    request_and_problem,
     request_from_parameters,
     unquote,
+    with_nearest,
 )
 
 # Strings in the shapes A1111 writes them: before 1.9 (schedule inside the sampler name), after 1.9
@@ -116,6 +118,18 @@ def test_parse_reads_a1111_texts_into_prompt_negative_and_every_key(text: str, e
         ("Euler a", "Automatic", ("Euler a", "normal")),
         ("Euler", "SGM Uniform", ("Euler", "sgm_uniform")),
         ("DPM++ 2M Karras", "Exponential", ("DPM++ 2M", "karras")),  # as in A1111, the name's suffix wins
+        ("LMS", None, ("LMS", "normal")),
+        ("LMS Karras", None, ("LMS", "karras")),
+        ("DPM2 a Karras", None, ("DPM2 a", "karras")),
+        ("DPM++ 3M SDE Exponential", None, ("DPM++ 3M SDE", "exponential")),
+        ("DPM++ 3M SDE", "Automatic", ("DPM++ 3M SDE", "exponential")),
+        ("DPM++ 2S a", "Automatic", ("DPM++ 2S a", "karras")),
+        ("DPM2", "Automatic", ("DPM2", "karras")),
+        ("LMS", "Automatic", ("LMS", "normal")),
+        ("dpmpp_3m_sde_gpu", "kl_optimal", ("DPM++ 3M SDE", "kl_optimal")),  # ComfyUI's names
+        ("dpm_2_ancestral", "Beta", ("DPM2 a", "beta")),
+        ("Euler", "Simple", ("Euler", "simple")),
+        ("Euler", "KL Optimal", ("Euler", "kl_optimal")),
     ],
 )
 def test_sampler_and_schedule_map_old_and_new_a1111_names(sampler, schedule, expected) -> None:
@@ -291,3 +305,45 @@ def test_hostile_numbers_are_refused_as_request_errors(line: str, message: str) 
     listed = lenient_request(params)
     values = (listed.steps, listed.seed, listed.width, listed.height, listed.cfg_scale)
     assert all(abs(v) < 2**63 and v == v for v in values)  # fits the index
+
+
+@pytest.mark.parametrize(
+    ("sampler", "schedule", "written", "problem", "nearest"),
+    [
+        ("UniPC", "Automatic", ("UniPC", "normal"), "sampler 'UniPC' is not in SD Studio; the nearest is 'DPM++ 2M'",
+         ("DPM++ 2M", "karras")),
+        ("Restart", "Karras", ("Restart", "karras"), "sampler 'Restart' is not in SD Studio; the nearest is 'Heun'",
+         ("Heun", "karras")),
+        ("PLMS Karras", None, ("PLMS Karras", "karras"), "sampler 'PLMS Karras' is not in SD Studio; the nearest is 'LMS'",
+         ("LMS", "karras")),
+        ("uni_pc_bh2", "sgm_uniform", ("uni_pc_bh2", "sgm_uniform"), "the nearest is 'DPM++ 2M'", ("DPM++ 2M", "sgm_uniform")),
+        ("DPM adaptive", None, ("DPM adaptive", "normal"), "the nearest is 'DPM2'", ("DPM2", "normal")),
+        ("Euler", "Align Your Steps", ("Euler", "Align Your Steps"),
+         "schedule 'Align Your Steps' is not in SD Studio; the nearest is 'Karras'", ("Euler", "karras")),
+        ("DDPM", "ddim_uniform", ("DDPM", "ddim_uniform"),
+         "sampler 'DDPM' is not in SD Studio; the nearest is 'Euler a'; schedule 'ddim_uniform'", ("Euler a", "normal")),
+    ],
+)
+def test_a_sampler_or_schedule_we_lack_is_read_as_written_with_the_nearest_named(
+    sampler, schedule, written, problem, nearest
+) -> None:
+    text = f"p\nSteps: 20, Sampler: {sampler}, CFG scale: 7, Seed: 5, Size: 512x768"
+    if schedule:
+        text += f", Schedule type: {schedule}"
+    params = parse_parameters(text)
+    request, found = request_and_problem(params)
+    assert (request.sampler, request.scheduler) == written
+    assert (request.seed, request.width, request.height) == (5, 512, 768)
+    assert problem in found
+    with pytest.raises(RequestError, match="not in SD Studio"):  # never silently another sampler
+        request_from_parameters(params)
+    accepted = request_from_parameters(with_nearest(params))
+    assert (accepted.sampler, accepted.scheduler) == nearest
+    assert accepted.replace(sampler=request.sampler, scheduler=request.scheduler) == request
+
+
+def test_a_sampler_no_tool_has_is_still_refused_with_the_choices() -> None:
+    params = parse_parameters("p\nSteps: 20, Sampler: Wibble, CFG scale: 7, Seed: 5, Size: 512x768")
+    with pytest.raises(RequestError, match="unknown sampler 'Wibble'; choose one of: Euler, .*LMS"):
+        request_and_problem(params)
+    assert with_nearest(params) == params
