@@ -18,6 +18,7 @@ from sdstudio.engine.images import crop_region, fit
 from sdstudio.engine.passes import OnStep, Pass, PassRunner, ShouldCancel
 from sdstudio.engine.request import GenerationRequest, GenerationResult, image_seed
 from sdstudio.engine.residuals import ResidualInput
+from sdstudio.engine.samplers import DISCARD_NEXT_TO_LAST_SIGMA
 from sdstudio.engine.schedules import ModelSampling, get_sigmas
 from sdstudio.engine.validate import validate
 
@@ -28,9 +29,17 @@ def img2img_sigmas(sigmas: torch.Tensor, steps: int, strength: float) -> torch.T
     return sigmas[steps - t_enc - 1:]
 
 
+def schedule(req: GenerationRequest, model_sampling: ModelSampling) -> torch.Tensor:
+    """The request's `steps + 1` sigmas, as A1111 makes them for its sampler."""
+    if req.sampler not in DISCARD_NEXT_TO_LAST_SIGMA:
+        return get_sigmas(req.scheduler, req.steps, model_sampling)
+    sigmas = get_sigmas(req.scheduler, req.steps + 1, model_sampling)
+    return torch.cat([sigmas[:-2], sigmas[-1:]])
+
+
 def plan(req: GenerationRequest, model_sampling: ModelSampling) -> list[Pass]:
     """The passes of a validated request, with job-wide step numbering."""
-    sigmas = get_sigmas(req.scheduler, req.steps, model_sampling)
+    sigmas = schedule(req, model_sampling)
     init, mask, region = None, None, None
     if req.init_image is not None:
         sigmas = img2img_sigmas(sigmas, req.steps, req.strength)

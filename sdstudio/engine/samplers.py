@@ -476,6 +476,10 @@ def sample_dpmpp_3m_sde(
 
 
 # Keyed by the display names in names.SAMPLERS.
+# A1111's `discard_next_to_last_sigma` samplers: the schedule is made one step longer and its next-to-last
+# sigma dropped (so the step count stays), which keeps DPM2's second-order step off a tiny final interval.
+DISCARD_NEXT_TO_LAST_SIGMA = frozenset({"DPM2", "DPM2 a", "DPM++ 3M SDE"})
+
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "Euler": sample_euler,
     "Euler a": sample_euler_ancestral,

@@ -2,6 +2,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from sdstudio.engine.errors import Cancelled, RequestError
@@ -169,3 +170,16 @@ def test_prompt_is_not_re_encoded_when_only_the_seed_changes(tiny_model, monkeyp
 def test_bad_requests_get_a_clear_message(tiny_model, change, message):
     with pytest.raises(RequestError, match=message):
         generate(tiny_model, BASE.replace(**change))
+
+
+@pytest.mark.parametrize("sampler", ["DPM2", "DPM2 a", "DPM++ 3M SDE"])
+def test_a1111_drops_the_next_to_last_sigma_for_these_samplers(sampler):
+    from sdstudio.engine.pipeline import schedule
+    from sdstudio.engine.schedules import ModelSampling, get_sigmas
+
+    ms = ModelSampling()
+    sigmas = schedule(GenerationRequest(sampler=sampler, scheduler="karras", steps=6), ms)
+    longer = get_sigmas("karras", 7, ms)
+    assert len(sigmas) == 7 and torch.equal(sigmas, torch.cat([longer[:-2], longer[-1:]]))
+    plain = schedule(GenerationRequest(sampler="Euler", scheduler="karras", steps=6), ms)
+    assert torch.equal(plain, get_sigmas("karras", 6, ms))
