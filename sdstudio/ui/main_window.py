@@ -18,6 +18,7 @@ from sdstudio.engine.detect import ModelDescription
 from sdstudio.engine.request import GenerationRequest, GenerationResult
 from sdstudio.history.file_parameters import read_file_parameters
 from sdstudio.ui.canvas_panel import INPUT, CanvasPanel
+from sdstudio.ui.help import build_help_menu, redo_keys
 from sdstudio.ui.imageconv import pil_to_qimage, qimage_to_pil
 from sdstudio.ui.mask_model import MaskModel
 from sdstudio.ui.model_list import (
@@ -121,7 +122,7 @@ class MainWindow(QMainWindow):
         undo = self.mask.undo_stack.createUndoAction(self, "&Undo")
         undo.setShortcut(QKeySequence.StandardKey.Undo)
         redo = self.mask.undo_stack.createRedoAction(self, "&Redo")
-        redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence(QKeySequence.StandardKey.Redo)])
+        redo.setShortcuts(redo_keys())
         edit.addActions([undo, redo])
         edit.addSeparator()
         edit.addActions([cp.act_brush, cp.act_eraser, cp.act_pan, cp.act_smaller, cp.act_bigger])
@@ -151,6 +152,7 @@ class MainWindow(QMainWindow):
         self.act_allow_pickle.setToolTip(PICKLE_WARNING)
         gen.setToolTipsVisible(True)
         self.act_cancel.setEnabled(False)
+        build_help_menu(self)
 
     def _build_device_menu(self, menu) -> None:
         group = QActionGroup(self)
