@@ -80,6 +80,7 @@ class ShortcutsDialog(QDialog):
         self.tree.setHeaderLabels(["Action", "Shortcut"])
         self.tree.setRootIsDecorated(False)
         self.tree.header().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        self.tree.header().setStretchLastSection(True)
         groups: dict[str, QTreeWidgetItem] = {}
         for shortcut in collect_shortcuts(window):
             if shortcut.place not in groups:
@@ -97,7 +98,7 @@ class ShortcutsDialog(QDialog):
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
         em = self.fontMetrics().horizontalAdvance("M")
-        self.resize(em * 34, em * 44)
+        self.resize(em * 48, em * 60)
 
 
 def show_about(parent: QWidget) -> None:
