@@ -174,8 +174,9 @@ class PromptPanel(QScrollArea):
         self.model_info.setProperty("role", "hint")
         self.model_info.setWordWrap(True)
         self.model_info.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
-        # Two lines reserved from the start: the description arriving later must not push the panel down.
-        self.model_info.setMinimumHeight(2 * self.model_info.fontMetrics().lineSpacing())
+        # Three lines (the real description at the default width) reserved from the start: the description
+        # arriving later must not push the panel down.
+        self.model_info.setMinimumHeight(3 * self.model_info.fontMetrics().lineSpacing())
         layout.addWidget(self.model_info)
         self.builtin_guide = QLabel(wordWrap=True, textFormat=Qt.TextFormat.RichText)
         self.builtin_guide.setProperty("role", "hint")
