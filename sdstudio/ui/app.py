@@ -39,7 +39,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def start_background(window: MainWindow, counter: LazyTokenCounter) -> HistoryLink | None:
     """Everything slow, after the first paint: the engine thread, the tokenizer, the history store."""
     window.worker.start()
-    window.worker.load_model(window.state.model)
+    window.load_model(window.state.model)
     counter.start()
     try:
         from sdstudio.history.store import HistoryStore

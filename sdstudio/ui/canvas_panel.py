@@ -98,7 +98,7 @@ class CanvasPanel(QWidget):
         self.act_smaller = self._action("Smaller brush", lambda: self._scale_brush(1 / 1.25), "[")
         self.act_bigger = self._action("Bigger brush", lambda: self._scale_brush(1.25), "]")
         self.act_clear = self._action("Clear", self.mask.clear, tip="Clear the mask")
-        self.act_invert = self._action("Invert", self.mask.invert, "Ctrl+I", tip="Invert the mask")
+        self.act_invert = self._action("Invert", self.mask.invert, "Ctrl+Alt+I", tip="Invert the mask")
         self.act_fill = self._action("Fill", self.mask.fill, tip="Mask the whole image")
         self.act_fit = self._action("Fit", self.canvas.fit, "Ctrl+0", tip="Fit the image in the window")
         self.act_actual = self._action("100%", self.canvas.zoom_actual, "Ctrl+1", tip="One image pixel per pixel")

@@ -6,6 +6,7 @@ queues them on the worker and shows what comes back. `resultReady` is the one ho
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QUrl, Signal
@@ -27,10 +28,20 @@ from sdstudio.engine.job_size import default_size
 from sdstudio.engine.request import GenerationRequest, GenerationResult
 from sdstudio.history.file_parameters import read_file_parameters
 from sdstudio.ui.canvas_panel import INPUT, CanvasPanel
+from sdstudio.ui.help import build_help_menu, redo_keys
 from sdstudio.ui.imageconv import pil_to_qimage, qimage_to_pil
 from sdstudio.ui.mask_model import MaskModel
 from sdstudio.ui.mode_bar import MODE_LABELS, TXT2IMG, ModeBar, input_mode
-from sdstudio.ui.model_list import BUILTIN_LABEL, add_extra_model, model_choices
+from sdstudio.ui.model_list import (
+    BUILTIN_LABEL,
+    add_extra_model,
+    extra_models,
+    loaded_model_path,
+    model_choices,
+    model_label,
+    remove_extra_model,
+    same_model,
+)
 from sdstudio.ui.prompt_panel import PromptPanel
 from sdstudio.ui.prompt_state import apply_request, build_requests
 from sdstudio.ui.save_image import ImageSource, save_pixels, save_with_parameters
@@ -63,6 +74,10 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("SD Studio")
         self.worker, self.settings = worker, settings
         self.state = load_prompt_state(settings)
+        # The last model that loaded: the only one saved, and where a failed load falls back to.
+        self.good_model = self.state.model
+        self._loads: dict[int, str] = {}  # queued model loads: job id -> path
+        self._load_in_progress = False
         self.counter = counter or LazyTokenCounter()
         self.mask = MaskModel(parent=self)
         self.panel = PromptPanel(self.state, self.counter)
@@ -129,7 +144,7 @@ class MainWindow(QMainWindow):
         undo = self.mask.undo_stack.createUndoAction(self, "&Undo")
         undo.setShortcut(QKeySequence.StandardKey.Undo)
         redo = self.mask.undo_stack.createRedoAction(self, "&Redo")
-        redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence(QKeySequence.StandardKey.Redo)])
+        redo.setShortcuts(redo_keys())
         edit.addActions([undo, redo])
         edit.addSeparator()
         edit.addActions([cp.act_brush, cp.act_eraser, cp.act_pan, cp.act_smaller, cp.act_bigger])
@@ -159,6 +174,7 @@ class MainWindow(QMainWindow):
         self.act_allow_pickle.setToolTip(PICKLE_WARNING)
         gen.setToolTipsVisible(True)
         self.act_cancel.setEnabled(False)
+        build_help_menu(self)
 
     def _build_device_menu(self, menu) -> None:
         group = QActionGroup(self)
@@ -198,7 +214,7 @@ class MainWindow(QMainWindow):
             return
         save_device(self.settings, device)
         self.worker.set_device(device)
-        self.worker.load_model(self.state.model)
+        self.load_model(self.state.model)
 
     def set_allow_pickle(self, allow: bool) -> None:
         """Remember whether .ckpt/.pt checkpoints may load; the engine is rebuilt with it before the next job."""
@@ -212,6 +228,7 @@ class MainWindow(QMainWindow):
         p.reuseSeedRequested.connect(self.reuse_last_seed)
         p.modelChosen.connect(self.choose_model)
         p.addModelRequested.connect(self.add_model_dialog)
+        p.removeModelRequested.connect(self.remove_model)
         cp.openImageRequested.connect(self.open_image_dialog)
         cp.useAsInputRequested.connect(self.use_shown_image_as_input)
         cp.clearInputRequested.connect(lambda: self.set_input_image(None))
@@ -225,7 +242,7 @@ class MainWindow(QMainWindow):
         w.jobFinished.connect(self._job_finished)
         w.jobCancelled.connect(self._job_cancelled)
         w.jobFailed.connect(self._job_failed)
-        w.modelLoading.connect(self.job_status.loading)
+        w.modelLoading.connect(self._model_loading)
         w.modelLoaded.connect(self._model_loaded)
         w.queueChanged.connect(self.job_status.set_queue)
 
@@ -319,15 +336,22 @@ class MainWindow(QMainWindow):
 
     def _job_cancelled(self, job: int) -> None:
         self._jobs.pop(job, None)
+        self._loads.pop(job, None)
+        self._load_in_progress = False
         if job == self._running:
             self._running = None
             self.canvas_panel.abandon_job()
         self._update_running("Cancelled")
 
     def _job_failed(self, job: int, message: str) -> None:
+        request, load = self._jobs.get(job), self._loads.pop(job, None)
+        failed_model = load if load is not None else request.model if request is not None else self.state.model
         if self._jobs.pop(job, None) is not None and job == self._running:
             self._running = None
             self.canvas_panel.abandon_job()
+        if self._load_in_progress:
+            self._load_in_progress = False
+            message += self._fall_back_from(failed_model)
         self.canvas_panel.banner.show_error(message)
         self._update_running("Failed")
 
@@ -340,13 +364,52 @@ class MainWindow(QMainWindow):
 
     # --- models --------------------------------------------------------------------------------------
     def refresh_models(self) -> None:
-        self.panel.set_models(model_choices(paths.models_dir(), self.settings))
+        choices = model_choices(paths.models_dir(), self.settings)
+        added = set(extra_models(self.settings))
+        self.panel.set_models(choices, [path for _label, path in choices if path in added])
+
+    def load_model(self, path: str) -> int:
+        """Queue loading `path` ("" = built-in); the status bar says so until it has loaded or failed."""
+        self.job_status.loading(f"Loading {model_label(path)}…", None)
+        job = self.worker.load_model(path)
+        self._loads[job] = path
+        return job
 
     def choose_model(self, path: str) -> None:
         self.state.model = path
         self.canvas_panel.banner.hide()
-        self.worker.load_model(path)
+        self.load_model(path)
         self.save_settings()
+
+    def remove_model(self, path: str) -> None:
+        """Take an added model off the list (the file stays); when it is the current one, back to built-in."""
+        remove_extra_model(self.settings, path)
+        if same_model(self.good_model, path):
+            self.good_model = ""
+        if same_model(self.state.model, path):
+            self.state.model = ""
+            self.choose_model("")
+        self.refresh_models()
+        self.save_settings()
+
+    def _fall_back_from(self, failed: str) -> str:
+        """After `failed` could not load: never keep it, go back to the last model that loaded. Returns what
+        to add to the error message."""
+        if same_model(failed, self.good_model):
+            if not failed:
+                return ""
+            self.good_model = ""
+        if not same_model(self.state.model, failed):
+            return ""
+        self.state.model = self.good_model
+        self.panel.refresh()
+        self.load_model(self.good_model)
+        self.save_settings()
+        return f" Back to {model_label(self.good_model)}."
+
+    def _model_loading(self, message: str, fraction: float) -> None:
+        self._load_in_progress = True
+        self.job_status.loading(message, fraction)
 
     def add_model_dialog(self) -> None:
         kinds = "*.safetensors *.ckpt *.pt" if load_allow_pickle(self.settings) else "*.safetensors"
@@ -358,8 +421,13 @@ class MainWindow(QMainWindow):
             self.choose_model(path)
 
     def _model_loaded(self, description: ModelDescription) -> None:
+        self._load_in_progress = False
+        loaded = loaded_model_path(description)
+        if same_model(loaded, self.state.model) and loaded != self.good_model:
+            self.good_model = self.state.model
+            self.save_settings()
         family = description.family
-        label = BUILTIN_LABEL if not self.state.model else description.name
+        label = BUILTIN_LABEL if not loaded else description.name
         self.panel.set_model_info(f"{label}: {description.summary()}", family)
         if family and self.model_family and family != self.model_family:
             self.panel.apply_default_size(description.default_size)
@@ -495,7 +563,7 @@ class MainWindow(QMainWindow):
 
     def save_settings(self) -> None:
         """The panel values (saved at every generate, so a crash keeps them)."""
-        save_prompt_state(self.settings, self.state)
+        save_prompt_state(self.settings, dataclasses.replace(self.state, model=self.good_model))
         self.settings.sync()
 
     def _save_window_layout(self) -> None:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings
 
-from sdstudio.engine.model_files import folder_models
+from sdstudio.engine.detect import ModelDescription
+from sdstudio.engine.model_files import builtin_model_path, folder_models
 
 BUILTIN_LABEL = "SD Studio emoji (built-in)"
 _EXTRA_KEY = "models/extra"
@@ -28,9 +29,30 @@ def add_extra_model(settings: QSettings, path: str) -> None:
         settings.setValue(_EXTRA_KEY, [*items, path])
 
 
+def remove_extra_model(settings: QSettings, path: str) -> None:
+    """Forget an added model; the file itself stays where it is."""
+    settings.setValue(_EXTRA_KEY, [p for p in extra_models(settings) if p != path])
+
+
+def model_label(path: str) -> str:
+    """The name shown for a model path ("" is the built-in model)."""
+    return Path(path).stem if path else BUILTIN_LABEL
+
+
+def loaded_model_path(description: ModelDescription) -> str:
+    """The model path as the app names it ("" for the built-in model) of what the engine says it loaded."""
+    if not description.path or Path(description.path) == builtin_model_path():
+        return ""
+    return description.path
+
+
+def same_model(a: str, b: str) -> bool:
+    return a == b or bool(a and b and Path(a) == Path(b))
+
+
 def model_choices(models_dir: Path, settings: QSettings) -> list[tuple[str, str]]:
     """(label, path) pairs: built-in ("" path) first, then the folder's files, then added files that exist."""
     found = sorted(folder_models(models_dir), key=lambda p: p.name.lower())
     known = {str(p) for p in found}
     found += [Path(p) for p in extra_models(settings) if p not in known and Path(p).is_file()]
-    return [(BUILTIN_LABEL, "")] + [(p.stem, str(p)) for p in found]
+    return [(BUILTIN_LABEL, "")] + [(model_label(str(p)), str(p)) for p in found]

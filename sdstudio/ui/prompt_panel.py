@@ -7,6 +7,7 @@ main window turns the state into requests.
 from __future__ import annotations
 
 import itertools
+from html import escape
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QPalette, QTextCharFormat, QTextCursor
@@ -18,6 +19,7 @@ from PySide6.QtWidgets import (
     QGridLayout,
     QHBoxLayout,
     QLabel,
+    QMenu,
     QPlainTextEdit,
     QPushButton,
     QScrollArea,
@@ -29,11 +31,24 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from sdstudio import paths
 from sdstudio.engine.names import SAMPLERS, SCHEDULER_LABELS, SCHEDULERS
 from sdstudio.ui.prompt_state import MAX_SEED, RANDOM_SEED, PromptState, size_presets
 from sdstudio.ui.token_counter import CHUNK_TOKENS, LazyTokenCounter, format_count
 
 ADD_MODEL = "\x00add"
+# Emoji names the built-in model draws recognisably (docs/images/sdstudio-emoji-contact-sheet.png).
+BUILTIN_EXAMPLES = ("red apple", "confused face", "jack-o-lantern", "flag: Japan", "fox")
+TIPS = {
+    "model": "The checkpoint that draws the image. Put .safetensors files in the models folder "
+             "(File › Open Models Folder) or pick one with “Add model…”.",
+    "sampler": "The method that removes noise step by step. Euler a and DPM++ 2M are good defaults; "
+               "samplers ending in “a” or “SDE” change the picture a little at every step.",
+    "schedule": "How the noise level falls over the steps. Karras spends more steps on fine detail.",
+    "steps": "How many denoising steps to run. More steps take longer; 20–30 is usually enough.",
+    "cfg": "Classifier-free guidance: how strictly the image follows the prompt. "
+           "Around 5–8 is typical; high values look harsh and oversaturated.",
+}
 
 
 class PromptEdit(QPlainTextEdit):
@@ -101,6 +116,7 @@ class PromptPanel(QScrollArea):
     cancelRequested = Signal()
     modelChosen = Signal(str)
     addModelRequested = Signal()
+    removeModelRequested = Signal(str)  # an added model's path
     reuseSeedRequested = Signal()
 
     def __init__(self, state: PromptState, counter: LazyTokenCounter, parent: QWidget | None = None):
@@ -144,15 +160,28 @@ class PromptPanel(QScrollArea):
 
     def _build_model(self, layout: QVBoxLayout) -> None:
         layout.addWidget(_heading("Model"))
-        self.model_combo = QComboBox()
+        row = QHBoxLayout()
+        self.model_combo = QComboBox(toolTip=TIPS["model"])
         self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.model_combo.activated.connect(self._model_activated)
-        layout.addWidget(self.model_combo)
-        self.model_info = QLabel()
+        row.addWidget(self.model_combo, 1)
+        self.remove_button = QToolButton(text="−", toolTip="Remove an added model from this list (the file stays)")
+        self.remove_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.remove_button.setMenu(QMenu(self.remove_button))
+        row.addWidget(self.remove_button)
+        layout.addLayout(row)
+        self.model_info = QLabel("Loading the model…")
         self.model_info.setProperty("role", "hint")
         self.model_info.setWordWrap(True)
-        self.model_info.hide()
+        self.model_info.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        # Three lines (the real description at the default width) reserved from the start: the description
+        # arriving later must not push the panel down.
+        self.model_info.setMinimumHeight(3 * self.model_info.fontMetrics().lineSpacing())
         layout.addWidget(self.model_info)
+        self.builtin_guide = QLabel(wordWrap=True, textFormat=Qt.TextFormat.RichText)
+        self.builtin_guide.setProperty("role", "hint")
+        self.builtin_guide.linkActivated.connect(self._example_chosen)
+        layout.addWidget(self.builtin_guide)
 
     def _build_sampling(self, layout: QVBoxLayout) -> None:
         layout.addWidget(_heading("Sampling"))
@@ -166,13 +195,16 @@ class PromptPanel(QScrollArea):
             self.scheduler_combo.addItem(SCHEDULER_LABELS[name], name)
         self.steps_spin = QSpinBox(minimum=1, maximum=150)
         self.cfg_spin = QDoubleSpinBox(minimum=1.0, maximum=30.0, singleStep=0.5, decimals=1)
-        grid.addWidget(QLabel("Sampler"), 0, 0)
+        for widget, key in ((self.sampler_combo, "sampler"), (self.scheduler_combo, "schedule"),
+                            (self.steps_spin, "steps"), (self.cfg_spin, "cfg")):
+            widget.setToolTip(TIPS[key])
+        grid.addWidget(QLabel("Sampler", toolTip=TIPS["sampler"]), 0, 0)
         grid.addWidget(self.sampler_combo, 0, 1, 1, 3)
-        grid.addWidget(QLabel("Schedule"), 1, 0)
+        grid.addWidget(QLabel("Schedule", toolTip=TIPS["schedule"]), 1, 0)
         grid.addWidget(self.scheduler_combo, 1, 1, 1, 3)
-        grid.addWidget(QLabel("Steps"), 2, 0)
+        grid.addWidget(QLabel("Steps", toolTip=TIPS["steps"]), 2, 0)
         grid.addWidget(self.steps_spin, 2, 1)
-        grid.addWidget(QLabel("CFG"), 2, 2)
+        grid.addWidget(QLabel("CFG", toolTip=TIPS["cfg"]), 2, 2)
         grid.addWidget(self.cfg_spin, 2, 3)
         self.seed_spin = QDoubleSpinBox(minimum=RANDOM_SEED, maximum=MAX_SEED, decimals=0)
         self.seed_spin.setSpecialValueText("Random")
@@ -290,8 +322,9 @@ class PromptPanel(QScrollArea):
         self._sync_preset()
 
     # --- models and sizes --------------------------------------------------------------------------
-    def set_models(self, models: list[tuple[str, str]]) -> None:
-        """(label, path) pairs; path "" is the built-in model. "Add model…" is appended."""
+    def set_models(self, models: list[tuple[str, str]], removable: list[str] | tuple[str, ...] = ()) -> None:
+        """(label, path) pairs; path "" is the built-in model. "Add model…" is appended. `removable` are the
+        added models that "−" offers to take off the list."""
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
         for label, path in models:
@@ -300,11 +333,17 @@ class PromptPanel(QScrollArea):
         self.model_combo.insertSeparator(self.model_combo.count())
         self.model_combo.addItem("Add model…", ADD_MODEL)
         self.model_combo.blockSignals(False)
+        menu = self.remove_button.menu()
+        menu.clear()
+        for path in removable:
+            action = menu.addAction(f"Remove “{path.replace(chr(92), '/').rsplit('/', 1)[-1]}” from list")
+            action.setToolTip(path)
+            action.triggered.connect(lambda _checked=False, path=path: self.removeModelRequested.emit(path))
+        self.remove_button.setEnabled(bool(removable))
         self._select_model(self.state.model)
 
     def set_model_info(self, text: str, family: str | None = None) -> None:
         self.model_info.setText(text)
-        self.model_info.setVisible(bool(text))
         if family:
             self._family = family
             self._fill_presets()
@@ -329,6 +368,22 @@ class PromptPanel(QScrollArea):
             self.model_combo.insertItem(0, path.replace("\\", "/").rsplit("/", 1)[-1], path)
             index = 0
         self.model_combo.setCurrentIndex(max(index, 0))
+        self._show_guide()
+
+    def _show_guide(self) -> None:
+        # Only the built-in model needs it: a photo prompt gives a blob unless you know it draws emoji.
+        builtin = self.model_combo.currentData() == ""
+        if builtin and not self.builtin_guide.text():
+            links = " · ".join(f'<a href="{escape(p)}">{escape(p)}</a>' for p in BUILTIN_EXAMPLES)
+            folder = escape(str(paths.models_dir()))
+            self.builtin_guide.setText(
+                "The built-in model is a small demo: it knows only emoji names and draws 64×64 pictures, so "
+                f"“a photo of …” gives a blob. Try: {links}.<br>Real checkpoints: File › Open Models Folder "
+                f"({folder}).")
+        self.builtin_guide.setVisible(builtin)
+
+    def _example_chosen(self, prompt: str) -> None:
+        self.prompt_edit.setPlainText(prompt)
 
     def _model_activated(self, index: int) -> None:
         path = self.model_combo.itemData(index)
@@ -337,6 +392,7 @@ class PromptPanel(QScrollArea):
             self.addModelRequested.emit()
         elif path is not None and path != self.state.model:
             self.state.model = path
+            self._show_guide()
             self.modelChosen.emit(path)
 
     def _fill_presets(self) -> None:

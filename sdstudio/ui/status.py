@@ -75,9 +75,13 @@ class JobStatus(QWidget):
         self.speed.clear()
         self._rate.reset()
 
-    def loading(self, message: str, fraction: float) -> None:
+    def loading(self, message: str, fraction: float | None) -> None:
+        """A model load; `fraction` None while nothing is measurable yet (the engine is still starting)."""
         self.message.setText(message)
         self.bar.show()
+        if fraction is None:
+            self.bar.setRange(0, 0)
+            return
         self.bar.setRange(0, 100)
         self.bar.setValue(int(100 * fraction))
         self.bar.setFormat("%p%")

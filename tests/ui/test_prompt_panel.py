@@ -1,0 +1,52 @@
+"""The prompt panel: guidance for the built-in model, plain-language tooltips, a model line that does not jump."""
+
+import pytest
+
+from sdstudio import paths
+from sdstudio.ui.prompt_panel import BUILTIN_EXAMPLES, PromptPanel
+from sdstudio.ui.prompt_state import PromptState
+from sdstudio.ui.token_counter import LazyTokenCounter
+
+
+@pytest.fixture
+def panel(qtbot, home):
+    panel = PromptPanel(PromptState(), LazyTokenCounter(loader=lambda: None))
+    qtbot.addWidget(panel)
+    panel.set_models([("SD Studio emoji (built-in)", ""), ("real", "/models/real.safetensors")])
+    panel.resize(420, 900)
+    panel.show()
+    qtbot.waitExposed(panel)
+    return panel
+
+
+def test_the_built_in_model_says_what_it_knows_and_where_real_checkpoints_go(qtbot, panel):
+    guide = panel.builtin_guide
+    assert guide.isVisible()
+    text = guide.text()
+    assert "emoji" in text and "64×64" in text and "Open Models Folder" in text
+    assert str(paths.models_dir()) in text
+    for prompt in BUILTIN_EXAMPLES:
+        assert f'href="{prompt}"' in text
+    guide.linkActivated.emit("flag: Japan")
+    assert panel.state.prompt == "flag: Japan" and panel.prompt_edit.toPlainText() == "flag: Japan"
+    index = panel.model_combo.findData("/models/real.safetensors")
+    panel.model_combo.setCurrentIndex(index)
+    panel.model_combo.activated.emit(index)
+    assert not guide.isVisible()
+    panel.state.model = ""
+    panel.refresh()
+    assert guide.isVisible()
+
+
+def test_sampling_controls_and_the_model_explain_themselves(panel):
+    for widget in (panel.model_combo, panel.sampler_combo, panel.scheduler_combo, panel.steps_spin, panel.cfg_spin):
+        assert len(widget.toolTip().split()) >= 8, widget
+
+
+def test_the_model_description_arriving_does_not_move_the_controls_below(qtbot, panel):
+    before = panel.sampler_combo.mapTo(panel.widget(), panel.sampler_combo.rect().topLeft()).y()
+    panel.set_model_info("real: Stable Diffusion 1.x · eps prediction · float16 · 860M UNet parameters, "
+                         "default size 512 × 512", "sd1")
+    qtbot.wait(10)
+    after = panel.sampler_combo.mapTo(panel.widget(), panel.sampler_combo.rect().topLeft()).y()
+    assert after == before
