@@ -33,6 +33,19 @@ def emit_leaks_true() -> bool:
     return leaked >= _PROBES // 2
 
 
+def void_call_leaks_none() -> bool:
+    """Whether calling a C++ method that returns void drops a reference to `None` (PySide6 6.12 does: every
+    paint call, e.g. QPainter.setPen, so a long session would abort with "none_dealloc")."""
+    probe = _Probe()
+    before = sys.getrefcount(None)
+    for _ in range(_PROBES):
+        probe.setObjectName("probe")
+    leaked = before - sys.getrefcount(None)
+    if leaked > 0:
+        _add_refs(None, leaked)
+    return leaked >= _PROBES // 2
+
+
 def make_bools_immortal() -> None:
     for value in (True, False):
         _add_refs(value, _HEADROOM)
@@ -46,3 +59,5 @@ def _add_refs(obj: object, count: int) -> None:
 def install() -> None:
     if sys.version_info < (3, 12) and sys.implementation.name == "cpython" and emit_leaks_true():
         make_bools_immortal()
+    if sys.version_info < (3, 12) and sys.implementation.name == "cpython" and void_call_leaks_none():
+        _add_refs(None, _HEADROOM)
