@@ -131,19 +131,34 @@ class GalleryWidget(QWidget):
         self.count_label.setProperty("role", "hint")
         for combo in (self.model_filter, self.period):
             combo.currentIndexChanged.connect(self.apply_filters)
+            # A long model name must not widen the dock: the width is the window's, not the contents'.
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(3)
         for button in (self.favourites, self.trash):
             button.toggled.connect(self.apply_filters)
         first = QHBoxLayout()
         first.addWidget(self.search, 1)
         first.addWidget(self.favourites)
+        first.addWidget(self.trash)
         second = QHBoxLayout()
-        for widget in (self.model_filter, self.period, self.trash, self.restore_button, self.empty_trash_button):
-            second.addWidget(widget)
-        second.addWidget(self.count_label, 1, Qt.AlignmentFlag.AlignRight)
+        second.addWidget(self.model_filter, 2)
+        second.addWidget(self.period, 1)
+        second.addWidget(self.count_label, 0, Qt.AlignmentFlag.AlignRight)
+        self.trash_row = QWidget()
+        third = QHBoxLayout(self.trash_row)
+        third.setContentsMargins(0, 0, 0, 0)
+        third.addWidget(self.restore_button)
+        third.addWidget(self.empty_trash_button)
+        third.addStretch(1)
         bar = QVBoxLayout()
         bar.addLayout(first)
         bar.addLayout(second)
+        bar.addWidget(self.trash_row)
         return bar
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt override)
+        """Three thumbnail columns, whatever the entries say (a dock must not change width by itself)."""
+        return QSize(3 * (ICON + 8) + 2 * self.style().pixelMetric(self.style().PixelMetric.PM_ScrollBarExtent), 600)
 
     def _make_hidden_bar(self) -> QWidget:
         """Says when new results are hidden by the filters, so a saved image never seems lost."""
@@ -392,6 +407,7 @@ class GalleryWidget(QWidget):
         self.act_parent.setEnabled(has and bool(entry.parent_id))
         self.act_child.setEnabled(has and bool(self.store.children(entry.id)))
         self.empty_trash_button.setVisible(self.trash.isChecked())
+        self.trash_row.setVisible(self.trash.isChecked())
 
     def copy_parameters(self) -> None:
         if self._current is not None:
