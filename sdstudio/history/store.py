@@ -258,6 +258,19 @@ class HistoryStore:
                 self.thumbnails.discard(entry_id)
         return len(trashed)
 
+    def purge(self, entry_id: str) -> None:
+        """Delete one entry for good: its row first, then its files (live or trashed) and thumbnail."""
+        self._writable()
+        with self.index.lock:
+            found = self.index.select("id = ?", [entry_id])
+            if not found:
+                raise KeyError(entry_id)
+            relative, deleted = found[0]["file"], bool(found[0]["deleted"])
+            self.index.drop_files([relative])
+            for name in self.layout.entry_files(relative):
+                self.layout.location(name, deleted).unlink(missing_ok=True)
+            self.thumbnails.discard(entry_id)
+
     # Reading -------------------------------------------------------------------------------------
 
     def get(self, entry_id: str) -> Entry | None:

@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer
+from PySide6.QtWidgets import QApplication, QDockWidget
 
 from sdstudio import __version__, paths
 from sdstudio.ui.history_link import HistoryLink
@@ -57,8 +57,43 @@ def start_background(window: MainWindow, counter: LazyTokenCounter) -> HistoryLi
         GalleryWidget = None
     if GalleryWidget is not None:
         gallery = GalleryWidget(store, window)
-        window.dock_gallery(gallery)
+        size_gallery_dock(window, window.dock_gallery(gallery))
     return HistoryLink(store, window, gallery)
+
+
+DOCK_SHARE = 0.3  # the history dock's widest, as a share of the window: the canvas keeps the rest
+
+
+class _DockSizer(QObject):
+    """Keeps a dock at most DOCK_SHARE of its window's width, so a small window shrinks the dock, not the
+    canvas, and the dock's width never follows its contents."""
+
+    def __init__(self, window, dock: QDockWidget) -> None:
+        super().__init__(window)
+        self.window, self.dock = window, dock
+        window.installEventFilter(self)
+        self.fit()
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt override)
+        if event.type() == QEvent.Type.Resize:
+            self.fit()
+        return False
+
+    def fit(self) -> None:
+        old_cap = self.dock.maximumWidth()
+        cap = max(self.dock.minimumSizeHint().width(), int(self.window.width() * DOCK_SHARE))
+        self.dock.setMaximumWidth(cap)
+        if cap > old_cap and self.dock.width() >= old_cap - 1:  # it was squeezed: grow back as room comes
+            wanted = min(self.dock.widget().sizeHint().width(), cap)
+            self.window.resizeDocks([self.dock], [wanted], Qt.Orientation.Horizontal)
+
+
+def size_gallery_dock(window, dock: QDockWidget) -> None:
+    """Width limits for the history dock, and its preferred width unless a saved layout says otherwise."""
+    _DockSizer(window, dock)
+    if window.settings.value("window/state") is None:
+        wanted = min(dock.widget().sizeHint().width(), dock.maximumWidth())
+        window.resizeDocks([dock], [wanted], Qt.Orientation.Horizontal)
 
 
 def _process_age_seconds() -> float:

@@ -25,12 +25,12 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from sdstudio.ui.mask_display import default_brush_radius, overlay_colour
 from sdstudio.ui.mask_model import MaskModel
 
 MIN_ZOOM, MAX_ZOOM = 1 / 32, 64.0
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
-MASK_COLOUR = QColor(255, 64, 96)
 MASK_OPACITY = 0.5
+CRISP_ZOOM = 2.0  # from this many device pixels per image pixel on, pixels are shown as hard squares
 _FAST_FORMATS = (QImage.Format.Format_RGB32, QImage.Format.Format_ARGB32_Premultiplied)
 
 
@@ -63,6 +63,9 @@ class Canvas(QWidget):
         self.hardness = 0.8
         self._mask_editable = False
         self._overlay = QImage()
+        self.mask_colour = overlay_colour(None)
+        self._mask_size = (0, 0)
+        self._drop_hover = False
         self._zoom = 1.0
         self._offset = QPointF(0, 0)  # widget position of the image's top-left corner
         self._fit_mode = True
@@ -94,6 +97,7 @@ class Canvas(QWidget):
         """Show the mask overlay and allow painting (only sensible when the image is the input image)."""
         self._mask_editable = editable
         if editable:
+            self.mask_colour = overlay_colour(self.image)
             self._rebuild_overlay()
         self._update_cursor()
         self.update()
@@ -170,6 +174,11 @@ class Canvas(QWidget):
     # --- painting on screen ------------------------------------------------------------------------
     def paintEvent(self, event: QPaintEvent) -> None:
         painter = QPainter(self)
+        self._paint_view(painter, event)
+        if self._drop_hover:
+            self._paint_drop_hover(painter)
+
+    def _paint_view(self, painter: QPainter, event: QPaintEvent) -> None:
         pal = self.palette()
         painter.fillRect(event.rect(), pal.color(QPalette.ColorRole.Base).darker(115))
         if self.image is None or self.image.isNull():
@@ -178,8 +187,10 @@ class Canvas(QWidget):
         target = self.image_rect_on_widget()
         painter.setPen(QPen(pal.color(QPalette.ColorRole.Shadow), 1))
         painter.drawRect(target.adjusted(-1, -1, 0, 0))
-        # Fitted images (and low-resolution previews) are smoothed; zooming in by hand shows crisp pixels.
-        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, self._fit_mode or self._zoom < 4)
+        # Magnified images show crisp pixels (a 64 px image at 800% is not a blur); shrunk images and stretched
+        # low-resolution previews are smoothed.
+        preview = self.image.size() != self._size
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, preview or self._zoom < CRISP_ZOOM)
         painter.setTransform(QTransform().translate(self._offset.x(), self._offset.y()).scale(
             self._scale(), self._scale()))
         painter.drawImage(QRectF(0, 0, self._size.width(), self._size.height()), self.image)
@@ -187,6 +198,16 @@ class Canvas(QWidget):
             painter.drawImage(0, 0, self._overlay)
         painter.resetTransform()
         self._paint_brush_outline(painter)
+
+    def _paint_drop_hover(self, painter: QPainter) -> None:
+        highlight = self.palette().color(QPalette.ColorRole.Highlight)
+        fill = QColor(highlight)
+        fill.setAlpha(40)
+        painter.resetTransform()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setPen(QPen(highlight, 3))
+        painter.setBrush(fill)
+        painter.drawRoundedRect(QRectF(self.rect()).adjusted(4, 4, -4, -4), 10, 10)
 
     def _paint_placeholder(self, painter: QPainter) -> None:
         if not self.placeholder:
@@ -210,6 +231,11 @@ class Canvas(QWidget):
             painter.drawEllipse(self._cursor_pos, r, r)
 
     def _mask_changed(self, rect: QRect) -> None:
+        size = (self.mask.width, self.mask.height)
+        if size != self._mask_size:  # a new input image: a brush that suits its size
+            self._mask_size = size
+            if min(size) > 0:
+                self.set_brush_radius(default_brush_radius(*size))
         if not self._mask_editable:
             return
         if self._overlay.size() != QSize(self.mask.width, self.mask.height):
@@ -233,7 +259,8 @@ class Canvas(QWidget):
         alpha = self.mask.pixels()[ys, xs].astype(np.uint16) * int(255 * MASK_OPACITY) // 255
         bgra = np.frombuffer(self._overlay.bits(), np.uint8).reshape(
             self._overlay.height(), self._overlay.bytesPerLine() // 4, 4)[ys, xs]
-        for channel, value in enumerate((MASK_COLOUR.blue(), MASK_COLOUR.green(), MASK_COLOUR.red())):
+        colour = self.mask_colour
+        for channel, value in enumerate((colour.blue(), colour.green(), colour.red())):
             bgra[..., channel] = alpha * value // 255
         bgra[..., 3] = alpha
 
@@ -319,8 +346,19 @@ class Canvas(QWidget):
     def dragEnterEvent(self, event) -> None:
         if _dropped_file(event.mimeData()):
             event.acceptProposedAction()
+            self._set_drop_hover(True)
+
+    def dragLeaveEvent(self, event) -> None:
+        self._set_drop_hover(False)
+        super().dragLeaveEvent(event)
+
+    def _set_drop_hover(self, hover: bool) -> None:
+        if hover != self._drop_hover:
+            self._drop_hover = hover
+            self.update()
 
     def dropEvent(self, event) -> None:
+        self._set_drop_hover(False)
         path = _dropped_file(event.mimeData())
         if path:
             event.acceptProposedAction()
@@ -348,7 +386,9 @@ class Canvas(QWidget):
 
 
 def _dropped_file(mime) -> str:
+    """The first local file dropped, whatever its kind: the window decides (image, model) and says when it
+    cannot use it, rather than the drop being silently refused."""
     for url in mime.urls() if mime.hasUrls() else []:
-        if url.isLocalFile() and Path(url.toLocalFile()).suffix.lower() in IMAGE_SUFFIXES:
+        if url.isLocalFile() and Path(url.toLocalFile()).is_file():
             return url.toLocalFile()
     return ""

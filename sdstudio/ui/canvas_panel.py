@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.ui.canvas import Canvas, Tool
+from sdstudio.ui.mask_display import composite_preview
 from sdstudio.ui.mask_model import MaskModel
 from sdstudio.ui.status import ErrorBanner
 
@@ -220,6 +221,8 @@ class CanvasPanel(QWidget):
     def show_preview(self, image: QImage) -> None:
         if self.view == RESULT:
             self._showing_result = False
+            if self._input is not None:  # inpainting repaints only the masked area: show it over the original
+                image = composite_preview(image, self._input, self.mask)
             self.canvas.set_image(image, size=self._job_size if self._job_size.isValid() else None)
 
     def finish_job(self, images: list[QImage], previews: list[tuple[int, QImage]], total_steps: int) -> None:

@@ -61,6 +61,7 @@ class GalleryWidget(QWidget):
         self.loader.loaded.connect(self.model.set_thumbnail)
         self.destroyed.connect(lambda *_a, loader=self.loader: loader.stop())
         self._current: Entry | None = None
+        self._hidden_new = 0  # results saved since the filters were set that the filters hide
         self._search_timer = self._single_shot(SEARCH_DELAY_MS, self.apply_filters)
         self._visible_timer = self._single_shot(30, self.request_visible_thumbnails)
 
@@ -76,6 +77,7 @@ class GalleryWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addLayout(self._make_filter_bar())
+        layout.addWidget(self._make_hidden_bar())
         layout.addWidget(splitter, 1)
         self._fill_models()
         self._update_count()
@@ -121,24 +123,56 @@ class GalleryWidget(QWidget):
             self.period.addItem(label, days)
         self.favourites = QToolButton(text="★", checkable=True, toolTip="Favourites only")
         self.trash = QToolButton(text="Trash", checkable=True, toolTip="Show deleted images (to restore them)")
+        self.restore_button = QToolButton()
+        self.restore_button.setDefaultAction(self.act_restore)
         self.empty_trash_button = QToolButton(text="Empty trash", toolTip="Delete the trashed images for good")
         self.empty_trash_button.clicked.connect(self.empty_trash)
         self.count_label = QLabel()
         self.count_label.setProperty("role", "hint")
         for combo in (self.model_filter, self.period):
             combo.currentIndexChanged.connect(self.apply_filters)
+            # A long model name must not widen the dock: the width is the window's, not the contents'.
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(3)
         for button in (self.favourites, self.trash):
             button.toggled.connect(self.apply_filters)
         first = QHBoxLayout()
         first.addWidget(self.search, 1)
         first.addWidget(self.favourites)
+        first.addWidget(self.trash)
         second = QHBoxLayout()
-        for widget in (self.model_filter, self.period, self.trash, self.empty_trash_button):
-            second.addWidget(widget)
-        second.addWidget(self.count_label, 1, Qt.AlignmentFlag.AlignRight)
+        second.addWidget(self.model_filter, 2)
+        second.addWidget(self.period, 1)
+        second.addWidget(self.count_label, 0, Qt.AlignmentFlag.AlignRight)
+        self.trash_row = QWidget()
+        third = QHBoxLayout(self.trash_row)
+        third.setContentsMargins(0, 0, 0, 0)
+        third.addWidget(self.restore_button)
+        third.addWidget(self.empty_trash_button)
+        third.addStretch(1)
         bar = QVBoxLayout()
         bar.addLayout(first)
         bar.addLayout(second)
+        bar.addWidget(self.trash_row)
+        return bar
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt override)
+        """Three thumbnail columns, whatever the entries say (a dock must not change width by itself)."""
+        return QSize(3 * (ICON + 8) + 2 * self.style().pixelMetric(self.style().PixelMetric.PM_ScrollBarExtent), 600)
+
+    def _make_hidden_bar(self) -> QWidget:
+        """Says when new results are hidden by the filters, so a saved image never seems lost."""
+        bar = QWidget(objectName="hiddenBar")
+        self.hidden_label = QLabel()
+        self.hidden_label.setProperty("role", "hint")
+        self.show_all_button = QToolButton(text="Show all", toolTip="Clear the search and filters")
+        self.show_all_button.clicked.connect(self.show_all)
+        row = QHBoxLayout(bar)
+        row.setContentsMargins(4, 0, 4, 0)
+        row.addWidget(self.hidden_label, 1)
+        row.addWidget(self.show_all_button)
+        bar.hide()
+        self.hidden_bar = bar
         return bar
 
     def _action(self, text: str, slot, shortcut: QKeySequence | str | None = None, tip: str = "",
@@ -175,7 +209,8 @@ class GalleryWidget(QWidget):
                                      "Copy the parameters text (A1111 format)")
         self.act_favourite = self._action("Favourite", self._set_favourite, "F", checkable=True)
         self.act_folder = self._action("Open containing folder", self.open_folder)
-        self.act_delete = self._action("Move to trash", self.delete_or_restore, QKeySequence.StandardKey.Delete)
+        self.act_delete = self._action("Move to trash", self.delete_current, QKeySequence.StandardKey.Delete)
+        self.act_restore = self._action("Restore", self.restore_current, tip="Bring this image back out of the trash")
         self.act_parent = self._action("Go to parent", self.go_to_parent, "Alt+Up",
                                        "Select the image this one was made from")
         self.act_child = self._action("Go to newest child", self.go_to_child, "Alt+Down",
@@ -205,6 +240,7 @@ class GalleryWidget(QWidget):
 
     def apply_filters(self) -> None:
         self._search_timer.stop()
+        self._set_hidden_new(0)
         self.model.set_filter(self.current_filter())
         self._show(None)
         self._update_count()
@@ -220,9 +256,32 @@ class GalleryWidget(QWidget):
         if self.model_filter.findData(entry.model_name) < 0:
             self._fill_models()
         at_top = self.view.verticalScrollBar().value() == 0
-        if self.model.insert_entry(entry) and at_top:
-            self.view.scrollToTop()
+        if self.model.insert_entry(entry):
+            if at_top:
+                self.view.scrollToTop()
+        elif self.model.row_of(entry.id) is None:
+            self._set_hidden_new(self._hidden_new + 1)
         self._update_count()
+
+    def _set_hidden_new(self, count: int) -> None:
+        self._hidden_new = count
+        many = count != 1
+        self.hidden_label.setText(f"{count} new image{'s are' if many else ' is'} hidden by the filters")
+        self.hidden_bar.setVisible(count > 0)
+
+    def show_all(self) -> None:
+        """Clear the search and every filter (one reload), so new results show."""
+        widgets = (self.search, self.model_filter, self.period, self.favourites, self.trash)
+        for widget in widgets:
+            widget.blockSignals(True)
+        self.search.clear()
+        self.model_filter.setCurrentIndex(0)
+        self.period.setCurrentIndex(0)
+        self.favourites.setChecked(False)
+        self.trash.setChecked(False)
+        for widget in widgets:
+            widget.blockSignals(False)
+        self.apply_filters()
 
     def _update_count(self) -> None:
         total = self.model.total()
@@ -313,7 +372,7 @@ class GalleryWidget(QWidget):
             (self.act_load, self.act_init, self.act_inpaint),
             (self.act_copy, self.act_favourite, self.act_folder),
             (self.act_parent, self.act_child),
-            (self.act_delete,),
+            (self.act_restore, self.act_delete) if self.trash.isChecked() else (self.act_delete,),
         )
         for group in groups:
             menu.addActions(list(group))
@@ -334,17 +393,21 @@ class GalleryWidget(QWidget):
             action.setEnabled(has)
         # A read-only history (unmounted outputs drive, unwritable data folder) is browsed, never changed.
         reason = self.store.read_only_reason
-        for action in (self.act_favourite, self.act_delete):
+        in_trash = self.trash.isChecked()
+        self.act_delete.setText("Delete for good…" if in_trash else "Move to trash")
+        for action in (self.act_favourite, self.act_delete, self.act_restore):
             action.setEnabled(has and not reason)
             action.setToolTip(f"History is read-only: {reason}" if reason else action.text())
+        self.act_restore.setVisible(in_trash)
+        self.restore_button.setVisible(in_trash)
         self.empty_trash_button.setEnabled(not reason)
         self.act_favourite.blockSignals(True)
         self.act_favourite.setChecked(has and entry.favourite)
         self.act_favourite.blockSignals(False)
-        self.act_delete.setText("Restore" if self.trash.isChecked() else "Move to trash")
         self.act_parent.setEnabled(has and bool(entry.parent_id))
         self.act_child.setEnabled(has and bool(self.store.children(entry.id)))
         self.empty_trash_button.setVisible(self.trash.isChecked())
+        self.trash_row.setVisible(self.trash.isChecked())
 
     def copy_parameters(self) -> None:
         if self._current is not None:
@@ -363,16 +426,29 @@ class GalleryWidget(QWidget):
             self.model.update_entry(entry)
             self._show(entry)
 
-    def delete_or_restore(self) -> None:
-        """Move the current entry to the trash, or back out of it when the trash is shown."""
+    def delete_current(self) -> None:
+        """Move the current entry to the trash; in the trash, delete it for good after asking (as file
+        managers do)."""
         entry = self._current
         if entry is None:
             return
+        if not entry.deleted:
+            self._take_out(entry, self.store.delete)
+            return
+        answer = QMessageBox.question(self, "Delete for good",
+                                      "Delete this image for good? This cannot be undone.")
+        if answer == QMessageBox.StandardButton.Yes:
+            self._take_out(entry, self.store.purge)
+
+    def restore_current(self) -> None:
+        """Bring the current trashed entry back."""
+        if self._current is not None and self._current.deleted:
+            self._take_out(self._current, self.store.restore)
+
+    def _take_out(self, entry: Entry, change) -> None:
+        """Apply `change(entry id)` and drop the entry from the grid, selecting the one that took its place."""
         row = self.view.currentIndex().row()
-        if entry.deleted:
-            self.store.restore(entry.id)
-        else:
-            self.store.delete(entry.id)
+        change(entry.id)
         self.model.remove_entry(entry.id)
         self._update_count()
         following = self.model.index(min(row, self.model.rowCount() - 1)) if row >= 0 else QModelIndex()

@@ -1,10 +1,10 @@
-"""Work around PySide6 6.12's `SignalInstance.emit`, which returns `True` without owning a reference.
+"""Work around PySide6 6.12 wrappers that return a singleton without owning a reference to it.
 
-Each Python-side emit therefore lowers `True`'s reference count by one; on Python < 3.12 (where `True` is not
-immortal) a few hundred emits later the interpreter aborts with "bool_dealloc: deallocating True or False".
-Other wrappers that return `None` (QImage.setPixelColor) drop a reference to `None` the same way. When the leak is
-detected, `True`, `False` and `None` get a huge reference count, which is what Python 3.12 does for them anyway
-(PEP 683, immortal objects). Nothing happens on a PySide6 without the bug.
+`SignalInstance.emit` returns `True` so, and calls of C++ methods that return void (QPainter.setPen,
+QImage.setPixelColor, every paint) return `None` so: each call lowers that object's reference count by one,
+and on Python < 3.12 (where they are not immortal) the interpreter later aborts with "bool_dealloc" or
+"none_dealloc". When either leak is detected, `True`, `False` and `None` get a huge reference count, which is
+what Python 3.12 does for them anyway (PEP 683, immortal objects). Nothing happens on a PySide6 without the bug.
 """
 
 from __future__ import annotations
@@ -34,9 +34,20 @@ def emit_leaks_true() -> bool:
     return leaked >= _PROBES // 2
 
 
+def void_call_leaks_none() -> bool:
+    """Whether calling a C++ method that returns void drops a reference to `None` (PySide6 6.12 does: every
+    paint call, e.g. QPainter.setPen, so a long session would abort with "none_dealloc")."""
+    probe = _Probe()
+    before = sys.getrefcount(None)
+    for _ in range(_PROBES):
+        probe.setObjectName("probe")
+    leaked = before - sys.getrefcount(None)
+    if leaked > 0:
+        _add_refs(None, leaked)
+    return leaked >= _PROBES // 2
+
+
 def make_singletons_immortal() -> None:
-    # None too: other 6.12 wrappers that return None (QImage.setPixelColor, seen aborting with
-    # "none_dealloc") drop a reference to it the same way.
     for value in (True, False, None):
         _add_refs(value, _HEADROOM)
 
@@ -47,5 +58,9 @@ def _add_refs(obj: object, count: int) -> None:
 
 
 def install() -> None:
-    if sys.version_info < (3, 12) and sys.implementation.name == "cpython" and emit_leaks_true():
+    if sys.version_info >= (3, 12) or sys.implementation.name != "cpython":
+        return
+    # Both probes run (each repays what it leaked); either leak makes all three singletons immortal.
+    true_leaks, none_leaks = emit_leaks_true(), void_call_leaks_none()
+    if true_leaks or none_leaks:
         make_singletons_immortal()

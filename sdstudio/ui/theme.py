@@ -27,6 +27,9 @@ QFrame#errorBanner { background: %(error_bg)s; border: 1px solid %(error_border)
 QFrame#errorBanner QLabel { color: %(error_fg)s; }
 QWidget#scrubber { background: palette(window); }
 QToolBar { spacing: 0.2em; border: none; }
+QMenuBar, QStatusBar { background: palette(window); color: palette(window-text); }
+QToolButton:checked { background: palette(highlight); color: palette(highlighted-text);
+    border: 1px solid palette(dark); border-radius: 0.2em; }
 """
 
 

@@ -158,6 +158,20 @@ def test_empty_trash_removes_only_trashed_entries(store: HistoryStore) -> None:
     assert [e.id for e in store.page()] == [keep]
 
 
+def test_purge_deletes_one_entry_and_its_files_for_good(store: HistoryStore) -> None:
+    keep, drop, live = add(store, "keep", T0), add(store, "drop", T0 + 1), add(store, "live", T0 + 2)
+    store.delete(keep)
+    store.delete(drop)
+    trashed_file, live_file = store.get(drop).file, store.get(live).file
+    store.purge(drop)
+    store.purge(live)  # a live entry too: nothing of it is left
+    assert store.get(drop) is None and not trashed_file.exists()
+    assert store.get(live) is None and not live_file.exists()
+    assert store.get(keep).deleted and store.get(keep).file.exists()
+    with pytest.raises(KeyError):
+        store.purge(drop)
+
+
 def test_lineage_parent_and_children(store: HistoryStore) -> None:
     root = add(store, "root", T0)
     child_a = add(store, "a", T0 + 1, parent_id=root)

@@ -138,3 +138,82 @@ def test_painting_on_a_1024_image_keeps_up_with_the_mouse(qtbot):
     print(f"1024x1024 mask painting: {per_move * 1000:.2f} ms per mouse move incl. repaint (target 16 ms)")
     assert not canvas.mask.is_empty()
     assert per_move < 0.050  # generous: the target is a 60 Hz mouse (16 ms) on a shared machine
+
+
+def _edge_image(size: int) -> QImage:
+    """Black left half, white right half: one hard vertical edge."""
+    image = QImage(size, size, QImage.Format.Format_RGB32)
+    image.fill(QColor(0, 0, 0))
+    for y in range(size):
+        for x in range(size // 2, size):
+            image.setPixelColor(x, y, QColor(255, 255, 255))
+    return image
+
+
+def _greys_across_the_edge(canvas: Canvas) -> list[int]:
+    shot = canvas.grab().toImage()
+    rect = canvas.image_rect_on_widget()
+    dpr = canvas.devicePixelRatioF()
+    y = int(rect.center().y() * dpr)
+    xs = range(int(rect.left() * dpr) + 2, int(rect.right() * dpr) - 2)
+    return [shot.pixelColor(x, y).red() for x in xs if 8 < shot.pixelColor(x, y).red() < 247]
+
+
+def test_a_small_image_magnified_keeps_hard_pixel_edges(qtbot):
+    canvas = make_canvas(qtbot, size=64, widget=(600, 600))
+    canvas.set_image(_edge_image(64), keep_view=False)
+    assert canvas.zoom > 8  # fitted: about 800%
+    assert _greys_across_the_edge(canvas) == []
+
+
+def test_a_low_resolution_preview_stretched_to_the_job_size_stays_smooth(qtbot):
+    canvas = make_canvas(qtbot, size=64, widget=(600, 600))
+    canvas.set_image(_edge_image(8), keep_view=False, size=QImage(64, 64, QImage.Format.Format_RGB32).size())
+    assert len(_greys_across_the_edge(canvas)) > 4
+
+
+def test_the_brush_fits_the_image_size(qtbot):
+    canvas = make_canvas(qtbot, size=64)
+    assert canvas.brush_radius * 2 <= 8  # not half of a 64 px image
+    canvas.mask.reset(512, 768)
+    assert canvas.brush_radius == 16
+    canvas.set_brush_radius(40)
+    canvas.mask.reset(512, 768)  # another image of the same size keeps the chosen brush
+    assert canvas.brush_radius == 40
+
+
+def test_the_mask_overlay_stays_visible_on_a_red_image(qtbot):
+    canvas = make_canvas(qtbot, size=64)
+    red = QImage(64, 64, QImage.Format.Format_RGB32)
+    red.fill(QColor(230, 40, 60))
+    canvas.set_image(red, keep_view=False)
+    canvas.set_mask_editable(True)
+    canvas.mask.fill()
+    shot = canvas.grab().toImage()
+    tinted = shot.pixelColor(canvas.image_to_widget(QPointF(32, 32)).toPoint() * canvas.devicePixelRatioF())
+    assert abs(tinted.red() - 230) + abs(tinted.green() - 40) + abs(tinted.blue() - 60) > 150
+
+
+def test_dragging_a_file_over_highlights_the_canvas_until_it_leaves(qtbot, tmp_path):
+    from PySide6.QtGui import QDragEnterEvent, QDragLeaveEvent
+
+    canvas = make_canvas(qtbot, widget=(300, 200))
+    path = tmp_path / "model.safetensors"  # any file is offered to the window, which decides what it is
+    path.write_bytes(b"x")
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    before = canvas.grab().toImage()
+    enter = QDragEnterEvent(QPoint(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                            Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(canvas, enter)
+    assert enter.isAccepted()
+    hovered = canvas.grab().toImage()
+    edge = QPoint(5, 100)
+    assert hovered.pixelColor(edge) != before.pixelColor(edge)
+    QApplication.sendEvent(canvas, QDragLeaveEvent())
+    assert canvas.grab().toImage().pixelColor(edge) == before.pixelColor(edge)
+    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    with qtbot.waitSignal(canvas.fileDropped, timeout=1000) as blocker:
+        canvas.dropEvent(event)
+    assert blocker.args == [str(path)]

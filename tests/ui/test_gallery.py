@@ -123,6 +123,11 @@ def test_context_menu_offers_every_action(gallery) -> None:
         "Copy parameters", "Favourite", "Open containing folder", "Go to parent", "Go to newest child",
         "Move to trash",
     ]
+    gallery.store.delete(gallery.current_entry().id)
+    gallery.trash.setChecked(True)
+    gallery.view.setCurrentIndex(gallery.model.index(0))
+    texts = [a.text() for a in gallery.context_menu().actions() if not a.isSeparator()]
+    assert texts[-2:] == ["Restore", "Delete for good…"]
 
 
 def test_copy_parameters_puts_the_png_text_on_the_clipboard(gallery, store) -> None:
@@ -159,9 +164,47 @@ def test_delete_key_moves_to_trash_and_restore_brings_it_back(qtbot, gallery, st
     assert gallery.current_entry().id == entries[-2].id  # the next one is selected
     gallery.trash.setChecked(True)
     gallery.view.setCurrentIndex(gallery.model.index(0))
-    assert gallery.act_delete.text() == "Restore"
-    gallery.act_delete.trigger()
+    assert gallery.act_restore.isVisible() and gallery.restore_button.isVisibleTo(gallery)
+    gallery.act_restore.trigger()
     assert not store.get(entries[-1].id).deleted and gallery.model.total() == 0
+    gallery.trash.setChecked(False)
+    assert not gallery.restore_button.isVisibleTo(gallery) and not gallery.act_restore.isVisible()
+
+
+def test_delete_key_in_the_trash_deletes_for_good_after_asking(qtbot, gallery, store, entries,
+                                                                monkeypatch) -> None:
+    store.delete(entries[0].id)
+    store.delete(entries[1].id)
+    gallery.trash.setChecked(True)
+    gallery.view.setCurrentIndex(gallery.model.index(0))
+    assert gallery.act_delete.text() == "Delete for good…"
+    answers = [QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes]
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: answers.pop(0))
+    gallery.view.setFocus()
+    qtbot.keyClick(gallery.view, Qt.Key.Key_Delete)
+    assert store.get(entries[1].id).deleted and gallery.model.total() == 2  # "No" keeps it in the trash
+    file = store.get(entries[1].id).file
+    qtbot.keyClick(gallery.view, Qt.Key.Key_Delete)
+    assert store.get(entries[1].id) is None and not file.exists()
+    assert store.get(entries[0].id).deleted and shown_ids(gallery) == [entries[0].id]
+    assert not answers
+
+
+def test_trash_and_favourite_toggles_look_pressed_when_checked(qtbot, gallery) -> None:
+    from sdstudio.ui.theme import apply_theme
+
+    app = QGuiApplication.instance()
+    for theme in ("dark", "light"):
+        apply_theme(app, theme)
+        gallery.trash.setChecked(False)
+        off = gallery.trash.grab().toImage()
+        gallery.trash.setChecked(True)
+        on = gallery.trash.grab().toImage()
+        corner = (3, off.height() // 2)
+        before, after = off.pixelColor(*corner), on.pixelColor(*corner)
+        change = sum(abs(a - b) for a, b in zip(before.getRgb()[:3], after.getRgb()[:3], strict=True))
+        assert change > 120, (theme, before.name(), after.name())  # plainly different, not a faint bevel
+    apply_theme(app, "dark")
 
 
 def test_empty_trash_asks_before_deleting(gallery, store, entries, monkeypatch) -> None:
@@ -214,6 +257,22 @@ def test_add_entry_shows_a_new_result_at_the_top_when_the_filter_admits_it(galle
     gallery.apply_filters()
     gallery.add_entry(add(store, "another cat", 0))
     assert gallery.model.total() == 3
+
+
+def test_new_results_hidden_by_the_filters_are_announced_and_shown_on_request(qtbot, gallery, store) -> None:
+    gallery.search.setText("dog")
+    gallery.apply_filters()
+    assert not gallery.hidden_bar.isVisibleTo(gallery)
+    gallery.add_entry(add(store, "a dog 9", 0))  # admitted: nothing to say
+    assert not gallery.hidden_bar.isVisibleTo(gallery)
+    first, second = add(store, "a new cat", 0), add(store, "a newer cat", 0)
+    gallery.add_entry(first)
+    assert gallery.hidden_bar.isVisibleTo(gallery) and gallery.hidden_label.text().startswith("1 new image is")
+    gallery.add_entry(second)
+    assert gallery.hidden_label.text().startswith("2 new images are")
+    gallery.show_all_button.click()
+    assert gallery.search.text() == "" and shown_ids(gallery)[:2] == [second.id, first.id]
+    assert gallery.model.total() == 9 and not gallery.hidden_bar.isVisibleTo(gallery)
 
 
 def test_thumbnails_load_for_visible_rows_only(qtbot, store, monkeypatch) -> None:

@@ -48,6 +48,22 @@ def test_many_calls_returning_none_do_not_abort_the_interpreter():
     assert "survived" in out.stdout
 
 
+def test_many_void_calls_do_not_abort_the_interpreter():
+    # PySide6 6.12 also drops a reference to None on every void C++ call (each QPainter.setPen in a paint).
+    code = (
+        "import sdstudio.ui\n"
+        "from PySide6.QtCore import QObject\n"
+        "o = QObject()\n"
+        "for i in range(200000):\n"
+        "    o.setObjectName('x')\n"
+        "import gc; gc.collect()\n"
+        "print('survived')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "survived" in out.stdout
+
+
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 
