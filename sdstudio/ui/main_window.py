@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QUrl, Signal
-from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDesktopServices, QImage, QKeySequence
+from PySide6.QtGui import QCloseEvent, QDesktopServices, QImage
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
@@ -28,9 +28,9 @@ from sdstudio.engine.job_size import default_size
 from sdstudio.engine.request import GenerationRequest, GenerationResult
 from sdstudio.history.file_parameters import read_file_parameters
 from sdstudio.ui.canvas_panel import INPUT, CanvasPanel
-from sdstudio.ui.help import build_help_menu, redo_keys
 from sdstudio.ui.imageconv import pil_to_qimage, qimage_to_pil
 from sdstudio.ui.mask_model import MaskModel
+from sdstudio.ui.menus import build_menus
 from sdstudio.ui.mode_bar import MODE_LABELS, TXT2IMG, ModeBar, input_mode
 from sdstudio.ui.model_list import (
     BUILTIN_LABEL,
@@ -46,8 +46,6 @@ from sdstudio.ui.prompt_panel import PromptPanel
 from sdstudio.ui.prompt_state import apply_request, build_requests
 from sdstudio.ui.save_image import ImageSource, save_pixels, save_with_parameters
 from sdstudio.ui.settings import (
-    DEVICES,
-    device_unavailable,
     load_allow_pickle,
     load_device,
     load_prompt_state,
@@ -60,8 +58,6 @@ from sdstudio.ui.theme import apply_theme
 from sdstudio.ui.token_counter import LazyTokenCounter
 from sdstudio.ui.worker import JobOutput, Worker
 
-PICKLE_WARNING = ("Warning: pickled checkpoints (.ckpt/.pt) can run code when opened. With this on they load in "
-                  "weights-only mode, which refuses code, but only use files you trust; prefer .safetensors.")
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff)"
 
 
@@ -98,7 +94,7 @@ class MainWindow(QMainWindow):
         self._running: int | None = None
         self._running_total = 0
         self._build_layout()
-        self._build_menus()
+        build_menus(self)
         self._connect()
         self.refresh_models()
         self._restore_window()
@@ -116,91 +112,6 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.splitter)
         # The history gallery (another module) docks on the right; see `dock_gallery`.
         self.gallery_dock = None
-
-    def _menu_action(self, menu, text: str, slot, shortcut=None) -> QAction:
-        action = menu.addAction(text)
-        if shortcut is not None:
-            action.setShortcuts(shortcut if isinstance(shortcut, list) else [QKeySequence(shortcut)])
-        action.triggered.connect(slot)
-        return action
-
-    def _build_menus(self) -> None:
-        bar, cp = self.menuBar(), self.canvas_panel
-        file = bar.addMenu("&File")
-        self._menu_action(file, "&Open Image…", self.open_image_dialog, QKeySequence.StandardKey.Open)
-        self.act_save = self._menu_action(file, "&Save Image As…", self.save_image_dialog,
-                                          QKeySequence.StandardKey.SaveAs)
-        self.act_save.setToolTip("Save the shown image with its parameters, so it can be re-run")
-        self.act_save_plain = self._menu_action(file, "Save Image &Without Metadata…", self.save_pixels_dialog)
-        self.act_save_plain.setToolTip("Save the pixels only: no prompt, no parameters, no model name")
-        file.setToolTipsVisible(True)
-        file.addSeparator()
-        self._menu_action(file, "Add &Model…", self.add_model_dialog)
-        self._menu_action(file, "Open Models &Folder", lambda: self._open_folder(paths.models_dir()))
-        self._menu_action(file, "Open &Outputs Folder", lambda: self._open_folder(paths.outputs_dir()))
-        file.addSeparator()
-        self._menu_action(file, "&Quit", self.close, QKeySequence.StandardKey.Quit)
-        edit = bar.addMenu("&Edit")
-        undo = self.mask.undo_stack.createUndoAction(self, "&Undo")
-        undo.setShortcut(QKeySequence.StandardKey.Undo)
-        redo = self.mask.undo_stack.createRedoAction(self, "&Redo")
-        redo.setShortcuts(redo_keys())
-        edit.addActions([undo, redo])
-        edit.addSeparator()
-        edit.addActions([cp.act_brush, cp.act_eraser, cp.act_pan, cp.act_smaller, cp.act_bigger])
-        edit.addSeparator()
-        edit.addActions([cp.act_clear, cp.act_invert, cp.act_fill])
-        view = bar.addMenu("&View")
-        view.addActions([cp.act_result, cp.act_input])
-        view.addSeparator()
-        view.addActions([cp.act_fit, cp.act_actual, cp.act_zoom_in, cp.act_zoom_out])
-        view.addSeparator()
-        self._build_theme_menu(view.addMenu("&Theme"))
-        self.view_menu = view
-        gen = bar.addMenu("&Generate")
-        self.act_generate = self._menu_action(gen, "&Generate", self.generate,
-                                              [QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")])
-        self.act_cancel = self._menu_action(gen, "&Cancel", self.cancel, QKeySequence("Esc"))
-        self._menu_action(gen, "C&lear Queue", self.worker.clear_queue)
-        gen.addSeparator()
-        gen.addActions([cp.act_use_as_input, cp.act_clear_input])
-        self._menu_action(gen, "&Reuse Last Seed", self.reuse_last_seed)
-        gen.addSeparator()
-        self._build_device_menu(gen.addMenu("&Device"))
-        gen.addSeparator()
-        self.act_allow_pickle = self._menu_action(gen, "Allow &Pickled Checkpoints", self.set_allow_pickle)
-        self.act_allow_pickle.setCheckable(True)
-        self.act_allow_pickle.setChecked(load_allow_pickle(self.settings))
-        self.act_allow_pickle.setToolTip(PICKLE_WARNING)
-        gen.setToolTipsVisible(True)
-        self.act_cancel.setEnabled(False)
-        build_help_menu(self)
-
-    def _build_device_menu(self, menu) -> None:
-        group = QActionGroup(self)
-        current = load_device(self.settings)
-        self.device_actions: dict[str, QAction] = {}
-        for name, label in DEVICES:
-            action = menu.addAction(label)
-            action.setCheckable(True)
-            action.setChecked(name == current)
-            why = device_unavailable(name)
-            action.setEnabled(not why)
-            action.setToolTip(why or f"Run the engine on {name}; the model reloads there")
-            action.triggered.connect(lambda _checked, name=name: self.set_device(name))
-            group.addAction(action)
-            self.device_actions[name] = action
-        menu.setToolTipsVisible(True)
-
-    def _build_theme_menu(self, menu) -> None:
-        group = QActionGroup(self)
-        current = str(self.settings.value("appearance/theme", "system"))
-        for name, label in (("system", "Follow &System"), ("dark", "&Dark"), ("light", "&Light")):
-            action = menu.addAction(label)
-            action.setCheckable(True)
-            action.setChecked(name == current)
-            action.triggered.connect(lambda _checked, name=name: self.set_theme(name))
-            group.addAction(action)
 
     def set_theme(self, theme: str) -> None:
         self.settings.setValue("appearance/theme", theme)
@@ -534,30 +445,24 @@ class MainWindow(QMainWindow):
             self.canvas_panel.canvas.setFocus()
 
     # --- files, settings, shutdown --------------------------------------------------------------------
-    def _ask_save_path(self, title: str) -> Path | None:
-        path, _ = QFileDialog.getSaveFileName(self, title, str(paths.outputs_dir() / "image.png"), "PNG (*.png)")
-        return Path(path) if path else None
-
-    def save_image_dialog(self) -> None:
-        """The shown image with its parameters (a history entry's PNG as it is)."""
+    def save_image_dialog(self, with_parameters: bool = True) -> None:
+        """Save the shown image with its parameters (a history entry's PNG as it is), or its pixels only."""
         image = self.canvas_panel.shown_image()
-        path = self._ask_save_path("Save Image") if image is not None else None
-        if path is not None:
-            self._save(lambda: save_with_parameters(image, self.shown_source(), path), path)
-
-    def save_pixels_dialog(self) -> None:
-        image = self.canvas_panel.shown_image()
-        path = self._ask_save_path("Save Image Without Metadata") if image is not None else None
-        if path is not None:
-            self._save(lambda: save_pixels(image, path), path)
-
-    def _save(self, write, path: Path) -> None:
+        if image is None:
+            return
+        title = "Save Image" if with_parameters else "Save Image Without Metadata"
+        chosen = QFileDialog.getSaveFileName(self, title, str(paths.outputs_dir() / "image.png"), "PNG (*.png)")[0]
+        if not chosen:
+            return
         try:
-            write()
+            if with_parameters:
+                save_with_parameters(image, self.shown_source(), Path(chosen))
+            else:
+                save_pixels(image, Path(chosen))
         except OSError as exc:
-            self.canvas_panel.banner.show_error(f"Could not save {path}: {exc}")
+            self.canvas_panel.banner.show_error(f"Could not save {chosen}: {exc}")
 
-    def _open_folder(self, folder: Path) -> None:
+    def open_folder(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
 
