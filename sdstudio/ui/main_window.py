@@ -22,10 +22,13 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio import paths
-from sdstudio.engine.detect import ModelDescription
+from sdstudio.engine.detect import ModelDescription, detect
+from sdstudio.engine.errors import SDStudioError
 from sdstudio.engine.families import FAMILIES
 from sdstudio.engine.job_size import default_size
+from sdstudio.engine.model_files import MODEL_SUFFIXES
 from sdstudio.engine.request import GenerationRequest, GenerationResult
+from sdstudio.engine.safetensors_file import PICKLE_SUFFIXES, read_header
 from sdstudio.history.file_parameters import read_file_parameters
 from sdstudio.ui.canvas_panel import INPUT, CanvasPanel
 from sdstudio.ui.imageconv import pil_to_qimage, qimage_to_pil
@@ -326,10 +329,21 @@ class MainWindow(QMainWindow):
         kinds = "*.safetensors *.ckpt *.pt" if load_allow_pickle(self.settings) else "*.safetensors"
         path, _ = QFileDialog.getOpenFileName(self, "Add Model", str(paths.models_dir()), f"Checkpoints ({kinds})")
         if path:
-            add_extra_model(self.settings, path)
-            self.state.model = path
-            self.refresh_models()
-            self.choose_model(path)
+            self.add_model(path)
+
+    def add_model(self, path: str) -> None:
+        """Add a checkpoint to the model list and load it, after reading what it is from its header (no torch):
+        a LoRA, ControlNet, VAE or an architecture we do not run is named in one line, not added."""
+        if Path(path).suffix.lower() in MODEL_SUFFIXES:
+            try:
+                detect(read_header(Path(path)))
+            except SDStudioError as exc:
+                self.canvas_panel.banner.show_error(str(exc))
+                return
+        add_extra_model(self.settings, path)
+        self.state.model = path
+        self.refresh_models()
+        self.choose_model(path)
 
     def _model_loaded(self, description: ModelDescription) -> None:
         self._load_in_progress = False
@@ -362,6 +376,9 @@ class MainWindow(QMainWindow):
         the models folder. Any other image becomes the input image for img2img/inpainting. A file is not a
         history entry, so what is made from it has no parent."""
         name = Path(path).name
+        if Path(path).suffix.lower() in (*MODEL_SUFFIXES, *PICKLE_SUFFIXES):  # a model dropped on the canvas
+            self.add_model(path)
+            return
         try:
             found = read_file_parameters(Path(path), models_dir=paths.models_dir(), history_root=paths.outputs_dir())
         except (OSError, SyntaxError, ValueError) as exc:

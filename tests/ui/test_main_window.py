@@ -560,3 +560,19 @@ def test_a_tall_input_for_a_512_model_fits_its_native_area(qtbot, window):
     window.set_input_image(QImage(600, 1800, QImage.Format.Format_RGB32))
     w, h = window.state.width, window.state.height
     assert (w % 8, h % 8) == (0, 0) and h > w and 0.9 <= w * h / 512**2 <= 1.1
+
+
+def test_a_dropped_checkpoint_is_added_and_loaded_and_a_lora_is_named_not_added(qtbot, window, engine, tiny_path,
+                                                                                 tmp_path):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    with qtbot.waitSignal(window.worker.modelLoaded, timeout=5000):
+        window.canvas_panel.canvas.fileDropped.emit(str(tiny_path))
+    assert window.state.model == str(tiny_path) and engine.loaded[-1] == str(tiny_path)
+    lora = tmp_path / "style.safetensors"
+    save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": np.zeros((4, 8), np.float32)}, lora)
+    window.canvas_panel.canvas.fileDropped.emit(str(lora))
+    banner = window.canvas_panel.banner
+    assert banner.isVisibleTo(window) and "LoRA" in banner.text.text()
+    assert window.state.model == str(tiny_path)
