@@ -16,7 +16,6 @@ import sys
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-EXIT_NO_GUI = 3
 DIALOG_TOOLS = (
     ("zenity", "--error", "--no-markup", "--title=SD Studio", "--text"),
     ("kdialog", "--title", "SD Studio", "--error"),
@@ -45,7 +44,10 @@ def system_environment() -> dict[str, str]:
 
 
 def tell_user(message: str) -> None:
-    text = f"SD Studio cannot start.\n\n{message}"
+    """The message every entry point prints (sdstudio.cli.cannot_start), and a dialog when no terminal shows it."""
+    from sdstudio.cli import cannot_start
+
+    text = cannot_start(message)
     if sys.stderr is not None:
         print(text, file=sys.stderr, flush=True)
         if sys.stderr.isatty():
@@ -61,21 +63,10 @@ def tell_user(message: str) -> None:
 
 def main(argv: list[str]) -> int:
     attach_windows_console()
-    if "--self-test" in argv:
-        from sdstudio.selftest import run
-
-        return run(argv)
-    from sdstudio.cli import COMMANDS
     from sdstudio.cli import main as cli_main
 
-    if not argv or argv[0] not in COMMANDS:
-        from sdstudio.preflight import qt_problem
-
-        problem = qt_problem()
-        if problem:
-            tell_user(problem)
-            return EXIT_NO_GUI
-    return cli_main(argv)
+    # The same checks as `sdstudio` and `python main.py` (sdstudio.cli.run_gui), told in a dialog too.
+    return cli_main(argv, tell=tell_user)
 
 
 if __name__ == "__main__":

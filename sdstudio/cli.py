@@ -1,4 +1,5 @@
-"""Command line: `python -m sdstudio inspect|generate|params ...`, and `sdstudio` with no command starts the app.
+"""Command line: `python -m sdstudio inspect|generate|params ...`, and `sdstudio` with no command starts the app
+(an unknown command gets the usage message, not the app).
 
 Heavy imports (torch, transformers) happen inside the commands that need them, so `inspect` and `params` stay
 fast and a bad argument is reported before anything loads.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from sdstudio.engine.errors import SDStudioError
@@ -77,14 +79,51 @@ def _add_params(sub) -> None:
 
 
 COMMANDS = ("inspect", "generate", "params", "-h", "--help")
+EXIT_NO_GUI = 3
 
 
-def main(argv: list[str] | None = None) -> int:
+def cannot_start(problem: str) -> str:
+    """What every entry point (sdstudio, python -m sdstudio, main.py, the bundle) says when Qt cannot start."""
+    return f"SD Studio cannot start.\n\n{problem}"
+
+
+def print_problem(problem: str) -> None:
+    print(cannot_start(problem), file=sys.stderr, flush=True)
+
+
+def is_gui_argv(argv: list[str]) -> bool:
+    """Arguments for the app rather than a command: none, options (--screenshot, Qt's -platform) or image files
+    to open. Any other first word is a mistyped command."""
+    if not argv or (argv[0].startswith("-") and argv[0] not in COMMANDS):
+        return True
+    try:
+        return Path(argv[0]).is_file()
+    except OSError:  # a name too long for the file system is no file
+        return False
+
+
+def run_gui(argv: list[str], tell: Callable[[str], None] = print_problem) -> int:
+    """Start the app, after checking that Qt can open a window here (sdstudio/preflight.py): Qt itself would
+    abort the process with a line only a developer reads. `tell` shows the reason (the bundle adds a dialog)."""
+    if "--self-test" in argv:  # headless by design: checks the installation without a window
+        from sdstudio.selftest import run
+
+        return run(argv)
+    from sdstudio.preflight import qt_problem
+
+    problem = qt_problem()
+    if problem:
+        tell(problem)
+        return EXIT_NO_GUI
+    from sdstudio.ui.app import run_app
+
+    return run_app(argv)
+
+
+def main(argv: list[str] | None = None, tell: Callable[[str], None] = print_problem) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in COMMANDS:
-        from sdstudio.ui.app import run_app
-
-        return run_app(argv)
+    if is_gui_argv(argv):
+        return run_gui(argv, tell)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -3,6 +3,9 @@
 Generated PNGs carry A1111's `parameters` text (read by most SD tools) and our `sdstudio` JSON chunk with
 the full request, so `generate --from IMAGE.png` reproduces an image made by us, A1111 or ComfyUI exports.
 
+Its defaults are the app's (GenerationRequest's field defaults; the seed drawn at random) and, without --out,
+its images go into the app's outputs folder and history, so they show in the gallery.
+
 `generate` checks in order of cost: the arguments and the output folder, then the model's header (sizes not
 given come from it, and a job far beyond it is refused unless --yes), and only then imports torch and loads.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
 import tempfile
 import time
@@ -21,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from sdstudio.engine.errors import RequestError, SDStudioError
 from sdstudio.engine.job_size import default_size, estimate, job_problem, physical_memory
 from sdstudio.engine.names import DEVICE_CHOICES, SAMPLERS, SCHEDULERS
-from sdstudio.engine.request import GenerationRequest, StepInfo
+from sdstudio.engine.request import MAX_SEED, RANDOM_SEED, GenerationRequest, StepInfo
 from sdstudio.engine.validate import check_side, validate, validate_settings
 
 # CLI flag -> request field, for flags whose value is copied as given.
@@ -33,16 +37,19 @@ _FIELDS = {
 }
 
 
+_DEFAULTS = GenerationRequest()  # the app's defaults too (ui/prompt_state.py)
+
+
 def add_generate_parser(sub) -> None:
-    g = sub.add_parser("generate", help="generate images from the command line")
+    g = sub.add_parser("generate", help="generate images from the command line (the app's defaults)")
     g.add_argument("--model", help="checkpoint (.safetensors); default: the built-in model")
     g.add_argument("--prompt")
     g.add_argument("--negative", help="negative prompt")
-    g.add_argument("--steps", type=int)
-    g.add_argument("--cfg", type=float, help="classifier-free guidance scale")
-    g.add_argument("--sampler", help=f"one of: {', '.join(SAMPLERS)}")
-    g.add_argument("--scheduler", help=f"one of: {', '.join(SCHEDULERS)}")
-    g.add_argument("--seed", type=int)
+    g.add_argument("--steps", type=int, help=f"default: {_DEFAULTS.steps}")
+    g.add_argument("--cfg", type=float, help=f"classifier-free guidance scale; default: {_DEFAULTS.cfg_scale:g}")
+    g.add_argument("--sampler", help=f"one of: {', '.join(SAMPLERS)}; default: {_DEFAULTS.sampler}")
+    g.add_argument("--scheduler", help=f"one of: {', '.join(SCHEDULERS)}; default: {_DEFAULTS.scheduler}")
+    g.add_argument("--seed", type=int, help=f"default: random (or {RANDOM_SEED}); the seed used is in the file name")
     g.add_argument("--width", type=int, help="default: the model's native size, or the init image's aspect "
                    "ratio at about the native area")
     g.add_argument("--height", type=int, help="default: as --width")
@@ -59,7 +66,7 @@ def add_generate_parser(sub) -> None:
     g.add_argument("--from", dest="from_image", help="re-run the parameters stored in this PNG")
     g.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                    help="where to run: auto (CUDA, then Apple MPS, then the CPU), cpu, cuda or mps")
-    g.add_argument("--out", default="outputs", help="output folder (default: ./outputs)")
+    g.add_argument("--out", help="write plain PNGs to this folder instead of the app's outputs folder and history")
     g.add_argument("--yes", "--force", dest="yes", action="store_true",
                    help="run a job far beyond the model's native size or this machine's memory instead of refusing it")
     g.add_argument("--allow-pickle", action="store_true",
@@ -106,6 +113,8 @@ def build_request(args: argparse.Namespace) -> GenerationRequest:
     req = request_from_image(args.from_image, find_model=args.model is None) if args.from_image else GenerationRequest()
     changes = {field: getattr(args, flag) for flag, field in _FIELDS.items() if getattr(args, flag) is not None}
     req = req.replace(**changes)
+    if args.seed == RANDOM_SEED or (args.seed is None and not args.from_image):
+        req = req.replace(seed=random.randrange(MAX_SEED + 1))  # as the app draws it (prompt_state.build_requests)
     if args.init_image:
         req = req.replace(init_image=_open_image(args.init_image, "init image").convert("RGB"))
     if args.mask:
@@ -115,14 +124,28 @@ def build_request(args: argparse.Namespace) -> GenerationRequest:
     return req
 
 
-def check_before_loading(req: GenerationRequest, args: argparse.Namespace) -> Path:
+def check_before_loading(req: GenerationRequest, args: argparse.Namespace):
     """Everything that needs no model, checked before torch loads (seconds) and the model (up to a minute):
-    the settings, the sides given, and the output folder, created and probed. Returns that folder."""
+    the settings, the sides given, and where the images go: the --out folder, created and probed, or the
+    app's history, opened. Returns that folder or the HistoryStore."""
     validate_settings(req)
     for side in ("width", "height"):
         if getattr(args, side) is not None:
             check_side(side, getattr(args, side), multiple=1)
-    return writable_folder(Path(args.out))
+    return writable_folder(Path(args.out)) if args.out is not None else open_history()
+
+
+def open_history():
+    """The app's history (outputs folder and index), ready to add to; SDStudioError when it is read-only."""
+    from sdstudio import paths
+    from sdstudio.history.store import HistoryStore
+
+    store = HistoryStore(paths.outputs_dir(), paths.history_db(), reconcile=False)  # the app reconciles
+    if store.read_only:
+        store.close()
+        raise SDStudioError(f"cannot add to the history: {store.read_only_reason}; or pass --out DIR to write "
+                            "the images to a folder")
+    return store
 
 
 def writable_folder(out: Path) -> Path:
@@ -205,6 +228,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         req = fit_to_model(req, args, loaded)
     print(f"model: {loaded.name} ({loaded.summary()})", file=sys.stderr)
     result = engine.generate(req, on_step=ProgressBar())
+    if not isinstance(out, Path):
+        return save_to_history(out, result)
     for n, (image, r) in enumerate(zip(result.images, result.requests, strict=True)):
         path = next_free(out, r.seed)
         record = Record(id=path.stem, created=time.time(), request=r, model_name=result.model_name)
@@ -214,6 +239,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
             raise SDStudioError(f"{path}: cannot be saved ({exc.strerror or exc}); {n} of {len(result.images)} "
                                 "images were saved before it: free some space or choose another --out") from None
         print(path)
+    return 0
+
+
+def save_to_history(store, result) -> int:
+    """Add the images to the app's history, printing each file as it is saved."""
+    try:
+        for n, (image, r) in enumerate(zip(result.images, result.requests, strict=True)):
+            try:
+                entry = store.add(image, r, result.model_name)
+            except OSError as exc:
+                raise SDStudioError(f"{store.root}: an image cannot be saved ({exc.strerror or exc}); {n} of "
+                                    f"{len(result.images)} images were saved before it: free some space or pass "
+                                    "--out DIR") from None
+            print(entry.file)
+    finally:
+        store.close()
     return 0
 
 

@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -194,3 +199,34 @@ def test_inspect_reads_a_pickle_only_when_allowed(tmp_path, capsys):
     assert "--allow-pickle" in capsys.readouterr().err
     assert main(["inspect", str(ckpt), "--allow-pickle", "--json"]) == 0
     assert '"family": "sd1"' in capsys.readouterr().out
+
+
+# `sdstudio` (the console script calls sdstudio.cli:main), `python -m sdstudio` and `python main.py`.
+ENTRY_POINTS = {
+    "sdstudio": ["-c", "import sys; from sdstudio.cli import main; sys.exit(main())"],
+    "python -m sdstudio": ["-m", "sdstudio"],
+    "main.py": [str(Path(__file__).resolve().parents[1] / "main.py")],
+}
+
+
+def _start(entry: str, *args: str, cwd, **env: str) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    base["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    return subprocess.run([sys.executable, *ENTRY_POINTS[entry], *args], capture_output=True, text=True, cwd=cwd,
+                          env={**base, **env}, timeout=120)
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+@pytest.mark.parametrize("env", [{}, {"QT_QPA_PLATFORM": "xcb"}], ids=["no display", "xcb forced, no display"])
+def test_every_entry_point_explains_a_missing_display_instead_of_aborting(entry, env, tmp_path):
+    done = _start(entry, cwd=tmp_path, SDSTUDIO_HOME=str(tmp_path / "home"), **env)
+    assert done.returncode == 3, done.stderr  # Qt's own abort would be -6 (SIGABRT)
+    assert done.stderr.startswith("SD Studio cannot start.\n\n"), done.stderr
+    assert "display" in done.stderr and "Aborted" not in done.stderr and "qt.qpa" not in done.stderr
+
+
+@pytest.mark.parametrize("entry", ["sdstudio", "python -m sdstudio"])
+def test_an_unknown_command_gets_the_usage_not_the_app(entry, tmp_path):
+    done = _start(entry, "frobnicate", cwd=tmp_path, DISPLAY=":987")
+    assert done.returncode == 2
+    assert done.stderr.startswith("usage: sdstudio") and "invalid choice: 'frobnicate'" in done.stderr

@@ -16,6 +16,7 @@ from PIL import Image
 # How an image was made (GenerationRequest.mode); history records and filters by it.
 MODES = ("txt2img", "img2img", "inpaint")
 MAX_SEED = 2**32 - 1
+RANDOM_SEED = -1  # a seed setting, not a seed: draw one at random for each job (app and CLI alike)
 
 
 def image_seed(seed: int, index: int) -> int:
@@ -25,14 +26,18 @@ def image_seed(seed: int, index: int) -> int:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """Everything that determines an image. Same request + same model => same pixels."""
+    """Everything that determines an image. Same request + same model => same pixels.
+
+    The field defaults are SD Studio's defaults, the one set the app's prompt panel (ui/prompt_state.py) and
+    `sdstudio generate` start from; the seed is drawn at random (RANDOM_SEED) unless one is given.
+    """
 
     prompt: str = ""
     negative_prompt: str = ""
     steps: int = 20
-    cfg_scale: float = 7.0
+    cfg_scale: float = 5.0
     sampler: str = "Euler a"
-    scheduler: str = "normal"
+    scheduler: str = "karras"
     seed: int = 0
     width: int = 512
     height: int = 512

@@ -3,7 +3,7 @@
 
 An image may carry our ``sdstudio`` record (the full request; init image and mask stored as sidecar
 files beside it, see history/record.py and history/layout.py), A1111's ``parameters`` text (also
-written by ComfyUI exports and most other tools), both, or nothing (then it is simply a picture, e.g.
+written by most other tools), both, a ComfyUI graph (history/comfyui.py), or nothing (then it is simply a picture, e.g.
 for use as an init image). The record wins over the text: it holds fields A1111 does not know.
 
 A file is someone else's input, so nothing it names is opened as named. Sidecars are looked up only as
@@ -28,9 +28,10 @@ from sdstudio import paths
 from sdstudio.engine.errors import ModelNotFound, RequestError, SDStudioError
 from sdstudio.engine.model_files import builtin_model_path, resolve_model
 from sdstudio.engine.request import GenerationRequest
+from sdstudio.history.comfyui import ComfyParameters, comfyui_parameters
 from sdstudio.history.layout import Layout
 from sdstudio.history.parameters import a1111_mode, lenient_request, parse_parameters, request_and_problem
-from sdstudio.history.png import open_image, read_image_text
+from sdstudio.history.png import open_image, read_image_text, read_text_chunks
 from sdstudio.history.record import Record, file_name, record_from_json
 from sdstudio.untrusted import printable, quoted
 
@@ -143,6 +144,14 @@ def read_file_parameters(
             request, problem = request_and_problem(params)
         except RequestError as e:
             request, problem = None, str(e)
+    elif (comfy := _comfyui(path)) is not None:
+        text, params, model_name, mode = comfy.text, comfy.params, comfy.params.get("Model", ""), "txt2img"
+        request, problem = None, comfy.problem
+        if not comfy.problem:
+            try:
+                request, problem = request_and_problem(params)
+            except RequestError as e:
+                problem = str(e)
     else:
         return FileParameters(path, image, problem=refused[0] if refused else NO_PARAMETERS, refused=refused)
     model_problem = ""
@@ -156,6 +165,12 @@ def read_file_parameters(
     return FileParameters(
         path, image, text, params, record, request, model_name, mode, problem, model_problem, refused
     )
+
+
+def _comfyui(path: Path) -> ComfyParameters | None:
+    """A ComfyUI graph's parameters, for a PNG that has no A1111 text nor record (history/comfyui.py)."""
+    with open(path, "rb") as file:
+        return comfyui_parameters(read_text_chunks(file).texts)
 
 
 def is_plain_name(name: str) -> bool:

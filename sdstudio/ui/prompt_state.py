@@ -8,33 +8,36 @@ from dataclasses import dataclass
 from PIL import Image
 
 from sdstudio.engine import families
-from sdstudio.engine.request import MAX_SEED, GenerationRequest
-
-RANDOM_SEED = -1
+from sdstudio.engine.request import MAX_SEED, RANDOM_SEED, GenerationRequest
 
 # Width x height presets per model family (read-only view of families.FAMILIES); the first is the default.
 SIZE_PRESETS: dict[str, tuple[tuple[int, int], ...]] = {f.name: f.size_presets for f in families.FAMILIES}
 
 
+_DEFAULTS = GenerationRequest()  # the one set of defaults, shared with `sdstudio generate`
+
+
 @dataclass
 class PromptState:
-    """Every value the prompt panel shows. Mutable: the panel edits it; requests are snapshots of it."""
+    """Every value the prompt panel shows. Mutable: the panel edits it; requests are snapshots of it.
 
-    prompt: str = ""
-    negative_prompt: str = ""
-    model: str = ""  # checkpoint path, "" = the built-in model
-    sampler: str = "Euler a"
-    scheduler: str = "karras"
-    steps: int = 20
-    cfg_scale: float = 5.0
+    Width and height are the built-in model's size; the panel sets them from the chosen model's presets."""
+
+    prompt: str = _DEFAULTS.prompt
+    negative_prompt: str = _DEFAULTS.negative_prompt
+    model: str = _DEFAULTS.model  # checkpoint path, "" = the built-in model
+    sampler: str = _DEFAULTS.sampler
+    scheduler: str = _DEFAULTS.scheduler
+    steps: int = _DEFAULTS.steps
+    cfg_scale: float = _DEFAULTS.cfg_scale
     seed: int = RANDOM_SEED
     width: int = 64
     height: int = 64
-    batch_size: int = 1
+    batch_size: int = _DEFAULTS.batch_size
     batch_count: int = 1
-    strength: float = 0.75
-    mask_blur: int = 4
-    only_masked: bool = False
+    strength: float = _DEFAULTS.strength
+    mask_blur: int = _DEFAULTS.mask_blur
+    only_masked: bool = _DEFAULTS.only_masked
 
 
 def size_presets(family: str) -> tuple[tuple[int, int], ...]:

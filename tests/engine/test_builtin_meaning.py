@@ -25,7 +25,7 @@ def emoji():
 
 
 def base(**changes) -> GenerationRequest:
-    request = GenerationRequest(steps=20, cfg_scale=5.0, sampler="Euler a", seed=0, width=64, height=64,
+    request = GenerationRequest(steps=20, cfg_scale=5.0, sampler="Euler a", scheduler="normal", seed=0, width=64, height=64,
                                 model=str(builtin_model_path()))
     return request.replace(**changes)
 

@@ -20,7 +20,7 @@ from sdstudio.engine.schedules import ModelSampling, get_sigmas
 from tests.engine.test_images import textured
 from tests.tiny_checkpoint import TINY_CONFIG, tiny_state_dict
 
-BASE = GenerationRequest(prompt="a red apple", negative_prompt="blurry", steps=3, cfg_scale=5.0, sampler="Euler",
+BASE = GenerationRequest(prompt="a red apple", negative_prompt="blurry", steps=3, cfg_scale=5.0, sampler="Euler", scheduler="normal",
                          width=64, height=64, seed=7)
 
 

@@ -173,7 +173,7 @@ def test_a_residual_source_sees_exactly_each_call_s_batch(on_uncond):
         assert torch.all(call["residuals"].middle[1] == (7 if on_uncond else 0))
 
 
-BASE = GenerationRequest(prompt="a red apple", negative_prompt="blurry", steps=3, cfg_scale=5.0, sampler="Euler",
+BASE = GenerationRequest(prompt="a red apple", negative_prompt="blurry", steps=3, cfg_scale=5.0, sampler="Euler", scheduler="normal",
                          width=64, height=64, seed=7, batch_size=2)
 
 

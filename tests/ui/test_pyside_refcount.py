@@ -69,12 +69,12 @@ PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 def pinned_pyside6() -> SpecifierSet:
     # The one PySide6 requirement string of [project] dependencies (tomllib is 3.11+; we support 3.10).
-    (pin,) = re.findall(r'^\s*"(PySide6\s*[<>=!~][^"]*)",?\s*$', PYPROJECT.read_text(encoding="utf-8"), re.M)
+    (pin,) = re.findall(r'^\s*"(PySide6(?:-Essentials)?\s*[<>=!~][^"]*)",?\s*$', PYPROJECT.read_text(encoding="utf-8"), re.M)
     return Requirement(pin).specifier
 
 
 def test_the_installed_pyside6_is_the_pinned_one_the_guard_was_verified_on():
-    installed = version("PySide6")
+    installed = version("PySide6-Essentials")  # QtCore/QtGui/QtWidgets; what the app depends on
     assert pinned_pyside6().contains(installed), (
         f"PySide6 {installed} is outside the pin {pinned_pyside6()} in pyproject.toml: re-verify "
         "sdstudio/ui/pyside_refcount.py on it (does emit still leak True?) and move the pin")
