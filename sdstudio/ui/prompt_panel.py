@@ -109,8 +109,11 @@ def _heading(text: str) -> QLabel:
     return label
 
 
-class PromptPanel(QScrollArea):
-    """Edits `state`; call `refresh()` after changing the state from outside."""
+class PromptPanel(QWidget):
+    """Edits `state`; call `refresh()` after changing the state from outside.
+
+    The controls scroll; the mode line and the Generate/Cancel row stay pinned below them, so the main action is
+    visible at any window height."""
 
     generateRequested = Signal()
     cancelRequested = Signal()
@@ -124,9 +127,6 @@ class PromptPanel(QScrollArea):
         self.state = state
         self._family = "demo"
         self._updating = False
-        self.setWidgetResizable(True)
-        self.setFrameShape(QFrame.Shape.NoFrame)
-        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         body = QWidget()
         layout = QVBoxLayout(body)
         layout.setContentsMargins(10, 10, 10, 10)
@@ -135,12 +135,23 @@ class PromptPanel(QScrollArea):
         self._build_model(layout)
         self._build_sampling(layout)
         self._build_image(layout)
-        self._build_buttons(layout)
         layout.addStretch(1)
-        self.setWidget(body)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll.setWidget(body)
+        footer = QVBoxLayout()
+        footer.setContentsMargins(10, 0, 10, 10)
+        self._build_buttons(footer)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.setSpacing(0)
+        outer.addWidget(self.scroll, 1)
+        outer.addLayout(footer)
         self.refresh()
         # Never narrower than the controls: a clipped seed box or size field is worse than a wider panel.
-        self.setMinimumWidth(body.minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width())
+        self.setMinimumWidth(body.minimumSizeHint().width() + self.scroll.verticalScrollBar().sizeHint().width())
 
     # --- construction ------------------------------------------------------------------------------
     def _build_prompts(self, layout: QVBoxLayout, counter: LazyTokenCounter) -> None:

@@ -576,3 +576,11 @@ def test_a_dropped_checkpoint_is_added_and_loaded_and_a_lora_is_named_not_added(
     banner = window.canvas_panel.banner
     assert banner.isVisibleTo(window) and "LoRA" in banner.text.text()
     assert window.state.model == str(tiny_path)
+
+
+def test_generate_stays_in_view_in_a_small_window(qtbot, window):
+    window.resize(800, 560)
+    window.show()
+    qtbot.waitExposed(window)
+    assert not window.panel.generate_button.visibleRegion().isEmpty()
+    assert not window.panel.cancel_button.visibleRegion().isEmpty()

@@ -44,9 +44,9 @@ def test_sampling_controls_and_the_model_explain_themselves(panel):
 
 
 def test_the_model_description_arriving_does_not_move_the_controls_below(qtbot, panel):
-    before = panel.sampler_combo.mapTo(panel.widget(), panel.sampler_combo.rect().topLeft()).y()
+    before = panel.sampler_combo.mapTo(panel.scroll.widget(), panel.sampler_combo.rect().topLeft()).y()
     panel.set_model_info("real: Stable Diffusion 1.x · eps prediction · float16 · 860M UNet parameters, "
                          "default size 512 × 512", "sd1")
     qtbot.wait(10)
-    after = panel.sampler_combo.mapTo(panel.widget(), panel.sampler_combo.rect().topLeft()).y()
+    after = panel.sampler_combo.mapTo(panel.scroll.widget(), panel.sampler_combo.rect().topLeft()).y()
     assert after == before
