@@ -72,8 +72,10 @@ class FidelityResult:
 
 def request_for(prompt: str, cfg: float, model: str = "", sampler: str = "Euler a",
                 seed: int = 0) -> GenerationRequest:
-    return GenerationRequest(prompt=prompt, steps=20, cfg_scale=cfg, sampler=sampler, seed=seed,
-                             width=64, height=64, model=model)
+    # Every setting explicit (the normal schedule included): the figures in docs/training.md stay reproducible
+    # when the app's defaults change.
+    return GenerationRequest(prompt=prompt, steps=20, cfg_scale=cfg, sampler=sampler, scheduler="normal",
+                             seed=seed, width=64, height=64, model=model)
 
 
 def fidelity(engine: Engine, dataset_images: np.ndarray, dataset_names: list[str], prompts: list[str],
