@@ -2,7 +2,7 @@
 
 A loaded model keeps each component (UNet, text encoders, VAE, tiny VAE) on its own device and dtype;
 code that runs a component asks the module itself (`module_device`, `module_dtype`) and moves inputs to it
-and outputs back at the edges. Random noise is always drawn on the CPU (see samplers.SeededNoise), so a seed
+and outputs back at the edges. Random noise is always drawn on the CPU (see noise.SeededNoise), so a seed
 means the same image on every device.
 """
 

@@ -2,7 +2,7 @@
 Rombach et al. (2022), "High-Resolution Image Synthesis with Latent Diffusion Models" (arXiv:2112.10752),
 with classifier-free guidance and k-diffusion samplers.
 
-Conventions follow AUTOMATIC1111 so its parameters reproduce its images: per-image CPU noise (samplers.SeededNoise),
+Conventions follow AUTOMATIC1111 so its parameters reproduce its images: per-image CPU noise (noise.SeededNoise),
 `x = noise * sigmas[0]` without an init image, `x = init_latent + noise * sigmas[0]` with one; inpainting
 re-imposes the known region on the denoised estimate each step and composites the final pixels through the
 blurred mask. The init image is encoded with the posterior mean (deterministic, as ComfyUI).
@@ -35,10 +35,11 @@ from sdstudio.engine.images import (
     to_images,
     to_tensor,
 )
+from sdstudio.engine.noise import SeededNoise
 from sdstudio.engine.preview import Previewer
 from sdstudio.engine.request import GenerationRequest, StepInfo, image_seed
 from sdstudio.engine.residuals import ResidualInput
-from sdstudio.engine.samplers import SeededNoise, sample
+from sdstudio.engine.samplers import sample
 from sdstudio.engine.schedules import ModelSampling
 
 OnStep = Callable[[StepInfo], None]

@@ -22,13 +22,10 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio import paths
-from sdstudio.engine.detect import ModelDescription, detect
-from sdstudio.engine.errors import SDStudioError
+from sdstudio.engine.detect import ModelDescription
 from sdstudio.engine.families import FAMILIES
 from sdstudio.engine.job_size import default_size
-from sdstudio.engine.model_files import MODEL_SUFFIXES
 from sdstudio.engine.request import GenerationRequest, GenerationResult
-from sdstudio.engine.safetensors_file import PICKLE_SUFFIXES, read_header
 from sdstudio.history.file_parameters import read_file_parameters
 from sdstudio.ui.canvas_panel import INPUT, CanvasPanel
 from sdstudio.ui.imageconv import pil_to_qimage, qimage_to_pil
@@ -38,7 +35,9 @@ from sdstudio.ui.mode_bar import MODE_LABELS, TXT2IMG, ModeBar, input_mode
 from sdstudio.ui.model_list import (
     BUILTIN_LABEL,
     add_extra_model,
+    checkpoint_problem,
     extra_models,
+    is_model_file,
     loaded_model_path,
     model_choices,
     model_label,
@@ -52,9 +51,11 @@ from sdstudio.ui.settings import (
     load_allow_pickle,
     load_device,
     load_prompt_state,
+    restore_window_layout,
     save_allow_pickle,
     save_device,
     save_prompt_state,
+    save_window_layout,
 )
 from sdstudio.ui.status import JobStatus
 from sdstudio.ui.theme import apply_theme
@@ -168,8 +169,7 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
         self.view_menu.addSeparator()
         self.view_menu.addAction(dock.toggleViewAction())
-        if self.settings.value("window/state") is not None:
-            self.restoreState(self.settings.value("window/state"))
+        restore_window_layout(self.settings, self)
         self.gallery_dock = dock
         return dock
 
@@ -332,14 +332,10 @@ class MainWindow(QMainWindow):
             self.add_model(path)
 
     def add_model(self, path: str) -> None:
-        """Add a checkpoint to the model list and load it, after reading what it is from its header (no torch):
-        a LoRA, ControlNet, VAE or an architecture we do not run is named in one line, not added."""
-        if Path(path).suffix.lower() in MODEL_SUFFIXES:
-            try:
-                detect(read_header(Path(path)))
-            except SDStudioError as exc:
-                self.canvas_panel.banner.show_error(str(exc))
-                return
+        """Add a checkpoint to the model list and load it; anything else is named in one line, not added."""
+        if problem := checkpoint_problem(path):
+            self.canvas_panel.banner.show_error(problem)
+            return
         add_extra_model(self.settings, path)
         self.state.model = path
         self.refresh_models()
@@ -376,7 +372,7 @@ class MainWindow(QMainWindow):
         the models folder. Any other image becomes the input image for img2img/inpainting. A file is not a
         history entry, so what is made from it has no parent."""
         name = Path(path).name
-        if Path(path).suffix.lower() in (*MODEL_SUFFIXES, *PICKLE_SUFFIXES):  # a model dropped on the canvas
+        if is_model_file(path):  # a model dropped on the canvas
             self.add_model(path)
             return
         try:
@@ -488,24 +484,14 @@ class MainWindow(QMainWindow):
         save_prompt_state(self.settings, dataclasses.replace(self.state, model=self.good_model))
         self.settings.sync()
 
-    def _save_window_layout(self) -> None:
-        # Only at close: mid-session the layout can be transient (a dock being added is not yet shown).
-        self.settings.setValue("window/geometry", self.saveGeometry())
-        self.settings.setValue("window/state", self.saveState())
-        self.settings.setValue("window/splitter", self.splitter.saveState())
-
     def _restore_window(self) -> None:
-        geometry = self.settings.value("window/geometry")
-        if geometry is None or not self.restoreGeometry(geometry):
+        if not restore_window_layout(self.settings, self, self.splitter):
             em = self.fontMetrics().horizontalAdvance("M")
             self.resize(em * 120, em * 76)
-        if self.settings.value("window/state") is not None:
-            self.restoreState(self.settings.value("window/state"))
-        if self.settings.value("window/splitter") is not None:
-            self.splitter.restoreState(self.settings.value("window/splitter"))
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        self._save_window_layout()
+        # Only at close: mid-session the layout can be transient (a dock being added is not yet shown).
+        save_window_layout(self.settings, self, self.splitter)
         self.save_settings()
         self.worker.stop()
         super().closeEvent(event)

@@ -10,8 +10,10 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings
 
-from sdstudio.engine.detect import ModelDescription
-from sdstudio.engine.model_files import builtin_model_path, folder_models
+from sdstudio.engine.detect import ModelDescription, detect
+from sdstudio.engine.errors import SDStudioError
+from sdstudio.engine.model_files import MODEL_SUFFIXES, builtin_model_path, folder_models
+from sdstudio.engine.safetensors_file import PICKLE_SUFFIXES, read_header
 
 BUILTIN_LABEL = "SD Studio emoji (built-in)"
 _EXTRA_KEY = "models/extra"
@@ -56,3 +58,20 @@ def model_choices(models_dir: Path, settings: QSettings) -> list[tuple[str, str]
     known = {str(p) for p in found}
     found += [Path(p) for p in extra_models(settings) if p not in known and Path(p).is_file()]
     return [(BUILTIN_LABEL, "")] + [(model_label(str(p)), str(p)) for p in found]
+
+
+def is_model_file(path: str) -> bool:
+    """A checkpoint by its name (a file dropped on the window is added as a model, not opened as an image)."""
+    return Path(path).suffix.lower() in (*MODEL_SUFFIXES, *PICKLE_SUFFIXES)
+
+
+def checkpoint_problem(path: str) -> str:
+    """Why `path` cannot be added as a checkpoint, read from its header alone (no torch); "" when it can.
+    A LoRA, ControlNet, VAE or an architecture we do not run is named by detection."""
+    if Path(path).suffix.lower() not in MODEL_SUFFIXES:
+        return ""  # a pickle: its header is torch's; the load says what it is
+    try:
+        detect(read_header(Path(path)))
+    except SDStudioError as exc:
+        return str(exc)
+    return ""

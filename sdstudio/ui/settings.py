@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QMainWindow, QSplitter
 
 from sdstudio import paths
 from sdstudio.ui.prompt_state import PromptState
@@ -60,6 +61,24 @@ def _coerce(raw: object, kind: type) -> object | None:
         return kind(raw)
     except (TypeError, ValueError):
         return None
+
+
+def save_window_layout(settings: QSettings, window: QMainWindow, splitter: QSplitter) -> None:
+    settings.setValue("window/geometry", window.saveGeometry())
+    settings.setValue("window/state", window.saveState())
+    settings.setValue("window/splitter", splitter.saveState())
+
+
+def restore_window_layout(settings: QSettings, window: QMainWindow, splitter: QSplitter | None = None) -> bool:
+    """The dock layout; with the splitter given also the geometry (first, as Qt wants) and the splitter. Returns
+    whether a geometry was restored."""
+    geometry = settings.value("window/geometry") if splitter is not None else None
+    restored = geometry is not None and window.restoreGeometry(geometry)
+    if settings.value("window/state") is not None:
+        window.restoreState(settings.value("window/state"))
+    if splitter is not None and settings.value("window/splitter") is not None:
+        splitter.restoreState(settings.value("window/splitter"))
+    return restored
 
 
 def load_device(settings: QSettings) -> str:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from sdstudio.engine import devices, samplers
+from sdstudio.engine import devices, noise
 from sdstudio.engine.api import Engine
 from sdstudio.engine.checkpoint import load_checkpoint
 from sdstudio.engine.devices import Placement, choose_placements, placement_label, resolve_device
@@ -115,11 +115,11 @@ def test_noise_is_drawn_on_the_cpu_whatever_the_device(monkeypatch):
         drawn.append(real_randn(*args, **kwargs))
         return drawn[-1]
 
-    monkeypatch.setattr(samplers.torch, "randn", spy)
-    on_meta = samplers.SeededNoise([1, 2], (4, 8, 8), device="meta", dtype=torch.float16).draw()
+    monkeypatch.setattr(noise.torch, "randn", spy)
+    on_meta = noise.SeededNoise([1, 2], (4, 8, 8), device="meta", dtype=torch.float16).draw()
     assert on_meta.device.type == "meta" and on_meta.dtype == torch.float16 and on_meta.shape == (2, 4, 8, 8)
     meta_draws = list(drawn)
-    on_cpu = samplers.SeededNoise([1, 2], (4, 8, 8), device="cpu").draw()
+    on_cpu = noise.SeededNoise([1, 2], (4, 8, 8), device="cpu").draw()
     assert torch.equal(torch.stack(meta_draws), on_cpu)
     assert torch.equal(on_cpu[1], real_randn((4, 8, 8), generator=torch.Generator().manual_seed(2)))
 

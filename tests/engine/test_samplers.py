@@ -7,7 +7,8 @@ from diffusers import DDIMScheduler, LCMScheduler
 from sdstudio.engine import names
 from sdstudio.engine.denoiser import CFGDenoiser, Denoiser
 from sdstudio.engine.errors import RequestError
-from sdstudio.engine.samplers import SAMPLERS, SeededNoise, sample
+from sdstudio.engine.noise import SeededNoise
+from sdstudio.engine.samplers import SAMPLERS, sample
 from sdstudio.engine.schedules import ModelSampling, get_sigmas
 from tests.engine import kdiffusion_reference
 from tests.engine.toy_unet import ToyUNet, toy_conditioning
