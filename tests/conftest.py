@@ -13,6 +13,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see sdstudio/__init__.py
 import pytest  # noqa: E402
 
 
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A fresh data folder (settings, logs, models, outputs) for one test."""
+    monkeypatch.setenv("SDSTUDIO_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
 @pytest.fixture(scope="session")
 def tiny_path(tmp_path_factory):
     """A tiny random-weight checkpoint in the original single-file layout (see tests/tiny_checkpoint.py)."""

@@ -4,20 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from sdstudio import paths
 from sdstudio.cli import build_parser, main
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.generate_cli import build_request
 from sdstudio.history.store import HistoryStore
 from sdstudio.ui.prompt_state import PromptState, build_requests
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("SDSTUDIO_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
 
 
 def args_for(*argv: str):

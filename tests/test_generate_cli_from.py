@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from sdstudio.cli import build_parser, main
+from sdstudio.cli import main
 from sdstudio.engine.model_files import model_hash
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.generate_cli import build_request
 from sdstudio.history.store import HistoryStore
 from tests.history.test_file_parameters import a1111_with_hash, ragged_mask, same_pixels, textured
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("SDSTUDIO_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
-def args_for(*argv: str):
-    return build_parser().parse_args(["generate", *argv])
+from tests.test_generate_cli import args_for
 
 
 @pytest.mark.parametrize("mode", ["img2img", "inpaint"])

@@ -8,12 +8,6 @@ from tests.ui.fake_engine import FakeEngine
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("SDSTUDIO_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
-@pytest.fixture
 def engine():
     return FakeEngine(step_seconds=0.005)
 

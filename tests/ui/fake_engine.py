@@ -109,3 +109,17 @@ class FakeEngine:
         end = time.monotonic() + self.step_seconds
         while time.monotonic() < end:
             a = torch.tanh(a @ a)
+
+
+def failing_once(engine):
+    """An engine factory whose first call fails (a driver hiccup) and later calls return `engine`; `.calls`
+    counts them."""
+
+    def factory():
+        factory.calls += 1
+        if factory.calls == 1:
+            raise RuntimeError("driver hiccup")
+        return engine
+
+    factory.calls = 0
+    return factory

@@ -7,7 +7,7 @@ from sdstudio.history.store import HistoryStore
 from sdstudio.ui.canvas_panel import INPUT, RESULT
 from sdstudio.ui.history_link import HistoryLink
 from sdstudio.ui.model_list import BUILTIN_LABEL
-from tests.ui.fake_engine import FakeEngine, fake_description, preview_colour, result_colour
+from tests.ui.fake_engine import FakeEngine, failing_once, fake_description, preview_colour, result_colour
 
 
 def set_prompt(window, text="cat face", seed=42, steps=4):
@@ -234,15 +234,7 @@ def test_reuse_last_seed_fills_the_seed_of_the_last_result(qtbot, window):
 
 
 def test_a_failing_engine_reports_once_per_job_and_next_job_works(qtbot, make_window, engine):
-    calls = []
-
-    def flaky():
-        calls.append(1)
-        if len(calls) == 1:
-            raise RuntimeError("driver hiccup")
-        return engine
-
-    window = make_window(factory=flaky)
+    window = make_window(factory=failing_once(engine))
     set_prompt(window)
     with qtbot.waitSignal(window.worker.jobFailed, timeout=5000):
         window.generate()

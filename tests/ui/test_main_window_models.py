@@ -2,6 +2,7 @@
 
 from sdstudio.ui.model_list import add_extra_model, extra_models
 from sdstudio.ui.settings import open_settings
+from tests.ui.fake_engine import failing_once
 
 
 def saved_model() -> str:
@@ -68,16 +69,7 @@ def test_a_saved_model_that_no_longer_loads_falls_back_to_the_built_in_one(qtbot
 
 def test_a_failure_that_is_not_the_models_keeps_the_chosen_model(qtbot, make_window, engine, home):
     good, _broken = write_models(home)
-
-    calls = []
-
-    def flaky():
-        calls.append(1)
-        if len(calls) == 1:
-            raise RuntimeError("driver hiccup")
-        return engine
-
-    window = make_window(factory=flaky)
+    window = make_window(factory=failing_once(engine))
     window.refresh_models()
     with qtbot.waitSignal(window.worker.jobFailed, timeout=5000):
         pick(window, good)

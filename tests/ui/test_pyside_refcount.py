@@ -11,55 +11,27 @@ from packaging.specifiers import SpecifierSet
 
 from sdstudio.ui.pyside_refcount import emit_leaks_true
 
-
-def test_many_signal_emits_do_not_abort_the_interpreter():
-    # Run in a child: without the fix, PySide6 6.12 on Python 3.11 aborts once True's refcount reaches zero.
-    code = (
-        "import sdstudio.ui\n"
-        "from PySide6.QtCore import QObject, Signal\n"
-        "class O(QObject):\n"
-        "    s = Signal(int)\n"
-        "o = O()\n"
-        "for i in range(20000):\n"
-        "    o.s.emit(i)\n"
-        "import gc; gc.collect()\n"
-        "print('survived')\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "survived" in out.stdout
+# Each loop runs in a child: without the guard, PySide6 6.12 on Python 3.11 aborts once True's or None's
+# reference count reaches zero ("bool_dealloc" / "none_dealloc").
+LEAKING_LOOPS = {
+    # emit returns True without owning a reference
+    "signal emits": "from PySide6.QtCore import QObject, Signal\n"
+                    "class O(QObject):\n    s = Signal(int)\n"
+                    "o = O()\nfor i in range(20000):\n    o.s.emit(i)\n",
+    # void C++ calls (each QPainter.setPen in a paint) return None without owning a reference
+    "void calls": "from PySide6.QtCore import QObject\n"
+                  "o = QObject()\nfor i in range(200000):\n    o.setObjectName('x')\n",
+    "setPixelColor": "from PySide6.QtGui import QColor, QGuiApplication, QImage\n"
+                     "app = QGuiApplication([])\nimage = QImage(200, 200, QImage.Format.Format_RGB32)\n"
+                     "for i in range(40000):\n    image.setPixelColor(i % 200, i // 200, QColor(1, 2, 3))\n",
+}
 
 
-def test_many_calls_returning_none_do_not_abort_the_interpreter():
-    # QImage.setPixelColor returns None without owning a reference on PySide6 6.12 / Python 3.11.
-    code = (
-        "import sdstudio.ui\n"
-        "from PySide6.QtGui import QColor, QGuiApplication, QImage\n"
-        "app = QGuiApplication([])\n"
-        "image = QImage(200, 200, QImage.Format.Format_RGB32)\n"
-        "for i in range(40000):\n"
-        "    image.setPixelColor(i % 200, i // 200, QColor(1, 2, 3))\n"
-        "import gc; gc.collect()\n"
-        "print('survived')\n"
-    )
+@pytest.mark.parametrize("name", LEAKING_LOOPS)
+def test_many_leaking_calls_do_not_abort_the_interpreter(name):
+    code = "import sdstudio.ui\n" + LEAKING_LOOPS[name] + "import gc; gc.collect()\nprint('survived')\n"
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "survived" in out.stdout
-
-
-def test_many_void_calls_do_not_abort_the_interpreter():
-    # PySide6 6.12 also drops a reference to None on every void C++ call (each QPainter.setPen in a paint).
-    code = (
-        "import sdstudio.ui\n"
-        "from PySide6.QtCore import QObject\n"
-        "o = QObject()\n"
-        "for i in range(200000):\n"
-        "    o.setObjectName('x')\n"
-        "import gc; gc.collect()\n"
-        "print('survived')\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "survived" in out.stdout
 
