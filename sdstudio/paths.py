@@ -47,6 +47,16 @@ def models_dir() -> Path:
     return home() / "models"
 
 
+def lora_dir() -> Path:
+    """A1111's folder for LoRA and LyCORIS files (models/Lora), so a user's habits and scripts carry over."""
+    return models_dir() / "Lora"
+
+
+def embeddings_dir() -> Path:
+    """A1111's folder for textual-inversion embeddings."""
+    return home() / "embeddings"
+
+
 def outputs_dir() -> Path:
     return home() / "outputs"
 

@@ -38,6 +38,11 @@ class PatchError(SDStudioError):
     """A weight patch (LoRA and the like) does not fit the loaded model."""
 
 
+class NetworkFileError(PatchError):
+    """A LoRA / LyCORIS / textual-inversion file cannot be used as asked: unreadable, pickled, made for another
+    model family, or with keys that match nothing in the loaded model (never applied partly in silence)."""
+
+
 class HistoryUnavailable(SDStudioError):
     """The history store cannot be opened or written (damaged index, missing outputs folder)."""
 

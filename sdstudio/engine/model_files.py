@@ -30,11 +30,21 @@ def builtin_taesd_path() -> Path:
     return paths.builtin_models_dir() / f"{BUILTIN_NAME}.taesd_decoder.safetensors"
 
 
+# Subfolders of the models folder that hold add-on networks, not checkpoints (A1111's names).
+NETWORK_SUBFOLDERS = frozenset({"lora", "lycoris", "controlnet"})
+
+
 def folder_models(folder: Path) -> list[Path]:
-    """Every checkpoint under `folder` (subfolders included), sorted by path; [] when there is no folder."""
+    """Every checkpoint under `folder` (subfolders included, except the add-on network folders such as
+    models/Lora), sorted by path; [] when there is no folder."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in MODEL_SUFFIXES and p.is_file())
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in MODEL_SUFFIXES and p.is_file()
+                  and not _in_network_folder(p.relative_to(folder)))
+
+
+def _in_network_folder(relative: Path) -> bool:
+    return len(relative.parts) > 1 and relative.parts[0].lower() in NETWORK_SUBFOLDERS
 
 
 def list_models(models_dir: Path | None = None) -> list[Path]:
