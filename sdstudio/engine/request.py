@@ -58,6 +58,13 @@ class GenerationRequest:
     model_hash: str = ""
     prediction: str = ""  # "" = detect, "eps" or "v"
     parent_id: str = ""  # history entry this image was made from (img2img/inpaint), if any
+    # Filled in by the engine, like model_hash: (name, A1111 short hash) of each LoRA / embedding the prompt
+    # used, written as A1111's "Lora hashes" / "TI hashes" so a re-run finds renamed files.
+    lora_hashes: tuple[tuple[str, str], ...] = ()
+    ti_hashes: tuple[tuple[str, str], ...] = ()
+    # Decode the final image with the tiny preview VAE (fast path): at 4 steps the full VAE decode costs more
+    # than sampling.
+    draft_decode: bool = False
 
     @property
     def mode(self) -> str:
