@@ -91,9 +91,9 @@ def test_trivial_conditioning_chain_is_followed():
 
 def test_unknown_sampler_and_big_seed_are_problems_with_the_values_kept():
     graph = copy.deepcopy(DEFAULT)
-    graph["3"]["inputs"].update(sampler_name="uni_pc_bh2", seed=156680208700286)
+    graph["3"]["inputs"].update(sampler_name="res_multistep", seed=156680208700286)
     params, problem = read(graph)
-    assert "uni_pc_bh2" in problem and params["Sampler"] == "uni_pc_bh2" and params["Seed"] == "156680208700286"
+    assert "res_multistep" in problem and params["Sampler"] == "res_multistep" and params["Seed"] == "156680208700286"
     graph["3"]["inputs"].update(sampler_name="euler", scheduler="linear_quadratic")  # a schedule we lack
     assert "linear_quadratic" in read(graph)[1]
     graph["3"]["inputs"]["scheduler"] = "karras"
