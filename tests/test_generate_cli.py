@@ -67,7 +67,8 @@ def test_a_read_only_history_is_refused_before_loading(home, capsys, tiny_path, 
 
 
 def test_the_cli_runs_the_a1111_samplers_and_align_your_steps(home, tmp_path, capsys, tiny_path):
-    for sampler, scheduler in (("UniPC", "align_your_steps"), ("DPM adaptive", "karras"), ("uni_pc_bh2", "normal")):
+    for sampler, scheduler in (("UniPC", "align_your_steps"), ("DPM adaptive", "karras"),
+                               ("uni_pc_bh2", "normal")):
         out = tmp_path / sampler
         assert main(["generate", "--model", str(tiny_path), "--prompt", "fox", "--steps", "4", "--seed", "1",
                      "--sampler", sampler, "--scheduler", scheduler, "--out", str(out)]) == 0

@@ -52,7 +52,9 @@ class _Solver:
         """DPM-Solver-1 (the DDIM step), paper eq. 3.7."""
         return x - _sigma(t_next) * (t_next - t).expm1() * self.eps(cache, "eps", x, t)
 
-    def order2(self, cache: dict[str, Tensor], x: Tensor, t: Tensor, t_next: Tensor, r1: float = 0.5) -> Tensor:
+    def order2(
+        self, cache: dict[str, Tensor], x: Tensor, t: Tensor, t_next: Tensor, r1: float = 0.5
+    ) -> Tensor:
         """DPM-Solver-2, paper algorithm 1: one intermediate point at t + r1 * h."""
         h = t_next - t
         eps = self.eps(cache, "eps", x, t)
@@ -72,7 +74,8 @@ class _Solver:
         u2 = (x - _sigma(s2) * (r2 * h).expm1() * eps
               - _sigma(s2) * (r2 / r1) * ((r2 * h).expm1() / (r2 * h) - 1) * (eps_1 - eps))
         eps_2 = self.eps(cache, "eps_r2", u2, s2)
-        return x - _sigma(t_next) * h.expm1() * eps - _sigma(t_next) / r2 * (h.expm1() / h - 1) * (eps_2 - eps)
+        return (x - _sigma(t_next) * h.expm1() * eps
+                - _sigma(t_next) / r2 * (h.expm1() / h - 1) * (eps_2 - eps))
 
 
 def _range(sigmas: Tensor, name: str) -> tuple[Tensor, Tensor]:
@@ -137,8 +140,8 @@ ADAPTIVE_CONTROLLER_ORDER = 1.5
 
 
 def _step_factor(error: float) -> float:
-    """The integral controller (Söderlind 2003) k-diffusion uses with its defaults (no P or D part): scale h by
-    (1 / error)^(1 / order), softened by 1 + atan(f - 1) so that one step never grows or shrinks it wildly."""
+    """The integral controller (Söderlind 2003) k-diffusion uses with its defaults (no P or D part): scale
+    h by (1 / error)^(1 / order), softened by 1 + atan(f - 1) so that one step never changes it wildly."""
     factor = (1 / (error + 1e-8)) ** (1 / ADAPTIVE_CONTROLLER_ORDER)
     return 1 + math.atan(factor - 1)
 

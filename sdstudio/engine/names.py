@@ -13,17 +13,22 @@ SAMPLERS = (
     "DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 3M SDE", "DPM fast", "DPM adaptive", "Restart",
     "DDIM", "PLMS", "UniPC", "UniPC bh2", "LCM",
 )
-SCHEDULERS = ("normal", "karras", "exponential", "sgm_uniform", "simple", "beta", "kl_optimal", "align_your_steps")
+SCHEDULERS = (
+    "normal", "karras", "exponential", "sgm_uniform", "simple", "beta", "kl_optimal", "align_your_steps",
+)
 # What a user should know before choosing these samplers (the UI shows it as the item's tooltip).
 SAMPLER_NOTES = {
-    "DPM fast": "DPM-Solver with orders 3, 2, 1: Steps counts model calls; only the schedule's first and last "
-                "noise levels matter, and it stops at the last one (a little noise left), as in A1111.",
+    "DPM fast": "DPM-Solver with orders 3, 2, 1: Steps counts model calls; only the schedule's first and "
+                "last noise levels matter, and it stops at the last one (a little noise left), as in A1111.",
     "DPM adaptive": "Ignores Steps: it picks its own step sizes until the error is small (often 30–100 model "
                     "calls); progress shows how much noise is gone. Only the schedule's ends matter.",
     "Restart": "Heun steps; from 20 steps on, part of the steps go back up to a higher noise level once "
-               "(twice from 36 steps) and come down again. Uses the Karras shape between the schedule's ends.",
-    "PLMS": "Pseudo linear multistep: 4th-order steps on the noise estimate; the first step costs two model calls.",
-    "UniPC": "Predictor-corrector multistep solver (order 3, variant bh1, as A1111's defaults): good in 10–20 steps.",
+               "(twice from 36 steps) and come down again. Uses the Karras shape between the schedule's "
+               "ends.",
+    "PLMS": "Pseudo linear multistep: 4th-order steps on the noise estimate; the first step costs two "
+            "model calls.",
+    "UniPC": "Predictor-corrector multistep solver (order 3, variant bh1, as A1111's defaults): good in "
+             "10–20 steps.",
     "UniPC bh2": "UniPC with the bh2 variant (ComfyUI's uni_pc_bh2), often better than bh1 below 10 steps.",
 }
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")  # what devices.resolve_device accepts

@@ -3,8 +3,10 @@
 `model(x, sigma_batch)` returns the denoised estimate (a `denoiser.CFGDenoiser`); `sigmas` is a schedule
 from `schedules.get_sigmas` (decreasing, ending with 0); x starts at noise * sigmas[0] (txt2img) or
 init_latent + noise * sigmas[0] (img2img). After the model call of step i, `callback(i, sigma_i, x,
-denoised)` reports progress; previews decode `denoised`. Stochastic samplers take their noise from
-`noise_sampler(sigma, sigma_next)`, normally a `SeededNoise`; deterministic ones ignore it.
+denoised)` reports progress; previews decode `denoised`. (DPM fast and DPM adaptive choose their own
+points between the schedule's ends, and Restart goes back up after its restarts: each reports step i of
+len(sigmas) - 1 in its own way, see dpm_solver.py and samplers_extra.py.) Stochastic samplers take their
+noise from `noise_sampler(sigma, sigma_next)`, normally a `SeededNoise`; deterministic ones ignore it.
 
 The update rules follow crowsonkb/k-diffusion `k_diffusion/sampling.py` (and ComfyUI for LCM), with the
 defaults AUTOMATIC1111 uses: eta = 1, s_noise = 1, no churn.

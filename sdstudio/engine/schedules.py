@@ -204,7 +204,8 @@ def align_your_steps(steps: int, ms: ModelSampling) -> Tensor:
     replaces the last, 0.029, by 0.) The table's ends (14.615, 0.029) are the published values, not the
     model's sigma range."""
     if ms.family is None:
-        raise RequestError("The Align Your Steps schedule depends on the model family, which is not known here.")
+        raise RequestError("The Align Your Steps schedule depends on the model family, which is not known "
+                           "here.")
     if steps < 2:
         raise RequestError("The Align Your Steps schedule needs at least 2 steps (1 step would start at its "
                            "last noise level, 0.029).")

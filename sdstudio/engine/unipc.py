@@ -88,7 +88,8 @@ def sample_unipc(
         d1s = [(d_k - d_s) / r for (_, d_k), r in zip(earlier, rks, strict=True)]
         rhos_p, rhos_c, b_h = unipc_coefficients(rks, h, variant)
         x_base = (sigma_next / sigma) * x - math.expm1(-h) * d_s
-        x_pred = x_base - b_h * sum((rho * d for rho, d in zip(rhos_p, d1s, strict=True)), torch.zeros_like(x))
+        prediction = sum((rho * d for rho, d in zip(rhos_p, d1s, strict=True)), torch.zeros_like(x))
+        x_pred = x_base - b_h * prediction
         if i == steps - 1:
             x = x_pred
             break

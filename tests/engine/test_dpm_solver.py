@@ -40,7 +40,8 @@ def run_reference(kdiff_sampling, name, model, x, sigmas, callback, noise):
 
 
 @pytest.mark.parametrize("name", list(KDIFFUSION))
-@pytest.mark.parametrize(("schedule", "steps"), [("karras", 8), ("normal", 9), ("exponential", 10), ("karras", 2)])
+@pytest.mark.parametrize(("schedule", "steps"),
+                         [("karras", 8), ("normal", 9), ("exponential", 10), ("karras", 2)])
 def test_equals_k_diffusion_with_a1111s_eta_and_range(ms, kdiff_sampling, name, schedule, steps):
     sigmas = get_sigmas(schedule, steps, ms)
     model = guided_toy_model(ms, seed=1)
@@ -59,11 +60,12 @@ def test_equals_k_diffusion_with_a1111s_eta_and_range(ms, kdiff_sampling, name, 
         torch.testing.assert_close(d, ref_d, rtol=1e-5, atol=1e-5)
     assert noise.intervals == pytest.approx(ref_noise.intervals, rel=1e-5)
     if steps > 2:  # (one DPM fast step lands on sigma_min itself: no noise to add)
-        assert not torch.allclose(out, sample(name, model, x.clone(), sigmas, None, ScriptedNoise(400, seed=9)))
+        other = sample(name, model, x.clone(), sigmas, None, ScriptedNoise(400, seed=9))
+        assert not torch.allclose(out, other)
 
 
-@pytest.mark.parametrize(("steps", "orders"), [(1, [1]), (2, [2]), (3, [2, 1]), (8, [3, 3, 2]), (10, [3, 3, 3, 1]),
-                                               (12, [3, 3, 3, 2, 1])])
+@pytest.mark.parametrize(("steps", "orders"), [(1, [1]), (2, [2]), (3, [2, 1]), (8, [3, 3, 2]),
+                                               (10, [3, 3, 3, 1]), (12, [3, 3, 3, 2, 1])])
 def test_dpm_fast_spends_exactly_the_step_count_in_model_calls(ms, steps, orders):
     assert fast_orders(steps) == orders and sum(orders) == steps
     if steps == 1:

@@ -16,7 +16,7 @@ from tests.engine.toy_unet import ToyUNet, toy_conditioning
 SD_BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
 STOCHASTIC = ("Euler a", "DPM2 a", "DPM++ 2S a", "DPM++ 2M SDE", "DPM++ SDE", "DPM++ 3M SDE", "DPM fast",
               "DPM adaptive", "Restart", "LCM")
-# DPM fast and DPM adaptive choose their own points between the schedule's ends (tests/engine/test_dpm_solver.py).
+# DPM fast and DPM adaptive choose their own points between the schedule's ends (test_dpm_solver.py).
 WALK_THE_SCHEDULE = tuple(name for name in names.SAMPLERS if name not in ("DPM fast", "DPM adaptive"))
 # Our name -> k-diffusion function (LCM is ComfyUI's addition, checked against diffusers below).
 KDIFFUSION = {
@@ -114,7 +114,8 @@ def test_sampler_follows_k_diffusion_step_for_step(ms, kdiff_sampling, name, sch
         assert got == pytest.approx(want, rel=1e-5)
 
 
-@pytest.mark.parametrize("name", ["Euler", "Heun", "LMS", "DPM2", "DPM++ 2M", "DDIM", "PLMS", "UniPC", "UniPC bh2"])
+@pytest.mark.parametrize("name", ["Euler", "Heun", "LMS", "DPM2", "DPM++ 2M", "DDIM", "PLMS", "UniPC",
+                                  "UniPC bh2"])
 def test_deterministic_samplers_draw_no_noise(ms, name):
     sigmas = get_sigmas("karras", 5, ms)
     noise = ScriptedNoise(0)

@@ -43,7 +43,8 @@ def restart_reference(kd, model, x, sigmas, noise):
     return kd.sample_heun(model, x, main[low:], disable=True)
 
 
-@pytest.mark.parametrize(("steps", "schedule"), [(12, "karras"), (20, "karras"), (24, "normal"), (40, "exponential")])
+@pytest.mark.parametrize(("steps", "schedule"),
+                         [(12, "karras"), (20, "karras"), (24, "normal"), (40, "exponential")])
 def test_restart_equals_its_reference_step_for_step(ms, kdiff_sampling, steps, schedule):
     sigmas = get_sigmas(schedule, steps, ms)
     model = guided_toy_model(ms)
@@ -64,7 +65,7 @@ def test_restart_plan_matches_a1111s_numbers_at_20_and_40_steps(ms):
     plan = restart_plan(get_sigmas("karras", 20, ms))
     ups = [i for i in range(1, len(plan)) if plan[i][0] > plan[i - 1][1]]
     assert len(plan) == 20 and len(ups) == 1
-    assert float(plan[ups[0]][0]) == pytest.approx(2.0, rel=0.25)  # the sigma nearest 2 of an 11-step schedule
+    assert float(plan[ups[0]][0]) == pytest.approx(2.0, rel=0.25)  # nearest 2 in an 11-step schedule
     assert float(plan[ups[0] - 1][1]) == pytest.approx(0.1, rel=0.5)
     assert float(plan[-1][1]) == 0
     plan = restart_plan(get_sigmas("karras", 40, ms))
@@ -96,8 +97,8 @@ def test_restart_noise_is_seeded_each_restart_fresh_and_batch_independent(ms):
 
 
 def test_plms_matches_diffusers_pndm_without_runge_kutta_steps(ms):
-    """diffusers' PNDMScheduler(skip_prk_steps=True) is CompVis' PLMS: a pseudo improved Euler first step, then
-    Adams-Bashforth orders 2, 3, 4 on eps with DDIM transfers; in VP variables on its own timesteps."""
+    """diffusers' PNDMScheduler(skip_prk_steps=True) is CompVis' PLMS: a pseudo improved Euler first step,
+    then Adams-Bashforth orders 2, 3, 4 on eps with DDIM transfers; in VP variables on its own timesteps."""
     unet, cond, uncond, scale = ToyUNet(), toy_conditioning(1), toy_conditioning(2), 4.0
     sched = PNDMScheduler(**SD_BETAS, skip_prk_steps=True, set_alpha_to_one=True, timestep_spacing="leading")
     sched.set_timesteps(12)
@@ -126,4 +127,5 @@ def test_plms_weights_are_adams_bashforth_and_one_step_is_euler(ms):
     sigmas = get_sigmas("karras", 1, ms)
     model = guided_toy_model(ms)
     x = start_latent(sigmas)
-    torch.testing.assert_close(sample("PLMS", model, x.clone(), sigmas), sample("Euler", model, x.clone(), sigmas))
+    euler = sample("Euler", model, x.clone(), sigmas)
+    torch.testing.assert_close(sample("PLMS", model, x.clone(), sigmas), euler)

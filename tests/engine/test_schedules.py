@@ -206,7 +206,7 @@ def test_the_tables_are_nvidias_published_ones():
 
 
 def loglinear_reference(table, n):
-    """n sigmas at evenly spaced positions over the table, geometric between the two table entries around each."""
+    """n sigmas at evenly spaced positions over the table, each geometric between the two entries around it."""
     out = []
     for j in range(n):
         position = j / (n - 1) * (len(table) - 1)

@@ -1,5 +1,5 @@
-"""UniPC against diffusers' UniPCMultistepScheduler (order 3, lower_order_final, predict_x0) on the same sigmas:
-the toy eps model runs in diffusers' VP variables, ours in VE ones (x_vp = x / sqrt(1 + sigma^2)).
+"""UniPC against diffusers' UniPCMultistepScheduler (order 3, lower_order_final, predict_x0) on the same
+sigmas: the toy eps model runs in diffusers' VP variables, ours in VE ones (x_vp = x / sqrt(1 + sigma^2)).
 
 diffusers' bh1 step to a final sigma of 0 divides by B(h) = -inf and returns NaN, so bh1 is compared with
 final_sigmas_type="sigma_min" (every step), and its last step to 0 against its order-1 limit x = D."""

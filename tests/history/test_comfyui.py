@@ -93,7 +93,8 @@ def test_unknown_sampler_and_big_seed_are_problems_with_the_values_kept():
     graph = copy.deepcopy(DEFAULT)
     graph["3"]["inputs"].update(sampler_name="res_multistep", seed=156680208700286)
     params, problem = read(graph)
-    assert "res_multistep" in problem and params["Sampler"] == "res_multistep" and params["Seed"] == "156680208700286"
+    assert "res_multistep" in problem and params["Sampler"] == "res_multistep"
+    assert params["Seed"] == "156680208700286"
     graph["3"]["inputs"].update(sampler_name="euler", scheduler="linear_quadratic")  # a schedule we lack
     assert "linear_quadratic" in read(graph)[1]
     graph["3"]["inputs"]["scheduler"] = "karras"

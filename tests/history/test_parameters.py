@@ -367,7 +367,8 @@ def test_a_sampler_no_tool_has_is_still_refused_with_the_choices() -> None:
     ],
 )
 def test_a1111_images_with_the_newer_samplers_and_schedules_read_as_ours(sampler, extra, ours) -> None:
-    params = parse_parameters(f"a fox\nSteps: 20, Sampler: {sampler}, CFG scale: 7, Seed: 5, Size: 512x768{extra}")
+    line = f"Steps: 20, Sampler: {sampler}, CFG scale: 7, Seed: 5, Size: 512x768{extra}"
+    params = parse_parameters(f"a fox\n{line}")
     request, problem = request_and_problem(params)
     assert problem == ""
     assert (request.sampler, request.scheduler) == ours
@@ -383,7 +384,8 @@ def test_unipc_bh2_is_written_as_a1111_writes_it_and_reads_back() -> None:
 
 
 def test_a_unipc_variant_we_lack_is_named_and_the_nearest_offered() -> None:
-    params = parse_parameters("a\nSteps: 20, Sampler: UniPC, CFG scale: 7, Seed: 5, Size: 64x64, UniPC variant: vary_coeff")
+    params = parse_parameters(
+        "a\nSteps: 20, Sampler: UniPC, CFG scale: 7, Seed: 5, Size: 64x64, UniPC variant: vary_coeff")
     with pytest.raises(RequestError, match="UniPC variant 'vary_coeff' is not in SD Studio"):
         request_from_parameters(params)
     assert request_from_parameters(with_nearest(params)).sampler == "UniPC"

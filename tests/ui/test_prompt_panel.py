@@ -50,7 +50,8 @@ def test_every_sampler_and_schedule_is_offered_and_dpm_adaptive_says_it_ignores_
 
     combo = panel.sampler_combo
     assert [combo.itemText(i) for i in range(combo.count())] == list(SAMPLERS)
-    assert [panel.scheduler_combo.itemData(i) for i in range(panel.scheduler_combo.count())] == list(SCHEDULERS)
+    schedules = panel.scheduler_combo
+    assert [schedules.itemData(i) for i in range(schedules.count())] == list(SCHEDULERS)
     for name in ("UniPC", "PLMS", "Restart", "DPM fast", "DPM adaptive"):
         assert combo.itemData(combo.findText(name), Qt.ItemDataRole.ToolTipRole)
     assert "Ignores Steps" in combo.itemData(combo.findText("DPM adaptive"), Qt.ItemDataRole.ToolTipRole)
