@@ -20,8 +20,9 @@ SCHEDULERS = (
 SAMPLER_NOTES = {
     "DPM fast": "DPM-Solver with orders 3, 2, 1: Steps counts model calls; only the schedule's first and "
                 "last noise levels matter, and it stops at the last one (a little noise left), as in A1111.",
-    "DPM adaptive": "Ignores Steps: it picks its own step sizes until the error is small (often 30–100 model "
-                    "calls); progress shows how much noise is gone. Only the schedule's ends matter.",
+    "DPM adaptive": "Ignores Steps: it picks its own step sizes until its error estimate is small, often with "
+                    "many more model calls than other samplers; progress shows how much noise is gone. Only "
+                    "the schedule's ends matter.",
     "Restart": "Heun steps; from 20 steps on, part of the steps go back up to a higher noise level once "
                "(twice from 36 steps) and come down again. Uses the Karras shape between the schedule's "
                "ends.",

@@ -12,8 +12,10 @@ The corrector redoes the step with the model's estimate at the predicted point a
 not corrected. Orders rise 1, 2, 3 over the first steps and fall to 1 on the last (lower_order_final);
 the final step to sigma 0 (lambda = inf) is the order 1 limit x = D_s.
 
-A1111 runs UniPC on its own timesteps (uniform in the VP t of the UniPC code); here it walks the chosen
-schedule, like ComfyUI's uni_pc. Tested against diffusers' UniPCMultistepScheduler on the same sigmas.
+A1111 runs UniPC on its own timesteps (uniform in the VP t of the UniPC code, ending at the model's
+sigma_min, close to our "normal" schedule without its last step to 0); here it walks the chosen schedule,
+like ComfyUI's uni_pc (which ends at sigma 0.001 instead of 0). So images match neither tool bit for bit;
+the solver itself is tested against diffusers' UniPCMultistepScheduler on the same sigmas.
 """
 
 from __future__ import annotations
