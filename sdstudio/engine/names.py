@@ -23,9 +23,9 @@ SAMPLER_NOTES = {
     "DPM adaptive": "Ignores Steps: it picks its own step sizes until its error estimate is small, often with "
                     "many more model calls than other samplers; progress shows how much noise is gone. Only "
                     "the schedule's ends matter.",
-    "Restart": "Heun steps; from 20 steps on, part of the steps go back up to a higher noise level once "
-               "(twice from 36 steps) and come down again. Uses the Karras shape between the schedule's "
-               "ends.",
+    "Restart": "Heun steps. From 20 steps it uses a Karras schedule between the chosen schedule's ends, and "
+               "part of the steps go back up to a higher noise level once (twice from 36 steps) and come "
+               "down again.",
     "PLMS": "Pseudo linear multistep: 4th-order steps on the noise estimate; the first step costs two "
             "model calls.",
     "UniPC": "Predictor-corrector multistep solver (order 3, variant bh1, as A1111's defaults): good in "
