@@ -64,3 +64,14 @@ def test_a_read_only_history_is_refused_before_loading(home, capsys, tiny_path, 
     assert main(["generate", "--model", str(tiny_path), "--steps", "1"]) == 2
     err = capsys.readouterr().err
     assert "the disk is read-only" in err and "--out DIR" in err
+
+
+def test_the_cli_runs_the_a1111_samplers_and_align_your_steps(home, tmp_path, capsys, tiny_path):
+    for sampler, scheduler in (("UniPC", "align_your_steps"), ("DPM adaptive", "karras"),
+                               ("uni_pc_bh2", "normal")):
+        out = tmp_path / sampler
+        assert main(["generate", "--model", str(tiny_path), "--prompt", "fox", "--steps", "4", "--seed", "1",
+                     "--sampler", sampler, "--scheduler", scheduler, "--out", str(out)]) == 0
+        assert len(list(out.glob("*.png"))) == 1
+    help_text = build_parser()._subparsers._group_actions[0].choices["generate"].format_help()
+    assert "PLMS" in help_text and "align_your_steps" in help_text

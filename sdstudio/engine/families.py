@@ -87,6 +87,13 @@ def _kohya_and_diffusers(text_encoders: int) -> tuple[LoraPrefix, ...]:
             *diffusers_te)
 
 
+# NVIDIA's published Align Your Steps noise levels (Sabour et al. 2024, arXiv:2404.14507, and the project's
+# "how to" page), the 11 sigmas of their 10-interval schedule, for SD 1.5 and for SDXL. A1111 uses the SD 1.5
+# list for every model that is not SDXL.
+AYS_SD15 = (14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029)
+AYS_SDXL = (14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029)
+
+
 @dataclass(frozen=True)
 class Family:
     """One model family. Detection matches `context_dim` (width of `attn2.to_k`) and `adm_in_channels`
@@ -111,6 +118,7 @@ class Family:
     default_prediction: str = "eps"
     prediction_note: str = ""  # shown when nothing in the file said what the model predicts
     v_bias_probe: tuple[str, float] | None = None  # (UNet key, std of it above which the model predicts v)
+    ays_sigmas: tuple[float, ...] = AYS_SD15  # the Align Your Steps table (schedules.align_your_steps)
 
     @property
     def text_prefixes(self) -> tuple[str, ...]:
@@ -252,7 +260,7 @@ SDXL = Family(
     unet_heads=HeadLayout(num_head_channels=64), scale_factor=0.13025, latent_rgb=_SDXL_RGB,
     default_size=1024,
     size_presets=((1024, 1024), (896, 1152), (1152, 896), (832, 1216), (1216, 832), (768, 1344), (1344, 768)),
-    lora_prefixes=_kohya_and_diffusers(2), zero_empty_negative=True,
+    lora_prefixes=_kohya_and_diffusers(2), zero_empty_negative=True, ays_sigmas=AYS_SDXL,
 )
 # Our built-in model: SD 1.x's layout in miniature; its `sdstudio.config` metadata sets the rest.
 DEMO = Family(

@@ -10,9 +10,28 @@ from sdstudio.untrusted import quoted
 
 SAMPLERS = (
     "Euler", "Euler a", "Heun", "LMS", "DPM2", "DPM2 a", "DPM++ 2S a",
-    "DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 3M SDE", "DDIM", "LCM",
+    "DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 3M SDE", "DPM fast", "DPM adaptive", "Restart",
+    "DDIM", "PLMS", "UniPC", "UniPC bh2", "LCM",
 )
-SCHEDULERS = ("normal", "karras", "exponential", "sgm_uniform", "simple", "beta", "kl_optimal")
+SCHEDULERS = (
+    "normal", "karras", "exponential", "sgm_uniform", "simple", "beta", "kl_optimal", "align_your_steps",
+)
+# What a user should know before choosing these samplers (the UI shows it as the item's tooltip).
+SAMPLER_NOTES = {
+    "DPM fast": "DPM-Solver with orders 3, 2, 1: Steps counts model calls; only the schedule's first and "
+                "last noise levels matter, and it stops at the last one (a little noise left), as in A1111.",
+    "DPM adaptive": "Ignores Steps: it picks its own step sizes until its error estimate is small, often with "
+                    "many more model calls than other samplers; progress shows how much noise is gone. Only "
+                    "the schedule's ends matter.",
+    "Restart": "Heun steps. From 20 steps it uses a Karras schedule between the chosen schedule's ends, and "
+               "part of the steps go back up to a higher noise level once (twice from 36 steps) and come "
+               "down again.",
+    "PLMS": "Pseudo linear multistep: 4th-order steps on the noise estimate; the first step costs two "
+            "model calls.",
+    "UniPC": "Predictor-corrector multistep solver (order 3, variant bh1, as A1111's defaults): good in "
+             "10–20 steps.",
+    "UniPC bh2": "UniPC with the bh2 variant (ComfyUI's uni_pc_bh2), often better than bh1 below 10 steps.",
+}
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")  # what devices.resolve_device accepts
 
 # A1111 writes "Schedule type: Karras"; ComfyUI says "karras". Keys are lower-cased.
@@ -21,10 +40,12 @@ _SCHEDULER_ALIASES = {name: name for name in SCHEDULERS} | {
     "automatic": "normal",
     "sgm uniform": "sgm_uniform",
     "kl optimal": "kl_optimal",
+    "align your steps": "align_your_steps",  # A1111's label
+    "ays": "align_your_steps",
 }
 SCHEDULER_LABELS = {
     "normal": "Normal", "karras": "Karras", "exponential": "Exponential", "sgm_uniform": "SGM Uniform",
-    "simple": "Simple", "beta": "Beta", "kl_optimal": "KL Optimal",
+    "simple": "Simple", "beta": "Beta", "kl_optimal": "KL Optimal", "align_your_steps": "Align Your Steps",
 }
 _SAMPLER_ALIASES = {name.lower(): name for name in SAMPLERS} | {
     # ComfyUI's KSampler names; its "_gpu" variants run the same steps with noise drawn on the GPU.
@@ -42,26 +63,21 @@ _SAMPLER_ALIASES = {name.lower(): name for name in SAMPLERS} | {
     "dpmpp_2m_sde_gpu": "DPM++ 2M SDE",
     "dpmpp_3m_sde": "DPM++ 3M SDE",
     "dpmpp_3m_sde_gpu": "DPM++ 3M SDE",
+    "dpm_fast": "DPM fast",
+    "dpm_adaptive": "DPM adaptive",
+    "uni_pc": "UniPC",
+    "uni_pc_bh2": "UniPC bh2",
 }
 
 # Samplers A1111 (as it writes them) and ComfyUI (KSampler names) have and SD Studio lacks -> the one of ours
 # whose steps are most alike: same family (multistep, ancestral, Heun-like) and same determinism. Reading
 # such an image names the nearest; it is used only when the user chooses it. Keys are lower-cased.
 NEAREST_SAMPLER = {
-    "unipc": "DPM++ 2M",  # multistep predictor-corrector on the same exponential integrator
-    "uni_pc": "DPM++ 2M",
-    "uni_pc_bh2": "DPM++ 2M",
-    "deis": "DPM++ 2M",
+    "deis": "DPM++ 2M",  # multistep exponential integrators like DPM-Solver++(2M)
     "res_multistep": "DPM++ 2M",
-    "dpm fast": "DPM2",  # DPM-Solver with fixed orders 3, 2, 1
-    "dpm_fast": "DPM2",
-    "dpm adaptive": "DPM2",
-    "dpm_adaptive": "DPM2",
-    "plms": "LMS",  # pseudo linear multistep: Adams-Bashforth on eps
-    "ipndm": "LMS",
+    "ipndm": "LMS",  # pseudo linear multistep (improved PNDM): Adams-Bashforth on eps
     "ipndm_v": "LMS",
-    "restart": "Heun",  # Heun ODE steps with restart noise
-    "heunpp2": "Heun",
+    "heunpp2": "Heun",  # Heun-type second-order steps
     "ddpm": "Euler a",
     "euler cfg++": "Euler",
     "euler_cfg_pp": "Euler",
@@ -83,14 +99,12 @@ NEAREST_SCHEDULER = {
     "ddim_uniform": "normal",
     "linear_quadratic": "normal",
     "polyexponential": "exponential",
-    "align your steps": "karras",
     "align your steps gits": "karras",
-    "align your steps 11": "karras",
-    "align your steps 32": "karras",
-    "ays": "karras",
-    "ays+": "karras",
-    "ays_30": "karras",
-    "ays_30+": "karras",
+    "align your steps 11": "align_your_steps",  # Forge's AYS tables for other step counts
+    "align your steps 32": "align_your_steps",
+    "ays+": "align_your_steps",
+    "ays_30": "align_your_steps",
+    "ays_30+": "align_your_steps",
     "gits": "karras",
     "turbo": "sgm_uniform",
 }

@@ -20,7 +20,8 @@ class SeededNoise:
 
     Called as `noise(sigma, sigma_next)` it returns the increment of one Brownian motion W(sigma) per
     image, normalised to unit variance: (W(sigma_next) - W(sigma)) / sqrt(|sigma_next - sigma|). For
-    samplers that ask for one interval per step (Euler a, DPM++ 2M SDE, LCM) that is just the next draw.
+    samplers that ask for one interval per step (Euler a, DPM++ 2M SDE, LCM) that is just the next draw;
+    an upward interval (sigma_next > sigma, Restart's renoising) is always the next draw.
     DPM++ SDE asks for a half-step interval and then the whole step; the path makes the two increments
     consistent, as k-diffusion's BrownianTreeNoiseSampler does. Unlike that tree (torchsde, which we don't
     ship) the values depend on the order of queries, so for DPM++ SDE and DPM++ 2M SDE our images differ
@@ -48,6 +49,10 @@ class SeededNoise:
 
     def __call__(self, sigma: Tensor, sigma_next: Tensor) -> Tensor:
         a, b = float(sigma), float(sigma_next)
+        if b > a:
+            # Noise going up (Restart's jump back to a higher sigma) starts a new forward process: a fresh
+            # draw each time, off the path, so that two restarts over one interval differ.
+            return self.draw()
         if not self._path:
             self._path[a] = torch.zeros(
                 len(self.generators), *self.shape, device=self.device, dtype=self.dtype

@@ -68,7 +68,7 @@ def generate(model: LoadedModel, request: GenerationRequest, on_step: OnStep | N
     `residuals` (residuals.py) reach every UNet call, for control models."""
     t0 = time.perf_counter()
     req = validate(request, multiple=model.description.vae_downscale)
-    model_sampling = ModelSampling()
+    model_sampling = ModelSampling(family=model.description.family)
     runner = PassRunner(model, req, model_sampling, on_step, should_cancel, residuals)
     images = []
     for p in plan(req, model_sampling):

@@ -3,8 +3,10 @@
 `model(x, sigma_batch)` returns the denoised estimate (a `denoiser.CFGDenoiser`); `sigmas` is a schedule
 from `schedules.get_sigmas` (decreasing, ending with 0); x starts at noise * sigmas[0] (txt2img) or
 init_latent + noise * sigmas[0] (img2img). After the model call of step i, `callback(i, sigma_i, x,
-denoised)` reports progress; previews decode `denoised`. Stochastic samplers take their noise from
-`noise_sampler(sigma, sigma_next)`, normally a `SeededNoise`; deterministic ones ignore it.
+denoised)` reports progress; previews decode `denoised`. (DPM fast and DPM adaptive choose their own
+points between the schedule's ends, and Restart goes back up after its restarts: each reports step i of
+len(sigmas) - 1 in its own way, see dpm_solver.py and samplers_extra.py.) Stochastic samplers take their
+noise from `noise_sampler(sigma, sigma_next)`, normally a `SeededNoise`; deterministic ones ignore it.
 
 The update rules follow crowsonkb/k-diffusion `k_diffusion/sampling.py` (and ComfyUI for LCM), with the
 defaults AUTOMATIC1111 uses: eta = 1, s_noise = 1, no churn.
@@ -17,22 +19,13 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from sdstudio.engine.dpm_solver import sample_dpm_adaptive, sample_dpm_fast
 from sdstudio.engine.errors import RequestError
-
-Model = Callable[[Tensor, Tensor], Tensor]
-Callback = Callable[[int, float, Tensor, Tensor], None]
-NoiseSampler = Callable[[Tensor, Tensor], Tensor]
-
-
-def _report(callback: Callback | None, i: int, sigma: Tensor, x: Tensor, denoised: Tensor) -> None:
-    if callback is not None:
-        callback(i, float(sigma), x, denoised)
-
-
-def _need(noise_sampler: NoiseSampler | None, sampler: str) -> NoiseSampler:
-    if noise_sampler is None:
-        raise ValueError(f"{sampler} is stochastic: pass a noise_sampler (e.g. SeededNoise)")
-    return noise_sampler
+from sdstudio.engine.sampler_types import Callback, Model, NoiseSampler
+from sdstudio.engine.sampler_types import need_noise as _need
+from sdstudio.engine.sampler_types import report as _report
+from sdstudio.engine.samplers_extra import sample_plms, sample_restart
+from sdstudio.engine.unipc import sample_unipc, sample_unipc_bh2
 
 
 def _ancestral_step(sigma: Tensor, sigma_next: Tensor) -> tuple[Tensor, Tensor]:
@@ -413,7 +406,8 @@ def sample_dpmpp_3m_sde(
     return x
 
 
-# Keyed by the display names in names.SAMPLERS.
+# Keyed by the display names in names.SAMPLERS; the samplers of other modules (dpm_solver, samplers_extra,
+# unipc) have the same call shape.
 # A1111's `discard_next_to_last_sigma` samplers: the schedule is made one step longer and its next-to-last
 # sigma dropped (so the step count stays), which keeps DPM2's second-order step off a tiny final interval.
 DISCARD_NEXT_TO_LAST_SIGMA = frozenset({"DPM2", "DPM2 a", "DPM++ 3M SDE"})
@@ -430,7 +424,13 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "DPM++ SDE": sample_dpmpp_sde,
     "DPM++ 2M SDE": sample_dpmpp_2m_sde,
     "DPM++ 3M SDE": sample_dpmpp_3m_sde,
+    "DPM fast": sample_dpm_fast,
+    "DPM adaptive": sample_dpm_adaptive,
+    "Restart": sample_restart,
     "DDIM": sample_ddim,
+    "PLMS": sample_plms,
+    "UniPC": sample_unipc,
+    "UniPC bh2": sample_unipc_bh2,
     "LCM": sample_lcm,
 }
 

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from sdstudio.engine.errors import RequestError
+from sdstudio.engine.families import family
 
 
 def scaled_linear_alphas_cumprod(
@@ -41,11 +42,14 @@ def scaled_linear_alphas_cumprod(
 class ModelSampling:
     """Sigmas of a discrete training schedule and the sigma <-> timestep mapping.
 
+    `family` is the model's family name (families.py), for schedules that depend on it; None where unknown.
     Like LDM checkpoints and k-diffusion, the sigma table is float32 (LDM registers alphas_cumprod as a
     float32 buffer), so our schedules equal A1111's and ComfyUI's to the last bit.
     """
 
-    def __init__(self, alphas_cumprod: Tensor | None = None) -> None:
+    def __init__(self, alphas_cumprod: Tensor | None = None, family: str | None = None) -> None:
+        # The model family (families.py) names the tables some schedules need (Align Your Steps).
+        self.family = family
         if alphas_cumprod is None:
             alphas_cumprod = scaled_linear_alphas_cumprod()
         alphas_cumprod = alphas_cumprod.to(torch.float32)
@@ -93,10 +97,15 @@ def normal(steps: int, ms: ModelSampling) -> Tensor:
 
 
 def karras(steps: int, ms: ModelSampling, rho: float = 7.0) -> Tensor:
-    """Karras et al. (2022) eq. 5: evenly spaced in sigma^(1/rho) from sigma_max to sigma_min."""
+    """Karras et al. (2022) eq. 5 over the model's whole sigma range."""
+    return karras_sigmas(steps, ms.sigma_min, ms.sigma_max, rho)
+
+
+def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> Tensor:
+    """Karras et al. (2022) eq. 5: evenly spaced in sigma^(1/rho) from sigma_max to sigma_min, then 0."""
     ramp = torch.linspace(0, 1, steps)
-    min_inv_rho = ms.sigma_min ** (1 / rho)
-    max_inv_rho = ms.sigma_max ** (1 / rho)
+    min_inv_rho = sigma_min ** (1 / rho)
+    max_inv_rho = sigma_max ** (1 / rho)
     return _append_zero((max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho)
 
 
@@ -187,6 +196,28 @@ def kl_optimal(steps: int, ms: ModelSampling) -> Tensor:
     return _append_zero((ramp * math.atan(ms.sigma_min) + (1 - ramp) * math.atan(ms.sigma_max)).tan())
 
 
+def align_your_steps(steps: int, ms: ModelSampling) -> Tensor:
+    """Align Your Steps (Sabour et al. 2024, arXiv:2404.14507) as A1111 makes it: NVIDIA's 11 published
+    sigmas of the model family (families.Family.ays_sigmas) as they are at 11 steps, otherwise `steps`
+    sigmas interpolated linearly in log-sigma over the table's positions, so from the table's first to its
+    last; then 0. (ComfyUI's AlignYourStepsScheduler differs: it interpolates to steps + 1 sigmas and
+    replaces the last, 0.029, by 0.) The table's ends (14.615, 0.029) are the published values, not the
+    model's sigma range."""
+    if ms.family is None:
+        raise RequestError("The Align Your Steps schedule depends on the model family, which is not known "
+                           "here.")
+    if steps < 2:
+        raise RequestError("The Align Your Steps schedule needs at least 2 steps (1 step would start at its "
+                           "last noise level, 0.029).")
+    table = family(ms.family).ays_sigmas
+    if steps == len(table):
+        return _append_zero(torch.tensor(table, dtype=torch.float32))
+    # Rising log-sigma at positions 0..1, read at `steps` evenly spaced positions, in float64 (A1111's numpy).
+    rising = numpy.log(numpy.array(table[::-1], dtype=numpy.float64))
+    values = numpy.exp(numpy.interp(numpy.linspace(0, 1, steps), numpy.linspace(0, 1, len(table)), rising))
+    return _append_zero(torch.from_numpy(values[::-1].copy()).float())
+
+
 SCHEDULES: dict[str, Callable[[int, ModelSampling], Tensor]] = {
     "normal": normal,
     "karras": karras,
@@ -195,6 +226,7 @@ SCHEDULES: dict[str, Callable[[int, ModelSampling], Tensor]] = {
     "simple": simple,
     "beta": beta,
     "kl_optimal": kl_optimal,
+    "align_your_steps": align_your_steps,
 }
 
 

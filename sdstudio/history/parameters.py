@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from sdstudio.engine.errors import RequestError
 from sdstudio.engine.names import SCHEDULER_LABELS, NotOffered, canonical_sampler, canonical_scheduler
 from sdstudio.engine.request import GenerationRequest
+from sdstudio.untrusted import quoted
 
 # A1111's pairs: a key starts with a word character and may hold spaces, '-' and '/'; a value is either
 # a JSON string (escapes allowed) ending at a comma or the line's end, or anything up to the next comma.
@@ -45,7 +46,11 @@ _AUTOMATIC_SCHEDULE = {
     "DPM++ 3M SDE": "exponential",
     "DPM2": "karras",
     "DPM2 a": "karras",
+    "Restart": "karras",
 }
+# A1111 writes its UniPC variant as a setting of its own ("UniPC variant: bh2"; bh1 is its default).
+_UNIPC_VARIANT = "UniPC variant"
+_UNIPC_BY_VARIANT = {"bh1": "UniPC", "bh2": "UniPC bh2"}
 
 
 def quote(value: object) -> str:
@@ -78,12 +83,14 @@ def request_fields(request: GenerationRequest, model_name: str) -> dict[str, obj
     """The ``key: value`` pairs A1111 would write for this request, in A1111's order."""
     fields: dict[str, object] = {
         "Steps": request.steps,
-        "Sampler": request.sampler,
+        "Sampler": "UniPC" if request.sampler in _UNIPC_BY_VARIANT.values() else request.sampler,
         "Schedule type": SCHEDULER_LABELS.get(request.scheduler, request.scheduler),
         "CFG scale": _number(request.cfg_scale),
         "Seed": request.seed,
         "Size": f"{request.width}x{request.height}",
     }
+    if request.sampler == _UNIPC_BY_VARIANT["bh2"]:
+        fields[_UNIPC_VARIANT] = "bh2"
     if request.model_hash:
         fields["Model hash"] = request.model_hash
     if model_name:
@@ -189,6 +196,13 @@ def _sampler_and_schedule(params: Mapping[str, str]) -> tuple[str, str, str]:
         except NotOffered as e:
             problems.append(str(e))
             sampler, schedule = written_sampler, e.nearest[1]
+        if sampler == "UniPC" and _UNIPC_VARIANT in params:
+            variant = params[_UNIPC_VARIANT].strip().lower()
+            if variant in _UNIPC_BY_VARIANT:
+                sampler = _UNIPC_BY_VARIANT[variant]
+            else:
+                problems.append(f"UniPC variant {quoted(params[_UNIPC_VARIANT])} is not in SD Studio; "
+                                "the nearest is 'UniPC' (bh1)")
         if schedule is None:
             if not label:
                 schedule = "normal"
@@ -209,6 +223,8 @@ def with_nearest(params: Mapping[str, str]) -> dict[str, str]:
     """The parameters with a sampler and schedule SD Studio lacks replaced by our nearest (names.NEAREST_*),
     for a re-run the user has agreed to; the rest unchanged. Names we have, or no tool has, stay as written."""
     out = dict(params)
+    if out.get(_UNIPC_VARIANT, "bh1").strip().lower() not in _UNIPC_BY_VARIANT:
+        del out[_UNIPC_VARIANT]  # A1111's default variant, bh1
     try:
         canonical_sampler(out.get("Sampler", "Euler a"))
     except NotOffered as e:

@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio import paths
-from sdstudio.engine.names import SAMPLERS, SCHEDULER_LABELS, SCHEDULERS
+from sdstudio.engine.names import SAMPLER_NOTES, SAMPLERS, SCHEDULER_LABELS, SCHEDULERS
 from sdstudio.ui.prompt_state import MAX_SEED, RANDOM_SEED, PromptState, size_presets
 from sdstudio.ui.token_counter import CHUNK_TOKENS, LazyTokenCounter, format_count
 
@@ -43,8 +43,10 @@ TIPS = {
     "model": "The checkpoint that draws the image. Put .safetensors files in the models folder "
              "(File › Open Models Folder) or pick one with “Add model…”.",
     "sampler": "The method that removes noise step by step. Euler a and DPM++ 2M are good defaults; "
-               "samplers ending in “a” or “SDE” change the picture a little at every step.",
-    "schedule": "How the noise level falls over the steps. Karras spends more steps on fine detail.",
+               "samplers ending in “a” or “SDE” change the picture a little at every step. "
+               "DPM adaptive ignores Steps (hover over a sampler in the list for its note).",
+    "schedule": "How the noise level falls over the steps. Karras spends more steps on fine detail; "
+                "Align Your Steps uses NVIDIA's tuned noise levels for SD 1.5 or SDXL.",
     "steps": "How many denoising steps to run. More steps take longer; 20–30 is usually enough.",
     "cfg": "Classifier-free guidance: how strictly the image follows the prompt. "
            "Around 5–8 is typical; high values look harsh and oversaturated.",
@@ -201,6 +203,9 @@ class PromptPanel(QWidget):
         grid.setColumnStretch(3, 1)
         self.sampler_combo = QComboBox()
         self.sampler_combo.addItems(SAMPLERS)
+        for i, name in enumerate(SAMPLERS):
+            if name in SAMPLER_NOTES:
+                self.sampler_combo.setItemData(i, SAMPLER_NOTES[name], Qt.ItemDataRole.ToolTipRole)
         self.scheduler_combo = QComboBox()
         for name in SCHEDULERS:
             self.scheduler_combo.addItem(SCHEDULER_LABELS[name], name)

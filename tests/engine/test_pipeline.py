@@ -183,3 +183,27 @@ def test_a1111_drops_the_next_to_last_sigma_for_these_samplers(sampler):
     assert len(sigmas) == 7 and torch.equal(sigmas, torch.cat([longer[:-2], longer[-1:]]))
     plain = schedule(GenerationRequest(sampler="Euler", scheduler="karras", steps=6), ms)
     assert torch.equal(plain, get_sigmas("karras", 6, ms))
+
+
+@pytest.mark.parametrize("sampler", ["DPM fast", "DPM adaptive", "Restart", "PLMS", "UniPC", "UniPC bh2"])
+def test_the_a1111_samplers_run_a_job_with_progress_and_reproduce(tiny_model, sampler):
+    steps = []
+    req = BASE.replace(sampler=sampler, scheduler="karras", steps=6)
+    result = generate(tiny_model, req, on_step=steps.append)
+    assert steps and all(s.total == 6 and 0 <= s.step < 6 for s in steps)
+    assert [s.step for s in steps] == sorted(s.step for s in steps)
+    assert np.array_equal(px(result.images[0]), px(generate(tiny_model, result.requests[0]).images[0]))
+
+
+def test_align_your_steps_reads_the_models_family(tiny_model, monkeypatch):
+    """The schedule gets the loaded model's family: the built-in demo model uses the SD 1.5 table, as A1111
+    does for every model that is not SDXL."""
+    from sdstudio.engine import families, schedules
+
+    seen = []
+    real = schedules.family
+    monkeypatch.setattr(schedules, "family", lambda name: seen.append(name) or real(name))
+    steps = []
+    generate(tiny_model, BASE.replace(scheduler="align_your_steps", steps=11), on_step=steps.append)
+    assert seen == [tiny_model.description.family]
+    assert [s.sigma for s in steps] == pytest.approx(list(families.AYS_SD15), rel=1e-6)

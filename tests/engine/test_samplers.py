@@ -14,7 +14,10 @@ from tests.engine import kdiffusion_reference
 from tests.engine.toy_unet import ToyUNet, toy_conditioning
 
 SD_BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
-STOCHASTIC = ("Euler a", "DPM2 a", "DPM++ 2S a", "DPM++ 2M SDE", "DPM++ SDE", "DPM++ 3M SDE", "LCM")
+STOCHASTIC = ("Euler a", "DPM2 a", "DPM++ 2S a", "DPM++ 2M SDE", "DPM++ SDE", "DPM++ 3M SDE", "DPM fast",
+              "DPM adaptive", "Restart", "LCM")
+# DPM fast and DPM adaptive choose their own points between the schedule's ends (test_dpm_solver.py).
+WALK_THE_SCHEDULE = tuple(name for name in names.SAMPLERS if name not in ("DPM fast", "DPM adaptive"))
 # Our name -> k-diffusion function (LCM is ComfyUI's addition, checked against diffusers below).
 KDIFFUSION = {
     "Euler": "sample_euler",
@@ -111,7 +114,8 @@ def test_sampler_follows_k_diffusion_step_for_step(ms, kdiff_sampling, name, sch
         assert got == pytest.approx(want, rel=1e-5)
 
 
-@pytest.mark.parametrize("name", ["Euler", "Heun", "LMS", "DPM2", "DPM++ 2M", "DDIM"])
+@pytest.mark.parametrize("name", ["Euler", "Heun", "LMS", "DPM2", "DPM++ 2M", "DDIM", "PLMS", "UniPC",
+                                  "UniPC bh2"])
 def test_deterministic_samplers_draw_no_noise(ms, name):
     sigmas = get_sigmas("karras", 5, ms)
     noise = ScriptedNoise(0)
@@ -129,7 +133,7 @@ def test_stochastic_samplers_refuse_to_run_without_a_noise_sampler(ms, name):
 def test_unknown_sampler_is_a_request_error(ms):
     sigmas = get_sigmas("normal", 3, ms)
     with pytest.raises(RequestError, match="Euler a"):
-        sample("PLMS", guided_toy_model(ms), start_latent(sigmas), sigmas)
+        sample("DEIS", guided_toy_model(ms), start_latent(sigmas), sigmas)
 
 
 def test_ddim_update_is_the_euler_step_and_matches_diffusers_ddim(ms):
@@ -176,7 +180,7 @@ def test_lcm_matches_diffusers_lcm_scheduler_with_the_same_noise(ms):
     assert len(noise.intervals) == 3
 
 
-@pytest.mark.parametrize("name", names.SAMPLERS)
+@pytest.mark.parametrize("name", WALK_THE_SCHEDULE)
 def test_every_step_reports_index_sigma_x_and_denoised(ms, name):
     sigmas = get_sigmas("karras", 6, ms)
     steps = Trajectory()
@@ -285,7 +289,8 @@ def test_seeded_noise_increments_belong_to_one_brownian_path(sub_first):
     assert correlation == pytest.approx(math.sqrt((a - m) / (a - b)), abs=0.03)
 
 
-@pytest.mark.parametrize("name", STOCHASTIC)
+# DPM adaptive sizes its steps by one error norm over the whole batch, as k-diffusion and A1111 do.
+@pytest.mark.parametrize("name", [name for name in STOCHASTIC if name != "DPM adaptive"])
 def test_image_i_of_a_batch_equals_a_batch_of_one_at_seed_plus_i(ms, name):
     sigmas = get_sigmas("karras", 6, ms)
     model = guided_toy_model(ms)

@@ -6,6 +6,7 @@ from diffusers import DDPMScheduler, EulerDiscreteScheduler
 
 from sdstudio.engine import names
 from sdstudio.engine.errors import RequestError
+from sdstudio.engine.families import AYS_SD15, AYS_SDXL
 from sdstudio.engine.schedules import SCHEDULES, ModelSampling, get_sigmas, scaled_linear_alphas_cumprod
 from tests.engine import kdiffusion_reference
 
@@ -43,7 +44,8 @@ def test_training_sigmas_match_diffusers_and_the_known_range(ms):
     assert ms.sigma_max == pytest.approx(14.6146, abs=5e-4)
 
 
-@pytest.mark.parametrize("name", names.SCHEDULERS)
+# Align Your Steps uses NVIDIA's published sigmas (14.615 ... 0.029), not the model's range: tested below.
+@pytest.mark.parametrize("name", [name for name in names.SCHEDULERS if name != "align_your_steps"])
 @pytest.mark.parametrize("steps", [1, 2, 7, 20])
 def test_every_schedule_has_steps_plus_one_decreasing_sigmas_ending_in_zero(ms, name, steps):
     sigmas = get_sigmas(name, steps, ms)
@@ -185,3 +187,51 @@ def test_kl_optimal_equals_comfyui(ms, steps):
     torch.testing.assert_close(get_sigmas("kl_optimal", steps, ms), ref)
     assert math.isnan(float(comfyui_kl_optimal(1, ms.sigma_min, ms.sigma_max)[0]))  # ComfyUI's one-step case
     assert get_sigmas("kl_optimal", 1, ms).tolist() == pytest.approx([ms.sigma_max, 0.0], rel=1e-6)
+
+
+AYS = {"sd1": AYS_SD15, "sd2": AYS_SD15, "demo": AYS_SD15, "sdxl": AYS_SDXL}
+
+
+@pytest.mark.parametrize("family", list(AYS))
+def test_align_your_steps_gives_nvidias_table_at_its_own_length(family):
+    """NVIDIA's "10-step" lists hold 11 sigmas; A1111 uses them as they are when asked for 11 steps."""
+    sigmas = get_sigmas("align_your_steps", 11, ModelSampling(family=family))
+    assert sigmas.dtype == torch.float32
+    assert sigmas.tolist() == torch.tensor([*AYS[family], 0.0]).tolist()
+
+
+def test_the_tables_are_nvidias_published_ones():
+    assert AYS_SD15 == (14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029)
+    assert AYS_SDXL == (14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029)
+
+
+def loglinear_reference(table, n):
+    """n sigmas at evenly spaced positions over the table, each geometric between the two entries around it."""
+    out = []
+    for j in range(n):
+        position = j / (n - 1) * (len(table) - 1)
+        k = min(int(position), len(table) - 2)
+        f = position - k
+        out.append(table[k] ** (1 - f) * table[k + 1] ** f)
+    return out
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+@pytest.mark.parametrize("steps", [2, 3, 10, 12, 20, 47])
+def test_align_your_steps_interpolates_in_log_sigma_for_other_step_counts(family, steps):
+    sigmas = get_sigmas("align_your_steps", steps, ModelSampling(family=family))
+    assert sigmas.shape == (steps + 1,) and sigmas[-1] == 0
+    assert bool((sigmas[:-1] > sigmas[1:]).all())
+    assert float(sigmas[0]) == pytest.approx(14.615, rel=1e-6)
+    assert float(sigmas[-2]) == pytest.approx(0.029, rel=1e-6)
+    assert sigmas[:-1].tolist() == pytest.approx(loglinear_reference(AYS[family], steps), rel=1e-6)
+
+
+def test_align_your_steps_depends_on_the_family_and_needs_it():
+    sd1 = get_sigmas("align_your_steps", 20, ModelSampling(family="sd1"))
+    sdxl = get_sigmas("align_your_steps", 20, ModelSampling(family="sdxl"))
+    assert not torch.allclose(sd1, sdxl)
+    with pytest.raises(RequestError, match="model family"):
+        get_sigmas("align_your_steps", 20, ModelSampling())
+    with pytest.raises(RequestError, match="at least 2 steps"):
+        get_sigmas("align_your_steps", 1, ModelSampling(family="sd1"))

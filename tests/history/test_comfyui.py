@@ -89,11 +89,25 @@ def test_trivial_conditioning_chain_is_followed():
     assert read(graph) == (read(DEFAULT)[0], "")
 
 
+@pytest.mark.parametrize(("sampler", "scheduler", "ours"), [
+    ("uni_pc", "karras", ("UniPC", "Karras")),
+    ("uni_pc_bh2", "normal", ("UniPC bh2", "Normal")),
+    ("dpm_fast", "exponential", ("DPM fast", "Exponential")),
+    ("dpm_adaptive", "karras", ("DPM adaptive", "Karras")),
+])
+def test_comfyuis_unipc_and_dpm_solver_samplers_read_as_ours(sampler, scheduler, ours):
+    graph = copy.deepcopy(DEFAULT)
+    graph["3"]["inputs"].update(sampler_name=sampler, scheduler=scheduler)
+    params, problem = read(graph)
+    assert problem == "" and (params["Sampler"], params["Schedule type"]) == ours
+
+
 def test_unknown_sampler_and_big_seed_are_problems_with_the_values_kept():
     graph = copy.deepcopy(DEFAULT)
-    graph["3"]["inputs"].update(sampler_name="uni_pc_bh2", seed=156680208700286)
+    graph["3"]["inputs"].update(sampler_name="res_multistep", seed=156680208700286)
     params, problem = read(graph)
-    assert "uni_pc_bh2" in problem and params["Sampler"] == "uni_pc_bh2" and params["Seed"] == "156680208700286"
+    assert "res_multistep" in problem and params["Sampler"] == "res_multistep"
+    assert params["Seed"] == "156680208700286"
     graph["3"]["inputs"].update(sampler_name="euler", scheduler="linear_quadratic")  # a schedule we lack
     assert "linear_quadratic" in read(graph)[1]
     graph["3"]["inputs"]["scheduler"] = "karras"

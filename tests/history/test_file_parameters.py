@@ -182,12 +182,12 @@ def test_reads_ours_a1111_and_plain_images(tmp_path: Path) -> None:
     assert not plain.has_parameters and plain.request is None and plain.image.size == (8, 8)
     assert plain.problem == NO_PARAMETERS
 
-    unknown = read_file_parameters(a1111_png(tmp_path / "u.png", "a\nSteps: 20, Sampler: UniPC, CFG scale: 7, Seed: 3, Size: 8x8"))
+    unknown = read_file_parameters(a1111_png(tmp_path / "u.png", "a\nSteps: 20, Sampler: DPM++ 2M SDE Heun, CFG scale: 7, Seed: 3, Size: 8x8"))
     # A sampler we lack: read as written, the problem names our nearest, and a re-run refuses until chosen.
-    assert unknown.has_parameters and unknown.request.sampler == "UniPC" and unknown.request.seed == 3
-    assert unknown.problem == "sampler 'UniPC' is not in SD Studio; the nearest is 'DPM++ 2M'"
-    assert unknown.listing_request().sampler == "UniPC"
-    with pytest.raises(RequestError, match="nearest is 'DPM\\+\\+ 2M'"):
+    assert unknown.has_parameters and unknown.request.sampler == "DPM++ 2M SDE Heun" and unknown.request.seed == 3
+    assert unknown.problem == "sampler 'DPM++ 2M SDE Heun' is not in SD Studio; the nearest is 'DPM++ 2M SDE'"
+    assert unknown.listing_request().sampler == "DPM++ 2M SDE Heun"
+    with pytest.raises(RequestError, match="nearest is 'DPM\\+\\+ 2M SDE'"):
         unknown.rerun_request()
 
 
@@ -212,7 +212,7 @@ def test_store_reconcile_and_open_agree_on_the_same_files(tmp_path: Path, models
         ours.file,
         a1111_with_hash(drop / "a1111.png", "local-name", model_hash(target)),
         a1111_with_hash(drop / "missing-model.png", "gone", "0123456789"),
-        a1111_png(drop / "unknown-sampler.png", "a\nSteps: 20, Sampler: UniPC, CFG scale: 7, Seed: 3, Size: 8x8"),
+        a1111_png(drop / "unknown-sampler.png", "a\nSteps: 20, Sampler: DPM++ 2M SDE Heun, CFG scale: 7, Seed: 3, Size: 8x8"),
         comfyui_png(drop / "comfy.png"),
     ]
     tiny().save(drop / "plain.png")

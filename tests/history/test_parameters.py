@@ -154,7 +154,7 @@ def test_request_from_a1111_inpainting_text_maps_every_known_key() -> None:
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("Steps: 20, Sampler: UniPC, CFG scale: 7, Seed: 1, Size: 512x512", "UniPC"),
+        ("Steps: 20, Sampler: DEIS, CFG scale: 7, Seed: 1, Size: 512x512", "DEIS"),
         ("Steps: many, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 512x512", "Steps"),
         ("Steps: 20, Sampler: Euler, CFG scale: 7, Seed: 1, Size: big", "Size"),
     ],
@@ -310,16 +310,18 @@ def test_hostile_numbers_are_refused_as_request_errors(line: str, message: str) 
 @pytest.mark.parametrize(
     ("sampler", "schedule", "written", "problem", "nearest"),
     [
-        ("UniPC", "Automatic", ("UniPC", "normal"), "sampler 'UniPC' is not in SD Studio; the nearest is 'DPM++ 2M'",
+        ("DEIS", "Automatic", ("DEIS", "normal"), "sampler 'DEIS' is not in SD Studio; the nearest is 'DPM++ 2M'",
          ("DPM++ 2M", "karras")),
-        ("Restart", "Karras", ("Restart", "karras"), "sampler 'Restart' is not in SD Studio; the nearest is 'Heun'",
+        ("HeunPP2", "Karras", ("HeunPP2", "karras"), "sampler 'HeunPP2' is not in SD Studio; the nearest is 'Heun'",
          ("Heun", "karras")),
-        ("PLMS Karras", None, ("PLMS Karras", "karras"), "sampler 'PLMS Karras' is not in SD Studio; the nearest is 'LMS'",
+        ("iPNDM Karras", None, ("iPNDM Karras", "karras"), "sampler 'iPNDM Karras' is not in SD Studio; the nearest is 'LMS'",
          ("LMS", "karras")),
-        ("uni_pc_bh2", "sgm_uniform", ("uni_pc_bh2", "sgm_uniform"), "the nearest is 'DPM++ 2M'", ("DPM++ 2M", "sgm_uniform")),
-        ("DPM adaptive", None, ("DPM adaptive", "normal"), "the nearest is 'DPM2'", ("DPM2", "normal")),
-        ("Euler", "Align Your Steps", ("Euler", "Align Your Steps"),
-         "schedule 'Align Your Steps' is not in SD Studio; the nearest is 'Karras'", ("Euler", "karras")),
+        ("res_multistep", "sgm_uniform", ("res_multistep", "sgm_uniform"), "the nearest is 'DPM++ 2M'",
+         ("DPM++ 2M", "sgm_uniform")),
+        ("Euler", "Align Your Steps GITS", ("Euler", "Align Your Steps GITS"),
+         "schedule 'Align Your Steps GITS' is not in SD Studio; the nearest is 'Karras'", ("Euler", "karras")),
+        ("Euler", "Align Your Steps 32", ("Euler", "Align Your Steps 32"),
+         "the nearest is 'Align Your Steps'", ("Euler", "align_your_steps")),
         ("DDPM", "ddim_uniform", ("DDPM", "ddim_uniform"),
          "sampler 'DDPM' is not in SD Studio; the nearest is 'Euler a'; schedule 'ddim_uniform'", ("Euler a", "normal")),
     ],
@@ -347,3 +349,43 @@ def test_a_sampler_no_tool_has_is_still_refused_with_the_choices() -> None:
     with pytest.raises(RequestError, match="unknown sampler 'Wibble'; choose one of: Euler, .*LMS"):
         request_and_problem(params)
     assert with_nearest(params) == params
+
+
+@pytest.mark.parametrize(
+    ("sampler", "extra", "ours"),
+    [
+        ("UniPC", "", ("UniPC", "normal")),
+        ("UniPC", ", UniPC variant: bh2", ("UniPC bh2", "normal")),
+        ("UniPC", ", UniPC variant: bh1", ("UniPC", "normal")),
+        ("PLMS", "", ("PLMS", "normal")),
+        ("Restart", ", Schedule type: Automatic", ("Restart", "karras")),  # A1111's default for Restart
+        ("DPM fast", "", ("DPM fast", "normal")),
+        ("DPM adaptive", ", Schedule type: Karras", ("DPM adaptive", "karras")),
+        ("uni_pc_bh2", "", ("UniPC bh2", "normal")),
+        ("dpm_adaptive", "", ("DPM adaptive", "normal")),
+        ("Euler", ", Schedule type: Align Your Steps", ("Euler", "align_your_steps")),
+    ],
+)
+def test_a1111_images_with_the_newer_samplers_and_schedules_read_as_ours(sampler, extra, ours) -> None:
+    line = f"Steps: 20, Sampler: {sampler}, CFG scale: 7, Seed: 5, Size: 512x768{extra}"
+    params = parse_parameters(f"a fox\n{line}")
+    request, problem = request_and_problem(params)
+    assert problem == ""
+    assert (request.sampler, request.scheduler) == ours
+    assert request_from_parameters(params) == request
+
+
+def test_unipc_bh2_is_written_as_a1111_writes_it_and_reads_back() -> None:
+    request = GenerationRequest(prompt="a fox", sampler="UniPC bh2", scheduler="karras", seed=3)
+    text = format_parameters(request, "")
+    assert "Sampler: UniPC, Schedule type: Karras" in text and "UniPC variant: bh2" in text
+    assert request_from_parameters(parse_parameters(text)).sampler == "UniPC bh2"
+    assert "UniPC variant" not in format_parameters(request.replace(sampler="UniPC"), "")
+
+
+def test_a_unipc_variant_we_lack_is_named_and_the_nearest_offered() -> None:
+    params = parse_parameters(
+        "a\nSteps: 20, Sampler: UniPC, CFG scale: 7, Seed: 5, Size: 64x64, UniPC variant: vary_coeff")
+    with pytest.raises(RequestError, match="UniPC variant 'vary_coeff' is not in SD Studio"):
+        request_from_parameters(params)
+    assert request_from_parameters(with_nearest(params)).sampler == "UniPC"

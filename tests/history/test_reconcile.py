@@ -84,10 +84,10 @@ def test_a1111_png_dropped_into_outputs_is_indexed_and_plain_png_is_not(root: Pa
 
 
 def test_a1111_png_with_a_sampler_we_lack_is_still_indexed_for_browsing(root: Path) -> None:
-    a1111_png(root / "x.png", "a fox\nSteps: 20, Sampler: UniPC, CFG scale: 7, Seed: 3, Size: 8x8")
+    a1111_png(root / "x.png", "a fox\nSteps: 20, Sampler: DPM++ 2M SDE Heun, CFG scale: 7, Seed: 3, Size: 8x8")
     store = reopen(root)
     [entry] = store.page()
-    assert (entry.prompt, entry.sampler, entry.steps, entry.seed, entry.width) == ("a fox", "UniPC", 20, 3, 8)
+    assert (entry.prompt, entry.sampler, entry.steps, entry.seed, entry.width) == ("a fox", "DPM++ 2M SDE Heun", 20, 3, 8)
     store.close()
 
 

@@ -43,6 +43,21 @@ def test_sampling_controls_and_the_model_explain_themselves(panel):
         assert len(widget.toolTip().split()) >= 8, widget
 
 
+def test_every_sampler_and_schedule_is_offered_and_dpm_adaptive_says_it_ignores_steps(panel):
+    from PySide6.QtCore import Qt
+
+    from sdstudio.engine.names import SAMPLERS, SCHEDULERS
+
+    combo = panel.sampler_combo
+    assert [combo.itemText(i) for i in range(combo.count())] == list(SAMPLERS)
+    schedules = panel.scheduler_combo
+    assert [schedules.itemData(i) for i in range(schedules.count())] == list(SCHEDULERS)
+    for name in ("UniPC", "PLMS", "Restart", "DPM fast", "DPM adaptive"):
+        assert combo.itemData(combo.findText(name), Qt.ItemDataRole.ToolTipRole)
+    assert "Ignores Steps" in combo.itemData(combo.findText("DPM adaptive"), Qt.ItemDataRole.ToolTipRole)
+    assert panel.scheduler_combo.findText("Align Your Steps") >= 0
+
+
 def test_the_model_description_arriving_does_not_move_the_controls_below(qtbot, panel):
     before = panel.sampler_combo.mapTo(panel.scroll.widget(), panel.sampler_combo.rect().topLeft()).y()
     panel.set_model_info("real: Stable Diffusion 1.x · eps prediction · float16 · 860M UNet parameters, "
