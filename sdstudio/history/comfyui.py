@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdstudio.engine.names import SCHEDULER_LABELS, canonical_sampler, canonical_scheduler
+from sdstudio.engine.names import SCHEDULER_LABELS, NotOffered, canonical_sampler, canonical_scheduler
 from sdstudio.engine.request import MAX_SEED
 from sdstudio.history.parameters import quote
 from sdstudio.untrusted import quoted
@@ -220,15 +220,21 @@ class _Reader:
         sampler = self._value(node_id, inputs, "sampler_name", (str,))
         scheduler = self._value(node_id, inputs, "scheduler", (str,))
         self.params["Sampler"], self.params["Schedule type"] = sampler, scheduler
+        # A name another tool has and we lack stays as written: reading the parameters names our nearest
+        # (parameters.request_and_problem), and the user may re-run with it.
         try:
             ours, schedule = canonical_sampler(sampler)
             self.params["Sampler"] = ours
+        except NotOffered:
+            schedule = None
         except ValueError:
             self._note(f"its ComfyUI sampler {quoted(sampler, 60)} is not one SD Studio has")
             return
         try:
             schedule = canonical_scheduler(scheduler) if schedule is None else schedule
             self.params["Schedule type"] = SCHEDULER_LABELS.get(schedule, schedule)
+        except NotOffered:
+            pass
         except ValueError:
             self._note(f"its ComfyUI scheduler {quoted(scheduler, 60)} is not one SD Studio has")
 

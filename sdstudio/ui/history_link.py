@@ -16,6 +16,7 @@ from sdstudio.engine.errors import SDStudioError
 from sdstudio.engine.request import GenerationResult
 from sdstudio.ui.imageconv import load_image, pil_to_qimage
 from sdstudio.ui.main_window import MainWindow
+from sdstudio.ui.open_file import offer_nearest
 from sdstudio.ui.prompt_state import MAX_SEED
 from sdstudio.ui.save_image import ImageSource
 
@@ -85,7 +86,7 @@ class HistoryLink(QObject):
             return
         self.window.load_parameters(found.request, found.model_problem)
         if found.problem:
-            self.failed.emit(f"{found.path.name}: {found.problem}")
+            offer_nearest(self.window, found, f"{found.path.name}: {found.problem}")
 
     def _rerun(self, entry_id: str, new_seed: bool) -> None:
         found = self._read(entry_id)
@@ -93,8 +94,8 @@ class HistoryLink(QObject):
             return
         try:
             request = found.rerun_request()
-        except SDStudioError as exc:
-            self.failed.emit(f"Cannot re-run that entry: {exc}")
+        except SDStudioError as exc:  # a sampler we lack: offer our nearest, with this entry as the parent
+            offer_nearest(self.window, found, f"Cannot re-run that entry: {exc}", rerun_parent=entry_id)
             return
         if new_seed:  # a variation of this entry: it is the parent (an exact re-run is the same image again)
             request = request.replace(seed=random.randrange(MAX_SEED + 1), parent_id=entry_id)

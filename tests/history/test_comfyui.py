@@ -91,13 +91,26 @@ def test_trivial_conditioning_chain_is_followed():
 
 def test_unknown_sampler_and_big_seed_are_problems_with_the_values_kept():
     graph = copy.deepcopy(DEFAULT)
-    graph["3"]["inputs"].update(sampler_name="uni_pc_bh2", seed=156680208700286)
+    graph["3"]["inputs"].update(sampler_name="wibble_solver", seed=156680208700286)
     params, problem = read(graph)
-    assert "uni_pc_bh2" in problem and params["Sampler"] == "uni_pc_bh2" and params["Seed"] == "156680208700286"
-    graph["3"]["inputs"].update(sampler_name="euler", scheduler="linear_quadratic")  # a schedule we lack
-    assert "linear_quadratic" in read(graph)[1]
-    graph["3"]["inputs"]["scheduler"] = "karras"
+    assert "wibble_solver" in problem and params["Sampler"] == "wibble_solver" and params["Seed"] == "156680208700286"
+    graph["3"]["inputs"].update(sampler_name="euler", scheduler="karras")
     assert "156680208700286" in read(graph)[1]
+
+
+def test_a_sampler_or_schedule_we_lack_is_kept_as_written_for_the_nearest_offer(tmp_path):
+    """Names other tools have (deis, linear_quadratic) are no graph problem: the file reads as a request
+    whose problem names our nearest, and `with_nearest_sampler` substitutes it."""
+    graph = copy.deepcopy(DEFAULT)
+    graph["3"]["inputs"].update(sampler_name="deis", scheduler="linear_quadratic")
+    params, problem = read(graph)
+    assert problem == "" and (params["Sampler"], params["Schedule type"]) == ("deis", "linear_quadratic")
+    found = read_file_parameters(_png(tmp_path, graph))
+    assert "'deis' is not in SD Studio; the nearest is 'DPM++ 2M'" in found.problem
+    substituted, change = found.with_nearest_sampler()
+    assert (substituted.request.sampler, substituted.request.scheduler) == ("DPM++ 2M", "normal")
+    assert change == "sampler 'deis' → DPM++ 2M, schedule 'linear_quadratic' → Normal"
+    assert substituted.request.replace(sampler="deis", scheduler="linear_quadratic") == found.request
 
 
 def _cycle():

@@ -1,0 +1,80 @@
+"""Opening files and the one-click offer of SD Studio's nearest sampler (ui/open_file.py).
+
+The samplers here (DEIS, Euler CFG++) and the schedule (linear_quadratic) are ones other tools have and SD
+Studio does not plan to add, so these tests keep meaning what they say when names.SAMPLERS grows.
+"""
+
+from __future__ import annotations
+
+from PIL import Image, PngImagePlugin
+from PySide6.QtCore import Qt
+
+from sdstudio.history.store import HistoryStore
+from sdstudio.ui.gallery import GalleryWidget
+from sdstudio.ui.history_link import HistoryLink
+
+
+def a1111_png(path, sampler: str, extra: str = "", size=(64, 64)):
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", f"a fox in snow\nNegative prompt: blurry\nSteps: 9, Sampler: {sampler}, "
+                                f"CFG scale: 6.5, Seed: 4321, Size: {size[0]}x{size[1]}{extra}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (40, 90, 140)).save(path, pnginfo=info)
+    return path
+
+
+def test_opening_an_image_made_with_a_sampler_we_lack_offers_the_nearest_in_one_click(qtbot, window, engine,
+                                                                                       tmp_path):
+    window.open_image(str(a1111_png(tmp_path / "deis.png", "DEIS", ", Schedule type: Karras")))
+    banner = window.canvas_panel.banner
+    assert banner.isVisibleTo(window) and "'DEIS' is not in SD Studio" in banner.text.text()
+    assert banner.action_button.isVisibleTo(window) and banner.action_button.text() == "Use DPM++ 2M"
+    qtbot.mouseClick(banner.action_button, Qt.MouseButton.LeftButton)
+    assert (window.state.sampler, window.state.scheduler) == ("DPM++ 2M", "karras")
+    assert (window.state.prompt, window.state.seed, window.state.steps, window.state.cfg_scale) == (
+        "a fox in snow", 4321, 9, 6.5)
+    assert window.panel.sampler_combo.currentText() == "DPM++ 2M"
+    assert banner.isVisibleTo(window) and "sampler 'DEIS' → DPM++ 2M" in banner.text.text()
+    assert not banner.action_button.isVisibleTo(window)  # the new message offers nothing more
+    with qtbot.waitSignal(window.resultReady, timeout=5000):
+        window.generate()
+    assert (engine.generated[-1].sampler, engine.generated[-1].seed) == ("DPM++ 2M", 4321)
+
+
+def test_a_schedule_we_lack_is_substituted_and_named_too(qtbot, window, tmp_path):
+    window.open_image(str(a1111_png(tmp_path / "x.png", "Euler CFG++", ", Schedule type: linear_quadratic")))
+    banner = window.canvas_panel.banner
+    assert banner.action_button.text() == "Use Euler"
+    banner.action_button.click()
+    assert (window.state.sampler, window.state.scheduler) == ("Euler", "normal")
+    assert "sampler 'Euler CFG++' → Euler, schedule 'linear_quadratic' → Normal" in banner.text.text()
+
+
+def test_a_sampler_nobody_has_gets_the_message_without_a_button(qtbot, window, tmp_path):
+    window.open_image(str(a1111_png(tmp_path / "x.png", "Wibble")))
+    banner = window.canvas_panel.banner
+    assert banner.isVisibleTo(window) and "unknown sampler 'Wibble'" in banner.text.text()
+    assert not banner.action_button.isVisibleTo(window)
+
+
+def test_rerun_from_the_gallery_with_a_sampler_we_lack_offers_a_rerun_with_the_nearest(qtbot, window, engine,
+                                                                                      tmp_path):
+    root = tmp_path / "outputs"
+    a1111_png(root / "from-a1111" / "00001-4321.png", "DEIS", ", Model: sdstudio-emoji")  # indexed at open
+    store = HistoryStore(root)
+    gallery = GalleryWidget(store, window)
+    HistoryLink(store, window, gallery)
+    [entry] = store.page()
+    gallery.rerunRequested.emit(entry.id, False)
+    banner = window.canvas_panel.banner
+    assert "Cannot re-run that entry" in banner.text.text() and "'DEIS'" in banner.text.text()
+    assert banner.action_button.text() == "Re-run with DPM++ 2M"
+    assert engine.generated == []  # nothing runs on another sampler without the click
+    with qtbot.waitSignal(window.resultReady, timeout=5000):
+        qtbot.mouseClick(banner.action_button, Qt.MouseButton.LeftButton)
+    request = engine.generated[-1]
+    assert (request.sampler, request.scheduler, request.seed, request.prompt) == ("DPM++ 2M", "normal", 4321,
+                                                                                  "a fox in snow")
+    assert request.parent_id == entry.id  # a different picture made from that entry
+    assert "Re-running with SD Studio's nearest: sampler 'DEIS' → DPM++ 2M" in banner.text.text()
+    store.close()
