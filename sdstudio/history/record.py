@@ -88,6 +88,8 @@ def request_to_dict(request: GenerationRequest) -> dict[str, Any]:
 
 
 def _checked(name: str, default: Any, value: Any) -> Any:
+    if isinstance(default, tuple):
+        return _name_pairs(name, value)
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, int):
@@ -99,6 +101,21 @@ def _checked(name: str, default: Any, value: Any) -> Any:
     if not ok:
         raise ValueError(f"{name} should be {type(default).__name__}, got {_shown(value)}")
     return _storable(name, _converted(name, type(default), value))
+
+
+MAX_PAIRS = 256  # (name, hash) pairs of LoRAs / embeddings one request may name
+
+
+def _name_pairs(name: str, value: Any) -> tuple[tuple[str, str], ...]:
+    """A JSON list of [name, hash] pairs (lora_hashes, ti_hashes) as the request's tuple of tuples."""
+    if not isinstance(value, (list, tuple)) or len(value) > MAX_PAIRS:
+        raise ValueError(f"{name} should be a list of at most {MAX_PAIRS} [name, hash] pairs, got {_shown(value)}")
+    pairs = []
+    for pair in value:
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+            raise ValueError(f"{name} should hold [name, hash] pairs of text, got {_shown(pair)}")
+        pairs.append((_storable(name, pair[0]), _storable(name, pair[1])))
+    return tuple(pairs)
 
 
 # What the index (SQLite) can hold: 64-bit integers, finite reals (NaN would become NULL), and text that is

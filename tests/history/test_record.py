@@ -48,3 +48,24 @@ def test_a_record_round_trips_apart_from_the_folders() -> None:
     request = GenerationRequest(prompt="p", cfg_scale=4.5, prediction="v", model="/m/x.safetensors")
     again = record_from_json(Record(id="0" * 32, created=2.0, request=request, model_name="x").to_json())
     assert again.request == request.replace(model="x.safetensors") and again.id == "0" * 32
+
+
+def test_lora_and_embedding_hashes_round_trip_through_json() -> None:
+    request = GenerationRequest(prompt="<lora:style:0.8> cat", lora_hashes=(("style", "0123456789ab"),),
+                                ti_hashes=(("bad-hands", "ba9876543210"), ("x", "")))
+    text = json.dumps(Record(id="1" * 32, created=2.0, request=request, model_name="x").to_json())
+    again = record_from_json(json.loads(text))
+    assert again.request.lora_hashes == request.lora_hashes and again.request.ti_hashes == request.ti_hashes
+
+
+def test_malformed_hash_lists_are_refused_with_the_field_named() -> None:
+    good = Record(id="1" * 32, created=2.0, request=GenerationRequest(), model_name="x").to_json()
+    for bad in ("style:0123", [["a"]], [["a", 1]], [["a", "b"]] * 1000, {"a": "b"}):
+        data = json.loads(json.dumps(good))
+        data["request"]["lora_hashes"] = bad
+        try:
+            record_from_json(data)
+        except ValueError as e:
+            assert "lora_hashes" in str(e)
+        else:
+            raise AssertionError(f"{bad!r} was accepted")
