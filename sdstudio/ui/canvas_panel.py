@@ -27,10 +27,11 @@ from sdstudio.ui.status import ErrorBanner
 RESULT, INPUT = "result", "input"
 
 
-def _slider(minimum: int, maximum: int, tip: str) -> QSlider:
+def _slider(minimum: int, maximum: int, tip: str, ems: int) -> QSlider:
+    """A tool-bar slider `ems` wide: a tool bar lays widgets out at their size hint, so a narrow fixed width is
+    what keeps the mask bar out of the "»" overflow at 1200×760."""
     slider = QSlider(Qt.Orientation.Horizontal, minimum=minimum, maximum=maximum, toolTip=tip)
-    slider.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
-    slider.setMinimumWidth(slider.fontMetrics().horizontalAdvance("M") * 7)
+    slider.setFixedWidth(slider.fontMetrics().horizontalAdvance("M") * ems)
     return slider
 
 
@@ -113,7 +114,7 @@ class CanvasPanel(QWidget):
                                             tip="Back to text-to-image")
 
     def _make_toolbar(self) -> QToolBar:
-        bar = QToolBar()
+        bar = QToolBar(movable=False)
         bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
         bar.addActions([self.act_result, self.act_input])
         bar.addSeparator()
@@ -131,33 +132,34 @@ class CanvasPanel(QWidget):
         return bar
 
     def _make_mask_bar(self) -> QToolBar:
-        """The mask tools, shown only in the input view."""
-        bar = QToolBar()
+        """The mask tools, shown only in the input view. Compact so that it fits beside the history dock at
+        1200×760 (no "»" overflow): short labels, narrow sliders, and Undo/Redo only in the Edit menu and
+        their shortcuts (Ctrl+Z, Ctrl+Shift+Z / Ctrl+Y), which are the same mask undo stack."""
+        bar = QToolBar(movable=False)  # not in a main window's tool bar area: a drag handle only takes room
         bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
         bar.addActions([self.act_brush, self.act_eraser, self.act_pan])
         bar.addSeparator()
-        self.size_slider = _slider(1, 512, "Brush diameter in image pixels ([ and ])")
-        self.size_label = QLabel()
-        self.size_label.setMinimumWidth(self.size_label.fontMetrics().horizontalAdvance("512 px "))
+        size_tip = "Brush diameter in image pixels ([ and ])"
+        hardness_tip = "Brush hardness: 0 = soft edge, 100 = hard edge"
+        self.size_slider = _slider(1, 512, size_tip, 5)
+        self.size_label = QLabel(toolTip=size_tip)
+        self.size_label.setMinimumWidth(self.size_label.fontMetrics().horizontalAdvance("512 "))
         self.size_slider.valueChanged.connect(self._size_slider_moved)
-        self.hardness_slider = _slider(0, 100, "Brush hardness: 0 = soft edge, 100 = hard edge")
+        self.hardness_slider = _slider(0, 100, hardness_tip, 4)
         self.hardness_slider.valueChanged.connect(lambda v: setattr(self.canvas, "hardness", v / 100))
         self.size_slider.setValue(round(self.canvas.brush_radius * 2))
         self._size_slider_moved(self.size_slider.value())
         self.hardness_slider.setValue(round(self.canvas.hardness * 100))
-        for widget in (QLabel(" Size "), self.size_slider, self.size_label, QLabel(" Hardness "),
-                       self.hardness_slider):
+        for widget in (QLabel(" Size ", toolTip=size_tip), self.size_slider, self.size_label,
+                       QLabel("Hard ", toolTip=hardness_tip), self.hardness_slider):
             bar.addWidget(widget)
         bar.addSeparator()
         bar.addActions([self.act_clear, self.act_invert, self.act_fill])
-        bar.addSeparator()
-        bar.addAction(self.mask.undo_stack.createUndoAction(self, "Undo"))
-        bar.addAction(self.mask.undo_stack.createRedoAction(self, "Redo"))
         self.mask_bar = bar
         return bar
 
     def _size_slider_moved(self, value: int) -> None:
-        self.size_label.setText(f"{value} px")
+        self.size_label.setText(f"{value}")  # image pixels, as the tooltip says
         if round(self.canvas.brush_radius * 2) != value:
             self.canvas.set_brush_radius(value / 2)
 
