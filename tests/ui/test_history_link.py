@@ -211,7 +211,6 @@ def test_use_for_inpainting_places_a_mask_made_on_another_size_as_the_input_was_
     """A 96×64 input made a 64×64 image (scaled to cover, centre-cropped): the mask is placed the same way, so
     it covers the same pixels of the result instead of being skipped."""
     import numpy as np
-    from PIL import Image
 
     store = HistoryStore(tmp_path / "outputs")
     gallery = GalleryWidget(store, window)
