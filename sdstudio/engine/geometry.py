@@ -8,7 +8,7 @@ numpy and PIL only, no torch: the UI maps masks and live previews with the same 
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFilter, ImageOps
 
 
 def fit(image: Image.Image, width: int, height: int, resample=Image.Resampling.LANCZOS) -> Image.Image:
@@ -16,6 +16,12 @@ def fit(image: Image.Image, width: int, height: int, resample=Image.Resampling.L
     if image.size == (width, height):
         return image
     return ImageOps.fit(image, (width, height), method=resample, centering=(0.5, 0.5))
+
+
+def prepare_mask(mask: Image.Image, size: tuple[int, int], blur: int) -> Image.Image:
+    """Mask at `size`, L mode, Gaussian-blurred by `blur` pixels (A1111's "Mask blur")."""
+    m = fit(mask.convert("L"), *size, resample=Image.Resampling.BILINEAR)
+    return m.filter(ImageFilter.GaussianBlur(blur)) if blur > 0 else m
 
 
 def crop_region(mask: Image.Image, padding: int, width: int, height: int) -> tuple[int, int, int, int]:

@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image, ImageFilter
+from PIL import Image
 
-from sdstudio.engine.geometry import crop_padded, crop_region, fit, paste_region  # noqa: F401 (re-exported)
+from sdstudio.engine.geometry import (  # noqa: F401 (re-exported: the engine's one module for pixels)
+    crop_padded,
+    crop_region,
+    fit,
+    paste_region,
+    prepare_mask,
+)
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
@@ -29,12 +35,6 @@ def to_images(x: torch.Tensor) -> list[Image.Image]:
 def from_unit(x: torch.Tensor) -> list[Image.Image]:
     """(B, 3, H, W) in [0, 1] -> RGB PIL images."""
     return to_images(x * 2 - 1)
-
-
-def prepare_mask(mask: Image.Image, size: tuple[int, int], blur: int) -> Image.Image:
-    """Mask at `size`, L mode, Gaussian-blurred by `blur` pixels (A1111's "Mask blur")."""
-    m = fit(mask.convert("L"), *size, resample=Image.Resampling.BILINEAR)
-    return m.filter(ImageFilter.GaussianBlur(blur)) if blur > 0 else m
 
 
 def latent_mask(blurred: Image.Image, size: tuple[int, int]) -> torch.Tensor:

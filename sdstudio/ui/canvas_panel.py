@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.ui.canvas import Canvas, Tool
-from sdstudio.ui.mask_display import composite_preview
+from sdstudio.ui.mask_display import PreviewPlacement
 from sdstudio.ui.mask_model import MaskModel
 from sdstudio.ui.status import ErrorBanner
 
@@ -53,6 +53,8 @@ class CanvasPanel(QWidget):
         self._previews: list[tuple[int, QImage]] = []
         self._total_steps = 0
         self._job_size = QSize()
+        self._placement: PreviewPlacement | None = None  # the running job's
+        self._previews_placement: PreviewPlacement | None = None  # the shown job's, for the scrubber
         self._showing_result = False  # the canvas shows _current_result() itself
         self._make_actions()
         layout = QVBoxLayout(self)
@@ -214,23 +216,25 @@ class CanvasPanel(QWidget):
         self._show()
         self.viewChanged.emit(view)
 
-    def begin_job(self, width: int, height: int) -> None:
-        """A job starts: its previews will be shown at the job's output size."""
-        self._job_size = QSize(width, height)
+    def begin_job(self, request) -> None:
+        """A job starts: its previews will be shown as its final image will be (mask_display.PreviewPlacement)."""
+        self._placement = PreviewPlacement.for_request(request)
+        self._job_size = QSize(*self._placement.size)
         self.set_view(RESULT)
         self.scrubber.hide()
 
     def show_preview(self, image: QImage) -> None:
         if self.view == RESULT:
             self._showing_result = False
-            if self._input is not None:  # inpainting repaints only the masked area: show it over the original
-                image = composite_preview(image, self._input, self.mask)
+            if self._placement is not None:
+                image = self._placement.compose(image)
             self.canvas.set_image(image, size=self._job_size if self._job_size.isValid() else None)
 
     def finish_job(self, images: list[QImage], previews: list[tuple[int, QImage]], total_steps: int) -> None:
         """Show the job's images; the scrubber runs over its (step index, preview) pairs, then the result."""
         self._results, self._result_index = list(images), 0
         self._previews, self._total_steps = list(previews), total_steps
+        self._previews_placement, self._placement = self._placement, None  # the scrubber places them too
         self.set_view(RESULT)
 
     def abandon_job(self) -> None:
@@ -282,8 +286,10 @@ class CanvasPanel(QWidget):
         if value >= len(self._previews):
             self.canvas.set_image(self._current_result())
         else:
-            result = self._current_result()
-            self.canvas.set_image(self._previews[value][1], size=result.size() if result is not None else None)
+            result, preview = self._current_result(), self._previews[value][1]
+            if self._previews_placement is not None:
+                preview = self._previews_placement.compose(preview)
+            self.canvas.set_image(preview, size=result.size() if result is not None else None)
         self._label_step(value)
 
     def _label_step(self, value: int) -> None:

@@ -222,7 +222,7 @@ class MainWindow(QMainWindow):
         if job in self._jobs:
             self._running = job
             request = self._jobs[job]
-            self.canvas_panel.begin_job(request.width, request.height)
+            self.canvas_panel.begin_job(request)
             self.job_status.started()
 
     def _step(self, job: int, done: int, total: int) -> None:
