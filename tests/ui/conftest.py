@@ -24,6 +24,11 @@ def make_window(qtbot, home, engine):
         worker.start()
         window.show()
         qtbot.waitExposed(window)
+        # Shortcuts fire only in the active window. Offscreen, a shown window is active at once; on a real X
+        # server without a window manager nothing activates it, so QTest's keys reached the widgets but no
+        # shortcut (Ctrl+Enter, Esc, Ctrl+Y) ever fired there.
+        window.activateWindow()
+        qtbot.waitActive(window)
         windows.append(window)
         return window
 
