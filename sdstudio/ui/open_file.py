@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sdstudio import paths
 from sdstudio.engine.errors import SDStudioError
@@ -17,8 +18,11 @@ from sdstudio.ui.imageconv import pil_to_qimage
 from sdstudio.ui.model_list import is_model_file
 from sdstudio.ui.save_image import ImageSource
 
+if TYPE_CHECKING:  # the window imports this module
+    from sdstudio.ui.main_window import MainWindow
 
-def open_image(window, path: str) -> None:
+
+def open_image(window: MainWindow, path: str) -> None:
     """An image with parameters (ours, A1111's, ComfyUI exports) is shown and its parameters loaded, ready to
     re-run: our img2img/inpainting images bring back their input image and mask, and the model is looked up in
     the models folder. Any other image becomes the input image for img2img/inpainting. A file is not a
@@ -51,7 +55,7 @@ def _without_parent(found: FileParameters) -> FileParameters:
     return dataclasses.replace(found, request=found.request.replace(parent_id=""))
 
 
-def offer_nearest(window, found: FileParameters, message: str, rerun_parent: str | None = None) -> None:
+def offer_nearest(window: MainWindow, found: FileParameters, message: str, rerun_parent: str | None = None) -> None:
     """Show `message` on the banner; when `found` can run with our nearest sampler/schedule, with a button
     that loads its parameters so (or re-runs it, recording `rerun_parent` as the parent, when that is given)
     and then says which substitution was made."""
