@@ -9,6 +9,7 @@ from __future__ import annotations
 from PIL import Image, PngImagePlugin
 from PySide6.QtCore import Qt
 
+from sdstudio.engine.names import SAMPLERS, SCHEDULERS
 from sdstudio.history.store import HistoryStore
 from sdstudio.ui.gallery import GalleryWidget
 from sdstudio.ui.history_link import HistoryLink
@@ -43,11 +44,18 @@ def test_opening_an_image_made_with_a_sampler_we_lack_offers_the_nearest_in_one_
 
 def test_a_schedule_we_lack_is_substituted_and_named_too(qtbot, window, tmp_path):
     window.open_image(str(a1111_png(tmp_path / "x.png", "Euler CFG++", ", Schedule type: linear_quadratic")))
-    banner = window.canvas_panel.banner
+    panel, banner = window.panel, window.canvas_panel.banner
+    # Until the user chooses, the panel shows the names as written, and editing keeps them: no quiet swap.
+    assert panel.sampler_combo.currentText() == "Euler CFG++ (not in SD Studio)"
+    assert panel.scheduler_combo.currentText() == "linear_quadratic (not in SD Studio)"
+    panel.prompt_edit.setPlainText("a fox in deep snow")
+    assert (window.state.sampler, window.state.scheduler) == ("Euler CFG++", "linear_quadratic")
     assert banner.action_button.text() == "Use Euler"
     banner.action_button.click()
     assert (window.state.sampler, window.state.scheduler) == ("Euler", "normal")
     assert "sampler 'Euler CFG++' → Euler, schedule 'linear_quadratic' → Normal" in banner.text.text()
+    assert (panel.sampler_combo.currentText(), panel.scheduler_combo.currentText()) == ("Euler", "Normal")
+    assert panel.sampler_combo.count() == len(SAMPLERS) and panel.scheduler_combo.count() == len(SCHEDULERS)
 
 
 def test_a_sampler_nobody_has_gets_the_message_without_a_button(qtbot, window, tmp_path):
