@@ -28,13 +28,13 @@ from PIL import Image
 from sdstudio import paths
 from sdstudio.engine.errors import ModelNotFound, RequestError, SDStudioError
 from sdstudio.engine.model_files import builtin_model_path, resolve_model
-from sdstudio.engine.names import SCHEDULER_LABELS
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.history.comfyui import ComfyParameters, comfyui_parameters
 from sdstudio.history.layout import Layout
 from sdstudio.history.parameters import (
     a1111_mode,
     lenient_request,
+    nearest_choice,
     parse_parameters,
     request_and_problem,
     with_nearest,
@@ -115,25 +115,17 @@ class FileParameters:
         return self.request
 
     def with_nearest_sampler(self) -> tuple[FileParameters, str] | None:
-        """This file with a sampler or schedule SD Studio lacks replaced by our nearest (parameters.with_nearest),
-        for a re-run the user chose, and the substitution in words ("sampler DEIS → DPM++ 2M"). None when
+        """This file with a sampler or schedule SD Studio lacks replaced by our nearest (parameters.nearest_choice),
+        for a re-run the user chose, and the substitution in words ("sampler 'DEIS' → DPM++ 2M"). None when
         there is nothing to substitute or something else keeps the file from running."""
-        if self.request is None or not self.problem or not self.params or self.record is not None:
+        if self.request is None or not self.problem or self.record is not None:
             return None
-        params = with_nearest(self.params)
-        try:
-            nearest, problem = request_and_problem(params)
-        except RequestError:
+        choice = nearest_choice(self.request.sampler, self.request.scheduler)
+        if choice is None:
             return None
-        if problem or params == self.params:
-            return None
-        changes = [f"{kind} {quoted(old, 60)} → {new}" for kind, old, new in (
-            ("sampler", self.request.sampler, nearest.sampler),
-            ("schedule", SCHEDULER_LABELS.get(self.request.scheduler, self.request.scheduler),
-             SCHEDULER_LABELS[nearest.scheduler]),
-        ) if old != new]
-        request = self.request.replace(sampler=nearest.sampler, scheduler=nearest.scheduler)
-        return dataclasses.replace(self, request=request, params=params, problem=""), ", ".join(changes)
+        sampler, scheduler, change = choice
+        request = self.request.replace(sampler=sampler, scheduler=scheduler)
+        return dataclasses.replace(self, request=request, params=with_nearest(self.params), problem=""), change
 
 
 def read_file_parameters(

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from sdstudio.engine.errors import RequestError
 from sdstudio.engine.names import SCHEDULER_LABELS, NotOffered, canonical_sampler, canonical_scheduler
 from sdstudio.engine.request import GenerationRequest
+from sdstudio.untrusted import quoted
 
 # A1111's pairs: a key starts with a word character and may hold spaces, '-' and '/'; a value is either
 # a JSON string (escapes allowed) ending at a comma or the line's end, or anything up to the next comma.
@@ -225,6 +226,26 @@ def with_nearest(params: Mapping[str, str]) -> dict[str, str]:
     except ValueError:
         pass
     return out
+
+
+def nearest_choice(sampler: str, scheduler: str) -> tuple[str, str, str] | None:
+    """For a sampler and schedule as a request holds them (names SD Studio lacks kept as written): our nearest
+    (sampler, schedule) and the substitution in words ("sampler 'DEIS' → DPM++ 2M"); None when there is
+    nothing to substitute or no tool has the name."""
+    written = {"Sampler": sampler, "Schedule type": SCHEDULER_LABELS.get(scheduler, scheduler)}
+    params = with_nearest(written)
+    if params == written:
+        return None
+    try:
+        ours, schedule, problem = _sampler_and_schedule(params)
+    except RequestError:
+        return None
+    if problem:
+        return None
+    changes = [f"{kind} {quoted(old, 60)} → {new}" for kind, old, new in (
+        ("sampler", sampler, ours), ("schedule", written["Schedule type"], SCHEDULER_LABELS[schedule]),
+    ) if old != new]
+    return ours, schedule, ", ".join(changes)
 
 
 # Numbers from a file go into the index's SQLite INTEGER/REAL columns: a whole number must fit in 64 bits and

@@ -42,7 +42,7 @@ from sdstudio.ui.model_list import (
     remove_extra_model,
     same_model,
 )
-from sdstudio.ui.open_file import open_image
+from sdstudio.ui.open_file import open_image, show_job_error
 from sdstudio.ui.prompt_panel import PromptPanel
 from sdstudio.ui.prompt_state import apply_request, build_requests
 from sdstudio.ui.save_image import ImageSource, save_pixels, save_with_parameters
@@ -265,7 +265,7 @@ class MainWindow(QMainWindow):
         if self._load_in_progress:
             self._load_in_progress = False
             message += self._fall_back_from(failed_model)
-        self.canvas_panel.banner.show_error(message)
+        show_job_error(self, message, request)
         self._update_running("Failed")
 
     def _update_running(self, idle_message: str = "Ready") -> None:

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING
 
 from sdstudio import paths
 from sdstudio.engine.errors import SDStudioError
+from sdstudio.engine.request import GenerationRequest
 from sdstudio.history.file_parameters import FileParameters, read_file_parameters
+from sdstudio.history.parameters import nearest_choice
 from sdstudio.ui.imageconv import pil_to_qimage
 from sdstudio.ui.model_list import is_model_file
 from sdstudio.ui.save_image import ImageSource
@@ -81,3 +83,21 @@ def offer_nearest(window: MainWindow, found: FileParameters, message: str, rerun
 
     sampler = substituted.request.sampler
     banner.show_error(message, f"Re-run with {sampler}" if rerun_parent is not None else f"Use {sampler}", use)
+
+
+def show_job_error(window: MainWindow, message: str, request: GenerationRequest | None) -> None:
+    """A failed job's message; when it failed on a sampler or schedule SD Studio lacks (loaded from an image
+    and run without choosing), with a button that puts our nearest into the panel, saying which."""
+    banner = window.canvas_panel.banner
+    nearest = nearest_choice(request.sampler, request.scheduler) if request is not None else None
+    if nearest is None:
+        banner.show_error(message)
+        return
+    sampler, scheduler, change = nearest
+
+    def use() -> None:
+        window.state.sampler, window.state.scheduler = sampler, scheduler
+        window.panel.refresh()
+        banner.show_error(f"Now using SD Studio's nearest: {change}. Press Generate to run it.")
+
+    banner.show_error(message, f"Use {sampler}", use)

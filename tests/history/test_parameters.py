@@ -14,6 +14,7 @@ from sdstudio.history.parameters import (
     _pairs,
     format_parameters,
     lenient_request,
+    nearest_choice,
     parse_parameters,
     quote,
     request_and_problem,
@@ -347,3 +348,18 @@ def test_a_sampler_no_tool_has_is_still_refused_with_the_choices() -> None:
     with pytest.raises(RequestError, match="unknown sampler 'Wibble'; choose one of: Euler, .*LMS"):
         request_and_problem(params)
     assert with_nearest(params) == params
+
+
+@pytest.mark.parametrize(
+    ("sampler", "schedule", "expected"),
+    [
+        ("DEIS", "karras", ("DPM++ 2M", "karras", "sampler 'DEIS' → DPM++ 2M")),
+        ("Euler CFG++", "linear_quadratic",
+         ("Euler", "normal", "sampler 'Euler CFG++' → Euler, schedule 'linear_quadratic' → Normal")),
+        ("Euler", "ddim_uniform", ("Euler", "normal", "schedule 'ddim_uniform' → Normal")),
+        ("Euler", "karras", None),  # nothing to substitute
+        ("Wibble", "karras", None),  # no tool has it: no nearest to offer
+    ],
+)
+def test_nearest_choice_names_the_substitution(sampler, schedule, expected) -> None:
+    assert nearest_choice(sampler, schedule) == expected

@@ -86,3 +86,36 @@ def test_rerun_from_the_gallery_with_a_sampler_we_lack_offers_a_rerun_with_the_n
     assert request.parent_id == entry.id  # a different picture made from that entry
     assert "Re-running with SD Studio's nearest: sampler 'DEIS' → DPM++ 2M" in banner.text.text()
     store.close()
+
+
+def test_generating_with_a_sampler_we_lack_fails_with_the_offer_of_the_nearest(qtbot, window, engine, tmp_path,
+                                                                               monkeypatch):
+    """Loaded without choosing and run anyway: the engine refuses the name (as the real one does) and the
+    failure's banner offers our nearest, which goes into the panel for the next Generate."""
+    from sdstudio.engine.errors import RequestError
+    from sdstudio.engine.names import canonical_sampler
+
+    fake_generate = engine.generate
+
+    def checking_generate(request, *args, **kwargs):
+        try:
+            canonical_sampler(request.sampler)
+        except ValueError as e:
+            raise RequestError(str(e)) from None
+        return fake_generate(request, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "generate", checking_generate)
+    window.open_image(str(a1111_png(tmp_path / "deis.png", "DEIS", ", Schedule type: Karras")))
+    window.canvas_panel.banner.dismiss()
+    with qtbot.waitSignal(window.worker.jobFailed, timeout=5000):
+        window.generate()
+    banner = window.canvas_panel.banner
+    qtbot.waitUntil(lambda: banner.action_button.isVisibleTo(window))
+    assert "'DEIS' is not in SD Studio" in banner.text.text() and banner.action_button.text() == "Use DPM++ 2M"
+    banner.action_button.click()
+    assert (window.state.sampler, window.state.scheduler) == ("DPM++ 2M", "karras")
+    assert window.panel.sampler_combo.currentText() == "DPM++ 2M"
+    assert "Now using SD Studio's nearest: sampler 'DEIS' → DPM++ 2M" in banner.text.text()
+    with qtbot.waitSignal(window.resultReady, timeout=5000):
+        window.generate()
+    assert engine.generated[-1].sampler == "DPM++ 2M"
