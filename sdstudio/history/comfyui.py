@@ -1,4 +1,5 @@
-"""ComfyUI PNGs: the generation parameters of the common KSampler graphs, read from the `prompt` text chunk.
+"""ComfyUI PNGs: the generation parameters of the common KSampler graphs, read from the `prompt` text chunk
+(or, when a file has only the editor's `workflow`, from that graph converted by comfyui_workflow.py).
 
 ComfyUI's API format (what `SaveImage` writes as tEXt "prompt"): a JSON object {node_id: {"class_type": ...,
 "inputs": {...}}} in which an input is either a value or a link [node_id, output_index]. We start at the one
@@ -20,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdstudio.engine.names import SCHEDULER_LABELS, canonical_sampler, canonical_scheduler
+from sdstudio.engine.names import SCHEDULER_LABELS, NotOffered, canonical_sampler, canonical_scheduler
 from sdstudio.engine.request import MAX_SEED
+from sdstudio.history.comfyui_workflow import WorkflowError, prompt_from_workflow
 from sdstudio.history.parameters import quote
 from sdstudio.untrusted import quoted
 
@@ -32,8 +34,6 @@ MAX_DEPTH = 16  # links followed from the sampler to a value; the common graphs 
 SAMPLER_NODES = ("KSampler", "KSamplerAdvanced")
 CHECKPOINT_NODES = ("CheckpointLoaderSimple", "CheckpointLoader")
 TEXT_NODES = ("CLIPTextEncode",)
-ONLY_WORKFLOW = ("holds only a ComfyUI workflow (the editor's graph), not the prompt graph SD Studio reads; "
-                 "re-save the image from ComfyUI with its metadata")
 
 
 class TooCustom(ValueError):
@@ -56,12 +56,23 @@ class ComfyParameters:
 
 
 def comfyui_parameters(texts: dict[str, str]) -> ComfyParameters | None:
-    """The parameters of a PNG's text chunks when they hold a ComfyUI graph; None when they hold none."""
+    """The parameters of a PNG's text chunks when they hold a ComfyUI graph; None when they hold none. The
+    `prompt` graph is what ran; a file with only the editor's `workflow` is read through comfyui_workflow."""
     if PROMPT_KEY in texts:
         return parameters_from_prompt(texts[PROMPT_KEY])
     if WORKFLOW_KEY in texts:
-        return ComfyParameters(problem=ONLY_WORKFLOW)
+        return parameters_from_workflow(texts[WORKFLOW_KEY])
     return None
+
+
+def parameters_from_workflow(text: str) -> ComfyParameters:
+    """Read a ComfyUI `workflow` chunk or exported workflow JSON; never raises on a hostile text."""
+    try:
+        graph = prompt_from_workflow(json.loads(text))
+    except (RecursionError, ValueError) as e:  # JSONDecodeError and WorkflowError are ValueErrors
+        reason = str(e) if isinstance(e, WorkflowError) else "is not valid JSON"
+        return ComfyParameters(problem=f"its ComfyUI workflow {reason}")
+    return _parameters(graph)
 
 
 def parameters_from_prompt(text: str) -> ComfyParameters:
@@ -72,6 +83,10 @@ def parameters_from_prompt(text: str) -> ComfyParameters:
         return ComfyParameters(problem="its ComfyUI prompt is not valid JSON")
     if not isinstance(graph, dict) or not graph:
         return ComfyParameters(problem="its ComfyUI prompt is not a graph of nodes")
+    return _parameters(graph)
+
+
+def _parameters(graph: dict) -> ComfyParameters:
     if len(graph) > MAX_NODES:
         return ComfyParameters(problem=f"its ComfyUI graph has {len(graph):,} nodes, more than the {MAX_NODES:,} read")
     reader = _Reader({str(k): v for k, v in graph.items()})
@@ -220,15 +235,21 @@ class _Reader:
         sampler = self._value(node_id, inputs, "sampler_name", (str,))
         scheduler = self._value(node_id, inputs, "scheduler", (str,))
         self.params["Sampler"], self.params["Schedule type"] = sampler, scheduler
+        # A name another tool has and we lack stays as written: reading the parameters names our nearest
+        # (parameters.request_and_problem), and the user may re-run with it.
         try:
             ours, schedule = canonical_sampler(sampler)
             self.params["Sampler"] = ours
+        except NotOffered:
+            schedule = None
         except ValueError:
             self._note(f"its ComfyUI sampler {quoted(sampler, 60)} is not one SD Studio has")
             return
         try:
             schedule = canonical_scheduler(scheduler) if schedule is None else schedule
             self.params["Schedule type"] = SCHEDULER_LABELS.get(schedule, schedule)
+        except NotOffered:
+            pass
         except ValueError:
             self._note(f"its ComfyUI scheduler {quoted(scheduler, 60)} is not one SD Studio has")
 

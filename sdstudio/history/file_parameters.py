@@ -16,6 +16,7 @@ device would block the reader forever) inside the folder it belongs to (a symlin
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from collections.abc import Sequence
@@ -30,7 +31,14 @@ from sdstudio.engine.model_files import builtin_model_path, resolve_model
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.history.comfyui import ComfyParameters, comfyui_parameters
 from sdstudio.history.layout import Layout
-from sdstudio.history.parameters import a1111_mode, lenient_request, parse_parameters, request_and_problem
+from sdstudio.history.parameters import (
+    a1111_mode,
+    lenient_request,
+    nearest_choice,
+    parse_parameters,
+    request_and_problem,
+    with_nearest,
+)
 from sdstudio.history.png import open_image, read_image_text, read_text_chunks
 from sdstudio.history.record import Record, file_name, record_from_json
 from sdstudio.untrusted import printable, quoted
@@ -105,6 +113,19 @@ class FileParameters:
         if self.model_problem:
             raise ModelNotFound(f"{self.path.name}: {self.model_problem}")
         return self.request
+
+    def with_nearest_sampler(self) -> tuple[FileParameters, str] | None:
+        """This file with a sampler or schedule SD Studio lacks replaced by our nearest (parameters.nearest_choice),
+        for a re-run the user chose, and the substitution in words ("sampler 'DEIS' → DPM++ 2M"). None when
+        there is nothing to substitute or something else keeps the file from running."""
+        if self.request is None or not self.problem or self.record is not None:
+            return None
+        choice = nearest_choice(self.request.sampler, self.request.scheduler)
+        if choice is None:
+            return None
+        sampler, scheduler, change = choice
+        request = self.request.replace(sampler=sampler, scheduler=scheduler)
+        return dataclasses.replace(self, request=request, params=with_nearest(self.params), problem=""), change
 
 
 def read_file_parameters(

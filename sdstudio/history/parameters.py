@@ -243,6 +243,26 @@ def with_nearest(params: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def nearest_choice(sampler: str, scheduler: str) -> tuple[str, str, str] | None:
+    """For a sampler and schedule as a request holds them (names SD Studio lacks kept as written): our nearest
+    (sampler, schedule) and the substitution in words ("sampler 'DEIS' → DPM++ 2M"); None when there is
+    nothing to substitute or no tool has the name."""
+    written = {"Sampler": sampler, "Schedule type": SCHEDULER_LABELS.get(scheduler, scheduler)}
+    params = with_nearest(written)
+    if params == written:
+        return None
+    try:
+        ours, schedule, problem = _sampler_and_schedule(params)
+    except RequestError:
+        return None
+    if problem:
+        return None
+    changes = [f"{kind} {quoted(old, 60)} → {new}" for kind, old, new in (
+        ("sampler", sampler, ours), ("schedule", written["Schedule type"], SCHEDULER_LABELS[schedule]),
+    ) if old != new]
+    return ours, schedule, ", ".join(changes)
+
+
 # Numbers from a file go into the index's SQLite INTEGER/REAL columns: a whole number must fit in 64 bits and
 # a real must be finite (SQLite stores NaN as NULL). A longer text is no number we could use, and cutting it
 # short keeps int() off its slow path for thousands of digits.

@@ -20,17 +20,18 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.ui.canvas import Canvas, Tool
-from sdstudio.ui.mask_display import composite_preview
+from sdstudio.ui.mask_display import PreviewPlacement
 from sdstudio.ui.mask_model import MaskModel
 from sdstudio.ui.status import ErrorBanner
 
 RESULT, INPUT = "result", "input"
 
 
-def _slider(minimum: int, maximum: int, tip: str) -> QSlider:
+def _slider(minimum: int, maximum: int, tip: str, ems: int) -> QSlider:
+    """A tool-bar slider `ems` wide: a tool bar lays widgets out at their size hint, so a narrow fixed width is
+    what keeps the mask bar out of the "»" overflow at 1200×760."""
     slider = QSlider(Qt.Orientation.Horizontal, minimum=minimum, maximum=maximum, toolTip=tip)
-    slider.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
-    slider.setMinimumWidth(slider.fontMetrics().horizontalAdvance("M") * 7)
+    slider.setFixedWidth(slider.fontMetrics().horizontalAdvance("M") * ems)
     return slider
 
 
@@ -52,6 +53,8 @@ class CanvasPanel(QWidget):
         self._previews: list[tuple[int, QImage]] = []
         self._total_steps = 0
         self._job_size = QSize()
+        self._placement: PreviewPlacement | None = None  # the running job's
+        self._previews_placement: PreviewPlacement | None = None  # the shown job's, for the scrubber
         self._showing_result = False  # the canvas shows _current_result() itself
         self._make_actions()
         layout = QVBoxLayout(self)
@@ -113,7 +116,7 @@ class CanvasPanel(QWidget):
                                             tip="Back to text-to-image")
 
     def _make_toolbar(self) -> QToolBar:
-        bar = QToolBar()
+        bar = QToolBar(movable=False)
         bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
         bar.addActions([self.act_result, self.act_input])
         bar.addSeparator()
@@ -131,33 +134,34 @@ class CanvasPanel(QWidget):
         return bar
 
     def _make_mask_bar(self) -> QToolBar:
-        """The mask tools, shown only in the input view."""
-        bar = QToolBar()
+        """The mask tools, shown only in the input view. Compact so that it fits beside the history dock at
+        1200×760 (no "»" overflow): short labels, narrow sliders, and Undo/Redo only in the Edit menu and
+        their shortcuts (Ctrl+Z, Ctrl+Shift+Z / Ctrl+Y), which are the same mask undo stack."""
+        bar = QToolBar(movable=False)  # not in a main window's tool bar area: a drag handle only takes room
         bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
         bar.addActions([self.act_brush, self.act_eraser, self.act_pan])
         bar.addSeparator()
-        self.size_slider = _slider(1, 512, "Brush diameter in image pixels ([ and ])")
-        self.size_label = QLabel()
-        self.size_label.setMinimumWidth(self.size_label.fontMetrics().horizontalAdvance("512 px "))
+        size_tip = "Brush diameter in image pixels ([ and ])"
+        hardness_tip = "Brush hardness: 0 = soft edge, 100 = hard edge"
+        self.size_slider = _slider(1, 512, size_tip, 5)
+        self.size_label = QLabel(toolTip=size_tip)
+        self.size_label.setMinimumWidth(self.size_label.fontMetrics().horizontalAdvance("512 "))
         self.size_slider.valueChanged.connect(self._size_slider_moved)
-        self.hardness_slider = _slider(0, 100, "Brush hardness: 0 = soft edge, 100 = hard edge")
+        self.hardness_slider = _slider(0, 100, hardness_tip, 4)
         self.hardness_slider.valueChanged.connect(lambda v: setattr(self.canvas, "hardness", v / 100))
         self.size_slider.setValue(round(self.canvas.brush_radius * 2))
         self._size_slider_moved(self.size_slider.value())
         self.hardness_slider.setValue(round(self.canvas.hardness * 100))
-        for widget in (QLabel(" Size "), self.size_slider, self.size_label, QLabel(" Hardness "),
-                       self.hardness_slider):
+        for widget in (QLabel(" Size ", toolTip=size_tip), self.size_slider, self.size_label,
+                       QLabel("Hard ", toolTip=hardness_tip), self.hardness_slider):
             bar.addWidget(widget)
         bar.addSeparator()
         bar.addActions([self.act_clear, self.act_invert, self.act_fill])
-        bar.addSeparator()
-        bar.addAction(self.mask.undo_stack.createUndoAction(self, "Undo"))
-        bar.addAction(self.mask.undo_stack.createRedoAction(self, "Redo"))
         self.mask_bar = bar
         return bar
 
     def _size_slider_moved(self, value: int) -> None:
-        self.size_label.setText(f"{value} px")
+        self.size_label.setText(f"{value}")  # image pixels, as the tooltip says
         if round(self.canvas.brush_radius * 2) != value:
             self.canvas.set_brush_radius(value / 2)
 
@@ -212,23 +216,25 @@ class CanvasPanel(QWidget):
         self._show()
         self.viewChanged.emit(view)
 
-    def begin_job(self, width: int, height: int) -> None:
-        """A job starts: its previews will be shown at the job's output size."""
-        self._job_size = QSize(width, height)
+    def begin_job(self, request) -> None:
+        """A job starts: its previews will be shown as its final image will be (mask_display.PreviewPlacement)."""
+        self._placement = PreviewPlacement.for_request(request)
+        self._job_size = QSize(*self._placement.size)
         self.set_view(RESULT)
         self.scrubber.hide()
 
     def show_preview(self, image: QImage) -> None:
         if self.view == RESULT:
             self._showing_result = False
-            if self._input is not None:  # inpainting repaints only the masked area: show it over the original
-                image = composite_preview(image, self._input, self.mask)
+            if self._placement is not None:
+                image = self._placement.compose(image)
             self.canvas.set_image(image, size=self._job_size if self._job_size.isValid() else None)
 
     def finish_job(self, images: list[QImage], previews: list[tuple[int, QImage]], total_steps: int) -> None:
         """Show the job's images; the scrubber runs over its (step index, preview) pairs, then the result."""
         self._results, self._result_index = list(images), 0
         self._previews, self._total_steps = list(previews), total_steps
+        self._previews_placement, self._placement = self._placement, None  # the scrubber places them too
         self.set_view(RESULT)
 
     def abandon_job(self) -> None:
@@ -280,8 +286,10 @@ class CanvasPanel(QWidget):
         if value >= len(self._previews):
             self.canvas.set_image(self._current_result())
         else:
-            result = self._current_result()
-            self.canvas.set_image(self._previews[value][1], size=result.size() if result is not None else None)
+            result, preview = self._current_result(), self._previews[value][1]
+            if self._previews_placement is not None:
+                preview = self._previews_placement.compose(preview)
+            self.canvas.set_image(preview, size=result.size() if result is not None else None)
         self._label_step(value)
 
     def _label_step(self, value: int) -> None:

@@ -9,13 +9,16 @@ from __future__ import annotations
 import random
 from concurrent.futures import ThreadPoolExecutor
 
+from PIL import Image
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QWidget
 
 from sdstudio.engine.errors import SDStudioError
+from sdstudio.engine.geometry import fit
 from sdstudio.engine.request import GenerationResult
 from sdstudio.ui.imageconv import load_image, pil_to_qimage
 from sdstudio.ui.main_window import MainWindow
+from sdstudio.ui.open_file import offer_nearest
 from sdstudio.ui.prompt_state import MAX_SEED
 from sdstudio.ui.save_image import ImageSource
 
@@ -85,7 +88,7 @@ class HistoryLink(QObject):
             return
         self.window.load_parameters(found.request, found.model_problem)
         if found.problem:
-            self.failed.emit(f"{found.path.name}: {found.problem}")
+            offer_nearest(self.window, found, f"{found.path.name}: {found.problem}")
 
     def _rerun(self, entry_id: str, new_seed: bool) -> None:
         found = self._read(entry_id)
@@ -93,8 +96,8 @@ class HistoryLink(QObject):
             return
         try:
             request = found.rerun_request()
-        except SDStudioError as exc:
-            self.failed.emit(f"Cannot re-run that entry: {exc}")
+        except SDStudioError as exc:  # a sampler we lack: offer our nearest, with this entry as the parent
+            offer_nearest(self.window, found, f"Cannot re-run that entry: {exc}", rerun_parent=entry_id)
             return
         if new_seed:  # a variation of this entry: it is the parent (an exact re-run is the same image again)
             request = request.replace(seed=random.randrange(MAX_SEED + 1), parent_id=entry_id)
@@ -122,12 +125,22 @@ class HistoryLink(QObject):
         return image is not None and self.window.replace_input(image, entry_id)
 
     def _use_for_inpaint(self, entry_id: str) -> None:
-        """The entry's image as input, with the mask it was made with (if any) ready to refine."""
+        """The entry's image as input, with the mask it was made with (if any) ready to refine. The mask was
+        painted on the entry's input image; when that had another size than the entry's image, the mask is
+        placed the way the engine placed the input (geometry.fit: cover, centre-crop), so it covers the same
+        pixels of the result."""
         if not self._use_as_input(entry_id):
             return
         self.window.canvas_panel.act_brush.trigger()
         found = self._read(entry_id)
         mask = found.request.mask if found is not None and found.request is not None else None
         painted = self.window.mask
-        if mask is not None and mask.size == (painted.width, painted.height):
-            painted.set_image(mask, "Restore mask")
+        if mask is None or painted.width <= 0 or painted.height <= 0:
+            return
+        if mask.size != (painted.width, painted.height):
+            mask = fit(mask.convert("L"), painted.width, painted.height, Image.Resampling.BILINEAR)
+            if mask.getbbox() is None:  # it lay in the part of the input the fit cropped away
+                self.failed.emit("The mask this image was made with lies outside it (its input was cropped to "
+                                 "fit); paint a new one")
+                return
+        painted.set_image(mask, "Restore mask")

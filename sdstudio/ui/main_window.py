@@ -26,7 +26,6 @@ from sdstudio.engine.detect import ModelDescription
 from sdstudio.engine.families import FAMILIES
 from sdstudio.engine.job_size import default_size
 from sdstudio.engine.request import GenerationRequest, GenerationResult
-from sdstudio.history.file_parameters import read_file_parameters
 from sdstudio.ui.canvas_panel import INPUT, CanvasPanel
 from sdstudio.ui.imageconv import pil_to_qimage, qimage_to_pil
 from sdstudio.ui.mask_model import MaskModel
@@ -37,13 +36,13 @@ from sdstudio.ui.model_list import (
     add_extra_model,
     checkpoint_problem,
     extra_models,
-    is_model_file,
     loaded_model_path,
     model_choices,
     model_label,
     remove_extra_model,
     same_model,
 )
+from sdstudio.ui.open_file import open_image, show_job_error
 from sdstudio.ui.prompt_panel import PromptPanel
 from sdstudio.ui.prompt_state import apply_request, build_requests
 from sdstudio.ui.save_image import ImageSource, save_pixels, save_with_parameters
@@ -223,7 +222,7 @@ class MainWindow(QMainWindow):
         if job in self._jobs:
             self._running = job
             request = self._jobs[job]
-            self.canvas_panel.begin_job(request.width, request.height)
+            self.canvas_panel.begin_job(request)
             self.job_status.started()
 
     def _step(self, job: int, done: int, total: int) -> None:
@@ -266,7 +265,7 @@ class MainWindow(QMainWindow):
         if self._load_in_progress:
             self._load_in_progress = False
             message += self._fall_back_from(failed_model)
-        self.canvas_panel.banner.show_error(message)
+        show_job_error(self, message, request)
         self._update_running("Failed")
 
     def _update_running(self, idle_message: str = "Ready") -> None:
@@ -367,30 +366,8 @@ class MainWindow(QMainWindow):
             self.open_image(path)
 
     def open_image(self, path: str) -> None:
-        """An image with parameters (ours, A1111's, ComfyUI exports) is shown and its parameters loaded, ready to
-        re-run: our img2img/inpainting images bring back their input image and mask, and the model is looked up in
-        the models folder. Any other image becomes the input image for img2img/inpainting. A file is not a
-        history entry, so what is made from it has no parent."""
-        name = Path(path).name
-        if is_model_file(path):  # a model dropped on the canvas
-            self.add_model(path)
-            return
-        try:
-            found = read_file_parameters(Path(path), models_dir=paths.models_dir(), history_root=paths.outputs_dir())
-        except (OSError, SyntaxError, ValueError) as exc:
-            self.canvas_panel.banner.show_error(f"Cannot open {name}: {exc}")
-            return
-        if found.request is None:
-            if found.has_parameters:
-                self.canvas_panel.banner.show_error(f"{name}: {found.problem}; opened as an input image")
-            self.replace_input(pil_to_qimage(found.image))
-            return
-        if not self.load_parameters(found.request.replace(parent_id=""), found.model_problem):
-            return
-        self.show_image(pil_to_qimage(found.image), ImageSource(file=Path(path)))
-        if found.problem:  # after load_parameters, so the banner names every problem
-            also = f"; {found.model_problem}" if found.model_problem else ""
-            self.canvas_panel.banner.show_error(f"{name}: {found.problem}{also}")
+        """Open an image file: its parameters loaded, or as the input image (ui/open_file.py)."""
+        open_image(self, path)
 
     def use_shown_image_as_input(self) -> None:
         image = self.canvas_panel.shown_image()

@@ -1,14 +1,19 @@
-"""How the inpainting mask is shown: brush size for an image, an overlay colour that stands out, and a live
-preview composited over the unmasked original (only the masked area is being repainted).
+"""How the inpainting mask is shown: brush size for an image, an overlay colour that stands out, and live
+previews placed as the final image will be (only the masked area, or the "Only masked" box, is repainted).
 """
 
 from __future__ import annotations
 
-import numpy as np
-from PySide6.QtCore import QRect, Qt
-from PySide6.QtGui import QColor, QImage, QPainter
+from dataclasses import dataclass
 
-from sdstudio.ui.mask_model import MaskModel
+import numpy as np
+from PIL import Image
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QImage
+
+from sdstudio.engine.geometry import crop_region, fit, paste_region, prepare_mask
+from sdstudio.engine.request import GenerationRequest
+from sdstudio.ui.imageconv import pil_to_qimage, qimage_to_pil
 
 # Tried in order; the first that differs enough from the image is used (red first: it reads as "mask").
 OVERLAY_COLOURS = (QColor(255, 64, 96), QColor(0, 200, 255), QColor(80, 255, 80), QColor(255, 220, 0))
@@ -37,24 +42,33 @@ def overlay_colour(image: QImage | None) -> QColor:
     return QColor(OVERLAY_COLOURS[int(np.argmax(distances))])
 
 
-def composite_preview(preview: QImage, original: QImage, mask: MaskModel) -> QImage:
-    """The preview where the mask is painted, the original elsewhere (blended by mask value), at the
-    original's size. Without a matching mask the preview is returned unchanged."""
-    if mask.is_empty() or (mask.width, mask.height) != (original.width(), original.height()):
-        return preview
-    size = original.size()
-    painted = QImage(size, QImage.Format.Format_ARGB32_Premultiplied)
-    painted.fill(0)
-    painter = QPainter(painted)
-    painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
-    painter.drawImage(QRect(0, 0, size.width(), size.height()), preview)
-    painter.setCompositionMode(QPainter.CompositionMode.CompositionMode_DestinationIn)
-    pixels = np.ascontiguousarray(mask.pixels())
-    alpha = QImage(pixels.data, mask.width, mask.height, mask.width, QImage.Format.Format_Alpha8)
-    painter.drawImage(0, 0, alpha)
-    painter.end()
-    out = original.convertToFormat(QImage.Format.Format_ARGB32_Premultiplied)
-    painter = QPainter(out)
-    painter.drawImage(0, 0, painted)
-    painter.end()
-    return out.convertToFormat(QImage.Format.Format_RGB32)
+@dataclass(frozen=True)
+class PreviewPlacement:
+    """Where a job's step previews go, so that mid-run the canvas shows them as the final image will be:
+    inpainting repaints only the masked pixels of the input fitted to the job's size; "Only masked" repaints
+    the mask's box (geometry.crop_region) of the whole input and pastes it back in place (engine/passes.py).
+    Built from the request the engine runs, not from the canvas, which the user may have changed since."""
+
+    size: tuple[int, int]  # the final image's size
+    base: Image.Image | None = None  # the pixels the job keeps; None when the preview is the whole image
+    mask: Image.Image | None = None  # blurred as the engine blends, at `base`'s size
+    region: tuple[int, int, int, int] | None = None  # the "Only masked" box in `base`
+
+    @classmethod
+    def for_request(cls, request: GenerationRequest) -> PreviewPlacement:
+        init, mask = request.init_image, request.mask
+        if init is None or mask is None or mask.convert("L").getbbox() is None:
+            return cls((request.width, request.height))
+        init, mask = init.convert("RGB"), mask.convert("L")
+        if request.only_masked:
+            region = crop_region(mask, request.only_masked_padding, request.width, request.height)
+            return cls(init.size, init, prepare_mask(mask, init.size, request.mask_blur), region)
+        size = (request.width, request.height)
+        return cls(size, fit(init, *size), prepare_mask(mask, size, request.mask_blur))
+
+    def compose(self, preview: QImage) -> QImage:
+        """The preview placed over the kept pixels (unchanged when the job repaints the whole image)."""
+        if self.base is None:
+            return preview
+        painted = paste_region(self.base, qimage_to_pil(preview), self.region or (0, 0, *self.size))
+        return pil_to_qimage(Image.composite(painted, self.base, self.mask))

@@ -35,6 +35,7 @@ from sdstudio import paths
 from sdstudio.engine.names import SAMPLER_NOTES, SAMPLERS, SCHEDULER_LABELS, SCHEDULERS
 from sdstudio.ui.prompt_state import MAX_SEED, RANDOM_SEED, PromptState, size_presets
 from sdstudio.ui.token_counter import CHUNK_TOKENS, LazyTokenCounter, format_count
+from sdstudio.untrusted import printable
 
 ADD_MODEL = "\x00add"
 # Emoji names the built-in model draws recognisably (docs/images/sdstudio-emoji-contact-sheet.png).
@@ -307,8 +308,8 @@ class PromptPanel(QWidget):
                 self.prompt_edit.setPlainText(s.prompt)
             if self.negative_edit.toPlainText() != s.negative_prompt:
                 self.negative_edit.setPlainText(s.negative_prompt)
-            self.sampler_combo.setCurrentText(s.sampler)
-            self.scheduler_combo.setCurrentIndex(max(self.scheduler_combo.findData(s.scheduler), 0))
+            _select(self.sampler_combo, s.sampler, self.sampler_combo.findText(s.sampler))
+            _select(self.scheduler_combo, s.scheduler, self.scheduler_combo.findData(s.scheduler))
             self.steps_spin.setValue(s.steps)
             self.cfg_spin.setValue(s.cfg_scale)
             self.seed_spin.setValue(s.seed)
@@ -329,7 +330,8 @@ class PromptPanel(QWidget):
             return
         s = self.state
         s.prompt, s.negative_prompt = self.prompt_edit.toPlainText(), self.negative_edit.toPlainText()
-        s.sampler, s.scheduler = self.sampler_combo.currentText(), self.scheduler_combo.currentData()
+        s.sampler = self.sampler_combo.currentData() or self.sampler_combo.currentText()
+        s.scheduler = self.scheduler_combo.currentData()
         s.steps, s.cfg_scale, s.seed = self.steps_spin.value(), self.cfg_spin.value(), int(self.seed_spin.value())
         s.width, s.height = self.width_spin.value(), self.height_spin.value()
         s.batch_size, s.batch_count = self.batch_size_spin.value(), self.batch_count_spin.value()
@@ -435,3 +437,21 @@ class PromptPanel(QWidget):
             w, h = (int(v) for v in size.split("x"))
             self.width_spin.setValue(w)
             self.height_spin.setValue(h)
+
+
+_FOREIGN = Qt.ItemDataRole.UserRole + 1  # marks the combo item of a name SD Studio lacks
+
+
+def _select(combo: QComboBox, value: str, index: int) -> None:
+    """Show `value` (found at `index`, -1 when the combo does not list it). A sampler or schedule SD Studio
+    lacks, loaded from an image, is shown as an extra item that says so (its data is the name, kept as
+    written): the panel never shows one sampler while another is set, and editing the prompt does not
+    quietly swap the sampler for whatever the combo showed. The banner offers our nearest."""
+    for i in reversed(range(combo.count())):
+        if combo.itemData(i, _FOREIGN):
+            combo.removeItem(i)
+    if index < 0 and value:
+        combo.addItem(f"{printable(value, 60, multiline=False)} (not in SD Studio)", value)
+        index = combo.count() - 1
+        combo.setItemData(index, True, _FOREIGN)
+    combo.setCurrentIndex(max(index, 0))

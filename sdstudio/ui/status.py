@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QProgressBar, QToolButton, QWidget
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QToolButton, QWidget
 
 
 class StepRate:
@@ -107,7 +107,8 @@ class JobStatus(QWidget):
 
 
 class ErrorBanner(QFrame):
-    """A dismissible message strip above the canvas; it never blocks the window."""
+    """A dismissible message strip above the canvas; it never blocks the window. A message may offer one
+    action (a button) that fixes what it names; clicking it hides the banner and runs the action."""
 
     dismissed = Signal()
 
@@ -118,16 +119,30 @@ class ErrorBanner(QFrame):
         layout.setContentsMargins(10, 6, 6, 6)
         self.icon = QLabel("⚠")
         self.text = QLabel(wordWrap=True, textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.action_button = QPushButton()
+        self.action_button.clicked.connect(self._act)
+        self._action = None
         close = QToolButton(text="✕", autoRaise=True, toolTip="Dismiss")
         close.clicked.connect(self.dismiss)
         layout.addWidget(self.icon, 0, Qt.AlignmentFlag.AlignTop)
         layout.addWidget(self.text, 1)
+        layout.addWidget(self.action_button, 0, Qt.AlignmentFlag.AlignTop)
         layout.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
         self.hide()
 
-    def show_error(self, message: str) -> None:
+    def show_error(self, message: str, action_text: str = "", action=None) -> None:
+        """Show `message`; with `action_text` and `action` (a callable), a button that runs it."""
         self.text.setText(message)
+        self._action = action if action_text else None
+        self.action_button.setText(action_text)
+        self.action_button.setVisible(self._action is not None)
         self.show()
+
+    def _act(self) -> None:
+        action, self._action = self._action, None
+        self.hide()
+        if action is not None:
+            action()
 
     def dismiss(self) -> None:
         self.hide()

@@ -14,6 +14,7 @@ from sdstudio.history.parameters import (
     _pairs,
     format_parameters,
     lenient_request,
+    nearest_choice,
     parse_parameters,
     quote,
     request_and_problem,
@@ -389,3 +390,18 @@ def test_a_unipc_variant_we_lack_is_named_and_the_nearest_offered() -> None:
     with pytest.raises(RequestError, match="UniPC variant 'vary_coeff' is not in SD Studio"):
         request_from_parameters(params)
     assert request_from_parameters(with_nearest(params)).sampler == "UniPC"
+
+
+@pytest.mark.parametrize(
+    ("sampler", "schedule", "expected"),
+    [
+        ("DEIS", "karras", ("DPM++ 2M", "karras", "sampler 'DEIS' → DPM++ 2M")),
+        ("Euler CFG++", "linear_quadratic",
+         ("Euler", "normal", "sampler 'Euler CFG++' → Euler, schedule 'linear_quadratic' → Normal")),
+        ("Euler", "ddim_uniform", ("Euler", "normal", "schedule 'ddim_uniform' → Normal")),
+        ("Euler", "karras", None),  # nothing to substitute
+        ("Wibble", "karras", None),  # no tool has it: no nearest to offer
+    ],
+)
+def test_nearest_choice_names_the_substitution(sampler, schedule, expected) -> None:
+    assert nearest_choice(sampler, schedule) == expected

@@ -7,6 +7,17 @@ from sdstudio.ui.worker import Worker
 from tests.ui.fake_engine import FakeEngine
 
 
+def show_active(qtbot, widget) -> None:
+    """Show a top-level widget and make it the active window. Shortcuts and key handling follow the active
+    window: offscreen a shown window is active at once, but on a real X server without a window manager
+    nothing activates it, so QTest's keys reached the widgets while no shortcut (Ctrl+Enter, Esc, Ctrl+Y,
+    Delete in the gallery) ever fired."""
+    widget.show()
+    qtbot.waitExposed(widget)
+    widget.activateWindow()
+    qtbot.waitActive(widget)
+
+
 @pytest.fixture
 def engine():
     return FakeEngine(step_seconds=0.005)
@@ -22,8 +33,7 @@ def make_window(qtbot, home, engine):
         window = MainWindow(worker, open_settings(), LazyTokenCounter(loader=lambda: None))
         qtbot.addWidget(window)
         worker.start()
-        window.show()
-        qtbot.waitExposed(window)
+        show_active(qtbot, window)
         windows.append(window)
         return window
 

@@ -55,6 +55,7 @@ class FakeEngine:
         self.progress_calls = 0
         self.description: ModelDescription | None = None
         self.thread: threading.Thread | None = None
+        self.preview_maker = None  # (step, request) -> PIL image, instead of the solid preview colour
         self.gate = threading.Event()
         self.gate.set()
 
@@ -91,7 +92,9 @@ class FakeEngine:
             self.steps_run += 1
             if on_step is not None:
                 preview = None
-                if self.previews:
+                if self.preview_maker is not None:
+                    preview = self.preview_maker(i, request)
+                elif self.previews:
                     preview = Image.new("RGB", (request.width, request.height), preview_colour(i, request.steps))
                 on_step(StepInfo(step=i, total=request.steps, sigma=1.0 - i / request.steps, preview=preview))
         seeds = [request.seed + b for b in range(request.batch_size)]

@@ -15,6 +15,7 @@ from sdstudio.engine.request import GenerationRequest
 from sdstudio.history.store import Entry, HistoryStore
 from sdstudio.ui.gallery import GalleryWidget, period_start
 from tests.history.synthetic import bulk_entries
+from tests.ui.conftest import show_active
 from tests.ui.thumbnail_spy import ThumbnailSpy
 
 NOW = time.time()
@@ -46,8 +47,7 @@ def make_gallery(qtbot, store: HistoryStore) -> GalleryWidget:
     gallery = GalleryWidget(store)
     qtbot.addWidget(gallery)
     gallery.resize(420, 640)
-    gallery.show()
-    qtbot.waitExposed(gallery)
+    show_active(qtbot, gallery)
     return gallery
 
 

@@ -189,3 +189,53 @@ def test_save_as_of_a_result_without_history_still_writes_its_parameters(qtbot, 
     _save_to(monkeypatch, path)
     window.save_image_dialog()
     assert "red apple" in _chunks(path)["parameters"] and "Seed: 11" in _chunks(path)["parameters"]
+
+
+def _inpainted_entry(store, input_size, box):
+    """An entry made by inpainting a textured `input_size` input (mask `box`) at the model's 64×64."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from sdstudio.engine.request import GenerationRequest
+
+    rng = np.random.default_rng(3)
+    init = Image.fromarray(rng.integers(0, 256, (input_size[1], input_size[0], 3), dtype=np.uint8))
+    mask = Image.new("L", input_size, 0)
+    ImageDraw.Draw(mask).rectangle(box, fill=255)
+    request = GenerationRequest(prompt="p", width=64, height=64, init_image=init, mask=mask, seed=1)
+    output = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    return store.add(output, request), mask
+
+
+def test_use_for_inpainting_places_a_mask_made_on_another_size_as_the_input_was_fitted(qtbot, window, tmp_path):
+    """A 96×64 input made a 64×64 image (scaled to cover, centre-cropped): the mask is placed the same way, so
+    it covers the same pixels of the result instead of being skipped."""
+    import numpy as np
+
+    store = HistoryStore(tmp_path / "outputs")
+    gallery = GalleryWidget(store, window)
+    HistoryLink(store, window, gallery)
+    entry, mask = _inpainted_entry(store, (96, 64), (40, 8, 55, 23))  # off-centre: right of the middle
+    gallery.useForInpaintRequested.emit(entry.id)
+    painted = window.mask
+    assert (painted.width, painted.height) == (64, 64) and not painted.is_empty()
+    shown = np.asarray(painted.pixels())
+    ys, xs = np.nonzero(shown > 127)
+    # 96 wide -> 64 wide crops 16 px off each side: x 40..55 lands on 24..39, y unchanged.
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (24, 39, 8, 23)
+    expected = np.asarray(mask.crop((16, 0, 80, 64)))
+    assert np.array_equal(shown > 127, expected > 127)
+    assert not window.canvas_panel.banner.isVisibleTo(window)
+    store.close()
+
+
+def test_use_for_inpainting_says_so_when_the_mask_was_cropped_away(qtbot, window, tmp_path):
+    store = HistoryStore(tmp_path / "outputs")
+    gallery = GalleryWidget(store, window)
+    HistoryLink(store, window, gallery)
+    entry, _ = _inpainted_entry(store, (128, 64), (0, 0, 10, 63))  # in the 32 px cropped off the left
+    gallery.useForInpaintRequested.emit(entry.id)
+    assert window.mask.is_empty() and window.canvas_panel.input_image is not None
+    banner = window.canvas_panel.banner
+    assert banner.isVisibleTo(window) and "lies outside it" in banner.text.text()
+    store.close()
