@@ -169,7 +169,8 @@ def lora_patch_set(lora: LoraFile, model, te: float = 1.0, unet: float = 1.0) ->
             continue
         for target, delta in module_deltas(lora.path, module, parts, resolved, shapes).items():
             strength = te if target.startswith(TEXT_PREFIX) else unet
-            patches.append(WeightPatch(target, delta, strength, source))
+            if strength:  # a zero strength changes nothing: skip computing its ΔW (A1111 does too)
+                patches.append(WeightPatch(target, delta, strength, source))
         applied.update(keys_of[module])
     missed = [k for k in lora.tensors if k not in applied]
     if missed:
