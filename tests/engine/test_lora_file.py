@@ -170,6 +170,8 @@ def test_source_and_hashes_follow_the_file_content(models, tmp_path):
     changed = read_lora(write_lora(path, tensors, {"ss_output_name": "my_style"}))
     assert changed.sha256_short != lora.sha256_short
     assert lora_patch_set(changed, model).key != key
+    declared = read_lora(write_lora(path, tensors, {"sshs_model_hash": "0123456789ABCDEF" * 4}))
+    assert declared.sha256_short == "0123456789ab"
 
 
 def test_weights_only_pt_is_read(models, tmp_path):
