@@ -13,6 +13,7 @@ import math
 import torch
 from diffusers.loaders.lora_conversion_utils import _maybe_map_sgm_blocks_to_diffusers
 from diffusers.loaders.single_file_utils import LDM_UNET_KEY, convert_ldm_unet_checkpoint
+from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -73,9 +74,12 @@ def write_lora(path, tensors: dict[str, Tensor], metadata: dict[str, str] | None
 
 
 @torch.no_grad()
-def diffusers_fused(pipe, lora_path, ldm_names: bool = False) -> dict[str, dict[str, Tensor]]:
+def diffusers_fused(pipe, lora_path, ldm_names: bool = False) -> tuple[dict[str, dict[str, Tensor]],
+                                                                      dict[str, dict[str, float]]]:
     """The pipeline's UNet and text-encoder weights after diffusers applies the file: load_lora_weights,
-    fuse_lora (scale 1), unload_lora_weights (the fused weights stay). {component: state dict}.
+    fuse_lora (scale 1), unload_lora_weights (the fused weights stay). Returns ({component: state dict},
+    {component: {weight name: max |ΔW| / max |W| for each weight diffusers put an adapter on}}); text-encoder
+    names without transformers' `text_model.`.
 
     `ldm_names`: kohya UNet names in the LDM dialect (`input_blocks_4_1_…`). diffusers' SDXL pipeline maps
     them with `_maybe_map_sgm_blocks_to_diffusers`; its SD 1.x pipeline does not (kohya trains SD 1.x on
@@ -84,13 +88,22 @@ def diffusers_fused(pipe, lora_path, ldm_names: bool = False) -> dict[str, dict[
     if ldm_names and not hasattr(pipe, "text_encoder_2"):
         source = _maybe_map_sgm_blocks_to_diffusers(load_file(source), pipe.unet.config)
     pipe.load_lora_weights(source, adapter_name="under_test")
-    pipe.fuse_lora(lora_scale=1.0)
-    pipe.unload_lora_weights()
     parts = {"unet": pipe.unet, "text_encoder": pipe.text_encoder}
     if getattr(pipe, "text_encoder_2", None) is not None:
         parts["text_encoder_2"] = pipe.text_encoder_2
-    return {name: {k.removeprefix("text_model."): v for k, v in m.state_dict().items()}
-            for name, m in parts.items()}
+    before = {name: {_plain(path) + ".weight": m.get_base_layer().weight.detach().clone()
+                     for path, m in model.named_modules() if isinstance(m, BaseTunerLayer)}
+              for name, model in parts.items()}
+    pipe.fuse_lora(lora_scale=1.0)
+    pipe.unload_lora_weights()
+    fused = {name: {_plain(k): v for k, v in m.state_dict().items()} for name, m in parts.items()}
+    changes = {name: {k: float((fused[name][k] - w).abs().max() / w.abs().max()) for k, w in weights.items()}
+               for name, weights in before.items()}
+    return fused, changes
+
+
+def _plain(name: str) -> str:
+    return name.removeprefix("text_model.")
 
 
 def diffusers_names(ldm_shapes: dict[str, tuple[int, ...]], config: dict) -> dict[str, str]:
