@@ -27,19 +27,18 @@ from sdstudio.engine.errors import CheckpointError, NetworkFileError
 from sdstudio.engine.families import INPAINT_IN_CHANNELS, UNET, family
 from sdstudio.engine.lora_family import lora_family
 from sdstudio.engine.lora_keys import LoraKeys, Resolved
+from sdstudio.engine.lycoris import LYCORIS_SUFFIXES, lycoris_deltas
 from sdstudio.engine.patches import TEXT_PREFIX, PatchSet, WeightPatch
 from sdstudio.engine.safetensors_file import PICKLE_SUFFIXES, read_header
 from sdstudio.engine.weights import load_tensors
 from sdstudio.untrusted import printable, quoted
 
-# Tensor-name suffix -> the part of a plain LoRA module it is. LyCORIS suffixes are lycoris.LYCORIS_SUFFIXES.
+# Tensor-name suffix -> the part of a plain LoRA module it is (LyCORIS's: lycoris.LYCORIS_SUFFIXES).
 PLAIN_SUFFIXES: dict[str, str] = {
     "lora_down.weight": "down", "lora_up.weight": "up", "lora_mid.weight": "mid", "alpha": "alpha",
     "lora_A.weight": "down", "lora_B.weight": "up",  # PEFT
     "down.weight": "down", "up.weight": "up",  # old diffusers attention processors, `lora.down`
 }
-LYCORIS_PARTS = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2", "lokr_w1", "lokr_w1_a",
-                 "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2", "diff", "diff_b")
 CONV_IN = UNET + "input_blocks.0.0.weight"
 SHOWN_UNMATCHED = 5
 _HASH_PIECE = 1 << 20
@@ -76,7 +75,7 @@ def split_key(key: str) -> tuple[str, str] | None:
         if key.endswith("." + suffix):
             return key[:-len(suffix) - 1], part
     module, _, suffix = key.rpartition(".")
-    if module and suffix in LYCORIS_PARTS:
+    if module and suffix in LYCORIS_SUFFIXES:
         return module, suffix
     return None
 
@@ -191,10 +190,11 @@ Delta = Callable[[Tensor], Tensor]
 def module_deltas(path: Path, module: str, parts: Mapping[str, Tensor], resolved: Resolved,
                   shapes: Mapping[str, tuple[int, ...]]) -> dict[str, Delta]:
     """{target: ΔW function} for one module; shapes are checked now, deltas computed when applied."""
-    if any(p in LYCORIS_PARTS for p in parts):
-        from sdstudio.engine.lycoris import lycoris_deltas  # written in parallel (w-lycoris)
-
-        functions = lycoris_deltas(parts)
+    if any(p in LYCORIS_SUFFIXES for p in parts):
+        try:
+            functions = lycoris_deltas(parts)
+        except NetworkFileError as exc:
+            raise _fail(path, f"module {quoted(module)}: {exc}") from None
         out: dict[str, Delta] = {}
         for param, fn in functions.items():
             out.update(_split(resolved, param, fn, shapes))
