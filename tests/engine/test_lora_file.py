@@ -318,3 +318,20 @@ def test_a_broken_lycoris_module_is_named(models, tmp_path):
     lora = read_lora(write_lora(tmp_path / "broken.safetensors", tensors))
     with pytest.raises(NetworkFileError, match=r"broken\.safetensors.*lora_unet_out_2"):
         lora_patch_set(lora, models["sd1"])
+
+
+@pytest.mark.parametrize("tensors", [
+    {"lora_unet_out_2.lora_down.weight": torch.zeros(4), "lora_unet_out_2.lora_up.weight": torch.zeros(4, 4)},
+    {"lora_unet_out_2.lora_down.weight": torch.zeros(4, 32, 3, 3), "lora_unet_out_2.lora_up.weight": torch.zeros(4, 4, 1, 1),
+     "lora_unet_out_2.alpha": torch.zeros(2)},
+    {"lora_unet_input_blocks_1_1_norm.lora_down.weight": torch.zeros(4, 32),
+     "lora_unet_input_blocks_1_1_norm.lora_up.weight": torch.zeros(32, 4)},
+    {"lora_unet_out_2.alpha": torch.tensor(1.0)},
+    {"lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q.diff_b": torch.zeros(32)},
+], ids=["1-d down", "two alphas", "low rank on a norm", "alpha only", "bias diff without a bias"])
+def test_malformed_modules_get_one_line_errors_naming_them(models, tmp_path, tensors):
+    lora = read_lora(write_lora(tmp_path / "odd.safetensors", tensors))
+    with pytest.raises(NetworkFileError) as info:
+        lora_patch_set(lora, models["sd1"])
+    message = str(info.value)
+    assert "odd.safetensors" in message and "lora_unet_" in message and "\n" not in message, message
