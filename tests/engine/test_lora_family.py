@@ -49,6 +49,8 @@ CASES = {
     "modelspec v1 wins over shapes": (kohya_sd1(1024, 1024), {"modelspec.architecture": "stable-diffusion-v1/lora"},
                                       "sd1"),
     "modelspec xl": ({}, {"modelspec.architecture": "stable-diffusion-xl-v1-base/lora"}, "sdxl"),
+    "modelspec xl refiner: not a family we run": (kohya_sd1(2048, 1280), {
+        "modelspec.architecture": "stable-diffusion-xl-v1-refiner/lora"}, None),
     "modelspec v2": ({}, {"modelspec.architecture": "stable-diffusion-v2-768-v/lora"}, "sd2"),
     "ss_base_model_version sdxl": (kohya_sd1(32, 32), {"ss_base_model_version": "sdxl_base_v1-0"}, "sdxl"),
     "ss_base_model_version sd_v2": ({}, {"ss_base_model_version": "sd_v2_768_v"}, "sd2"),
