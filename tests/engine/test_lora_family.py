@@ -86,3 +86,12 @@ def test_kohya_names_of_a_full_size_model_give_its_family(fam):
 def test_every_runnable_family_has_distinct_widths():
     runnable = [f for f in FAMILIES if f.context_dim is not None]
     assert len({f.context_dim for f in runnable}) == len(runnable)
+
+
+def test_lora_family_imports_no_torch():
+    """The UI's header-only catalog calls it for every file in a folder, without loading torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, sdstudio.engine.lora_family; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
