@@ -110,8 +110,8 @@ class Engine:
         try:
             result = generate(self.model, written.replace(prompt=loras.prompt), on_step=on_step,
                               should_cancel=should_cancel)
-            requests = [r.replace(prompt=written.prompt, lora_hashes=written.lora_hashes) for r in result.requests]
-            return dataclasses.replace(result, requests=requests)
+            tagged = [r.replace(prompt=written.prompt, lora_hashes=written.lora_hashes) for r in result.requests]
+            return dataclasses.replace(result, requests=tagged)
         except (torch.OutOfMemoryError, MemoryError):
             gc.collect()
             raise GenerationError("out of memory: lower the width/height or batch size, or close other "

@@ -93,8 +93,8 @@ def _lora_use(tag: str, args: str) -> LoraUse:
         parts = item.split("=", 2)
         if len(parts) == 2:
             if parts[0] not in _NAMED:
-                raise RequestError(f"{_shown(tag)}: unknown option {_value(parts[0])}=; a LoRA tag takes te=, unet= "
-                                   "and dyn=")
+                raise RequestError(f"{_shown(tag)}: unknown option {_value(parts[0])}=; a LoRA tag takes te=, "
+                                   "unet= and dyn=")
             named[parts[0]] = parts[1]
         else:
             positional.append(item)

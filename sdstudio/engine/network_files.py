@@ -105,15 +105,15 @@ def _data_sha256(path: Path) -> str:
     if cached is not None:
         return cached
     digest = hashlib.sha256()
+    shown = printable(path.name, multiline=False)
     with open(path, "rb") as file:
         head = file.read(8)
         if len(head) < 8:
-            raise NetworkFileError(f"LoRA {printable(path.name, multiline=False)}: {key[1]} bytes is too short "
-                                   "to be a safetensors file")
+            raise NetworkFileError(f"LoRA {shown}: {key[1]} bytes is too short to be a safetensors file")
         (length,) = struct.unpack("<Q", head)
         if 8 + length > key[1]:
-            raise NetworkFileError(f"LoRA {printable(path.name, multiline=False)}: truncated (the header claims "
-                                   f"{length} bytes, the file has {key[1] - 8}); download it again")
+            raise NetworkFileError(f"LoRA {shown}: truncated (the header claims {length} bytes, the file has "
+                                   f"{key[1] - 8}); download it again")
         file.seek(8 + length)
         while chunk := file.read(1 << 24):
             digest.update(chunk)
