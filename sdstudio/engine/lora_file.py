@@ -48,8 +48,8 @@ _HASH_PIECE = 1 << 20
 @dataclass(frozen=True)
 class LoraFile:
     """A LoRA/LyCORIS file as read: tensors on the CPU in their stored dtype, nothing computed yet.
-    `sha256_short`: A1111's hash for infotext (first 12 hex of the sha256 of the safetensors data section, or
-    of a whole pickle); `sha256`: of the whole file, the identity of the patches made from it."""
+    `sha256_short`: A1111's hash for infotext (the file's `sshs_model_hash`, else the first 12 hex of the sha256
+    of the safetensors data section, or of a whole pickle); `sha256`: of the whole file, the identity of the patches made from it."""
 
     path: Path
     name: str
@@ -106,10 +106,14 @@ def read_lora(path: str | Path) -> LoraFile:
         sample = ", ".join(quoted(k, 80) for k in sorted(tensors)[:3])
         raise _fail(path, f"not a LoRA: none of its {len(tensors)} tensors has a LoRA/LyCORIS name (e.g. {sample})")
     whole, data = _hashes(path, data_start)
+    # A1111 takes the hash the trainer wrote (sd-scripts' `sshs_model_hash`) when there is one.
+    declared = metadata.get("sshs_model_hash", "").strip().lower()
+    short = declared[:12] if len(declared) >= 12 and all(c in "0123456789abcdef" for c in declared[:12]) \
+        else data[:12]
     shapes = {k: tuple(v.shape) for k, v in tensors.items()}
     return LoraFile(path=path, name=path.stem, alias=metadata.get("ss_output_name", ""),
                     family=lora_family(shapes, metadata), metadata=metadata, tensors=tensors,
-                    sha256_short=data[:12], sha256=whole)
+                    sha256_short=short, sha256=whole)
 
 
 def _head(path: Path) -> bytes:
@@ -169,7 +173,8 @@ def lora_patch_set(lora: LoraFile, model, te: float = 1.0, unet: float = 1.0) ->
             continue
         for target, delta in module_deltas(lora.path, module, parts, resolved, shapes).items():
             strength = te if target.startswith(TEXT_PREFIX) else unet
-            patches.append(WeightPatch(target, delta, strength, source))
+            if strength:  # a zero strength changes nothing: skip computing its ΔW (A1111 does too)
+                patches.append(WeightPatch(target, delta, strength, source))
         applied.update(keys_of[module])
     missed = [k for k in lora.tensors if k not in applied]
     if missed:
@@ -220,8 +225,10 @@ def module_deltas(path: Path, module: str, parts: Mapping[str, Tensor], resolved
         raise _fail(path, f"module {quoted(module)} makes a {out_dim}x{in_dim}{_kernel(kernel)} change, "
                           f"but the model's {targets[0]} is {tuple(want)}; the LoRA is for another model")
 
-    def delta(_original: Tensor) -> Tensor:
-        d = _product(down.float(), up.float(), None if mid is None else mid.float()) * scale
+    def delta(original: Tensor) -> Tensor:
+        # On the weight's device: a GPU multiplies an SDXL LoRA's hundreds of products in no time.
+        on = {"device": original.device, "dtype": torch.float32}
+        d = _product(down.to(**on), up.to(**on), None if mid is None else mid.to(**on)) * scale
         if pad:
             d = torch.nn.functional.pad(d, (0, 0, 0, 0, 0, pad))
         return d
