@@ -16,6 +16,7 @@ import torch
 
 from sdstudio.engine.checkpoint import LoadedModel, load_checkpoint
 from sdstudio.engine.detect import ModelDescription
+from sdstudio.engine.embeddings import EmbeddingLibrary
 from sdstudio.engine.devices import resolve_device
 from sdstudio.engine.errors import GenerationError, SDStudioError
 from sdstudio.engine.model_files import builtin_model_path, builtin_taesd_path, list_models, model_hash
@@ -36,6 +37,9 @@ class Engine:
         self.model: LoadedModel | None = None
         self.patches: PatchSet = NO_PATCHES
         self._key: tuple | None = None
+        # Extra embeddings folders, searched after $SDSTUDIO_HOME/embeddings (a user's A1111 / ComfyUI ones).
+        self.embedding_dirs: list[str] = []
+        self._embeddings: EmbeddingLibrary | None = None
 
     def _resolve(self, path: str) -> tuple[str, str]:
         if path:
@@ -75,6 +79,15 @@ class Engine:
             self.model.apply_patches(patch_set)
         self.patches = patch_set
 
+    def _embedding_library(self) -> EmbeddingLibrary:
+        """The embeddings library for the current folders, re-listed for each generation (a file added since
+        is found; the prompt cache is keyed on the listing)."""
+        extra = tuple(str(f) for f in self.embedding_dirs)
+        if self._embeddings is None or self._embeddings.extra != extra:
+            self._embeddings = EmbeddingLibrary(extra)
+        self._embeddings.refresh()
+        return self._embeddings
+
     def describe(self) -> ModelDescription | None:
         """The loaded model's description, or None before the first load."""
         return None if self.model is None else self.model.description
@@ -87,7 +100,11 @@ class Engine:
                  should_cancel: Callable[[], bool] | None = None) -> GenerationResult:
         self.load_model(request.model, vae=request.vae, taesd=request.taesd, prediction=request.prediction)
         assert self.model is not None
-        request = request.replace(model_hash=model_hash(self._key[0]))
+        prompts = self.model.text.prompts
+        prompts.embeddings = self._embedding_library()
+        # Checks every embedding the prompts name before any work; the hashes go to the infotext (TI hashes).
+        ti_hashes = prompts.embeddings_used(request.prompt, request.negative_prompt)
+        request = request.replace(model_hash=model_hash(self._key[0]), ti_hashes=ti_hashes)
         try:
             return generate(self.model, request, on_step=on_step, should_cancel=should_cancel)
         except (torch.OutOfMemoryError, MemoryError):
