@@ -47,13 +47,15 @@ class EmbeddingIndex:
         (`explicit` True); None when nothing matches."""
         if not explicit:
             return self._stems.get(text) or self._lower.get(text.lower())
-        rel = text.replace("\\", "/").strip("/")
-        for suffix in EMBEDDING_SUFFIXES:
-            if rel.lower().endswith(suffix):
-                return self._relative.get(rel.lower())
+        rel = text.replace("\\", "/").strip("/").lower()
+        if rel.endswith(EMBEDDING_SUFFIXES):
+            found = self._relative.get(rel)
+            if found is None and "/" not in rel:
+                found = next((p for p in self.files if p.name.lower() == rel), None)
+            return found
         if "/" in rel:
-            return next((p for key, p in self._relative.items() if key.rsplit(".", 1)[0] == rel.lower()), None)
-        return self.resolve(rel)
+            return next((p for key, p in self._relative.items() if key.rsplit(".", 1)[0] == rel), None)
+        return self.resolve(text)
 
 
 def index_embeddings(folders: Sequence[Path]) -> EmbeddingIndex:
