@@ -16,8 +16,8 @@ import torch
 
 from sdstudio.engine.checkpoint import LoadedModel, load_checkpoint
 from sdstudio.engine.detect import ModelDescription
-from sdstudio.engine.embeddings import EmbeddingLibrary
 from sdstudio.engine.devices import resolve_device
+from sdstudio.engine.embeddings import EmbeddingLibrary
 from sdstudio.engine.errors import GenerationError, SDStudioError
 from sdstudio.engine.model_files import builtin_model_path, builtin_taesd_path, list_models, model_hash
 from sdstudio.engine.patches import NO_PATCHES, PatchSet

@@ -23,9 +23,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sdstudio.engine.errors import CheckpointError
+from sdstudio.engine.errors import CheckpointError, NetworkFileError
 from sdstudio.engine.network_files import EMBEDDING_SUFFIXES, embedding_dirs, list_files
+from sdstudio.engine.prompt_grammar import EmbeddingLookup
 from sdstudio.engine.safetensors_file import read_header
+from sdstudio.untrusted import quoted
 
 MAX_PICKLE_BYTES = 1 << 20  # an embedding's data.pkl is a few hundred bytes; refuse to parse more
 
@@ -56,6 +58,12 @@ class EmbeddingIndex:
         if "/" in rel:
             return next((p for key, p in self._relative.items() if key.rsplit(".", 1)[0] == rel), None)
         return self.resolve(text)
+
+
+def not_found(text: str, folders: Iterable[Path]) -> NetworkFileError:
+    """The error for an `embedding:NAME` that names no file (engine and token counter say the same)."""
+    where = ", ".join(str(f) for f in folders)
+    return NetworkFileError(f"embedding {quoted(text)} was not found in the embeddings folders ({where})")
 
 
 def index_embeddings(folders: Sequence[Path]) -> EmbeddingIndex:
@@ -110,6 +118,49 @@ def vector_count(path: str | os.PathLike) -> int | None:
         return count_from_shapes(pickle_shapes(path))
     except (CheckpointError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError):
         return None
+
+
+class EmbeddingCounts:
+    """The token counter's view of the embeddings folders, without torch: names from an index (re-listed by
+    `refresh`), vector counts from file headers (cached per path, size and mtime)."""
+
+    def __init__(self, extra: Iterable[str | os.PathLike] = ()):
+        self.extra = tuple(str(f) for f in extra)
+        self.index = EmbeddingIndex((), (), ())
+        self._counts: dict[tuple[str, int, int], int | None] = {}
+
+    def refresh(self, extra: Iterable[str | os.PathLike] | None = None) -> None:
+        if extra is not None:
+            self.extra = tuple(str(f) for f in extra)
+        self.index = library_index(self.extra)
+
+    def count(self, path: Path) -> int | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if key not in self._counts:
+            self._counts[key] = vector_count(path)
+        return self._counts[key]
+
+    def lookup(self, unknown: set[str]) -> EmbeddingLookup:
+        """The prompt grammar's lookup; an embedding whose count its header does not tell is counted as one
+        vector and its name added to `unknown` (the count is then an estimate)."""
+        index = self.index
+
+        def lookup(text: str, explicit: bool) -> tuple[str, int] | None:
+            path = index.resolve(text, explicit)
+            if path is None:
+                if explicit:
+                    raise not_found(text, index.folders)
+                return None
+            count = self.count(path)
+            if count is None:
+                unknown.add(path.stem)
+            return path.stem, count or 1
+
+        return lookup
 
 
 class _Tensor:

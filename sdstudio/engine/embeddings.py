@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from sdstudio.engine.embedding_files import EmbeddingIndex, library_index
+from sdstudio.engine.embedding_files import EmbeddingIndex, library_index, not_found
 from sdstudio.engine.errors import CheckpointError, NetworkFileError
 from sdstudio.engine.model_files import file_sha256
 from sdstudio.engine.network_files import embedding_dirs
@@ -185,8 +185,7 @@ class EmbeddingLibrary:
         path = self.index.resolve(text, explicit)
         if path is None:
             if explicit:
-                where = ", ".join(str(f) for f in self.index.folders)
-                raise NetworkFileError(f"embedding {quoted(text)} was not found in the embeddings folders ({where})")
+                raise not_found(text, self.index.folders)
             return None
         return self.load(path)
 

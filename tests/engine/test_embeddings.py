@@ -4,7 +4,6 @@ the prompt's vectors against diffusers' load_textual_inversion on the same tiny 
 import copy
 import hashlib
 import pickle
-import zipfile
 
 import pytest
 import torch
