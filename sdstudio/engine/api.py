@@ -19,6 +19,7 @@ import torch
 from sdstudio.engine.checkpoint import LoadedModel, load_checkpoint
 from sdstudio.engine.detect import ModelDescription
 from sdstudio.engine.devices import resolve_device
+from sdstudio.engine.embeddings import EmbeddingLibrary
 from sdstudio.engine.errors import GenerationError, SDStudioError
 from sdstudio.engine.lora_set import LoraFiles, resolve_loras
 from sdstudio.engine.model_files import builtin_model_path, builtin_taesd_path, list_models, model_hash
@@ -39,11 +40,12 @@ class Engine:
         self.model: LoadedModel | None = None
         self.patches: PatchSet = NO_PATCHES
         self._key: tuple | None = None
-        # Folders searched for LoRA files / embeddings besides the data folder's models/Lora and embeddings/
-        # (an existing A1111 or ComfyUI install), in order.
+        # Folders searched for LoRA files / embeddings after the data folder's models/Lora and embeddings/
+        # (a user's A1111 or ComfyUI ones), in order.
         self.lora_dirs: list[str | Path] = []
         self.embedding_dirs: list[str | Path] = []
         self._loras = LoraFiles()
+        self._embeddings: EmbeddingLibrary | None = None
 
     def _resolve(self, path: str) -> tuple[str, str]:
         if path:
@@ -87,6 +89,15 @@ class Engine:
             self.model.apply_patches(patch_set)
         self.patches = patch_set
 
+    def _embedding_library(self) -> EmbeddingLibrary:
+        """The embeddings library for the current folders, re-listed for each generation (a file added since
+        is found; the prompt cache is keyed on the listing)."""
+        extra = tuple(str(f) for f in self.embedding_dirs)
+        if self._embeddings is None or self._embeddings.extra != extra:
+            self._embeddings = EmbeddingLibrary(extra)
+        self._embeddings.refresh()
+        return self._embeddings
+
     def describe(self) -> ModelDescription | None:
         """The loaded model's description, or None before the first load."""
         return None if self.model is None else self.model.description
@@ -105,8 +116,14 @@ class Engine:
             self.patches = NO_PATCHES  # a patch set is made for one model: the next one starts clean
         self.load_model(request.model, vae=request.vae, taesd=request.taesd, prediction=request.prediction)
         assert self.model is not None
+        prompts = self.model.text.prompts
+        prompts.embeddings = self._embedding_library()
+        # Checks every embedding the prompts name before any work (the tag-free prompt: a LoRA's name is no
+        # embedding); the hashes go to the infotext (TI hashes).
+        ti_hashes = prompts.embeddings_used(loras.prompt, request.negative_prompt)
         self.set_patches(self._loras.patch_set(loras, self.model))
-        written = request.replace(model_hash=model_hash(self._key[0]), lora_hashes=loras.hashes)
+        written = request.replace(model_hash=model_hash(self._key[0]), lora_hashes=loras.hashes,
+                                  ti_hashes=ti_hashes)
         try:
             result = generate(self.model, written.replace(prompt=loras.prompt), on_step=on_step,
                               should_cancel=should_cancel)

@@ -216,3 +216,20 @@ def test_a_unet_step_with_a_lora_applied_costs_the_same_as_without(sd1, ink):
     print(f"\nUNet step, tiny SD 1.x layout, 32x32 latent, batch 2: {plain * 1e3:.2f} ms without, "
           f"{patched * 1e3:.2f} ms with a LoRA on every weight ({patched / plain:.3f}x)")
     assert patched < plain * 1.3
+
+
+def test_lora_and_ti_hashes_together_and_a_tag_is_no_embedding(sd1, ink):
+    from safetensors.torch import save_file
+
+    emb = paths.embeddings_dir()
+    emb.mkdir(parents=True)
+    save_file({"emb_params": torch.randn(2, 32)}, emb / "shiny.safetensors")
+    save_file({"emb_params": torch.randn(1, 32)}, emb / "ink.safetensors")  # the LoRA's name, as an embedding
+    engine = Engine()
+    req = REQ.replace(model=str(sd1[0]), steps=1)
+    result = engine.generate(req.replace(prompt="<lora:ink:0.5> apple, shiny"))
+    [r] = result.requests
+    assert r.lora_hashes == (("ink", lora_short_hash(ink)),)
+    assert [name for name, _ in r.ti_hashes] == ["shiny"]  # the LoRA named ink is not the embedding ink
+    text = format_parameters(r, result.model_name)
+    assert 'Lora hashes: "ink: ' in text and 'TI hashes: "shiny: ' in text
