@@ -178,6 +178,10 @@ def test_lora_files_kept_are_bounded(sd1, ink):
         files.patch_set(resolve_loras(REQ.replace(prompt=f"<lora:l{i}:1>")), model)
     assert len(files) == 2  # the one in use and one more
     assert files.patch_set(resolve_loras(REQ), model) == NO_PATCHES
+    small = LoraFiles(kept=4, kept_bytes=1)  # no room for any file not in use
+    for i in range(3):
+        small.patch_set(resolve_loras(REQ.replace(prompt=f"<lora:l{i}:1> <lora:l3:0.5>")), model)
+        assert len(small) == 2
 
 
 @pytest.mark.perf
