@@ -8,14 +8,14 @@ import pickle
 import pytest
 import torch
 from safetensors.torch import save_file
-from transformers import CLIPTextModel
+from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 from sdstudio.engine.conditioning import PromptEncoder
 from sdstudio.engine.embedding_files import index_embeddings, vector_count
 from sdstudio.engine.embeddings import EmbeddingLibrary, read_embedding
 from sdstudio.engine.errors import NetworkFileError
 from sdstudio.engine.text_encoder import TextEncoder, _config
-from sdstudio.engine.tokenizer import EOS, load_tokenizer
+from sdstudio.engine.tokenizer import EOS, OPENCLIP_PAD, load_tokenizer
 
 
 def textured(*shape, seed=0):
@@ -30,13 +30,13 @@ def save_a1111_pt(path, vectors, requires_grad=True):
     return path
 
 
-def tiny_clip(width=32, seed=0):
+def tiny_clip(width=32, seed=0, projection=False):
     torch.manual_seed(seed)
     config = _config(hidden=width, layers=2, heads=2, intermediate=2 * width, act="quick_gelu", proj=width)
-    model = CLIPTextModel(config).eval()
-    with torch.no_grad():
-        model.text_model.final_layer_norm.bias.normal_(0.0, 0.5) if hasattr(model, "text_model") else \
-            model.final_layer_norm.bias.normal_(0.0, 0.5)
+    model = (CLIPTextModelWithProjection if projection else CLIPTextModel)(config).eval()
+    text = model.text_model if projection else model
+    with torch.no_grad():  # a trained final norm has a bias, so the output mean is not ~0
+        text.final_layer_norm.bias.normal_(0.0, 0.5)
     return model
 
 
@@ -266,3 +266,66 @@ def test_prompt_embeddings_equal_diffusers_load_textual_inversion(tmp_path, coun
     assert ours.shape == reference.shape == (1, 77, 32)
     assert (ours - reference).abs().max().item() <= 1e-5
     assert (ours - plain).abs().max().item() > 1e-2  # the vectors changed the encoding
+
+
+def diffusers_hidden(model, state, token, prompt, pad, layer=-1):
+    """diffusers' load_textual_inversion + maybe_convert_prompt on one encoder; hidden state `layer`, or the
+    final-normed last one (SD 1.x) for -1."""
+    from diffusers.loaders import TextualInversionLoaderMixin
+
+    loader = type("Pipe", (_Loader, TextualInversionLoaderMixin), {})(load_tokenizer.__wrapped__(), model)
+    loader.load_textual_inversion(state, token=token)
+    ids = loader.tokenizer(loader.maybe_convert_prompt(prompt, loader.tokenizer)).input_ids
+    ids = torch.tensor([ids + [pad] * (77 - len(ids))])
+    with torch.no_grad():
+        out = model(ids, output_hidden_states=True)
+    return out.last_hidden_state if layer == -1 else out.hidden_states[layer]
+
+
+def test_sdxl_prompt_embeddings_equal_diffusers_on_both_encoders(tmp_path):
+    clip_l, bigg = tiny_clip(32, seed=1), tiny_clip(48, seed=2, projection=True)
+    vl, vg = textured(2, 32, seed=3), textured(2, 48, seed=4)
+    save_file({"clip_l": vl, "clip_g": vg}, tmp_path / "qxxlemb.safetensors")
+    prompt = "qxxlemb, a castle at dusk"
+    reference = torch.cat([
+        diffusers_hidden(copy.deepcopy(clip_l), {"qxxlemb": vl}, "qxxlemb", prompt, EOS, layer=-2),
+        diffusers_hidden(copy.deepcopy(bigg), {"qxxlemb": vg}, "qxxlemb", prompt, OPENCLIP_PAD, layer=-2),
+    ], dim=-1)
+    encoder = PromptEncoder([TextEncoder(clip_l, EOS, "penultimate_no_norm"),
+                             TextEncoder(bigg, OPENCLIP_PAD, "penultimate_no_norm")])
+    encoder.embeddings = EmbeddingLibrary([tmp_path])
+    ours = encoder.encode(prompt).context
+    assert ours.shape == reference.shape == (1, 77, 80)
+    assert (ours - reference).abs().max().item() <= 1e-5
+
+
+def test_encoding_with_an_embedding_leaves_the_encoder_untouched(tmp_path):
+    model = tiny_clip()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    encoder = TextEncoder(model, EOS, "last")
+    prompt_encoder = PromptEncoder([encoder])
+    save_file({"emb_params": textured(2, 32)}, tmp_path / "pair.safetensors")
+    prompt_encoder.embeddings = EmbeddingLibrary([tmp_path])
+    with_embedding = prompt_encoder.encode("a pair").context
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not model.embeddings.token_embedding._forward_hooks  # the seam is removed after the call
+    plain = PromptEncoder([encoder]).encode("a pair").context
+    assert (with_embedding - plain).abs().max() > 1e-2
+
+
+@pytest.mark.slow
+def test_full_size_sd1_embedding_equals_diffusers(tmp_path):
+    from sdstudio.engine.text_encoder import clip_l_config
+
+    torch.manual_seed(0)
+    model = CLIPTextModel(clip_l_config()).eval()
+    emb_path = save_a1111_pt(tmp_path / "qxfullemb.pt", textured(6, 768, seed=7) * 0.05)
+    prompt = "masterpiece, qxfullemb, a portrait of a woman " + "in a garden " * 5
+    reference = diffusers_hidden(copy.deepcopy(model), str(emb_path), "qxfullemb", prompt, EOS)
+    encoder = PromptEncoder([TextEncoder(model, EOS, "last")])
+    encoder.embeddings = EmbeddingLibrary([tmp_path])
+    ours = encoder.encode(prompt).context
+    error = (ours - reference).abs().max().item()
+    print(f"full-size SD 1.x embedding vs diffusers: max abs difference {error:.2e}")
+    assert error <= 1e-5 * max(1.0, reference.abs().max().item())
