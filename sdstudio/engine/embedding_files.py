@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sdstudio.engine.errors import CheckpointError, NetworkFileError
+from sdstudio.engine.errors import NetworkFileError
 from sdstudio.engine.network_files import EMBEDDING_SUFFIXES, embedding_dirs, list_files
 from sdstudio.engine.prompt_grammar import EmbeddingLookup
 from sdstudio.engine.safetensors_file import read_header
@@ -116,8 +116,8 @@ def vector_count(path: str | os.PathLike) -> int | None:
         if path.suffix.lower() == ".safetensors":
             return count_from_shapes(read_header(path).shapes())
         return count_from_shapes(pickle_shapes(path))
-    except (CheckpointError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError):
-        return None
+    except Exception:  # a hostile pickle can raise anything (TypeError, RecursionError...): count unknown
+        return None  # (counted as an estimate; the engine's weights-only load says what is wrong)
 
 
 class EmbeddingCounts:

@@ -4,6 +4,7 @@ the prompt's vectors against diffusers' load_textual_inversion on the same tiny 
 import copy
 import hashlib
 import pickle
+import zipfile
 
 import pytest
 import torch
@@ -329,3 +330,18 @@ def test_full_size_sd1_embedding_equals_diffusers(tmp_path):
     error = (ours - reference).abs().max().item()
     print(f"full-size SD 1.x embedding vs diffusers: max abs difference {error:.2e}")
     assert error <= 1e-5 * max(1.0, reference.abs().max().item())
+
+
+@pytest.mark.parametrize("size", [[None], "ab", [2**80, 768]])
+def test_header_count_of_a_hostile_archive_is_unknown_not_a_crash(tmp_path, size):
+    class Junk:
+        def __reduce__(self):
+            return torch._utils._rebuild_tensor_v2, ("storage", 0, size, ())
+
+    path = tmp_path / "junk.pt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("junk/data.pkl", pickle.dumps({"emb_params": Junk()}, protocol=2))
+    count = vector_count(path)
+    assert count is None or count == 2**80  # an absurd count: the grammar refuses more than 75 vectors
+    with pytest.raises(NetworkFileError):
+        read_embedding(path)
