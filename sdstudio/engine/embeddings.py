@@ -72,8 +72,9 @@ class Embedding:
         """The vectors for text encoders of these widths; NetworkFileError naming both when they differ."""
         if self.widths != tuple(widths):
             raise NetworkFileError(
-                f"embedding {quoted(self.name)} is made for text encoders of width {describe_widths(self.widths)}; "
-                f"the loaded model's are {describe_widths(widths)}: use an embedding made for this model")
+                f"embedding {quoted(self.name)} is made for text encoders of width "
+                f"{describe_widths(self.widths)}; the loaded model's are {describe_widths(widths)}: use an "
+                "embedding made for this model")
         return self.vectors
 
 
@@ -92,8 +93,8 @@ def _read_data(path: Path) -> object:
     except Exception as exc:  # torch raises many types (UnpicklingError, RuntimeError, EOFError, zip errors)
         first = printable(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
                           multiline=False)[:160]
-        raise _refuse(path, "cannot be read as a weights-only PyTorch file (SD Studio never unpickles more than "
-                            f"tensors; convert it to .safetensors): {first}") from None
+        raise _refuse(path, "cannot be read as a weights-only PyTorch file (SD Studio never unpickles more "
+                            f"than tensors; convert it to .safetensors): {first}") from None
 
 
 def _tensors(path: Path, data: object) -> tuple[Tensor, ...]:
@@ -126,9 +127,11 @@ def _checked(path: Path, tensors: tuple[object, ...]) -> tuple[Tensor, ...]:
         if vectors.dim() == 1:
             vectors = vectors[None]
         if vectors.dim() != 2 or vectors.shape[1] == 0:
-            raise _refuse(path, f"its vectors have shape {list(tensor.shape)}; expected [n, width] or [width]")
+            shape = list(tensor.shape)
+            raise _refuse(path, f"its vectors have shape {shape}; expected [n, width] or [width]")
         if not 0 < vectors.shape[0] <= CHUNK_TOKENS:
-            raise _refuse(path, f"it has {vectors.shape[0]} vectors; a prompt chunk holds 1 to {CHUNK_TOKENS}")
+            count = vectors.shape[0]
+            raise _refuse(path, f"it has {count} vectors; a prompt chunk holds 1 to {CHUNK_TOKENS}")
         if not bool(torch.isfinite(vectors).all()):
             raise _refuse(path, "its vectors contain NaN or infinite values (a broken training run?)")
         out.append(vectors.contiguous())

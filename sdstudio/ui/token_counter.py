@@ -56,7 +56,7 @@ def count_prompt(text: str, tokenize: Tokenize | None = None,
     lookup = None if embeddings is None else embeddings.lookup(unknown)
     try:
         chunks = chunk_prompt(text, tokenize or estimate_tokenize, embeddings=lookup)
-    except (RequestError, NetworkFileError) as exc:  # shown by the counter while typing; generating reports it
+    except (RequestError, NetworkFileError) as exc:  # shown while typing; generating reports it again
         return TokenCount(0, 1, (), estimated=tokenize is None, problem=str(exc))
     tokens = sum(len(chunk.tokens) for chunk in chunks)
     boundaries = tuple(chunk.start for chunk in chunks[1:])

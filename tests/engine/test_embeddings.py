@@ -25,9 +25,9 @@ def textured(*shape, seed=0):
 
 
 def save_a1111_pt(path, vectors, requires_grad=True):
-    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": vectors.clone().requires_grad_(requires_grad)},
-                "name": path.stem, "step": 1500, "sd_checkpoint": "0123456789", "sd_checkpoint_name": "model"},
-               path)
+    param = vectors.clone().requires_grad_(requires_grad)
+    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": param}, "name": path.stem,
+                "step": 1500, "sd_checkpoint": "0123456789", "sd_checkpoint_name": "model"}, path)
     return path
 
 
@@ -41,7 +41,7 @@ def tiny_clip(width=32, seed=0, projection=False):
     return model
 
 
-# --- file layouts -------------------------------------------------------------------------------------------
+# --- file layouts ---
 
 def test_a1111_pt_reads_string_to_param_with_a1111_hash(tmp_path):
     vectors = textured(3, 768)
@@ -92,7 +92,7 @@ def test_sdxl_file_gives_clip_l_then_clip_g(tmp_path):
     assert vector_count(path) == 2
 
 
-# --- hostile files ------------------------------------------------------------------------------------------
+# --- hostile files ---
 
 class Payload:
     def __reduce__(self):
@@ -181,7 +181,7 @@ def test_wrong_width_names_both(tmp_path):
         library.lookup((1024,), {})("xl", True)
 
 
-# --- the library ----------------------------------------------------------------------------------------------
+# --- the library ---
 
 def test_library_names_and_naming_rules(tmp_path, home):
     own = home / "embeddings"
@@ -228,7 +228,7 @@ def test_index_is_torch_free_and_ignores_other_files(tmp_path):
     assert index.resolve("notes") is None
 
 
-# --- against diffusers ---------------------------------------------------------------------------------------
+# --- against diffusers ---
 
 class _Loader:
     """The least a diffusers pipeline needs to run TextualInversionLoaderMixin.load_textual_inversion."""

@@ -168,8 +168,9 @@ def test_pt_embedding_counts_come_from_the_pickle_shapes_and_legacy_files_are_es
 
     from sdstudio.engine.embedding_files import EmbeddingCounts
 
-    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": torch.zeros(4, 768, requires_grad=True)},
-                "name": "four", "step": 10}, tmp_path / "four.pt")
+    param = torch.zeros(4, 768, requires_grad=True)
+    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": param}, "name": "four", "step": 10},
+               tmp_path / "four.pt")
     (tmp_path / "legacy.bin").write_bytes(pickle.dumps({"x": [1, 2]}))
     counts = EmbeddingCounts([tmp_path])
     counts.refresh()
