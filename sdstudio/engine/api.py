@@ -9,8 +9,10 @@ after any failure, a cancelled load included, the engine is ready for the next r
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -19,6 +21,7 @@ from sdstudio.engine.detect import ModelDescription
 from sdstudio.engine.devices import resolve_device
 from sdstudio.engine.embeddings import EmbeddingLibrary
 from sdstudio.engine.errors import GenerationError, SDStudioError
+from sdstudio.engine.lora_set import LoraFiles, resolve_loras
 from sdstudio.engine.model_files import builtin_model_path, builtin_taesd_path, list_models, model_hash
 from sdstudio.engine.patches import NO_PATCHES, PatchSet
 from sdstudio.engine.pipeline import generate
@@ -37,8 +40,11 @@ class Engine:
         self.model: LoadedModel | None = None
         self.patches: PatchSet = NO_PATCHES
         self._key: tuple | None = None
-        # Extra embeddings folders, searched after $SDSTUDIO_HOME/embeddings (a user's A1111 / ComfyUI ones).
-        self.embedding_dirs: list[str] = []
+        # Folders searched for LoRA files / embeddings after the data folder's models/Lora and embeddings/
+        # (a user's A1111 or ComfyUI ones), in order.
+        self.lora_dirs: list[str | Path] = []
+        self.embedding_dirs: list[str | Path] = []
+        self._loras = LoraFiles()
         self._embeddings: EmbeddingLibrary | None = None
 
     def _resolve(self, path: str) -> tuple[str, str]:
@@ -50,11 +56,15 @@ class Engine:
         taesd = builtin_taesd_path()
         return str(builtin), str(taesd) if taesd.is_file() else ""
 
+    def _model_key(self, path: str, vae: str, taesd: str, prediction: str) -> tuple:
+        model_path, builtin_taesd = self._resolve(path)
+        return model_path, vae, taesd or builtin_taesd, prediction, self.device, self.dtype
+
     def load_model(self, path: str = "", progress: Callable[[str, float], None] | None = None, *, vae: str = "",
                    taesd: str = "", prediction: str = "") -> ModelDescription:
         """Load (or keep) the model; `progress(stage, fraction)` may raise Cancelled to abort the load."""
-        model_path, builtin_taesd = self._resolve(path)
-        key = (model_path, vae, taesd or builtin_taesd, prediction, self.device, self.dtype)
+        key = self._model_key(path, vae, taesd, prediction)
+        model_path = key[0]
         if self.model is None or key != self._key:
             # Drop the old model first: two models at once may not fit.
             self.model, self._key = None, None
@@ -98,15 +108,27 @@ class Engine:
 
     def generate(self, request: GenerationRequest, on_step: Callable[[StepInfo], None] | None = None,
                  should_cancel: Callable[[], bool] | None = None) -> GenerationResult:
+        """Generate; the prompt's `<lora:…>` tags become the weight patches (lora_set.py), found and checked
+        before the model loads. The result's requests keep the prompt as written, tags included (A1111's
+        infotext does), with `lora_hashes` filled in."""
+        loras = resolve_loras(request, self.lora_dirs)
+        if self._model_key(request.model, request.vae, request.taesd, request.prediction) != self._key:
+            self.patches = NO_PATCHES  # a patch set is made for one model: the next one starts clean
         self.load_model(request.model, vae=request.vae, taesd=request.taesd, prediction=request.prediction)
         assert self.model is not None
         prompts = self.model.text.prompts
         prompts.embeddings = self._embedding_library()
-        # Checks every embedding the prompts name before any work; the hashes go to the infotext (TI hashes).
-        ti_hashes = prompts.embeddings_used(request.prompt, request.negative_prompt)
-        request = request.replace(model_hash=model_hash(self._key[0]), ti_hashes=ti_hashes)
+        # Checks every embedding the prompts name before any work (the tag-free prompt: a LoRA's name is no
+        # embedding); the hashes go to the infotext (TI hashes).
+        ti_hashes = prompts.embeddings_used(loras.prompt, request.negative_prompt)
+        self.set_patches(self._loras.patch_set(loras, self.model))
+        written = request.replace(model_hash=model_hash(self._key[0]), lora_hashes=loras.hashes,
+                                  ti_hashes=ti_hashes)
         try:
-            return generate(self.model, request, on_step=on_step, should_cancel=should_cancel)
+            result = generate(self.model, written.replace(prompt=loras.prompt), on_step=on_step,
+                              should_cancel=should_cancel)
+            tagged = [r.replace(prompt=written.prompt, lora_hashes=written.lora_hashes) for r in result.requests]
+            return dataclasses.replace(result, requests=tagged)
         except (torch.OutOfMemoryError, MemoryError):
             gc.collect()
             raise GenerationError("out of memory: lower the width/height or batch size, or close other "

@@ -77,7 +77,8 @@ def _sha256(path: str | os.PathLike) -> str:
 
 def file_sha256(path: str | os.PathLike) -> str:
     """The full SHA-256 (hex) of a file, cached per path, size and mtime; A1111 hashes checkpoints and
-    textual-inversion embeddings this way (modules/hashes.py sha256)."""
+    textual-inversion embeddings this way (modules/hashes.py sha256), and LoRA .pt files
+    (network_files.py)."""
     return _sha256(path)
 
 
