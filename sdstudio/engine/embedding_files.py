@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import threading
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -128,11 +129,13 @@ class EmbeddingCounts:
         self.extra = tuple(str(f) for f in extra)
         self.index = EmbeddingIndex((), (), ())
         self._counts: dict[tuple[str, int, int], int | None] = {}
+        self._refreshing = threading.Lock()  # a background re-list and a change of folders: the later wins
 
     def refresh(self, extra: Iterable[str | os.PathLike] | None = None) -> None:
-        if extra is not None:
-            self.extra = tuple(str(f) for f in extra)
-        self.index = library_index(self.extra)
+        with self._refreshing:
+            if extra is not None:
+                self.extra = tuple(str(f) for f in extra)
+            self.index = library_index(self.extra)
 
     def count(self, path: Path) -> int | None:
         try:
