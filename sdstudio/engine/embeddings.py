@@ -15,7 +15,7 @@ tensors and plain containers is refused, never unpickled. Vectors are checked (f
 75 of them, one width per text encoder) and kept on the CPU in float32.
 
 The hash written to infotext ("TI hashes") is A1111's: the first 12 hex digits of the SHA-256 of the whole
-file (modules/hashes.py sha256, cached per path, size and mtime).
+file (modules/hashes.py sha256; network_files.embedding_short_hash, cached per path, size and mtime).
 """
 
 from __future__ import annotations
@@ -31,14 +31,12 @@ from torch import Tensor
 
 from sdstudio.engine.embedding_files import EmbeddingIndex, library_index, not_found
 from sdstudio.engine.errors import CheckpointError, NetworkFileError
-from sdstudio.engine.model_files import file_sha256
-from sdstudio.engine.network_files import embedding_dirs
+from sdstudio.engine.network_files import embedding_dirs, embedding_short_hash
 from sdstudio.engine.prompt_grammar import CHUNK_TOKENS, EmbeddingLookup
 from sdstudio.engine.safetensors_file import read_header
 from sdstudio.engine.weights import load_tensors
 from sdstudio.untrusted import printable, quoted
 
-SHORT_HASH = 12
 # Text-encoder widths of the released families, to name them in messages.
 _FAMILY_WIDTHS = {(768,): "SD 1.x", (1024,): "SD 2.x", (768, 1280): "SDXL"}
 
@@ -144,10 +142,7 @@ def _checked(path: Path, tensors: tuple[object, ...]) -> tuple[Tensor, ...]:
 def read_embedding(path: str | os.PathLike) -> Embedding:
     """Read and check one embedding file; NetworkFileError (one line) on anything wrong."""
     path = Path(path)
-    try:
-        short_hash = file_sha256(path)[:SHORT_HASH]
-    except OSError as exc:
-        raise _refuse(path, f"cannot be read ({exc.strerror or exc})") from None
+    short_hash = embedding_short_hash(path)
     vectors = _checked(path, _tensors(path, _read_data(path)))
     return Embedding(path.stem, path, vectors, short_hash)
 

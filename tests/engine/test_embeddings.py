@@ -190,20 +190,30 @@ def test_library_names_and_naming_rules(tmp_path, home):
     extra.mkdir()
     save_file({"emb_params": textured(1, 768)}, own / "EasyNegative.safetensors")
     save_a1111_pt(own / "sub" / "deep.pt", textured(2, 768))
-    save_a1111_pt(extra / "EasyNegative.pt", textured(3, 768))  # the own folder's file wins
     save_a1111_pt(extra / "other.pt", textured(4, 768))
+    save_a1111_pt(extra / "Twice.pt", textured(3, 768))
+    save_file({"emb_params": textured(5, 768)}, own / "twice.safetensors")
     library = EmbeddingLibrary([extra])
-    assert library.names() == ["EasyNegative", "deep", "EasyNegative", "other"]
+    assert library.names() == ["EasyNegative", "deep", "twice", "Twice", "other"]
     assert library.find("EasyNegative").count == 1
     assert library.find("easynegative").count == 1  # A1111's tokenizer lowercases: case does not matter
     assert library.find("deep").count == 2 and library.find("other").count == 4
+    assert library.find("Twice").count == 3 and library.find("twice").count == 5  # exact case first
     assert library.find("embedding", False) is None and library.find("cat") is None
     assert library.find("sub/deep", explicit=True).count == 2
     assert library.find("deep.pt", explicit=True).count == 2
     assert library.find("EasyNegative.safetensors", explicit=True).count == 1
+    assert library.find("twice.pt", explicit=True).count == 3
     with pytest.raises(NetworkFileError, match="'missing' was not found in the embeddings folders") as exc:
         library.find("missing", explicit=True)
     assert str(own) in str(exc.value) and str(extra) in str(exc.value)
+    with pytest.raises(NetworkFileError, match="several embeddings are named 'TWICE'") as exc:
+        library.find("TWICE")  # two files differ from it only in case: no silent choice
+    assert "Twice.pt" in one_line(exc) and "twice.safetensors" in str(exc.value)
+    save_a1111_pt(extra / "EasyNegative.pt", textured(3, 768))  # the same name in two folders
+    library.refresh()
+    with pytest.raises(NetworkFileError, match="several embeddings are named 'EasyNegative'"):
+        library.find("EasyNegative")
 
 
 def test_library_rereads_a_rewritten_file_and_its_state_changes(tmp_path):
