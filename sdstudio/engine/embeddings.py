@@ -37,6 +37,8 @@ from sdstudio.engine.safetensors_file import read_header
 from sdstudio.engine.weights import load_tensors
 from sdstudio.untrusted import printable, quoted
 
+# 75 vectors of 768 + 1280 floats in fp64 are 1.2 MB; an A1111 .pt with its extras a few KB more.
+MAX_FILE_BYTES = 16 << 20
 # Text-encoder widths of the released families, to name them in messages.
 _FAMILY_WIDTHS = {(768,): "SD 1.x", (1024,): "SD 2.x", (768, 1280): "SDXL"}
 
@@ -81,6 +83,13 @@ def _refuse(path: Path, why: str) -> NetworkFileError:
 
 
 def _read_data(path: Path) -> object:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise _refuse(path, f"cannot be read ({exc.strerror or exc})") from None
+    if size > MAX_FILE_BYTES:  # checked before reading: a prompt word must not load a misplaced checkpoint
+        raise _refuse(path, f"is {size / 2**20:.0f} MB, far more than an embedding (a checkpoint or LoRA in the "
+                            "embeddings folder?)")
     if path.suffix.lower() == ".safetensors":
         try:
             return load_tensors(read_header(path))
@@ -142,9 +151,8 @@ def _checked(path: Path, tensors: tuple[object, ...]) -> tuple[Tensor, ...]:
 def read_embedding(path: str | os.PathLike) -> Embedding:
     """Read and check one embedding file; NetworkFileError (one line) on anything wrong."""
     path = Path(path)
-    short_hash = embedding_short_hash(path)
     vectors = _checked(path, _tensors(path, _read_data(path)))
-    return Embedding(path.stem, path, vectors, short_hash)
+    return Embedding(path.stem, path, vectors, embedding_short_hash(path))
 
 
 class EmbeddingLibrary:

@@ -355,3 +355,19 @@ def test_header_count_of_a_hostile_archive_is_unknown_not_a_crash(tmp_path, size
     assert count is None or count == 2**80  # an absurd count: the grammar refuses more than 75 vectors
     with pytest.raises(NetworkFileError):
         read_embedding(path)
+
+
+def test_a_file_far_larger_than_an_embedding_is_refused_before_reading(tmp_path, monkeypatch):
+    from sdstudio.engine import embeddings
+
+    path = tmp_path / "checkpoint.safetensors"
+    save_file({"emb_params": textured(4, 768)}, path)
+    monkeypatch.setattr(embeddings, "MAX_FILE_BYTES", path.stat().st_size - 1)
+    monkeypatch.setattr(embeddings, "load_tensors", lambda *a: pytest.fail("read a file it should refuse"))
+    with pytest.raises(NetworkFileError, match="far more than an embedding"):
+        read_embedding(path)
+
+
+def test_a_missing_file_is_refused_in_one_line(tmp_path):
+    with pytest.raises(NetworkFileError, match="gone.pt.: cannot be read"):
+        read_embedding(tmp_path / "gone.pt")
