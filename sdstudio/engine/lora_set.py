@@ -9,9 +9,9 @@ so that everything that needs no model is checked before a model is loaded:
    re-reads nothing) and build one PatchSet with lora_file.lora_patch_set: `<lora:a> <lora:b>` is
    `PatchSet(a + b)`; each tag is its own use, so the same LoRA twice adds up, as two loaded networks do in A1111.
 
-The engine applies the set with `set_patches`, which patches only when the set changed (patches.py); a prompt
-without tags gives NO_PATCHES, which puts the original weights back. Nothing is applied partly: any problem
-with any file stops the job before sampling with one line naming the file.
+The engine applies the set on top of its own (`Engine.set_patches`); the model is patched only when the
+combined set changed (patches.py), and a prompt without tags gives NO_PATCHES, which puts the weights back.
+Nothing is applied partly: any problem with any file stops the job before sampling with one line naming it.
 """
 
 from __future__ import annotations
