@@ -75,6 +75,13 @@ def _sha256(path: str | os.PathLike) -> str:
     return _SHA256[key]
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The full SHA-256 (hex) of a file, cached per path, size and mtime; A1111 hashes checkpoints and
+    textual-inversion embeddings this way (modules/hashes.py sha256), and LoRA .pt files
+    (network_files.py)."""
+    return _sha256(path)
+
+
 def model_hash(path: str | os.PathLike) -> str:
     """A1111's "Model hash": the first 10 hex digits of the file's SHA-256 (cached per path, size, mtime)."""
     return _sha256(path)[:10]

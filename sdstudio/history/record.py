@@ -25,6 +25,7 @@ FORMAT = 1
 _IMAGE_FIELDS = ("init_image", "mask")
 _FIELDS = {f.name: f for f in dataclasses.fields(GenerationRequest) if f.name not in _IMAGE_FIELDS}
 FILE_FIELDS = ("model", "vae", "taesd")  # request fields holding a file; written as names only
+# Request fields holding (name, short hash) pairs (LoRAs, embeddings): JSON lists of [name, hash].
 # Entry ids are uuid4 hex: an id read from a file is trusted only in that shape, because ids end up in
 # file names, index rows and links.
 _ENTRY_ID = re.compile(r"[0-9a-f]{32}")
@@ -156,7 +157,8 @@ def request_from_dict(
 ) -> GenerationRequest:
     """Rebuild a request; unknown keys (from a newer version) are ignored, wrong types are rejected."""
     kwargs = {
-        name: _checked(name, _FIELDS[name].default, value) for name, value in values.items() if name in _FIELDS
+        name: _checked(name, _FIELDS[name].default, value)
+        for name, value in values.items() if name in _FIELDS
     }
     return GenerationRequest(init_image=init_image, mask=mask, **kwargs)
 
