@@ -1,5 +1,5 @@
 """`generate` with textual-inversion embeddings: found in $SDSTUDIO_HOME/embeddings and --embeddings-dir,
-recorded as A1111's "TI hashes", the picture changed by their vectors; a mismatched one refused in one line."""
+recorded as A1111's "TI hashes", the picture changed by their vectors; a mismatched one refused in a line."""
 
 from __future__ import annotations
 
@@ -60,8 +60,8 @@ def test_an_embedding_for_another_model_is_refused_in_one_line(home, tmp_path, c
     paths.embeddings_dir().mkdir(parents=True)
     xl = paths.embeddings_dir() / "xl.safetensors"
     save_file({"clip_l": torch.ones(1, 768), "clip_g": torch.ones(1, 1280)}, xl)
-    code, _, err = run(capsys, "--model", str(tiny_path), "--prompt", "apple xl", "--out", str(tmp_path / "a"))
+    code, _, err = run(capsys, "--model", str(tiny_path), "--prompt", "apple xl", "--out", str(tmp_path))
     assert code == 2
     [error] = [line for line in err.splitlines() if line.startswith("error:")]
     assert "768 + 1280 (SDXL)" in error and "are 32" in error
-    assert not list((tmp_path / "a").glob("*.png"))
+    assert not list(tmp_path.glob("*.png"))
