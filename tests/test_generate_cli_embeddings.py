@@ -60,7 +60,12 @@ def test_an_embedding_for_another_model_is_refused_in_one_line(home, tmp_path, c
     paths.embeddings_dir().mkdir(parents=True)
     xl = paths.embeddings_dir() / "xl.safetensors"
     save_file({"clip_l": torch.ones(1, 768), "clip_g": torch.ones(1, 1280)}, xl)
-    code, _, err = run(capsys, "--model", str(tiny_path), "--prompt", "apple xl", "--out", str(tmp_path))
+    # A plain word naming it stays a word (A1111: a shared folder holds embeddings of several families) ...
+    code, _, _ = run(capsys, "--model", str(tiny_path), "--prompt", "apple xl", "--out", str(tmp_path / "word"))
+    [word] = (tmp_path / "word").glob("*.png")
+    assert code == 0 and "TI hashes" not in parse_parameters(read_image_text(word).parameters)
+    # ... asking for the embedding by its ComfyUI name is refused.
+    code, _, err = run(capsys, "--model", str(tiny_path), "--prompt", "apple embedding:xl", "--out", str(tmp_path))
     assert code == 2
     [error] = [line for line in err.splitlines() if line.startswith("error:")]
     assert "768 + 1280 (SDXL)" in error and "are 32" in error

@@ -210,11 +210,17 @@ class EmbeddingLibrary:
 
     def lookup(self, widths: Sequence[int], found: dict[str, Embedding]) -> EmbeddingLookup:
         """The prompt grammar's lookup for a model with text encoders of `widths`: each embedding a prompt
-        uses is checked against them (NetworkFileError naming both) and recorded in `found` by name."""
+        uses is recorded in `found` by name. One made for other widths is refused (NetworkFileError naming
+        both) when the prompt asks for it explicitly (`embedding:NAME`) and left as text when it is a plain
+        word, as A1111 does."""
 
         def lookup(text: str, explicit: bool) -> tuple[str, int] | None:
             embedding = self.find(text, explicit)
             if embedding is None:
+                return None
+            if not explicit and embedding.widths != tuple(widths):
+                # As in A1111, a plain word naming an embedding made for another model family stays a word:
+                # a shared A1111 folder holds SD 1.x and SDXL embeddings, and "style" may be both.
                 return None
             embedding.vectors_for(widths)
             other = found.setdefault(embedding.name, embedding)

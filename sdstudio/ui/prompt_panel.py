@@ -57,9 +57,10 @@ TIPS = {
 class PromptEdit(QPlainTextEdit):
     """A prompt box that tints the text falling into the 2nd, 3rd, ... 75-token chunk."""
 
-    def __init__(self, placeholder: str, counter: LazyTokenCounter, count_label: QLabel, lines: int = 4):
+    def __init__(self, placeholder: str, counter: LazyTokenCounter, count_label: QLabel, lines: int = 4,
+                 tags: bool = False):
         super().__init__()
-        self._lines = lines
+        self._lines, self._tags = lines, tags  # tags: <lora:…> tags are taken out (the positive prompt)
         self.setPlaceholderText(placeholder)
         self.setTabChangesFocus(True)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
@@ -73,7 +74,7 @@ class PromptEdit(QPlainTextEdit):
         return hint
 
     def recount(self) -> None:
-        count = self._counter.count(self.toPlainText())
+        count = self._counter.count(self.toPlainText(), self._tags)
         self._label.setText(format_count(count))
         why = "estimated until the tokenizer has loaded" if count.estimated else "CLIP tokens"
         if count.unknown_embeddings:
@@ -169,7 +170,7 @@ class PromptPanel(QWidget):
             count.setProperty("role", "counter")
             row.addWidget(count)
             layout.addLayout(row)
-            edit = PromptEdit(hint, counter, count, lines)
+            edit = PromptEdit(hint, counter, count, lines, tags=attr == "prompt")
             edit.textChanged.connect(self._store)
             setattr(self, f"{attr}_edit", edit)
             layout.addWidget(edit)

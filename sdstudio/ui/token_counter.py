@@ -24,6 +24,7 @@ from PySide6.QtCore import QObject, Signal
 
 from sdstudio.engine.embedding_files import EmbeddingCounts
 from sdstudio.engine.errors import NetworkFileError, RequestError
+from sdstudio.engine.extra_networks import tag_spans
 from sdstudio.engine.prompt_grammar import CHUNK_TOKENS, COMMA, Tokenize, chunk_prompt
 
 __all__ = ["CHUNK_TOKENS", "LazyTokenCounter", "TokenCount", "cached_tokenize", "count_prompt",
@@ -51,8 +52,13 @@ def estimate_tokenize(texts: Sequence[str]) -> list[list[int]]:
 
 
 def count_prompt(text: str, tokenize: Tokenize | None = None,
-                 embeddings: EmbeddingCounts | None = None) -> TokenCount:
-    """The engine's chunk layout of `text`, with `tokenize` (None: the estimate) and `embeddings`."""
+                 embeddings: EmbeddingCounts | None = None, tags: bool = False) -> TokenCount:
+    """The engine's chunk layout of `text`, with `tokenize` (None: the estimate) and `embeddings`. With `tags`
+    (the positive prompt), `<lora:…>` tags are not counted: the engine removes them before encoding, as A1111
+    does. They are blanked, not cut, so chunk offsets still point into what the user typed."""
+    if tags:
+        for start, end in tag_spans(text):
+            text = text[:start] + " " * (end - start) + text[end:]
     unknown: set[str] = set()
     lookup = None if embeddings is None else embeddings.lookup(unknown)
     try:
@@ -127,11 +133,11 @@ class LazyTokenCounter(QObject):
             self._started = True
             threading.Thread(target=self._load, name="tokenizer-loader", daemon=True).start()
 
-    def count(self, text: str) -> TokenCount:
+    def count(self, text: str, tags: bool = False) -> TokenCount:
         if self._started and not self._listing and time.monotonic() - self._listed > self.relist_seconds:
             self._listing = True
             threading.Thread(target=self._relist, name="embeddings-lister", daemon=True).start()
-        return count_prompt(text, self._tokenize, self.embeddings)
+        return count_prompt(text, self._tokenize, self.embeddings, tags)
 
     def _relist(self) -> None:
         before = self.embeddings.index.state

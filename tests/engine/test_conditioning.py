@@ -339,6 +339,7 @@ def test_embeddings_used_lists_names_and_hashes_and_checks_widths(tmp_path):
         ("good", digest["good"]), ("neg", digest["neg"]))
     assert prompt_encoder.embeddings_used("a cat", "") == ()
     with pytest.raises(NetworkFileError, match="width 768 .SD 1.x.; the loaded model's are 32"):
-        prompt_encoder.encode("a sd1 cat")
+        prompt_encoder.encode("a embedding:sd1 cat")
+    assert prompt_encoder.embeddings_used("a sd1 cat", "") == ()  # a plain word naming it stays a word
     with pytest.raises(NetworkFileError, match="'nothere' was not found"):
         prompt_encoder.encode("a embedding:nothere cat")

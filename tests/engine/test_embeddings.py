@@ -170,8 +170,9 @@ def test_malformed_layouts_are_refused(tmp_path, data, match):
 def test_wrong_width_names_both(tmp_path):
     save_a1111_pt(tmp_path / "sd1.pt", textured(2, 768))
     library = EmbeddingLibrary([tmp_path])
+    assert library.lookup((768, 1280), {})("sd1", False) is None  # a plain word stays a word (A1111)
     with pytest.raises(NetworkFileError) as exc:
-        library.lookup((768, 1280), {})("sd1", False)
+        library.lookup((768, 1280), {})("sd1", True)
     message = one_line(exc)
     assert "768 (SD 1.x)" in message and "768 + 1280 (SDXL)" in message
     xl = tmp_path / "xl.safetensors"

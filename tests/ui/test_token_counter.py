@@ -21,6 +21,14 @@ def test_emphasis_syntax_costs_no_tokens():
     assert count_prompt("\\(literal\\)", estimate_tokenize).tokens == 3
 
 
+def test_lora_tags_are_not_counted_in_the_prompt_and_offsets_stay_in_the_typed_text():
+    tagged = "<lora:ink_style:0.8> a cat, <lora:x:1:0.5> red " + "w " * 73
+    count = count_prompt(tagged, one_per_word, tags=True)
+    assert count.tokens == count_prompt("a cat, red " + "w " * 73, one_per_word).tokens == 76
+    assert count.chunks == 2 and tagged[count.boundaries[0]:] == "w "  # the 76th word, in the typed text
+    assert count_prompt(tagged, one_per_word).tokens > 76  # the negative prompt encodes tags as text (A1111)
+
+
 def test_the_word_that_crosses_75_tokens_starts_the_second_chunk():
     text = "w " * 80
     count = count_prompt(text, one_per_word)
