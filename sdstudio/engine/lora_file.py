@@ -14,8 +14,6 @@ inpainting UNet gets zero deltas for the mask and masked-image channels (what A1
 
 from __future__ import annotations
 
-import hashlib
-import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,8 @@ from sdstudio.engine.families import INPAINT_IN_CHANNELS, UNET, family
 from sdstudio.engine.lora_family import lora_family
 from sdstudio.engine.lora_keys import LoraKeys, Resolved
 from sdstudio.engine.lycoris import LYCORIS_SUFFIXES, lycoris_deltas
+from sdstudio.engine.model_files import file_sha256
+from sdstudio.engine.network_files import lora_short_hash
 from sdstudio.engine.patches import TEXT_PREFIX, PatchSet, WeightPatch
 from sdstudio.engine.safetensors_file import PICKLE_SUFFIXES, read_header
 from sdstudio.engine.weights import load_tensors
@@ -41,7 +41,6 @@ PLAIN_SUFFIXES: dict[str, str] = {
 }
 CONV_IN = UNET + "input_blocks.0.0.weight"
 SHOWN_UNMATCHED = 5
-_HASH_PIECE = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -89,7 +88,7 @@ def read_lora(path: str | Path) -> LoraFile:
     """Read a LoRA file (.safetensors, or a weights-only .pt/.ckpt); NetworkFileError on anything wrong."""
     path = Path(path)
     if path.suffix.lower() in PICKLE_SUFFIXES:
-        tensors, metadata, data_start = _read_pickle(path), {}, 0
+        tensors, metadata = _read_pickle(path), {}
     else:
         try:
             header = read_header(path)
@@ -99,27 +98,18 @@ def read_lora(path: str | Path) -> LoraFile:
         except OSError as exc:
             raise _fail(path, f"cannot be read ({exc.strerror})") from None
         metadata = dict(header.metadata)
-        data_start = 8 + struct.unpack("<Q", _head(path))[0]
     if not tensors:
         raise _fail(path, "the file holds no tensors")
     if not any(split_key(k) for k in tensors):
         sample = ", ".join(quoted(k, 80) for k in sorted(tensors)[:3])
         raise _fail(path, f"not a LoRA: none of its {len(tensors)} tensors has a LoRA/LyCORIS name "
                           f"(e.g. {sample})")
-    whole, data = _hashes(path, data_start)
-    # A1111 takes the hash the trainer wrote (sd-scripts' `sshs_model_hash`) when there is one.
-    declared = metadata.get("sshs_model_hash", "").strip().lower()
-    short = declared[:12] if len(declared) >= 12 and all(c in "0123456789abcdef" for c in declared[:12]) \
-        else data[:12]
+    short = lora_short_hash(path, metadata)  # A1111's rule, kept in one place
+    whole = file_sha256(path)
     shapes = {k: tuple(v.shape) for k, v in tensors.items()}
     return LoraFile(path=path, name=path.stem, alias=metadata.get("ss_output_name", ""),
                     family=lora_family(shapes, metadata), metadata=metadata, tensors=tensors,
                     sha256_short=short, sha256=whole)
-
-
-def _head(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        return f.read(8)
 
 
 def _read_pickle(path: Path) -> dict[str, Tensor]:
@@ -138,20 +128,6 @@ def _read_pickle(path: Path) -> dict[str, Tensor]:
                                             for k, v in obj.items()):
         raise _fail(path, "does not hold a plain dictionary of named tensors")
     return dict(obj)
-
-
-def _hashes(path: Path, data_start: int) -> tuple[str, str]:
-    """sha256 of the whole file, and of the bytes from `data_start` on (A1111's addnet hash of a safetensors
-    file: its data section, so editing the metadata does not change it), in one read."""
-    whole, data = hashlib.sha256(), hashlib.sha256()
-    done = 0
-    with open(path, "rb") as f:
-        while piece := f.read(_HASH_PIECE):
-            whole.update(piece)
-            if done + len(piece) > data_start:
-                data.update(piece[max(0, data_start - done):])
-            done += len(piece)
-    return whole.hexdigest(), data.hexdigest()
 
 
 def lora_patch_set(lora: LoraFile, model, te: float = 1.0, unet: float = 1.0) -> PatchSet:
