@@ -97,6 +97,8 @@ def request_fields(request: GenerationRequest, model_name: str) -> dict[str, obj
         if request.only_masked:
             fields["Inpaint area"] = "Only masked"
             fields["Masked area padding"] = request.only_masked_padding
+    if request.draft_decode:
+        fields["Draft decode"] = True  # SD Studio's own: the tiny VAE made the final pixels
     return fields
 
 
@@ -280,6 +282,14 @@ def _shown(value: str) -> str:
     return repr(value) if len(value) <= 60 else repr(value[:60]) + f"... ({len(value)} characters)"
 
 
+def _flag(params: Mapping[str, str], key: str) -> bool:
+    """A yes/no field as A1111 writes Python bools ("True" / "False"); absent is False."""
+    value = params.get(key, "").strip().lower()
+    if value not in ("", "true", "false"):
+        raise RequestError(f"{key} must be True or False, got {_shown(params[key])}")
+    return value == "true"
+
+
 def _size(params: Mapping[str, str]) -> tuple[int, int]:
     value = params.get("Size", "512x512").strip()
     match = _SIZE.match(value)
@@ -329,6 +339,7 @@ def request_and_problem(params: Mapping[str, str]) -> tuple[GenerationRequest, s
         only_masked=params.get("Inpaint area", "").strip().lower() == "only masked",
         only_masked_padding=_int(params, "Masked area padding", defaults.only_masked_padding),
         model_hash=params.get("Model hash", ""),
+        draft_decode=_flag(params, "Draft decode"),
     )
     return request, problem
 
