@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 
 from sdstudio import paths
 from sdstudio.engine.names import SAMPLERS, SCHEDULER_LABELS, SCHEDULERS
+from sdstudio.ui.fast_preset import FastControls
 from sdstudio.ui.prompt_state import MAX_SEED, RANDOM_SEED, PromptState, size_presets
 from sdstudio.ui.token_counter import CHUNK_TOKENS, LazyTokenCounter, format_count
 
@@ -230,6 +231,10 @@ class PromptPanel(QWidget):
         seed_row.addWidget(self.reuse_button)
         grid.addWidget(QLabel("Seed"), 3, 0)
         grid.addLayout(seed_row, 3, 1, 1, 3)
+        self.fast = FastControls(self.state)
+        self.fast.changed.connect(self.refresh)
+        self.fast.draftToggled.connect(self._store)
+        grid.addWidget(self.fast, 4, 0, 1, 4)
         layout.addLayout(grid)
         for w in (self.sampler_combo, self.scheduler_combo):
             w.currentIndexChanged.connect(self._store)
@@ -318,6 +323,7 @@ class PromptPanel(QWidget):
         finally:
             self._updating = False
         self._sync_preset()
+        self.fast.sync()
 
     def _store(self) -> None:
         if self._updating:
@@ -330,7 +336,9 @@ class PromptPanel(QWidget):
         s.batch_size, s.batch_count = self.batch_size_spin.value(), self.batch_count_spin.value()
         s.strength, s.mask_blur = self.strength_spin.value(), self.blur_spin.value()
         s.only_masked = self.only_masked_check.isChecked()
+        s.draft_decode = self.fast.draft_check.isChecked()
         self._sync_preset()
+        self.fast.sync()
 
     # --- models and sizes --------------------------------------------------------------------------
     def set_models(self, models: list[tuple[str, str]], removable: list[str] | tuple[str, ...] = ()) -> None:
