@@ -1,0 +1,38 @@
+"""Docks the LoRA / embedding browser beside the prompt panel and wires it to the window: the prompt box it
+writes into, the loaded model's family, the extra folders in the settings and the worker's engine."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QDockWidget
+
+from sdstudio.network_catalog import NetworkCatalog
+from sdstudio.ui.network_browser import NetworkBrowser
+from sdstudio.ui.settings import load_network_dirs, restore_window_layout, save_network_dirs
+
+
+def dock_network_browser(window, catalog: NetworkCatalog | None = None) -> NetworkBrowser:
+    """Add the browser as a dock left of the prompt panel (View menu toggle, layout remembered) and start its
+    first scan; `window` is a MainWindow."""
+    lora_dirs, embedding_dirs = load_network_dirs(window.settings)
+    window.worker.set_network_dirs(lora_dirs, embedding_dirs)
+    browser = NetworkBrowser(window.panel.prompt_edit, catalog)
+    browser.set_folders(lora_dirs, embedding_dirs)
+    browser.set_model_family(window.model_family or None)
+    window.worker.modelLoaded.connect(lambda description: browser.set_model_family(description.family or None))
+
+    def folders_changed(lora: list[str], embeddings: list[str]) -> None:
+        save_network_dirs(window.settings, lora, embeddings)
+        window.worker.set_network_dirs(lora, embeddings)
+
+    browser.foldersChanged.connect(folders_changed)
+    dock = QDockWidget("LoRA / embeddings", window)
+    dock.setObjectName("networksDock")
+    dock.setWidget(browser)
+    window.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
+    window.view_menu.addSeparator()
+    window.view_menu.addAction(dock.toggleViewAction())
+    restore_window_layout(window.settings, window)
+    window.network_dock = dock
+    browser.rescan()
+    return browser
