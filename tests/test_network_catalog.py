@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -203,6 +204,14 @@ def test_compatibility_and_search():
     assert NetworkEntry(kind=LORA, path="x", name="x").compatible("sdxl")
     assert entry.matches("ink") and entry.matches("PUNK v2") and entry.matches("styles")
     assert not entry.matches("ink xl")
+
+
+def test_the_catalog_loads_neither_torch_nor_qt():
+    code = ("import sys, sdstudio.network_catalog; "
+            "print(sorted(m for m in ('PySide6', 'torch') if m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert result.stdout.strip() == "[]"
 
 
 @pytest.mark.perf

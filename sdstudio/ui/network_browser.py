@@ -66,6 +66,7 @@ class NetworkBrowser(QWidget):
         self._icon_queue: list[QListWidgetItem] = []
         self._weight_item: QListWidgetItem | None = None
         self.weight_spin: QDoubleSpinBox | None = None
+        self._blank: QIcon | None = None
         self._scanDone.connect(self._scan_finished, Qt.ConnectionType.QueuedConnection)
         self._build()
 
@@ -200,9 +201,20 @@ class NetworkBrowser(QWidget):
             item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEnabled)
             item.setForeground(QBrush(self.palette().color(QPalette.ColorGroup.Disabled,
                                                            QPalette.ColorRole.Text)))
+        # Every row as tall as a thumbnail and two text lines, with a blank icon until (or unless) a preview
+        # loads, so names line up and the weight box fits.
+        item.setIcon(self._blank_icon())
+        item.setSizeHint(QSize(0, max(ICON_SIZE, 2 * self.list.fontMetrics().lineSpacing()) + 6))
         if entry.preview:
             self._icon_queue.append(item)
         return item
+
+    def _blank_icon(self) -> QIcon:
+        if self._blank is None:
+            pixmap = QPixmap(ICON_SIZE, ICON_SIZE)
+            pixmap.fill(Qt.GlobalColor.transparent)
+            self._blank = QIcon(pixmap)
+        return self._blank
 
     def _load_icons(self) -> None:
         for _ in range(min(_ICONS_PER_TICK, len(self._icon_queue))):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QImage
+from PySide6.QtGui import QColor, QImage
 from PySide6.QtWidgets import QPlainTextEdit
 
 from sdstudio import paths
@@ -66,7 +66,12 @@ def test_lists_files_with_previews_triggers_and_greys_other_families(qtbot, brow
     assert names(browser) == ["broken", "inkpunk", "xl_detail"]
     ink = item_named(browser, "inkpunk")
     assert "Inkpunk_v2 · nvinkpunk, neon" in ink.text()
-    qtbot.waitUntil(lambda: not ink.icon().isNull(), timeout=5000)
+    def icon_centre():
+        image = ink.icon().pixmap(48, 48).toImage()
+        return image.pixelColor(image.width() // 2, image.height() // 2)
+
+    qtbot.waitUntil(lambda: icon_centre() == QColor(Qt.GlobalColor.magenta), timeout=5000)
+    assert item_named(browser, "xl_detail").icon().pixmap(48, 48).toImage().pixelColor(24, 24).alpha() == 0
     assert ink.flags() & Qt.ItemFlag.ItemIsEnabled
     xl = item_named(browser, "xl_detail")
     assert not xl.flags() & Qt.ItemFlag.ItemIsEnabled and "Made for SDXL; the loaded model is SD 1.x" in xl.toolTip()
