@@ -70,8 +70,8 @@ def generate(model: LoadedModel, request: GenerationRequest, on_step: OnStep | N
     t0 = time.perf_counter()
     req = validate(request, multiple=model.description.vae_downscale)
     if req.draft_decode and model.taesd is None:
-        raise RequestError("Draft decode needs a preview decoder (TAESD) and this model was loaded without one: "
-                           "turn draft decode off or load the model with a TAESD decoder (generate --taesd FILE)")
+        raise RequestError("Draft decode needs a preview decoder (TAESD) and this model has none loaded: turn "
+                           "Draft decode off (the command line takes a decoder with --taesd FILE)")
     model_sampling = ModelSampling()
     runner = PassRunner(model, req, model_sampling, on_step, should_cancel, residuals)
     images = []

@@ -55,3 +55,22 @@ def test_draft_decode_is_refused_before_sampling_without_a_preview_decoder(tiny_
     monkeypatch.setattr(tiny_model.unet, "forward", lambda *a, **k: pytest.fail("sampled before refusing"))
     with pytest.raises(RequestError, match="Draft decode needs a preview decoder"):
         generate(tiny_model, REQ.replace(draft_decode=True))
+
+
+def test_generate_cli_draft_decode_writes_the_field_and_refuses_without_a_decoder(home, tmp_path, tiny_path,
+                                                                                 capsys):
+    from PIL import Image
+
+    from sdstudio.cli import main
+
+    torch.manual_seed(5)
+    decoder = tmp_path / "taesd_decoder.safetensors"
+    save_file({k: v.contiguous() for k, v in TAESD(width=8).decoder.state_dict().items()}, str(decoder))
+    common = ["generate", "--model", str(tiny_path), "--steps", "2", "--sampler", "LCM", "--cfg", "1", "--seed",
+              "4", "--draft-decode", "--out", str(tmp_path / "out")]
+    assert main(common) != 0
+    assert "Draft decode needs a preview decoder" in capsys.readouterr().err
+    assert main([*common, "--taesd", str(decoder)]) == 0
+    [png] = (tmp_path / "out").glob("*.png")
+    with Image.open(png) as image:
+        assert image.text["parameters"].endswith("Draft decode: True")

@@ -35,3 +35,11 @@ def test_a_bad_value_is_refused_by_name() -> None:
     params = parse_parameters("x\nSteps: 4, Sampler: LCM, Seed: 1, Draft decode: maybe")
     with pytest.raises(RequestError, match="Draft decode must be True or False, got 'maybe'"):
         request_from_parameters(params)
+
+
+def test_our_own_record_keeps_draft_decode_too() -> None:
+    from sdstudio.history.record import request_from_dict, request_to_dict
+
+    assert request_from_dict(request_to_dict(FAST)) == FAST
+    with pytest.raises(ValueError, match="draft_decode should be bool"):
+        request_from_dict({**request_to_dict(FAST), "draft_decode": "yes"})
