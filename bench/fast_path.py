@@ -4,7 +4,7 @@ Default job: SD Studio's defaults (Euler a, Karras, 20 steps, CFG 5: the UNet ru
 every step), full VAE decode. Fast path: LCM, sgm_uniform, 4 steps, CFG 1 (no negative-prompt pass), the final
 image decoded by TAESD ("draft decode"). Random weights give noise pictures, but every operation costs what it
 costs with a real LCM-LoRA-patched checkpoint (a LoRA is merged into the weights, so a step costs the same).
-Both jobs run in one process on one loaded model, alternating, after a warm-up of the text encoder; the
+Both jobs run in one process on one loaded model, alternating, after a one-step warm-up of each; the
 seconds are GenerationResult.seconds (prompt encoding, sampling and decoding; not the load). The VAE and
 TAESD decodes are also timed alone, since at four steps the decode is a large share.
 
@@ -80,7 +80,10 @@ def main() -> int:
         print(f"loaded in {model.load_seconds:.1f} s; torch {torch.__version__}, {torch.get_num_threads()} threads",
               flush=True)
         jobs = requests(args.size, args.steps, args.fast_steps)
-        model.text.conditioning(PROMPT, NEGATIVE, 1, (args.size, args.size))  # warm the text encoder
+        # Warm-up: one step of each job at the measured size, so one-time costs (first-call allocations, oneDNN
+        # kernel choices per shape, the text encoder's first run) land on neither side.
+        for req in jobs.values():
+            generate(model, req.replace(steps=1))
         seconds: dict[str, list[float]] = {name: [] for name in jobs}
         for _ in range(args.repeats):
             for name, req in jobs.items():
