@@ -8,6 +8,8 @@ its images go into the app's outputs folder and history, so they show in the gal
 
 `generate` checks in order of cost: the arguments and the output folder, then the model's header (sizes not
 given come from it, and a job far beyond it is refused unless --yes), and only then imports torch and loads.
+A prompt's `<lora:NAME:WEIGHT>` tags are read and their files found (models/Lora and each --lora-dir) before
+anything loads; a LoRA file that cannot be applied in full stops the job with one line.
 """
 
 from __future__ import annotations
@@ -67,6 +69,12 @@ def add_generate_parser(sub) -> None:
                    help="decode the final image with the --taesd decoder instead of the full VAE (fast, softer)")
     g.add_argument("--prediction", choices=("eps", "v"), help="override the detected prediction type")
     g.add_argument("--from", dest="from_image", help="re-run the parameters stored in this PNG")
+    g.add_argument("--lora-dir", action="append", default=[], metavar="DIR",
+                   help="also look for <lora:NAME:WEIGHT> files here (repeatable; $SDSTUDIO_HOME/models/Lora "
+                   "is always searched first)")
+    g.add_argument("--embeddings-dir", action="append", default=[], metavar="DIR",
+                   help="also look for textual-inversion embeddings here (repeatable; $SDSTUDIO_HOME/embeddings "
+                   "is always searched first)")
     g.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                    help="where to run: auto (CUDA, then Apple MPS, then the CPU), cpu, cuda or mps")
     g.add_argument("--out", help="write plain PNGs to this folder instead of the app's outputs folder and history")
@@ -215,8 +223,11 @@ def next_free(folder: Path, seed: int) -> Path:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from sdstudio.engine.lora_set import resolve_loras
+
     req = build_request(args)
     out = check_before_loading(req, args)
+    resolve_loras(req, args.lora_dir)  # bad tags and missing LoRA files are said before torch and the model load
     desc = describe_model(req)
     if desc is not None:
         req = fit_to_model(req, args, desc)
@@ -226,6 +237,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from sdstudio.history.record import Record
 
     engine = Engine(device=args.device, allow_pickle=args.allow_pickle)
+    engine.lora_dirs, engine.embedding_dirs = list(args.lora_dir), list(args.embeddings_dir)
     loaded = engine.load_model(req.model, vae=req.vae, taesd=req.taesd, prediction=req.prediction)
     if desc is None:
         req = fit_to_model(req, args, loaded)

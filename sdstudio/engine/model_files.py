@@ -75,6 +75,12 @@ def _sha256(path: str | os.PathLike) -> str:
     return _SHA256[key]
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The file's full SHA-256 in hex, cached per (path, size, mtime); also the hash of LoRA .pt files and
+    embeddings (network_files.py)."""
+    return _sha256(path)
+
+
 def model_hash(path: str | os.PathLike) -> str:
     """A1111's "Model hash": the first 10 hex digits of the file's SHA-256 (cached per path, size, mtime)."""
     return _sha256(path)[:10]

@@ -94,6 +94,11 @@ class PatchedWeights:
         raise PatchError(f"patch target {target!r} names no part of this model; targets start with one of: "
                          f"{', '.join(self.parts)}")
 
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every patchable target and its shape (what a LoRA's module names are resolved against)."""
+        return {prefix + name: tuple(p.shape) for prefix, module in self.parts.items()
+                for name, p in module.named_parameters()}
+
     @torch.no_grad()
     def apply(self, patch_set: PatchSet) -> None:
         """Make `patch_set` the applied set: restore the current one, then patch. Unknown targets are refused

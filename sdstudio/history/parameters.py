@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from sdstudio.engine.errors import RequestError
+from sdstudio.engine.extra_networks import hash_name
 from sdstudio.engine.names import SCHEDULER_LABELS, NotOffered, canonical_sampler, canonical_scheduler
 from sdstudio.engine.request import GenerationRequest
 
@@ -32,6 +33,7 @@ _KEY_CHARS = re.compile(r"[\w \-/]*")
 _SPACE = re.compile(r"\s*")
 _QUOTED = re.compile(r'"(?:\\.|[^\\"])+"(?=,|$)')
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
+_HASH = re.compile(r"[0-9a-fA-F]{8,64}")  # A1111 writes 12 hex digits; some tools 8 or all 64
 _NEGATIVE = "Negative prompt:"
 
 # What A1111 >= 1.9 means by "Schedule type: Automatic": the sampler's own default schedule
@@ -97,9 +99,35 @@ def request_fields(request: GenerationRequest, model_name: str) -> dict[str, obj
         if request.only_masked:
             fields["Inpaint area"] = "Only masked"
             fields["Masked area padding"] = request.only_masked_padding
+    # A1111 writes these among its extra generation params, after the img2img ones.
+    for key, pairs in (("Lora hashes", request.lora_hashes), ("TI hashes", request.ti_hashes)):
+        if pairs:
+            fields[key] = format_hashes(pairs)
     if request.draft_decode:
         fields["Draft decode"] = True  # SD Studio's own: the tiny VAE made the final pixels
     return fields
+
+
+def format_hashes(pairs: Sequence[tuple[str, str]]) -> str:
+    """A1111's "Lora hashes" / "TI hashes" value: "name: 0123456789ab, name2: …" (names without ':' and ',',
+    as A1111 strips them; the whole value is then JSON-quoted by `quote`)."""
+    return ", ".join(f"{hash_name(name)}: {short}" for name, short in pairs)
+
+
+def parse_hashes(params: Mapping[str, str], key: str) -> tuple[tuple[str, str], ...]:
+    """The (name, hash) pairs of a "Lora hashes" / "TI hashes" value, read as A1111 reads it (split on ',',
+    then on the first ':'; spaces stripped); RequestError for a pair that is not "name: hex"."""
+    value = params.get(key, "").strip()
+    if not value:
+        return ()
+    pairs = []
+    for item in value.split(","):
+        name, colon, short = item.partition(":")
+        name, short = name.strip(), short.strip()
+        if not colon or not name or not _HASH.fullmatch(short):
+            raise RequestError(f'{key} must look like "name: 0123456789ab, name2: …", got {_shown(value)}')
+        pairs.append((name, short.lower()))
+    return tuple(pairs)
 
 
 def format_parameters(request: GenerationRequest, model_name: str, extra: Mapping[str, object] | None = None) -> str:
@@ -339,6 +367,8 @@ def request_and_problem(params: Mapping[str, str]) -> tuple[GenerationRequest, s
         only_masked=params.get("Inpaint area", "").strip().lower() == "only masked",
         only_masked_padding=_int(params, "Masked area padding", defaults.only_masked_padding),
         model_hash=params.get("Model hash", ""),
+        lora_hashes=parse_hashes(params, "Lora hashes"),
+        ti_hashes=parse_hashes(params, "TI hashes"),
         draft_decode=_flag(params, "Draft decode"),
     )
     return request, problem

@@ -25,6 +25,8 @@ FORMAT = 1
 _IMAGE_FIELDS = ("init_image", "mask")
 _FIELDS = {f.name: f for f in dataclasses.fields(GenerationRequest) if f.name not in _IMAGE_FIELDS}
 FILE_FIELDS = ("model", "vae", "taesd")  # request fields holding a file; written as names only
+# Request fields holding (name, short hash) pairs (LoRAs, embeddings): JSON lists of [name, hash].
+HASH_FIELDS = ("lora_hashes", "ti_hashes")
 # Entry ids are uuid4 hex: an id read from a file is trusted only in that shape, because ids end up in
 # file names, index rows and links.
 _ENTRY_ID = re.compile(r"[0-9a-f]{32}")
@@ -101,6 +103,18 @@ def _checked(name: str, default: Any, value: Any) -> Any:
     return _storable(name, _converted(name, type(default), value))
 
 
+def _hash_pairs(name: str, value: Any) -> tuple[tuple[str, str], ...]:
+    """A list of [name, hash] string pairs as a tuple of tuples; ValueError naming the field otherwise."""
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{name} should be a list of [name, hash] pairs, got {_shown(value)}")
+    pairs = []
+    for item in value:
+        if not (isinstance(item, (list, tuple)) and len(item) == 2 and all(isinstance(x, str) for x in item)):
+            raise ValueError(f"{name} should hold [name, hash] pairs of text, got {_shown(item)}")
+        pairs.append((_storable(name, item[0]), _storable(name, item[1])))
+    return tuple(pairs)
+
+
 # What the index (SQLite) can hold: 64-bit integers, finite reals (NaN would become NULL), and text that is
 # valid UTF-8 (a lone surrogate from a JSON "\\ud800" escape is not).
 _INT_RANGE = range(-(2**63), 2**63)
@@ -139,7 +153,8 @@ def request_from_dict(
 ) -> GenerationRequest:
     """Rebuild a request; unknown keys (from a newer version) are ignored, wrong types are rejected."""
     kwargs = {
-        name: _checked(name, _FIELDS[name].default, value) for name, value in values.items() if name in _FIELDS
+        name: _hash_pairs(name, value) if name in HASH_FIELDS else _checked(name, _FIELDS[name].default, value)
+        for name, value in values.items() if name in _FIELDS
     }
     return GenerationRequest(init_image=init_image, mask=mask, **kwargs)
 

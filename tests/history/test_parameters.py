@@ -347,3 +347,40 @@ def test_a_sampler_no_tool_has_is_still_refused_with_the_choices() -> None:
     with pytest.raises(RequestError, match="unknown sampler 'Wibble'; choose one of: Euler, .*LMS"):
         request_and_problem(params)
     assert with_nearest(params) == params
+
+
+# An A1111 1.7 text with LoRAs and an embedding (as Civitai shows them): the tags stay in the prompt.
+A1111_LORA_TEXT = (
+    "masterpiece, <lora:add_detail:0.5>, 1girl, <lora:lcm-lora-sdv1-5:1>\n"
+    "Negative prompt: EasyNegative, worst quality\n"
+    "Steps: 6, Sampler: LCM, Schedule type: Automatic, CFG scale: 1.5, Seed: 4, Size: 512x768, "
+    'Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Lora hashes: "add_detail: 7c6bad76eb54, '
+    'lcm-lora-sdv1-5: 3d0fc8d4f3a7", TI hashes: "EasyNegative: c74b4e810b03", Version: v1.7.0'
+)
+
+
+def test_lora_and_ti_hashes_are_read_from_an_a1111_text() -> None:
+    request = request_from_parameters(parse_parameters(A1111_LORA_TEXT))
+    assert request.prompt == "masterpiece, <lora:add_detail:0.5>, 1girl, <lora:lcm-lora-sdv1-5:1>"
+    assert request.lora_hashes == (("add_detail", "7c6bad76eb54"), ("lcm-lora-sdv1-5", "3d0fc8d4f3a7"))
+    assert request.ti_hashes == (("EasyNegative", "c74b4e810b03"),)
+
+
+def test_lora_and_ti_hashes_are_written_as_a1111_writes_them_and_read_back() -> None:
+    request = GenerationRequest(prompt="a <lora:ink,v2:0.8> fox", seed=3, model_hash="0123456789",
+                                lora_hashes=(("ink,v2", "0123456789ab"), ("x", "ba9876543210")),
+                                ti_hashes=(("neg", "c74b4e810b03"),))
+    text = format_parameters(request, "dream")
+    assert text.endswith('Lora hashes: "inkv2: 0123456789ab, x: ba9876543210", TI hashes: "neg: c74b4e810b03"')
+    again = request_from_parameters(parse_parameters(text))
+    assert again.prompt == request.prompt  # the tags stay in the text, as in A1111's infotext
+    assert again.lora_hashes == (("inkv2", "0123456789ab"), ("x", "ba9876543210"))
+    assert again.ti_hashes == request.ti_hashes
+    assert "hashes" not in format_parameters(GenerationRequest(), "")  # none: no field
+
+
+@pytest.mark.parametrize("value", ['"ink"', '"ink: "', '": 0123456789ab"', '"ink: xyz123456789"', '"a: 0123456789ab, "'])
+def test_a_malformed_hash_list_is_a_request_error(value: str) -> None:
+    line = f"Steps: 20, Sampler: Euler, Seed: 1, Lora hashes: {value}"
+    with pytest.raises(RequestError, match="Lora hashes must look like"):
+        request_from_parameters(parse_parameters(f"p\n{line}"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.history.png import png_text_chunks
 from sdstudio.history.record import Record, file_name, is_entry_id, new_entry_id, record_from_json
@@ -48,3 +50,26 @@ def test_a_record_round_trips_apart_from_the_folders() -> None:
     request = GenerationRequest(prompt="p", cfg_scale=4.5, prediction="v", model="/m/x.safetensors")
     again = record_from_json(Record(id="0" * 32, created=2.0, request=request, model_name="x").to_json())
     assert again.request == request.replace(model="x.safetensors") and again.id == "0" * 32
+
+
+def test_lora_and_ti_hashes_round_trip_through_the_json_chunk() -> None:
+    request = GenerationRequest(prompt="<lora:ink:0.8> a fox",
+                                lora_hashes=(("ink", "0123456789ab"), ("b c", "ba9876543210")),
+                                ti_hashes=(("easynegative", "c74b4e810b03"),))
+    data = json.loads(json.dumps(Record(id="0" * 32, created=2.0, request=request).to_json()))
+    assert data["request"]["lora_hashes"] == [["ink", "0123456789ab"], ["b c", "ba9876543210"]]
+    again = record_from_json(data)
+    assert again.request == request
+    assert again.request.lora_hashes == request.lora_hashes and again.request.ti_hashes == request.ti_hashes
+    plain = Record(id="0" * 32, created=2.0, request=GenerationRequest())
+    empty = record_from_json(json.loads(json.dumps(plain.to_json())))
+    assert empty.request.lora_hashes == () and empty.request.ti_hashes == ()
+
+
+@pytest.mark.parametrize("value", ["ink: 0123", [["ink"]], [["ink", 5]], [[None, "x"]], {"ink": "x"},
+                                   [["\ud800", "x"]]])
+def test_hostile_hash_lists_are_refused_by_name(value) -> None:
+    data = Record(id="0" * 32, created=2.0, request=GenerationRequest()).to_json()
+    data["request"]["lora_hashes"] = value
+    with pytest.raises(ValueError, match="lora_hashes"):
+        record_from_json(data)

@@ -1,0 +1,168 @@
+"""LyCORIS weight deltas: LoHa, LoKr and full differences, for one module of a LoRA-style file.
+
+Formats (KohakuBlueleaf/LyCORIS, as A1111's and ComfyUI's loaders read its files):
+- LoHa (Hadamard product of two low-rank products, FedPara, Hyeon-Woo et al. 2022):
+  ΔW = (w1a @ w1b) ⊙ (w2a @ w2b) · alpha / r, r = hada_w1_b.shape[0]. Conv weights are stored flattened
+  ([out, r] @ [r, in·kh·kw]) and reshaped to the kernel. The Tucker form (`hada_t1`/`hada_t2`, conv only)
+  rebuilds each factor as W[p, q, k, l] = Σ_ij t[i, j, k, l] · wa[i, p] · wb[j, q], with wa [r, out] and
+  wb [r, in].
+- LoKr (Kronecker product, Yeh et al. 2024, "Navigating Text-To-Image Customization"): ΔW = kron(w1, w2),
+  each factor stored full (`lokr_w1`, `lokr_w2`) or low-rank (`_a @ _b`; w2 also in the Tucker form with
+  `lokr_t2`). The scale alpha / rank applies only when a factor is low-rank; rank is lokr_w2_b's first
+  dimension when w2 is low-rank, else lokr_w1_b's. With both factors full, alpha is ignored (LyCORIS trains
+  that case with scale 1). A 2-D w1 with a 4-D w2 is a [a, c, 1, 1] kernel in the product.
+- Full differences: `diff` is ΔW itself, `diff_b` is the bias delta; no scale.
+No alpha means scale 1, as for plain LoRA. The user's strength is not applied here (WeightPatch does it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import Tensor
+
+from sdstudio.engine.errors import NetworkFileError
+
+LOHA_SUFFIXES = frozenset({"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2"})
+LOKR_SUFFIXES = frozenset({"lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2"})
+DIFF_SUFFIXES = frozenset({"diff", "diff_b"})
+LYCORIS_SUFFIXES = LOHA_SUFFIXES | LOKR_SUFFIXES | DIFF_SUFFIXES
+
+Delta = Callable[[Tensor], Tensor]
+
+
+def lycoris_deltas(parts: Mapping[str, Tensor]) -> dict[str, Delta]:
+    """One module's tensors, keyed by suffix (may include "alpha"), -> {"weight": fn} and/or {"bias": fn}.
+    fn(original float32 weight) gives ΔW in float32 with the original's number of elements, scaled as the
+    format defines. Shapes are checked here (inconsistent factors) and again against the weight."""
+    unknown = sorted(set(parts) - LYCORIS_SUFFIXES - {"alpha"})
+    if unknown:
+        raise NetworkFileError(f"LyCORIS module has tensors SD Studio does not apply: {', '.join(unknown)}")
+    kinds = [name for name, suffixes in (("LoHa", LOHA_SUFFIXES), ("LoKr", LOKR_SUFFIXES),
+                                         ("full diff", {"diff"})) if suffixes & set(parts)]
+    if len(kinds) > 1:
+        raise NetworkFileError(f"LyCORIS module mixes {' and '.join(kinds)} tensors; it has one kind per module")
+    tensors = {k: v.detach().to("cpu", torch.float32) for k, v in parts.items()}
+    alpha = _alpha(tensors.pop("alpha", None))
+    deltas: dict[str, Delta] = {}
+    if kinds == ["LoHa"]:
+        deltas["weight"] = _checked("LoHa", _loha(tensors, alpha))
+    elif kinds == ["LoKr"]:
+        deltas["weight"] = _checked("LoKr", _lokr(tensors, alpha))
+    elif kinds == ["full diff"]:
+        diff = tensors["diff"]
+        deltas["weight"] = _checked("full diff", lambda _w: diff)
+    if "diff_b" in tensors:
+        diff_b = tensors["diff_b"]
+        deltas["bias"] = _checked("bias diff", lambda _w: diff_b)
+    if not deltas:
+        raise NetworkFileError("LyCORIS module has no weight tensors (only an alpha)")
+    return deltas
+
+
+def _alpha(alpha: Tensor | None) -> float | None:
+    if alpha is None:
+        return None
+    if alpha.numel() != 1:
+        raise NetworkFileError(f"LyCORIS alpha must be one number, found shape {tuple(alpha.shape)}")
+    return float(alpha.reshape(()))
+
+
+def _need(tensors: Mapping[str, Tensor], *names: str) -> list[Tensor]:
+    missing = [n for n in names if n not in tensors]
+    if missing:
+        raise NetworkFileError(f"LyCORIS module is incomplete: {', '.join(missing)} missing "
+                               f"(it has {', '.join(sorted(tensors))})")
+    return [tensors[n] for n in names]
+
+
+def _product(a: Tensor, b: Tensor, what: str) -> Callable[[], Tensor]:
+    """a @ b, shapes checked now, computed when the patch is applied (a whole file's ΔW at once would be a
+    second copy of the model)."""
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        raise NetworkFileError(f"LyCORIS {what} factors do not multiply: {tuple(a.shape)} @ {tuple(b.shape)}")
+    return lambda: a @ b
+
+
+def _tucker(t: Tensor, wa: Tensor, wb: Tensor, what: str) -> Callable[[], Tensor]:
+    """W[p, q, ...] = Σ_ij t[i, j, ...] wa[i, p] wb[j, q] (LyCORIS's Tucker rebuild; wa [r, out], wb [r, in])."""
+    if t.ndim < 3 or wa.ndim != 2 or wb.ndim != 2 or t.shape[0] != wa.shape[0] or t.shape[1] != wb.shape[0]:
+        raise NetworkFileError(f"LyCORIS {what} Tucker tensors do not fit: core {tuple(t.shape)}, "
+                               f"{tuple(wa.shape)}, {tuple(wb.shape)}")
+    return lambda: torch.einsum("ij...,ip,jq->pq...", t, wa, wb)
+
+
+def _shape(tensors: Mapping[str, Tensor], a: str, b: str, t: str | None = None) -> tuple[int, ...]:
+    """The shape a low-rank (or Tucker) factor rebuilds to, without computing it."""
+    if t is not None and t in tensors:
+        return (tensors[a].shape[1], tensors[b].shape[1], *tensors[t].shape[2:])
+    return (tensors[a].shape[0], tensors[b].shape[1])
+
+
+def _loha(tensors: Mapping[str, Tensor], alpha: float | None) -> Delta:
+    w1a, w1b, w2a, w2b = _need(tensors, "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
+    tucker = [n for n in ("hada_t1", "hada_t2") if n in tensors]
+    if len(tucker) == 1:
+        raise NetworkFileError(f"LyCORIS LoHa module has {tucker[0]} without its pair")
+    if tucker:
+        w1 = _tucker(tensors["hada_t1"], w1a, w1b, "LoHa w1")
+        w2 = _tucker(tensors["hada_t2"], w2a, w2b, "LoHa w2")
+    else:
+        w1 = _product(w1a, w1b, "LoHa w1")
+        w2 = _product(w2a, w2b, "LoHa w2")
+    shape1 = _shape(tensors, "hada_w1_a", "hada_w1_b", "hada_t1")
+    shape2 = _shape(tensors, "hada_w2_a", "hada_w2_b", "hada_t2")
+    if shape1 != shape2:
+        raise NetworkFileError(f"LyCORIS LoHa halves differ in shape: {shape1} vs {shape2}")
+    scale = 1.0 if alpha is None else alpha / w1b.shape[0]
+    return lambda _w: w1() * w2() * scale
+
+
+def _lokr(tensors: Mapping[str, Tensor], alpha: float | None) -> Delta:
+    rank = None
+    if "lokr_w1" in tensors:
+        w1_full = tensors["lokr_w1"]
+        w1, ndim1 = (lambda: w1_full), w1_full.ndim
+    else:
+        w1a, w1b = _need(tensors, "lokr_w1_a", "lokr_w1_b")
+        w1, ndim1, rank = _product(w1a, w1b, "LoKr w1"), 2, w1b.shape[0]
+    if "lokr_w2" in tensors:
+        w2_full = tensors["lokr_w2"]
+        w2, ndim2 = (lambda: w2_full), w2_full.ndim
+    else:
+        w2a, w2b = _need(tensors, "lokr_w2_a", "lokr_w2_b")
+        if "lokr_t2" in tensors:
+            w2, ndim2 = _tucker(tensors["lokr_t2"], w2a, w2b, "LoKr w2"), tensors["lokr_t2"].ndim
+        else:
+            w2, ndim2 = _product(w2a, w2b, "LoKr w2"), 2
+        rank = w2b.shape[0]  # w2's rank wins when both are low-rank (they are equal in LyCORIS's files)
+    if ndim1 != 2 or ndim2 not in (2, 4):
+        raise NetworkFileError(f"LyCORIS LoKr factors have unusable shapes: w1 has {ndim1} dimensions, "
+                               f"w2 {ndim2} (expected 2, and 2 or 4)")
+    scale = 1.0 if alpha is None or rank is None else alpha / rank
+
+    def delta(_w: Tensor) -> Tensor:
+        a, b = w1(), w2().contiguous()  # torch.kron cannot view the einsum's strided result
+        if b.ndim == 4:
+            a = a[:, :, None, None]
+        return torch.kron(a, b) * scale
+
+    return delta
+
+
+def _checked(what: str, delta: Delta) -> Delta:
+    """Refuse a delta that does not fit the weight: same output rows and element count, and the same shape
+    when both are conv kernels (a flattened [out, in·kh·kw] delta is reshaped by the patcher)."""
+
+    def fn(weight: Tensor) -> Tensor:
+        d = delta(weight)
+        fits = d.numel() == weight.numel() and d.ndim >= 1 and weight.ndim >= 1 and d.shape[0] == weight.shape[0]
+        if fits and d.ndim == weight.ndim == 4:
+            fits = d.shape == weight.shape
+        if not fits:
+            raise NetworkFileError(f"LyCORIS {what} has shape {tuple(d.shape)}, but the weight is "
+                                   f"{tuple(weight.shape)}; the file was made for another model")
+        return d.reshape(weight.shape)
+
+    return fn

@@ -1,0 +1,185 @@
+"""LyCORIS LoHa / LoKr / full-diff deltas against peft's own LoHa and LoKr layers (same tensor names and
+layouts as LyCORIS files), and against formulas written here where peft's convention differs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import LoHaConfig, LoKrConfig, inject_adapter_in_model
+from torch import nn
+
+from sdstudio.engine.errors import NetworkFileError
+from sdstudio.engine.lycoris import LYCORIS_SUFFIXES, lycoris_deltas
+
+TOL = 1e-5
+
+
+class Host(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(48, 40)
+        self.conv = nn.Conv2d(16, 24, 3, padding=1)
+        self.point = nn.Conv2d(16, 24, 1)
+
+
+def peft_layer(config, target: str):
+    """A peft adapter layer on `target` with random (not zero-initialised) factors, and its file tensors."""
+    torch.manual_seed(hash((type(config).__name__, target, config.r)) % 1000)
+    host = inject_adapter_in_model(config, Host())
+    layer = getattr(host, target)
+    with torch.no_grad():  # textured factors with varied magnitudes, so a wrong index order shows
+        for name, param in layer.named_parameters():
+            if ".default" in name or name.endswith("default"):
+                param.copy_(torch.randn_like(param) * (0.5 + torch.rand_like(param)))
+    parts = {}
+    for name, param in layer.named_parameters():
+        suffix, _, adapter = name.rpartition(".")
+        if adapter == "default":
+            parts[suffix] = param.detach().clone()
+    return layer, parts
+
+
+def relative_error(ours: torch.Tensor, ref: torch.Tensor) -> float:
+    ours, ref = ours.detach(), ref.detach()
+    return float((ours - ref).abs().max() / ref.abs().max())
+
+
+def apply_weight(parts, weight):
+    return lycoris_deltas(parts)["weight"](weight.detach().float())
+
+
+@pytest.mark.parametrize("target,tucker", [("lin", False), ("conv", False), ("point", False), ("conv", True),
+                                           ("point", True)])  # peft keeps a 1x1 conv flat even when asked
+def test_loha_matches_peft(target, tucker):
+    config = LoHaConfig(r=4, alpha=7, target_modules=[target], init_weights=False, use_effective_conv2d=tucker)
+    layer, parts = peft_layer(config, target)
+    assert ("hada_t1" in parts) == (tucker and target == "conv")
+    parts["alpha"] = torch.tensor(7.0)
+    ref = layer.get_delta_weight("default")  # peft: alpha / r, the LyCORIS convention
+    ours = apply_weight(parts, layer.base_layer.weight)
+    assert ours.shape == layer.base_layer.weight.shape
+    assert relative_error(ours, ref) < TOL
+
+
+@pytest.mark.parametrize("target,r,both,tucker", [
+    ("lin", 2, False, False),   # w1 full, w2 low-rank: scale alpha / w2 rank
+    ("lin", 1, True, False),    # both low-rank
+    ("conv", 2, False, False),  # conv, w2 low-rank flattened [b, d*kh*kw]
+    ("conv", 2, False, True),   # conv, w2 in Tucker form with lokr_t2
+    ("conv", 1, True, True),
+    ("point", 2, False, False),
+])
+def test_lokr_matches_peft_when_a_factor_is_low_rank(target, r, both, tucker):
+    config = LoKrConfig(r=r, alpha=5, target_modules=[target], init_weights=False, decompose_both=both,
+                        decompose_factor=4, use_effective_conv2d=tucker)
+    layer, parts = peft_layer(config, target)
+    assert "lokr_w2_b" in parts
+    assert ("lokr_w1_b" in parts) == both
+    assert ("lokr_t2" in parts) == (tucker and target == "conv")
+    parts["alpha"] = torch.tensor(5.0)
+    ref = layer.get_delta_weight("default")
+    ours = apply_weight(parts, layer.base_layer.weight)
+    assert relative_error(ours, ref) < TOL
+
+
+@pytest.mark.parametrize("target", ["lin", "conv"])
+def test_lokr_both_full_ignores_alpha(target):
+    """peft always scales LoKr by alpha / r; LyCORIS (and A1111, ComfyUI) ignore alpha when both factors are
+    full, since LyCORIS trains that case at scale 1. So the reference here is kron written out by index."""
+    config = LoKrConfig(r=64, alpha=5, target_modules=[target], init_weights=False, decompose_factor=4)
+    layer, parts = peft_layer(config, target)
+    assert set(parts) == {"lokr_w1", "lokr_w2"}
+    parts["alpha"] = torch.tensor(5.0)
+    w1, w2 = parts["lokr_w1"], parts["lokr_w2"]
+    (a, c), (b, d) = w1.shape, w2.shape[:2]
+    ref = torch.einsum("ac,bd...->abcd...", w1, w2).reshape(a * b, c * d, *w2.shape[2:])
+    ours = apply_weight(parts, layer.base_layer.weight)
+    assert relative_error(ours, ref.reshape(ours.shape)) < TOL
+    assert relative_error(layer.get_delta_weight("default"), ref * 5 / 64) < TOL  # peft's convention differs
+
+
+def test_lokr_w1_low_rank_w2_full_uses_w1_rank():
+    """A factor layout peft never makes (w1 low-rank, w2 full); the rank is then lokr_w1_b's."""
+    g = torch.Generator().manual_seed(3)
+    w1a, w1b, w2 = torch.randn(4, 3, generator=g), torch.randn(3, 6, generator=g), torch.randn(5, 2, generator=g)
+    parts = {"lokr_w1_a": w1a, "lokr_w1_b": w1b, "lokr_w2": w2, "alpha": torch.tensor(1.5)}
+    ours = apply_weight(parts, torch.zeros(20, 12))
+    ref = torch.einsum("ac,bd->abcd", w1a @ w1b, w2).reshape(20, 12) * 1.5 / 3
+    assert relative_error(ours, ref) < TOL
+
+
+def test_alpha_absent_means_scale_one_and_half_precision_is_read_in_float32():
+    g = torch.Generator().manual_seed(4)
+    parts = {k: torch.randn(shape, generator=g).half()
+             for k, shape in (("hada_w1_a", (10, 3)), ("hada_w1_b", (3, 8)), ("hada_w2_a", (10, 3)),
+                              ("hada_w2_b", (3, 8)))}
+    ours = apply_weight(parts, torch.zeros(10, 8))
+    p = {k: v.float() for k, v in parts.items()}
+    ref = (p["hada_w1_a"] @ p["hada_w1_b"]) * (p["hada_w2_a"] @ p["hada_w2_b"])
+    assert ours.dtype == torch.float32
+    assert relative_error(ours, ref) < TOL
+    scaled = apply_weight({**parts, "alpha": torch.tensor([6.0]).half()}, torch.zeros(10, 8))
+    assert relative_error(scaled, ref * 2) < TOL
+
+
+def test_full_diff_and_bias_diff_unscaled():
+    g = torch.Generator().manual_seed(5)
+    diff, diff_b = torch.randn(24, 16, 3, 3, generator=g), torch.randn(24, generator=g)
+    deltas = lycoris_deltas({"diff": diff, "diff_b": diff_b, "alpha": torch.tensor(2.0)})
+    assert set(deltas) == {"weight", "bias"}
+    assert torch.equal(deltas["weight"](torch.zeros(24, 16, 3, 3)), diff)
+    assert torch.equal(deltas["bias"](torch.zeros(24)), diff_b)
+    assert set(lycoris_deltas({"diff_b": diff_b})) == {"bias"}
+
+
+def test_suffix_list_is_the_interface():
+    assert LYCORIS_SUFFIXES == {"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2",
+                                "lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b",
+                                "lokr_t2", "diff", "diff_b"}
+
+
+def _loha(out=10, inner=8, r=3):
+    return {"hada_w1_a": torch.randn(out, r), "hada_w1_b": torch.randn(r, inner),
+            "hada_w2_a": torch.randn(out, r), "hada_w2_b": torch.randn(r, inner)}
+
+
+@pytest.mark.parametrize("parts,message", [
+    ({**_loha(), "hada_w1_b": torch.randn(2, 8)}, "do not multiply"),
+    ({**_loha(), "hada_w2_a": torch.randn(9, 3)}, "differ in shape"),
+    ({k: v for k, v in _loha().items() if k != "hada_w2_b"}, "hada_w2_b missing"),
+    ({**_loha(), "hada_t1": torch.randn(3, 3, 3, 3)}, "without its pair"),
+    ({"hada_t1": torch.randn(3, 2, 3, 3), "hada_t2": torch.randn(3, 3, 3, 3), "hada_w1_a": torch.randn(3, 10),
+      "hada_w1_b": torch.randn(3, 8), "hada_w2_a": torch.randn(3, 10), "hada_w2_b": torch.randn(3, 8)},
+     "Tucker"),
+    ({"lokr_w1": torch.randn(2, 2), "lokr_w2_a": torch.randn(5, 2)}, "lokr_w2_b missing"),
+    ({"lokr_w1": torch.randn(2, 2, 1), "lokr_w2": torch.randn(5, 4)}, "unusable shapes"),
+    ({**_loha(), "lokr_w1": torch.randn(2, 2)}, "mixes"),
+    ({**_loha(), "dora_scale": torch.randn(10, 1)}, "dora_scale"),
+    ({**_loha(), "alpha": torch.ones(2)}, "one number"),
+    ({"alpha": torch.tensor(1.0)}, "no weight tensors"),
+])
+def test_inconsistent_modules_are_refused(parts, message):
+    with pytest.raises(NetworkFileError, match=message):
+        lycoris_deltas(parts)
+
+
+@pytest.mark.parametrize("parts,weight", [
+    (_loha(10, 8), torch.zeros(10, 9)),                                  # wrong in-features
+    (_loha(10, 8), torch.zeros(8, 10)),                                  # transposed
+    (_loha(24, 16 * 9), torch.zeros(24, 16, 3, 1)),                      # kernel of another size
+    ({"lokr_w1": torch.randn(2, 3), "lokr_w2": torch.randn(4, 5)}, torch.zeros(8, 16)),
+    ({"diff": torch.randn(24, 16, 3, 3)}, torch.zeros(24, 16, 1, 9)),
+    ({"diff_b": torch.randn(24)}, torch.zeros(23)),
+])
+def test_delta_for_another_weight_shape_is_refused(parts, weight):
+    deltas = lycoris_deltas(parts)
+    fn = deltas.get("weight") or deltas["bias"]
+    with pytest.raises(NetworkFileError, match="another model"):
+        fn(weight)
+
+
+def test_conv_loha_flattened_reshapes_to_the_kernel():
+    parts = _loha(24, 16 * 9)
+    delta = apply_weight(parts, torch.zeros(24, 16, 3, 3))
+    flat = (parts["hada_w1_a"] @ parts["hada_w1_b"]) * (parts["hada_w2_a"] @ parts["hada_w2_b"])
+    assert torch.equal(delta, flat.reshape(24, 16, 3, 3))
