@@ -90,6 +90,7 @@ class NetworkBrowser(QWidget):
         self.list.setUniformItemSizes(True)
         self.list.setWordWrap(False)
         self.list.itemClicked.connect(self._clicked)
+        self.list.itemActivated.connect(self._clicked)  # Enter on the keyboard (a second click finds the tag)
         self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.list.customContextMenuRequested.connect(self._context_menu)
         self.status = QLabel(wordWrap=True)

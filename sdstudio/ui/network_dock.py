@@ -30,9 +30,19 @@ def dock_network_browser(window, catalog: NetworkCatalog | None = None) -> Netwo
     dock.setObjectName("networksDock")
     dock.setWidget(browser)
     window.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
+    # Closed until asked for (the panel's "LoRA…" button, the View menu) or open in the saved layout: a third
+    # column would squeeze the canvas of a small window.
+    dock.hide()
     window.view_menu.addSeparator()
     window.view_menu.addAction(dock.toggleViewAction())
     restore_window_layout(window.settings, window)
+
+    def open_browser() -> None:
+        dock.show()
+        dock.raise_()
+        browser.search.setFocus()
+
+    window.panel.networksRequested.connect(open_browser)
     window.network_dock = dock
     browser.rescan()
     return browser

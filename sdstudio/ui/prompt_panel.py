@@ -122,6 +122,7 @@ class PromptPanel(QWidget):
     addModelRequested = Signal()
     removeModelRequested = Signal(str)  # an added model's path
     reuseSeedRequested = Signal()
+    networksRequested = Signal()
 
     def __init__(self, state: PromptState, counter: LazyTokenCounter, parent: QWidget | None = None):
         super().__init__(parent)
@@ -161,6 +162,10 @@ class PromptPanel(QWidget):
             row = QHBoxLayout()
             row.addWidget(_heading(title))
             row.addStretch(1)
+            if attr == "prompt":  # the LoRA / embedding browser (network_dock.py) opens beside the prompt
+                self.networks_button = QToolButton(text="LoRA…", toolTip="Browse LoRA and embedding files")
+                self.networks_button.clicked.connect(self.networksRequested)
+                row.addWidget(self.networks_button)
             count = QLabel()
             count.setProperty("role", "counter")
             row.addWidget(count)

@@ -145,6 +145,9 @@ def test_extra_folders_are_scanned_saved_and_handed_to_the_worker(qtbot, home, t
     qtbot.waitUntil(lambda: "inkpunk" in names(browser), timeout=10_000)
     assert "comfy_style" not in names(browser)
     assert window.network_dock.toggleViewAction() in window.view_menu.actions()
+    assert not window.network_dock.isVisible()  # closed until asked for: a small window keeps its canvas
+    window.panel.networks_button.click()
+    assert window.network_dock.isVisible() and browser.search.hasFocus()
     with qtbot.waitSignal(browser.scanned, timeout=10_000):
         browser.add_folder(LORA, str(extra))
     assert "comfy_style" in names(browser)
@@ -191,3 +194,12 @@ def test_tag_text_and_insertion_spacing():
     text = "🦊x🦊"
     for i in range(len(text) + 1):
         assert python_index(text, utf16_position(text, i)) == i
+
+
+def test_enter_on_an_item_inserts_it_once(qtbot, browser):
+    browser.prompt_edit.setPlainText("")
+    browser.list.setFocus()
+    browser.list.setCurrentItem(item_named(browser, "inkpunk"))
+    qtbot.keyClick(browser.list, Qt.Key.Key_Return)
+    qtbot.keyClick(browser.list, Qt.Key.Key_Return)
+    assert browser.prompt_edit.toPlainText() == "<lora:inkpunk:1>"
