@@ -67,6 +67,7 @@ class NetworkBrowser(QWidget):
         self._weight_item: QListWidgetItem | None = None
         self.weight_spin: QDoubleSpinBox | None = None
         self._blank: QIcon | None = None
+        self._icons: dict[str, QIcon] = {}  # preview path -> thumbnail, so typing in the search decodes nothing
         self._scanDone.connect(self._scan_finished, Qt.ConnectionType.QueuedConnection)
         self._build()
 
@@ -136,6 +137,7 @@ class NetworkBrowser(QWidget):
             self.status.setText(result)
         elif generation == self._generation:
             self.entries = list(result)
+            self._icons.clear()  # a preview may have changed on disk
             self._refill()
         if self._rescan:
             self.rescan()
@@ -204,9 +206,9 @@ class NetworkBrowser(QWidget):
                                                            QPalette.ColorRole.Text)))
         # Every row as tall as a thumbnail and two text lines, with a blank icon until (or unless) a preview
         # loads, so names line up and the weight box fits.
-        item.setIcon(self._blank_icon())
+        item.setIcon(self._icons.get(entry.preview) or self._blank_icon())
         item.setSizeHint(QSize(0, max(ICON_SIZE, 2 * self.list.fontMetrics().lineSpacing()) + 6))
-        if entry.preview:
+        if entry.preview and entry.preview not in self._icons:
             self._icon_queue.append(item)
         return item
 
@@ -225,8 +227,10 @@ class NetworkBrowser(QWidget):
             if size.isValid():
                 reader.setScaledSize(size.scaled(ICON_SIZE * 2, ICON_SIZE * 2, Qt.AspectRatioMode.KeepAspectRatio))
             image = reader.read()
-            if not image.isNull():
-                item.setIcon(QIcon(QPixmap.fromImage(image)))
+            path = item.data(ENTRY_ROLE).preview
+            # An unreadable preview keeps the blank icon, once: it is not decoded again at the next refill.
+            self._icons[path] = self._blank_icon() if image.isNull() else QIcon(QPixmap.fromImage(image))
+            item.setIcon(self._icons[path])
         if not self._icon_queue:
             self._icon_timer.stop()
 

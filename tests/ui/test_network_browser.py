@@ -203,3 +203,16 @@ def test_enter_on_an_item_inserts_it_once(qtbot, browser):
     qtbot.keyClick(browser.list, Qt.Key.Key_Return)
     qtbot.keyClick(browser.list, Qt.Key.Key_Return)
     assert browser.prompt_edit.toPlainText() == "<lora:inkpunk:1>"
+
+
+def test_thumbnails_are_decoded_once_and_a_broken_preview_is_harmless(qtbot, browser):
+    (paths.lora_dir() / "broken.png").write_bytes(b"not a png")
+    with qtbot.waitSignal(browser.scanned, timeout=10_000):
+        browser.rescan()
+    qtbot.waitUntil(lambda: not browser._icon_queue, timeout=5000)
+    browser.search.setText("inkpunk")  # a refill: the thumbnail is there at once, from the cache
+    image = item_named(browser, "inkpunk").icon().pixmap(48, 48).toImage()
+    assert image.pixelColor(image.width() // 2, image.height() // 2) == QColor(Qt.GlobalColor.magenta)
+    assert not browser._icon_queue
+    browser.search.clear()
+    assert item_named(browser, "broken").icon().pixmap(48, 48).toImage().pixelColor(24, 24).alpha() == 0
