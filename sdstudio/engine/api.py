@@ -19,6 +19,7 @@ import torch
 from sdstudio.engine.checkpoint import LoadedModel, load_checkpoint
 from sdstudio.engine.detect import ModelDescription
 from sdstudio.engine.devices import resolve_device
+from sdstudio.engine.embeddings import EmbeddingLibrary
 from sdstudio.engine.errors import GenerationError, SDStudioError
 from sdstudio.engine.lora_set import LoraFiles, resolve_loras
 from sdstudio.engine.model_files import builtin_model_path, builtin_taesd_path, list_models, model_hash
@@ -39,11 +40,12 @@ class Engine:
         self.model: LoadedModel | None = None
         self.patches: PatchSet = NO_PATCHES
         self._key: tuple | None = None
-        # Folders searched for LoRA files / embeddings besides the data folder's models/Lora and embeddings/
-        # (an existing A1111 or ComfyUI install), in order.
+        # Folders searched for LoRA files / embeddings after the data folder's models/Lora and embeddings/
+        # (a user's A1111 or ComfyUI ones), in order.
         self.lora_dirs: list[str | Path] = []
         self.embedding_dirs: list[str | Path] = []
         self._loras = LoraFiles()
+        self._embeddings: EmbeddingLibrary | None = None
 
     def _resolve(self, path: str) -> tuple[str, str]:
         if path:
@@ -61,6 +63,13 @@ class Engine:
     def load_model(self, path: str = "", progress: Callable[[str, float], None] | None = None, *, vae: str = "",
                    taesd: str = "", prediction: str = "") -> ModelDescription:
         """Load (or keep) the model; `progress(stage, fraction)` may raise Cancelled to abort the load."""
+        self._load(path, progress, vae=vae, taesd=taesd, prediction=prediction)
+        self.model.apply_patches(self.patches)
+        return self.model.description
+
+    def _load(self, path: str, progress: Callable[[str, float], None] | None = None, *, vae: str = "",
+              taesd: str = "", prediction: str = "") -> None:
+        """Load the model unless it is the one loaded; its patches are the caller's to apply."""
         key = self._model_key(path, vae, taesd, prediction)
         model_path = key[0]
         if self.model is None or key != self._key:
@@ -76,16 +85,24 @@ class Engine:
                 raise GenerationError("not enough memory to load this model; close other programs or choose a "
                                       "smaller (fp16) checkpoint") from None
             self.model, self._key = model, key
-        self.model.apply_patches(self.patches)
-        return self.model.description
 
     def set_patches(self, patch_set: PatchSet = NO_PATCHES) -> None:
-        """The weight patches every following generation uses (NO_PATCHES: none). Applied now when a model
-        is loaded, else at the next load. A set that does not fit the loaded model raises PatchError and
-        the engine keeps the previous set (the model is unpatched until the next generation re-applies it)."""
+        """The weight patches every following generation uses (NO_PATCHES: none), under those of the prompt's
+        `<lora:…>` tags. Applied now when a model is loaded, else at the next load. A set that does not fit
+        the loaded model raises PatchError and the engine keeps the previous set (the model is unpatched until
+        the next generation re-applies it)."""
         if self.model is not None:
             self.model.apply_patches(patch_set)
         self.patches = patch_set
+
+    def _embedding_library(self) -> EmbeddingLibrary:
+        """The embeddings library for the current folders, re-listed for each generation (a file added since
+        is found; the prompt cache is keyed on the listing)."""
+        extra = tuple(str(f) for f in self.embedding_dirs)
+        if self._embeddings is None or self._embeddings.extra != extra:
+            self._embeddings = EmbeddingLibrary(extra)
+        self._embeddings.refresh()
+        return self._embeddings
 
     def describe(self) -> ModelDescription | None:
         """The loaded model's description, or None before the first load."""
@@ -97,16 +114,23 @@ class Engine:
 
     def generate(self, request: GenerationRequest, on_step: Callable[[StepInfo], None] | None = None,
                  should_cancel: Callable[[], bool] | None = None) -> GenerationResult:
-        """Generate; the prompt's `<lora:…>` tags become the weight patches (lora_set.py), found and checked
-        before the model loads. The result's requests keep the prompt as written, tags included (A1111's
+        """Generate; the prompt's `<lora:…>` tags add their weight patches (lora_set.py) to `self.patches`
+        for this job, the files found and checked before the model loads. The model is patched only when that
+        set changed (a changed weight rebuilds the set, never the model), and a prompt without tags leaves
+        `self.patches` alone. The result's requests keep the prompt as written, tags included (A1111's
         infotext does), with `lora_hashes` filled in."""
         loras = resolve_loras(request, self.lora_dirs)
-        if self._model_key(request.model, request.vae, request.taesd, request.prediction) != self._key:
-            self.patches = NO_PATCHES  # a patch set is made for one model: the next one starts clean
-        self.load_model(request.model, vae=request.vae, taesd=request.taesd, prediction=request.prediction)
+        self._load(request.model, vae=request.vae, taesd=request.taesd, prediction=request.prediction)
         assert self.model is not None
-        self.set_patches(self._loras.patch_set(loras, self.model))
-        written = request.replace(model_hash=model_hash(self._key[0]), lora_hashes=loras.hashes)
+        prompts = self.model.text.prompts
+        prompts.embeddings = self._embedding_library()
+        # Checks every embedding the prompts name before any work (the tag-free prompt: a LoRA's name is no
+        # embedding); the hashes go to the infotext (TI hashes).
+        ti_hashes = prompts.embeddings_used(loras.prompt, request.negative_prompt)
+        tagged_patches = self._loras.patch_set(loras, self.model)
+        self.model.apply_patches(PatchSet(self.patches.patches + tagged_patches.patches))
+        written = request.replace(model_hash=model_hash(self._key[0]), lora_hashes=loras.hashes,
+                                  ti_hashes=ti_hashes)
         try:
             result = generate(self.model, written.replace(prompt=loras.prompt), on_step=on_step,
                               should_cancel=should_cancel)

@@ -8,6 +8,11 @@
 3. Chunks are concatenated along the token axis: context [1, 77 * chunks, width]. SDXL concatenates its two
    encoders on the feature axis (768 + 1280 = 2048) and takes the pooled vector from bigG's first chunk.
 
+Textual-inversion embeddings (embeddings.py, with `embeddings` set to an EmbeddingLibrary): a word naming one
+takes one token slot per vector (prompt_grammar), and its vectors replace those slots' token embeddings in
+each encoder (SDXL: clip_l's in the first, clip_g's in the second; TextEncoder.forward `inserts`). Without
+an embedding in the prompt the encoders are called exactly as before.
+
 For classifier-free guidance `encode_pair` pads the shorter of prompt and negative with encodings of the
 empty prompt (A1111's "pad_cond_uncond"), so both run in one UNet batch. SDXL encodes an empty negative
 prompt as zeros (A1111 `force_zero_negative_prompt`, diffusers `force_zeros_for_empty_prompt`).
@@ -18,6 +23,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -27,6 +33,9 @@ from sdstudio.engine.prompt_grammar import A1111_COMMA_BACKTRACK, Chunk, chunk_p
 from sdstudio.engine.text_encoder import TextEncoder
 from sdstudio.engine.tokenizer import CONTEXT_LENGTH, load_tokenizer, pad_chunk
 from sdstudio.engine.unet import timestep_embedding
+
+if TYPE_CHECKING:
+    from sdstudio.engine.embeddings import Embedding, EmbeddingLibrary
 
 SIZE_EMBED_DIM = 256  # sgm ConcatTimestepEmbedderND(outdim=256) for each SDXL size number
 
@@ -62,9 +71,10 @@ def apply_emphasis(hidden: Tensor, weights: Tensor) -> Tensor:
 class PromptEncoder:
     """Turns prompts into PromptEmbedding with a family's 1 (SD 1.x / 2.x) or 2 (SDXL) text encoders.
 
-    Results are cached by (prompt, clip_skip, patch_key), so a new seed does not re-encode; `patch_key`
-    identifies the weight patches on the encoders (set by LoadedModel.apply_patches), so a patched encoder
-    is never served an unpatched encoding. Build a new PromptEncoder when the encoders themselves change.
+    Results are cached by (prompt, clip_skip, patch_key, embeddings' state), so a new seed does not
+    re-encode; `patch_key` identifies the weight patches on the encoders (set by LoadedModel.apply_patches),
+    so a patched encoder is never served an unpatched encoding, and the state of the embedding library (its
+    files' paths, sizes and mtimes) changes when an embedding a prompt may name is added or rewritten. Build a new PromptEncoder when the encoders themselves change.
     Cached tensors are shared: callers must not modify them in place.
     """
 
@@ -85,10 +95,15 @@ class PromptEncoder:
         self.comma_backtrack = comma_backtrack
         self.cache_size = cache_size
         self.patch_key: tuple = ()
-        self._cache: OrderedDict[tuple[str, int, tuple], PromptEmbedding] = OrderedDict()
+        self.embeddings: EmbeddingLibrary | None = None  # set by the engine; None: no embeddings
+        self._cache: OrderedDict[tuple[str, int, tuple, tuple], PromptEmbedding] = OrderedDict()
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return tuple(encoder.width for encoder in self.encoders)
 
     def encode(self, prompt: str, clip_skip: int = 1) -> PromptEmbedding:
-        key = (prompt, clip_skip, self.patch_key)
+        key = (prompt, clip_skip, self.patch_key, () if self.embeddings is None else self.embeddings.state)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
@@ -113,23 +128,43 @@ class PromptEncoder:
         return _pad_chunks(cond, uncond.chunks, empty), _pad_chunks(uncond, cond.chunks, empty)
 
     def chunk_prompt(self, prompt: str) -> list[Chunk]:
-        return chunk_prompt(prompt, self._tokenize, self.comma_backtrack)
+        return self.layout(prompt)[0]
+
+    def layout(self, prompt: str) -> tuple[list[Chunk], dict[str, Embedding]]:
+        """The prompt's chunks and the embeddings they use, by name."""
+        if self.embeddings is None:
+            return chunk_prompt(prompt, self._tokenize, self.comma_backtrack), {}
+        found: dict[str, Embedding] = {}
+        lookup = self.embeddings.lookup(self.widths, found)
+        return chunk_prompt(prompt, self._tokenize, self.comma_backtrack, lookup), found
+
+    def embeddings_used(self, *prompts: str) -> tuple[tuple[str, str], ...]:
+        """(name, A1111 short hash) of each embedding the prompts use, in order of first use; raises what
+        encoding them would (a missing or mismatched embedding) before any work is done."""
+        used: dict[str, str] = {}
+        for prompt in prompts:
+            for name, embedding in self.layout(prompt)[1].items():
+                used.setdefault(name, embedding.short_hash)
+        return tuple(used.items())
 
     def _tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         return self.tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
 
     @torch.no_grad()
     def _encode(self, prompt: str, clip_skip: int) -> PromptEmbedding:
-        chunks = self.chunk_prompt(prompt)
+        chunks, found = self.layout(prompt)
         # BOS, EOS and padding keep weight 1
         weights = torch.ones(len(chunks), CONTEXT_LENGTH)
         for row, chunk in zip(weights, chunks, strict=True):
             row[1 : 1 + len(chunk.weights)] = torch.tensor(chunk.weights)
         contexts, pooled = [], None
-        for encoder in self.encoders:
+        for index, encoder in enumerate(self.encoders):
             padded = [pad_chunk(chunk.tokens, encoder.pad_token) for chunk in chunks]
             tokens = torch.tensor(padded, device=encoder.device)
-            hidden, pooled_out = encoder(tokens, clip_skip)
+            # +1: BOS comes first in every chunk
+            inserts = [(row, 1 + slot.start, found[slot.name].vectors_for(self.widths)[index])
+                       for row, chunk in enumerate(chunks) for slot in chunk.embeddings]
+            hidden, pooled_out = encoder(tokens, clip_skip, inserts) if inserts else encoder(tokens, clip_skip)
             contexts.append(torch.cat([apply_emphasis(h, w) for h, w in zip(hidden, weights, strict=True)]))
             if pooled_out is not None:
                 pooled = pooled_out[:1].float()

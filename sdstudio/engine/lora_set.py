@@ -9,9 +9,9 @@ so that everything that needs no model is checked before a model is loaded:
    re-reads nothing) and build one PatchSet with lora_file.lora_patch_set: `<lora:a> <lora:b>` is
    `PatchSet(a + b)`; each tag is its own use, so the same LoRA twice adds up, as two loaded networks do in A1111.
 
-The engine applies the set with `set_patches`, which patches only when the set changed (patches.py); a prompt
-without tags gives NO_PATCHES, which puts the original weights back. Nothing is applied partly: any problem
-with any file stops the job before sampling with one line naming the file.
+The engine applies the set on top of its own (`Engine.set_patches`); the model is patched only when the
+combined set changed (patches.py), and a prompt without tags gives NO_PATCHES, which puts the weights back.
+Nothing is applied partly: any problem with any file stops the job before sampling with one line naming it.
 """
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ from sdstudio.engine.network_files import find_lora, lora_short_hash
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.untrusted import quoted
 
-KEPT_FILES = 4  # LoRA files kept read beyond the ones in use: switching back and forth re-reads nothing
+# LoRA files kept read beyond the ones in use, so switching back and forth re-reads nothing; bounded in number
+# and in bytes (an SDXL LoRA can hold hundreds of MB of tensors in host memory).
+KEPT_FILES = 4
+KEPT_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -73,10 +76,10 @@ def resolve_loras(request: GenerationRequest, extra_dirs: Iterable[str | Path] =
 
 class LoraFiles:
     """LoRA files as read (lora_file.LoraFile), kept per (path, size, mtime): the ones of the last request
-    and the KEPT_FILES used most recently before them."""
+    and, of those used before, the most recent ones up to `kept` files and `kept_bytes` of tensors."""
 
-    def __init__(self, kept: int = KEPT_FILES):
-        self.kept = kept
+    def __init__(self, kept: int = KEPT_FILES, kept_bytes: int = KEPT_BYTES):
+        self.kept, self.kept_bytes = kept, kept_bytes
         self._files: OrderedDict[tuple[str, int, int], object] = OrderedDict()
 
     def read(self, path: Path):
@@ -112,12 +115,15 @@ class LoraFiles:
             read = self.read(lora.path)
             in_use.append(read)
             patches.extend(lora_patch_set(read, model, te=lora.use.te, unet=lora.use.unet).patches)
-        self._trim(len({id(r) for r in in_use}))
+        self._trim({id(r) for r in in_use})
         return PatchSet(tuple(patches))
 
-    def _trim(self, in_use: int) -> None:
-        while len(self._files) > in_use + self.kept:
-            self._files.popitem(last=False)
+    def _trim(self, in_use: set[int]) -> None:
+        """Drop the least recently used files not in use beyond the limits (in-use files are the newest)."""
+        idle = [key for key, lora in self._files.items() if id(lora) not in in_use]
+        sizes = {key: sum(t.numel() * t.element_size() for t in self._files[key].tensors.values()) for key in idle}
+        while idle and (len(idle) > self.kept or sum(sizes[k] for k in idle) > self.kept_bytes):
+            del self._files[idle.pop(0)]
 
     def __len__(self) -> int:
         return len(self._files)

@@ -76,8 +76,9 @@ def _sha256(path: str | os.PathLike) -> str:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """The file's full SHA-256 in hex, cached per (path, size, mtime); also the hash of LoRA .pt files and
-    embeddings (network_files.py)."""
+    """The full SHA-256 (hex) of a file, cached per path, size and mtime; A1111 hashes checkpoints and
+    textual-inversion embeddings this way (modules/hashes.py sha256), and LoRA .pt files
+    (network_files.py)."""
     return _sha256(path)
 
 

@@ -17,6 +17,13 @@ Chunking: tokens fill chunks of 75; BREAK closes a chunk. When a chunk fills up 
 last `comma_backtrack` tokens (A1111's "comma_padding_backtrack", default 20), the tokens after that comma
 move to the next chunk; 0 gives plain 75-token chunks.
 
+Textual-inversion embeddings (with an `embeddings` lookup): a word, or a comma-separated part of one, that
+names an embedding (A1111: the file stem; ComfyUI: `embedding:NAME`, `embedding:NAME.pt`) becomes that
+embedding's n vectors, each taking one token slot with the word's weight. As in A1111's tokenize_line, an
+embedding is never split: when it does not fit in what is left of a chunk, the chunk is closed (padded) and the
+embedding starts the next one. Unlike A1111, a comma backtrack that moves tokens to the next chunk moves an
+embedding's vectors with them (A1111 leaves its vectors at the old offsets, in the padding).
+
 Every character of a run remembers where it came from in the prompt, so each token and each chunk knows its
 source offset (the prompt box marks where chunks 2, 3, ... begin). Runs are tokenised word by word (split at
 space, tab and newline): CLIP's tokenizer never joins text across those, so the ids are the same as for the
@@ -38,6 +45,12 @@ BREAK = ("BREAK", -1.0)
 
 # texts -> token ids of each text, without BOS/EOS and without truncation
 Tokenize = Callable[[Sequence[str]], list[list[int]]]
+# (text, explicit) -> (embedding name, vector count), or None when `text` names no embedding. `explicit` is
+# True for ComfyUI's `embedding:NAME` (text is NAME): the lookup raises when there is no such embedding.
+EmbeddingLookup = Callable[[str, bool], "tuple[str, int] | None"]
+EMBEDDING_PREFIX = "embedding:"
+EMBEDDING_PLACEHOLDER = 0  # the token id an embedding's slots carry (A1111 too); the encoder replaces them
+_COMMAS = re.compile(r"(,+)")
 
 _TOKENS = re.compile(
     r"""
@@ -68,6 +81,25 @@ class Run:
     at: int = 0
 
 
+@dataclass(frozen=True)
+class EmbeddingSlot:
+    """An embedding's place in a chunk: token slots start .. start + count - 1."""
+
+    start: int
+    name: str
+    count: int
+
+
+@dataclass(frozen=True)
+class EmbeddingRef:
+    """An embedding in the prompt, before layout: its name, vector count, weight and source offset."""
+
+    name: str
+    count: int
+    weight: float
+    offset: int
+
+
 @dataclass
 class Chunk:
     """Up to 75 prompt tokens and their weights, before BOS/EOS/padding.
@@ -80,6 +112,7 @@ class Chunk:
     weights: list[float]
     offsets: list[int] = field(default_factory=list, compare=False)
     start: int = field(default=0, compare=False)
+    embeddings: list[EmbeddingSlot] = field(default_factory=list)
 
 
 def parse_runs(text: str) -> list[Run]:
@@ -130,23 +163,58 @@ def parse_prompt(text: str) -> list[tuple[str, float]]:
     return [BREAK if run.is_break else (run.text, run.weight) for run in parse_runs(text)]
 
 
-def chunk_prompt(prompt: str, tokenize: Tokenize, comma_backtrack: int = A1111_COMMA_BACKTRACK) -> list[Chunk]:
-    """The prompt's chunk layout: parse, tokenise every word in one `tokenize` call, lay out in chunks."""
-    pieces: list[tuple[str, float, int] | int] = []  # (word, weight, offset), or a BREAK's end offset
+def chunk_prompt(prompt: str, tokenize: Tokenize, comma_backtrack: int = A1111_COMMA_BACKTRACK,
+                 embeddings: EmbeddingLookup | None = None) -> list[Chunk]:
+    """The prompt's chunk layout: parse, tokenise every word in one `tokenize` call, lay out in chunks.
+    With `embeddings`, words naming an embedding take its vectors' slots (module docstring)."""
+    # (word, weight, offset), an embedding, or a BREAK's end offset
+    pieces: list[tuple[str, float, int] | EmbeddingRef | int] = []
     for run in parse_runs(prompt):
         if run.is_break:
             pieces.append(run.at)
-        else:
+        elif embeddings is None:
             pieces += [(m.group(), run.weight, run.starts[m.start()]) for m in _WORD.finditer(run.text)]
-    words = [piece[0] for piece in pieces if not isinstance(piece, int)]
-    ids = iter(tokenize(words) if words else [])
-    items: list[tuple[int, float, int] | int] = []
-    for piece in pieces:
-        if isinstance(piece, int):
-            items.append(piece)
         else:
+            for m in _WORD.finditer(run.text):
+                pieces += _embedding_pieces(m.group(), run.weight, run.starts[m.start():m.end()], embeddings)
+    words = [piece[0] for piece in pieces if isinstance(piece, tuple)]
+    ids = iter(tokenize(words) if words else [])
+    items: list[tuple[int, float, int] | EmbeddingRef | int] = []
+    for piece in pieces:
+        if isinstance(piece, tuple):
             items += [(token, piece[1], piece[2]) for token in next(ids)]
+        else:
+            items.append(piece)
     return lay_out(items, comma_backtrack)
+
+
+def _embedding_pieces(word: str, weight: float, starts: Sequence[int],
+                      lookup: EmbeddingLookup) -> list[tuple[str, float, int] | EmbeddingRef]:
+    """One word as text pieces and embeddings. Commas split names from the text around them (A1111 matches
+    `name,` too, its tokenizer splitting punctuation off); a word with no embedding stays one piece."""
+    out: list[tuple[str, float, int] | EmbeddingRef] = []
+    text, text_at, at = "", 0, 0
+    for part in _COMMAS.split(word):
+        found = None
+        if part.startswith(EMBEDDING_PREFIX):
+            found = lookup(part[len(EMBEDDING_PREFIX):], True)
+        elif part and not part.startswith(","):
+            found = lookup(part, False)
+        if found is None:
+            text, text_at = text + part, text_at if text else at
+        else:
+            if text:
+                out.append((text, weight, starts[text_at]))
+                text = ""
+            name, count = found
+            if not 0 < count <= CHUNK_TOKENS:
+                raise RequestError(f"embedding '{name}' has {count} vectors; a prompt chunk holds 1 to "
+                                   f"{CHUNK_TOKENS}")
+            out.append(EmbeddingRef(name, count, weight, starts[at]))
+        at += len(part)
+    if text:
+        out.append((text, weight, starts[text_at]))
+    return out
 
 
 def split_chunks(
@@ -162,8 +230,8 @@ def split_chunks(
     return lay_out(items, comma_backtrack)
 
 
-def lay_out(items: Sequence[tuple[int, float, int] | int], comma_backtrack: int) -> list[Chunk]:
-    """Tokens (token, weight, offset) and BREAKs (an int: where the next chunk begins) -> chunks.
+def lay_out(items: Sequence[tuple[int, float, int] | EmbeddingRef | int], comma_backtrack: int) -> list[Chunk]:
+    """Tokens (token, weight, offset), embeddings and BREAKs (an int: where the next chunk begins) -> chunks.
 
     Always returns at least one chunk; a BREAK always closes the current chunk, even an empty one (A1111).
     """
@@ -181,23 +249,32 @@ def lay_out(items: Sequence[tuple[int, float, int] | int], comma_backtrack: int)
         if isinstance(item, int):
             current = close(item)
             continue
-        token, weight, offset = item
-        if token == COMMA:
+        ref = item if isinstance(item, EmbeddingRef) else None
+        token, weight, offset = (EMBEDDING_PLACEHOLDER, ref.weight, ref.offset) if ref else item
+        if ref is None and token == COMMA:
             last_comma = len(current.tokens)
         elif len(current.tokens) == CHUNK_TOKENS and 0 <= CHUNK_TOKENS - last_comma <= comma_backtrack:
             cut = last_comma + 1
-            moved = Chunk(current.tokens[cut:], current.weights[cut:], current.offsets[cut:])
+            moved = Chunk(current.tokens[cut:], current.weights[cut:], current.offsets[cut:],
+                          embeddings=[EmbeddingSlot(e.start - cut, e.name, e.count)
+                                      for e in current.embeddings if e.start >= cut])
             moved.start = moved.offsets[0] if moved.offsets else offset
             del current.tokens[cut:], current.weights[cut:], current.offsets[cut:]
+            current.embeddings = [e for e in current.embeddings if e.start < cut]
             close(0)
             current = moved
         if len(current.tokens) == CHUNK_TOKENS:
             current = close(offset)
+        count = 1 if ref is None else ref.count
+        if len(current.tokens) + count > CHUNK_TOKENS:  # an embedding that does not fit starts the next chunk
+            current = close(offset)
         if chunks and not current.tokens:
             current.start = offset
-        current.tokens.append(token)
-        current.weights.append(weight)
-        current.offsets.append(offset)
+        if ref is not None:
+            current.embeddings.append(EmbeddingSlot(len(current.tokens), ref.name, count))
+        current.tokens += [token] * count
+        current.weights += [weight] * count
+        current.offsets += [offset] * count
     if current.tokens or not chunks:
         close(0)
     return chunks

@@ -44,6 +44,8 @@ LAYER_MODES = {
     "penultimate": (1, True),
     "penultimate_no_norm": (1, False),
 }
+# (row, position, vectors [n, width]): token embeddings replaced before the transformer (TextEncoder.forward)
+Insert = tuple[int, int, Tensor]
 # Every released CLIP text tower uses 64-dimensional attention heads; shapes cannot tell the head count.
 HEAD_DIM = 64
 
@@ -193,13 +195,34 @@ class TextEncoder(nn.Module):
     def num_layers(self) -> int:
         return self.text_model.config.num_hidden_layers
 
-    def forward(self, tokens: Tensor, clip_skip: int = 1) -> tuple[Tensor, Tensor | None]:
-        """tokens [B, 77] -> (hidden [B, 77, width], pooled-and-projected [B, proj] or None)."""
+    def forward(self, tokens: Tensor, clip_skip: int = 1,
+                inserts: Sequence[Insert] = ()) -> tuple[Tensor, Tensor | None]:
+        """tokens [B, 77] -> (hidden [B, 77, width], pooled-and-projected [B, proj] or None).
+
+        `inserts` (row, position, vectors [n, width]) replace the token embeddings of positions
+        position .. position + n - 1 of that row (textual-inversion vectors), before the position embeddings
+        are added, as A1111's EmbeddingsWithFixes and diffusers' added tokens do; the weights are untouched.
+        """
         back, final_norm = LAYER_MODES[self.layer_mode]
         depth = clip_skip + back
         if clip_skip < 1 or depth > self.num_layers:
             raise RequestError(f"clip skip must be between 1 and {self.num_layers - back} for this model")
-        out = self.text_model(input_ids=tokens, output_hidden_states=True)
+        if not inserts:
+            out = self.text_model(input_ids=tokens, output_hidden_states=True)
+        else:
+            # transformers' CLIP takes input_ids only (it pools at the first EOS id), so the vectors go in
+            # through a hook on the token embedding's output for this one call.
+            def replace(_module: nn.Module, _args: object, embedded: Tensor) -> Tensor:
+                embedded = embedded.clone()
+                for row, position, vectors in inserts:
+                    embedded[row, position:position + vectors.shape[0]] = vectors.to(embedded)
+                return embedded
+
+            hook = self.text_model.embeddings.token_embedding.register_forward_hook(replace)
+            try:
+                out = self.text_model(input_ids=tokens, output_hidden_states=True)
+            finally:
+                hook.remove()
         hidden = out.hidden_states[-depth]
         if final_norm:
             hidden = self.text_model.final_layer_norm(hidden)

@@ -74,6 +74,8 @@ class PromptEdit(QPlainTextEdit):
         count = self._counter.count(self.toPlainText())
         self._label.setText(format_count(count))
         why = "estimated until the tokenizer has loaded" if count.estimated else "CLIP tokens"
+        if count.unknown_embeddings:
+            why = f"estimated: the vector count of {', '.join(count.unknown_embeddings)} is not in its header"
         self._label.setToolTip(count.problem or
                                f"{count.tokens} {why}. Prompts are encoded in chunks of {CHUNK_TOKENS} tokens; "
                                "text with a tinted background falls into a later chunk.")

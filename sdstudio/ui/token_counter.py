@@ -4,6 +4,12 @@ The count is the engine's own chunk layout (sdstudio/engine/prompt_grammar.py: e
 comma backtrack), so what the box shows is what the engine encodes. The real CLIP tokenizer is loaded lazily
 off the GUI thread; until it is there (or when it cannot load) an estimating tokenizer stands in and the count
 is marked as estimated.
+
+Embeddings count one token per vector, as the engine lays them out. The UI never loads torch, so the vector
+counts come from the files' headers (engine/embedding_files.py: safetensors shapes, and for `.pt`/`.bin` the
+torch.save archive's pickle read with shape stand-ins, nothing else built); a file whose count cannot be told
+that way (a legacy pickle) is counted as one vector and the count is marked as estimated. The width check
+needs the loaded model and stays with the engine, which refuses a mismatched embedding when generating.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from dataclasses import dataclass
 
 from PySide6.QtCore import QObject, Signal
 
-from sdstudio.engine.errors import RequestError
+from sdstudio.engine.embedding_files import EmbeddingCounts
+from sdstudio.engine.errors import NetworkFileError, RequestError
 from sdstudio.engine.prompt_grammar import CHUNK_TOKENS, COMMA, Tokenize, chunk_prompt
 
 __all__ = ["CHUNK_TOKENS", "LazyTokenCounter", "TokenCount", "cached_tokenize", "count_prompt",
@@ -32,6 +39,7 @@ class TokenCount:
     boundaries: tuple[int, ...]  # character offsets where chunks 2, 3, ... begin
     estimated: bool
     problem: str = ""  # the engine's message when it would refuse this prompt (a malformed weight)
+    unknown_embeddings: tuple[str, ...] = ()  # embeddings counted as one vector: their header does not say
 
 
 def estimate_tokenize(texts: Sequence[str]) -> list[list[int]]:
@@ -41,15 +49,19 @@ def estimate_tokenize(texts: Sequence[str]) -> list[list[int]]:
             for text in texts]
 
 
-def count_prompt(text: str, tokenize: Tokenize | None = None) -> TokenCount:
-    """The engine's chunk layout of `text`, with `tokenize` (None: the estimate)."""
+def count_prompt(text: str, tokenize: Tokenize | None = None,
+                 embeddings: EmbeddingCounts | None = None) -> TokenCount:
+    """The engine's chunk layout of `text`, with `tokenize` (None: the estimate) and `embeddings`."""
+    unknown: set[str] = set()
+    lookup = None if embeddings is None else embeddings.lookup(unknown)
     try:
-        chunks = chunk_prompt(text, tokenize or estimate_tokenize)
-    except RequestError as exc:  # shown by the counter while typing; generating reports it again
+        chunks = chunk_prompt(text, tokenize or estimate_tokenize, embeddings=lookup)
+    except (RequestError, NetworkFileError) as exc:  # shown by the counter while typing; generating reports it
         return TokenCount(0, 1, (), estimated=tokenize is None, problem=str(exc))
     tokens = sum(len(chunk.tokens) for chunk in chunks)
     boundaries = tuple(chunk.start for chunk in chunks[1:])
-    return TokenCount(tokens, len(chunks), boundaries, estimated=tokenize is None)
+    return TokenCount(tokens, len(chunks), boundaries, estimated=tokenize is None or bool(unknown),
+                      unknown_embeddings=tuple(sorted(unknown)))
 
 
 def format_count(count: TokenCount) -> str:
@@ -97,6 +109,12 @@ class LazyTokenCounter(QObject):
         self._tokenize: Tokenize | None = None
         self._started = False
         self.error = ""
+        self.embeddings = EmbeddingCounts()
+
+    def refresh_embeddings(self, extra: Sequence[str] | None = None) -> None:
+        """Re-list the embeddings folders ($SDSTUDIO_HOME/embeddings and `extra`, when given) and recount."""
+        self.embeddings.refresh(extra)
+        self.ready.emit()
 
     def start(self) -> None:
         if not self._started:
@@ -104,9 +122,10 @@ class LazyTokenCounter(QObject):
             threading.Thread(target=self._load, name="tokenizer-loader", daemon=True).start()
 
     def count(self, text: str) -> TokenCount:
-        return count_prompt(text, self._tokenize)
+        return count_prompt(text, self._tokenize, self.embeddings)
 
     def _load(self) -> None:
+        self.embeddings.refresh()  # a folder listing, off the GUI thread like the tokenizer
         try:
             tokenize = self._loader()
         except Exception as exc:  # any failure keeps the estimate; the tooltip says why

@@ -96,3 +96,26 @@ def test_a_generation_failure_keeps_its_cause(tiny_path, monkeypatch):
     with pytest.raises(GenerationError, match="a kernel failed") as info:
         engine.generate(REQ.replace(model=str(tiny_path)))
     assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def test_generate_fills_ti_hashes_and_finds_extra_embedding_folders(tiny_path, tmp_path, home):
+    from safetensors.torch import save_file
+
+    from sdstudio.engine.errors import NetworkFileError
+
+    (home / "embeddings").mkdir(parents=True)
+    save_file({"emb_params": torch.randn(2, 32)}, home / "embeddings" / "shiny.safetensors")
+    save_file({"emb_params": torch.randn(1, 32)}, tmp_path / "ugly.safetensors")
+    save_file({"emb_params": torch.randn(1, 768)}, tmp_path / "sd1.safetensors")
+    engine = Engine()
+    engine.embedding_dirs = [str(tmp_path)]
+    result = engine.generate(REQ.replace(model=str(tiny_path), prompt="apple, shiny", negative_prompt="ugly"))
+    digest = {p.stem: hashlib.sha256(p.read_bytes()).hexdigest()[:12]
+              for p in (home / "embeddings" / "shiny.safetensors", tmp_path / "ugly.safetensors")}
+    assert result.requests[0].ti_hashes == (("shiny", digest["shiny"]), ("ugly", digest["ugly"]))
+    assert engine.generate(REQ.replace(model=str(tiny_path))).requests[0].ti_hashes == ()
+    with pytest.raises(NetworkFileError, match="sd1"):
+        engine.generate(REQ.replace(model=str(tiny_path), prompt="apple sd1"))
+    engine.embedding_dirs = []
+    with pytest.raises(NetworkFileError, match="'ugly' was not found"):
+        engine.generate(REQ.replace(model=str(tiny_path), prompt="embedding:ugly"))

@@ -31,7 +31,7 @@ class CountingEncoder:
         self.device = torch.device("cpu")
         self.calls = []
 
-    def __call__(self, tokens, clip_skip):
+    def __call__(self, tokens, clip_skip, inserts=()):
         self.calls.append((tokens.clone(), clip_skip))
         hidden = tokens.float()[..., None].expand(-1, -1, self.width) + clip_skip
         return hidden, None
@@ -208,3 +208,135 @@ def test_sdxl_y_matches_diffusers_add_time_embedding():
     time_ids = torch.tensor([1024, 768, 16, 8, 896, 1152], dtype=torch.float32)
     expected = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)(time_ids).reshape(1, -1)
     assert torch.allclose(y[:, 1280:], expected.expand(2, -1), atol=1e-5)
+
+
+# --- textual-inversion embeddings -----------------------------------------------------------------------------
+
+def embedding_library(tmp_path, **files):
+    """An EmbeddingLibrary over tmp_path holding NAME.safetensors per keyword: a tensor, or (clip_l, clip_g)."""
+    from safetensors.torch import save_file
+
+    from sdstudio.engine.embeddings import EmbeddingLibrary
+
+    for name, value in files.items():
+        data = {"clip_l": value[0], "clip_g": value[1]} if isinstance(value, tuple) else {"emb_params": value}
+        save_file(data, tmp_path / f"{name}.safetensors")
+    return EmbeddingLibrary([tmp_path])
+
+
+def vectors(n, width, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, width, generator=g) + torch.linspace(-1, 1, width)
+
+
+def layout(prompt_encoder, prompt):
+    return [(len(c.tokens), [(e.start, e.name, e.count) for e in c.embeddings]) for c in
+            prompt_encoder.chunk_prompt(prompt)]
+
+
+def test_embedding_takes_one_slot_per_vector_a1111_and_comfyui_forms(tmp_path):
+    prompt_encoder, _ = counting_prompt_encoder()
+    prompt_encoder.embeddings = embedding_library(tmp_path, Style=vectors(3, 4, 0))
+    assert layout(prompt_encoder, "a Style, cat") == [(6, [(1, "Style", 3)])]
+    (chunk,) = prompt_encoder.chunk_prompt("a style,cat")  # case-insensitive; the comma splits it off
+    assert chunk.tokens == [tokenize(["a"])[0][0], 0, 0, 0, COMMA, CAT]
+    for form in ("embedding:Style", "embedding:Style.safetensors", "(embedding:Style:1.0)"):
+        assert layout(prompt_encoder, f"a {form} cat") == [(5, [(1, "Style", 3)])], form
+    assert layout(prompt_encoder, "a Styles cat") == [(3, [])]  # a longer word is text
+
+
+def test_embedding_that_does_not_fit_starts_the_next_chunk_like_a1111(tmp_path):
+    prompt_encoder, fake = counting_prompt_encoder()
+    prompt_encoder.embeddings = embedding_library(tmp_path, four=vectors(4, 4, 0))
+    assert layout(prompt_encoder, "cat " * 71 + "four") == [(75, [(71, "four", 4)])]  # fits exactly
+    assert layout(prompt_encoder, "cat " * 72 + "four cat") == [(72, []), (5, [(0, "four", 4)])]
+    assert layout(prompt_encoder, "cat " * 75 + "four") == [(75, []), (4, [(0, "four", 4)])]
+    prompt_encoder.encode("cat " * 72 + "four cat")
+    (tokens, _), = fake.calls
+    assert tokens[0].tolist() == [BOS] + [CAT] * 72 + [EOS] * 4  # closed early and padded
+    assert tokens[1, :7].tolist() == [BOS, 0, 0, 0, 0, CAT, EOS]
+
+
+def test_comma_backtrack_moves_an_embedding_with_the_words_after_the_comma(tmp_path):
+    prompt_encoder, _ = counting_prompt_encoder()
+    prompt_encoder.embeddings = embedding_library(tmp_path, four=vectors(4, 4, 0))
+    prompt = "cat " * 60 + ", four " + "cat " * 12  # 60 + comma + 4 + 10 fill the chunk; the 11th cat cuts
+    assert layout(prompt_encoder, prompt) == [(61, []), (16, [(0, "four", 4)])]
+    assert layout(prompt_encoder, "cat " * 60 + "four , " + "cat " * 12) == [(65, [(60, "four", 4)]), (12, [])]
+
+
+def manual(encoder, tokens, inserts, clip_skip=1):
+    with torch.no_grad():
+        return encoder(torch.tensor([tokens]), clip_skip, inserts)
+
+
+def test_embedding_vectors_replace_the_token_embeddings_and_take_weights(tmp_path):
+    encoder = tiny_encoder()
+    vecs = vectors(2, 32, 1)
+    prompt_encoder = PromptEncoder([encoder])
+    prompt_encoder.embeddings = embedding_library(tmp_path, duo=vecs)
+    ids = tokenize(["a", "on grass"])
+    tokens = [BOS, *ids[0], 0, 0, *ids[1], EOS] + [EOS] * 70
+    hidden, _ = manual(encoder, tokens, [(0, 2, vecs)])
+    cond = prompt_encoder.encode("a duo on grass")
+    assert torch.allclose(cond.context[0], hidden[0], atol=1e-6)
+    weighted = prompt_encoder.encode("a (duo:1.5) on grass").context[0]
+    weights = torch.ones(77)
+    weights[2:4] = 1.5
+    assert torch.allclose(weighted, apply_emphasis(hidden[0], weights), atol=1e-6)
+    with torch.no_grad():
+        plain, _ = encoder(torch.tensor([tokens]), 1)
+    assert (hidden - plain).abs().max() > 1e-2  # the inserted vectors matter
+
+
+def test_sdxl_embedding_sends_clip_l_to_the_first_encoder_and_clip_g_to_the_second(tmp_path):
+    prompt_encoder, clip_l, bigg = sdxl_prompt_encoder()
+    vl, vg = vectors(2, 32, 2), vectors(2, 48, 3)
+    prompt_encoder.embeddings = embedding_library(tmp_path, xl=(vl, vg))
+    cond = prompt_encoder.encode("a xl cat")
+    a, cat = tokenize(["a"])[0][0], CAT
+    hidden_l, _ = manual(clip_l, [BOS, a, 0, 0, cat, EOS] + [EOS] * 71, [(0, 2, vl)])
+    hidden_g, pooled = manual(bigg, [BOS, a, 0, 0, cat, EOS] + [OPENCLIP_PAD] * 71, [(0, 2, vg)])
+    assert torch.allclose(cond.context[0, :, :32], hidden_l[0], atol=1e-6)
+    assert torch.allclose(cond.context[0, :, 32:], hidden_g[0], atol=1e-6)
+    assert torch.allclose(cond.pooled, pooled, atol=1e-6)
+
+
+def test_prompts_without_embeddings_are_bit_identical_with_a_library(tmp_path):
+    plain = PromptEncoder([tiny_encoder()])
+    with_library = PromptEncoder([tiny_encoder()])
+    with_library.embeddings = embedding_library(tmp_path, dog=vectors(1, 32, 0))
+    for prompt in ("a cat, (sitting:1.3) on a [mat] BREAK at night", "cat " * 90, "", "embedding x,y"):
+        assert torch.equal(plain.encode(prompt).context, with_library.encode(prompt).context), prompt
+
+
+def test_cache_is_keyed_on_the_embedding_files(tmp_path):
+    prompt_encoder, fake = counting_prompt_encoder()
+    prompt_encoder.embeddings = embedding_library(tmp_path, one=vectors(1, 4, 0))
+    first = prompt_encoder.encode("a one")
+    assert prompt_encoder.encode("a one") is first and len(fake.calls) == 1
+    embedding_library(tmp_path, one=vectors(2, 4, 5))
+    import os
+    path = tmp_path / "one.safetensors"
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    prompt_encoder.embeddings.refresh()
+    assert prompt_encoder.encode("a one").context is not first.context
+    assert len(fake.calls) == 2 and prompt_encoder.chunk_prompt("a one")[0].embeddings[0].count == 2
+
+
+def test_embeddings_used_lists_names_and_hashes_and_checks_widths(tmp_path):
+    import hashlib
+
+    from sdstudio.engine.errors import NetworkFileError
+
+    prompt_encoder = PromptEncoder([tiny_encoder()])
+    prompt_encoder.embeddings = embedding_library(tmp_path, good=vectors(1, 32, 0), neg=vectors(2, 32, 1),
+                                                  sd1=vectors(1, 768, 2))
+    digest = {n: hashlib.sha256((tmp_path / f"{n}.safetensors").read_bytes()).hexdigest()[:12] for n in ("good", "neg")}
+    assert prompt_encoder.embeddings_used("a good cat, good", "neg, blurry") == (
+        ("good", digest["good"]), ("neg", digest["neg"]))
+    assert prompt_encoder.embeddings_used("a cat", "") == ()
+    with pytest.raises(NetworkFileError, match="width 768 .SD 1.x.; the loaded model's are 32"):
+        prompt_encoder.encode("a sd1 cat")
+    with pytest.raises(NetworkFileError, match="'nothere' was not found"):
+        prompt_encoder.encode("a embedding:nothere cat")

@@ -98,16 +98,16 @@ def test_removing_the_tags_restores_every_weight_bit_for_bit(sd1, ink):
     plain = pixels(engine.generate(req))
     original = weights(engine)
     engine.generate(req.replace(prompt="<lora:ink:0.7> <lora:inkstyle:-1.3:2>apple"))
-    assert engine.patches and any(not torch.equal(w, original[n]) for n, w in weights(engine).items())
+    assert engine.model.patches and any(not torch.equal(w, original[n]) for n, w in weights(engine).items())
     assert np.array_equal(pixels(engine.generate(req)), plain)
-    assert engine.patches == NO_PATCHES
+    assert engine.model.patches == NO_PATCHES
     assert all(torch.equal(w, original[n]) for n, w in weights(engine).items())
 
 
 def test_tags_in_the_negative_prompt_are_text_as_in_a1111(sd1, ink):
     engine = Engine()
     result = engine.generate(REQ.replace(model=str(sd1[0]), negative_prompt="<lora:ink:1>"))
-    assert engine.patches == NO_PATCHES and result.requests[0].lora_hashes == ()
+    assert engine.model.patches == NO_PATCHES and result.requests[0].lora_hashes == ()
     assert result.requests[0].negative_prompt == "<lora:ink:1>"
 
 
@@ -131,7 +131,7 @@ def test_lora_problems_stop_the_job_before_it_runs(sd1, ink, tmp_path, monkeypat
     with pytest.raises(NetworkFileError, match="2 of .* keys were not applied") as caught:
         engine.generate(req.replace(prompt="<lora:stray:1>apple"))
     assert "\n" not in str(caught.value)
-    assert engine.patches == NO_PATCHES and ran == []
+    assert engine.model.patches == NO_PATCHES and ran == []
 
 
 def test_extra_folders_are_searched_after_the_data_folder(sd1, home, tmp_path):
@@ -167,7 +167,7 @@ def test_switching_models_drops_the_patches_made_for_the_old_one(sd1, ink, tmp_p
     engine = Engine()
     engine.generate(REQ.replace(model=str(sd1[0]), prompt="<lora:ink:1>apple", steps=1))
     result = engine.generate(REQ.replace(model=str(other), steps=1))
-    assert engine.patches == NO_PATCHES and result.requests[0].lora_hashes == ()
+    assert engine.model.patches == NO_PATCHES and result.requests[0].lora_hashes == ()
 
 
 def test_lora_files_kept_are_bounded(sd1, ink):
@@ -178,6 +178,10 @@ def test_lora_files_kept_are_bounded(sd1, ink):
         files.patch_set(resolve_loras(REQ.replace(prompt=f"<lora:l{i}:1>")), model)
     assert len(files) == 2  # the one in use and one more
     assert files.patch_set(resolve_loras(REQ), model) == NO_PATCHES
+    small = LoraFiles(kept=4, kept_bytes=1)  # no room for any file not in use
+    for i in range(3):
+        small.patch_set(resolve_loras(REQ.replace(prompt=f"<lora:l{i}:1> <lora:l3:0.5>")), model)
+        assert len(small) == 2
 
 
 @pytest.mark.perf
@@ -216,3 +220,36 @@ def test_a_unet_step_with_a_lora_applied_costs_the_same_as_without(sd1, ink):
     print(f"\nUNet step, tiny SD 1.x layout, 32x32 latent, batch 2: {plain * 1e3:.2f} ms without, "
           f"{patched * 1e3:.2f} ms with a LoRA on every weight ({patched / plain:.3f}x)")
     assert patched < plain * 1.3
+
+
+def test_lora_and_ti_hashes_together_and_a_tag_is_no_embedding(sd1, ink):
+    from safetensors.torch import save_file
+
+    emb = paths.embeddings_dir()
+    emb.mkdir(parents=True)
+    save_file({"emb_params": torch.randn(2, 32)}, emb / "shiny.safetensors")
+    save_file({"emb_params": torch.randn(1, 32)}, emb / "ink.safetensors")  # the LoRA's name, as an embedding
+    engine = Engine()
+    req = REQ.replace(model=str(sd1[0]), steps=1)
+    result = engine.generate(req.replace(prompt="<lora:ink:0.5> apple, shiny"))
+    [r] = result.requests
+    assert r.lora_hashes == (("ink", lora_short_hash(ink)),)
+    assert [name for name, _ in r.ti_hashes] == ["shiny"]  # the LoRA named ink is not the embedding ink
+    text = format_parameters(r, result.model_name)
+    assert 'Lora hashes: "ink: ' in text and 'TI hashes: "shiny: ' in text
+
+
+def test_tags_add_to_the_engines_own_patches_and_leave_them_in_place(sd1, ink):
+    from sdstudio.engine.patches import PatchSet
+    from tests.engine.test_patches import UNET_CONV, patch
+
+    engine = Engine()
+    req = REQ.replace(model=str(sd1[0]), steps=1)
+    engine.generate(req)
+    base = PatchSet((patch(UNET_CONV, 1, 0.5),))
+    engine.set_patches(base)
+    based = pixels(engine.generate(req))
+    engine.generate(req.replace(prompt="<lora:ink:0.8>apple"))
+    assert engine.patches == base and engine.model.patches.patches[0] == base.patches[0]
+    assert len(engine.model.patches.patches) > 1
+    assert np.array_equal(pixels(engine.generate(req)), based) and engine.model.patches == base

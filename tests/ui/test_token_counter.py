@@ -130,3 +130,50 @@ def test_ui_count_equals_the_engine_chunk_layout_with_the_real_tokenizer():
         assert count.chunks == len(chunks), prompt
         assert count.tokens == sum(len(c.tokens) for c in chunks), prompt
         assert count.boundaries == tuple(c.start for c in chunks[1:]), prompt
+
+
+def test_embeddings_count_one_token_per_vector_without_torch(tmp_path):
+    import subprocess
+    import sys
+
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from sdstudio.engine.embedding_files import EmbeddingCounts
+
+    save_file({"emb_params": np.zeros((5, 768), np.float32)}, str(tmp_path / "five.safetensors"))
+    save_file({"clip_l": np.zeros((3, 768), np.float32), "clip_g": np.zeros((3, 1280), np.float32)},
+              str(tmp_path / "xl.safetensors"))
+    counts = EmbeddingCounts([tmp_path])
+    counts.refresh()
+    assert count_prompt("a five cat", one_per_word, counts).tokens == 7
+    assert count_prompt("a embedding:xl, cat", one_per_word, counts).tokens == 3 + 3
+    count = count_prompt("w " * 71 + "five", one_per_word, counts)  # does not fit: starts chunk 2
+    assert (count.tokens, count.chunks, count.estimated) == (76, 2, False)
+    missing = count_prompt("embedding:nothere", one_per_word, counts)
+    assert "'nothere' was not found" in missing.problem and format_count(missing) == "!"
+    # the header reads and the counter never import torch
+    code = ("import sys; from sdstudio.engine.embedding_files import EmbeddingCounts; "
+            "from sdstudio.ui.token_counter import count_prompt; "
+            f"c = EmbeddingCounts([{str(tmp_path)!r}]); c.refresh(); "
+            "print(count_prompt('five', None, c).tokens, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["5", "False"]
+
+
+def test_pt_embedding_counts_come_from_the_pickle_shapes_and_legacy_files_are_estimated(tmp_path):
+    import pickle
+
+    import torch
+
+    from sdstudio.engine.embedding_files import EmbeddingCounts
+
+    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": torch.zeros(4, 768, requires_grad=True)},
+                "name": "four", "step": 10}, tmp_path / "four.pt")
+    (tmp_path / "legacy.bin").write_bytes(pickle.dumps({"x": [1, 2]}))
+    counts = EmbeddingCounts([tmp_path])
+    counts.refresh()
+    exact = count_prompt("a four", one_per_word, counts)
+    assert (exact.tokens, exact.estimated) == (5, False)
+    guess = count_prompt("a legacy", one_per_word, counts)
+    assert (guess.tokens, guess.estimated, guess.unknown_embeddings) == (2, True, ("legacy",))
