@@ -1,5 +1,6 @@
 """Docks the LoRA / embedding browser beside the prompt panel and wires it to the window: the prompt box it
-writes into, the loaded model's family, the extra folders in the settings and the worker's engine."""
+writes into, the loaded model's family, the extra folders in the settings, the worker's engine and the
+token counter."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ def dock_network_browser(window, catalog: NetworkCatalog | None = None) -> Netwo
         window.worker.set_network_dirs(lora, embeddings)
 
     browser.foldersChanged.connect(folders_changed)
+    # The token counter counts embedding vectors: it looks in the same folders, re-listed after every scan.
+    window.counter.refresh_embeddings(embedding_dirs)
+    browser.scanned.connect(lambda: window.counter.refresh_embeddings(browser.embedding_dirs))
     dock = QDockWidget("LoRA / embeddings", window)
     dock.setObjectName("networksDock")
     dock.setWidget(browser)

@@ -153,6 +153,15 @@ def test_extra_folders_are_scanned_saved_and_handed_to_the_worker(qtbot, home, t
     assert "comfy_style" in names(browser)
     assert load_network_dirs(open_settings()) == ([str(extra)], [])
     assert window.worker._network_dirs == ([str(extra)], [])
+    emb_extra = tmp_path / "a1111" / "embeddings"
+    emb_extra.mkdir(parents=True)
+    write_header_only(emb_extra / "easynegative.safetensors", {"emb_params": (8, 768)})
+    with qtbot.waitSignal(browser.scanned, timeout=10_000):
+        browser.add_folder(EMBEDDING, str(emb_extra))
+    assert window.counter.embeddings.extra == (str(emb_extra),)  # the token counter looks there too
+    assert window.counter.count("easynegative").tokens == 8
+    with qtbot.waitSignal(browser.scanned, timeout=10_000):
+        browser.remove_folder(EMBEDDING, str(emb_extra))
     with qtbot.waitSignal(browser.scanned, timeout=10_000):
         browser.remove_folder(LORA, str(extra))
     assert "comfy_style" not in names(browser) and load_network_dirs(open_settings()) == ([], [])
