@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.engine.families import FAMILIES
+from sdstudio.errorlog import log_lines, user_message
 from sdstudio.network_catalog import EMBEDDING, LORA, NetworkCatalog, NetworkEntry
 from sdstudio.ui.network_tags import find_tag, insert_at, python_index, tag_text, utf16_position
 
@@ -124,8 +125,11 @@ class NetworkBrowser(QWidget):
     def _scan_thread(self, generation: int, lora_dirs: list[str], embedding_dirs: list[str]) -> None:
         try:
             result: object = self.catalog.scan(lora_dirs, embedding_dirs)
-        except Exception as exc:  # the list says what went wrong; the window stays usable
-            result = f"Could not scan the folders: {exc}"
+        except Exception as exc:  # the list says what went wrong (traceback in the log); the window stays usable
+            result = "Could not scan the folders: " + user_message(exc, "scanning the LoRA / embedding folders")
+        if self.catalog.cache_problem:  # a damaged or unwritable cache file costs time, not entries: log it
+            log_lines([self.catalog.cache_problem], "LoRA / embedding catalog cache")
+            self.catalog.cache_problem = ""
         try:
             self._scanDone.emit(generation, result)
         except RuntimeError:

@@ -225,3 +225,23 @@ def test_thumbnails_are_decoded_once_and_a_broken_preview_is_harmless(qtbot, bro
     assert not browser._icon_queue
     browser.search.clear()
     assert item_named(browser, "broken").icon().pixmap(48, 48).toImage().pixelColor(24, 24).alpha() == 0
+
+
+def test_a_failing_scan_says_why_and_a_damaged_cache_is_logged(qtbot, browser, monkeypatch):
+    from sdstudio.errorlog import log_path
+
+    browser.catalog.cache_path.write_text("{damaged", encoding="utf-8")
+    browser.catalog = NetworkCatalog()
+    with qtbot.waitSignal(browser.scanned, timeout=10_000):
+        browser.rescan()
+    assert "network_catalog.json unreadable, rescanning" in log_path().read_text(encoding="utf-8")
+    assert names(browser) == ["broken", "inkpunk", "xl_detail"]
+
+    def boom(*_args):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(browser.catalog, "scan", boom)
+    with qtbot.waitSignal(browser.scanned, timeout=10_000):
+        browser.rescan()
+    assert browser.status.text().startswith("Could not scan the folders: Unexpected error (OSError: disk on fire)")
+    assert names(browser) == ["broken", "inkpunk", "xl_detail"]  # the last good list stays
