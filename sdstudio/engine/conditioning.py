@@ -74,8 +74,9 @@ class PromptEncoder:
     Results are cached by (prompt, clip_skip, patch_key, embeddings' state), so a new seed does not
     re-encode; `patch_key` identifies the weight patches on the encoders (set by LoadedModel.apply_patches),
     so a patched encoder is never served an unpatched encoding, and the state of the embedding library (its
-    files' paths, sizes and mtimes) changes when an embedding a prompt may name is added or rewritten. Build a new PromptEncoder when the encoders themselves change.
-    Cached tensors are shared: callers must not modify them in place.
+    files' paths, sizes and mtimes) changes when an embedding a prompt may name is added or rewritten.
+    Build a new PromptEncoder when the encoders themselves change. Cached tensors are shared: callers must
+    not modify them in place.
     """
 
     def __init__(
@@ -164,7 +165,9 @@ class PromptEncoder:
             # +1: BOS comes first in every chunk
             inserts = [(row, 1 + slot.start, found[slot.name].vectors_for(self.widths)[index])
                        for row, chunk in enumerate(chunks) for slot in chunk.embeddings]
-            hidden, pooled_out = encoder(tokens, clip_skip, inserts) if inserts else encoder(tokens, clip_skip)
+            # without inserts the encoder is called exactly as before embeddings existed
+            args = (tokens, clip_skip, inserts) if inserts else (tokens, clip_skip)
+            hidden, pooled_out = encoder(*args)
             contexts.append(torch.cat([apply_emphasis(h, w) for h, w in zip(hidden, weights, strict=True)]))
             if pooled_out is not None:
                 pooled = pooled_out[:1].float()

@@ -4,8 +4,9 @@ a file holds, read from its header, so the UI's token counter can count embeddin
 Names (one rule for the engine and the UI): A1111 refers to an embedding by its file stem; its tokenizer
 lowercases, so the match ignores case (an exact-case stem wins over another file differing only in case).
 ComfyUI's `embedding:NAME` also accepts `NAME.pt` / `.safetensors` / `.bin` and a path relative to an
-embeddings folder (`embedding:sub/NAME`). When two folders hold the same name, the first file listed wins:
-$SDSTUDIO_HOME/embeddings first, then the extra folders, each sorted by path (network_files.list_files).
+embeddings folder (`embedding:sub/NAME`). The folders are $SDSTUDIO_HOME/embeddings and the extra ones
+(network_files.embedding_dirs). A name two files answer to (in two folders, or `x.pt` beside
+`x.safetensors`) is refused naming both, as network_files.find_embedding refuses it for a re-run.
 
 Vector counts: a safetensors header gives the shapes directly. A PyTorch `.pt`/`.bin` (torch.save's zip:
 `*/data.pkl` plus raw storages) is read with an unpickler that builds nothing but dictionaries, lists and
@@ -18,12 +19,13 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import threading
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sdstudio.engine.errors import CheckpointError, NetworkFileError
+from sdstudio.engine.errors import NetworkFileError
 from sdstudio.engine.network_files import EMBEDDING_SUFFIXES, embedding_dirs, list_files
 from sdstudio.engine.prompt_grammar import EmbeddingLookup
 from sdstudio.engine.safetensors_file import read_header
@@ -40,24 +42,29 @@ class EmbeddingIndex:
     folders: tuple[Path, ...]
     files: tuple[Path, ...]
     state: tuple[tuple[str, int, int], ...]
-    _stems: dict[str, Path] = field(default_factory=dict, repr=False)
-    _lower: dict[str, Path] = field(default_factory=dict, repr=False)
-    _relative: dict[str, Path] = field(default_factory=dict, repr=False)
+    # name -> files: stem, casefolded stem, casefolded file name, relative path (with and without suffix)
+    _names: dict[str, dict[str, list[Path]]] = field(default_factory=dict, repr=False)
 
     def resolve(self, text: str, explicit: bool = False) -> Path | None:
         """The file `text` names: a stem (A1111, `explicit` False), or ComfyUI's NAME / NAME.ext / sub/NAME
-        (`explicit` True); None when nothing matches."""
+        (`explicit` True); None when nothing matches, NetworkFileError when two files do."""
         if not explicit:
-            return self._stems.get(text) or self._lower.get(text.lower())
-        rel = text.replace("\\", "/").strip("/").lower()
+            return self._one(text, self._get("stem", text) or self._get("folded", text.casefold()))
+        rel = text.replace("\\", "/").strip("/").casefold()
         if rel.endswith(EMBEDDING_SUFFIXES):
-            found = self._relative.get(rel)
-            if found is None and "/" not in rel:
-                found = next((p for p in self.files if p.name.lower() == rel), None)
-            return found
+            return self._one(text, self._get("relative", rel) or ([] if "/" in rel else self._get("file", rel)))
         if "/" in rel:
-            return next((p for key, p in self._relative.items() if key.rsplit(".", 1)[0] == rel), None)
+            return self._one(text, self._get("relative_stem", rel))
         return self.resolve(text)
+
+    def _get(self, kind: str, key: str) -> list[Path]:
+        return self._names.get(kind, {}).get(key, [])
+
+    def _one(self, text: str, paths: list[Path]) -> Path | None:
+        if len(paths) > 1:  # as network_files.find_embedding: never a silent choice between two files
+            listed = ", ".join(str(p) for p in paths)
+            raise NetworkFileError(f"several embeddings are named {quoted(text)} ({listed}); rename or remove one")
+        return paths[0] if paths else None
 
 
 def not_found(text: str, folders: Iterable[Path]) -> NetworkFileError:
@@ -69,21 +76,20 @@ def not_found(text: str, folders: Iterable[Path]) -> NetworkFileError:
 def index_embeddings(folders: Sequence[Path]) -> EmbeddingIndex:
     """List the embedding files under `folders` (subfolders included) and index them by name."""
     files = list_files(folders, EMBEDDING_SUFFIXES)
-    stems: dict[str, Path] = {}
-    lower: dict[str, Path] = {}
-    relative: dict[str, Path] = {}
+    names: dict[str, dict[str, list[Path]]] = {k: {} for k in ("stem", "folded", "file", "relative", "relative_stem")}
     state = []
     for path in files:
-        stems.setdefault(path.stem, path)
-        lower.setdefault(path.stem.lower(), path)
-        folder = next(f for f in folders if path.is_relative_to(f))
-        relative.setdefault(path.relative_to(folder).as_posix().lower(), path)
+        relative = path.relative_to(next(f for f in folders if path.is_relative_to(f))).as_posix().casefold()
+        keys = {"stem": path.stem, "folded": path.stem.casefold(), "file": path.name.casefold(),
+                "relative": relative, "relative_stem": relative[: -len(path.suffix)]}
+        for kind, key in keys.items():
+            names[kind].setdefault(key, []).append(path)
         try:
             st = path.stat()
             state.append((str(path), st.st_size, st.st_mtime_ns))
         except OSError:
             state.append((str(path), -1, -1))
-    return EmbeddingIndex(tuple(folders), tuple(files), tuple(state), stems, lower, relative)
+    return EmbeddingIndex(tuple(folders), tuple(files), tuple(state), names)
 
 
 def library_index(extra: Iterable[str | os.PathLike] = ()) -> EmbeddingIndex:
@@ -116,8 +122,8 @@ def vector_count(path: str | os.PathLike) -> int | None:
         if path.suffix.lower() == ".safetensors":
             return count_from_shapes(read_header(path).shapes())
         return count_from_shapes(pickle_shapes(path))
-    except (CheckpointError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError):
-        return None
+    except Exception:  # a hostile pickle can raise anything (TypeError, RecursionError...): count unknown
+        return None  # (counted as an estimate; the engine's weights-only load says what is wrong)
 
 
 class EmbeddingCounts:
@@ -128,11 +134,13 @@ class EmbeddingCounts:
         self.extra = tuple(str(f) for f in extra)
         self.index = EmbeddingIndex((), (), ())
         self._counts: dict[tuple[str, int, int], int | None] = {}
+        self._refreshing = threading.Lock()  # a background re-list and a change of folders: the later wins
 
     def refresh(self, extra: Iterable[str | os.PathLike] | None = None) -> None:
-        if extra is not None:
-            self.extra = tuple(str(f) for f in extra)
-        self.index = library_index(self.extra)
+        with self._refreshing:
+            if extra is not None:
+                self.extra = tuple(str(f) for f in extra)
+            self.index = library_index(self.extra)
 
     def count(self, path: Path) -> int | None:
         try:

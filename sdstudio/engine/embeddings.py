@@ -15,7 +15,7 @@ tensors and plain containers is refused, never unpickled. Vectors are checked (f
 75 of them, one width per text encoder) and kept on the CPU in float32.
 
 The hash written to infotext ("TI hashes") is A1111's: the first 12 hex digits of the SHA-256 of the whole
-file (modules/hashes.py sha256, cached per path, size and mtime).
+file (modules/hashes.py sha256; network_files.embedding_short_hash, cached per path, size and mtime).
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ from torch import Tensor
 
 from sdstudio.engine.embedding_files import EmbeddingIndex, library_index, not_found
 from sdstudio.engine.errors import CheckpointError, NetworkFileError
-from sdstudio.engine.model_files import file_sha256
-from sdstudio.engine.network_files import embedding_dirs
+from sdstudio.engine.network_files import embedding_dirs, embedding_short_hash
 from sdstudio.engine.prompt_grammar import CHUNK_TOKENS, EmbeddingLookup
 from sdstudio.engine.safetensors_file import read_header
 from sdstudio.engine.weights import load_tensors
 from sdstudio.untrusted import printable, quoted
 
-SHORT_HASH = 12
+# 75 vectors of 768 + 1280 floats in fp64 are 1.2 MB; an A1111 .pt with its extras a few KB more.
+MAX_FILE_BYTES = 16 << 20
 # Text-encoder widths of the released families, to name them in messages.
 _FAMILY_WIDTHS = {(768,): "SD 1.x", (1024,): "SD 2.x", (768, 1280): "SDXL"}
 
@@ -72,8 +72,9 @@ class Embedding:
         """The vectors for text encoders of these widths; NetworkFileError naming both when they differ."""
         if self.widths != tuple(widths):
             raise NetworkFileError(
-                f"embedding {quoted(self.name)} is made for text encoders of width {describe_widths(self.widths)}; "
-                f"the loaded model's are {describe_widths(widths)}: use an embedding made for this model")
+                f"embedding {quoted(self.name)} is made for text encoders of width "
+                f"{describe_widths(self.widths)}; the loaded model's are {describe_widths(widths)}: use an "
+                "embedding made for this model")
         return self.vectors
 
 
@@ -82,6 +83,13 @@ def _refuse(path: Path, why: str) -> NetworkFileError:
 
 
 def _read_data(path: Path) -> object:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise _refuse(path, f"cannot be read ({exc.strerror or exc})") from None
+    if size > MAX_FILE_BYTES:  # checked before reading: a prompt word must not load a misplaced checkpoint
+        raise _refuse(path, f"is {size / 2**20:.0f} MB, far more than an embedding (a checkpoint or LoRA in the "
+                            "embeddings folder?)")
     if path.suffix.lower() == ".safetensors":
         try:
             return load_tensors(read_header(path))
@@ -92,8 +100,8 @@ def _read_data(path: Path) -> object:
     except Exception as exc:  # torch raises many types (UnpicklingError, RuntimeError, EOFError, zip errors)
         first = printable(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
                           multiline=False)[:160]
-        raise _refuse(path, "cannot be read as a weights-only PyTorch file (SD Studio never unpickles more than "
-                            f"tensors; convert it to .safetensors): {first}") from None
+        raise _refuse(path, "cannot be read as a weights-only PyTorch file (SD Studio never unpickles more "
+                            f"than tensors; convert it to .safetensors): {first}") from None
 
 
 def _tensors(path: Path, data: object) -> tuple[Tensor, ...]:
@@ -126,9 +134,11 @@ def _checked(path: Path, tensors: tuple[object, ...]) -> tuple[Tensor, ...]:
         if vectors.dim() == 1:
             vectors = vectors[None]
         if vectors.dim() != 2 or vectors.shape[1] == 0:
-            raise _refuse(path, f"its vectors have shape {list(tensor.shape)}; expected [n, width] or [width]")
+            shape = list(tensor.shape)
+            raise _refuse(path, f"its vectors have shape {shape}; expected [n, width] or [width]")
         if not 0 < vectors.shape[0] <= CHUNK_TOKENS:
-            raise _refuse(path, f"it has {vectors.shape[0]} vectors; a prompt chunk holds 1 to {CHUNK_TOKENS}")
+            count = vectors.shape[0]
+            raise _refuse(path, f"it has {count} vectors; a prompt chunk holds 1 to {CHUNK_TOKENS}")
         if not bool(torch.isfinite(vectors).all()):
             raise _refuse(path, "its vectors contain NaN or infinite values (a broken training run?)")
         out.append(vectors.contiguous())
@@ -141,12 +151,8 @@ def _checked(path: Path, tensors: tuple[object, ...]) -> tuple[Tensor, ...]:
 def read_embedding(path: str | os.PathLike) -> Embedding:
     """Read and check one embedding file; NetworkFileError (one line) on anything wrong."""
     path = Path(path)
-    try:
-        short_hash = file_sha256(path)[:SHORT_HASH]
-    except OSError as exc:
-        raise _refuse(path, f"cannot be read ({exc.strerror or exc})") from None
     vectors = _checked(path, _tensors(path, _read_data(path)))
-    return Embedding(path.stem, path, vectors, short_hash)
+    return Embedding(path.stem, path, vectors, embedding_short_hash(path))
 
 
 class EmbeddingLibrary:

@@ -80,6 +80,12 @@ def parse_prompt(prompt: str) -> ParsedPrompt:
     return ParsedPrompt(text, tuple(loras))
 
 
+def tag_spans(prompt: str) -> list[tuple[int, int]]:
+    """(start, end) of every `<KIND:ARGS>` tag A1111 would remove, without judging them (never raises): for
+    a token counter, which must count the text that is encoded and keep offsets into what the user typed."""
+    return [match.span() for match in _TAG.finditer(prompt)]
+
+
 def strip_tags(prompt: str) -> str:
     """The text that is encoded for `prompt` (tags removed); RequestError as `parse_prompt`."""
     return parse_prompt(prompt).prompt

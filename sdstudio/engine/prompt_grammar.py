@@ -20,9 +20,10 @@ move to the next chunk; 0 gives plain 75-token chunks.
 Textual-inversion embeddings (with an `embeddings` lookup): a word, or a comma-separated part of one, that
 names an embedding (A1111: the file stem; ComfyUI: `embedding:NAME`, `embedding:NAME.pt`) becomes that
 embedding's n vectors, each taking one token slot with the word's weight. As in A1111's tokenize_line, an
-embedding is never split: when it does not fit in what is left of a chunk, the chunk is closed (padded) and the
-embedding starts the next one. Unlike A1111, a comma backtrack that moves tokens to the next chunk moves an
-embedding's vectors with them (A1111 leaves its vectors at the old offsets, in the padding).
+embedding is never split: when it does not fit in what is left of a chunk, the chunk is closed (padded) and
+the embedding starts the next one. Unlike A1111, a comma backtrack that moves tokens to the next chunk moves
+an embedding's vectors with them (A1111 leaves its vectors at the old offsets, in the padding). A name holding
+a space or a comma cannot be written this way (ComfyUI splits at spaces too).
 
 Every character of a run remembers where it came from in the prompt, so each token and each chunk knows its
 source offset (the prompt box marks where chunks 2, 3, ... begin). Runs are tokenised word by word (split at
@@ -230,7 +231,8 @@ def split_chunks(
     return lay_out(items, comma_backtrack)
 
 
-def lay_out(items: Sequence[tuple[int, float, int] | EmbeddingRef | int], comma_backtrack: int) -> list[Chunk]:
+def lay_out(items: Sequence[tuple[int, float, int] | EmbeddingRef | int],
+            comma_backtrack: int) -> list[Chunk]:
     """Tokens (token, weight, offset), embeddings and BREAKs (an int: where the next chunk begins) -> chunks.
 
     Always returns at least one chunk; a BREAK always closes the current chunk, even an empty one (A1111).

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -56,7 +57,7 @@ def count_prompt(text: str, tokenize: Tokenize | None = None,
     lookup = None if embeddings is None else embeddings.lookup(unknown)
     try:
         chunks = chunk_prompt(text, tokenize or estimate_tokenize, embeddings=lookup)
-    except (RequestError, NetworkFileError) as exc:  # shown by the counter while typing; generating reports it
+    except (RequestError, NetworkFileError) as exc:  # shown while typing; generating reports it again
         return TokenCount(0, 1, (), estimated=tokenize is None, problem=str(exc))
     tokens = sum(len(chunk.tokens) for chunk in chunks)
     boundaries = tuple(chunk.start for chunk in chunks[1:])
@@ -103,13 +104,18 @@ class LazyTokenCounter(QObject):
     ready = Signal()
 
     def __init__(self, loader: Callable[[], Tokenize | None] = _load_real_tokenize,
-                 parent: QObject | None = None):
+                 parent: QObject | None = None, relist_seconds: float = 10.0):
         super().__init__(parent)
         self._loader = loader
         self._tokenize: Tokenize | None = None
         self._started = False
         self.error = ""
         self.embeddings = EmbeddingCounts()
+        # The embeddings folders are re-listed in the background at most this often while counting, so a
+        # file dropped in while the app runs is counted (the engine re-lists for every generation).
+        self.relist_seconds = relist_seconds
+        self._listed = 0.0
+        self._listing = False
 
     def refresh_embeddings(self, extra: Sequence[str] | None = None) -> None:
         """Re-list the embeddings folders ($SDSTUDIO_HOME/embeddings and `extra`, when given) and recount."""
@@ -122,10 +128,26 @@ class LazyTokenCounter(QObject):
             threading.Thread(target=self._load, name="tokenizer-loader", daemon=True).start()
 
     def count(self, text: str) -> TokenCount:
+        if self._started and not self._listing and time.monotonic() - self._listed > self.relist_seconds:
+            self._listing = True
+            threading.Thread(target=self._relist, name="embeddings-lister", daemon=True).start()
         return count_prompt(text, self._tokenize, self.embeddings)
 
+    def _relist(self) -> None:
+        before = self.embeddings.index.state
+        try:
+            self.embeddings.refresh()
+        finally:
+            self._listed, self._listing = time.monotonic(), False
+        if self.embeddings.index.state != before:
+            self.ready.emit()
+
     def _load(self) -> None:
-        self.embeddings.refresh()  # a folder listing, off the GUI thread like the tokenizer
+        self._listing = True
+        try:
+            self.embeddings.refresh()  # a folder listing, off the GUI thread like the tokenizer
+        finally:
+            self._listed, self._listing = time.monotonic(), False
         try:
             tokenize = self._loader()
         except Exception as exc:  # any failure keeps the estimate; the tooltip says why

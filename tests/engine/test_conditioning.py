@@ -210,10 +210,10 @@ def test_sdxl_y_matches_diffusers_add_time_embedding():
     assert torch.allclose(y[:, 1280:], expected.expand(2, -1), atol=1e-5)
 
 
-# --- textual-inversion embeddings -----------------------------------------------------------------------------
+# --- textual-inversion embeddings ---
 
 def embedding_library(tmp_path, **files):
-    """An EmbeddingLibrary over tmp_path holding NAME.safetensors per keyword: a tensor, or (clip_l, clip_g)."""
+    """An EmbeddingLibrary over tmp_path with NAME.safetensors per keyword: a tensor, or (clip_l, clip_g)."""
     from safetensors.torch import save_file
 
     from sdstudio.engine.embeddings import EmbeddingLibrary
@@ -262,7 +262,8 @@ def test_comma_backtrack_moves_an_embedding_with_the_words_after_the_comma(tmp_p
     prompt_encoder.embeddings = embedding_library(tmp_path, four=vectors(4, 4, 0))
     prompt = "cat " * 60 + ", four " + "cat " * 12  # 60 + comma + 4 + 10 fill the chunk; the 11th cat cuts
     assert layout(prompt_encoder, prompt) == [(61, []), (16, [(0, "four", 4)])]
-    assert layout(prompt_encoder, "cat " * 60 + "four , " + "cat " * 12) == [(65, [(60, "four", 4)]), (12, [])]
+    after = layout(prompt_encoder, "cat " * 60 + "four , " + "cat " * 12)
+    assert after == [(65, [(60, "four", 4)]), (12, [])]
 
 
 def manual(encoder, tokens, inserts, clip_skip=1):
@@ -332,7 +333,8 @@ def test_embeddings_used_lists_names_and_hashes_and_checks_widths(tmp_path):
     prompt_encoder = PromptEncoder([tiny_encoder()])
     prompt_encoder.embeddings = embedding_library(tmp_path, good=vectors(1, 32, 0), neg=vectors(2, 32, 1),
                                                   sd1=vectors(1, 768, 2))
-    digest = {n: hashlib.sha256((tmp_path / f"{n}.safetensors").read_bytes()).hexdigest()[:12] for n in ("good", "neg")}
+    digest = {n: hashlib.sha256((tmp_path / f"{n}.safetensors").read_bytes()).hexdigest()[:12]
+              for n in ("good", "neg")}
     assert prompt_encoder.embeddings_used("a good cat, good", "neg, blurry") == (
         ("good", digest["good"]), ("neg", digest["neg"]))
     assert prompt_encoder.embeddings_used("a cat", "") == ()

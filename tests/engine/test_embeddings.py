@@ -4,18 +4,19 @@ the prompt's vectors against diffusers' load_textual_inversion on the same tiny 
 import copy
 import hashlib
 import pickle
+import zipfile
 
 import pytest
 import torch
 from safetensors.torch import save_file
-from transformers import CLIPTextModel
+from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 from sdstudio.engine.conditioning import PromptEncoder
 from sdstudio.engine.embedding_files import index_embeddings, vector_count
 from sdstudio.engine.embeddings import EmbeddingLibrary, read_embedding
 from sdstudio.engine.errors import NetworkFileError
 from sdstudio.engine.text_encoder import TextEncoder, _config
-from sdstudio.engine.tokenizer import EOS, load_tokenizer
+from sdstudio.engine.tokenizer import EOS, OPENCLIP_PAD, load_tokenizer
 
 
 def textured(*shape, seed=0):
@@ -24,23 +25,23 @@ def textured(*shape, seed=0):
 
 
 def save_a1111_pt(path, vectors, requires_grad=True):
-    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": vectors.clone().requires_grad_(requires_grad)},
-                "name": path.stem, "step": 1500, "sd_checkpoint": "0123456789", "sd_checkpoint_name": "model"},
-               path)
+    param = vectors.clone().requires_grad_(requires_grad)
+    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": param}, "name": path.stem,
+                "step": 1500, "sd_checkpoint": "0123456789", "sd_checkpoint_name": "model"}, path)
     return path
 
 
-def tiny_clip(width=32, seed=0):
+def tiny_clip(width=32, seed=0, projection=False):
     torch.manual_seed(seed)
     config = _config(hidden=width, layers=2, heads=2, intermediate=2 * width, act="quick_gelu", proj=width)
-    model = CLIPTextModel(config).eval()
-    with torch.no_grad():
-        model.text_model.final_layer_norm.bias.normal_(0.0, 0.5) if hasattr(model, "text_model") else \
-            model.final_layer_norm.bias.normal_(0.0, 0.5)
+    model = (CLIPTextModelWithProjection if projection else CLIPTextModel)(config).eval()
+    text = model.text_model if projection else model
+    with torch.no_grad():  # a trained final norm has a bias, so the output mean is not ~0
+        text.final_layer_norm.bias.normal_(0.0, 0.5)
     return model
 
 
-# --- file layouts -------------------------------------------------------------------------------------------
+# --- file layouts ---
 
 def test_a1111_pt_reads_string_to_param_with_a1111_hash(tmp_path):
     vectors = textured(3, 768)
@@ -91,7 +92,7 @@ def test_sdxl_file_gives_clip_l_then_clip_g(tmp_path):
     assert vector_count(path) == 2
 
 
-# --- hostile files ------------------------------------------------------------------------------------------
+# --- hostile files ---
 
 class Payload:
     def __reduce__(self):
@@ -180,7 +181,7 @@ def test_wrong_width_names_both(tmp_path):
         library.lookup((1024,), {})("xl", True)
 
 
-# --- the library ----------------------------------------------------------------------------------------------
+# --- the library ---
 
 def test_library_names_and_naming_rules(tmp_path, home):
     own = home / "embeddings"
@@ -189,20 +190,30 @@ def test_library_names_and_naming_rules(tmp_path, home):
     extra.mkdir()
     save_file({"emb_params": textured(1, 768)}, own / "EasyNegative.safetensors")
     save_a1111_pt(own / "sub" / "deep.pt", textured(2, 768))
-    save_a1111_pt(extra / "EasyNegative.pt", textured(3, 768))  # the own folder's file wins
     save_a1111_pt(extra / "other.pt", textured(4, 768))
+    save_a1111_pt(extra / "Twice.pt", textured(3, 768))
+    save_file({"emb_params": textured(5, 768)}, own / "twice.safetensors")
     library = EmbeddingLibrary([extra])
-    assert library.names() == ["EasyNegative", "deep", "EasyNegative", "other"]
+    assert library.names() == ["EasyNegative", "deep", "twice", "Twice", "other"]
     assert library.find("EasyNegative").count == 1
     assert library.find("easynegative").count == 1  # A1111's tokenizer lowercases: case does not matter
     assert library.find("deep").count == 2 and library.find("other").count == 4
+    assert library.find("Twice").count == 3 and library.find("twice").count == 5  # exact case first
     assert library.find("embedding", False) is None and library.find("cat") is None
     assert library.find("sub/deep", explicit=True).count == 2
     assert library.find("deep.pt", explicit=True).count == 2
     assert library.find("EasyNegative.safetensors", explicit=True).count == 1
+    assert library.find("twice.pt", explicit=True).count == 3
     with pytest.raises(NetworkFileError, match="'missing' was not found in the embeddings folders") as exc:
         library.find("missing", explicit=True)
     assert str(own) in str(exc.value) and str(extra) in str(exc.value)
+    with pytest.raises(NetworkFileError, match="several embeddings are named 'TWICE'") as exc:
+        library.find("TWICE")  # two files differ from it only in case: no silent choice
+    assert "Twice.pt" in one_line(exc) and "twice.safetensors" in str(exc.value)
+    save_a1111_pt(extra / "EasyNegative.pt", textured(3, 768))  # the same name in two folders
+    library.refresh()
+    with pytest.raises(NetworkFileError, match="several embeddings are named 'EasyNegative'"):
+        library.find("EasyNegative")
 
 
 def test_library_rereads_a_rewritten_file_and_its_state_changes(tmp_path):
@@ -227,7 +238,7 @@ def test_index_is_torch_free_and_ignores_other_files(tmp_path):
     assert index.resolve("notes") is None
 
 
-# --- against diffusers ---------------------------------------------------------------------------------------
+# --- against diffusers ---
 
 class _Loader:
     """The least a diffusers pipeline needs to run TextualInversionLoaderMixin.load_textual_inversion."""
@@ -266,3 +277,97 @@ def test_prompt_embeddings_equal_diffusers_load_textual_inversion(tmp_path, coun
     assert ours.shape == reference.shape == (1, 77, 32)
     assert (ours - reference).abs().max().item() <= 1e-5
     assert (ours - plain).abs().max().item() > 1e-2  # the vectors changed the encoding
+
+
+def diffusers_hidden(model, state, token, prompt, pad, layer=-1):
+    """diffusers' load_textual_inversion + maybe_convert_prompt on one encoder; hidden state `layer`, or the
+    final-normed last one (SD 1.x) for -1."""
+    from diffusers.loaders import TextualInversionLoaderMixin
+
+    loader = type("Pipe", (_Loader, TextualInversionLoaderMixin), {})(load_tokenizer.__wrapped__(), model)
+    loader.load_textual_inversion(state, token=token)
+    ids = loader.tokenizer(loader.maybe_convert_prompt(prompt, loader.tokenizer)).input_ids
+    ids = torch.tensor([ids + [pad] * (77 - len(ids))])
+    with torch.no_grad():
+        out = model(ids, output_hidden_states=True)
+    return out.last_hidden_state if layer == -1 else out.hidden_states[layer]
+
+
+def test_sdxl_prompt_embeddings_equal_diffusers_on_both_encoders(tmp_path):
+    clip_l, bigg = tiny_clip(32, seed=1), tiny_clip(48, seed=2, projection=True)
+    vl, vg = textured(2, 32, seed=3), textured(2, 48, seed=4)
+    save_file({"clip_l": vl, "clip_g": vg}, tmp_path / "qxxlemb.safetensors")
+    prompt = "qxxlemb, a castle at dusk"
+    reference = torch.cat([
+        diffusers_hidden(copy.deepcopy(clip_l), {"qxxlemb": vl}, "qxxlemb", prompt, EOS, layer=-2),
+        diffusers_hidden(copy.deepcopy(bigg), {"qxxlemb": vg}, "qxxlemb", prompt, OPENCLIP_PAD, layer=-2),
+    ], dim=-1)
+    encoder = PromptEncoder([TextEncoder(clip_l, EOS, "penultimate_no_norm"),
+                             TextEncoder(bigg, OPENCLIP_PAD, "penultimate_no_norm")])
+    encoder.embeddings = EmbeddingLibrary([tmp_path])
+    ours = encoder.encode(prompt).context
+    assert ours.shape == reference.shape == (1, 77, 80)
+    assert (ours - reference).abs().max().item() <= 1e-5
+
+
+def test_encoding_with_an_embedding_leaves_the_encoder_untouched(tmp_path):
+    model = tiny_clip()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    encoder = TextEncoder(model, EOS, "last")
+    prompt_encoder = PromptEncoder([encoder])
+    save_file({"emb_params": textured(2, 32)}, tmp_path / "pair.safetensors")
+    prompt_encoder.embeddings = EmbeddingLibrary([tmp_path])
+    with_embedding = prompt_encoder.encode("a pair").context
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not model.embeddings.token_embedding._forward_hooks  # the seam is removed after the call
+    plain = PromptEncoder([encoder]).encode("a pair").context
+    assert (with_embedding - plain).abs().max() > 1e-2
+
+
+@pytest.mark.slow
+def test_full_size_sd1_embedding_equals_diffusers(tmp_path):
+    from sdstudio.engine.text_encoder import clip_l_config
+
+    torch.manual_seed(0)
+    model = CLIPTextModel(clip_l_config()).eval()
+    emb_path = save_a1111_pt(tmp_path / "qxfullemb.pt", textured(6, 768, seed=7) * 0.05)
+    prompt = "masterpiece, qxfullemb, a portrait of a woman " + "in a garden " * 5
+    reference = diffusers_hidden(copy.deepcopy(model), str(emb_path), "qxfullemb", prompt, EOS)
+    encoder = PromptEncoder([TextEncoder(model, EOS, "last")])
+    encoder.embeddings = EmbeddingLibrary([tmp_path])
+    ours = encoder.encode(prompt).context
+    error = (ours - reference).abs().max().item()
+    print(f"full-size SD 1.x embedding vs diffusers: max abs difference {error:.2e}")
+    assert error <= 1e-5 * max(1.0, reference.abs().max().item())
+
+
+@pytest.mark.parametrize("size", [[None], "ab", [2**80, 768]])
+def test_header_count_of_a_hostile_archive_is_unknown_not_a_crash(tmp_path, size):
+    class Junk:
+        def __reduce__(self):
+            return torch._utils._rebuild_tensor_v2, ("storage", 0, size, ())
+
+    path = tmp_path / "junk.pt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("junk/data.pkl", pickle.dumps({"emb_params": Junk()}, protocol=2))
+    count = vector_count(path)
+    assert count is None or count == 2**80  # an absurd count: the grammar refuses more than 75 vectors
+    with pytest.raises(NetworkFileError):
+        read_embedding(path)
+
+
+def test_a_file_far_larger_than_an_embedding_is_refused_before_reading(tmp_path, monkeypatch):
+    from sdstudio.engine import embeddings
+
+    path = tmp_path / "checkpoint.safetensors"
+    save_file({"emb_params": textured(4, 768)}, path)
+    monkeypatch.setattr(embeddings, "MAX_FILE_BYTES", path.stat().st_size - 1)
+    monkeypatch.setattr(embeddings, "load_tensors", lambda *a: pytest.fail("read a file it should refuse"))
+    with pytest.raises(NetworkFileError, match="far more than an embedding"):
+        read_embedding(path)
+
+
+def test_a_missing_file_is_refused_in_one_line(tmp_path):
+    with pytest.raises(NetworkFileError, match="gone.pt.: cannot be read"):
+        read_embedding(tmp_path / "gone.pt")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sdstudio.engine.errors import RequestError
-from sdstudio.engine.extra_networks import LoraUse, hash_name, parse_prompt, strip_tags
+from sdstudio.engine.extra_networks import LoraUse, hash_name, parse_prompt, strip_tags, tag_spans
 
 
 @pytest.mark.parametrize("prompt, clean, loras", [
@@ -41,6 +41,10 @@ def test_tags_are_read_and_removed_as_a1111_does(prompt, clean, loras):
     assert parsed.prompt == clean
     assert list(parsed.loras) == loras
     assert strip_tags(prompt) == clean
+    spans = tag_spans(prompt)
+    gaps = zip([(0, 0), *spans], [*spans, (len(prompt), 0)], strict=True)
+    kept = "".join(prompt[end:start] for (_, end), (start, _) in gaps)
+    assert kept == clean and len(spans) == len(loras)
 
 
 @pytest.mark.parametrize("prompt, said", [
@@ -79,3 +83,7 @@ def test_a_hostile_tag_is_shown_escaped_and_cut():
 def test_hash_names_lose_colons_and_commas_as_a1111_writes_them():
     assert hash_name("a,b: c") == "ab c"
     assert hash_name("plain") == "plain"
+
+
+def test_tag_spans_never_judge_a_tag():
+    assert tag_spans("a <lora:x:abc> b <hypernet:y> <lora:>") == [(2, 14), (17, 29)]

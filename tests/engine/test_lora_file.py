@@ -53,6 +53,8 @@ def test_every_dialect_patches_every_layer_as_alpha_over_rank_up_down(models, tm
     model = models[fam]
     tensors, expected = lora_tensors(model, dialect, rank=4, alpha=3.0, seed=10 * FAMILIES.index(fam) + DIALECTS.index(dialect))
     assert any(t.startswith("text.") for t in expected) and any(t.startswith(UNET) for t in expected)
+    if dialect == "kohya_openclip" and fam != "sd1":  # OpenCLIP names, q/k/v fused
+        assert any(k.endswith("transformer_resblocks_1_attn_in_proj.lora_up.weight") for k in tensors)
     lora = read_lora(write_lora(tmp_path / f"{dialect}.safetensors", tensors))
     before = snapshot(model)
     model.apply_patches(lora_patch_set(lora, model, te=0.6, unet=0.9))
@@ -275,3 +277,63 @@ def test_inconsistent_ranks_are_refused(models, tmp_path):
     lora = read_lora(write_lora(tmp_path / "ranks.safetensors", tensors))
     with pytest.raises(NetworkFileError, match="inconsistent ranks"):
         lora_patch_set(lora, models["sd1"])
+
+
+def test_lycoris_modules_go_through_loha_fused_in_proj_and_full_diff(models, tmp_path):
+    """LyCORIS maths is lycoris.py's (tested there); here: lora_file dispatches it, resolves its names like
+    plain LoRA's (a fused OpenCLIP in_proj split into q/k/v rows) and applies strengths."""
+    model = models["sdxl"]
+    shapes = model.weights.shapes()
+    g = torch.Generator().manual_seed(21)
+    tensors, expected = {}, {}
+
+    def loha(name, out_dim, in_dim, rank=3, alpha=2.0):
+        w1a, w1b = torch.randn(out_dim, rank, generator=g), torch.randn(rank, in_dim, generator=g)
+        w2a, w2b = torch.randn(out_dim, rank, generator=g), torch.randn(rank, in_dim, generator=g)
+        tensors.update({f"{name}.hada_w1_a": w1a, f"{name}.hada_w1_b": w1b, f"{name}.hada_w2_a": w2a,
+                        f"{name}.hada_w2_b": w2b, f"{name}.alpha": torch.tensor(alpha)})
+        return torch.einsum("or,ri->oi", w1a, w1b) * torch.einsum("or,ri->oi", w2a, w2b) * (alpha / rank)
+
+    attn = UNET + "input_blocks.3.1.transformer_blocks.1.attn2.to_v.weight"
+    expected[attn] = loha("lora_unet_down_blocks_1_attentions_0_transformer_blocks_1_attn2_to_v", *shapes[attn])
+    layer = "text.1.text_model.encoder.layers.1.self_attn"
+    width = shapes[f"{layer}.q_proj.weight"][1]
+    fused = loha("lora_te2_transformer_resblocks_1_attn_in_proj", 3 * width, width)
+    for i, q in enumerate("qkv"):
+        expected[f"{layer}.{q}_proj.weight"] = fused[i * width:(i + 1) * width]
+    out = UNET + "out.2"
+    tensors[out.replace(UNET, "lora_unet_").replace(".", "_") + ".diff"] = diff = torch.randn(shapes[out + ".weight"],
+                                                                                          generator=g)
+    tensors["lora_unet_out_2.diff_b"] = diff_b = torch.randn(shapes[out + ".bias"], generator=g)
+    expected[out + ".weight"], expected[out + ".bias"] = diff, diff_b
+    lora = read_lora(write_lora(tmp_path / "loha.safetensors", tensors))
+    before = snapshot(model)
+    model.apply_patches(lora_patch_set(lora, model, te=0.5, unet=0.75))
+    try:
+        assert_patched(model, before, expected, 0.5, 0.75, atol=1e-5)
+    finally:
+        model.apply_patches(NO_PATCHES)
+
+
+def test_a_broken_lycoris_module_is_named(models, tmp_path):
+    tensors = {"lora_unet_out_2.hada_w1_a": torch.zeros(4, 2), "lora_unet_out_2.hada_w1_b": torch.zeros(3, 32)}
+    lora = read_lora(write_lora(tmp_path / "broken.safetensors", tensors))
+    with pytest.raises(NetworkFileError, match=r"broken\.safetensors.*lora_unet_out_2"):
+        lora_patch_set(lora, models["sd1"])
+
+
+@pytest.mark.parametrize("tensors", [
+    {"lora_unet_out_2.lora_down.weight": torch.zeros(4), "lora_unet_out_2.lora_up.weight": torch.zeros(4, 4)},
+    {"lora_unet_out_2.lora_down.weight": torch.zeros(4, 32, 3, 3), "lora_unet_out_2.lora_up.weight": torch.zeros(4, 4, 1, 1),
+     "lora_unet_out_2.alpha": torch.zeros(2)},
+    {"lora_unet_input_blocks_1_1_norm.lora_down.weight": torch.zeros(4, 32),
+     "lora_unet_input_blocks_1_1_norm.lora_up.weight": torch.zeros(32, 4)},
+    {"lora_unet_out_2.alpha": torch.tensor(1.0)},
+    {"lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q.diff_b": torch.zeros(32)},
+], ids=["1-d down", "two alphas", "low rank on a norm", "alpha only", "bias diff without a bias"])
+def test_malformed_modules_get_one_line_errors_naming_them(models, tmp_path, tensors):
+    lora = read_lora(write_lora(tmp_path / "odd.safetensors", tensors))
+    with pytest.raises(NetworkFileError) as info:
+        lora_patch_set(lora, models["sd1"])
+    message = str(info.value)
+    assert "odd.safetensors" in message and "lora_unet_" in message and "\n" not in message, message

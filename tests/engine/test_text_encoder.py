@@ -223,3 +223,20 @@ def test_clip_skip_out_of_range_is_a_request_error():
 def test_unknown_layer_mode_is_rejected():
     with pytest.raises(ValueError, match="layer mode"):
         TextEncoder(tiny_model(projection=False), EOS, "middle")
+
+
+def test_inserts_replace_token_embeddings_before_positions_and_only_for_the_call():
+    model = tiny_model(projection=True)
+    encoder = TextEncoder(model, EOS, "penultimate_no_norm")
+    ids = tokens()
+    with torch.no_grad():
+        plain = encoder(ids, 1)
+        own = encoder.text_model.embeddings.token_embedding.weight[ids[1, 2:5]].clone()
+        same = encoder(ids, 1, [(1, 2, own)])  # a token's own vectors: bit-identical result
+        other = encoder(ids, 1, [(1, 2, own.flip(0))])
+        again = encoder(ids, 1)
+    assert all(torch.equal(a, b) for a, b in zip(plain, same, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(plain, again, strict=True))
+    assert torch.equal(other[0][0], plain[0][0])  # row 0 untouched
+    assert torch.equal(other[0][1, :2], plain[0][1, :2])  # causal: positions before the insert unchanged
+    assert (other[0][1, 2:] - plain[0][1, 2:]).abs().max() > 1e-3

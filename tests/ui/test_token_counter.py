@@ -168,8 +168,9 @@ def test_pt_embedding_counts_come_from_the_pickle_shapes_and_legacy_files_are_es
 
     from sdstudio.engine.embedding_files import EmbeddingCounts
 
-    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": torch.zeros(4, 768, requires_grad=True)},
-                "name": "four", "step": 10}, tmp_path / "four.pt")
+    param = torch.zeros(4, 768, requires_grad=True)
+    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": param}, "name": "four", "step": 10},
+               tmp_path / "four.pt")
     (tmp_path / "legacy.bin").write_bytes(pickle.dumps({"x": [1, 2]}))
     counts = EmbeddingCounts([tmp_path])
     counts.refresh()
@@ -177,3 +178,19 @@ def test_pt_embedding_counts_come_from_the_pickle_shapes_and_legacy_files_are_es
     assert (exact.tokens, exact.estimated) == (5, False)
     guess = count_prompt("a legacy", one_per_word, counts)
     assert (guess.tokens, guess.estimated, guess.unknown_embeddings) == (2, True, ("legacy",))
+
+
+def test_lazy_counter_relists_the_embeddings_folders_in_the_background(qtbot, home):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    lazy = LazyTokenCounter(loader=lambda: one_per_word, relist_seconds=0.0)
+    with qtbot.waitSignal(lazy.ready, timeout=5000):
+        lazy.start()
+    assert lazy.count("a newemb").tokens == 2
+    qtbot.waitUntil(lambda: not lazy._listing, timeout=5000)  # that count's re-list has finished
+    (home / "embeddings").mkdir(parents=True)
+    save_file({"emb_params": np.ones((3, 768), np.float32)}, str(home / "embeddings" / "newemb.safetensors"))
+    with qtbot.waitSignal(lazy.ready, timeout=5000):
+        lazy.count("a newemb")  # stale listing: re-listed off the GUI thread, then a recount is asked for
+    assert lazy.count("a newemb").tokens == 4
