@@ -36,6 +36,7 @@ _FIELDS = {
     "sampler": "sampler", "scheduler": "scheduler", "seed": "seed", "width": "width", "height": "height",
     "batch": "batch_size", "clip_skip": "clip_skip", "strength": "strength", "mask_blur": "mask_blur",
     "only_masked": "only_masked", "model": "model", "vae": "vae", "taesd": "taesd", "prediction": "prediction",
+    "draft_decode": "draft_decode",
 }
 
 
@@ -64,6 +65,8 @@ def add_generate_parser(sub) -> None:
     g.add_argument("--only-masked", action="store_true", default=None, help="inpaint only the masked area")
     g.add_argument("--vae", help="replace the checkpoint's VAE")
     g.add_argument("--taesd", help="TAESD decoder for previews")
+    g.add_argument("--draft-decode", action="store_true", default=None,
+                   help="decode the final image with the --taesd decoder instead of the full VAE (fast, softer)")
     g.add_argument("--prediction", choices=("eps", "v"), help="override the detected prediction type")
     g.add_argument("--from", dest="from_image", help="re-run the parameters stored in this PNG")
     g.add_argument("--lora-dir", action="append", default=[], metavar="DIR",

@@ -28,6 +28,7 @@ from sdstudio.engine.families import family
 from sdstudio.engine.images import (
     composite,
     crop_padded,
+    from_unit,
     latent_mask,
     mask_tensor,
     paste_region,
@@ -174,12 +175,32 @@ class PassRunner:
 
     @torch.no_grad()
     def decode(self, latents: Tensor) -> list[Image.Image]:
+        if self.req.draft_decode:
+            return self.draft_decode(latents)
         out = []
         for z in latents.split(1):
             self.check_cancel()
             pixels = self.model.vae.decode((z / self.scale).to(self.vae_device, self.vae_dtype))
             check_finite(pixels, "image", "an fp16 overflow in the VAE (try the fp32 VAE) or a broken VAE")
             out += to_images(pixels.float().cpu())
+        return out
+
+    @torch.no_grad()
+    def draft_decode(self, latents: Tensor) -> list[Image.Image]:
+        """The final images through the tiny preview VAE (TAESD takes the scaled latent the UNet sees): at
+        four steps the full VAE decode costs more than sampling. pipeline.generate refuses the request
+        before sampling when the model has no preview decoder."""
+        taesd = self.model.taesd
+        device, dtype = module_device(taesd), module_dtype(taesd)
+        out = []
+        for z in latents.split(1):
+            self.check_cancel()
+            pixels = taesd.decode(z.to(device, dtype)).float()
+            if pixels.shape[-2:] != (z.shape[-2] * self.f, z.shape[-1] * self.f):
+                raise GenerationError(f"the preview decoder upscales by {pixels.shape[-1] // z.shape[-1]}, the "
+                                      f"model's VAE by {self.f}: draft decode cannot stand in for it")
+            check_finite(pixels, "image", "an fp16 overflow in the preview decoder or a broken TAESD file")
+            out += from_unit(pixels.cpu())
         return out
 
     def check_cancel(self) -> None:

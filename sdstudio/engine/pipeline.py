@@ -14,6 +14,7 @@ from dataclasses import replace
 import torch
 
 from sdstudio.engine.checkpoint import LoadedModel
+from sdstudio.engine.errors import RequestError
 from sdstudio.engine.images import crop_region, fit
 from sdstudio.engine.passes import OnStep, Pass, PassRunner, ShouldCancel
 from sdstudio.engine.request import GenerationRequest, GenerationResult, image_seed
@@ -68,6 +69,9 @@ def generate(model: LoadedModel, request: GenerationRequest, on_step: OnStep | N
     `residuals` (residuals.py) reach every UNet call, for control models."""
     t0 = time.perf_counter()
     req = validate(request, multiple=model.description.vae_downscale)
+    if req.draft_decode and model.taesd is None:
+        raise RequestError("Draft decode needs a preview decoder (TAESD) and this model has none loaded: turn "
+                           "Draft decode off (the command line takes a decoder with --taesd FILE)")
     model_sampling = ModelSampling(family=model.description.family)
     runner = PassRunner(model, req, model_sampling, on_step, should_cancel, residuals)
     images = []

@@ -110,6 +110,8 @@ def request_fields(request: GenerationRequest, model_name: str) -> dict[str, obj
     for key, pairs in (("Lora hashes", request.lora_hashes), ("TI hashes", request.ti_hashes)):
         if pairs:
             fields[key] = format_hashes(pairs)
+    if request.draft_decode:
+        fields["Draft decode"] = True  # SD Studio's own: the tiny VAE made the final pixels
     return fields
 
 
@@ -344,6 +346,14 @@ def _shown(value: str) -> str:
     return repr(value) if len(value) <= 60 else repr(value[:60]) + f"... ({len(value)} characters)"
 
 
+def _flag(params: Mapping[str, str], key: str) -> bool:
+    """A yes/no field as A1111 writes Python bools ("True" / "False"); absent is False."""
+    value = params.get(key, "").strip().lower()
+    if value not in ("", "true", "false"):
+        raise RequestError(f"{key} must be True or False, got {_shown(params[key])}")
+    return value == "true"
+
+
 def _size(params: Mapping[str, str]) -> tuple[int, int]:
     value = params.get("Size", "512x512").strip()
     match = _SIZE.match(value)
@@ -395,6 +405,7 @@ def request_and_problem(params: Mapping[str, str]) -> tuple[GenerationRequest, s
         model_hash=params.get("Model hash", ""),
         lora_hashes=parse_hashes(params, "Lora hashes"),
         ti_hashes=parse_hashes(params, "TI hashes"),
+        draft_decode=_flag(params, "Draft decode"),
     )
     return request, problem
 

@@ -41,6 +41,9 @@ def start_background(window: MainWindow, counter: LazyTokenCounter) -> HistoryLi
     window.worker.start()
     window.load_model(window.state.model)
     counter.start()
+    from sdstudio.ui.network_dock import dock_network_browser
+
+    dock_network_browser(window)
     try:
         from sdstudio.history.store import HistoryStore
 

@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 
 from sdstudio import paths
 from sdstudio.engine.names import SAMPLER_NOTES, SAMPLERS, SCHEDULER_LABELS, SCHEDULERS
+from sdstudio.ui.fast_preset import FastControls
 from sdstudio.ui.prompt_state import MAX_SEED, RANDOM_SEED, PromptState, size_presets
 from sdstudio.ui.token_counter import CHUNK_TOKENS, LazyTokenCounter, format_count
 from sdstudio.untrusted import printable
@@ -127,6 +128,7 @@ class PromptPanel(QWidget):
     addModelRequested = Signal()
     removeModelRequested = Signal(str)  # an added model's path
     reuseSeedRequested = Signal()
+    networksRequested = Signal()
 
     def __init__(self, state: PromptState, counter: LazyTokenCounter, parent: QWidget | None = None):
         super().__init__(parent)
@@ -166,6 +168,10 @@ class PromptPanel(QWidget):
             row = QHBoxLayout()
             row.addWidget(_heading(title))
             row.addStretch(1)
+            if attr == "prompt":  # the LoRA / embedding browser (network_dock.py) opens beside the prompt
+                self.networks_button = QToolButton(text="LoRA…", toolTip="Browse LoRA and embedding files")
+                self.networks_button.clicked.connect(self.networksRequested)
+                row.addWidget(self.networks_button)
             count = QLabel()
             count.setProperty("role", "counter")
             row.addWidget(count)
@@ -239,6 +245,10 @@ class PromptPanel(QWidget):
         seed_row.addWidget(self.reuse_button)
         grid.addWidget(QLabel("Seed"), 3, 0)
         grid.addLayout(seed_row, 3, 1, 1, 3)
+        self.fast = FastControls(self.state)
+        self.fast.changed.connect(self.refresh)
+        self.fast.draftToggled.connect(self._store)
+        grid.addWidget(self.fast, 4, 0, 1, 4)
         layout.addLayout(grid)
         for w in (self.sampler_combo, self.scheduler_combo):
             w.currentIndexChanged.connect(self._store)
@@ -327,6 +337,7 @@ class PromptPanel(QWidget):
         finally:
             self._updating = False
         self._sync_preset()
+        self.fast.sync()
 
     def _store(self) -> None:
         if self._updating:
@@ -340,7 +351,9 @@ class PromptPanel(QWidget):
         s.batch_size, s.batch_count = self.batch_size_spin.value(), self.batch_count_spin.value()
         s.strength, s.mask_blur = self.strength_spin.value(), self.blur_spin.value()
         s.only_masked = self.only_masked_check.isChecked()
+        s.draft_decode = self.fast.draft_check.isChecked()
         self._sync_preset()
+        self.fast.sync()
 
     # --- models and sizes --------------------------------------------------------------------------
     def set_models(self, models: list[tuple[str, str]], removable: list[str] | tuple[str, ...] = ()) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import platform
 import re
 import sys
@@ -22,6 +23,7 @@ from sdstudio.ui.prompt_state import PromptState
 _PROMPT_GROUP = "prompt"
 DEVICE_KEY = "engine/device"
 ALLOW_PICKLE_KEY = "engine/allow_pickle"
+NETWORK_DIR_KEYS = ("networks/lora_dirs", "networks/embedding_dirs")
 # The engine's device names (sdstudio/engine/devices.py, which imports torch) with their menu labels.
 DEVICES = (("auto", "&Automatic"), ("cpu", "&CPU"), ("cuda", "CU&DA (NVIDIA/AMD GPU)"), ("mps", "&MPS (Apple GPU)"))
 
@@ -123,3 +125,24 @@ def _torch_build_has(*backends: str) -> bool:
         return False
     names = "|".join(backends)
     return re.search(rf"^(?:{names})\s*(?::[^=]*)?=\s*['\"][^'\"]+['\"]", text, re.M) is not None
+
+
+def load_network_dirs(settings: QSettings) -> tuple[list[str], list[str]]:
+    """The extra LoRA and embedding folders the user added (an A1111 or ComfyUI install's), in order."""
+    lora, embeddings = (_folder_list(settings.value(key)) for key in NETWORK_DIR_KEYS)
+    return lora, embeddings
+
+
+def save_network_dirs(settings: QSettings, lora_dirs: list[str], embedding_dirs: list[str]) -> None:
+    for key, folders in zip(NETWORK_DIR_KEYS, (lora_dirs, embedding_dirs), strict=True):
+        # JSON, not the ini's own lists: a one-element list comes back from QSettings as a plain string.
+        settings.setValue(key, json.dumps([str(f) for f in folders]))
+    settings.sync()
+
+
+def _folder_list(raw: object) -> list[str]:
+    try:
+        folders = json.loads(str(raw)) if raw is not None else []
+    except ValueError:
+        return []
+    return [f for f in folders if isinstance(f, str) and f.strip()] if isinstance(folders, list) else []

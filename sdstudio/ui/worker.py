@@ -143,6 +143,7 @@ class Worker(QObject):
         self._factory = engine_factory
         self._device = "auto"
         self._allow_pickle = False
+        self._network_dirs: tuple[list[str], list[str]] = ([], [])  # extra LoRA / embedding folders
         self._new_engine = False  # the device or an engine option changed: build it again before the next job
         self._ids = itertools.count(1)
         self._queue: collections.deque[QueuedJob] = collections.deque()
@@ -187,6 +188,11 @@ class Worker(QObject):
         with self._cond:
             if allow != self._allow_pickle:
                 self._allow_pickle, self._new_engine = allow, True
+
+    def set_network_dirs(self, lora_dirs: list[str], embedding_dirs: list[str]) -> None:
+        """The extra LoRA / embedding folders (settings) the engine searches from the next job on."""
+        with self._cond:
+            self._network_dirs = (list(lora_dirs), list(embedding_dirs))
 
     @property
     def allow_pickle(self) -> bool:
@@ -260,11 +266,14 @@ class Worker(QObject):
                 with self._cond:
                     device, new_engine, self._new_engine = self._device, self._new_engine, False
                     allow_pickle = self._allow_pickle
+                    lora_dirs, embedding_dirs = self._network_dirs
                 if engine is None or new_engine:
                     if engine is not None:
                         engine, loaded = None, None
                         gc.collect()  # let the old engine's memory go before the new one loads
                     engine = self._factory() if self._factory is not None else default_engine_factory(device, allow_pickle)
+                # Engine.lora_dirs / embedding_dirs: plain lists the engine reads at each job.
+                engine.lora_dirs, engine.embedding_dirs = list(lora_dirs), list(embedding_dirs)
                 if loaded != job.model:
                     loaded = None
                     self._load(engine, job)
