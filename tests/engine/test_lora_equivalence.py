@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import gc
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
-from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
-from transformers import CLIPTextConfig
+from diffusers.loaders.single_file_utils import (
+    convert_ldm_unet_checkpoint,
+    create_unet_diffusers_config_from_ldm,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from sdstudio.engine.checkpoint import load_checkpoint
 from sdstudio.engine.lora_file import lora_patch_set, read_lora
@@ -70,17 +74,17 @@ def tiny_pipeline(path, family: str):
                                      tokenizer_2=None, unet=unet, scheduler=None)
 
 
-def encoder_modules(pipe) -> dict[int, dict]:
+def encoder_modules(pipe, keep=lambda path: True) -> dict[int, dict]:
     """The text encoders' layer linears (what kohya's text-encoder LoRA adapts), by encoder index."""
     encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if hasattr(pipe, "text_encoder_2") else [])
-    return {i: {k.removeprefix("text_model."): m for k, m in lr.lora_modules(e).items() if ".layers." in k}
-            for i, e in enumerate(encoders)}
+    return {i: {k.removeprefix("text_model."): m for k, m in lr.lora_modules(e).items()
+                if ".layers." in k and keep(k)} for i, e in enumerate(encoders)}
 
 
 def lora_file(folder, pipe, ldm_unet: UNetModel, dialect: str, keep=lambda path: True):
     """Write a random LoRA for the pipeline's model in `dialect` ("kohya_diffusers": diffusers block names,
-    "kohya_ldm": LDM block names, "peft"); `keep(module path)` selects UNet modules."""
-    texts = encoder_modules(pipe)
+    "kohya_ldm": LDM block names, "peft"); `keep(module path)` selects modules."""
+    texts = encoder_modules(pipe, keep)
     kohya_te = ["lora_te_"] if len(texts) == 1 else ["lora_te1_", "lora_te2_"]
     tensors = {}
     if dialect == "peft":
@@ -177,6 +181,8 @@ def _sdxl_subset(path: str) -> bool:
     """SDXL modules kept: every kind of layer, but from a few blocks (two fp32 copies would not fit)."""
     if re.search(r"transformer_blocks\.(\d+)\.", path) and not re.search(r"transformer_blocks\.[019]\.", path):
         return False
+    if ".layers." in path:  # text encoders: first, a middle and last layers
+        return bool(re.search(r"\.layers\.(0|5|11|31)\.", path))
     return bool(re.match(r"(time_embed|label_emb|time_embedding|add_embedding|conv_in|conv_out|out\.|"
                          r"input_blocks\.(0|3|4|7)\.|middle_block\.|output_blocks\.(2|5|8)\.|"
                          r"down_blocks\.(0\.(resnets|downsamplers)|1\.attentions\.0|2\.attentions\.0)|mid_block|"
@@ -191,18 +197,25 @@ FULL = {"sd15": ("kohya_diffusers", "peft"), "sdxl": ("kohya_ldm", "peft")}
 def test_full_size_lora_weights_equal_diffusers_fuse_lora(tmp_path, family, dialect):
     path = cached_checkpoint(family)
     keep = _sdxl_subset if family == "sdxl" else (lambda p: True)
-    # The reference's module tree names the LoRA's modules; built once on meta to write the file.
-    with torch.device("meta"):
-        pipe = _full_pipeline(path, family)
-    ldm_unet = UNetModel(unet_config(family), device="meta")
-    lora_path = lora_file(tmp_path, pipe, ldm_unet, dialect, keep)
-    del pipe
+    lora_path = lora_file(tmp_path, _meta_modules(path, family), UNetModel(unet_config(family), device="meta"),
+                          dialect, keep)
     patched, shapes, _ = ours(path, lora_path)
     pipe = _full_pipeline(path, family)
     worst = compare(f"{family} {dialect}", patched, shapes, pipe, lora_path, ldm_names=dialect == "kohya_ldm")
     del pipe, patched
     gc.collect()
     assert worst <= TOLERANCE
+
+
+def _meta_modules(path, family: str) -> SimpleNamespace:
+    """The reference pipeline's module tree without weights (its names and shapes are all a LoRA file needs)."""
+    config = create_unet_diffusers_config_from_ldm(ref.ORIGINAL_CONFIGS[family], ref.shapes_only(path))
+    texts = ref.TEXT_REFERENCES[family]
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**config)
+        encoders = [(CLIPTextModelWithProjection if t.pooled else CLIPTextModel)(t.config) for t in texts]
+    names = dict(zip(("text_encoder", "text_encoder_2"), encoders, strict=False))
+    return SimpleNamespace(unet=unet, **names)
 
 
 def _full_pipeline(path, family: str):
