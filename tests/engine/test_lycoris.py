@@ -183,3 +183,60 @@ def test_conv_loha_flattened_reshapes_to_the_kernel():
     delta = apply_weight(parts, torch.zeros(24, 16, 3, 3))
     flat = (parts["hada_w1_a"] @ parts["hada_w1_b"]) * (parts["hada_w2_a"] @ parts["hada_w2_b"])
     assert torch.equal(delta, flat.reshape(24, 16, 3, 3))
+
+
+def test_lycoris_file_patches_a_loaded_model(tmp_path):
+    """A file mixing LoHa (plain and Tucker), LoKr and full diffs (weight and bias), read by lora_file and
+    applied at per-component strengths: each weight moves by strength × the formula written out here."""
+    from safetensors.torch import save_file
+
+    from sdstudio.engine.checkpoint import load_checkpoint
+    from sdstudio.engine.lora_file import lora_patch_set, read_lora
+    from tests.engine.lora_files import tiny_family_checkpoint
+
+    g = torch.Generator().manual_seed(9)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g) * 0.3
+
+    q, conv1, conv2 = ("input_blocks.1.1.transformer_blocks.0.attn1.to_q", "input_blocks.1.0.in_layers.2",
+                       "input_blocks.1.0.out_layers.3")
+    fc1 = "text_model.encoder.layers.0.mlp.fc1"
+    t = {}
+    t |= {f"lora_unet_{q.replace('.', '_')}.{k}": v for k, v in {
+        "hada_w1_a": r(32, 2), "hada_w1_b": r(2, 32), "hada_w2_a": r(32, 2), "hada_w2_b": r(2, 32),
+        "alpha": torch.tensor(1.0)}.items()}
+    t |= {f"lora_unet_{conv1.replace('.', '_')}.{k}": v for k, v in {
+        "lokr_w1": r(4, 4), "lokr_w2_a": r(8, 2), "lokr_w2_b": r(2, 8 * 9), "alpha": torch.tensor(3.0)}.items()}
+    t |= {f"lora_unet_{conv2.replace('.', '_')}.{k}": v for k, v in {
+        "hada_t1": r(2, 2, 3, 3), "hada_w1_a": r(2, 32), "hada_w1_b": r(2, 32), "hada_t2": r(2, 2, 3, 3),
+        "hada_w2_a": r(2, 32), "hada_w2_b": r(2, 32)}.items()}  # no alpha: scale 1
+    t |= {f"lora_te_{fc1.replace('.', '_')}.{k}": v for k, v in {"diff": r(64, 32), "diff_b": r(64)}.items()}
+    save_file({k: v.contiguous() for k, v in t.items()}, str(tmp_path / "lyco.safetensors"))
+
+    def part(module, suffix):
+        return t[f"{module}.{suffix}"].double()
+
+    def tucker(tc, wa, wb):
+        return torch.einsum("ijhw,ip,jq->pqhw", tc, wa, wb)
+
+    nq, n1, n2, nf = (f"lora_unet_{q.replace('.', '_')}", f"lora_unet_{conv1.replace('.', '_')}",
+                      f"lora_unet_{conv2.replace('.', '_')}", f"lora_te_{fc1.replace('.', '_')}")
+    lokr_w2 = (part(n1, "lokr_w2_a") @ part(n1, "lokr_w2_b")).reshape(8, 8, 3, 3)
+    expected = {
+        "model.diffusion_model." + q + ".weight":
+            0.7 * 0.5 * (part(nq, "hada_w1_a") @ part(nq, "hada_w1_b")) * (part(nq, "hada_w2_a") @ part(nq, "hada_w2_b")),
+        "model.diffusion_model." + conv1 + ".weight":
+            0.7 * 1.5 * torch.einsum("ac,bdhw->abcdhw", part(n1, "lokr_w1"), lokr_w2).reshape(32, 32, 3, 3),
+        "model.diffusion_model." + conv2 + ".weight":
+            0.7 * tucker(part(n2, "hada_t1"), part(n2, "hada_w1_a"), part(n2, "hada_w1_b"))
+            * tucker(part(n2, "hada_t2"), part(n2, "hada_w2_a"), part(n2, "hada_w2_b")),
+        "text.0." + fc1 + ".weight": 0.4 * part(nf, "diff"),
+        "text.0." + fc1 + ".bias": 0.4 * part(nf, "diff_b"),
+    }
+    model = load_checkpoint(tiny_family_checkpoint(tmp_path / "base.safetensors", "sd1"))
+    before = {k: model.weights.parameter(k).detach().clone() for k in expected}
+    model.apply_patches(lora_patch_set(read_lora(tmp_path / "lyco.safetensors"), model, te=0.4, unet=0.7))
+    for key, delta in expected.items():
+        moved = model.weights.parameter(key).detach().double() - before[key].double()
+        assert float((moved - delta).abs().max() / delta.abs().max()) < TOL, key
