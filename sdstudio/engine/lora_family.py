@@ -3,8 +3,9 @@ torch (the browser's header-only catalog asks this of every file in a folder).
 
 What decides, first hit wins:
 1. metadata the trainer wrote: `modelspec.architecture` (Stability's ModelSpec, e.g.
-   "stable-diffusion-xl-v1-base/lora"), then kohya sd-scripts' `ss_base_model_version` ("sd_v1", "sd_v2_768_v",
-   "sdxl_base_v1-0") and `ss_v2` ("True" only says SD 2.x; "False" is written by SDXL trainers too);
+   "stable-diffusion-xl-v1-base/lora"), then kohya sd-scripts' `ss_base_model_version` ("sd_v1",
+   "sd_v2_768_v", "sdxl_base_v1-0") and `ss_v2` ("True" only says SD 2.x; "False" is written by SDXL
+   trainers too);
 2. names only an SDXL model has: two text encoders (`lora_te1_`/`lora_te2_`, `text_encoder_2.`), the
    `add_embedding` / `label_emb` vector embedding;
 3. widths: the UNet's cross-attention context (the input width of an `attn2` to_k/to_v LoRA) and the text
@@ -42,7 +43,8 @@ NAME_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
 
 # Tensor-name suffixes whose last dimension is the input width of the layer the module adapts
 # (kohya/LyCORIS down matrices, PEFT lora_A, old diffusers `.down`, LoHa w*_b, full diffs).
-_INPUT_SIDE = r"(lora_down\.weight|lora_A\.weight|lora_A\.default\.weight|down\.weight|hada_w1_b|hada_w2_b|diff)"
+_INPUT_SIDE = (r"(lora_down\.weight|lora_A\.weight|lora_A\.default\.weight|down\.weight"
+               r"|hada_w1_b|hada_w2_b|diff)")
 # Cross-attention k/v of the UNet: their input is the text context.
 CONTEXT_KEY = re.compile(r"(^lora_unet_|^unet\.|^lora_unet\.).*attn2[._](processor[._])?to_[kv]"
                          r"(_lora)?[._]" + _INPUT_SIDE + "$")
@@ -56,7 +58,8 @@ TEXT_WIDTHS: dict[int, str] = {f.text_encoders[0].width: f.name for f in FAMILIE
 
 
 def lora_family(shapes: Mapping[str, Sequence[int]], metadata: Mapping[str, str]) -> str | None:
-    """The family name (families.py) a LoRA file with these tensor shapes and metadata was made for, or None."""
+    """The family (a families.py name) a LoRA file with these tensor shapes and metadata was made for, or
+    None when they do not tell."""
     for key, prefix, name in METADATA_RULES:
         value = metadata.get(key)
         if isinstance(value, str) and value.strip().lower().startswith(prefix):

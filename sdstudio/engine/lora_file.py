@@ -27,19 +27,18 @@ from sdstudio.engine.errors import CheckpointError, NetworkFileError
 from sdstudio.engine.families import INPAINT_IN_CHANNELS, UNET, family
 from sdstudio.engine.lora_family import lora_family
 from sdstudio.engine.lora_keys import LoraKeys, Resolved
+from sdstudio.engine.lycoris import LYCORIS_SUFFIXES, lycoris_deltas
 from sdstudio.engine.patches import TEXT_PREFIX, PatchSet, WeightPatch
 from sdstudio.engine.safetensors_file import PICKLE_SUFFIXES, read_header
 from sdstudio.engine.weights import load_tensors
 from sdstudio.untrusted import printable, quoted
 
-# Tensor-name suffix -> the part of a plain LoRA module it is. LyCORIS suffixes are lycoris.LYCORIS_SUFFIXES.
+# Tensor-name suffix -> the part of a plain LoRA module it is (LyCORIS's: lycoris.LYCORIS_SUFFIXES).
 PLAIN_SUFFIXES: dict[str, str] = {
     "lora_down.weight": "down", "lora_up.weight": "up", "lora_mid.weight": "mid", "alpha": "alpha",
     "lora_A.weight": "down", "lora_B.weight": "up",  # PEFT
     "down.weight": "down", "up.weight": "up",  # old diffusers attention processors, `lora.down`
 }
-LYCORIS_PARTS = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2", "lokr_w1", "lokr_w1_a",
-                 "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2", "diff", "diff_b")
 CONV_IN = UNET + "input_blocks.0.0.weight"
 SHOWN_UNMATCHED = 5
 _HASH_PIECE = 1 << 20
@@ -48,8 +47,9 @@ _HASH_PIECE = 1 << 20
 @dataclass(frozen=True)
 class LoraFile:
     """A LoRA/LyCORIS file as read: tensors on the CPU in their stored dtype, nothing computed yet.
-    `sha256_short`: A1111's hash for infotext (first 12 hex of the sha256 of the safetensors data section, or
-    of a whole pickle); `sha256`: of the whole file, the identity of the patches made from it."""
+    `sha256_short`: A1111's hash for infotext (the file's `sshs_model_hash`, else the first 12 hex of the
+    sha256 of the safetensors data section, or of a whole pickle); `sha256`: of the whole file, the identity
+    of the patches made from it."""
 
     path: Path
     name: str
@@ -76,7 +76,7 @@ def split_key(key: str) -> tuple[str, str] | None:
         if key.endswith("." + suffix):
             return key[:-len(suffix) - 1], part
     module, _, suffix = key.rpartition(".")
-    if module and suffix in LYCORIS_PARTS:
+    if module and suffix in LYCORIS_SUFFIXES:
         return module, suffix
     return None
 
@@ -104,12 +104,17 @@ def read_lora(path: str | Path) -> LoraFile:
         raise _fail(path, "the file holds no tensors")
     if not any(split_key(k) for k in tensors):
         sample = ", ".join(quoted(k, 80) for k in sorted(tensors)[:3])
-        raise _fail(path, f"not a LoRA: none of its {len(tensors)} tensors has a LoRA/LyCORIS name (e.g. {sample})")
+        raise _fail(path, f"not a LoRA: none of its {len(tensors)} tensors has a LoRA/LyCORIS name "
+                          f"(e.g. {sample})")
     whole, data = _hashes(path, data_start)
+    # A1111 takes the hash the trainer wrote (sd-scripts' `sshs_model_hash`) when there is one.
+    declared = metadata.get("sshs_model_hash", "").strip().lower()
+    short = declared[:12] if len(declared) >= 12 and all(c in "0123456789abcdef" for c in declared[:12]) \
+        else data[:12]
     shapes = {k: tuple(v.shape) for k, v in tensors.items()}
     return LoraFile(path=path, name=path.stem, alias=metadata.get("ss_output_name", ""),
                     family=lora_family(shapes, metadata), metadata=metadata, tensors=tensors,
-                    sha256_short=data[:12], sha256=whole)
+                    sha256_short=short, sha256=whole)
 
 
 def _head(path: Path) -> bytes:
@@ -122,12 +127,15 @@ def _read_pickle(path: Path) -> dict[str, Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     except FileNotFoundError:
         raise _fail(path, "no such file") from None
+    except OSError as exc:
+        raise _fail(path, f"cannot be read ({exc.strerror or exc})") from None
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... with long texts
         first = printable(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, 160,
                           multiline=False)
-        raise _fail(path, f"refused: not a plain weights-only pickle (it would need more than tensors to load, "
-                          f"or is damaged: {first}); use the .safetensors version") from None
-    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()):
+        raise _fail(path, f"refused: not a plain weights-only pickle (it would need more than tensors to "
+                          f"load, or is damaged: {first}); use the .safetensors version") from None
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, Tensor)
+                                            for k, v in obj.items()):
         raise _fail(path, "does not hold a plain dictionary of named tensors")
     return dict(obj)
 
@@ -169,7 +177,8 @@ def lora_patch_set(lora: LoraFile, model, te: float = 1.0, unet: float = 1.0) ->
             continue
         for target, delta in module_deltas(lora.path, module, parts, resolved, shapes).items():
             strength = te if target.startswith(TEXT_PREFIX) else unet
-            patches.append(WeightPatch(target, delta, strength, source))
+            if strength:  # a zero strength changes nothing: skip computing its ΔW (A1111 does too)
+                patches.append(WeightPatch(target, delta, strength, source))
         applied.update(keys_of[module])
     missed = [k for k in lora.tensors if k not in applied]
     if missed:
@@ -186,22 +195,26 @@ Delta = Callable[[Tensor], Tensor]
 def module_deltas(path: Path, module: str, parts: Mapping[str, Tensor], resolved: Resolved,
                   shapes: Mapping[str, tuple[int, ...]]) -> dict[str, Delta]:
     """{target: ΔW function} for one module; shapes are checked now, deltas computed when applied."""
-    if any(p in LYCORIS_PARTS for p in parts):
-        from sdstudio.engine.lycoris import lycoris_deltas  # written in parallel (w-lycoris)
-
-        functions = lycoris_deltas(parts)
+    if any(p in LYCORIS_SUFFIXES for p in parts):
         out: dict[str, Delta] = {}
-        for param, fn in functions.items():
-            out.update(_split(resolved, param, fn, shapes))
+        try:
+            for param, fn in lycoris_deltas(parts).items():
+                out.update(_split(resolved, param, fn, shapes))
+        except NetworkFileError as exc:
+            raise _fail(path, f"module {quoted(module)}: {exc}") from None
         return out
     if "down" not in parts or "up" not in parts:
         raise _fail(path, f"module {quoted(module)} has {', '.join(sorted(parts))} but not both up and down")
     down, up, mid = parts["down"], parts["up"], parts.get("mid")
+    alpha = parts.get("alpha")
+    if down.ndim not in (2, 4) or up.ndim not in (2, 4) or (mid is not None and mid.ndim != 4) \
+            or (alpha is not None and alpha.numel() != 1):
+        shown = ", ".join(f"{k} {tuple(v.shape)}" for k, v in sorted(parts.items()))
+        raise _fail(path, f"module {quoted(module)} has tensors of the wrong rank for a LoRA ({shown})")
     rank = down.shape[0]
-    if up.ndim < 2 or up.shape[1] != rank or (mid is not None and tuple(mid.shape[:2]) != (rank, rank)):
+    if up.shape[1] != rank or (mid is not None and tuple(mid.shape[:2]) != (rank, rank)):
         raise _fail(path, f"module {quoted(module)} has inconsistent ranks: down {tuple(down.shape)}, "
                           f"up {tuple(up.shape)}" + (f", mid {tuple(mid.shape)}" if mid is not None else ""))
-    alpha = parts.get("alpha")
     scale = 1.0 if alpha is None else float(alpha.float().reshape(-1)[0]) / rank
     out_dim, in_dim = up.shape[0], down.shape[1]
     kernel = tuple(down.shape[2:]) if mid is None else tuple(mid.shape[2:])
@@ -211,6 +224,9 @@ def module_deltas(path: Path, module: str, parts: Mapping[str, Tensor], resolved
     pad = 0
     if targets[0] == CONV_IN and len(want) == 4 and want[1] == INPAINT_IN_CHANNELS and in_dim < want[1]:
         pad = want[1] - in_dim
+    if len(want) not in (2, 4):
+        raise _fail(path, f"module {quoted(module)} is a low-rank change of {targets[0]}, which is not a "
+                          f"matrix or a conv kernel {tuple(want)}")
     if len(want) == 4:  # a linear LoRA fits a 1x1 conv
         kernels = (tuple(want[2:]), ()) if tuple(want[2:]) == (1, 1) else (tuple(want[2:]),)
     else:  # and a 1x1 conv LoRA a linear layer
@@ -220,8 +236,10 @@ def module_deltas(path: Path, module: str, parts: Mapping[str, Tensor], resolved
         raise _fail(path, f"module {quoted(module)} makes a {out_dim}x{in_dim}{_kernel(kernel)} change, "
                           f"but the model's {targets[0]} is {tuple(want)}; the LoRA is for another model")
 
-    def delta(_original: Tensor) -> Tensor:
-        d = _product(down.float(), up.float(), None if mid is None else mid.float()) * scale
+    def delta(original: Tensor) -> Tensor:
+        # On the weight's device: a GPU multiplies an SDXL LoRA's hundreds of products in no time.
+        on = {"device": original.device, "dtype": torch.float32}
+        d = _product(down.to(**on), up.to(**on), None if mid is None else mid.to(**on)) * scale
         if pad:
             d = torch.nn.functional.pad(d, (0, 0, 0, 0, 0, pad))
         return d
@@ -242,9 +260,13 @@ def _product(down: Tensor, up: Tensor, mid: Tensor | None) -> Tensor:
     return (up2 @ down.flatten(1)).reshape(up.shape[0], *down.shape[1:])
 
 
-def _split(resolved: Resolved, param: str, fn: Delta, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, Delta]:
+def _split(resolved: Resolved, param: str, fn: Delta,
+           shapes: Mapping[str, tuple[int, ...]]) -> dict[str, Delta]:
     """One ΔW function per target: the function itself, or (fused q/k/v) a row block of it each."""
     targets = resolved.targets(param)
+    missing = [t for t in targets if t not in shapes]
+    if missing:  # e.g. a bias diff for a layer without a bias
+        raise NetworkFileError(f"a {param} change for {missing[0]}, which this model does not have")
     if not resolved.split:
         return {targets[0]: fn}
     fused_shape = (shapes[targets[0]][0] * len(targets), *shapes[targets[0]][1:])

@@ -1,10 +1,10 @@
 """LoRA module names -> the loaded model's patch targets (patches.py names), for every dialect in the wild.
 
 A LoRA file names each adapted layer ("module") in one of these dialects (docs/extensions.md, LoRA section):
-- kohya sd-scripts: the module path with `.` -> `_` under `lora_unet_` / `lora_te_` / `lora_te1_` / `lora_te2_`;
-  UNet paths either in LDM names (`input_blocks_7_1_...`, what our UNet is named) or in diffusers block names
-  (`down_blocks_0_attentions_0_...`); text paths in transformers' CLIP names, or (SD 2.x, SDXL's second
-  encoder) OpenCLIP's (`transformer_resblocks_0_attn_in_proj`, `mlp_c_fc`);
+- kohya sd-scripts: the module path with `.` -> `_` under `lora_unet_` / `lora_te_` / `lora_te1_` /
+  `lora_te2_`; UNet paths either in LDM names (`input_blocks_7_1_...`, what our UNet is named) or in
+  diffusers block names (`down_blocks_0_attentions_0_...`); text paths in transformers' CLIP names, or
+  (SD 2.x, SDXL's second encoder) OpenCLIP's (`transformer_resblocks_0_attn_in_proj`, `mlp_c_fc`);
 - diffusers/PEFT: the dotted diffusers path under `unet.` / `text_encoder.` / `text_encoder_2.`, including the
   pre-PEFT `attn1.processor.to_q_lora` and `to_q.lora` / `lora_linear_layer` wrappers.
 Which prefix addresses which component is the family's (families.Family.lora_prefixes).
@@ -30,8 +30,9 @@ QKV = ("q_proj", "k_proj", "v_proj")
 
 @dataclass(frozen=True)
 class Resolved:
-    """Where one LoRA module lands: the target stem (a patch target without `.weight`/`.bias`), or, for a fused
-    q/k/v projection, a stem and the names under it that take equal row blocks of the delta, in order."""
+    """Where one LoRA module lands: the target stem (a patch target without `.weight`/`.bias`), or, for a
+    fused q/k/v projection, a stem and the names under it that take equal row blocks of the delta (in
+    order)."""
 
     stem: str
     split: tuple[str, ...] = ()
@@ -68,8 +69,10 @@ UNET_BLOCK_RULES: tuple[Rule, ...] = (
     # The upsampler follows the level's last block: at index 2 where the level has attention, else 1.
     (re.compile(r"up_blocks_(\d+)_upsamplers_0_conv(_|$)"),
      lambda m, L: tuple(f"output_blocks_{L * int(m[1]) + L - 1}_{i}_conv{m[2]}" for i in (2, 1)), ()),
-    (re.compile(r"time_embedding_linear_([12])(_|$)"), lambda m, L: (f"time_embed_{2 * int(m[1]) - 2}{m[2]}",), ()),
-    (re.compile(r"add_embedding_linear_([12])(_|$)"), lambda m, L: (f"label_emb_0_{2 * int(m[1]) - 2}{m[2]}",), ()),
+    (re.compile(r"time_embedding_linear_([12])(_|$)"),
+     lambda m, L: (f"time_embed_{2 * int(m[1]) - 2}{m[2]}",), ()),
+    (re.compile(r"add_embedding_linear_([12])(_|$)"),
+     lambda m, L: (f"label_emb_0_{2 * int(m[1]) - 2}{m[2]}",), ()),
     (re.compile(r"conv_in(_|$)"), lambda m, L: (f"input_blocks_0_0{m[1]}",), ()),
     (re.compile(r"conv_norm_out(_|$)"), lambda m, L: (f"out_0{m[1]}",), ()),
     (re.compile(r"conv_out(_|$)"), lambda m, L: (f"out_2{m[1]}",), ()),

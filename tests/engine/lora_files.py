@@ -192,7 +192,7 @@ def expected_delta(parts: dict[str, torch.Tensor], scale: float) -> torch.Tensor
     return (scale * torch.einsum("or,rihw->oihw", up.flatten(1), down)).float()
 
 
-def lora_tensors(model, dialect: str, *, targets: list[str] | None = None, rank: int = 4,
+def lora_tensors(model, dialect: str, *, targets: list[str] | None = None, components=("unet", "text"), rank: int = 4,
                  alpha: float | None = 3.0, seed: int = 0, mid: bool = False, flat_1x1: bool = False,
                  dtype: torch.dtype = torch.float32, conv_in_channels: int | None = None,
                  ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -201,7 +201,7 @@ def lora_tensors(model, dialect: str, *, targets: list[str] | None = None, rank:
     module. `conv_in_channels`: make the conv_in LoRA for that many input channels (inpainting pad test)."""
     g = torch.Generator().manual_seed(seed)
     shapes = model.weights.shapes()
-    targets = targets if targets is not None else lora_targets(model)
+    targets = targets if targets is not None else lora_targets(model, components)
     scale = 1.0 if alpha is None else alpha / rank
     tensors: dict[str, torch.Tensor] = {}
     expected: dict[str, torch.Tensor] = {}
