@@ -43,7 +43,8 @@ def lycoris_deltas(parts: Mapping[str, Tensor]) -> dict[str, Delta]:
                                          ("full diff", {"diff"})) if suffixes & set(parts)]
     if len(kinds) > 1:
         raise NetworkFileError(f"LyCORIS module mixes {' and '.join(kinds)} tensors; it has one kind per module")
-    tensors = {k: v.detach().to("cpu", torch.float32) for k, v in parts.items()}
+    # Kept in the stored dtype (a file costs its own size); products are taken in float32 when applied.
+    tensors = dict(parts)
     alpha = _alpha(tensors.pop("alpha", None))
     deltas: dict[str, Delta] = {}
     if kinds == ["LoHa"]:
@@ -52,10 +53,10 @@ def lycoris_deltas(parts: Mapping[str, Tensor]) -> dict[str, Delta]:
         deltas["weight"] = _checked("LoKr", _lokr(tensors, alpha))
     elif kinds == ["full diff"]:
         diff = tensors["diff"]
-        deltas["weight"] = _checked("full diff", lambda _w: diff)
+        deltas["weight"] = _checked("full diff", lambda _w: diff.float())
     if "diff_b" in tensors:
         diff_b = tensors["diff_b"]
-        deltas["bias"] = _checked("bias diff", lambda _w: diff_b)
+        deltas["bias"] = _checked("bias diff", lambda _w: diff_b.float())
     if not deltas:
         raise NetworkFileError("LyCORIS module has no weight tensors (only an alpha)")
     return deltas
@@ -66,7 +67,7 @@ def _alpha(alpha: Tensor | None) -> float | None:
         return None
     if alpha.numel() != 1:
         raise NetworkFileError(f"LyCORIS alpha must be one number, found shape {tuple(alpha.shape)}")
-    return float(alpha.reshape(()))
+    return float(alpha.float().reshape(()))
 
 
 def _need(tensors: Mapping[str, Tensor], *names: str) -> list[Tensor]:
@@ -82,7 +83,7 @@ def _product(a: Tensor, b: Tensor, what: str) -> Callable[[], Tensor]:
     second copy of the model)."""
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
         raise NetworkFileError(f"LyCORIS {what} factors do not multiply: {tuple(a.shape)} @ {tuple(b.shape)}")
-    return lambda: a @ b
+    return lambda: a.float() @ b.float()
 
 
 def _tucker(t: Tensor, wa: Tensor, wb: Tensor, what: str) -> Callable[[], Tensor]:
@@ -90,7 +91,7 @@ def _tucker(t: Tensor, wa: Tensor, wb: Tensor, what: str) -> Callable[[], Tensor
     if t.ndim < 3 or wa.ndim != 2 or wb.ndim != 2 or t.shape[0] != wa.shape[0] or t.shape[1] != wb.shape[0]:
         raise NetworkFileError(f"LyCORIS {what} Tucker tensors do not fit: core {tuple(t.shape)}, "
                                f"{tuple(wa.shape)}, {tuple(wb.shape)}")
-    return lambda: torch.einsum("ij...,ip,jq->pq...", t, wa, wb)
+    return lambda: torch.einsum("ij...,ip,jq->pq...", t.float(), wa.float(), wb.float())
 
 
 def _shape(tensors: Mapping[str, Tensor], a: str, b: str, t: str | None = None) -> tuple[int, ...]:
@@ -123,13 +124,13 @@ def _lokr(tensors: Mapping[str, Tensor], alpha: float | None) -> Delta:
     rank = None
     if "lokr_w1" in tensors:
         w1_full = tensors["lokr_w1"]
-        w1, ndim1 = (lambda: w1_full), w1_full.ndim
+        w1, ndim1 = (lambda: w1_full.float()), w1_full.ndim
     else:
         w1a, w1b = _need(tensors, "lokr_w1_a", "lokr_w1_b")
         w1, ndim1, rank = _product(w1a, w1b, "LoKr w1"), 2, w1b.shape[0]
     if "lokr_w2" in tensors:
         w2_full = tensors["lokr_w2"]
-        w2, ndim2 = (lambda: w2_full), w2_full.ndim
+        w2, ndim2 = (lambda: w2_full.float()), w2_full.ndim
     else:
         w2a, w2b = _need(tensors, "lokr_w2_a", "lokr_w2_b")
         if "lokr_t2" in tensors:
