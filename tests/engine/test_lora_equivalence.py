@@ -5,7 +5,7 @@ apply_patches) give the UNet and text-encoder weights diffusers gives (`load_lor
 lora_reference.py) on the same base checkpoint: max |ours - theirs| / max |theirs| <= 1e-5 per weight, with
 exactly the same set of weights changed.
 
-Tiny SD 1.x- and SDXL-layout checkpoints run by default; the full-size SD 1.5 and SDXL configurations are
+Tiny SD 1.x-, SD 2.x- (OpenCLIP text tower) and SDXL-layout checkpoints run by default; the full-size SD 1.5 and SDXL configurations are
 slow (SDXL: a subset of modules, so one process holds one fp32 model at a time):
 
     flock /tmp/sdstudio-big.lock pytest -m slow -s tests/engine/test_lora_equivalence.py
@@ -37,6 +37,7 @@ from tests.engine import reference_models as ref
 from tests.engine.full_size import (
     CLIP_L_SD1,
     CLIP_L_SDXL,
+    OPENCLIP_SD2,
     OPENCLIP_SDXL,
     UNET,
     cached_checkpoint,
@@ -61,14 +62,16 @@ def tiny_pipeline(path, family: str):
     unet.load_state_dict(convert_ldm_unet_checkpoint(ref.read_tensors(path, UNET), config), strict=True,
                          assign=True)
     clip = CLIPTextConfig(**TINY_TEXT)
-    if family == "sd1":
-        text = ref.reference_text(path, ref.TextReference("tiny CLIP", CLIP_L_SD1, False, clip, -1, 49407))
+    openclip = CLIPTextConfig(**{**TINY_TEXT, "projection_dim": 24, "hidden_act": "gelu", "intermediate_size": 128})
+    if family in ("sd1", "sd2"):
+        text = ref.reference_text(path, ref.TextReference("tiny CLIP", CLIP_L_SD1, False, clip, -1, 49407)
+                                  if family == "sd1" else
+                                  ref.TextReference("tiny OpenCLIP", OPENCLIP_SD2, True, openclip, -1, 0))
         return StableDiffusionPipeline(vae=None, text_encoder=text, tokenizer=None, unet=unet, scheduler=None,
                                        safety_checker=None, feature_extractor=None,
                                        requires_safety_checker=False)
-    bigg = CLIPTextConfig(**{**TINY_TEXT, "projection_dim": 24, "hidden_act": "gelu", "intermediate_size": 128})
     text = ref.reference_text(path, ref.TextReference("tiny CLIP", CLIP_L_SDXL, False, clip, -2, 49407))
-    text_2 = ref.reference_text(path, ref.TextReference("tiny OpenCLIP", OPENCLIP_SDXL, True, bigg, -2, 0,
+    text_2 = ref.reference_text(path, ref.TextReference("tiny OpenCLIP", OPENCLIP_SDXL, True, openclip, -2, 0,
                                                         pooled=True))
     return StableDiffusionXLPipeline(vae=None, text_encoder=text, text_encoder_2=text_2, tokenizer=None,
                                      tokenizer_2=None, unet=unet, scheduler=None)
@@ -159,10 +162,11 @@ def diffusers_maps(path: str) -> bool:
 def tiny_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("lora-eq")
     return {family: tiny_family_checkpoint(folder / f"{family}.safetensors", family, seed=3)
-            for family in ("sd1", "sdxl")}
+            for family in ("sd1", "sd2", "sdxl")}
 
 
 @pytest.mark.parametrize("family,dialect", [("sd1", "kohya_diffusers"), ("sd1", "kohya_ldm"), ("sd1", "peft"),
+                                            ("sd2", "kohya_diffusers"), ("sd2", "peft"),
                                             ("sdxl", "kohya_ldm"), ("sdxl", "peft")])
 def test_tiny_lora_weights_equal_diffusers_fuse_lora(tiny_files, tmp_path, family, dialect):
     path = tiny_files[family]
