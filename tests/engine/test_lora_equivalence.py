@@ -5,8 +5,8 @@ apply_patches) give the UNet and text-encoder weights diffusers gives (`load_lor
 lora_reference.py) on the same base checkpoint: max |ours - theirs| / max |theirs| <= 1e-5 per weight, with
 exactly the same set of weights changed.
 
-Tiny SD 1.x-, SD 2.x- (OpenCLIP text tower) and SDXL-layout checkpoints run by default; the full-size SD 1.5 and SDXL configurations are
-slow (SDXL: a subset of modules, so one process holds one fp32 model at a time):
+Tiny SD 1.x-, SD 2.x- (OpenCLIP text tower) and SDXL-layout checkpoints run by default; the full-size SD 1.5
+and SDXL configurations are slow (SDXL: a subset of modules, so one process holds one fp32 model at a time):
 
     flock /tmp/sdstudio-big.lock pytest -m slow -s tests/engine/test_lora_equivalence.py
 
