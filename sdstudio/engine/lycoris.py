@@ -25,7 +25,8 @@ from torch import Tensor
 from sdstudio.engine.errors import NetworkFileError
 
 LOHA_SUFFIXES = frozenset({"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2"})
-LOKR_SUFFIXES = frozenset({"lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2"})
+LOKR_SUFFIXES = frozenset({"lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b",
+                           "lokr_t2"})
 DIFF_SUFFIXES = frozenset({"diff", "diff_b"})
 LYCORIS_SUFFIXES = LOHA_SUFFIXES | LOKR_SUFFIXES | DIFF_SUFFIXES
 
@@ -42,7 +43,8 @@ def lycoris_deltas(parts: Mapping[str, Tensor]) -> dict[str, Delta]:
     kinds = [name for name, suffixes in (("LoHa", LOHA_SUFFIXES), ("LoKr", LOKR_SUFFIXES),
                                          ("full diff", {"diff"})) if suffixes & set(parts)]
     if len(kinds) > 1:
-        raise NetworkFileError(f"LyCORIS module mixes {' and '.join(kinds)} tensors; it has one kind per module")
+        raise NetworkFileError(f"LyCORIS module mixes {' and '.join(kinds)} tensors; "
+                               "a module is of one kind")
     # Kept in the stored dtype (a file costs its own size); products are taken in float32 when applied.
     tensors = dict(parts)
     alpha = _alpha(tensors.pop("alpha", None))
@@ -87,7 +89,7 @@ def _product(a: Tensor, b: Tensor, what: str) -> Callable[[], Tensor]:
 
 
 def _tucker(t: Tensor, wa: Tensor, wb: Tensor, what: str) -> Callable[[], Tensor]:
-    """W[p, q, ...] = Σ_ij t[i, j, ...] wa[i, p] wb[j, q] (LyCORIS's Tucker rebuild; wa [r, out], wb [r, in])."""
+    """LyCORIS's Tucker rebuild W[p, q, ...] = Σ_ij t[i, j, ...] wa[i, p] wb[j, q]; wa [r, out], wb [r, in]"""
     if t.ndim < 3 or wa.ndim != 2 or wb.ndim != 2 or t.shape[0] != wa.shape[0] or t.shape[1] != wb.shape[0]:
         raise NetworkFileError(f"LyCORIS {what} Tucker tensors do not fit: core {tuple(t.shape)}, "
                                f"{tuple(wa.shape)}, {tuple(wb.shape)}")
@@ -158,7 +160,8 @@ def _checked(what: str, delta: Delta) -> Delta:
 
     def fn(weight: Tensor) -> Tensor:
         d = delta(weight)
-        fits = d.numel() == weight.numel() and d.ndim >= 1 and weight.ndim >= 1 and d.shape[0] == weight.shape[0]
+        fits = (d.numel() == weight.numel() and d.ndim >= 1 and weight.ndim >= 1
+                and d.shape[0] == weight.shape[0])
         if fits and d.ndim == weight.ndim == 4:
             fits = d.shape == weight.shape
         if not fits:

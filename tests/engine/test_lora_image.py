@@ -38,8 +38,9 @@ def kohya_name(key: str) -> str | None:
     return None
 
 
-def make_lora(state: dict[str, torch.Tensor], seed: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(LoRA file tensors, {checkpoint key: ΔW at scale alpha / r}) for every 2-D and 4-D weight kohya adapts."""
+def make_lora(state: dict[str, torch.Tensor], seed: int) -> tuple[dict[str, torch.Tensor],
+                                                                  dict[str, torch.Tensor]]:
+    """(LoRA file tensors, {checkpoint key: ΔW at scale alpha / r}) for each 2-D / 4-D weight kohya adapts."""
     g = torch.Generator().manual_seed(seed)
     tensors, deltas = {}, {}
     for i, (key, w) in enumerate(sorted(state.items())):

@@ -51,7 +51,8 @@ def apply_weight(parts, weight):
 @pytest.mark.parametrize("target,tucker", [("lin", False), ("conv", False), ("point", False), ("conv", True),
                                            ("point", True)])  # peft keeps a 1x1 conv flat even when asked
 def test_loha_matches_peft(target, tucker):
-    config = LoHaConfig(r=4, alpha=7, target_modules=[target], init_weights=False, use_effective_conv2d=tucker)
+    config = LoHaConfig(r=4, alpha=7, target_modules=[target], init_weights=False,
+                        use_effective_conv2d=tucker)
     layer, parts = peft_layer(config, target)
     assert ("hada_t1" in parts) == (tucker and target == "conv")
     parts["alpha"] = torch.tensor(7.0)
@@ -101,7 +102,8 @@ def test_lokr_both_full_ignores_alpha(target):
 def test_lokr_w1_low_rank_w2_full_uses_w1_rank():
     """A factor layout peft never makes (w1 low-rank, w2 full); the rank is then lokr_w1_b's."""
     g = torch.Generator().manual_seed(3)
-    w1a, w1b, w2 = torch.randn(4, 3, generator=g), torch.randn(3, 6, generator=g), torch.randn(5, 2, generator=g)
+    w1a, w1b = torch.randn(4, 3, generator=g), torch.randn(3, 6, generator=g)
+    w2 = torch.randn(5, 2, generator=g)
     parts = {"lokr_w1_a": w1a, "lokr_w1_b": w1b, "lokr_w2": w2, "alpha": torch.tensor(1.5)}
     ours = apply_weight(parts, torch.zeros(20, 12))
     ref = torch.einsum("ac,bd->abcd", w1a @ w1b, w2).reshape(20, 12) * 1.5 / 3
@@ -207,7 +209,8 @@ def test_lycoris_file_patches_a_loaded_model(tmp_path):
         "hada_w1_a": r(32, 2), "hada_w1_b": r(2, 32), "hada_w2_a": r(32, 2), "hada_w2_b": r(2, 32),
         "alpha": torch.tensor(1.0)}.items()}
     t |= {f"lora_unet_{conv1.replace('.', '_')}.{k}": v for k, v in {
-        "lokr_w1": r(4, 4), "lokr_w2_a": r(8, 2), "lokr_w2_b": r(2, 8 * 9), "alpha": torch.tensor(3.0)}.items()}
+        "lokr_w1": r(4, 4), "lokr_w2_a": r(8, 2), "lokr_w2_b": r(2, 8 * 9),
+        "alpha": torch.tensor(3.0)}.items()}
     t |= {f"lora_unet_{conv2.replace('.', '_')}.{k}": v for k, v in {
         "hada_t1": r(2, 2, 3, 3), "hada_w1_a": r(2, 32), "hada_w1_b": r(2, 32), "hada_t2": r(2, 2, 3, 3),
         "hada_w2_a": r(2, 32), "hada_w2_b": r(2, 32)}.items()}  # no alpha: scale 1
@@ -225,7 +228,8 @@ def test_lycoris_file_patches_a_loaded_model(tmp_path):
     lokr_w2 = (part(n1, "lokr_w2_a") @ part(n1, "lokr_w2_b")).reshape(8, 8, 3, 3)
     expected = {
         "model.diffusion_model." + q + ".weight":
-            0.7 * 0.5 * (part(nq, "hada_w1_a") @ part(nq, "hada_w1_b")) * (part(nq, "hada_w2_a") @ part(nq, "hada_w2_b")),
+            0.7 * 0.5 * (part(nq, "hada_w1_a") @ part(nq, "hada_w1_b"))
+            * (part(nq, "hada_w2_a") @ part(nq, "hada_w2_b")),
         "model.diffusion_model." + conv1 + ".weight":
             0.7 * 1.5 * torch.einsum("ac,bdhw->abcdhw", part(n1, "lokr_w1"), lokr_w2).reshape(32, 32, 3, 3),
         "model.diffusion_model." + conv2 + ".weight":
