@@ -20,9 +20,10 @@ from collections.abc import Mapping, Sequence
 
 from sdstudio.engine.families import FAMILIES
 
-# (metadata key, value prefix, family): value compared lower-cased; first match wins.
-METADATA_RULES: tuple[tuple[str, str, str], ...] = (
-    ("modelspec.architecture", "stable-diffusion-xl-v1-base", "sdxl"),
+# (metadata key, value prefix, family): value compared lower-cased; first match wins. None: a model we know
+# and do not run (SDXL's refiner has other widths), so its LoRAs match no family.
+METADATA_RULES: tuple[tuple[str, str, str | None], ...] = (
+    ("modelspec.architecture", "stable-diffusion-xl-v1-refiner", None),
     ("modelspec.architecture", "stable-diffusion-xl-v1", "sdxl"),
     ("modelspec.architecture", "stable-diffusion-v2", "sd2"),
     ("modelspec.architecture", "stable-diffusion-v1", "sd1"),

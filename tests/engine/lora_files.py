@@ -225,7 +225,7 @@ def lora_tensors(model, dialect: str, *, targets: list[str] | None = None, compo
         width = shapes[qkv[0]][1]
         parts = _low_rank(g, (3 * width, width), rank, False, False)
         name = f"lora_te{'' if len(model.text.encoders) == 1 else index + 1}_" + \
-            _openclip(layer.split(".", 2)[2]).replace(".", "_") + "_attn_in_proj"
+            _openclip(layer.split(".", 2)[2] + ".attn.in_proj").replace(".", "_")
         _store(tensors, name, parts, dialect, alpha, dtype)
         delta = expected_delta({k: v.to(dtype) for k, v in parts.items()}, scale)
         for i, q in enumerate("qkv"):

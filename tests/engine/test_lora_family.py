@@ -49,6 +49,8 @@ CASES = {
     "modelspec v1 wins over shapes": (kohya_sd1(1024, 1024), {"modelspec.architecture": "stable-diffusion-v1/lora"},
                                       "sd1"),
     "modelspec xl": ({}, {"modelspec.architecture": "stable-diffusion-xl-v1-base/lora"}, "sdxl"),
+    "modelspec xl refiner: not a family we run": (kohya_sd1(2048, 1280), {
+        "modelspec.architecture": "stable-diffusion-xl-v1-refiner/lora"}, None),
     "modelspec v2": ({}, {"modelspec.architecture": "stable-diffusion-v2-768-v/lora"}, "sd2"),
     "ss_base_model_version sdxl": (kohya_sd1(32, 32), {"ss_base_model_version": "sdxl_base_v1-0"}, "sdxl"),
     "ss_base_model_version sd_v2": ({}, {"ss_base_model_version": "sd_v2_768_v"}, "sd2"),
@@ -84,3 +86,12 @@ def test_kohya_names_of_a_full_size_model_give_its_family(fam):
 def test_every_runnable_family_has_distinct_widths():
     runnable = [f for f in FAMILIES if f.context_dim is not None]
     assert len({f.context_dim for f in runnable}) == len(runnable)
+
+
+def test_lora_family_imports_no_torch():
+    """The UI's header-only catalog calls it for every file in a folder, without loading torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, sdstudio.engine.lora_family; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -53,6 +53,8 @@ def test_every_dialect_patches_every_layer_as_alpha_over_rank_up_down(models, tm
     model = models[fam]
     tensors, expected = lora_tensors(model, dialect, rank=4, alpha=3.0, seed=10 * FAMILIES.index(fam) + DIALECTS.index(dialect))
     assert any(t.startswith("text.") for t in expected) and any(t.startswith(UNET) for t in expected)
+    if dialect == "kohya_openclip" and fam != "sd1":  # OpenCLIP names, q/k/v fused
+        assert any(k.endswith("transformer_resblocks_1_attn_in_proj.lora_up.weight") for k in tensors)
     lora = read_lora(write_lora(tmp_path / f"{dialect}.safetensors", tensors))
     before = snapshot(model)
     model.apply_patches(lora_patch_set(lora, model, te=0.6, unet=0.9))

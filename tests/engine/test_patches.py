@@ -190,3 +190,11 @@ def test_engine_refuses_a_patch_set_that_does_not_fit_and_keeps_the_previous(tin
     assert engine.patches == good
     engine.load_model(str(tiny_path))
     assert engine.model.patches == good
+
+
+def test_shapes_lists_every_patchable_target_by_its_patch_name(model):
+    shapes = model.weights.shapes()
+    assert shapes[UNET_CONV] == tuple(model.weights.parameter(UNET_CONV).shape)
+    assert shapes[TEXT_Q] == tuple(model.weights.parameter(TEXT_Q).shape)
+    assert len(shapes) == sum(1 for m in model.weights.parts.values() for _ in m.parameters())
+    assert all(model.weights.parameter(t).shape == s for t, s in shapes.items())
