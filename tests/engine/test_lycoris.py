@@ -244,3 +244,27 @@ def test_lycoris_file_patches_a_loaded_model(tmp_path):
     for key, delta in expected.items():
         moved = model.weights.parameter(key).detach().double() - before[key].double()
         assert float((moved - delta).abs().max() / delta.abs().max()) < TOL, key
+
+
+def test_delta_shapes_are_known_before_anything_is_computed():
+    """`shape` (and `check`) let a loader refuse a file for another model when it is read, not when applied."""
+    cases = [
+        (_loha(24, 16 * 9), (24, 16 * 9)),
+        ({"hada_t1": torch.randn(3, 3, 3, 3), "hada_t2": torch.randn(3, 3, 3, 3), "hada_w1_a": torch.randn(3, 24),
+          "hada_w1_b": torch.randn(3, 16), "hada_w2_a": torch.randn(3, 24), "hada_w2_b": torch.randn(3, 16)},
+         (24, 16, 3, 3)),
+        ({"lokr_w1": torch.randn(2, 4), "lokr_w2_a": torch.randn(12, 2), "lokr_w2_b": torch.randn(2, 4 * 9)},
+         (24, 144)),
+        ({"lokr_w1_a": torch.randn(2, 1), "lokr_w1_b": torch.randn(1, 4), "lokr_t2": torch.randn(1, 1, 3, 3),
+          "lokr_w2_a": torch.randn(1, 12), "lokr_w2_b": torch.randn(1, 4)}, (24, 16, 3, 3)),
+        ({"diff": torch.randn(24, 16, 3, 3)}, (24, 16, 3, 3)),
+    ]
+    for parts, shape in cases:
+        fn = lycoris_deltas(parts)["weight"]
+        assert fn.shape == shape
+        fn.check((24, 16, 3, 3))
+        assert fn(torch.zeros(24, 16, 3, 3)).shape == (24, 16, 3, 3)
+        wrong = [(24, 16, 3, 2), (16, 24, 3, 3)] + ([(24, 16, 1, 9)] if len(shape) == 4 else [])
+        for weight in wrong:  # a flattened ΔW cannot tell a 3x3 kernel from a 1x9 one; a 4-D one can
+            with pytest.raises(NetworkFileError, match="another model"):
+                fn.check(weight)
