@@ -268,3 +268,18 @@ def test_delta_shapes_are_known_before_anything_is_computed():
         for weight in wrong:  # a flattened ΔW cannot tell a 3x3 kernel from a 1x9 one; a 4-D one can
             with pytest.raises(NetworkFileError, match="another model"):
                 fn.check(weight)
+
+
+def test_lycoris_module_for_another_shape_is_refused_when_the_patch_set_is_built(tmp_path):
+    from safetensors.torch import save_file
+
+    from sdstudio.engine.checkpoint import load_checkpoint
+    from sdstudio.engine.lora_file import lora_patch_set, read_lora
+    from tests.engine.lora_files import tiny_family_checkpoint
+
+    module = "lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q"  # a 32x32 weight
+    save_file({f"{module}.lokr_w1": torch.randn(4, 4), f"{module}.lokr_w2": torch.randn(8, 10)},
+              str(tmp_path / "wide.safetensors"))
+    model = load_checkpoint(tiny_family_checkpoint(tmp_path / "base.safetensors", "sd1"))
+    with pytest.raises(NetworkFileError, match=rf"wide.safetensors.*{module}.*\(32, 40\).*\(32, 32\)"):
+        lora_patch_set(read_lora(tmp_path / "wide.safetensors"), model)
