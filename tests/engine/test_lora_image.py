@@ -93,6 +93,7 @@ def test_lora_image_equals_the_reference_on_an_independently_merged_checkpoint(f
         model.apply_patches(patch_set)
         got = generate(model, BASE).images[0]
         model.apply_patches(NO_PATCHES)
+        restored = generate(model, BASE).images[0]
         expected = a1111.txt2img(a1111.sd_pipeline(merged, TINY_ORIGINAL, TINY_TEXT_REFERENCE), BASE.prompt,
                                  BASE.negative_prompt, BASE.seed, BASE.steps, BASE.cfg_scale, BASE.width,
                                  BASE.height)
@@ -102,3 +103,4 @@ def test_lora_image_equals_the_reference_on_an_independently_merged_checkpoint(f
     print(f"\nthe LoRA moves pixels by up to {changed.max()}/255 (mean {changed.mean():.1f})")
     assert changed.mean() > 5, "the LoRA barely changes the image: the comparison would prove nothing"
     assert compare("tiny txt2img with a LoRA at 0.8", got, expected) <= 1
+    assert np.array_equal(np.asarray(restored), np.asarray(plain)), "removing the LoRA must restore the image"
