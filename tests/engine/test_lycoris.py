@@ -247,11 +247,12 @@ def test_lycoris_file_patches_a_loaded_model(tmp_path):
 
 
 def test_delta_shapes_are_known_before_anything_is_computed():
-    """`shape` (and `check`) let a loader refuse a file for another model when it is read, not when applied."""
+    """`shape` and `check` let a loader refuse a file for another model when it is read, not applied."""
     cases = [
         (_loha(24, 16 * 9), (24, 16 * 9)),
-        ({"hada_t1": torch.randn(3, 3, 3, 3), "hada_t2": torch.randn(3, 3, 3, 3), "hada_w1_a": torch.randn(3, 24),
-          "hada_w1_b": torch.randn(3, 16), "hada_w2_a": torch.randn(3, 24), "hada_w2_b": torch.randn(3, 16)},
+        ({"hada_t1": torch.randn(3, 3, 3, 3), "hada_t2": torch.randn(3, 3, 3, 3),
+          "hada_w1_a": torch.randn(3, 24), "hada_w1_b": torch.randn(3, 16),
+          "hada_w2_a": torch.randn(3, 24), "hada_w2_b": torch.randn(3, 16)},
          (24, 16, 3, 3)),
         ({"lokr_w1": torch.randn(2, 4), "lokr_w2_a": torch.randn(12, 2), "lokr_w2_b": torch.randn(2, 4 * 9)},
          (24, 144)),
@@ -283,3 +284,47 @@ def test_lycoris_module_for_another_shape_is_refused_when_the_patch_set_is_built
     model = load_checkpoint(tiny_family_checkpoint(tmp_path / "base.safetensors", "sd1"))
     with pytest.raises(NetworkFileError, match=rf"wide.safetensors.*{module}.*\(32, 40\).*\(32, 32\)"):
         lora_patch_set(read_lora(tmp_path / "wide.safetensors"), model)
+
+
+@pytest.mark.parametrize("config", [
+    LoHaConfig(r=4, alpha=3, init_weights=False, use_effective_conv2d=True,
+               target_modules=r".*(attn1\.to_q|attn2\.to_k|ff\.net\.2|resnets\.0\.conv1|proj_in|conv_shortcut)"),
+    LoKrConfig(r=2, alpha=3, init_weights=False, decompose_factor=4, use_effective_conv2d=True,
+               target_modules=r".*(attn1\.to_v|attn2\.to_out\.0|ff\.net\.0\.proj|resnets\.1\.conv2|"
+                              r"downsamplers\.0\.conv)"),
+], ids=["loha", "lokr"])
+def test_lycoris_file_on_a_model_equals_peft_merged_into_diffusers(tmp_path, config):
+    """peft's LoHa/LoKr adapters on a tiny diffusers UNet, merged by peft; the same factors written as a kohya
+    LyCORIS file and applied by us give the same weights (LoKr here always has a low-rank factor, where peft's
+    and LyCORIS's scales agree)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from safetensors.torch import save_file
+
+    from tests.engine import lora_reference as lr
+    from tests.engine.lora_files import tiny_family_checkpoint
+    from tests.engine.test_lora_equivalence import ours, tiny_pipeline
+
+    path = tiny_family_checkpoint(tmp_path / "base.safetensors", "sd1", seed=6)
+    unet = inject_adapter_in_model(config, tiny_pipeline(path, "sd1").unet)
+    torch.manual_seed(11)
+    tensors = {}
+    with torch.no_grad():
+        for name, module in unet.named_modules():
+            if not isinstance(module, BaseTunerLayer):
+                continue
+            for pname, param in module.named_parameters():
+                suffix, _, adapter = pname.rpartition(".")
+                if adapter == "default":
+                    param.copy_(torch.randn_like(param) * 0.3)
+                    tensors[f"lora_unet_{name.replace('.', '_')}.{suffix}"] = param.detach().clone()
+            tensors[f"lora_unet_{name.replace('.', '_')}.alpha"] = torch.tensor(float(config.alpha))
+            module.merge()
+    assert any(k.endswith(("hada_t1", "lokr_t2")) for k in tensors), "the Tucker form is not exercised"
+    save_file(tensors, str(tmp_path / "lyco.safetensors"))
+    merged = {k.replace(".base_layer", ""): v for k, v in unet.state_dict().items()}
+    patched, shapes, _ = ours(path, tmp_path / "lyco.safetensors")
+    names = lr.diffusers_names(shapes, unet.config)
+    assert len(patched) == sum(k.endswith(".alpha") for k in tensors)
+    for target, weight in patched.items():
+        theirs = merged[names[target.removeprefix("model.diffusion_model.")]]
+        assert float((weight - theirs).abs().max() / theirs.abs().max()) < TOL, target
