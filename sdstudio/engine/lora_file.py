@@ -175,6 +175,9 @@ def module_deltas(path: Path, module: str, parts: Mapping[str, Tensor], resolved
         out: dict[str, Delta] = {}
         try:
             for param, fn in lycoris_deltas(parts).items():
+                targets = resolved.targets(param)
+                if all(t in shapes for t in targets):  # refused now, not when applied (a missing one: _split)
+                    fn.check((shapes[targets[0]][0] * len(targets), *shapes[targets[0]][1:]))
                 out.update(_split(resolved, param, fn, shapes))
         except NetworkFileError as exc:
             raise _fail(path, f"module {quoted(module)}: {exc}") from None

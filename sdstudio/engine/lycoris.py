@@ -17,7 +17,9 @@ No alpha means scale 1, as for plain LoRA. The user's strength is not applied he
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -25,37 +27,38 @@ from torch import Tensor
 from sdstudio.engine.errors import NetworkFileError
 
 LOHA_SUFFIXES = frozenset({"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2"})
-LOKR_SUFFIXES = frozenset({"lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2"})
+LOKR_SUFFIXES = frozenset({"lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b",
+                           "lokr_t2"})
 DIFF_SUFFIXES = frozenset({"diff", "diff_b"})
 LYCORIS_SUFFIXES = LOHA_SUFFIXES | LOKR_SUFFIXES | DIFF_SUFFIXES
 
-Delta = Callable[[Tensor], Tensor]
-
-
-def lycoris_deltas(parts: Mapping[str, Tensor]) -> dict[str, Delta]:
+def lycoris_deltas(parts: Mapping[str, Tensor]) -> dict[str, LycorisDelta]:
     """One module's tensors, keyed by suffix (may include "alpha"), -> {"weight": fn} and/or {"bias": fn}.
     fn(original float32 weight) gives ΔW in float32 with the original's number of elements, scaled as the
-    format defines. Shapes are checked here (inconsistent factors) and again against the weight."""
+    format defines. Factors are checked against each other here, and each function's `shape` (known before
+    anything is computed) against the weight by `check`, which the function itself also calls."""
     unknown = sorted(set(parts) - LYCORIS_SUFFIXES - {"alpha"})
     if unknown:
         raise NetworkFileError(f"LyCORIS module has tensors SD Studio does not apply: {', '.join(unknown)}")
     kinds = [name for name, suffixes in (("LoHa", LOHA_SUFFIXES), ("LoKr", LOKR_SUFFIXES),
                                          ("full diff", {"diff"})) if suffixes & set(parts)]
     if len(kinds) > 1:
-        raise NetworkFileError(f"LyCORIS module mixes {' and '.join(kinds)} tensors; it has one kind per module")
-    tensors = {k: v.detach().to("cpu", torch.float32) for k, v in parts.items()}
+        raise NetworkFileError(f"LyCORIS module mixes {' and '.join(kinds)} tensors; "
+                               "a module is of one kind")
+    # Kept in the stored dtype (a file costs its own size); products are taken in float32 when applied.
+    tensors = dict(parts)
     alpha = _alpha(tensors.pop("alpha", None))
-    deltas: dict[str, Delta] = {}
+    deltas: dict[str, LycorisDelta] = {}
     if kinds == ["LoHa"]:
-        deltas["weight"] = _checked("LoHa", _loha(tensors, alpha))
+        deltas["weight"] = LycorisDelta("LoHa", *_loha(tensors, alpha))
     elif kinds == ["LoKr"]:
-        deltas["weight"] = _checked("LoKr", _lokr(tensors, alpha))
+        deltas["weight"] = LycorisDelta("LoKr", *_lokr(tensors, alpha))
     elif kinds == ["full diff"]:
         diff = tensors["diff"]
-        deltas["weight"] = _checked("full diff", lambda _w: diff)
+        deltas["weight"] = LycorisDelta("full diff", tuple(diff.shape), diff.float)
     if "diff_b" in tensors:
         diff_b = tensors["diff_b"]
-        deltas["bias"] = _checked("bias diff", lambda _w: diff_b)
+        deltas["bias"] = LycorisDelta("bias diff", tuple(diff_b.shape), diff_b.float)
     if not deltas:
         raise NetworkFileError("LyCORIS module has no weight tensors (only an alpha)")
     return deltas
@@ -66,7 +69,7 @@ def _alpha(alpha: Tensor | None) -> float | None:
         return None
     if alpha.numel() != 1:
         raise NetworkFileError(f"LyCORIS alpha must be one number, found shape {tuple(alpha.shape)}")
-    return float(alpha.reshape(()))
+    return float(alpha.float().reshape(()))
 
 
 def _need(tensors: Mapping[str, Tensor], *names: str) -> list[Tensor]:
@@ -82,15 +85,15 @@ def _product(a: Tensor, b: Tensor, what: str) -> Callable[[], Tensor]:
     second copy of the model)."""
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
         raise NetworkFileError(f"LyCORIS {what} factors do not multiply: {tuple(a.shape)} @ {tuple(b.shape)}")
-    return lambda: a @ b
+    return lambda: a.float() @ b.float()
 
 
 def _tucker(t: Tensor, wa: Tensor, wb: Tensor, what: str) -> Callable[[], Tensor]:
-    """W[p, q, ...] = Σ_ij t[i, j, ...] wa[i, p] wb[j, q] (LyCORIS's Tucker rebuild; wa [r, out], wb [r, in])."""
+    """LyCORIS's Tucker rebuild W[p, q, ...] = Σ_ij t[i, j, ...] wa[i, p] wb[j, q]; wa [r, out], wb [r, in]"""
     if t.ndim < 3 or wa.ndim != 2 or wb.ndim != 2 or t.shape[0] != wa.shape[0] or t.shape[1] != wb.shape[0]:
         raise NetworkFileError(f"LyCORIS {what} Tucker tensors do not fit: core {tuple(t.shape)}, "
                                f"{tuple(wa.shape)}, {tuple(wb.shape)}")
-    return lambda: torch.einsum("ij...,ip,jq->pq...", t, wa, wb)
+    return lambda: torch.einsum("ij...,ip,jq->pq...", t.float(), wa.float(), wb.float())
 
 
 def _shape(tensors: Mapping[str, Tensor], a: str, b: str, t: str | None = None) -> tuple[int, ...]:
@@ -100,7 +103,7 @@ def _shape(tensors: Mapping[str, Tensor], a: str, b: str, t: str | None = None) 
     return (tensors[a].shape[0], tensors[b].shape[1])
 
 
-def _loha(tensors: Mapping[str, Tensor], alpha: float | None) -> Delta:
+def _loha(tensors: Mapping[str, Tensor], alpha: float | None) -> tuple[tuple[int, ...], Callable[[], Tensor]]:
     w1a, w1b, w2a, w2b = _need(tensors, "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
     tucker = [n for n in ("hada_t1", "hada_t2") if n in tensors]
     if len(tucker) == 1:
@@ -116,53 +119,64 @@ def _loha(tensors: Mapping[str, Tensor], alpha: float | None) -> Delta:
     if shape1 != shape2:
         raise NetworkFileError(f"LyCORIS LoHa halves differ in shape: {shape1} vs {shape2}")
     scale = 1.0 if alpha is None else alpha / w1b.shape[0]
-    return lambda _w: w1() * w2() * scale
+    return shape1, lambda: w1() * w2() * scale
 
 
-def _lokr(tensors: Mapping[str, Tensor], alpha: float | None) -> Delta:
+def _lokr(tensors: Mapping[str, Tensor], alpha: float | None) -> tuple[tuple[int, ...], Callable[[], Tensor]]:
     rank = None
     if "lokr_w1" in tensors:
         w1_full = tensors["lokr_w1"]
-        w1, ndim1 = (lambda: w1_full), w1_full.ndim
+        w1, shape1 = w1_full.float, tuple(w1_full.shape)
     else:
         w1a, w1b = _need(tensors, "lokr_w1_a", "lokr_w1_b")
-        w1, ndim1, rank = _product(w1a, w1b, "LoKr w1"), 2, w1b.shape[0]
+        w1, shape1 = _product(w1a, w1b, "LoKr w1"), _shape(tensors, "lokr_w1_a", "lokr_w1_b")
+        rank = w1b.shape[0]
     if "lokr_w2" in tensors:
         w2_full = tensors["lokr_w2"]
-        w2, ndim2 = (lambda: w2_full), w2_full.ndim
+        w2, shape2 = w2_full.float, tuple(w2_full.shape)
     else:
         w2a, w2b = _need(tensors, "lokr_w2_a", "lokr_w2_b")
         if "lokr_t2" in tensors:
-            w2, ndim2 = _tucker(tensors["lokr_t2"], w2a, w2b, "LoKr w2"), tensors["lokr_t2"].ndim
+            w2 = _tucker(tensors["lokr_t2"], w2a, w2b, "LoKr w2")
         else:
-            w2, ndim2 = _product(w2a, w2b, "LoKr w2"), 2
+            w2 = _product(w2a, w2b, "LoKr w2")
+        shape2 = _shape(tensors, "lokr_w2_a", "lokr_w2_b", "lokr_t2")
         rank = w2b.shape[0]  # w2's rank wins when both are low-rank (they are equal in LyCORIS's files)
-    if ndim1 != 2 or ndim2 not in (2, 4):
-        raise NetworkFileError(f"LyCORIS LoKr factors have unusable shapes: w1 has {ndim1} dimensions, "
-                               f"w2 {ndim2} (expected 2, and 2 or 4)")
+    if len(shape1) != 2 or len(shape2) not in (2, 4):
+        raise NetworkFileError(f"LyCORIS LoKr factors have unusable shapes: w1 {shape1}, w2 {shape2} "
+                               f"(expected 2 dimensions, and 2 or 4)")
     scale = 1.0 if alpha is None or rank is None else alpha / rank
 
-    def delta(_w: Tensor) -> Tensor:
+    def delta() -> Tensor:
         a, b = w1(), w2().contiguous()  # torch.kron cannot view the einsum's strided result
         if b.ndim == 4:
             a = a[:, :, None, None]
         return torch.kron(a, b) * scale
 
-    return delta
+    return (shape1[0] * shape2[0], shape1[1] * shape2[1], *shape2[2:]), delta
 
 
-def _checked(what: str, delta: Delta) -> Delta:
-    """Refuse a delta that does not fit the weight: same output rows and element count, and the same shape
-    when both are conv kernels (a flattened [out, in·kh·kw] delta is reshaped by the patcher)."""
+@dataclass(frozen=True)
+class LycorisDelta:
+    """A module's ΔW for one weight: `shape` is known when the file is read, the product is computed when the
+    patch is applied (called with the original weight, as WeightPatch.delta is)."""
 
-    def fn(weight: Tensor) -> Tensor:
-        d = delta(weight)
-        fits = d.numel() == weight.numel() and d.ndim >= 1 and weight.ndim >= 1 and d.shape[0] == weight.shape[0]
-        if fits and d.ndim == weight.ndim == 4:
-            fits = d.shape == weight.shape
+    what: str
+    shape: tuple[int, ...]
+    compute: Callable[[], Tensor] = field(repr=False)
+
+    def check(self, weight_shape: Sequence[int]) -> None:
+        """Refuse a weight this ΔW does not fit: same output rows and element count, and the same shape when
+        both are conv kernels (a flattened [out, in·kh·kw] ΔW is reshaped to the kernel)."""
+        want = tuple(weight_shape)
+        fits = (math.prod(self.shape) == math.prod(want) and len(self.shape) >= 1 and len(want) >= 1
+                and self.shape[0] == want[0])
+        if fits and len(self.shape) == len(want) == 4:
+            fits = self.shape == want
         if not fits:
-            raise NetworkFileError(f"LyCORIS {what} has shape {tuple(d.shape)}, but the weight is "
-                                   f"{tuple(weight.shape)}; the file was made for another model")
-        return d.reshape(weight.shape)
+            raise NetworkFileError(f"LyCORIS {self.what} has shape {self.shape}, but the weight is {want}; "
+                                   f"the file was made for another model")
 
-    return fn
+    def __call__(self, weight: Tensor) -> Tensor:
+        self.check(weight.shape)
+        return self.compute().reshape(weight.shape)

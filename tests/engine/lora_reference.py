@@ -32,7 +32,8 @@ def _pair(module: nn.Module, rank: int, g: torch.Generator) -> tuple[Tensor, Ten
     """(down, up) with fan-in scaled entries: ΔW is a sizeable fraction of W, so any error shows."""
     if isinstance(module, nn.Conv2d):
         kh, kw = module.kernel_size
-        down = torch.randn(rank, module.in_channels, kh, kw, generator=g) / math.sqrt(module.in_channels * kh * kw)
+        fan_in = module.in_channels * kh * kw
+        down = torch.randn(rank, module.in_channels, kh, kw, generator=g) / math.sqrt(fan_in)
         up = torch.randn(module.out_channels, rank, 1, 1, generator=g) / math.sqrt(rank)
     else:
         down = torch.randn(rank, module.in_features, generator=g) / math.sqrt(module.in_features)
@@ -47,7 +48,8 @@ def kohya_tensors(modules: dict[str, nn.Module], prefix: str, seed: int, alpha: 
 
     One alpha because diffusers 0.42 keys a per-module alpha of a kohya attention or text-encoder module by a
     name peft never matches (`…processor.to_q_lora.down.weight`, peft_utils.get_peft_kwargs), so those
-    modules silently get the file's most common alpha; kohya's trainers write one alpha per file (per kind)."""
+    modules silently get the file's most common alpha; kohya's trainers write one alpha per file (per
+    kind). Per-module alphas are proven by test_lora_image.py against an independent merge."""
     g = torch.Generator().manual_seed(seed)
     out = {}
     for i, (path, module) in enumerate(sorted(modules.items())):
@@ -58,7 +60,8 @@ def kohya_tensors(modules: dict[str, nn.Module], prefix: str, seed: int, alpha: 
     return out
 
 
-def peft_tensors(modules: dict[str, nn.Module], prefix: str, seed: int, rank: int = RANK) -> dict[str, Tensor]:
+def peft_tensors(modules: dict[str, nn.Module], prefix: str, seed: int,
+                 rank: int = RANK) -> dict[str, Tensor]:
     """diffusers/PEFT tensors `<prefix><path>.lora_A.weight` / `.lora_B.weight` (no alpha: scale 1)."""
     g = torch.Generator().manual_seed(seed)
     out = {}

@@ -5,8 +5,8 @@ apply_patches) give the UNet and text-encoder weights diffusers gives (`load_lor
 lora_reference.py) on the same base checkpoint: max |ours - theirs| / max |theirs| <= 1e-5 per weight, with
 exactly the same set of weights changed.
 
-Tiny SD 1.x- and SDXL-layout checkpoints run by default; the full-size SD 1.5 and SDXL configurations are
-slow (SDXL: a subset of modules, so one process holds one fp32 model at a time):
+Tiny SD 1.x-, SD 2.x- (OpenCLIP text tower) and SDXL-layout checkpoints run by default; the full-size SD 1.5
+and SDXL configurations are slow (SDXL: a subset of modules, so one process holds one fp32 model at a time):
 
     flock /tmp/sdstudio-big.lock pytest -m slow -s tests/engine/test_lora_equivalence.py
 
@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import gc
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
-from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
-from transformers import CLIPTextConfig
+from diffusers.loaders.single_file_utils import (
+    convert_ldm_unet_checkpoint,
+    create_unet_diffusers_config_from_ldm,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from sdstudio.engine.checkpoint import load_checkpoint
 from sdstudio.engine.lora_file import lora_patch_set, read_lora
@@ -33,6 +37,7 @@ from tests.engine import reference_models as ref
 from tests.engine.full_size import (
     CLIP_L_SD1,
     CLIP_L_SDXL,
+    OPENCLIP_SD2,
     OPENCLIP_SDXL,
     UNET,
     cached_checkpoint,
@@ -57,30 +62,33 @@ def tiny_pipeline(path, family: str):
     unet.load_state_dict(convert_ldm_unet_checkpoint(ref.read_tensors(path, UNET), config), strict=True,
                          assign=True)
     clip = CLIPTextConfig(**TINY_TEXT)
-    if family == "sd1":
-        text = ref.reference_text(path, ref.TextReference("tiny CLIP", CLIP_L_SD1, False, clip, -1, 49407))
+    openclip = CLIPTextConfig(**{**TINY_TEXT, "projection_dim": 24, "hidden_act": "gelu",
+                                 "intermediate_size": 128})
+    if family in ("sd1", "sd2"):
+        text = ref.reference_text(path, ref.TextReference("tiny CLIP", CLIP_L_SD1, False, clip, -1, 49407)
+                                  if family == "sd1" else
+                                  ref.TextReference("tiny OpenCLIP", OPENCLIP_SD2, True, openclip, -1, 0))
         return StableDiffusionPipeline(vae=None, text_encoder=text, tokenizer=None, unet=unet, scheduler=None,
                                        safety_checker=None, feature_extractor=None,
                                        requires_safety_checker=False)
-    bigg = CLIPTextConfig(**{**TINY_TEXT, "projection_dim": 24, "hidden_act": "gelu", "intermediate_size": 128})
     text = ref.reference_text(path, ref.TextReference("tiny CLIP", CLIP_L_SDXL, False, clip, -2, 49407))
-    text_2 = ref.reference_text(path, ref.TextReference("tiny OpenCLIP", OPENCLIP_SDXL, True, bigg, -2, 0,
+    text_2 = ref.reference_text(path, ref.TextReference("tiny OpenCLIP", OPENCLIP_SDXL, True, openclip, -2, 0,
                                                         pooled=True))
     return StableDiffusionXLPipeline(vae=None, text_encoder=text, text_encoder_2=text_2, tokenizer=None,
                                      tokenizer_2=None, unet=unet, scheduler=None)
 
 
-def encoder_modules(pipe) -> dict[int, dict]:
+def encoder_modules(pipe, keep=lambda path: True) -> dict[int, dict]:
     """The text encoders' layer linears (what kohya's text-encoder LoRA adapts), by encoder index."""
     encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if hasattr(pipe, "text_encoder_2") else [])
-    return {i: {k.removeprefix("text_model."): m for k, m in lr.lora_modules(e).items() if ".layers." in k}
-            for i, e in enumerate(encoders)}
+    return {i: {k.removeprefix("text_model."): m for k, m in lr.lora_modules(e).items()
+                if ".layers." in k and keep(k)} for i, e in enumerate(encoders)}
 
 
 def lora_file(folder, pipe, ldm_unet: UNetModel, dialect: str, keep=lambda path: True):
     """Write a random LoRA for the pipeline's model in `dialect` ("kohya_diffusers": diffusers block names,
-    "kohya_ldm": LDM block names, "peft"); `keep(module path)` selects UNet modules."""
-    texts = encoder_modules(pipe)
+    "kohya_ldm": LDM block names, "peft"); `keep(module path)` selects modules."""
+    texts = encoder_modules(pipe, keep)
     kohya_te = ["lora_te_"] if len(texts) == 1 else ["lora_te1_", "lora_te2_"]
     tensors = {}
     if dialect == "peft":
@@ -105,7 +113,8 @@ def ours(checkpoint, lora_path) -> tuple[dict[str, torch.Tensor], dict[str, tupl
     model = load_checkpoint(checkpoint)
     patch_set = lora_patch_set(read_lora(lora_path), model)
     model.apply_patches(patch_set)
-    patched = {p.target: model.weights.parameter(p.target).detach().float().clone() for p in patch_set.patches}
+    patched = {p.target: model.weights.parameter(p.target).detach().float().clone()
+               for p in patch_set.patches}
     shapes = {k: tuple(v.shape) for k, v in model.unet.state_dict().items()}
     family = model.description.family
     del model, patch_set
@@ -155,10 +164,11 @@ def diffusers_maps(path: str) -> bool:
 def tiny_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("lora-eq")
     return {family: tiny_family_checkpoint(folder / f"{family}.safetensors", family, seed=3)
-            for family in ("sd1", "sdxl")}
+            for family in ("sd1", "sd2", "sdxl")}
 
 
 @pytest.mark.parametrize("family,dialect", [("sd1", "kohya_diffusers"), ("sd1", "kohya_ldm"), ("sd1", "peft"),
+                                            ("sd2", "kohya_diffusers"), ("sd2", "peft"),
                                             ("sdxl", "kohya_ldm"), ("sdxl", "peft")])
 def test_tiny_lora_weights_equal_diffusers_fuse_lora(tiny_files, tmp_path, family, dialect):
     path = tiny_files[family]
@@ -175,8 +185,11 @@ def test_tiny_lora_weights_equal_diffusers_fuse_lora(tiny_files, tmp_path, famil
 
 def _sdxl_subset(path: str) -> bool:
     """SDXL modules kept: every kind of layer, but from a few blocks (two fp32 copies would not fit)."""
-    if re.search(r"transformer_blocks\.(\d+)\.", path) and not re.search(r"transformer_blocks\.[019]\.", path):
+    block = re.search(r"transformer_blocks\.(\d+)\.", path)
+    if block and block[1] not in ("0", "1", "9"):
         return False
+    if ".layers." in path:  # text encoders: first, a middle and last layers
+        return bool(re.search(r"\.layers\.(0|5|11|31)\.", path))
     return bool(re.match(r"(time_embed|label_emb|time_embedding|add_embedding|conv_in|conv_out|out\.|"
                          r"input_blocks\.(0|3|4|7)\.|middle_block\.|output_blocks\.(2|5|8)\.|"
                          r"down_blocks\.(0\.(resnets|downsamplers)|1\.attentions\.0|2\.attentions\.0)|mid_block|"
@@ -191,18 +204,25 @@ FULL = {"sd15": ("kohya_diffusers", "peft"), "sdxl": ("kohya_ldm", "peft")}
 def test_full_size_lora_weights_equal_diffusers_fuse_lora(tmp_path, family, dialect):
     path = cached_checkpoint(family)
     keep = _sdxl_subset if family == "sdxl" else (lambda p: True)
-    # The reference's module tree names the LoRA's modules; built once on meta to write the file.
-    with torch.device("meta"):
-        pipe = _full_pipeline(path, family)
     ldm_unet = UNetModel(unet_config(family), device="meta")
-    lora_path = lora_file(tmp_path, pipe, ldm_unet, dialect, keep)
-    del pipe
+    lora_path = lora_file(tmp_path, _meta_modules(path, family), ldm_unet, dialect, keep)
     patched, shapes, _ = ours(path, lora_path)
     pipe = _full_pipeline(path, family)
     worst = compare(f"{family} {dialect}", patched, shapes, pipe, lora_path, ldm_names=dialect == "kohya_ldm")
     del pipe, patched
     gc.collect()
     assert worst <= TOLERANCE
+
+
+def _meta_modules(path, family: str) -> SimpleNamespace:
+    """The reference pipeline's module tree without weights: its names and shapes are all a LoRA needs."""
+    config = create_unet_diffusers_config_from_ldm(ref.ORIGINAL_CONFIGS[family], ref.shapes_only(path))
+    texts = ref.TEXT_REFERENCES[family]
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**config)
+        encoders = [(CLIPTextModelWithProjection if t.pooled else CLIPTextModel)(t.config) for t in texts]
+    names = dict(zip(("text_encoder", "text_encoder_2"), encoders, strict=False))
+    return SimpleNamespace(unet=unet, **names)
 
 
 def _full_pipeline(path, family: str):

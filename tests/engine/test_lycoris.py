@@ -51,7 +51,8 @@ def apply_weight(parts, weight):
 @pytest.mark.parametrize("target,tucker", [("lin", False), ("conv", False), ("point", False), ("conv", True),
                                            ("point", True)])  # peft keeps a 1x1 conv flat even when asked
 def test_loha_matches_peft(target, tucker):
-    config = LoHaConfig(r=4, alpha=7, target_modules=[target], init_weights=False, use_effective_conv2d=tucker)
+    config = LoHaConfig(r=4, alpha=7, target_modules=[target], init_weights=False,
+                        use_effective_conv2d=tucker)
     layer, parts = peft_layer(config, target)
     assert ("hada_t1" in parts) == (tucker and target == "conv")
     parts["alpha"] = torch.tensor(7.0)
@@ -101,7 +102,8 @@ def test_lokr_both_full_ignores_alpha(target):
 def test_lokr_w1_low_rank_w2_full_uses_w1_rank():
     """A factor layout peft never makes (w1 low-rank, w2 full); the rank is then lokr_w1_b's."""
     g = torch.Generator().manual_seed(3)
-    w1a, w1b, w2 = torch.randn(4, 3, generator=g), torch.randn(3, 6, generator=g), torch.randn(5, 2, generator=g)
+    w1a, w1b = torch.randn(4, 3, generator=g), torch.randn(3, 6, generator=g)
+    w2 = torch.randn(5, 2, generator=g)
     parts = {"lokr_w1_a": w1a, "lokr_w1_b": w1b, "lokr_w2": w2, "alpha": torch.tensor(1.5)}
     ours = apply_weight(parts, torch.zeros(20, 12))
     ref = torch.einsum("ac,bd->abcd", w1a @ w1b, w2).reshape(20, 12) * 1.5 / 3
@@ -183,3 +185,146 @@ def test_conv_loha_flattened_reshapes_to_the_kernel():
     delta = apply_weight(parts, torch.zeros(24, 16, 3, 3))
     flat = (parts["hada_w1_a"] @ parts["hada_w1_b"]) * (parts["hada_w2_a"] @ parts["hada_w2_b"])
     assert torch.equal(delta, flat.reshape(24, 16, 3, 3))
+
+
+def test_lycoris_file_patches_a_loaded_model(tmp_path):
+    """A file mixing LoHa (plain and Tucker), LoKr and full diffs (weight and bias), read by lora_file and
+    applied at per-component strengths: each weight moves by strength × the formula written out here."""
+    from safetensors.torch import save_file
+
+    from sdstudio.engine.checkpoint import load_checkpoint
+    from sdstudio.engine.lora_file import lora_patch_set, read_lora
+    from tests.engine.lora_files import tiny_family_checkpoint
+
+    g = torch.Generator().manual_seed(9)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g) * 0.3
+
+    q, conv1, conv2 = ("input_blocks.1.1.transformer_blocks.0.attn1.to_q", "input_blocks.1.0.in_layers.2",
+                       "input_blocks.1.0.out_layers.3")
+    fc1 = "text_model.encoder.layers.0.mlp.fc1"
+    t = {}
+    t |= {f"lora_unet_{q.replace('.', '_')}.{k}": v for k, v in {
+        "hada_w1_a": r(32, 2), "hada_w1_b": r(2, 32), "hada_w2_a": r(32, 2), "hada_w2_b": r(2, 32),
+        "alpha": torch.tensor(1.0)}.items()}
+    t |= {f"lora_unet_{conv1.replace('.', '_')}.{k}": v for k, v in {
+        "lokr_w1": r(4, 4), "lokr_w2_a": r(8, 2), "lokr_w2_b": r(2, 8 * 9),
+        "alpha": torch.tensor(3.0)}.items()}
+    t |= {f"lora_unet_{conv2.replace('.', '_')}.{k}": v for k, v in {
+        "hada_t1": r(2, 2, 3, 3), "hada_w1_a": r(2, 32), "hada_w1_b": r(2, 32), "hada_t2": r(2, 2, 3, 3),
+        "hada_w2_a": r(2, 32), "hada_w2_b": r(2, 32)}.items()}  # no alpha: scale 1
+    t |= {f"lora_te_{fc1.replace('.', '_')}.{k}": v for k, v in {"diff": r(64, 32), "diff_b": r(64)}.items()}
+    save_file({k: v.contiguous() for k, v in t.items()}, str(tmp_path / "lyco.safetensors"))
+
+    def part(module, suffix):
+        return t[f"{module}.{suffix}"].double()
+
+    def tucker(tc, wa, wb):
+        return torch.einsum("ijhw,ip,jq->pqhw", tc, wa, wb)
+
+    nq, n1, n2, nf = (f"lora_unet_{q.replace('.', '_')}", f"lora_unet_{conv1.replace('.', '_')}",
+                      f"lora_unet_{conv2.replace('.', '_')}", f"lora_te_{fc1.replace('.', '_')}")
+    lokr_w2 = (part(n1, "lokr_w2_a") @ part(n1, "lokr_w2_b")).reshape(8, 8, 3, 3)
+    expected = {
+        "model.diffusion_model." + q + ".weight":
+            0.7 * 0.5 * (part(nq, "hada_w1_a") @ part(nq, "hada_w1_b"))
+            * (part(nq, "hada_w2_a") @ part(nq, "hada_w2_b")),
+        "model.diffusion_model." + conv1 + ".weight":
+            0.7 * 1.5 * torch.einsum("ac,bdhw->abcdhw", part(n1, "lokr_w1"), lokr_w2).reshape(32, 32, 3, 3),
+        "model.diffusion_model." + conv2 + ".weight":
+            0.7 * tucker(part(n2, "hada_t1"), part(n2, "hada_w1_a"), part(n2, "hada_w1_b"))
+            * tucker(part(n2, "hada_t2"), part(n2, "hada_w2_a"), part(n2, "hada_w2_b")),
+        "text.0." + fc1 + ".weight": 0.4 * part(nf, "diff"),
+        "text.0." + fc1 + ".bias": 0.4 * part(nf, "diff_b"),
+    }
+    model = load_checkpoint(tiny_family_checkpoint(tmp_path / "base.safetensors", "sd1"))
+    before = {k: model.weights.parameter(k).detach().clone() for k in expected}
+    model.apply_patches(lora_patch_set(read_lora(tmp_path / "lyco.safetensors"), model, te=0.4, unet=0.7))
+    for key, delta in expected.items():
+        moved = model.weights.parameter(key).detach().double() - before[key].double()
+        assert float((moved - delta).abs().max() / delta.abs().max()) < TOL, key
+
+
+def test_delta_shapes_are_known_before_anything_is_computed():
+    """`shape` and `check` let a loader refuse a file for another model when it is read, not applied."""
+    cases = [
+        (_loha(24, 16 * 9), (24, 16 * 9)),
+        ({"hada_t1": torch.randn(3, 3, 3, 3), "hada_t2": torch.randn(3, 3, 3, 3),
+          "hada_w1_a": torch.randn(3, 24), "hada_w1_b": torch.randn(3, 16),
+          "hada_w2_a": torch.randn(3, 24), "hada_w2_b": torch.randn(3, 16)},
+         (24, 16, 3, 3)),
+        ({"lokr_w1": torch.randn(2, 4), "lokr_w2_a": torch.randn(12, 2), "lokr_w2_b": torch.randn(2, 4 * 9)},
+         (24, 144)),
+        ({"lokr_w1_a": torch.randn(2, 1), "lokr_w1_b": torch.randn(1, 4), "lokr_t2": torch.randn(1, 1, 3, 3),
+          "lokr_w2_a": torch.randn(1, 12), "lokr_w2_b": torch.randn(1, 4)}, (24, 16, 3, 3)),
+        ({"diff": torch.randn(24, 16, 3, 3)}, (24, 16, 3, 3)),
+    ]
+    for parts, shape in cases:
+        fn = lycoris_deltas(parts)["weight"]
+        assert fn.shape == shape
+        fn.check((24, 16, 3, 3))
+        assert fn(torch.zeros(24, 16, 3, 3)).shape == (24, 16, 3, 3)
+        wrong = [(24, 16, 3, 2), (16, 24, 3, 3)] + ([(24, 16, 1, 9)] if len(shape) == 4 else [])
+        for weight in wrong:  # a flattened ΔW cannot tell a 3x3 kernel from a 1x9 one; a 4-D one can
+            with pytest.raises(NetworkFileError, match="another model"):
+                fn.check(weight)
+
+
+def test_lycoris_module_for_another_shape_is_refused_when_the_patch_set_is_built(tmp_path):
+    from safetensors.torch import save_file
+
+    from sdstudio.engine.checkpoint import load_checkpoint
+    from sdstudio.engine.lora_file import lora_patch_set, read_lora
+    from tests.engine.lora_files import tiny_family_checkpoint
+
+    module = "lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q"  # a 32x32 weight
+    save_file({f"{module}.lokr_w1": torch.randn(4, 4), f"{module}.lokr_w2": torch.randn(8, 10)},
+              str(tmp_path / "wide.safetensors"))
+    model = load_checkpoint(tiny_family_checkpoint(tmp_path / "base.safetensors", "sd1"))
+    with pytest.raises(NetworkFileError, match=rf"wide.safetensors.*{module}.*\(32, 40\).*\(32, 32\)"):
+        lora_patch_set(read_lora(tmp_path / "wide.safetensors"), model)
+
+
+@pytest.mark.parametrize("config", [
+    LoHaConfig(r=4, alpha=3, init_weights=False, use_effective_conv2d=True,
+               target_modules=r".*(attn1\.to_q|attn2\.to_k|ff\.net\.2|resnets\.0\.conv1|proj_in|conv_shortcut)"),
+    LoKrConfig(r=2, alpha=3, init_weights=False, decompose_factor=4, use_effective_conv2d=True,
+               target_modules=r".*(attn1\.to_v|attn2\.to_out\.0|ff\.net\.0\.proj|resnets\.1\.conv2|"
+                              r"downsamplers\.0\.conv)"),
+], ids=["loha", "lokr"])
+def test_lycoris_file_on_a_model_equals_peft_merged_into_diffusers(tmp_path, config):
+    """peft's LoHa/LoKr adapters on a tiny diffusers UNet, merged by peft; the same factors written as a kohya
+    LyCORIS file and applied by us give the same weights (LoKr here always has a low-rank factor, where peft's
+    and LyCORIS's scales agree)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from safetensors.torch import save_file
+
+    from tests.engine import lora_reference as lr
+    from tests.engine.lora_files import tiny_family_checkpoint
+    from tests.engine.test_lora_equivalence import ours, tiny_pipeline
+
+    path = tiny_family_checkpoint(tmp_path / "base.safetensors", "sd1", seed=6)
+    unet = inject_adapter_in_model(config, tiny_pipeline(path, "sd1").unet)
+    torch.manual_seed(11)
+    tensors = {}
+    with torch.no_grad():
+        for name, module in unet.named_modules():
+            if not isinstance(module, BaseTunerLayer):
+                continue
+            for pname, param in module.named_parameters():
+                suffix, _, adapter = pname.rpartition(".")
+                if adapter == "default":
+                    param.copy_(torch.randn_like(param) * 0.3)
+                    tensors[f"lora_unet_{name.replace('.', '_')}.{suffix}"] = param.detach().clone()
+            tensors[f"lora_unet_{name.replace('.', '_')}.alpha"] = torch.tensor(float(config.alpha))
+            module.merge()
+    assert any(k.endswith(("hada_t1", "lokr_t2")) for k in tensors), "the Tucker form is not exercised"
+    save_file(tensors, str(tmp_path / "lyco.safetensors"))
+    merged = {k.replace(".base_layer", ""): v for k, v in unet.state_dict().items()}
+    patched, shapes, _ = ours(path, tmp_path / "lyco.safetensors")
+    names = lr.diffusers_names(shapes, unet.config)
+    assert len(patched) == sum(k.endswith(".alpha") for k in tensors)
+    for target, weight in patched.items():
+        theirs = merged[names[target.removeprefix("model.diffusion_model.")]]
+        assert float((weight - theirs).abs().max() / theirs.abs().max()) < TOL, target
