@@ -52,6 +52,11 @@ def lora_dir() -> Path:
     return models_dir() / "Lora"
 
 
+def approx_decoders_dir() -> Path:
+    """A1111's folder for tiny preview decoders (TAESD): models/VAE-approx."""
+    return models_dir() / "VAE-approx"
+
+
 def embeddings_dir() -> Path:
     """A1111's folder for textual-inversion embeddings."""
     return home() / "embeddings"

@@ -16,13 +16,19 @@ from pathlib import Path
 
 import torch
 
-from sdstudio.engine.checkpoint import LoadedModel, load_checkpoint
+from sdstudio.engine.checkpoint import LoadedModel, attach_taesd, load_checkpoint
 from sdstudio.engine.detect import ModelDescription
 from sdstudio.engine.devices import resolve_device
 from sdstudio.engine.embeddings import EmbeddingLibrary
 from sdstudio.engine.errors import GenerationError, SDStudioError
 from sdstudio.engine.lora_set import LoraFiles, resolve_loras
-from sdstudio.engine.model_files import builtin_model_path, builtin_taesd_path, list_models, model_hash
+from sdstudio.engine.model_files import (
+    approx_decoder,
+    builtin_model_path,
+    builtin_taesd_path,
+    list_models,
+    model_hash,
+)
 from sdstudio.engine.patches import NO_PATCHES, PatchSet
 from sdstudio.engine.pipeline import generate
 from sdstudio.engine.request import GenerationRequest, GenerationResult, StepInfo
@@ -84,6 +90,12 @@ class Engine:
                 gc.collect()
                 raise GenerationError("not enough memory to load this model; close other programs or choose a "
                                       "smaller (fp16) checkpoint") from None
+            if model.taesd is None and (found := approx_decoder(model.description.family)):
+                try:  # live previews and draft decode
+                    attach_taesd(model, found, self.device, self.dtype)
+                except SDStudioError as exc:
+                    raise SDStudioError(f"the preview decoder {found} cannot be used ({exc}); replace or remove "
+                                        "it") from None
             self.model, self._key = model, key
 
     def set_patches(self, patch_set: PatchSet = NO_PATCHES) -> None:

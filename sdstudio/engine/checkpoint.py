@@ -179,6 +179,15 @@ def _bytes_to_read(header: SafetensorsHeader, desc: ModelDescription, vae_path, 
     return total + sum(Path(p).stat().st_size for p in (vae_path, taesd_path) if p)
 
 
+def attach_taesd(model: LoadedModel, path: str | Path, device: torch.device | str = "cpu",
+                 dtype: torch.dtype | None = None) -> None:
+    """Give a loaded model the preview decoder in `path` (placed as load_checkpoint would place it)."""
+    place = choose_placements(device, dtype)["taesd"]
+    model.taesd = load_taesd_file(path, place.dtype, place.device)
+    model.placements["taesd"] = place
+    model.description = replace(model.description, placement=placement_label(model.placements))
+
+
 def load_checkpoint(path: str | Path, *, vae_path: str | Path | None = None, taesd_path: str | Path | None = None,
                     prediction: str = "", device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
                     allow_pickle: bool = False, progress: Progress | None = None) -> LoadedModel:

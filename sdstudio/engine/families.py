@@ -119,6 +119,9 @@ class Family:
     prediction_note: str = ""  # shown when nothing in the file said what the model predicts
     v_bias_probe: tuple[str, float] | None = None  # (UNet key, std of it above which the model predicts v)
     ays_sigmas: tuple[float, ...] = AYS_SD15  # the Align Your Steps table (schedules.align_your_steps)
+    # madebyollin's tiny decoder for this latent space, looked for in models/VAE-approx as A1111 does
+    # (model_files.approx_decoder): the live preview's and the fast path's "draft decode" decoder.
+    taesd_decoder: str = "taesd_decoder"
 
     @property
     def text_prefixes(self) -> tuple[str, ...]:
@@ -261,6 +264,7 @@ SDXL = Family(
     default_size=1024,
     size_presets=((1024, 1024), (896, 1152), (1152, 896), (832, 1216), (1216, 832), (768, 1344), (1344, 768)),
     lora_prefixes=_kohya_and_diffusers(2), zero_empty_negative=True, ays_sigmas=AYS_SDXL,
+    taesd_decoder="taesdxl_decoder",
 )
 # Our built-in model: SD 1.x's layout in miniature; its `sdstudio.config` metadata sets the rest.
 DEMO = Family(
@@ -269,6 +273,7 @@ DEMO = Family(
     unet_heads=HeadLayout(num_heads=8), scale_factor=1.0, latent_rgb=_SD1_RGB, default_size=64,
     size_presets=((64, 64), (32, 32), (96, 96), (128, 128), (96, 64), (64, 96)),
     lora_prefixes=_kohya_and_diffusers(1), in_channels=(),
+    taesd_decoder="",  # ships its own (model_files.builtin_taesd_path)
 )
 
 FAMILIES: tuple[Family, ...] = (SD1, SD2, SDXL, DEMO)

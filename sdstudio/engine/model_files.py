@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sdstudio import paths
 from sdstudio.engine.errors import ModelNotFound
+from sdstudio.engine.families import family
 from sdstudio.untrusted import printable, quoted
 
 MODEL_SUFFIXES = (".safetensors",)
@@ -31,7 +32,15 @@ def builtin_taesd_path() -> Path:
 
 
 # Subfolders of the models folder that hold add-on networks, not checkpoints (A1111's names).
-NETWORK_SUBFOLDERS = frozenset({"lora", "lycoris", "controlnet"})
+NETWORK_SUBFOLDERS = frozenset({"lora", "lycoris", "controlnet", "vae", "vae-approx"})
+
+
+def approx_decoder(family_name: str) -> Path | None:
+    """The tiny preview decoder (TAESD) for a family, when the user put one in models/VAE-approx under the name
+    madebyollin publishes (`taesd_decoder.safetensors`, `taesdxl_decoder.safetensors`); None otherwise."""
+    stem = family(family_name).taesd_decoder
+    found = paths.approx_decoders_dir() / f"{stem}.safetensors"
+    return found if stem and found.is_file() else None
 
 
 def folder_models(folder: Path) -> list[Path]:

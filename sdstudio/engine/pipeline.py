@@ -13,6 +13,8 @@ from dataclasses import replace
 
 import torch
 
+from sdstudio import paths
+from sdstudio.engine import families
 from sdstudio.engine.checkpoint import LoadedModel
 from sdstudio.engine.errors import RequestError
 from sdstudio.engine.images import crop_region, fit
@@ -70,8 +72,10 @@ def generate(model: LoadedModel, request: GenerationRequest, on_step: OnStep | N
     t0 = time.perf_counter()
     req = validate(request, multiple=model.description.vae_downscale)
     if req.draft_decode and model.taesd is None:
-        raise RequestError("Draft decode needs a preview decoder (TAESD) and this model has none loaded: turn "
-                           "Draft decode off (the command line takes a decoder with --taesd FILE)")
+        stem = families.family(model.description.family).taesd_decoder or "taesd_decoder"
+        raise RequestError(f"Draft decode needs a preview decoder (TAESD) and this model has none: put "
+                           f"{stem}.safetensors in {paths.approx_decoders_dir()} (or give --taesd FILE), or "
+                           "turn Draft decode off")
     model_sampling = ModelSampling(family=model.description.family)
     runner = PassRunner(model, req, model_sampling, on_step, should_cancel, residuals)
     images = []

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save_file
 
 from sdstudio.engine.checkpoint import load_checkpoint
-from sdstudio.engine.errors import RequestError
+from sdstudio.engine.errors import RequestError, SDStudioError
 from sdstudio.engine.pipeline import generate
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.engine.taesd import TAESD
@@ -74,3 +74,30 @@ def test_generate_cli_draft_decode_writes_the_field_and_refuses_without_a_decode
     [png] = (tmp_path / "out").glob("*.png")
     with Image.open(png) as image:
         assert image.text["parameters"].endswith("Draft decode: True")
+
+
+def test_a_decoder_in_models_vae_approx_is_found_for_the_family(home, tmp_path):
+    """A1111's place for TAESD: with taesd_decoder.safetensors there, a real checkpoint gets TAESD previews and
+    draft decode; a damaged one is named, not skipped."""
+    from sdstudio import paths
+    from sdstudio.engine.api import Engine
+    from tests.engine.lora_files import tiny_family_checkpoint
+
+    tiny_path = tiny_family_checkpoint(tmp_path / "sd1-layout.safetensors", "sd1")
+    stem = "taesd_decoder"  # SD 1.x's; SDXL's is taesdxl_decoder (families.py)
+    engine = Engine(device="cpu")
+    engine.load_model(str(tiny_path))
+    assert engine.model.taesd is None
+    with pytest.raises(RequestError, match=f"put {stem}.safetensors in .*VAE-approx"):
+        engine.generate(REQ.replace(model=str(tiny_path), draft_decode=True))
+    torch.manual_seed(4)
+    decoder = TAESD(width=8).decoder
+    paths.approx_decoders_dir().mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in decoder.state_dict().items()},
+              str(paths.approx_decoders_dir() / f"{stem}.safetensors"))
+    fresh = Engine(device="cpu")
+    result = fresh.generate(REQ.replace(model=str(tiny_path), draft_decode=True))
+    assert fresh.model.taesd is not None and result.images[0].size == (64, 48)
+    (paths.approx_decoders_dir() / f"{stem}.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}junk")
+    with pytest.raises(SDStudioError, match="preview decoder .*VAE-approx.* cannot be used"):
+        Engine(device="cpu").load_model(str(tiny_path))
