@@ -114,8 +114,9 @@ def test_generate_fills_ti_hashes_and_finds_extra_embedding_folders(tiny_path, t
               for p in (home / "embeddings" / "shiny.safetensors", tmp_path / "ugly.safetensors")}
     assert result.requests[0].ti_hashes == (("shiny", digest["shiny"]), ("ugly", digest["ugly"]))
     assert engine.generate(REQ.replace(model=str(tiny_path))).requests[0].ti_hashes == ()
-    with pytest.raises(NetworkFileError, match="sd1"):
-        engine.generate(REQ.replace(model=str(tiny_path), prompt="apple sd1"))
+    assert engine.generate(REQ.replace(model=str(tiny_path), prompt="apple sd1")).requests[0].ti_hashes == ()
+    with pytest.raises(NetworkFileError, match="sd1"):  # a plain word stays a word; asked for, it is refused
+        engine.generate(REQ.replace(model=str(tiny_path), prompt="apple embedding:sd1"))
     engine.embedding_dirs = []
     with pytest.raises(NetworkFileError, match="'ugly' was not found"):
         engine.generate(REQ.replace(model=str(tiny_path), prompt="embedding:ugly"))
