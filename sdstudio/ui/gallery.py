@@ -34,6 +34,9 @@ from sdstudio.ui.gallery_model import GalleryModel, ThumbnailLoader
 ICON = 96
 SEARCH_DELAY_MS = 250
 DAY = 86400.0
+# "Vary": how many variations one click queues, and the strengths offered (A1111's variation strength).
+VARY_COUNT = 4
+VARY_STRENGTHS = (("Subtle", 0.1), ("Medium", 0.25), ("Strong", 0.5))
 PERIODS = (("Any time", None), ("Today", 0), ("Last 7 days", 7), ("Last 30 days", 30))
 
 
@@ -49,6 +52,7 @@ def period_start(days: int | None, now: float | None = None) -> float | None:
 class GalleryWidget(QWidget):
     entrySelected = Signal(str)
     rerunRequested = Signal(str, bool)  # entry id, new seed
+    varyRequested = Signal(str, float)  # entry id, variation strength
     loadParametersRequested = Signal(str)
     useAsInitRequested = Signal(str)
     useForInpaintRequested = Signal(str)
@@ -199,6 +203,14 @@ class GalleryWidget(QWidget):
                                       "Generate this image again: same parameters, same pixels")
         self.act_rerun_new_seed = self._action("Re-run with new seed", ask(self.rerunRequested, True),
                                                "Ctrl+Shift+R", "Same parameters, a new random seed")
+        self.vary_menu = QMenu("Vary", self)
+        self.vary_menu.setToolTip(f"Queue {VARY_COUNT} variations of this image: same seed, random variation "
+                                  "seeds at the chosen strength")
+        self.vary_actions = []
+        for label, strength in VARY_STRENGTHS:
+            action = self._action(f"{label} ({strength:g})", ask(self.varyRequested, strength))
+            self.vary_menu.addAction(action)
+            self.vary_actions.append(action)
         self.act_load = self._action("Load parameters", ask(self.loadParametersRequested), "Ctrl+L",
                                      "Put this image's parameters into the prompt panel")
         self.act_init = self._action("Use as init image", ask(self.useAsInitRequested), "Ctrl+I",
@@ -368,7 +380,7 @@ class GalleryWidget(QWidget):
     def context_menu(self) -> QMenu:
         menu = QMenu(self)
         groups = (
-            (self.act_rerun, self.act_rerun_new_seed),
+            (self.act_rerun, self.act_rerun_new_seed, self.vary_menu.menuAction()),
             (self.act_load, self.act_init, self.act_inpaint),
             (self.act_copy, self.act_favourite, self.act_folder),
             (self.act_parent, self.act_child),
@@ -388,6 +400,7 @@ class GalleryWidget(QWidget):
     def _update_actions(self) -> None:
         entry = self._current
         has = entry is not None
+        self.vary_menu.setEnabled(has)
         for action in (self.act_rerun, self.act_rerun_new_seed, self.act_load, self.act_init, self.act_inpaint,
                        self.act_copy, self.act_favourite, self.act_folder, self.act_delete):
             action.setEnabled(has)
