@@ -126,7 +126,7 @@ class Engine:
         prompts.embeddings = self._embedding_library()
         # Checks every embedding the prompts name before any work (the tag-free prompt: a LoRA's name is no
         # embedding); the hashes go to the infotext (TI hashes).
-        ti_hashes = prompts.embeddings_used(loras.prompt, request.negative_prompt)
+        ti_hashes = prompts.embeddings_used(loras.prompt, request.negative_prompt, request.blend_prompt)
         tagged_patches = self._loras.patch_set(loras, self.model)
         self.model.apply_patches(PatchSet(self.patches.patches + tagged_patches.patches))
         written = request.replace(model_hash=model_hash(self._key[0]), lora_hashes=loras.hashes,

@@ -160,7 +160,8 @@ class PassRunner:
 
     def conditioning(self, w: int, h: int) -> tuple[UNetConditioning, UNetConditioning]:
         req = self.req
-        pair = self.model.text.conditioning(req.prompt, req.negative_prompt, req.clip_skip, (h, w))
+        pair = self.model.text.conditioning(req.prompt, req.negative_prompt, req.clip_skip, (h, w),
+                                            (req.blend_prompt, float(req.blend_strength)))
         return tuple(
             UNetConditioning(c.context.to(self.unet_device), None if c.y is None else c.y.to(self.unet_device))
             for c in pair

@@ -32,9 +32,11 @@ class TextStack:
         self.family = family
         self.prompts = PromptEncoder(encoders, zero_empty_negative=family.zero_empty_negative)
 
-    def conditioning(self, prompt: str, negative: str, clip_skip: int,
-                     size: tuple[int, int]) -> tuple[denoiser.UNetConditioning, denoiser.UNetConditioning]:
-        cond, uncond = self.prompts.encode_pair(prompt, negative, clip_skip)
+    def conditioning(self, prompt: str, negative: str, clip_skip: int, size: tuple[int, int],
+                     blend: tuple[str, float] | None = None
+                     ) -> tuple[denoiser.UNetConditioning, denoiser.UNetConditioning]:
+        """`blend` (other prompt, t): see PromptEncoder.encode_pair."""
+        cond, uncond = self.prompts.encode_pair(prompt, negative, clip_skip, blend)
         if not self.family.needs_y:
             return denoiser.UNetConditioning(cond.context), denoiser.UNetConditioning(uncond.context)
         # SDXL: no crop, original size = target size (A1111's and ComfyUI's defaults).

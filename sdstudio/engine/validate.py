@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sdstudio.engine.errors import RequestError
+from sdstudio.engine.extra_networks import tag_spans
 from sdstudio.engine.names import canonical_sampler, canonical_scheduler
 from sdstudio.engine.request import MAX_SEED, GenerationRequest
 
@@ -31,8 +32,14 @@ def check_side(side: str, value, multiple: int = 8) -> None:
 def validate_settings(req: GenerationRequest) -> GenerationRequest:
     """Everything `validate` checks except the image size, which depends on the model: callers that do not
     know the model yet (the CLI before it loads one) check the rest first."""
-    for name, text in (("prompt", req.prompt), ("negative prompt", req.negative_prompt)):
+    for name, text in (("prompt", req.prompt), ("negative prompt", req.negative_prompt),
+                       ("blend prompt", req.blend_prompt)):
         check_text(name, text)
+    if not 0.0 <= float(req.blend_strength) <= 1.0:
+        raise RequestError(f"blend strength {req.blend_strength} is out of range: use 0..1")
+    if tag_spans(req.blend_prompt):
+        raise RequestError("the blend prompt cannot hold <lora:…> tags: put them in the prompt, they apply to the "
+                           "whole job")
     _range("steps", req.steps, 1, 500)
     _range("batch size", req.batch_size, 1, 64)
     _range("clip skip", req.clip_skip, 1, 12)

@@ -110,6 +110,10 @@ def request_fields(request: GenerationRequest, model_name: str) -> dict[str, obj
     for key, pairs in (("Lora hashes", request.lora_hashes), ("TI hashes", request.ti_hashes)):
         if pairs:
             fields[key] = format_hashes(pairs)
+    # Ours, not A1111's (which ignores keys it does not know): a prompt-walk frame's blend (request.py).
+    if request.blend_strength:
+        fields["Blend prompt"] = request.blend_prompt
+        fields["Blend strength"] = _number(request.blend_strength)
     return fields
 
 
@@ -395,6 +399,8 @@ def request_and_problem(params: Mapping[str, str]) -> tuple[GenerationRequest, s
         model_hash=params.get("Model hash", ""),
         lora_hashes=parse_hashes(params, "Lora hashes"),
         ti_hashes=parse_hashes(params, "TI hashes"),
+        blend_prompt=params.get("Blend prompt", ""),
+        blend_strength=_float(params, "Blend strength", defaults.blend_strength),
     )
     return request, problem
 
