@@ -9,6 +9,31 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+# A1111's threshold on the mean cosine above which its slerp gives up on the sphere and blends linearly.
+SLERP_PARALLEL_DOT = 0.9995
+
+
+def slerp(t: float, low: Tensor, high: Tensor) -> Tensor:
+    """Spherical interpolation from `low` (t = 0) to `high` (t = 1), exactly as AUTOMATIC1111's `slerp`
+    (modules/rng.py), so its "Variation seed" noise reproduces bit for bit.
+
+    The angle is taken per slice along dim 1, as A1111 applies it to one image's (C, H, W) noise: each
+    (channel, column) vector of H values is normalised and slerped on its own. When the mean cosine of those
+    angles exceeds 0.9995 A1111 falls back to `low * t + high * (1 - t)` - note the weights: swapped against
+    a lerp, so near-parallel inputs give mostly `high` at small t. We keep that quirk, because matching A1111's
+    pixels is the point; it only triggers for (nearly) equal noises, e.g. a variation seed equal to the seed.
+    """
+    low_dir = low / torch.norm(low, dim=1, keepdim=True)
+    high_dir = high / torch.norm(high, dim=1, keepdim=True)
+    dot = (low_dir * high_dir).sum(1)
+    if dot.mean() > SLERP_PARALLEL_DOT:
+        return low * t + high * (1 - t)
+    omega = torch.acos(dot)
+    sin_omega = torch.sin(omega)
+    w_low = (torch.sin((1.0 - t) * omega) / sin_omega).unsqueeze(1)
+    w_high = (torch.sin(t * omega) / sin_omega).unsqueeze(1)
+    return w_low * low + w_high * high
+
 
 class SeededNoise:
     """Reproducible noise for a batch: image i draws only from its own CPU generator seeded with seeds[i].
