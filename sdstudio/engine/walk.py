@@ -121,13 +121,13 @@ def frame_requests(walk: WalkRequest) -> list[GenerationRequest]:
     return [frame_request(walk, t) for t in frame_times(walk.frames)]
 
 
-OnFrame = Callable[[int, Image.Image, GenerationRequest], None]
+OnFrame = Callable[[int, GenerationResult], None]
 
 
 def run_walk(engine, walk: WalkRequest, on_frame: OnFrame | None = None, on_step=None,
              should_cancel: Callable[[], bool] | None = None) -> WalkResult:
     """Render the walk's frames one by one with `engine` (api.Engine, or anything with its `generate`);
-    `on_frame(k, image, request)` after each, so a caller can save frames as they come."""
+    `on_frame(k, result)` with frame k's one-image result after each, so a caller can save frames as they come."""
     requests = frame_requests(walk)
     images, written, seconds, result = [], [], 0.0, None
     for k, request in enumerate(requests):
@@ -136,5 +136,5 @@ def run_walk(engine, walk: WalkRequest, on_frame: OnFrame | None = None, on_step
         written.append(result.requests[0])
         seconds += result.seconds
         if on_frame is not None:
-            on_frame(k, result.images[0], result.requests[0])
+            on_frame(k, result)
     return WalkResult(images, written, frame_times(walk.frames), result.model_name, seconds, dict(result.info))

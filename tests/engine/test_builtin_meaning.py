@@ -92,7 +92,7 @@ def test_a_prompt_walk_runs_from_one_endpoint_to_the_other_moving_steadily_away(
     assert np.array_equal(pixels(result.images[0]), pixels(first))
     assert np.array_equal(pixels(result.images[-1]), pixels(last))
     away = [distance(image, first) for image in result.images]
-    steps = list(zip(away, away[1:]))
+    steps = list(zip(away[:-1], away[1:], strict=True))
     growing = sum(b > a for a, b in steps)
     assert growing >= 0.8 * len(steps), [round(d, 1) for d in away]
     assert away[-1] > 40 and away[len(away) // 2] > 5, [round(d, 1) for d in away]

@@ -75,7 +75,7 @@ class FakeEngine:
 
 def test_run_walk_renders_each_frame_once_in_order_and_reports_each():
     engine, seen = FakeEngine(), []
-    result = run_walk(engine, WalkRequest(A, B, frames=4, what="prompt"), on_frame=lambda k, im, r: seen.append(k))
+    result = run_walk(engine, WalkRequest(A, B, frames=4, what="prompt"), on_frame=lambda k, r: seen.append(k))
     assert engine.requests == frame_requests(WalkRequest(A, B, frames=4, what="prompt"))
     assert seen == [0, 1, 2, 3]
     assert result.images == ["image 1", "image 2", "image 3", "image 4"]
