@@ -55,7 +55,15 @@ def add_generate_parser(sub) -> None:
     g.add_argument("--width", type=int, help="default: the model's native size, or the init image's aspect "
                    "ratio at about the native area")
     g.add_argument("--height", type=int, help="default: as --width")
-    g.add_argument("--batch", type=int, help="images per batch (seed, seed+1, ...)")
+    g.add_argument("--batch", type=int, help="images per batch (seed, seed+1, ...; with a variation strength: "
+                   "the seed each time and variation seed, variation seed+1, ...)")
+    g.add_argument("--variation-seed", type=int, metavar="N",
+                   help=f"A1111's variation seed (default with --variation-strength: random, or {RANDOM_SEED})")
+    g.add_argument("--variation-strength", type=float, metavar="S",
+                   help="how far the starting noise moves from the seed's toward the variation seed's, 0..1")
+    g.add_argument("--seed-resize-from", type=seed_resize_size, metavar="WxH",
+                   help="draw the noise as for an image of this size, pasted centred, so an image keeps its "
+                   "composition at the new --width/--height (0x0: off)")
     g.add_argument("--clip-skip", type=int)
     g.add_argument("--init-image", help="img2img / inpainting source image")
     g.add_argument("--strength", type=float, help="img2img denoising strength in (0, 1]")
@@ -117,18 +125,45 @@ def request_from_image(path: str, find_model: bool = True) -> GenerationRequest:
     return found.rerun_request()
 
 
+def seed_resize_size(text: str) -> tuple[int, int]:
+    """argparse type for --seed-resize-from: "WxH" pixels."""
+    width, x, height = text.strip().lower().partition("x")
+    if not x or not width.isdigit() or not height.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size: use WxH, e.g. 512x768 (0x0 turns it off)")
+    return int(width), int(height)
+
+
 def build_request(args: argparse.Namespace) -> GenerationRequest:
     req = request_from_image(args.from_image, find_model=args.model is None) if args.from_image else GenerationRequest()
+    varied_before = req.subseed_strength != 0
     changes = {field: getattr(args, flag) for flag, field in _FIELDS.items() if getattr(args, flag) is not None}
     req = req.replace(**changes)
     if args.seed == RANDOM_SEED or (args.seed is None and not args.from_image):
         req = req.replace(seed=random.randrange(MAX_SEED + 1))  # as the app draws it (prompt_state.build_requests)
+    req = variation_options(req, args, varied_before)
     if args.init_image:
         req = req.replace(init_image=_open_image(args.init_image, "init image").convert("RGB"))
     if args.mask:
         if not args.init_image:
             raise RequestError("--mask needs --init-image (the image to inpaint)")
         req = req.replace(mask=_open_image(args.mask, "mask").convert("L"))
+    return req
+
+
+def variation_options(req: GenerationRequest, args: argparse.Namespace, varied_before: bool) -> GenerationRequest:
+    """--variation-seed/--variation-strength/--seed-resize-from applied; the variation seed is drawn at
+    random when a strength is given without one (unless the --from image had its own)."""
+    if args.variation_strength is not None:
+        req = req.replace(subseed_strength=args.variation_strength)
+    if args.variation_seed is not None and args.variation_seed != RANDOM_SEED:
+        req = req.replace(subseed=args.variation_seed)
+    elif args.variation_seed == RANDOM_SEED or (args.variation_strength is not None and not varied_before):
+        req = req.replace(subseed=random.randrange(MAX_SEED + 1))
+    if args.variation_seed is not None and req.subseed_strength == 0:
+        raise RequestError("--variation-seed does nothing at strength 0: give --variation-strength too (0..1)")
+    if args.seed_resize_from is not None:
+        width, height = args.seed_resize_from
+        req = req.replace(seed_resize_from_w=width, seed_resize_from_h=height)
     return req
 
 

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from PIL import Image, ImageChops
+
 from sdstudio import paths
 from sdstudio.cli import build_parser, main
+from sdstudio.engine.errors import RequestError
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.generate_cli import build_request
+from sdstudio.history.parameters import parse_parameters
+from sdstudio.history.png import png_text_chunks
 from sdstudio.history.store import HistoryStore
 from sdstudio.ui.prompt_state import PromptState, build_requests
 
@@ -75,3 +81,48 @@ def test_the_cli_runs_the_a1111_samplers_and_align_your_steps(home, tmp_path, ca
         assert len(list(out.glob("*.png"))) == 1
     help_text = build_parser()._subparsers._group_actions[0].choices["generate"].format_help()
     assert "PLMS" in help_text and "align_your_steps" in help_text
+
+
+def test_variation_flags_set_the_request(monkeypatch):
+    drawn = iter([123, 456, 789])
+    monkeypatch.setattr("sdstudio.generate_cli.random.randrange", lambda top: next(drawn))
+    req = build_request(args_for("--prompt", "x", "--seed", "5", "--variation-seed", "7", "--variation-strength",
+                                 "0.3", "--seed-resize-from", "512x768"))
+    assert (req.seed, req.subseed, req.subseed_strength) == (5, 7, 0.3)
+    assert req.seed_resize_from == (512, 768)
+    # A strength without a variation seed draws one, as the seed is drawn; -1 asks for that explicitly.
+    assert build_request(args_for("--seed", "5", "--variation-strength", "0.5")).subseed == 123
+    assert build_request(args_for("--seed", "5", "--variation-seed", "-1", "--variation-strength", "1")).subseed == 456
+    plain = build_request(args_for("--seed", "5"))
+    assert (plain.subseed_strength, plain.seed_resize_from) == (0.0, None)
+
+
+def test_bad_variation_flags_are_refused(capsys):
+    with pytest.raises(RequestError, match="--variation-seed does nothing at strength 0"):
+        build_request(args_for("--seed", "5", "--variation-seed", "9"))
+    with pytest.raises(SystemExit):
+        args_for("--seed-resize-from", "512")
+    assert "not a size: use WxH" in capsys.readouterr().err
+    assert main(["generate", "--seed", "1", "--variation-strength", "1.5", "--out", "unused"]) == 2
+    assert "variation strength 1.5 is out of range" in capsys.readouterr().err
+
+
+def test_generate_writes_variations_that_rerun_from_their_files(home, tmp_path, capsys, tiny_path):
+    out = tmp_path / "vary"
+    assert main(["generate", "--model", str(tiny_path), "--prompt", "fox", "--steps", "2", "--seed", "3",
+                 "--width", "64", "--height", "64", "--batch", "2", "--variation-seed", "7",
+                 "--variation-strength", "0.3", "--seed-resize-from", "48x56", "--out", str(out)]) == 0
+    files = sorted(out.glob("*.png"))
+    assert len(files) == 2
+    subseeds = []
+    for file in files:
+        with open(file, "rb") as f:
+            params = parse_parameters(png_text_chunks(f)["parameters"])
+        assert (params["Seed"], params["Variation seed strength"], params["Seed resize from"]) == ("3", "0.3", "48x56")
+        subseeds.append(params["Variation seed"])
+    assert sorted(subseeds) == ["7", "8"]
+    again = tmp_path / "again"
+    assert main(["generate", "--model", str(tiny_path), "--from", str(files[1]), "--out", str(again)]) == 0
+    [rerun] = again.glob("*.png")
+    with Image.open(files[1]) as a, Image.open(rerun) as b:
+        assert ImageChops.difference(a.convert("RGB"), b.convert("RGB")).getbbox() is None

@@ -35,6 +35,29 @@ def slerp(t: float, low: Tensor, high: Tensor) -> Tensor:
     return w_low * low + w_high * high
 
 
+def fresh_noise(seed: int, shape: Sequence[int]) -> Tensor:
+    """The first CPU N(0, 1) sample of `seed`: what A1111's `randn(seed, shape)` gives with its CPU RNG."""
+    return torch.randn(tuple(shape), generator=torch.Generator("cpu").manual_seed(int(seed)))
+
+
+def _centred_span(new: int, old: int) -> tuple[int, int, int]:
+    """(start in new, start in old, length) of A1111's centred paste along one axis. Offsets floor-divide,
+    so when the old size is larger by an odd amount one row/column of the new noise stays the seed's own."""
+    offset = (new - old) // 2
+    if offset >= 0:
+        return offset, 0, old
+    return 0, -offset, old + 2 * offset
+
+
+def paste_centred(small: Tensor, big: Tensor) -> Tensor:
+    """`big` (C, H, W) with `small` (C, h, w) pasted centred (cropped centred where it is larger): A1111's
+    "seed resize from", which keeps the old image's noise, and so its composition, in the middle."""
+    ty, sy, h = _centred_span(big.shape[1], small.shape[1])
+    tx, sx, w = _centred_span(big.shape[2], small.shape[2])
+    big[:, ty:ty + h, tx:tx + w] = small[:, sy:sy + h, sx:sx + w]
+    return big
+
+
 class SeededNoise:
     """Reproducible noise for a batch: image i draws only from its own CPU generator seeded with seeds[i].
 
@@ -60,7 +83,8 @@ class SeededNoise:
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        self.generators = [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds]
+        self.seeds = [int(seed) for seed in seeds]
+        self.generators = [torch.Generator("cpu").manual_seed(seed) for seed in self.seeds]
         self.shape = tuple(shape)
         self.device = torch.device(device)
         self.dtype = dtype
@@ -68,9 +92,40 @@ class SeededNoise:
 
     def draw(self) -> Tensor:
         """The next N(0, 1) sample for every image: (batch, *shape)."""
-        return torch.stack([torch.randn(self.shape, generator=g) for g in self.generators]).to(
-            self.device, self.dtype
-        )
+        return self._draw_cpu().to(self.device, self.dtype)
+
+    def _draw_cpu(self) -> Tensor:
+        return torch.stack([torch.randn(self.shape, generator=g) for g in self.generators])
+
+    def first(
+        self,
+        subseeds: Sequence[int] = (),
+        subseed_strength: float = 0.0,
+        resize_from: tuple[int, int] | None = None,
+    ) -> Tensor:
+        """The starting noise with A1111's variation seeds and "seed resize from" (its `ImageRNG.first`).
+
+        Image i's noise is slerp(subseed_strength, noise(seeds[i]), noise(subseeds[i])); with `resize_from`
+        (old latent height, width) both are drawn at that size and pasted centred into the seed's noise at the
+        full size, so an image keeps its composition at another size. Either way each image's generator
+        draws exactly one full-size sample here, as in A1111, so ancestral noise continues from the seed
+        alone. The variation noises come from fresh generators and the blend is computed on the CPU in float32
+        (A1111 computes it on its device: on a GPU the two can differ in the last bit).
+        """
+        plain = self._draw_cpu()
+        vary = subseed_strength != 0
+        small = self.shape if resize_from is None else (self.shape[0], *resize_from)
+        if not vary and small == self.shape:
+            return plain.to(self.device, self.dtype)
+        if vary and len(subseeds) != len(self.generators):
+            raise ValueError(f"{len(subseeds)} variation seeds for {len(self.generators)} images")
+        out = []
+        for i, full in enumerate(plain):
+            x = full if small == self.shape else fresh_noise(self.seeds[i], small)
+            if vary:
+                x = slerp(subseed_strength, x, fresh_noise(subseeds[i], small))
+            out.append(x if small == self.shape else paste_centred(x, full.clone()))
+        return torch.stack(out).to(self.device, self.dtype)
 
     def __call__(self, sigma: Tensor, sigma_next: Tensor) -> Tensor:
         a, b = float(sigma), float(sigma_next)

@@ -37,7 +37,7 @@ from sdstudio.engine.images import (
 )
 from sdstudio.engine.noise import SeededNoise
 from sdstudio.engine.preview import Previewer
-from sdstudio.engine.request import GenerationRequest, StepInfo, image_seed
+from sdstudio.engine.request import GenerationRequest, StepInfo, batch_seeds
 from sdstudio.engine.residuals import ResidualInput
 from sdstudio.engine.samplers import sample
 from sdstudio.engine.schedules import ModelSampling
@@ -103,7 +103,8 @@ class PassRunner:
         self.f = desc.vae_downscale
         self.unet_device, self.unet_dtype = module_device(model.unet), module_dtype(model.unet)
         self.vae_device, self.vae_dtype = module_device(model.vae), module_dtype(model.vae)
-        self.seeds = [image_seed(req.seed, i) for i in range(req.batch_size)]
+        pairs = batch_seeds(req.seed, req.subseed, req.subseed_strength, req.batch_size)
+        self.seeds, self.subseeds = [s for s, _ in pairs], [v for _, v in pairs]
         self.previewer = None
         if on_step is not None:
             # Our own exports may carry their preview colours in metadata; the family's otherwise.
@@ -129,7 +130,7 @@ class PassRunner:
         # Sigmas stay on the CPU: the schedule maths then gives the same numbers on every device.
         sigmas = p.sigmas
         rng = SeededNoise(self.seeds, (4, latent_size[1], latent_size[0]), device=self.unet_device)
-        noise = rng.draw()
+        noise = rng.first(self.subseeds, float(self.req.subseed_strength), self.noise_resize_from())
         init_latent = p.init_latent
         if init_latent is None and init is not None:
             init_latent = self.encode(init)
@@ -157,6 +158,11 @@ class PassRunner:
         if blurred is not None:
             images = [composite(img, init, blurred) for img in images]
         return images
+
+    def noise_resize_from(self) -> tuple[int, int] | None:
+        """The latent (height, width) of "seed resize from", floored to the latent grid as A1111 does."""
+        size = self.req.seed_resize_from
+        return None if size is None else (size[1] // self.f, size[0] // self.f)
 
     def conditioning(self, w: int, h: int) -> tuple[UNetConditioning, UNetConditioning]:
         req = self.req

@@ -16,7 +16,7 @@ import torch
 from sdstudio.engine.checkpoint import LoadedModel
 from sdstudio.engine.images import crop_region, fit
 from sdstudio.engine.passes import OnStep, Pass, PassRunner, ShouldCancel
-from sdstudio.engine.request import GenerationRequest, GenerationResult, image_seed
+from sdstudio.engine.request import GenerationRequest, GenerationResult
 from sdstudio.engine.residuals import ResidualInput
 from sdstudio.engine.samplers import DISCARD_NEXT_TO_LAST_SIGMA
 from sdstudio.engine.schedules import ModelSampling, get_sigmas
@@ -63,7 +63,8 @@ def number_steps(passes: list[Pass]) -> list[Pass]:
 
 def generate(model: LoadedModel, request: GenerationRequest, on_step: OnStep | None = None,
              should_cancel: ShouldCancel | None = None, residuals: ResidualInput = None) -> GenerationResult:
-    """Run a request; the result holds one request per image (seed, seed + 1, ...) for exact re-runs.
+    """Run a request; the result holds one request per image (seed, seed + 1, ...; see request.batch_seeds)
+    for exact re-runs.
 
     `residuals` (residuals.py) reach every UNet call, for control models."""
     t0 = time.perf_counter()
@@ -73,7 +74,7 @@ def generate(model: LoadedModel, request: GenerationRequest, on_step: OnStep | N
     images = []
     for p in plan(req, model_sampling):
         images = runner.run(p)
-    requests = [req.replace(seed=image_seed(req.seed, i), batch_size=1) for i in range(len(images))]
+    requests = req.image_requests(len(images))
     return GenerationResult(images=images, requests=requests, model_name=model.description.name,
                             seconds=time.perf_counter() - t0,
                             info={"family": model.description.family, "prediction": model.description.prediction})

@@ -24,6 +24,15 @@ def image_seed(seed: int, index: int) -> int:
     return (seed + index) % (MAX_SEED + 1)
 
 
+def batch_seeds(seed: int, subseed: int, subseed_strength: float, count: int) -> list[tuple[int, int]]:
+    """(seed, variation seed) of each image of a batch, A1111's rule: without variation the seeds count up
+    from `seed`; with it every image keeps `seed` and the variation seeds count up from `subseed`, so a batch
+    is variations of one image."""
+    if subseed_strength == 0:
+        return [(image_seed(seed, i), subseed) for i in range(count)]
+    return [(seed, image_seed(subseed, i)) for i in range(count)]
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """Everything that determines an image. Same request + same model => same pixels.
@@ -43,6 +52,13 @@ class GenerationRequest:
     height: int = 512
     batch_size: int = 1
     clip_skip: int = 1
+    # Variation seed (A1111's subseed): the starting noise is slerp(subseed_strength, noise(seed),
+    # noise(subseed)); strength 0 turns it off. Seed resize from: the noise as drawn for an image of this
+    # size (pixels; 0 = off), pasted centred, so the composition survives a size change.
+    subseed: int = 0
+    subseed_strength: float = 0.0
+    seed_resize_from_w: int = 0
+    seed_resize_from_h: int = 0
     # img2img / inpainting: an RGB init image; strength is the fraction of the schedule that runs.
     init_image: Image.Image | None = field(default=None, compare=False, repr=False)
     strength: float = 0.75
@@ -75,6 +91,18 @@ class GenerationRequest:
         if self.init_image is None:
             return "txt2img"
         return "inpaint" if self.mask is not None else "img2img"
+
+    @property
+    def seed_resize_from(self) -> tuple[int, int] | None:
+        """(width, height) the noise is drawn at, or None when off (A1111: both must be set)."""
+        if self.seed_resize_from_w > 0 and self.seed_resize_from_h > 0:
+            return self.seed_resize_from_w, self.seed_resize_from_h
+        return None
+
+    def image_requests(self, count: int) -> list[GenerationRequest]:
+        """One batch-of-one request per image, each re-running to that image's pixels."""
+        return [self.replace(seed=seed, subseed=subseed, batch_size=1)
+                for seed, subseed in batch_seeds(self.seed, self.subseed, self.subseed_strength, count)]
 
     def replace(self, **changes: Any) -> GenerationRequest:
         return dataclasses.replace(self, **changes)

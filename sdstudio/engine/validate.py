@@ -47,6 +47,7 @@ def validate_settings(req: GenerationRequest) -> GenerationRequest:
     _range("only-masked padding", req.only_masked_padding, 0, MAX_SIDE)
     if not isinstance(req.seed, int) or isinstance(req.seed, bool) or not 0 <= req.seed <= MAX_SEED:
         raise RequestError(f"seed {req.seed} is out of range: use 0..{MAX_SEED}")
+    check_variation(req)
     if not 0.0 <= float(req.cfg_scale) <= 100.0:
         raise RequestError(f"CFG scale {req.cfg_scale} is out of range: use 0..100 (typical 5-9; 1 for turbo/LCM)")
     try:
@@ -67,6 +68,22 @@ def validate_settings(req: GenerationRequest) -> GenerationRequest:
         raise RequestError(f"the mask is {req.mask.size[0]}x{req.mask.size[1]} but the image is "
                            f"{req.init_image.size[0]}x{req.init_image.size[1]}: they must match")
     return req.replace(sampler=sampler, scheduler=scheduler)
+
+
+def check_variation(req: GenerationRequest) -> None:
+    """Variation seed and seed resize (A1111's "Extra" seed options)."""
+    if not isinstance(req.subseed, int) or isinstance(req.subseed, bool) or not 0 <= req.subseed <= MAX_SEED:
+        raise RequestError(f"variation seed {req.subseed} is out of range: use 0..{MAX_SEED}")
+    strength = req.subseed_strength
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
+        raise RequestError(f"variation strength {strength!r} is out of range: use 0..1 (0 = off)")
+    sizes = (req.seed_resize_from_w, req.seed_resize_from_h)
+    if sizes == (0, 0):
+        return
+    for side, value in zip(("width", "height"), sizes, strict=True):
+        if not isinstance(value, int) or isinstance(value, bool) or not 8 <= value <= MAX_SIDE:
+            raise RequestError(f"seed resize {side} {value!r} is out of range: use 8..{MAX_SIDE} pixels, "
+                               "or 0 for both to turn it off")
 
 
 def _range(name: str, value, lo: int, hi: int) -> None:

@@ -97,6 +97,12 @@ def request_fields(request: GenerationRequest, model_name: str) -> dict[str, obj
         fields["Model hash"] = request.model_hash
     if model_name:
         fields["Model"] = model_name
+    # A1111 writes the variation pair only while it is on (strength != 0), seed resize only when both are set.
+    if request.subseed_strength != 0:
+        fields["Variation seed"] = request.subseed
+        fields["Variation seed strength"] = _number(request.subseed_strength)
+    if request.seed_resize_from is not None:
+        fields["Seed resize from"] = "{}x{}".format(*request.seed_resize_from)
     if request.mode != "txt2img":
         fields["Denoising strength"] = _number(request.strength)
     if request.clip_skip > 1:
@@ -359,6 +365,24 @@ def _size(params: Mapping[str, str]) -> tuple[int, int]:
         raise RequestError(f"Size must look like 512x768, got {_shown(value)}") from None
 
 
+_RESIZE = re.compile(r"^(-?\d+)x(-?\d+)$")
+
+
+def _seed_resize(params: Mapping[str, str]) -> tuple[int, int]:
+    """"Seed resize from: WxH" as (w, h); (0, 0) when absent or not positive (A1111's "off", e.g. -1x-1)."""
+    value = params.get("Seed resize from", "").strip()
+    if not value:
+        return 0, 0
+    match = _RESIZE.match(value)
+    try:
+        if match is None:
+            raise ValueError(value)
+        w, h = _whole_number(match.group(1)), _whole_number(match.group(2))
+    except ValueError:
+        raise RequestError(f"Seed resize from must look like 512x768, got {_shown(value)}") from None
+    return (w, h) if w > 0 and h > 0 else (0, 0)
+
+
 def request_from_parameters(params: Mapping[str, str]) -> GenerationRequest:
     """A request from parsed "parameters" (see `parse_parameters`); raises RequestError on bad values.
 
@@ -381,6 +405,7 @@ def request_and_problem(params: Mapping[str, str]) -> tuple[GenerationRequest, s
     defaults = GenerationRequest()
     sampler, scheduler, problem = _sampler_and_schedule(params)
     width, height = _size(params)
+    resize_w, resize_h = _seed_resize(params)
     request = GenerationRequest(
         prompt=params.get("Prompt", ""),
         negative_prompt=params.get("Negative prompt", ""),
@@ -389,6 +414,10 @@ def request_and_problem(params: Mapping[str, str]) -> tuple[GenerationRequest, s
         sampler=sampler,
         scheduler=scheduler,
         seed=_int(params, "Seed", defaults.seed),
+        subseed=_int(params, "Variation seed", defaults.subseed),
+        subseed_strength=_float(params, "Variation seed strength", defaults.subseed_strength),
+        seed_resize_from_w=resize_w,
+        seed_resize_from_h=resize_h,
         width=width,
         height=height,
         clip_skip=_int(params, "Clip skip", defaults.clip_skip),

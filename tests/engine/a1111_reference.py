@@ -76,11 +76,13 @@ def sdxl_pipeline(path, original_config: dict) -> StableDiffusionXLPipeline:
 
 @torch.no_grad()
 def txt2img(pipe, prompt: str, negative: str, seed: int, steps: int, cfg: float, width: int,
-            height: int) -> Image.Image:
-    """An empty negative prompt is passed as None: SDXL then uses zeros (A1111's force-zero negative)."""
+            height: int, latents: Tensor | None = None) -> Image.Image:
+    """An empty negative prompt is passed as None: SDXL then uses zeros (A1111's force-zero negative).
+    `latents` replaces the seed's starting noise (variation seeds: tests/engine/a1111_rng.py)."""
+    latents = a1111_noise(seed, height, width) if latents is None else latents
     return pipe(prompt, negative_prompt=negative or None, height=height, width=width,
                 sigmas=reference_sigmas(steps).tolist(), guidance_scale=cfg,
-                latents=a1111_noise(seed, height, width), output_type="pil").images[0]
+                latents=latents, output_type="pil").images[0]
 
 
 def _to_model_range(image: Image.Image) -> Tensor:

@@ -1,28 +1,15 @@
-"""noise.slerp against A1111's formula, written out here again independently (per column, by hand)."""
+"""noise.slerp and SeededNoise.first against A1111's formulas, restated independently (tests/engine/a1111_rng.py)."""
 
 from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from sdstudio.engine import noise
-
-
-def _a1111_slerp_reference(t: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """A1111's slerp restated: one image's (C, H, W) noise, the angle per (channel, column) over H, and its
-    fallback `low * t + high * (1 - t)` when the mean cosine exceeds 0.9995. Written with the H axis moved
-    last so the reductions run along the contiguous axis, not the way noise.slerp is written."""
-    lo = low.transpose(1, -1)  # (C, W, H) for 3-D; for 2-D (N, D) this is a no-op view
-    hi = high.transpose(1, -1)
-    cos = ((lo / lo.norm(dim=-1, keepdim=True)) * (hi / hi.norm(dim=-1, keepdim=True))).sum(-1)
-    if cos.mean() > 0.9995:
-        return high * (1 - t) + low * t
-    angle = torch.acos(cos)
-    out = (torch.sin((1.0 - t) * angle) / torch.sin(angle))[..., None] * lo + (
-        torch.sin(t * angle) / torch.sin(angle)
-    )[..., None] * hi
-    return out.transpose(1, -1)
+from tests.engine.a1111_rng import first_noise
+from tests.engine.a1111_rng import slerp as _a1111_slerp_reference
 
 
 def _noise(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -81,3 +68,59 @@ def test_slerp_fallback_threshold_is_on_the_mean_cosine():
     ref = _a1111_slerp_reference(0.5, low, high)
     assert torch.isnan(out[0, :, 0]).all() and torch.isnan(ref[0, :, 0]).all()
     assert torch.equal(out[0, :, 1], ref[0, :, 1])
+
+
+SHAPE = (4, 8, 10)
+
+
+@pytest.mark.parametrize("strength", [0.0, 0.1, 0.3, 0.999, 1.0])
+def test_variation_noise_equals_a1111_bit_for_bit(strength):
+    seeds, subseeds = [11, 11, 11], [7, 8, 9]
+    rng = noise.SeededNoise(seeds, SHAPE)
+    ours = rng.first(subseeds, strength)
+    for i in range(3):
+        ref, gen = first_noise(seeds[i], SHAPE, subseeds[i], strength)
+        assert torch.equal(ours[i], ref)
+    # Ancestral noise continues from the seed's generator, after one full-size draw, whatever the strength.
+    after = rng.draw()
+    for i in range(3):
+        _, gen = first_noise(seeds[i], SHAPE, subseeds[i], strength)
+        assert torch.equal(after[i], torch.randn(SHAPE, generator=gen))
+
+
+def test_strength_zero_is_the_plain_noise_and_one_is_the_variation_seeds_noise():
+    plain = noise.SeededNoise([5], SHAPE).draw()
+    assert torch.equal(noise.SeededNoise([5], SHAPE).first([99], 0.0), plain)
+    at_one = noise.SeededNoise([5], SHAPE).first([99], 1.0)
+    assert torch.equal(at_one, noise.SeededNoise([99], SHAPE).draw())
+    middle = noise.SeededNoise([5], SHAPE).first([99], 0.5)
+    assert not torch.equal(middle, plain) and not torch.equal(middle, at_one)
+
+
+def test_variation_seed_equal_to_the_seed_takes_a1111s_fallback_branch():
+    ours = noise.SeededNoise([5], SHAPE).first([5], 0.3)
+    ref, _ = first_noise(5, SHAPE, 5, 0.3)
+    assert torch.equal(ours[0], ref)
+
+
+@pytest.mark.parametrize("old_hw", [(6, 6), (4, 10), (8, 10), (11, 7), (12, 15), (3, 13)])
+@pytest.mark.parametrize("strength", [0.0, 0.4])
+def test_seed_resize_equals_a1111_bit_for_bit(old_hw, strength):
+    rng = noise.SeededNoise([21], SHAPE)
+    ours = rng.first([4], strength, old_hw)
+    ref, gen = first_noise(21, SHAPE, 4, strength, old_hw)
+    assert torch.equal(ours[0], ref)
+    assert torch.equal(rng.draw()[0], torch.randn(SHAPE, generator=gen))
+
+
+def test_seed_resize_keeps_the_old_noise_in_the_middle():
+    old = noise.SeededNoise([3], (4, 6, 6)).draw()[0]
+    bigger = noise.SeededNoise([3], (4, 10, 12)).first((), 0.0, (6, 6))[0]
+    assert torch.equal(bigger[:, 2:8, 3:9], old)
+    smaller = noise.SeededNoise([3], (4, 4, 4)).first((), 0.0, (6, 6))[0]
+    assert torch.equal(smaller, old[:, 1:5, 1:5])
+
+
+def test_variation_needs_one_subseed_per_image():
+    with pytest.raises(ValueError, match="variation seeds"):
+        noise.SeededNoise([1, 2], SHAPE).first([3], 0.5)

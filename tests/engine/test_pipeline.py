@@ -52,6 +52,34 @@ def test_batch_seeds_wrap_at_the_top_so_each_image_keeps_a_valid_seed(tiny_model
     assert np.array_equal(px(result.images[1]), px(generate(tiny_model, result.requests[1]).images[0]))
 
 
+@pytest.mark.parametrize("sampler", ["Euler", "Euler a"])
+def test_variation_strength_zero_is_the_plain_run_and_one_is_the_plain_run_at_the_variation_seed(
+        tiny_model, sampler):
+    base = BASE.replace(sampler=sampler)
+    plain = px(generate(tiny_model, base).images[0])
+    assert np.array_equal(px(generate(tiny_model, base.replace(subseed=99, subseed_strength=0.0)).images[0]), plain)
+    # Strength 1 is exactly the variation seed's starting noise; ancestral noise still follows the seed (A1111).
+    at_one = px(generate(tiny_model, base.replace(subseed=99, subseed_strength=1.0)).images[0])
+    at_subseed = px(generate(tiny_model, base.replace(seed=99)).images[0])
+    if sampler == "Euler":
+        assert np.array_equal(at_one, at_subseed)
+    else:
+        assert not np.array_equal(at_one, at_subseed) and not np.array_equal(at_one, plain)
+    middle = px(generate(tiny_model, base.replace(subseed=99, subseed_strength=0.3)).images[0])
+    assert np.abs(middle - plain).max() > 0 and np.abs(middle - at_subseed).max() > 0
+
+
+def test_a_variation_batch_keeps_the_seed_and_counts_the_variation_seeds_up(tiny_model):
+    req = BASE.replace(sampler="Euler a", batch_size=3, subseed=MAX_SEED - 1, subseed_strength=0.25,
+                       seed_resize_from_w=48, seed_resize_from_h=72)
+    batch = generate(tiny_model, req)
+    assert [(r.seed, r.subseed, r.subseed_strength) for r in batch.requests] == [
+        (7, MAX_SEED - 1, 0.25), (7, MAX_SEED, 0.25), (7, 0, 0.25)]
+    for image, single_req in zip(batch.images, batch.requests, strict=True):
+        assert np.array_equal(px(image), px(generate(tiny_model, single_req).images[0]))
+    assert not np.array_equal(px(batch.images[0]), px(batch.images[1]))
+
+
 def test_steps_report_progress_and_previews(tiny_model):
     steps = []
     generate(tiny_model, BASE, on_step=steps.append)
@@ -166,6 +194,7 @@ def test_prompt_is_not_re_encoded_when_only_the_seed_changes(tiny_model, monkeyp
     (dict(mask=Image.new("L", (64, 64))), "needs an image"),
     (dict(init_image=Image.new("RGB", (64, 64)), mask=Image.new("L", (32, 32))), "must match"),
     (dict(init_image=Image.new("RGB", (64, 64)), strength=0.0), "strength"),
+    (dict(subseed_strength=2.0), "variation strength"),
 ])
 def test_bad_requests_get_a_clear_message(tiny_model, change, message):
     with pytest.raises(RequestError, match=message):

@@ -27,6 +27,7 @@ from sdstudio.engine.request import GenerationRequest
 from sdstudio.engine.schedules import ModelSampling, get_sigmas
 from sdstudio.engine.tokenizer import EOS
 from tests.engine import a1111_reference as a1111
+from tests.engine import a1111_rng
 from tests.engine import reference_models as ref
 from tests.engine.full_size import CLIP_L_SD1, cached_checkpoint, random_tensor
 from tests.tiny_checkpoint import TINY_CONFIG, TINY_TEXT, TINY_UNET, TINY_VAE, tiny_state_dict
@@ -132,6 +133,24 @@ def test_tiny_inpainting_model_generates_what_the_reference_pipeline_does(tiny):
     model, pipe = tiny[9]
     req = requests()["inpaint"]
     assert compare("tiny 9-channel inpaint", generate(model, req).images[0], reference(pipe, req)) <= 1
+
+
+@pytest.mark.parametrize("label,changes,resize_hw", [
+    ("variation seed 7 strength 0.3", {"subseed": 7, "subseed_strength": 0.3}, None),
+    ("seed resize from 48x40, variation 0.5", {"subseed": 3, "subseed_strength": 0.5, "seed_resize_from_w": 48,
+                                               "seed_resize_from_h": 40}, (5, 6)),
+])
+def test_tiny_variation_seed_image_equals_the_reference_with_a1111s_noise(tiny, label, changes, resize_hw):
+    model, pipe = tiny[4]
+    req = BASE.replace(**changes)
+    noise, _ = a1111_rng.first_noise(req.seed, (4, SIZE // 8, SIZE // 8), req.subseed, req.subseed_strength,
+                                     resize_hw)
+    expected = a1111.txt2img(pipe, req.prompt, req.negative_prompt, req.seed, req.steps, req.cfg_scale,
+                             req.width, req.height, latents=noise[None])
+    assert compare(f"tiny {label}", generate(model, req).images[0], expected) <= 1
+    plain = a1111.txt2img(pipe, req.prompt, req.negative_prompt, req.seed, req.steps, req.cfg_scale,
+                          req.width, req.height)
+    assert np.abs(np.asarray(plain, dtype=np.int16) - np.asarray(expected, dtype=np.int16)).max() > 8
 
 
 def test_reference_schedule_is_what_sdstudio_uses():

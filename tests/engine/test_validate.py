@@ -15,6 +15,14 @@ from sdstudio.engine.validate import check_side, validate, validate_settings
         ({"prompt": b"bytes"}, "prompt must be text, not bytes"),
         ({"steps": 0}, "steps 0 is out of range"),
         ({"seed": -1}, "seed -1 is out of range"),
+        ({"subseed": -1, "subseed_strength": 0.5}, "variation seed -1 is out of range"),
+        ({"subseed": 2**32}, "variation seed 4294967296 is out of range"),
+        ({"subseed_strength": 1.01}, "variation strength 1.01 is out of range"),
+        ({"subseed_strength": -0.1}, "variation strength -0.1 is out of range"),
+        ({"subseed_strength": float("nan")}, "variation strength nan is out of range"),
+        ({"seed_resize_from_w": 512}, "seed resize height 0 is out of range"),
+        ({"seed_resize_from_w": 4, "seed_resize_from_h": 64}, "seed resize width 4 is out of range"),
+        ({"seed_resize_from_w": 64, "seed_resize_from_h": 5000}, "seed resize height 5000 is out of range"),
     ],
 )
 def test_settings_refused_without_a_model(changes, message):
@@ -45,3 +53,9 @@ def test_a_prompt_too_long_for_an_image_text_chunk_is_refused_before_any_work():
     validate(ok)
     with pytest.raises(RequestError, match="negative prompt is 256 KiB long; the limit is 256 KiB"):
         validate(ok.replace(prompt="fox", negative_prompt="é" * (MAX_TEXT_BYTES // 2 + 1)))
+
+
+def test_variation_settings_in_range_pass():
+    req = GenerationRequest(subseed=2**32 - 1, subseed_strength=1.0, seed_resize_from_w=8, seed_resize_from_h=4096)
+    assert validate_settings(req).subseed_strength == 1.0
+    assert req.seed_resize_from == (8, 4096) and GenerationRequest().seed_resize_from is None

@@ -442,3 +442,39 @@ def test_a_malformed_hash_list_is_a_request_error(value: str) -> None:
     line = f"Steps: 20, Sampler: Euler, Seed: 1, Lora hashes: {value}"
     with pytest.raises(RequestError, match="Lora hashes must look like"):
         request_from_parameters(parse_parameters(f"p\n{line}"))
+
+
+def test_variation_seed_and_seed_resize_are_written_where_a1111_writes_them_and_read_back() -> None:
+    request = GenerationRequest(prompt="a cat", seed=10, subseed=4000000000, subseed_strength=0.3,
+                                seed_resize_from_w=512, seed_resize_from_h=768, model_hash="6ce0161689",
+                                init_image=None)
+    text = format_parameters(request, "v1-5")
+    assert ("Model hash: 6ce0161689, Model: v1-5, Variation seed: 4000000000, Variation seed strength: 0.3, "
+            "Seed resize from: 512x768") in text
+    assert request_from_parameters(parse_parameters(text)) == request
+
+
+def test_variation_keys_are_left_out_while_off() -> None:
+    text = format_parameters(GenerationRequest(prompt="a cat", subseed=77, seed_resize_from_w=512), "")
+    assert "Variation" not in text and "Seed resize" not in text
+
+
+def test_variation_keys_from_an_a1111_text() -> None:
+    line = ("Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512, Variation seed: 3522853034, "
+            "Variation seed strength: 0.15, Seed resize from: 448x384")
+    request = request_from_parameters(parse_parameters(f"a dog\n{line}"))
+    assert (request.subseed, request.subseed_strength) == (3522853034, 0.15)
+    assert request.seed_resize_from == (448, 384)
+    off = request_from_parameters(parse_parameters("a dog\nSteps: 20, Seed: 1, Seed resize from: -1x-1"))
+    assert off.seed_resize_from is None and off.subseed_strength == 0.0
+
+
+@pytest.mark.parametrize("pair,message", [
+    ("Variation seed: many", "Variation seed must be a whole number"),
+    ("Variation seed strength: nan", "Variation seed strength must be a number"),
+    ("Seed resize from: 512", "Seed resize from must look like 512x768"),
+    ("Seed resize from: 5" + "0" * 60 + "x8", "Seed resize from must look like"),
+])
+def test_bad_variation_values_are_request_errors(pair: str, message: str) -> None:
+    with pytest.raises(RequestError, match=message):
+        request_from_parameters(parse_parameters(f"a dog\nSteps: 20, Seed: 1, {pair}"))

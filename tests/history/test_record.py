@@ -52,6 +52,21 @@ def test_a_record_round_trips_apart_from_the_folders() -> None:
     assert again.request == request.replace(model="x.safetensors") and again.id == "0" * 32
 
 
+def test_variation_seed_and_seed_resize_round_trip_through_the_json_chunk() -> None:
+    request = GenerationRequest(prompt="p", seed=3, subseed=2**32 - 1, subseed_strength=0.125,
+                                seed_resize_from_w=320, seed_resize_from_h=448)
+    data = json.loads(json.dumps(Record(id="0" * 32, created=2.0, request=request).to_json()))
+    assert record_from_json(data).request == request
+    # A record written before these fields existed reads with them off.
+    for key in ("subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h"):
+        del data["request"][key]
+    assert record_from_json(data).request == request.replace(subseed=0, subseed_strength=0.0,
+                                                             seed_resize_from_w=0, seed_resize_from_h=0)
+    data["request"]["subseed_strength"] = "strong"
+    with pytest.raises(ValueError, match="subseed_strength should be float"):
+        record_from_json(data)
+
+
 def test_lora_and_ti_hashes_round_trip_through_the_json_chunk() -> None:
     request = GenerationRequest(prompt="<lora:ink:0.8> a fox",
                                 lora_hashes=(("ink", "0123456789ab"), ("b c", "ba9876543210")),
