@@ -85,3 +85,23 @@ def test_walk_to_the_same_image_and_missing_files_are_refused(tmp_path, ends, ca
     assert "same prompt" in capsys.readouterr().err
     assert main(["walk", "--from", str(a), "--to", str(tmp_path / "nope.png"), "--model", str(model)]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_a_both_walk_frame_carries_variation_seed_and_blend_and_re_runs_from_its_a1111_text(tmp_path, ends):
+    a, b, model = ends
+    out = tmp_path / "walk"
+    assert main(["walk", "--from", str(a), "--to", str(b), "--frames", "3", "--model", str(model), "--out",
+                 str(out)]) == 0
+    frames = sorted(out.glob("*.png"))
+    text, _ = read_png_parameters(frames[1])
+    assert "Seed: 5" in text and "Variation seed: 9, Variation seed strength: 0.5" in text
+    assert "Blend prompt: a blue circle, Blend strength: 0.5" in text
+    assert np.array_equal(pixels(frames[2]), pixels(b))  # same other parameters: the end frame is b
+    # only the A1111 text: the sdstudio chunk dropped, as a site that strips metadata but our own text keeps
+    from sdstudio.history.png import save_png
+
+    stripped = tmp_path / "text-only.png"
+    save_png(stripped, Image.open(frames[1]), text)
+    again = tmp_path / "again"
+    assert main(["generate", "--from", str(stripped), "--model", str(model), "--out", str(again)]) == 0
+    assert np.array_equal(pixels(next(again.glob("*.png"))), pixels(frames[1]))

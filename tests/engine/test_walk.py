@@ -1,7 +1,5 @@
 """walk.py: frame requests (pure), and frames on the built-in model that re-run alone to the same pixels."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 
@@ -10,7 +8,6 @@ from sdstudio.engine.model_files import builtin_model_path
 from sdstudio.engine.request import GenerationRequest, GenerationResult
 from sdstudio.engine.walk import WalkRequest, check_walk, frame_requests, frame_times, run_walk
 
-HAS_VARIATION = "subseed" in {f.name for f in dataclasses.fields(GenerationRequest)}
 A = GenerationRequest(prompt="red apple", negative_prompt="blurry", seed=11, steps=7, cfg_scale=4.0, width=64,
                       height=64, batch_size=3)
 B = GenerationRequest(prompt="flag: Japan", seed=12, steps=30, cfg_scale=9.0, width=128, height=128)
@@ -30,7 +27,6 @@ def test_prompt_walk_frames_blend_the_prompt_and_keep_everything_else_the_start_
     assert all(f.seed == A.seed and f.steps == 7 and f.width == 64 for f in frames)
 
 
-@pytest.mark.skipif(not HAS_VARIATION, reason="variation seeds (w-variation) not merged yet")
 def test_noise_and_both_walk_frames_are_variation_seeds():
     noise = frame_requests(WalkRequest(A, B, frames=3, what="noise"))
     assert noise[0] == A.replace(batch_size=1)
@@ -56,6 +52,7 @@ def test_both_with_one_seed_moves_only_the_prompt():
     (WalkRequest(A, B.replace(seed=A.seed), what="noise"), "same seed"),
     (WalkRequest(A, A.replace(batch_size=1), what="both"), "same seed and prompt"),
     (WalkRequest(A.replace(blend_prompt="x", blend_strength=0.5), B, what="prompt"), "start image is itself"),
+    (WalkRequest(A.replace(subseed=4, subseed_strength=0.1), B, what="noise"), "start image is itself"),
     (WalkRequest(A, B.replace(blend_prompt="x", blend_strength=0.5), what="prompt"), "end image is itself"),
 ])
 def test_walks_that_cannot_be_made_are_refused_in_one_line(walk, message):
@@ -102,4 +99,17 @@ def test_a_middle_frame_re_runs_alone_to_the_same_pixels_and_prompts_are_encoded
     assert middle.blend_prompt == "grinning face" and middle.blend_strength == 0.5
     again = builtin_engine.generate(middle).images[0]
     assert np.array_equal(np.asarray(again), np.asarray(result.images[1]))
+    assert not np.array_equal(np.asarray(result.images[0]), np.asarray(result.images[1]))
+
+
+def test_a_noise_walk_frame_is_the_variation_seed_image_and_ends_at_the_end_seed(builtin_engine):
+    start = GenerationRequest(prompt="red apple", steps=6, sampler="Euler", scheduler="normal", seed=3, width=64,
+                              height=64, model=str(builtin_model_path()))
+    end = start.replace(seed=40, prompt="ignored by a noise walk")
+    result = run_walk(builtin_engine, WalkRequest(start, end, frames=3, what="noise"))
+    variation = builtin_engine.generate(start.replace(subseed=40, subseed_strength=0.5)).images[0]
+    plain_end = builtin_engine.generate(start.replace(seed=40)).images[0]
+    assert np.array_equal(np.asarray(result.images[1]), np.asarray(variation))
+    assert np.array_equal(np.asarray(result.images[2]), np.asarray(plain_end))
+    assert result.requests[2].prompt == "red apple"
     assert not np.array_equal(np.asarray(result.images[0]), np.asarray(result.images[1]))
