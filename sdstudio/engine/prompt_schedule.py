@@ -221,7 +221,8 @@ def when_step(when: str, steps: int) -> int:
     if "." in when:
         value *= steps
     if not math.isfinite(value):
-        raise RequestError(f"the step {when!r} in a [from:to:when] of the prompt is not a finite number")
+        shown = when if len(when) <= 24 else when[:20] + "..."
+        raise RequestError(f"the step {shown!r} in a [from:to:when] of the prompt is not a finite number")
     return min(steps, int(value))
 
 
@@ -267,11 +268,13 @@ def schedule(prompt: str, steps: int) -> list[tuple[int, str]]:
 
 
 def entry_for(entries: list[tuple[int, str]], call: int) -> int:
-    """The index of the entry model call `call` (0-based) uses: the first with call <= until_step."""
+    """The index of the entry model call `call` (0-based) uses: the first with call <= until_step. Past the
+    last one (second-order samplers call the model more often than `steps`) it is the first entry again,
+    as in A1111's reconstruct_cond_batch."""
     for index, (until, _) in enumerate(entries):
         if call <= until:
             return index
-    return len(entries) - 1
+    return 0
 
 
 @dataclass(frozen=True)
