@@ -17,9 +17,9 @@ For classifier-free guidance `encode_pair` pads the shorter of prompt and negati
 empty prompt (A1111's "pad_cond_uncond"), so both run in one UNet batch. SDXL encodes an empty negative
 prompt as zeros (A1111 `force_zero_negative_prompt`, diffusers `force_zeros_for_empty_prompt`).
 
-Blending two prompts (`lerp_embeddings`, `encode_pair(..., blend=(other, t))`) is the straight line between
-two points of CLIP's text space, what ComfyUI's ConditioningAverage node computes: out = to * s + from * (1 - s)
-token by token, the pooled vector too. Here t = 0 is the prompt and t = 1 the other (ComfyUI's
+Blending two prompts (`lerp_embeddings`; step_conditioning applies it to a request's blend prompt) is the
+straight line between two points of CLIP's text space, what ComfyUI's ConditioningAverage node computes:
+out = to * s + from * (1 - s) token by token, the pooled vector too. Here t = 0 is the prompt and t = 1 the other (ComfyUI's
 `conditioning_to_strength` is t with "to" = the other). Where ComfyUI cuts or zero-pads "from" to the length of
 "to", losing the end of a longer prompt, the shorter one is padded with empty-prompt chunks to the longer one's
 chunk count, the padding above, so neither loses tokens.
@@ -122,13 +122,10 @@ class PromptEncoder:
         return result
 
     def encode_pair(
-        self, prompt: str, negative: str, clip_skip: int = 1, blend: tuple[str, float] | None = None
+        self, prompt: str, negative: str, clip_skip: int = 1
     ) -> tuple[PromptEmbedding, PromptEmbedding]:
-        """(cond, uncond) with the same number of chunks. `blend` (other prompt, t): cond is the prompt's
-        encoding lerped towards the other's by t (`lerp_embeddings`); t = 0 is the prompt alone, unpadded."""
+        """(cond, uncond) with the same number of chunks."""
         cond = self.encode(prompt, clip_skip)
-        if blend is not None and blend[1] != 0:
-            cond = lerp_embeddings(blend[1], cond, self.encode(blend[0], clip_skip), self.encode("", clip_skip))
         if self.zero_empty_negative and not negative.strip():
             pooled = None if cond.pooled is None else torch.zeros_like(cond.pooled)
             return cond, PromptEmbedding(torch.zeros_like(cond.context), pooled)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from sdstudio.engine.errors import RequestError
+from sdstudio.engine.prompt_schedule import schedule, split_and
 from sdstudio.engine.request import GenerationRequest, GenerationResult
 
 WHATS = ("noise", "prompt", "both")
@@ -84,6 +85,17 @@ def check_walk(walk: WalkRequest) -> None:
         raise RequestError("both ends have the same prompt: a prompt walk would repeat one image")
     if walk.what == "both" and not (seeds_differ or prompts_differ):
         raise RequestError("both ends have the same seed and prompt: the walk would repeat one image")
+    if walk.moves_prompt and prompts_differ:
+        blend_text(walk.end.prompt, walk.start.steps)
+
+
+def blend_text(prompt: str, steps: int) -> str:
+    """The text a blend prompt (a walk's end) encodes: one point to move towards, so RequestError when it
+    changes over the steps (prompt editing, alternation) or holds AND."""
+    entries = schedule(prompt, steps)
+    if len(entries) != 1 or len(split_and(prompt)) != 1:
+        raise RequestError("a blend prompt (a walk's end) cannot use prompt editing, alternation or AND")
+    return entries[0][1]
 
 
 def frame_times(frames: int) -> list[float]:

@@ -385,21 +385,3 @@ def test_lerp_refuses_embeddings_of_different_encoders():
         lerp_embeddings(0.5, _embedding(1, width=6), _embedding(1, width=8), _embedding(1, width=6))
     with pytest.raises(ValueError, match="different text encoders"):
         lerp_embeddings(0.5, _embedding(1), _embedding(1, pooled=False), _embedding(1))
-
-
-def test_encode_pair_blend_is_the_lerp_of_the_two_encodings_and_stays_batched_with_the_negative():
-    prompts = PromptEncoder([tiny_encoder()])
-    plain = prompts.encode_pair("a red cat", "blurry")
-    zero = prompts.encode_pair("a red cat", "blurry", blend=("a dog " * 60, 0.0))
-    assert all(torch.equal(p.context, z.context) for p, z in zip(plain, zero, strict=True))
-    cond, uncond = prompts.encode_pair("a red cat", "blurry", blend=("a dog " * 60, 0.3))
-    expected = lerp_embeddings(0.3, prompts.encode("a red cat"), prompts.encode("a dog " * 60), prompts.encode(""))
-    assert cond.chunks == 2 and uncond.chunks == 2
-    assert torch.equal(cond.context, expected.context)
-    assert not torch.allclose(cond.context, plain[0].context.repeat(1, 2, 1))
-    # the blend's two prompts are encoded once, then served from the cache
-    calls = []
-    prompts._encode = lambda prompt, clip_skip, real=prompts._encode: calls.append(prompt) or real(prompt, clip_skip)
-    for t in (0.1, 0.5, 0.9):
-        prompts.encode_pair("a red cat", "blurry", blend=("a dog " * 60, t))
-    assert calls == []

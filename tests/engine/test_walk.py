@@ -54,6 +54,7 @@ def test_both_with_one_seed_moves_only_the_prompt():
     (WalkRequest(A.replace(blend_prompt="x", blend_strength=0.5), B, what="prompt"), "start image is itself"),
     (WalkRequest(A.replace(subseed=4, subseed_strength=0.1), B, what="noise"), "start image is itself"),
     (WalkRequest(A, B.replace(blend_prompt="x", blend_strength=0.5), what="prompt"), "end image is itself"),
+    (WalkRequest(A, B.replace(prompt="[a:b:3]"), what="both"), "cannot use prompt editing"),
 ])
 def test_walks_that_cannot_be_made_are_refused_in_one_line(walk, message):
     with pytest.raises(RequestError, match=message):
