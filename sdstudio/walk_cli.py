@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from sdstudio.engine.errors import RequestError, SDStudioError
@@ -115,9 +114,11 @@ class FrameSaver:
         self.out = out
 
     def __call__(self, k: int, frame) -> None:
+        from sdstudio.history.animation import save_frame
+
         image, request = frame.images[0], frame.requests[0]
         if isinstance(self.out, Path):
-            print(save_to_folder(self.out, image, request, frame.model_name))
+            print(save_frame(self.out, image, request, frame.model_name))
             return
         try:
             entry = self.out.add(image, request, frame.model_name)
@@ -129,19 +130,3 @@ class FrameSaver:
     def close(self) -> None:
         if not isinstance(self.out, Path):
             self.out.close()
-
-
-def save_to_folder(folder: Path, image, request, model_name: str) -> Path:
-    from sdstudio.generate_cli import next_free
-    from sdstudio.history.parameters import format_parameters
-    from sdstudio.history.png import save_png
-    from sdstudio.history.record import Record
-
-    path = next_free(folder, request.seed)
-    record = Record(id=path.stem, created=time.time(), request=request, model_name=model_name)
-    try:
-        save_png(path, image, format_parameters(request, model_name), record.to_json())
-    except OSError as exc:
-        raise SDStudioError(f"{path}: cannot be saved ({exc.strerror or exc}); free some space or choose "
-                            "another --out") from None
-    return path

@@ -52,6 +52,8 @@ class GalleryWidget(QWidget):
     loadParametersRequested = Signal(str)
     useAsInitRequested = Signal(str)
     useForInpaintRequested = Signal(str)
+    walkStartRequested = Signal(str)  # walk_link.py: "Interpolate" between two entries
+    walkToRequested = Signal(str)
 
     def __init__(self, store: HistoryStore, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -211,6 +213,11 @@ class GalleryWidget(QWidget):
         self.act_folder = self._action("Open containing folder", self.open_folder)
         self.act_delete = self._action("Move to trash", self.delete_current, QKeySequence.StandardKey.Delete)
         self.act_restore = self._action("Restore", self.restore_current, tip="Bring this image back out of the trash")
+        self.act_walk_start = self._action("Set as walk start", ask(self.walkStartRequested),
+                                           tip="The first image of an interpolation (then: Interpolate to here)")
+        self.act_walk_to = self._action("Interpolate to here…", ask(self.walkToRequested),
+                                        tip="Frames between the walk start and this image")
+        self._walk_start = ""
         self.act_parent = self._action("Go to parent", self.go_to_parent, "Alt+Up",
                                        "Select the image this one was made from")
         self.act_child = self._action("Go to newest child", self.go_to_child, "Alt+Down",
@@ -370,6 +377,7 @@ class GalleryWidget(QWidget):
         groups = (
             (self.act_rerun, self.act_rerun_new_seed),
             (self.act_load, self.act_init, self.act_inpaint),
+            (self.act_walk_start, self.act_walk_to),
             (self.act_copy, self.act_favourite, self.act_folder),
             (self.act_parent, self.act_child),
             (self.act_restore, self.act_delete) if self.trash.isChecked() else (self.act_delete,),
@@ -404,10 +412,16 @@ class GalleryWidget(QWidget):
         self.act_favourite.blockSignals(True)
         self.act_favourite.setChecked(has and entry.favourite)
         self.act_favourite.blockSignals(False)
+        self.act_walk_start.setEnabled(has)
+        self.act_walk_to.setEnabled(has and bool(self._walk_start) and entry.id != self._walk_start)
         self.act_parent.setEnabled(has and bool(entry.parent_id))
         self.act_child.setEnabled(has and bool(self.store.children(entry.id)))
         self.empty_trash_button.setVisible(self.trash.isChecked())
         self.trash_row.setVisible(self.trash.isChecked())
+
+    def set_walk_start(self, entry_id: str) -> None:
+        self._walk_start = entry_id
+        self._update_actions()
 
     def copy_parameters(self) -> None:
         if self._current is not None:
