@@ -120,7 +120,7 @@ def test_context_menu_offers_every_action(gallery) -> None:
     texts = [a.text() for a in gallery.context_menu().actions() if not a.isSeparator()]
     assert texts == [
         "Re-run", "Re-run with new seed", "Load parameters", "Use as init image", "Use for inpainting",
-        "Copy parameters", "Favourite", "Open containing folder", "Go to parent", "Go to newest child",
+        "Set as walk start", "Interpolate to here…", "Copy parameters", "Favourite", "Open containing folder", "Go to parent", "Go to newest child",
         "Move to trash",
     ]
     gallery.store.delete(gallery.current_entry().id)
