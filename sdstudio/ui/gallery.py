@@ -34,6 +34,9 @@ from sdstudio.ui.gallery_model import GalleryModel, ThumbnailLoader
 ICON = 96
 SEARCH_DELAY_MS = 250
 DAY = 86400.0
+# "Vary": how many variations one click queues, and the strengths offered (A1111's variation strength).
+VARY_COUNT = 4
+VARY_STRENGTHS = (("Subtle", 0.1), ("Medium", 0.25), ("Strong", 0.5))
 PERIODS = (("Any time", None), ("Today", 0), ("Last 7 days", 7), ("Last 30 days", 30))
 
 
@@ -49,11 +52,10 @@ def period_start(days: int | None, now: float | None = None) -> float | None:
 class GalleryWidget(QWidget):
     entrySelected = Signal(str)
     rerunRequested = Signal(str, bool)  # entry id, new seed
+    varyRequested = Signal(str, float)  # entry id, variation strength
     loadParametersRequested = Signal(str)
     useAsInitRequested = Signal(str)
     useForInpaintRequested = Signal(str)
-    walkStartRequested = Signal(str)  # walk_link.py: "Interpolate" between two entries
-    walkToRequested = Signal(str)
 
     def __init__(self, store: HistoryStore, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -201,6 +203,14 @@ class GalleryWidget(QWidget):
                                       "Generate this image again: same parameters, same pixels")
         self.act_rerun_new_seed = self._action("Re-run with new seed", ask(self.rerunRequested, True),
                                                "Ctrl+Shift+R", "Same parameters, a new random seed")
+        self.vary_menu = QMenu("Vary", self)
+        self.vary_menu.setToolTip(f"Queue {VARY_COUNT} variations of this image: same seed, random variation "
+                                  "seeds at the chosen strength")
+        self.vary_actions = []
+        for label, strength in VARY_STRENGTHS:
+            action = self._action(f"{label} ({strength:g})", ask(self.varyRequested, strength))
+            self.vary_menu.addAction(action)
+            self.vary_actions.append(action)
         self.act_load = self._action("Load parameters", ask(self.loadParametersRequested), "Ctrl+L",
                                      "Put this image's parameters into the prompt panel")
         self.act_init = self._action("Use as init image", ask(self.useAsInitRequested), "Ctrl+I",
@@ -213,11 +223,7 @@ class GalleryWidget(QWidget):
         self.act_folder = self._action("Open containing folder", self.open_folder)
         self.act_delete = self._action("Move to trash", self.delete_current, QKeySequence.StandardKey.Delete)
         self.act_restore = self._action("Restore", self.restore_current, tip="Bring this image back out of the trash")
-        self.act_walk_start = self._action("Set as walk start", ask(self.walkStartRequested),
-                                           tip="The first image of an interpolation (then: Interpolate to here)")
-        self.act_walk_to = self._action("Interpolate to here…", ask(self.walkToRequested),
-                                        tip="Frames between the walk start and this image")
-        self._walk_start = ""
+        self.extra_groups: list[tuple[QAction, ...]] = []  # context menu groups others add (walk_link.py)
         self.act_parent = self._action("Go to parent", self.go_to_parent, "Alt+Up",
                                        "Select the image this one was made from")
         self.act_child = self._action("Go to newest child", self.go_to_child, "Alt+Down",
@@ -375,9 +381,9 @@ class GalleryWidget(QWidget):
     def context_menu(self) -> QMenu:
         menu = QMenu(self)
         groups = (
-            (self.act_rerun, self.act_rerun_new_seed),
+            (self.act_rerun, self.act_rerun_new_seed, self.vary_menu.menuAction()),
             (self.act_load, self.act_init, self.act_inpaint),
-            (self.act_walk_start, self.act_walk_to),
+            *self.extra_groups,
             (self.act_copy, self.act_favourite, self.act_folder),
             (self.act_parent, self.act_child),
             (self.act_restore, self.act_delete) if self.trash.isChecked() else (self.act_delete,),
@@ -396,6 +402,7 @@ class GalleryWidget(QWidget):
     def _update_actions(self) -> None:
         entry = self._current
         has = entry is not None
+        self.vary_menu.setEnabled(has)
         for action in (self.act_rerun, self.act_rerun_new_seed, self.act_load, self.act_init, self.act_inpaint,
                        self.act_copy, self.act_favourite, self.act_folder, self.act_delete):
             action.setEnabled(has)
@@ -412,16 +419,10 @@ class GalleryWidget(QWidget):
         self.act_favourite.blockSignals(True)
         self.act_favourite.setChecked(has and entry.favourite)
         self.act_favourite.blockSignals(False)
-        self.act_walk_start.setEnabled(has)
-        self.act_walk_to.setEnabled(has and bool(self._walk_start) and entry.id != self._walk_start)
         self.act_parent.setEnabled(has and bool(entry.parent_id))
         self.act_child.setEnabled(has and bool(self.store.children(entry.id)))
         self.empty_trash_button.setVisible(self.trash.isChecked())
         self.trash_row.setVisible(self.trash.isChecked())
-
-    def set_walk_start(self, entry_id: str) -> None:
-        self._walk_start = entry_id
-        self._update_actions()
 
     def copy_parameters(self) -> None:
         if self._current is not None:

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import QWidget
 from sdstudio.engine.errors import SDStudioError
 from sdstudio.engine.geometry import fit
 from sdstudio.engine.request import GenerationResult
+from sdstudio.ui.gallery import VARY_COUNT
 from sdstudio.ui.imageconv import load_image, pil_to_qimage
 from sdstudio.ui.main_window import MainWindow
 from sdstudio.ui.open_file import offer_nearest
@@ -39,6 +40,7 @@ class HistoryLink(QObject):
             self.saved.connect(self._show_in_gallery)
             gallery.entrySelected.connect(self._show_entry)
             gallery.rerunRequested.connect(self._rerun)
+            gallery.varyRequested.connect(self._vary)
             gallery.loadParametersRequested.connect(self._load_parameters)
             gallery.useAsInitRequested.connect(self._use_as_input)
             gallery.useForInpaintRequested.connect(self._use_for_inpaint)
@@ -102,6 +104,26 @@ class HistoryLink(QObject):
         if new_seed:  # a variation of this entry: it is the parent (an exact re-run is the same image again)
             request = request.replace(seed=random.randrange(MAX_SEED + 1), parent_id=entry_id)
         self.window.submit_request(request)
+
+    def _vary(self, entry_id: str, strength: float) -> None:
+        """Queue VARY_COUNT variations of the entry (its seed, random variation seeds), each its child."""
+        found = self._read(entry_id)
+        if found is None:
+            return
+        try:
+            request = found.rerun_request()
+        except SDStudioError as exc:
+            self.failed.emit(f"Cannot vary that entry: {exc}")
+            return
+        if request.subseed_strength != 0:
+            # A1111's variation seeds do not nest: one seed, one variation seed per image.
+            self.failed.emit(f"That image is already a variation (of seed {request.seed}); variation seeds do not "
+                             "nest: vary its seed's image, or use this one as the init image")
+            return
+        for _ in range(VARY_COUNT):
+            self.window.submit_request(request.replace(subseed=random.randrange(MAX_SEED + 1),
+                                                       subseed_strength=strength, parent_id=entry_id,
+                                                       batch_size=1))
 
     def _image(self, entry_id: str):
         entry = self._entry(entry_id)

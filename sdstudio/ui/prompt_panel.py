@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 from sdstudio import paths
 from sdstudio.engine.names import SAMPLER_NOTES, SAMPLERS, SCHEDULER_LABELS, SCHEDULERS
 from sdstudio.ui.prompt_state import MAX_SEED, RANDOM_SEED, PromptState, size_presets
+from sdstudio.ui.seed_extras import SeedExtras
 from sdstudio.ui.token_counter import CHUNK_TOKENS, LazyTokenCounter, format_count
 from sdstudio.untrusted import printable
 
@@ -239,6 +240,9 @@ class PromptPanel(QWidget):
         seed_row.addWidget(self.reuse_button)
         grid.addWidget(QLabel("Seed"), 3, 0)
         grid.addLayout(seed_row, 3, 1, 1, 3)
+        self.seed_extras = SeedExtras()
+        self.seed_extras.changed.connect(self._store)
+        grid.addWidget(self.seed_extras, 4, 1, 1, 3)
         layout.addLayout(grid)
         for w in (self.sampler_combo, self.scheduler_combo):
             w.currentIndexChanged.connect(self._store)
@@ -316,6 +320,7 @@ class PromptPanel(QWidget):
             self.steps_spin.setValue(s.steps)
             self.cfg_spin.setValue(s.cfg_scale)
             self.seed_spin.setValue(s.seed)
+            self.seed_extras.show_values(s)
             self.width_spin.setValue(s.width)
             self.height_spin.setValue(s.height)
             self.batch_size_spin.setValue(s.batch_size)
@@ -336,6 +341,7 @@ class PromptPanel(QWidget):
         s.sampler = self.sampler_combo.currentData() or self.sampler_combo.currentText()
         s.scheduler = self.scheduler_combo.currentData()
         s.steps, s.cfg_scale, s.seed = self.steps_spin.value(), self.cfg_spin.value(), int(self.seed_spin.value())
+        self.seed_extras.store(s)
         s.width, s.height = self.width_spin.value(), self.height_spin.value()
         s.batch_size, s.batch_count = self.batch_size_spin.value(), self.batch_count_spin.value()
         s.strength, s.mask_blur = self.strength_spin.value(), self.blur_spin.value()

@@ -31,6 +31,11 @@ class PromptState:
     steps: int = _DEFAULTS.steps
     cfg_scale: float = _DEFAULTS.cfg_scale
     seed: int = RANDOM_SEED
+    # Variation seed (RANDOM_SEED: drawn per generate, like the seed) and its strength (0 = off); seed resize.
+    subseed: int = RANDOM_SEED
+    subseed_strength: float = _DEFAULTS.subseed_strength
+    seed_resize_from_w: int = _DEFAULTS.seed_resize_from_w
+    seed_resize_from_h: int = _DEFAULTS.seed_resize_from_h
     width: int = 64
     height: int = 64
     batch_size: int = _DEFAULTS.batch_size
@@ -51,11 +56,16 @@ def build_requests(state: PromptState, init_image: Image.Image | None = None, ma
     """One request per batch (batch_count of them), each an independent snapshot.
 
     Seeds follow A1111: a random base seed is drawn once, batch j starts at base + j * batch_size, so every
-    image's seed (base + index) is distinct and reproducible. The images are copied so later edits of the
-    canvas or mask never reach a queued job.
+    image's seed (base + index) is distinct and reproducible. With a variation strength the seed stays the
+    base in every batch and the variation seeds count up instead (request.batch_seeds). The images are
+    copied so later edits of the canvas or mask never reach a queued job.
     """
     rng = rng or random.Random()
     base = rng.randrange(MAX_SEED + 1) if state.seed == RANDOM_SEED else state.seed
+    vary = state.subseed_strength != 0
+    sub_base = 0
+    if vary:
+        sub_base = rng.randrange(MAX_SEED + 1) if state.subseed == RANDOM_SEED else state.subseed
     init = init_image.copy() if init_image is not None else None
     use_mask = init is not None and mask is not None
     common = GenerationRequest(
@@ -65,8 +75,12 @@ def build_requests(state: PromptState, init_image: Image.Image | None = None, ma
         init_image=init, strength=state.strength if init is not None else 0.75,
         mask=mask.copy() if use_mask else None, mask_blur=state.mask_blur,
         only_masked=state.only_masked and use_mask,
+        subseed_strength=state.subseed_strength, seed_resize_from_w=state.seed_resize_from_w,
+        seed_resize_from_h=state.seed_resize_from_h,
     )
-    return [common.replace(seed=(base + j * state.batch_size) % (MAX_SEED + 1),
+    step = state.batch_size
+    return [common.replace(seed=base if vary else (base + j * step) % (MAX_SEED + 1),
+                           subseed=(sub_base + j * step) % (MAX_SEED + 1) if vary else 0,
                            init_image=init.copy() if init is not None else None,
                            mask=common.mask.copy() if common.mask is not None else None)
             for j in range(state.batch_count)]
@@ -75,5 +89,6 @@ def build_requests(state: PromptState, init_image: Image.Image | None = None, ma
 def apply_request(state: PromptState, request: GenerationRequest) -> None:
     """Set the panel values that reproduce `request` (loading parameters from history), in place."""
     for name in ("prompt", "negative_prompt", "model", "sampler", "scheduler", "steps", "cfg_scale", "seed",
-                 "width", "height", "batch_size", "strength", "mask_blur", "only_masked"):
+                 "width", "height", "batch_size", "strength", "mask_blur", "only_masked", "subseed",
+                 "subseed_strength", "seed_resize_from_w", "seed_resize_from_h"):
         setattr(state, name, getattr(request, name))

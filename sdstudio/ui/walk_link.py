@@ -1,4 +1,4 @@
-""""Interpolate" in the gallery: mark one entry as the walk's start ("Set as walk start"), then on another
+""""Interpolate" in the gallery's context menu (its actions are ours, added as a group): mark one entry as the walk's start ("Set as walk start"), then on another
 choose "Interpolate to here…", a frame count and what moves; the frames (engine/walk.py) are queued as
 ordinary jobs, saved to the history like any result (each with the start entry as its parent, so "Go to
 parent" leads back to it), and when the last one is done a WalkPlayer opens with them.
@@ -7,6 +7,7 @@ parent" leads back to it), and when the last one is done a WalkPlayer opens with
 from __future__ import annotations
 
 from PySide6.QtCore import QObject
+from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFormLayout, QSpinBox, QWidget
 
 from sdstudio.engine.errors import SDStudioError
@@ -45,15 +46,32 @@ class WalkLink(QObject):
         self.jobs: list[int] = []  # the running walk's job ids, in frame order
         self.outputs: dict[int, object] = {}
         self.player: WalkPlayer | None = None
-        gallery.walkStartRequested.connect(self.set_start)
-        gallery.walkToRequested.connect(self.ask_walk_to)
+        self.act_start = QAction("Set as walk start", gallery)
+        self.act_start.setToolTip("The first image of an interpolation (then: Interpolate to here)")
+        self.act_to = QAction("Interpolate to here…", gallery)
+        self.act_to.setToolTip("Frames between the walk start and this image, played when done")
+        self.act_start.triggered.connect(lambda: self._on_current(self.set_start))
+        self.act_to.triggered.connect(lambda: self._on_current(self.ask_walk_to))
+        gallery.extra_groups.append((self.act_start, self.act_to))
+        gallery.view.selectionModel().currentChanged.connect(self.update_actions)
+        self.update_actions()
         window.worker.jobFinished.connect(self._finished)
         window.worker.jobFailed.connect(self._abandoned)
         window.worker.jobCancelled.connect(self._abandoned)
 
+    def _on_current(self, slot) -> None:
+        entry = self.gallery.current_entry()
+        if entry is not None:
+            slot(entry.id)
+
+    def update_actions(self, *_changed) -> None:
+        entry = self.gallery.current_entry()
+        self.act_start.setEnabled(entry is not None)
+        self.act_to.setEnabled(entry is not None and bool(self.start_id) and entry.id != self.start_id)
+
     def set_start(self, entry_id: str) -> None:
         self.start_id = entry_id
-        self.gallery.set_walk_start(entry_id)
+        self.update_actions()
 
     def ask_walk_to(self, entry_id: str) -> None:
         dialog = WalkDialog(self.window)

@@ -113,14 +113,15 @@ def test_actions_emit_the_current_entry_id(qtbot, gallery, entries, action, sign
 
 def test_actions_are_disabled_without_a_current_entry(gallery) -> None:
     assert not gallery.act_rerun.isEnabled() and not gallery.act_delete.isEnabled()
+    assert not gallery.vary_menu.isEnabled()
 
 
 def test_context_menu_offers_every_action(gallery) -> None:
     gallery.view.setCurrentIndex(gallery.model.index(0))
     texts = [a.text() for a in gallery.context_menu().actions() if not a.isSeparator()]
     assert texts == [
-        "Re-run", "Re-run with new seed", "Load parameters", "Use as init image", "Use for inpainting",
-        "Set as walk start", "Interpolate to here…", "Copy parameters", "Favourite", "Open containing folder", "Go to parent", "Go to newest child",
+        "Re-run", "Re-run with new seed", "Vary", "Load parameters", "Use as init image", "Use for inpainting",
+        "Copy parameters", "Favourite", "Open containing folder", "Go to parent", "Go to newest child",
         "Move to trash",
     ]
     gallery.store.delete(gallery.current_entry().id)

@@ -239,3 +239,39 @@ def test_use_for_inpainting_says_so_when_the_mask_was_cropped_away(qtbot, window
     banner = window.canvas_panel.banner
     assert banner.isVisibleTo(window) and "lies outside it" in banner.text.text()
     store.close()
+
+
+def test_vary_queues_variations_of_the_entry_as_its_children(qtbot, window, engine, tmp_path):
+    from sdstudio.ui.gallery import VARY_COUNT, VARY_STRENGTHS
+
+    store, gallery, link = _linked(window, tmp_path)
+    source = _made(qtbot, window, link, 9)
+    before = len(engine.generated)
+    saved = []
+    link.saved.connect(saved.extend)
+    gallery.select_entry(source.id)
+    label, strength = VARY_STRENGTHS[1]
+    [action] = [a for a in gallery.vary_actions if a.text().startswith(label)]
+    action.trigger()
+    qtbot.waitUntil(lambda: len(saved) == VARY_COUNT, timeout=10000)
+    made = engine.generated[before:]
+    assert len(made) == VARY_COUNT
+    assert {(r.seed, r.subseed_strength, r.prompt, r.batch_size) for r in made} == {(9, strength, "red apple", 1)}
+    assert len({r.subseed for r in made}) == VARY_COUNT  # each a random variation seed
+    assert {e.parent_id for e in saved} == {source.id}
+    # A variation cannot be varied again (A1111's variation seeds do not nest): said, nothing queued.
+    errors = []
+    link.failed.connect(errors.append)
+    gallery.varyRequested.emit(saved[0].id, 0.25)
+    assert errors and "already a variation" in errors[0]
+    assert len(engine.generated) == before + VARY_COUNT
+
+
+def test_the_context_menu_offers_vary_with_its_strengths(qtbot, window, tmp_path):
+    store, gallery, link = _linked(window, tmp_path)
+    source = _made(qtbot, window, link, 3)
+    gallery.select_entry(source.id)
+    menu = gallery.context_menu()
+    [vary] = [a for a in menu.actions() if a.text() == "Vary"]
+    assert vary.isEnabled() and [a.text() for a in vary.menu().actions()] == [
+        "Subtle (0.1)", "Medium (0.25)", "Strong (0.5)"]

@@ -65,3 +65,37 @@ def test_the_model_description_arriving_does_not_move_the_controls_below(qtbot, 
     qtbot.wait(10)
     after = panel.sampler_combo.mapTo(panel.scroll.widget(), panel.sampler_combo.rect().topLeft()).y()
     assert after == before
+
+
+def test_variation_and_extra_open_compact_rows_that_edit_the_state(qtbot, panel):
+    extras = panel.seed_extras
+    assert not extras.variation_row.isVisible() and not extras.resize_row.isVisible()
+    extras.variation_toggle.click()
+    assert extras.variation_row.isVisible()
+    extras.subseed_spin.setValue(1234)
+    extras.strength_slider.setValue(30)
+    assert (panel.state.subseed, panel.state.subseed_strength) == (1234, 0.3)
+    assert extras.strength_label.text() == "0.3"
+    extras.extra_toggle.click()
+    extras.resize_w_spin.setValue(512)
+    extras.resize_h_spin.setValue(768)
+    assert (panel.state.seed_resize_from_w, panel.state.seed_resize_from_h) == (512, 768)
+    # Closing a row turns its option off, so nothing hidden reaches the request.
+    extras.variation_toggle.click()
+    extras.extra_toggle.click()
+    assert panel.state.subseed_strength == 0.0
+    assert (panel.state.seed_resize_from_w, panel.state.seed_resize_from_h) == (0, 0)
+    assert not extras.variation_row.isVisible() and not extras.resize_row.isVisible()
+
+
+def test_loaded_variation_parameters_open_the_rows_and_keep_a_strength_finer_than_the_slider(qtbot, panel):
+    panel.state.subseed, panel.state.subseed_strength = 77, 0.125
+    panel.state.seed_resize_from_w, panel.state.seed_resize_from_h = 448, 384
+    panel.refresh()
+    extras = panel.seed_extras
+    assert extras.variation_row.isVisible() and extras.resize_row.isVisible()
+    panel.seed_spin.setValue(5)  # any edit stores the whole panel again
+    assert (panel.state.subseed, panel.state.subseed_strength) == (77, 0.125)
+    assert extras.strength_label.text() == "0.125"
+    extras.strength_slider.setValue(40)
+    assert panel.state.subseed_strength == 0.4

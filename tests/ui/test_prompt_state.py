@@ -63,3 +63,31 @@ def test_unreadable_settings_keep_the_defaults(qapp, tmp_path, monkeypatch):
     (tmp_path / "settings.ini").write_text("[prompt]\nsteps=lots\ncfg_scale=4.5\n")
     state = load_prompt_state(open_settings())
     assert state.steps == PromptState().steps and state.cfg_scale == 4.5
+
+
+def test_variation_keeps_the_seed_and_counts_the_variation_seed_up_across_batches():
+    state = PromptState(seed=10, subseed=100, subseed_strength=0.2, batch_size=2, batch_count=3,
+                        seed_resize_from_w=48, seed_resize_from_h=56)
+    reqs = build_requests(state)
+    assert [(r.seed, r.subseed, r.subseed_strength) for r in reqs] == [(10, 100, 0.2), (10, 102, 0.2),
+                                                                       (10, 104, 0.2)]
+    assert {r.seed_resize_from for r in reqs} == {(48, 56)}
+    # Images of a batch: the seed, and variation seeds 100, 101 (the engine's batch rule, as A1111).
+    assert [(r.seed, r.subseed) for r in reqs[0].image_requests(2)] == [(10, 100), (10, 101)]
+
+
+def test_a_random_variation_seed_is_drawn_once_per_generate_and_only_when_varying():
+    reqs = build_requests(PromptState(seed=1, subseed=RANDOM_SEED, subseed_strength=0.5, batch_count=2),
+                          rng=random.Random(3))
+    sub = random.Random(3).randrange(2**32)
+    assert [r.subseed for r in reqs] == [sub, sub + 1]
+    plain = build_requests(PromptState(seed=1, subseed=RANDOM_SEED), rng=random.Random(3))[0]
+    assert (plain.subseed, plain.subseed_strength) == (0, 0.0)
+
+
+def test_apply_request_carries_the_variation_settings():
+    req = GenerationRequest(seed=4, subseed=9, subseed_strength=0.7, seed_resize_from_w=64, seed_resize_from_h=80)
+    state = PromptState()
+    apply_request(state, req)
+    assert (state.subseed, state.subseed_strength, state.seed_resize_from_w, state.seed_resize_from_h) == (
+        9, 0.7, 64, 80)

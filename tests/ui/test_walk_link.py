@@ -23,12 +23,14 @@ def test_interpolate_queues_the_frames_saves_them_and_opens_the_player(qtbot, wi
     a, b = add(link.store, "red apple", 5), add(link.store, "blue circle", 9)
     gallery.refresh()
     gallery.select_entry(b.id)
-    assert not gallery.act_walk_to.isEnabled()  # no start yet
+    assert not walk.act_to.isEnabled()  # no start yet
     gallery.select_entry(a.id)
-    gallery.act_walk_start.trigger()
-    assert walk.start_id == a.id and not gallery.act_walk_to.isEnabled()  # not to itself
+    walk.act_start.trigger()
+    assert walk.start_id == a.id and not walk.act_to.isEnabled()  # not to itself
     gallery.select_entry(b.id)
-    assert gallery.act_walk_to.isEnabled()
+    assert walk.act_to.isEnabled()
+    texts = [a.text() for a in gallery.context_menu().actions() if not a.isSeparator()]
+    assert texts[texts.index("Use for inpainting") + 1:][:2] == ["Set as walk start", "Interpolate to here…"]
     engine.generated.clear()
     jobs = walk.walk_to(b.id, 4, "both")
     assert len(jobs) == 4
