@@ -296,6 +296,13 @@ def split_and(prompt: str) -> list[SubPrompt]:
     return result
 
 
+def texts(prompt: str, steps: int, split: bool = True) -> list[str]:
+    """The distinct texts a prompt is encoded as over `steps` (its AND sub-prompts' with `split`, as for the
+    prompt; the negative prompt is not split), in order of first use."""
+    parts = [sub.text for sub in split_and(prompt)] if split else [prompt]
+    return list(dict.fromkeys(text for part in parts for _, text in schedule(part, steps)))
+
+
 def spans(prompt: str) -> list[Span]:
     """Highlight spans of a prompt box: `AND` and sub-prompt weights, then each sub-prompt's constructs.
     Raises nothing: a hostile prompt gives one problem span."""
