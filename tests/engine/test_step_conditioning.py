@@ -158,3 +158,40 @@ def test_a_batch_member_equals_its_batch_of_one_run(tiny_model):
 def test_hostile_prompt_fails_in_one_line(tiny_model):
     with pytest.raises(RequestError, match="deep"):
         generate(tiny_model, BASE.replace(prompt="(" * 10_000 + "x"))
+
+
+def sdxl_stack():
+    from sdstudio.engine.families import family
+    from sdstudio.engine.text_loading import TextStack
+    from tests.engine.test_conditioning import sdxl_prompt_encoder
+
+    _, clip_l, bigg = sdxl_prompt_encoder()
+    return TextStack([clip_l, bigg], family("sdxl"), torch.float32)
+
+
+@pytest.mark.parametrize(("prompt", "negative"), [("a cat", "blurry"), ("a cat " * 40, ""), ("a cat", "dark " * 90)])
+def test_sdxl_plain_prompts_give_the_pair_of_today(prompt, negative):
+    from sdstudio.engine.step_conditioning import scheduled_conditioning
+
+    stack = sdxl_stack()
+    cond, uncond = stack.conditioning(prompt, negative, 1, (64, 96))
+    now = scheduled_conditioning(stack, prompt, negative, 1, (64, 96), 4, torch.device("cpu")).at(2)
+    ((ours, weight),) = now.conds
+    assert weight == 1.0
+    for a, b in ((ours, cond), (now.uncond, uncond)):
+        assert torch.equal(a.context, b.context) and torch.equal(a.y, b.y)
+
+
+def test_sdxl_schedules_pad_to_one_chunk_count_and_an_emptied_negative_is_zeros():
+    from sdstudio.engine.step_conditioning import scheduled_conditioning
+
+    stack = sdxl_stack()
+    sched = scheduled_conditioning(stack, "[a cat:" + "a dog " * 40 + ":1]", "[ugly::2]", 1, (64, 64), 4,
+                                   torch.device("cpu"))
+    assert sched.texts == 4  # two prompt texts, two negative texts ("ugly" and "")
+    early, late = sched.at(0), sched.at(3)
+    shapes = {c.context.shape for c, _ in early.conds + late.conds} | {early.uncond.context.shape}
+    assert shapes == {(1, 154, 80)}
+    assert not torch.equal(early.conds[0][0].context, late.conds[0][0].context)
+    assert bool(early.uncond.context.abs().sum() > 0) and torch.count_nonzero(late.uncond.context) == 0
+    assert torch.count_nonzero(late.uncond.y[:, :24]) == 0  # the pooled part; the size embeddings stay
