@@ -60,6 +60,14 @@ def test_alternation_cycles(tiny_model, spy):
     assert which == ["apple", "apple", "car", "tree", "apple", "car"]
 
 
+def test_second_order_samplers_count_model_calls_like_a1111(tiny_model, spy):
+    # Heun calls the model 2 * steps - 1 times; A1111's counter goes on past the schedule and wraps to its first
+    generate(tiny_model, BASE.replace(prompt="[a red apple|a blue car]", steps=3, sampler="Heun"))
+    apple, car = encoded(tiny_model, "a red apple"), encoded(tiny_model, "a blue car")
+    assert [torch.equal(c[0], apple) for c in spy] == [True, True, False, True, True]
+    assert torch.equal(spy[2][0], car)
+
+
 def test_negative_prompt_editing(tiny_model, spy):
     generate(tiny_model, BASE.replace(negative_prompt="[blurry:ugly, dark:1]"))
     blurry, ugly = encoded(tiny_model, "blurry"), encoded(tiny_model, "ugly, dark")
