@@ -61,7 +61,8 @@ class Span:
     message: str = ""
 
 
-KINDS = ("schedule", "alternate", "when", "and", "weight", "emphasis", "escape", "lora", "problem")
+# "problem": the engine refuses the prompt; "warning": A1111 reads it, likely not as meant
+KINDS = ("schedule", "alternate", "when", "and", "weight", "emphasis", "escape", "lora", "problem", "warning")
 
 
 class _Fail(Exception):
@@ -90,8 +91,12 @@ class _Parser:
                     continue
                 except _Fail:
                     del self.spans[mark:]
+                    self.spans.append(Span(i, i + 1, "warning", f"this '{c}' is not closed, or what it holds is "
+                                           "no [from:to:when], [a|b] or emphasis: A1111 reads it as text"))
             if c == "|":
                 raise _Unparsable(i)
+            if c in "])":
+                self.spans.append(Span(i, i + 1, "warning", f"this '{c}' closes nothing: A1111 reads it as text"))
             if c in "[]():":
                 nodes.append(c)
                 i += 1
@@ -199,7 +204,7 @@ class _Parser:
         return before, after
 
     def _rescan_bar(self, at: int) -> None:
-        self.spans.append(Span(at, at + 1, "problem", "a '|' inside [from:to:when] is plain text (A1111)"))
+        self.spans.append(Span(at, at + 1, "warning", "a '|' inside [from:to:when] is plain text (A1111)"))
 
 
 def parse(text: str) -> tuple[tuple, list[Span]]:
@@ -212,7 +217,7 @@ def parse(text: str) -> tuple[tuple, list[Span]]:
         at = exc.args[0]
         why = ("a '|' outside [a|b] turns prompt editing off for this prompt (A1111)" if text[at] == "|"
                else "a backslash at the end turns prompt editing off for this prompt (A1111)")
-        return (text,), [Span(at, at + 1, "problem", why)]
+        return (text,), [Span(at, at + 1, "warning", why)]
 
 
 def when_step(when: str, steps: int) -> int:
@@ -296,16 +301,23 @@ def split_and(prompt: str) -> list[SubPrompt]:
     return result
 
 
-def spans(prompt: str) -> list[Span]:
-    """Highlight spans of a prompt box: `AND` and sub-prompt weights, then each sub-prompt's constructs.
-    Raises nothing: a hostile prompt gives one problem span."""
+def texts(prompt: str, steps: int, split: bool = True) -> list[str]:
+    """The distinct texts a prompt is encoded as over `steps` (its AND sub-prompts' with `split`, as for the
+    prompt; the negative prompt is not split), in order of first use."""
+    parts = [sub.text for sub in split_and(prompt)] if split else [prompt]
+    return list(dict.fromkeys(text for part in parts for _, text in schedule(part, steps)))
+
+
+def spans(prompt: str, split: bool = True) -> list[Span]:
+    """Highlight spans of a prompt box: with `split` (the prompt, not the negative) `AND` and sub-prompt
+    weights, then each sub-prompt's constructs. Raises nothing: a hostile prompt gives one problem span."""
     out: list[Span] = []
     offset = 0
-    for piece in re.split(r"(\bAND\b)", prompt):
+    for piece in re.split(r"(\bAND\b)", prompt) if split else [prompt]:
         if piece == "AND":
             out.append(Span(offset, offset + 3, "and"))
         else:
-            match = _SUB_WEIGHT.search(piece)
+            match = _SUB_WEIGHT.search(piece) if split else None
             body = piece
             if match is not None and match.group(2) is not None:
                 body = match.group(1)

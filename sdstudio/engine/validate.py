@@ -5,6 +5,7 @@ from __future__ import annotations
 from sdstudio.engine.errors import RequestError
 from sdstudio.engine.extra_networks import tag_spans
 from sdstudio.engine.names import canonical_sampler, canonical_scheduler
+from sdstudio.engine.prompt_schedule import texts
 from sdstudio.engine.request import MAX_SEED, GenerationRequest
 
 MAX_SIDE = 4096
@@ -41,6 +42,9 @@ def validate_settings(req: GenerationRequest) -> GenerationRequest:
         raise RequestError("the blend prompt cannot hold <lora:…> tags: put them in the prompt, they apply to the "
                            "whole job")
     _range("steps", req.steps, 1, 500)
+    # prompt editing: a hostile prompt (brackets nested too deep, a step that is no number) fails here
+    texts(req.prompt, req.steps)
+    texts(req.negative_prompt, req.steps, split=False)
     _range("batch size", req.batch_size, 1, 64)
     _range("clip skip", req.clip_skip, 1, 12)
     _range("mask blur", req.mask_blur, 0, 256)

@@ -88,6 +88,15 @@ def test_literals_and_emphasis_stay_verbatim():
     assert g("[c:d:2] \\", 4) == [[4, "[c:d:2] \\"]]
 
 
+def test_escaped_bar_and_brackets_are_literal_text():
+    from sdstudio.engine.prompt_grammar import parse_prompt
+
+    assert g("a \\| b [c:d:2]", 4) == [[2, "a \\| b c"], [4, "a \\| b d"]]
+    assert parse_prompt(schedule("a \\| b", 4)[0][1]) == [("a | b", 1.0)]
+    assert g("[a\\|b:c:2]", 4) == [[2, "a\\|b"], [4, "c"]]
+    assert g("[a\\]b:c:2]", 4) == [[2, "a\\]b"], [4, "c"]]
+
+
 def test_and_split_follows_a1111():
     assert split_and("a penguin :1.0 AND a clown :0.8") == [
         split_and("a penguin")[0], split_and(" a clown:0.8")[0]]
@@ -106,7 +115,8 @@ def test_spans_mark_constructs():
 
 
 def test_spans_show_problems_without_raising():
-    (problem,) = [s for s in spans("a|b") if s.kind == "problem"]
+    assert [s.kind for s in spans("a AND b", split=False)] == []
+    (problem,) = [s for s in spans("a|b") if s.kind == "warning"]
     assert (problem.start, problem.end) == (1, 2) and "'|'" in problem.message
     deep = "[" * 10_000
     found = spans(deep)
