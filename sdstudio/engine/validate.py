@@ -7,6 +7,7 @@ from sdstudio.engine.extra_networks import tag_spans
 from sdstudio.engine.names import canonical_sampler, canonical_scheduler
 from sdstudio.engine.prompt_schedule import texts
 from sdstudio.engine.request import MAX_SEED, GenerationRequest
+from sdstudio.engine.walk import blend_text
 
 MAX_SIDE = 4096
 # Prompt and negative prompt together stay well inside the 1 MiB text chunk readers accept (history/png.py).
@@ -45,6 +46,8 @@ def validate_settings(req: GenerationRequest) -> GenerationRequest:
     # prompt editing: a hostile prompt (brackets nested too deep, a step that is no number) fails here
     texts(req.prompt, req.steps)
     texts(req.negative_prompt, req.steps, split=False)
+    if req.blend_strength:
+        blend_text(req.blend_prompt, req.steps)  # one point to move towards: no editing, alternation or AND
     _range("batch size", req.batch_size, 1, 64)
     _range("clip skip", req.clip_skip, 1, 12)
     _range("mask blur", req.mask_blur, 0, 256)
