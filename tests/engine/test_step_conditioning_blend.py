@@ -53,3 +53,20 @@ def test_each_scheduled_text_moves_towards_the_blend_and_prompts_are_encoded_onc
 def test_a_blend_prompt_that_changes_over_steps_or_holds_and_is_refused(other):
     with pytest.raises(RequestError, match="cannot use prompt editing, alternation or AND"):
         run(Stack(), "a cat", (other, 0.5))
+
+
+def test_sdxl_blend_moves_the_pooled_part_of_y_too_and_an_empty_negative_stays_zeros():
+    from sdstudio.engine.conditioning import sdxl_y
+    from tests.engine.test_step_conditioning import sdxl_stack
+
+    stack = sdxl_stack()
+    enc = stack.prompts
+    blended = scheduled_conditioning(stack, "a cat", "", 1, (64, 64), 4, torch.device("cpu"),
+                                     ("a dog " * 40, 0.25)).at(0)
+    expected = lerp_embeddings(0.25, enc.encode("a cat"), enc.encode("a dog " * 40), enc.encode(""))
+    cond = blended.conds[0][0]
+    assert torch.equal(cond.context, expected.context) and cond.context.shape[1] == 154
+    assert torch.equal(cond.y, sdxl_y(expected.pooled, (64, 64), (0, 0), (64, 64)))
+    ends = [enc.encode(p).pooled for p in ("a cat", "a dog " * 40)]
+    assert not torch.equal(expected.pooled, ends[0]) and not torch.equal(expected.pooled, ends[1])
+    assert torch.count_nonzero(blended.uncond.context) == 0 and blended.uncond.context.shape == cond.context.shape
