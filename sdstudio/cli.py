@@ -1,4 +1,4 @@
-"""Command line: `python -m sdstudio inspect|generate|params ...`, and `sdstudio` with no command starts the app
+"""Command line: `python -m sdstudio inspect|generate|params|walk ...`, and `sdstudio` with no command starts the app
 (an unknown command gets the usage message, not the app).
 
 Heavy imports (torch, transformers) happen inside the commands that need them, so `inspect` and `params` stay
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     ins.set_defaults(func=cmd_inspect)
     _add_generate(sub)
     _add_params(sub)
+    _add_walk(sub)
     return p
 
 
@@ -78,7 +79,13 @@ def _add_params(sub) -> None:
     add_params_parser(sub)
 
 
-COMMANDS = ("inspect", "generate", "params", "-h", "--help")
+def _add_walk(sub) -> None:
+    from sdstudio.walk_cli import add_walk_parser
+
+    add_walk_parser(sub)
+
+
+COMMANDS = ("inspect", "generate", "params", "walk", "-h", "--help")
 EXIT_NO_GUI = 3
 
 

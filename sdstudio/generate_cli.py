@@ -29,6 +29,7 @@ from sdstudio.engine.job_size import default_size, estimate, job_problem, physic
 from sdstudio.engine.names import DEVICE_CHOICES, SAMPLERS, SCHEDULERS
 from sdstudio.engine.request import MAX_SEED, RANDOM_SEED, GenerationRequest, StepInfo
 from sdstudio.engine.validate import check_side, validate, validate_settings
+from sdstudio.history.animation import next_free
 
 # CLI flag -> request field, for flags whose value is copied as given.
 _FIELDS = {
@@ -250,11 +251,6 @@ class ProgressBar:
         if done == info.total:
             self.stream.write("\n")
         self.stream.flush()
-
-
-def next_free(folder: Path, seed: int) -> Path:
-    existing = [int(p.name.split("-")[0]) for p in folder.glob("[0-9]*-*.png") if p.name.split("-")[0].isdigit()]
-    return folder / f"{max(existing, default=-1) + 1:05d}-{seed}.png"
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ from sdstudio.engine.model_files import (
 )
 from sdstudio.engine.patches import NO_PATCHES, PatchSet
 from sdstudio.engine.pipeline import generate
+from sdstudio.engine.prompt_schedule import texts
 from sdstudio.engine.request import GenerationRequest, GenerationResult, StepInfo
 
 
@@ -138,7 +139,10 @@ class Engine:
         prompts.embeddings = self._embedding_library()
         # Checks every embedding the prompts name before any work (the tag-free prompt: a LoRA's name is no
         # embedding); the hashes go to the infotext (TI hashes).
-        ti_hashes = prompts.embeddings_used(loras.prompt, request.negative_prompt)
+        # Prompt editing: the texts each step encodes, not the prompt with its [from:to:when] brackets.
+        ti_hashes = prompts.embeddings_used(*texts(loras.prompt, request.steps),
+                                            *texts(request.negative_prompt, request.steps, split=False),
+                                            request.blend_prompt)
         tagged_patches = self._loras.patch_set(loras, self.model)
         self.model.apply_patches(PatchSet(self.patches.patches + tagged_patches.patches))
         written = request.replace(model_hash=model_hash(self._key[0]), lora_hashes=loras.hashes,

@@ -16,6 +16,13 @@ an embedding in the prompt the encoders are called exactly as before.
 For classifier-free guidance `encode_pair` pads the shorter of prompt and negative with encodings of the
 empty prompt (A1111's "pad_cond_uncond"), so both run in one UNet batch. SDXL encodes an empty negative
 prompt as zeros (A1111 `force_zero_negative_prompt`, diffusers `force_zeros_for_empty_prompt`).
+
+Blending two prompts (`lerp_embeddings`; step_conditioning applies it to a request's blend prompt) is the
+straight line between two points of CLIP's text space, what ComfyUI's ConditioningAverage node computes:
+out = to * s + from * (1 - s) token by token, the pooled vector too. Here t = 0 is the prompt and t = 1 the other (ComfyUI's
+`conditioning_to_strength` is t with "to" = the other). Where ComfyUI cuts or zero-pads "from" to the length of
+"to", losing the end of a longer prompt, the shorter one is padded with empty-prompt chunks to the longer one's
+chunk count, the padding above, so neither loses tokens.
 """
 
 from __future__ import annotations
@@ -126,7 +133,7 @@ class PromptEncoder:
         if cond.chunks == uncond.chunks:
             return cond, uncond
         empty = self.encode("", clip_skip)
-        return _pad_chunks(cond, uncond.chunks, empty), _pad_chunks(uncond, cond.chunks, empty)
+        return pad_chunks(cond, uncond.chunks, empty), pad_chunks(uncond, cond.chunks, empty)
 
     def chunk_prompt(self, prompt: str) -> list[Chunk]:
         return self.layout(prompt)[0]
@@ -174,12 +181,24 @@ class PromptEncoder:
         return PromptEmbedding(torch.cat(contexts, dim=-1)[None], pooled)
 
 
-def _pad_chunks(cond: PromptEmbedding, chunks: int, empty: PromptEmbedding) -> PromptEmbedding:
+def pad_chunks(cond: PromptEmbedding, chunks: int, empty: PromptEmbedding) -> PromptEmbedding:
+    """`cond` with encodings of the empty prompt appended up to `chunks` chunks (A1111's padding)."""
     missing = chunks - cond.chunks
     if missing <= 0:
         return cond
     context = torch.cat([cond.context, *[empty.context] * missing], dim=1)
     return PromptEmbedding(context, cond.pooled)
+
+
+def lerp_embeddings(t: float, a: PromptEmbedding, b: PromptEmbedding, empty: PromptEmbedding) -> PromptEmbedding:
+    """(1 - t) * a + t * b per token (ComfyUI's ConditioningAverage with strength t towards b), both padded
+    to a common chunk count with `empty` first; SDXL's pooled vector is blended the same way."""
+    if a.context.shape[-1] != b.context.shape[-1] or (a.pooled is None) != (b.pooled is None):
+        raise ValueError("cannot blend conditionings of different text encoders")
+    chunks = max(a.chunks, b.chunks)
+    a, b = pad_chunks(a, chunks, empty), pad_chunks(b, chunks, empty)
+    pooled = None if a.pooled is None else (1 - t) * a.pooled + t * b.pooled
+    return PromptEmbedding((1 - t) * a.context + t * b.context, pooled)
 
 
 def sdxl_y(

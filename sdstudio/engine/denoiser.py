@@ -12,14 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import Tensor
 
-from sdstudio.engine.errors import Cancelled
+from sdstudio.engine.errors import Cancelled, GenerationError
 from sdstudio.engine.residuals import ResidualInput, Residuals, for_guidance, for_image
 from sdstudio.engine.schedules import ModelSampling
+
+if TYPE_CHECKING:
+    from sdstudio.engine.step_conditioning import StepConditioning
 
 PREDICTIONS = ("eps", "v")
 
@@ -52,6 +55,9 @@ class UNetConditioning:
             raise ValueError(f"conditioning holds {n} prompts for a batch of {batch} images")
         y = None if self.y is None else self.y.expand(batch, *self.y.shape[1:])
         return UNetConditioning(self.context.expand(batch, *self.context.shape[1:]), y)
+
+    def to(self, device: torch.device) -> UNetConditioning:
+        return UNetConditioning(self.context.to(device), None if self.y is None else self.y.to(device))
 
     def rows(self, start: int, stop: int) -> UNetConditioning:
         """Images start..stop-1 of a batch."""
@@ -142,6 +148,12 @@ class CFGDenoiser:
     way); on a GPU it gives up batch parallelism, which a later "fast batches" option could win back by
     giving up exactness.
 
+    Prompt editing and composable prompts (step_conditioning): with `schedule` set, model call n (counted
+    from 0, A1111's CFGDenoiser step counter) takes its sub-prompts and negative prompt from `schedule(n)`
+    instead of `cond`/`uncond`, and each image's call runs on [x_i per sub-prompt; x_i for the negative];
+    the result is A1111's combine_denoised: uncond + sum_i (cond_i - uncond) * (weight_i * scale), in
+    sub-prompt order. One sub-prompt of weight 1 is the plain formula, bit for bit.
+
     `extra_channels` (1 or B images) go with each image as in Denoiser. `residuals` are fixed Residuals for
     1 or B images, or a source asked for every UNet call; `residuals_on_uncond` False applies them to the
     prompt half only.
@@ -157,8 +169,11 @@ class CFGDenoiser:
         should_cancel: Callable[[], bool] | None = None,
         residuals: ResidualInput = None,
         residuals_on_uncond: bool = True,
+        schedule: Callable[[int], StepConditioning] | None = None,
     ) -> None:
         self.denoiser = denoiser
+        self.schedule = schedule
+        self.calls = 0
         self.cond = cond
         self.uncond = uncond
         self.scale = scale
@@ -170,19 +185,28 @@ class CFGDenoiser:
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
         batch = x.shape[0]
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(batch)
-        cond = self.cond.repeat_to(batch)
-        uncond = self.uncond.repeat_to(batch) if self.scale != 1 else None
+        if self.schedule is None:
+            conds, uncond = ((self.cond, 1.0),), self.uncond
+        else:
+            now = self.schedule(self.calls)
+            conds, uncond = now.conds, now.uncond
+        self.calls += 1
+        if len(conds) > 1 and self.residuals is not None:
+            raise GenerationError("composable prompts (AND) cannot be combined with ControlNet yet")
+        plain = len(conds) == 1 and conds[0][1] == 1 and self.scale == 1
+        conds = tuple((c.repeat_to(batch), w) for c, w in conds)
+        uncond = None if plain else uncond.repeat_to(batch)
         extra = self.extra_channels
         if extra is not None:
             extra = extra.expand(batch, *extra.shape[1:])
-        return torch.cat([self._image(i, x, sigma, cond, uncond, extra) for i in range(batch)])
+        return torch.cat([self._image(i, x, sigma, conds, uncond, extra) for i in range(batch)])
 
     def _image(
         self,
         i: int,
         x: Tensor,
         sigma: Tensor,
-        cond: UNetConditioning,
+        conds: tuple[tuple[UNetConditioning, float], ...],
         uncond: UNetConditioning | None,
         extra: Tensor | None,
     ) -> Tensor:
@@ -192,10 +216,15 @@ class CFGDenoiser:
         x_i, sigma_i, extra_i = x[i : i + 1], sigma[i : i + 1], None if extra is None else extra[i : i + 1]
         residuals = for_image(self.residuals, i)
         if uncond is None:
-            return self.denoiser(x_i, sigma_i, cond.rows(i, i + 1), extra_i, residuals)
-        both = _concat([cond.rows(i, i + 1), uncond.rows(i, i + 1)])
-        extra_i = None if extra_i is None else torch.cat([extra_i, extra_i])
+            return self.denoiser(x_i, sigma_i, conds[0][0].rows(i, i + 1), extra_i, residuals)
+        n = len(conds) + 1
+        both = _concat([c.rows(i, i + 1) for c, _ in conds] + [uncond.rows(i, i + 1)])
+        extra_i = None if extra_i is None else torch.cat([extra_i] * n)
         residuals = for_guidance(residuals, self.residuals_on_uncond)
-        denoised = self.denoiser(torch.cat([x_i, x_i]), torch.cat([sigma_i, sigma_i]), both, extra_i, residuals)
-        cond_out, uncond_out = denoised.chunk(2)
-        return uncond_out + self.scale * (cond_out - uncond_out)
+        denoised = self.denoiser(torch.cat([x_i] * n), torch.cat([sigma_i] * n), both, extra_i, residuals)
+        outs = denoised.chunk(n)
+        uncond_out = outs[-1]
+        result = uncond_out
+        for out, (_, weight) in zip(outs[:-1], conds, strict=True):
+            result = result + (weight * self.scale) * (out - uncond_out)
+        return result

@@ -21,7 +21,7 @@ from PIL import Image
 from torch import Tensor
 
 from sdstudio.engine.checkpoint import LoadedModel
-from sdstudio.engine.denoiser import CFGDenoiser, Denoiser, UNetConditioning
+from sdstudio.engine.denoiser import CFGDenoiser, Denoiser
 from sdstudio.engine.devices import module_device, module_dtype
 from sdstudio.engine.errors import Cancelled, GenerationError
 from sdstudio.engine.families import family
@@ -42,6 +42,7 @@ from sdstudio.engine.request import GenerationRequest, StepInfo, batch_seeds
 from sdstudio.engine.residuals import ResidualInput
 from sdstudio.engine.samplers import sample
 from sdstudio.engine.schedules import ModelSampling
+from sdstudio.engine.step_conditioning import ScheduledConditioning, scheduled_conditioning
 
 OnStep = Callable[[StepInfo], None]
 ShouldCancel = Callable[[], bool]
@@ -127,7 +128,7 @@ class PassRunner:
         """Sample and decode at the pass's size; init and mask are at that size."""
         w, h, batch = p.width, p.height, len(self.seeds)
         latent_size = (w // self.f, h // self.f)
-        cond, uncond = self.conditioning(w, h)
+        conditioning = self.conditioning(w, h)
         # Sigmas stay on the CPU: the schedule maths then gives the same numbers on every device.
         sigmas = p.sigmas
         rng = SeededNoise(self.seeds, (4, latent_size[1], latent_size[0]), device=self.unet_device)
@@ -143,8 +144,9 @@ class PassRunner:
         blurred = prepare_mask(mask, (w, h), p.mask_blur) if mask is not None else None
         extra = self.inpaint_channels(init, blurred, w, h) if self.model.description.inpainting else None
         denoiser = Denoiser(self.unet_fn, self.model_sampling, self.model.description.prediction)
-        guided = CFGDenoiser(denoiser, cond, uncond, float(self.req.cfg_scale), extra, self.should_cancel,
-                             self.residuals)
+        first = conditioning.at(0)
+        guided = CFGDenoiser(denoiser, first.conds[0][0], first.uncond, float(self.req.cfg_scale), extra,
+                             self.should_cancel, self.residuals, schedule=conditioning)
         model_fn = guided
         if blurred is not None:
             keep = 1 - latent_mask(blurred, latent_size).to(self.unet_device)
@@ -165,13 +167,13 @@ class PassRunner:
         size = self.req.seed_resize_from
         return None if size is None else (size[1] // self.f, size[0] // self.f)
 
-    def conditioning(self, w: int, h: int) -> tuple[UNetConditioning, UNetConditioning]:
+    def conditioning(self, w: int, h: int) -> ScheduledConditioning:
+        """The prompts per model call (prompt editing, alternation, AND), scheduled over the request's steps
+        as A1111 does (also for img2img, whose sampler runs only the last part of them), blended towards
+        the request's blend prompt."""
         req = self.req
-        pair = self.model.text.conditioning(req.prompt, req.negative_prompt, req.clip_skip, (h, w))
-        return tuple(
-            UNetConditioning(c.context.to(self.unet_device), None if c.y is None else c.y.to(self.unet_device))
-            for c in pair
-        )
+        return scheduled_conditioning(self.model.text, req.prompt, req.negative_prompt, req.clip_skip, (h, w),
+                                      req.steps, self.unet_device, (req.blend_prompt, float(req.blend_strength)))
 
     @torch.no_grad()
     def encode(self, image: Image.Image) -> Tensor:

@@ -81,6 +81,10 @@ class GenerationRequest:
     # Decode the final image with the tiny preview VAE (fast path): at 4 steps the full VAE decode costs more
     # than sampling.
     draft_decode: bool = False
+    # Prompt blending (conditioning.lerp_embeddings): the prompt's conditioning moved by blend_strength towards
+    # blend_prompt's, 0 = off. A prompt walk's frames (walk.py) are written with these, so each re-runs alone.
+    blend_prompt: str = ""
+    blend_strength: float = 0.0
 
     @property
     def mode(self) -> str:

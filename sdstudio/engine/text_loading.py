@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from sdstudio.engine import denoiser
-from sdstudio.engine.conditioning import PromptEncoder, sdxl_y
+from sdstudio.engine.conditioning import PromptEmbedding, PromptEncoder, sdxl_y
 from sdstudio.engine.detect import ModelDescription
 from sdstudio.engine.errors import CheckpointError
 from sdstudio.engine.families import FAMILIES, EncoderSpec, Family, family
@@ -35,10 +35,14 @@ class TextStack:
     def conditioning(self, prompt: str, negative: str, clip_skip: int,
                      size: tuple[int, int]) -> tuple[denoiser.UNetConditioning, denoiser.UNetConditioning]:
         cond, uncond = self.prompts.encode_pair(prompt, negative, clip_skip)
+        return self.unet_conditioning(cond, size), self.unet_conditioning(uncond, size)
+
+    def unet_conditioning(self, embedding: PromptEmbedding, size: tuple[int, int]) -> denoiser.UNetConditioning:
+        """What the UNet gets for one encoded prompt at image size (h, w)."""
         if not self.family.needs_y:
-            return denoiser.UNetConditioning(cond.context), denoiser.UNetConditioning(uncond.context)
+            return denoiser.UNetConditioning(embedding.context)
         # SDXL: no crop, original size = target size (A1111's and ComfyUI's defaults).
-        return tuple(denoiser.UNetConditioning(c.context, sdxl_y(c.pooled, size, (0, 0), size)) for c in (cond, uncond))
+        return denoiser.UNetConditioning(embedding.context, sdxl_y(embedding.pooled, size, (0, 0), size))
 
 
 def build_text_stack(header: SafetensorsHeader, desc: ModelDescription, dtype: torch.dtype,

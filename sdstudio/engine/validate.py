@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from sdstudio.engine.errors import RequestError
+from sdstudio.engine.extra_networks import tag_spans
 from sdstudio.engine.names import canonical_sampler, canonical_scheduler
+from sdstudio.engine.prompt_schedule import texts
 from sdstudio.engine.request import MAX_SEED, GenerationRequest
+from sdstudio.engine.walk import blend_text
 
 MAX_SIDE = 4096
 # Prompt and negative prompt together stay well inside the 1 MiB text chunk readers accept (history/png.py).
@@ -31,9 +34,20 @@ def check_side(side: str, value, multiple: int = 8) -> None:
 def validate_settings(req: GenerationRequest) -> GenerationRequest:
     """Everything `validate` checks except the image size, which depends on the model: callers that do not
     know the model yet (the CLI before it loads one) check the rest first."""
-    for name, text in (("prompt", req.prompt), ("negative prompt", req.negative_prompt)):
+    for name, text in (("prompt", req.prompt), ("negative prompt", req.negative_prompt),
+                       ("blend prompt", req.blend_prompt)):
         check_text(name, text)
+    if not 0.0 <= float(req.blend_strength) <= 1.0:
+        raise RequestError(f"blend strength {req.blend_strength} is out of range: use 0..1")
+    if tag_spans(req.blend_prompt):
+        raise RequestError("the blend prompt cannot hold <lora:…> tags: put them in the prompt, they apply to the "
+                           "whole job")
     _range("steps", req.steps, 1, 500)
+    # prompt editing: a hostile prompt (brackets nested too deep, a step that is no number) fails here
+    texts(req.prompt, req.steps)
+    texts(req.negative_prompt, req.steps, split=False)
+    if req.blend_strength:
+        blend_text(req.blend_prompt, req.steps)  # one point to move towards: no editing, alternation or AND
     _range("batch size", req.batch_size, 1, 64)
     _range("clip skip", req.clip_skip, 1, 12)
     _range("mask blur", req.mask_blur, 0, 256)

@@ -118,6 +118,10 @@ def request_fields(request: GenerationRequest, model_name: str) -> dict[str, obj
             fields[key] = format_hashes(pairs)
     if request.draft_decode:
         fields["Draft decode"] = True  # SD Studio's own: the tiny VAE made the final pixels
+    # Ours, not A1111's (which ignores keys it does not know): a prompt-walk frame's blend (request.py).
+    if request.blend_strength:
+        fields["Blend prompt"] = request.blend_prompt
+        fields["Blend strength"] = _number(request.blend_strength)
     return fields
 
 
@@ -435,6 +439,8 @@ def request_and_problem(params: Mapping[str, str]) -> tuple[GenerationRequest, s
         lora_hashes=parse_hashes(params, "Lora hashes"),
         ti_hashes=parse_hashes(params, "TI hashes"),
         draft_decode=_flag(params, "Draft decode"),
+        blend_prompt=params.get("Blend prompt", ""),
+        blend_strength=_float(params, "Blend strength", defaults.blend_strength),
     )
     return request, problem
 

@@ -61,6 +61,9 @@ def start_background(window: MainWindow, counter: LazyTokenCounter) -> HistoryLi
     if GalleryWidget is not None:
         gallery = GalleryWidget(store, window)
         size_gallery_dock(window, window.dock_gallery(gallery))
+        from sdstudio.ui.walk_link import WalkLink
+
+        window.walk_link = WalkLink(store, window, gallery)
     return HistoryLink(store, window, gallery)
 
 

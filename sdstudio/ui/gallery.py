@@ -223,6 +223,7 @@ class GalleryWidget(QWidget):
         self.act_folder = self._action("Open containing folder", self.open_folder)
         self.act_delete = self._action("Move to trash", self.delete_current, QKeySequence.StandardKey.Delete)
         self.act_restore = self._action("Restore", self.restore_current, tip="Bring this image back out of the trash")
+        self.extra_groups: list[tuple[QAction, ...]] = []  # context menu groups others add (walk_link.py)
         self.act_parent = self._action("Go to parent", self.go_to_parent, "Alt+Up",
                                        "Select the image this one was made from")
         self.act_child = self._action("Go to newest child", self.go_to_child, "Alt+Down",
@@ -382,6 +383,7 @@ class GalleryWidget(QWidget):
         groups = (
             (self.act_rerun, self.act_rerun_new_seed, self.vary_menu.menuAction()),
             (self.act_load, self.act_init, self.act_inpaint),
+            *self.extra_groups,
             (self.act_copy, self.act_favourite, self.act_folder),
             (self.act_parent, self.act_child),
             (self.act_restore, self.act_delete) if self.trash.isChecked() else (self.act_delete,),

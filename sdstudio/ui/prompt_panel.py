@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 from sdstudio import paths
 from sdstudio.engine.names import SAMPLER_NOTES, SAMPLERS, SCHEDULER_LABELS, SCHEDULERS
 from sdstudio.ui.fast_preset import FastControls
+from sdstudio.ui.prompt_highlight import PromptHighlighter, first_problem
 from sdstudio.ui.prompt_state import MAX_SEED, RANDOM_SEED, PromptState, size_presets
 from sdstudio.ui.seed_extras import SeedExtras
 from sdstudio.ui.token_counter import CHUNK_TOKENS, LazyTokenCounter, format_count
@@ -67,6 +68,7 @@ class PromptEdit(QPlainTextEdit):
         self.setTabChangesFocus(True)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self._counter, self._label = counter, count_label
+        self.highlighter = PromptHighlighter(self.document(), tags)
         self.textChanged.connect(self.recount)
         counter.ready.connect(self.recount)
 
@@ -77,14 +79,19 @@ class PromptEdit(QPlainTextEdit):
 
     def recount(self) -> None:
         count = self._counter.count(self.toPlainText(), self._tags)
-        self._label.setText(format_count(count))
+        # prompt editing syntax: problems (the engine refuses) and warnings, underlined in the box too
+        found = self.highlighter.current()
+        problem = count.problem or first_problem(found)
+        self._label.setText("!" if problem else format_count(count))
         why = "estimated until the tokenizer has loaded" if count.estimated else "CLIP tokens"
         if count.unknown_embeddings:
             why = f"estimated: the vector count of {', '.join(count.unknown_embeddings)} is not in its header"
-        self._label.setToolTip(count.problem or
+        warning = first_problem(found, "warning")
+        self._label.setToolTip(problem or
                                f"{count.tokens} {why}. Prompts are encoded in chunks of {CHUNK_TOKENS} tokens; "
-                               "text with a tinted background falls into a later chunk.")
-        over = count.chunks > 1 or bool(count.problem)
+                               "text with a tinted background falls into a later chunk."
+                               + (f"\n{warning}" if warning else ""))
+        over = count.chunks > 1 or bool(problem)
         self._label.setProperty("warn", over)
         self._label.style().unpolish(self._label)
         self._label.style().polish(self._label)

@@ -120,3 +120,14 @@ def test_generate_fills_ti_hashes_and_finds_extra_embedding_folders(tiny_path, t
     engine.embedding_dirs = []
     with pytest.raises(NetworkFileError, match="'ugly' was not found"):
         engine.generate(REQ.replace(model=str(tiny_path), prompt="embedding:ugly"))
+
+
+def test_ti_hashes_come_from_the_texts_prompt_editing_encodes(tiny_path, home):
+    from safetensors.torch import save_file
+
+    (home / "embeddings").mkdir(parents=True)
+    save_file({"emb_params": torch.randn(2, 32)}, home / "embeddings" / "shiny.safetensors")
+    save_file({"emb_params": torch.randn(1, 32)}, home / "embeddings" / "ugly.safetensors")
+    engine = Engine()
+    req = REQ.replace(model=str(tiny_path), prompt="[apple:shiny:1] AND pear", negative_prompt="[ugly|blur]")
+    assert [name for name, _ in engine.generate(req).requests[0].ti_hashes] == ["shiny", "ugly"]

@@ -81,3 +81,33 @@ def test_inpainting_changes_only_the_mask_and_paints_what_the_prompt_says(builti
     assert np.abs(inside - face).sum() < np.abs(inside - blue).sum(), (inside, face, blue)
     # A warm face where the circle was blue.
     assert inside[0] > blue[0] + 100 and inside[2] < blue[2] - 50, (inside, blue)
+
+
+def test_a_prompt_walk_runs_from_one_endpoint_to_the_other_moving_steadily_away(builtin_engine):
+    from sdstudio.engine.walk import WalkRequest, run_walk
+
+    start, end = base(prompt="red apple"), base(prompt="grinning face")
+    result = run_walk(builtin_engine, WalkRequest(start, end, frames=9, what="prompt"))
+    first, last = (builtin_engine.generate(r).images[0] for r in (start, end))
+    assert np.array_equal(pixels(result.images[0]), pixels(first))
+    assert np.array_equal(pixels(result.images[-1]), pixels(last))
+    away = [distance(image, first) for image in result.images]
+    steps = list(zip(away[:-1], away[1:], strict=True))
+    growing = sum(b > a for a, b in steps)
+    assert growing >= 0.8 * len(steps), [round(d, 1) for d in away]
+    assert away[-1] > 40 and away[len(away) // 2] > 5, [round(d, 1) for d in away]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_and_b_lands_nearer_both_than_an_unrelated_emoji_does(builtin_engine, seed):
+    # Composable prompts (prompt_schedule's AND). The third emoji must be unrelated to both: a blue circle
+    # beside a warm face and a red apple. (Measured: with "flag: Japan" as the third beside "red apple AND
+    # large blue circle" the flag, red and white like the apple, is as near the apple as the AND image.)
+    def image(prompt):
+        return builtin_engine.generate(base(prompt=prompt, seed=seed)).images[0]
+
+    a, b, unrelated = image("grinning face"), image("red apple"), image("large blue circle")
+    both = image("grinning face AND red apple")
+    assert distance(both, a) < distance(unrelated, a)
+    assert distance(both, b) < distance(unrelated, b)
+    assert min(distance(both, a), distance(both, b)) > 5  # a new image, not one of the two

@@ -3,8 +3,10 @@ import torch
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 from sdstudio.engine.conditioning import (
+    PromptEmbedding,
     PromptEncoder,
     apply_emphasis,
+    lerp_embeddings,
     sdxl_y,
 )
 from sdstudio.engine.prompt_grammar import BREAK, Chunk, split_chunks
@@ -343,3 +345,43 @@ def test_embeddings_used_lists_names_and_hashes_and_checks_widths(tmp_path):
     assert prompt_encoder.embeddings_used("a sd1 cat", "") == ()  # a plain word naming it stays a word
     with pytest.raises(NetworkFileError, match="'nothere' was not found"):
         prompt_encoder.encode("a embedding:nothere cat")
+
+
+# --- prompt blending (lerp_embeddings, encode_pair's blend) ---
+
+
+def _embedding(chunks, width=6, pooled=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    context = torch.randn(1, 77 * chunks, width, generator=g) * 3 + 1
+    return PromptEmbedding(context, torch.randn(1, 5, generator=g) if pooled else None)
+
+
+def test_lerp_is_comfyui_conditioning_average_with_strength_towards_the_second():
+    a, b, empty = _embedding(1, seed=1), _embedding(1, seed=2), _embedding(1, seed=3)
+    for s in (0.0, 0.25, 0.5, 0.9, 1.0):
+        out = lerp_embeddings(s, a, b, empty)
+        # ConditioningAverage: conditioning_to * s + conditioning_from * (1 - s), "to" = b
+        assert torch.allclose(out.context, b.context * s + a.context * (1 - s), atol=1e-6)
+        assert torch.allclose(out.pooled, b.pooled * s + a.pooled * (1 - s), atol=1e-6)
+    assert torch.equal(lerp_embeddings(0.0, a, b, empty).context, a.context)
+    assert torch.equal(lerp_embeddings(1.0, a, b, empty).context, b.context)
+    assert torch.equal(lerp_embeddings(1.0, a, b, empty).pooled, b.pooled)
+
+
+def test_lerp_pads_the_shorter_prompt_with_empty_chunks_not_zeros():
+    a, b, empty = _embedding(1, seed=1), _embedding(3, seed=2), _embedding(1, seed=3)
+    for first, second in ((a, b), (b, a)):
+        out = lerp_embeddings(0.25, first, second, empty)
+        assert out.chunks == 3
+        t_short = 0.25 if first is a else 0.75  # weight of the 3-chunk prompt
+        tail = out.context[:, 77:]
+        expected = (1 - t_short) * torch.cat([empty.context] * 2, dim=1) + t_short * b.context[:, 77:]
+        assert torch.allclose(tail, expected, atol=1e-6)
+    assert lerp_embeddings(0.5, a, a, empty).chunks == 1  # equal lengths: no padding
+
+
+def test_lerp_refuses_embeddings_of_different_encoders():
+    with pytest.raises(ValueError, match="different text encoders"):
+        lerp_embeddings(0.5, _embedding(1, width=6), _embedding(1, width=8), _embedding(1, width=6))
+    with pytest.raises(ValueError, match="different text encoders"):
+        lerp_embeddings(0.5, _embedding(1), _embedding(1, pooled=False), _embedding(1))

@@ -167,3 +167,65 @@ def test_conditioning_is_a_plain_frozen_dataclass():
     assert cond.y is None
     with pytest.raises(AttributeError):
         cond.context = torch.ones(1)
+
+
+def test_composable_guidance_is_a1111s_combine_denoised_in_one_call_per_image(ms):
+    from sdstudio.engine.step_conditioning import StepConditioning
+
+    unet = ToyUNet(adm=6)
+    denoiser = Denoiser(unet, ms)
+    c1, c2, c3, u = (toy_conditioning(k, adm=6) for k in (1, 2, 3, 4))
+    now = StepConditioning(((c1, 1.0), (c2, 0.8), (c3, -0.3)), u)
+    cfg = CFGDenoiser(denoiser, c1, u, 6.0, schedule=lambda call: now)
+    x, sigma = latents(12, batch=2) * 3.0, torch.tensor([3.0, 3.0])
+    out = cfg(x, sigma)
+    assert [call["context"].shape[0] for call in unet.calls] == [4, 4]
+    torch.testing.assert_close(unet.calls[1]["context"], torch.cat([c1.context, c2.context, c3.context, u.context]))
+    d = {k: denoiser(x, sigma, c.repeat_to(2)) for k, c in {"c1": c1, "c2": c2, "c3": c3, "u": u}.items()}
+    ref = d["u"] + 6.0 * (1.0 * (d["c1"] - d["u"]) + 0.8 * (d["c2"] - d["u"]) - 0.3 * (d["c3"] - d["u"]))
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    for i in range(2):
+        assert torch.equal(out[i : i + 1], cfg(x[i : i + 1], sigma[i : i + 1]))
+
+
+def test_one_sub_prompt_of_weight_one_is_the_plain_guidance_bit_for_bit(ms):
+    from sdstudio.engine.step_conditioning import StepConditioning
+
+    cond, uncond = toy_conditioning(1), toy_conditioning(2)
+    x, sigma = latents(13, batch=2) * 2.0, torch.tensor([2.0, 2.0])
+    now = StepConditioning(((cond, 1.0),), uncond)
+    for scale in (7.5, 1.0):
+        plain = CFGDenoiser(Denoiser(ToyUNet(), ms), cond, uncond, scale)(x, sigma)
+        scheduled = CFGDenoiser(Denoiser(ToyUNet(), ms), cond, uncond, scale, schedule=lambda call: now)(x, sigma)
+        assert torch.equal(plain, scheduled)
+
+
+def test_the_schedule_is_asked_with_a1111s_model_call_counter(ms):
+    from sdstudio.engine.step_conditioning import StepConditioning
+
+    asked = []
+    conds = [toy_conditioning(k) for k in range(3)]
+
+    def schedule(call):
+        asked.append(call)
+        return StepConditioning(((conds[call % 3], 1.0),), conds[0])
+
+    unet = ToyUNet()
+    cfg = CFGDenoiser(Denoiser(unet, ms), conds[0], conds[0], 5.0, schedule=schedule)
+    x = latents(14, batch=2)
+    for _ in range(4):
+        cfg(x, torch.tensor([1.0]))
+    assert asked == [0, 1, 2, 3]
+    # the batch's two images of call 2 both got sub-prompt 2
+    assert all(torch.equal(c["context"][0], conds[2].context[0]) for c in unet.calls[4:6])
+
+
+def test_composable_prompts_with_controlnet_are_refused_in_one_line(ms):
+    from sdstudio.engine.errors import GenerationError
+    from sdstudio.engine.step_conditioning import StepConditioning
+
+    c = toy_conditioning(1)
+    now = StepConditioning(((c, 1.0), (c, 0.5)), c)
+    cfg = CFGDenoiser(Denoiser(ToyUNet(), ms), c, c, 5.0, residuals=lambda *a: None, schedule=lambda call: now)
+    with pytest.raises(GenerationError, match="AND"):
+        cfg(latents(1), torch.tensor([1.0]))

@@ -59,3 +59,19 @@ def test_variation_settings_in_range_pass():
     req = GenerationRequest(subseed=2**32 - 1, subseed_strength=1.0, seed_resize_from_w=8, seed_resize_from_h=4096)
     assert validate_settings(req).subseed_strength == 1.0
     assert req.seed_resize_from == (8, 4096) and GenerationRequest().seed_resize_from is None
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"blend_strength": 1.5, "blend_prompt": "x"}, "blend strength 1.5 is out of range"),
+    ({"blend_strength": -0.1}, "blend strength -0.1 is out of range"),
+    ({"blend_strength": 0.5, "blend_prompt": "<lora:x:1>"}, "cannot hold <lora:"),
+    ({"blend_strength": 0.5, "blend_prompt": "[a:b:3]"}, "cannot use prompt editing, alternation or AND"),
+    ({"blend_strength": 0.5, "blend_prompt": "a AND b"}, "cannot use prompt editing, alternation or AND"),
+])
+def test_a_bad_blend_is_refused_before_any_work(changes, message):
+    with pytest.raises(RequestError, match=message):
+        validate(GenerationRequest(prompt="a cat").replace(**changes))
+
+
+def test_a_plain_blend_passes():
+    assert validate(GenerationRequest(prompt="a cat", blend_prompt="(a dog:1.2), red", blend_strength=0.5))

@@ -478,3 +478,19 @@ def test_variation_keys_from_an_a1111_text() -> None:
 def test_bad_variation_values_are_request_errors(pair: str, message: str) -> None:
     with pytest.raises(RequestError, match=message):
         request_from_parameters(parse_parameters(f"a dog\nSteps: 20, Seed: 1, {pair}"))
+
+
+def test_blend_prompt_and_strength_round_trip_and_are_absent_when_off():
+    request = GenerationRequest(prompt="red apple", seed=3, blend_prompt='flag: Japan, "quoted", (x:1.2)',
+                                blend_strength=0.3333333333333333)
+    text = format_parameters(request, "m")
+    assert 'Blend prompt: "flag: Japan, \\"quoted\\", (x:1.2)", Blend strength: 0.3333333333333333' in text
+    back = request_from_parameters(parse_parameters(text))
+    assert (back.blend_prompt, back.blend_strength) == (request.blend_prompt, request.blend_strength)
+    plain = format_parameters(request.replace(blend_strength=0.0), "m")
+    assert "Blend" not in plain
+
+
+def test_a_blend_strength_that_is_no_number_is_refused():
+    with pytest.raises(RequestError, match="Blend strength must be a number"):
+        request_from_parameters(parse_parameters("a\nSteps: 20, Seed: 1, Size: 64x64, Blend strength: lots"))
