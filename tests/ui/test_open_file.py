@@ -71,7 +71,7 @@ def test_rerun_from_the_gallery_with_a_sampler_we_lack_offers_a_rerun_with_the_n
     a1111_png(root / "from-a1111" / "00001-4321.png", "DEIS", ", Model: sdstudio-emoji")  # indexed at open
     store = HistoryStore(root)
     gallery = GalleryWidget(store, window)
-    HistoryLink(store, window, gallery)
+    link = HistoryLink(store, window, gallery)
     [entry] = store.page()
     gallery.rerunRequested.emit(entry.id, False)
     banner = window.canvas_panel.banner
@@ -85,6 +85,8 @@ def test_rerun_from_the_gallery_with_a_sampler_we_lack_offers_a_rerun_with_the_n
                                                                                   "a fox in snow")
     assert request.parent_id == entry.id  # a different picture made from that entry
     assert "Re-running with SD Studio's nearest: sampler 'DEIS' → DPM++ 2M" in banner.text.text()
+    link.flush()  # the result's save, then its arrival in the gallery, before the store closes
+    qtbot.waitUntil(lambda: gallery.model.rowCount() == 2, timeout=10000)
     store.close()
 
 

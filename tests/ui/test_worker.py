@@ -228,13 +228,13 @@ def test_the_default_engine_is_built_on_the_chosen_device_and_rebuilt_when_it_ch
     w.set_device("cpu")
     w.start()
     try:
-        with qtbot.waitSignal(w.modelLoaded, timeout=5000):
+        with qtbot.waitSignal(w.modelLoaded, timeout=30000):
             w.load_model("")
-        with qtbot.waitSignal(w.jobFinished, timeout=5000):
+        with qtbot.waitSignal(w.jobFinished, timeout=30000):
             w.submit(request())
         assert devices == ["cpu"] and engines[0].loaded == [""]
         w.set_device("cuda")
-        with qtbot.waitSignal(w.modelLoaded, timeout=5000):
+        with qtbot.waitSignal(w.modelLoaded, timeout=30000):
             w.load_model("")
         assert devices == ["cpu", "cuda"] and engines[1].loaded == [""] and w.device == "cuda"
     finally:
