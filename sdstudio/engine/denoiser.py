@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from sdstudio.engine.step_conditioning import StepConditioning
 
 PREDICTIONS = ("eps", "v")
+# At most this many rows (AND sub-prompts and the negative prompt of one image) go through one UNet call; more
+# sub-prompts take several calls, split the same way for every image, so batches stay bit-identical to re-runs.
+GUIDED_BATCH = 8
 
 
 class UNetFn(Protocol):
@@ -150,7 +153,8 @@ class CFGDenoiser:
 
     Prompt editing and composable prompts (step_conditioning): with `schedule` set, model call n (counted
     from 0, A1111's CFGDenoiser step counter) takes its sub-prompts and negative prompt from `schedule(n)`
-    instead of `cond`/`uncond`, and each image's call runs on [x_i per sub-prompt; x_i for the negative];
+    instead of `cond`/`uncond`, and each image's call runs on [x_i per sub-prompt; x_i for the negative]
+    (GUIDED_BATCH rows per call at most);
     the result is A1111's combine_denoised: uncond + sum_i (cond_i - uncond) * (weight_i * scale), in
     sub-prompt order. One sub-prompt of weight 1 is the plain formula, bit for bit.
 
@@ -217,12 +221,15 @@ class CFGDenoiser:
         residuals = for_image(self.residuals, i)
         if uncond is None:
             return self.denoiser(x_i, sigma_i, conds[0][0].rows(i, i + 1), extra_i, residuals)
-        n = len(conds) + 1
-        both = _concat([c.rows(i, i + 1) for c, _ in conds] + [uncond.rows(i, i + 1)])
-        extra_i = None if extra_i is None else torch.cat([extra_i] * n)
-        residuals = for_guidance(residuals, self.residuals_on_uncond)
-        denoised = self.denoiser(torch.cat([x_i] * n), torch.cat([sigma_i] * n), both, extra_i, residuals)
-        outs = denoised.chunk(n)
+        rows = [c.rows(i, i + 1) for c, _ in conds] + [uncond.rows(i, i + 1)]
+        residuals = for_guidance(residuals, self.residuals_on_uncond)  # only with one sub-prompt (see __call__)
+        outs: list[Tensor] = []
+        for start in range(0, len(rows), GUIDED_BATCH):
+            part = rows[start : start + GUIDED_BATCH]
+            n = len(part)
+            denoised = self.denoiser(torch.cat([x_i] * n), torch.cat([sigma_i] * n), _concat(part),
+                                     None if extra_i is None else torch.cat([extra_i] * n), residuals)
+            outs += denoised.chunk(n)
         uncond_out = outs[-1]
         result = uncond_out
         for out, (_, weight) in zip(outs[:-1], conds, strict=True):

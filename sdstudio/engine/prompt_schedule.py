@@ -171,7 +171,7 @@ class _Parser:
         last = parts[-1]
         when = _WHEN.fullmatch(last[0]) if len(last) == 1 and isinstance(last[0], str) else None
         colons = [s for s in seps if self.text[s] == ":"]
-        if when and kinds[-1] == ":" and len(colons) <= 2:
+        if when and seps and kinds[-1] == ":" and len(colons) <= 2:
             # A1111 keeps a `|` inside a schedule's parts as text ("[{b|d{:.5]")
             before, after = self._join(parts[:-1], seps[:-1], colons[0] if len(colons) == 2 else None)
             self.spans += [Span(i, i + 1, "schedule"), Span(end, end + 1, "schedule"),

@@ -56,7 +56,11 @@ class PromptHighlighter(QSyntaxHighlighter):
         self._text: str | None = None
         self.spans: list[Span] = []
         self._positions: list[int] = [0]
+        self._painted: list[Span] = []
         super().__init__(document)
+        # Qt repaints only the edited block (and the ones after it while their state changes); a bracket typed
+        # on one line can change what an earlier line means, so a change of the spans repaints everything.
+        document.contentsChanged.connect(self._repaint_if_changed)
 
     def _update(self) -> None:
         text = self.document().toPlainText()
@@ -64,6 +68,12 @@ class PromptHighlighter(QSyntaxHighlighter):
             self._text = text
             self.spans = highlight_spans(text, self.tags)
             self._positions = _utf16_offsets(text)
+
+    def _repaint_if_changed(self) -> None:
+        self._update()
+        if self.spans != self._painted:
+            self._painted = self.spans
+            self.rehighlight()
 
     def current(self) -> list[Span]:
         """The spans of the document's text now."""

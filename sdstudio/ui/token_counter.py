@@ -26,11 +26,15 @@ from sdstudio.engine.embedding_files import EmbeddingCounts
 from sdstudio.engine.errors import NetworkFileError, RequestError
 from sdstudio.engine.extra_networks import tag_spans
 from sdstudio.engine.prompt_grammar import CHUNK_TOKENS, COMMA, Tokenize, chunk_prompt
+from sdstudio.engine.prompt_schedule import texts
 
 __all__ = ["CHUNK_TOKENS", "LazyTokenCounter", "TokenCount", "cached_tokenize", "count_prompt",
            "estimate_tokenize", "format_count"]
 
 _ESTIMATE_PIECES = re.compile(r"[^\W\d_]+|\d|[^\w\s]+|_+")
+# Steps a prompt schedule is laid out over for counting (the box does not know the job's): enough for every
+# text of a [from:to:when] with a fraction and of alternations of up to that many words.
+COUNTED_STEPS = 60
 _ESTIMATED_ID = 0  # any id but COMMA: the estimate only needs to know where commas are
 
 
@@ -62,11 +66,17 @@ def count_prompt(text: str, tokenize: Tokenize | None = None,
     unknown: set[str] = set()
     lookup = None if embeddings is None else embeddings.lookup(unknown)
     try:
-        chunks = chunk_prompt(text, tokenize or estimate_tokenize, embeddings=lookup)
+        # Prompt editing, alternation and AND: each text a step encodes is its own prompt; the count is the
+        # longest one's, and chunk starts are marked only when the box holds one text as typed.
+        step_texts = texts(text, COUNTED_STEPS, split=tags)
+        layouts = [chunk_prompt(t, tokenize or estimate_tokenize, embeddings=lookup) for t in step_texts]
     except (RequestError, NetworkFileError) as exc:  # shown while typing; generating reports it again
         return TokenCount(0, 1, (), estimated=tokenize is None, problem=str(exc))
+    chunks = max(layouts, key=lambda found: (sum(len(chunk.tokens) for chunk in found), len(found)))
     tokens = sum(len(chunk.tokens) for chunk in chunks)
-    boundaries = tuple(chunk.start for chunk in chunks[1:])
+    # one text, a prefix of the typed one (an AND weight or trailing space cut off): its offsets hold
+    plain = len(step_texts) == 1 and text.startswith(step_texts[0])
+    boundaries = tuple(chunk.start for chunk in chunks[1:]) if plain else ()
     return TokenCount(tokens, len(chunks), boundaries, estimated=tokenize is None or bool(unknown),
                       unknown_embeddings=tuple(sorted(unknown)))
 

@@ -229,3 +229,21 @@ def test_composable_prompts_with_controlnet_are_refused_in_one_line(ms):
     cfg = CFGDenoiser(Denoiser(ToyUNet(), ms), c, c, 5.0, residuals=lambda *a: None, schedule=lambda call: now)
     with pytest.raises(GenerationError, match="AND"):
         cfg(latents(1), torch.tensor([1.0]))
+
+
+def test_many_sub_prompts_split_into_calls_of_at_most_guided_batch_rows(ms):
+    from sdstudio.engine.denoiser import GUIDED_BATCH
+    from sdstudio.engine.step_conditioning import StepConditioning
+
+    unet = ToyUNet()
+    denoiser = Denoiser(unet, ms)
+    subs = [(toy_conditioning(k), 0.1 * k) for k in range(1, 11)]
+    u = toy_conditioning(99)
+    cfg = CFGDenoiser(denoiser, subs[0][0], u, 4.0, schedule=lambda call: StepConditioning(tuple(subs), u))
+    x, sigma = latents(15, batch=2), torch.tensor([2.0, 2.0])
+    out = cfg(x, sigma)
+    assert [c["x"].shape[0] for c in unet.calls] == [GUIDED_BATCH, 11 - GUIDED_BATCH] * 2
+    d_u = denoiser(x, sigma, u.repeat_to(2))
+    ref = d_u + sum(4.0 * w * (denoiser(x, sigma, c.repeat_to(2)) - d_u) for c, w in subs)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    assert torch.equal(out[1:], cfg(x[1:], sigma[1:]))

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from sdstudio.engine.errors import RequestError
-from sdstudio.engine.prompt_schedule import entry_for, schedule, spans, split_and, when_step
+from sdstudio.engine.prompt_schedule import KINDS, entry_for, schedule, spans, split_and, when_step
 
 
 def g(prompt: str, steps: int = 10) -> list[list]:
@@ -82,7 +82,8 @@ def test_entry_for_uses_a1111s_call_counter():
 def test_literals_and_emphasis_stay_verbatim():
     assert g(r"\[a:b:2\] (x:1.2) BREAK y") == [[10, r"\[a:b:2\] (x:1.2) BREAK y"]]
     assert g(r"[\[a\]:b:2]", 4) == [[2, r"\[a\]"], [4, "b"]]
-    assert g("[a:b]", 4) == [[4, "[a:b]"]]  # no number: emphasis that A1111 reads as text
+    assert g("[a:b]", 4) == [[4, "[a:b]"]]
+    assert g("[3] (2) [a [0.5]:b:1]", 4) == [[1, "[3] (2) a [0.5]"], [4, "[3] (2) b"]]  # numbers alone: emphasis  # no number: emphasis that A1111 reads as text
     # a `|` outside [a|b] (or a trailing backslash) makes A1111's parser give up: no editing at all
     assert g("a|b [c:d:2]", 4) == [[4, "a|b [c:d:2]"]]
     assert g("[c:d:2] \\", 4) == [[4, "[c:d:2] \\"]]
@@ -138,3 +139,17 @@ def test_huge_step_numbers_are_capped_and_many_alternations_stay_bounded():
     assert g("[a:b:" + "9" * 300 + "]", 10) == [[10, "a"]]
     entries = schedule(" ".join(f"[a{k}|b{k}|c{k}]" for k in range(200)), 150)
     assert len(entries) == 150
+
+
+def test_random_syntax_soup_never_breaks_the_parser():
+    import random
+
+    rng = random.Random(17)
+    alphabet = ["a", "b ", "[", "]", "(", ")", ":", "|", "\\", "0.5", "3", " AND ", "<lora:x:1>", "BREAK", "🍎"]
+    for _ in range(3000):
+        prompt = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        entries = schedule(prompt, 7)
+        assert entries[-1][0] == 7 and [u for u, _ in entries] == sorted({u for u, _ in entries})
+        assert all(isinstance(text, str) for _, text in entries)
+        for span in spans(prompt):
+            assert 0 <= span.start < span.end <= len(prompt) and span.kind in KINDS

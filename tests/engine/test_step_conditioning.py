@@ -68,6 +68,17 @@ def test_second_order_samplers_count_model_calls_like_a1111(tiny_model, spy):
     assert torch.equal(spy[2][0], car)
 
 
+def test_img2img_schedules_over_the_requests_steps_like_a1111(tiny_model, spy):
+    from PIL import Image
+
+    # strength 0.5 of 6 steps samples t_enc + 1 = 4; the fraction 0.5 is of the 6 steps (step 3), so calls 0..3
+    # all get `a` (of the 4 sampled steps it would be step 2, and call 3 would get `b`)
+    init = Image.new("RGB", (64, 64), (200, 40, 40))
+    generate(tiny_model, BASE.replace(prompt="[a red apple:a blue car:0.5]", steps=6, init_image=init, strength=0.5))
+    apple = encoded(tiny_model, "a red apple")
+    assert len(spy) == 4 and all(torch.equal(c[0], apple) for c in spy)
+
+
 def test_negative_prompt_editing(tiny_model, spy):
     generate(tiny_model, BASE.replace(negative_prompt="[blurry:ugly, dark:1]"))
     blurry, ugly = encoded(tiny_model, "blurry"), encoded(tiny_model, "ugly, dark")

@@ -65,6 +65,20 @@ def test_highlighter_paints_per_block_with_utf16_positions(qtbot):
     assert highlighter.current() == highlight_spans(edit.toPlainText(), True)
 
 
+def test_typing_on_a_later_line_repaints_an_earlier_one(qtbot):
+    edit = QPlainTextEdit()
+    qtbot.addWidget(edit)
+    PromptHighlighter(edit.document(), tags=True)
+    edit.setPlainText("a [b\nc:d")
+    assert (2, True) in [(s, wave) for s, _, _, wave in formats(edit, 0)]  # '[' not closed: a warning
+    cursor = edit.textCursor()
+    cursor.movePosition(cursor.MoveOperation.End)
+    edit.setTextCursor(cursor)
+    qtbot.keyClicks(edit, ":2]")
+    first = formats(edit, 0)
+    assert (2, 1, QColor(COLOURS["schedule"]).name(), False) in first and not any(w for *_, w in first)
+
+
 def test_a_problem_is_underlined_in_place(qtbot):
     edit = QPlainTextEdit()
     qtbot.addWidget(edit)

@@ -202,3 +202,15 @@ def test_lazy_counter_relists_the_embeddings_folders_in_the_background(qtbot, ho
     with qtbot.waitSignal(lazy.ready, timeout=5000):
         lazy.count("a newemb")  # stale listing: re-listed off the GUI thread, then a recount is asked for
     assert lazy.count("a newemb").tokens == 4
+
+
+def test_prompt_editing_counts_the_longest_text_a_step_encodes():
+    count = count_prompt("a [cat:big red dog:0.5] on [grass|sand]", one_per_word, tags=True)
+    assert count.tokens == count_prompt("a big red dog on grass", one_per_word).tokens == 6
+    assert count_prompt("x AND " + "w " * 80, one_per_word, tags=True).chunks == 2
+    long = count_prompt("[" + "w " * 80 + "::3] cat", one_per_word)
+    assert (long.tokens, long.chunks, long.boundaries) == (81, 2, ())  # no single typed text to mark
+    assert format_count(count_prompt("(" * 500 + "x", one_per_word)) == "!"
+    # a plain prompt is counted as before, its chunk starts marked
+    plain = count_prompt("w " * 80, one_per_word, tags=True)
+    assert plain.boundaries and plain.tokens == 80
