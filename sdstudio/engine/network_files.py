@@ -163,20 +163,7 @@ def find_lora(name: str, short_hash: str = "", extra_dirs: Iterable[str | Path] 
     unreadable: list[Path] = []
     if not named:
         named = _by_alias(files, name, unreadable)
-    wanted = short_hash.strip().lower()
-    if wanted:
-        for path in named + [p for p in files if p not in named]:
-            try:
-                if _same_hash(lora_short_hash(path), wanted):
-                    return path
-            except NetworkFileError:
-                unreadable.append(path)
-    elif len(named) == 1:
-        return named[0]
-    elif len(named) > 1:
-        listed = ", ".join(str(p) for p in named)
-        raise NetworkFileError(f"several LoRA files are named {quoted(name)} ({listed}); rename or remove one")
-    raise NetworkFileError(_missing("LoRA", name, wanted, folders, bool(named), unreadable))
+    return _choose("LoRA", name, short_hash, folders, files, named, lora_short_hash, unreadable)
 
 
 def find_embedding(name: str, short_hash: str = "", extra_dirs: Iterable[str | Path] = ()) -> Path:
@@ -185,13 +172,17 @@ def find_embedding(name: str, short_hash: str = "", extra_dirs: Iterable[str | P
     as `find_lora`."""
     folders = embedding_dirs(extra_dirs)
     files = list_files(folders, EMBEDDING_SUFFIXES)
-    named = _by_stem(files, name)
+    return _choose("embedding", name, short_hash, folders, files, _by_stem(files, name), embedding_short_hash, [])
+
+
+def _choose(kind: str, name: str, short_hash: str, folders: Sequence[Path], files: Sequence[Path],
+            named: Sequence[Path], hash_of, unreadable: list[Path]) -> Path:
+    """The one file of `named` (or, with a hash, of all `files`, the named first) a lookup means."""
     wanted = short_hash.strip().lower()
-    unreadable: list[Path] = []
     if wanted:
-        for path in named + [p for p in files if p not in named]:
+        for path in [*named, *(p for p in files if p not in named)]:
             try:
-                if _same_hash(embedding_short_hash(path), wanted):
+                if _same_hash(hash_of(path), wanted):
                     return path
             except NetworkFileError:
                 unreadable.append(path)
@@ -199,13 +190,9 @@ def find_embedding(name: str, short_hash: str = "", extra_dirs: Iterable[str | P
         return named[0]
     elif len(named) > 1:
         listed = ", ".join(str(p) for p in named)
-        raise NetworkFileError(f"several embeddings are named {quoted(name)} ({listed}); rename or remove one")
-    raise NetworkFileError(_missing("embedding", name, wanted, folders, bool(named), unreadable))
-
-
-def _same_hash(short: str, wanted: str) -> bool:
-    """Whether an infotext's hash (12 hex digits; 8 in some older tools; a full SHA-256) is this file's."""
-    return short.startswith(wanted) or wanted.startswith(short)
+        plural = "LoRA files" if kind == "LoRA" else "embeddings"
+        raise NetworkFileError(f"several {plural} are named {quoted(name)} ({listed}); rename or remove one")
+    raise NetworkFileError(_missing(kind, name, wanted, folders, bool(named), unreadable))
 
 
 def _by_stem(files: Sequence[Path], name: str) -> list[Path]:
@@ -222,6 +209,11 @@ def _by_alias(files: Sequence[Path], name: str, unreadable: list[Path]) -> list[
         except (NetworkFileError, OSError):
             unreadable.append(path)  # a damaged file elsewhere in the folder must not hide the one asked for
     return found
+
+
+def _same_hash(short: str, wanted: str) -> bool:
+    """Whether an infotext's hash (12 hex digits; 8 in some older tools; a full SHA-256) is this file's."""
+    return short.startswith(wanted) or wanted.startswith(short)
 
 
 def _missing(kind: str, name: str, wanted: str, folders: Sequence[Path], name_seen: bool,
