@@ -30,6 +30,25 @@ from sdstudio.ui.imageconv import pil_to_qimage
 DISPLAY_SIDE = 384  # the frame is scaled to fit this box; the built-in model's 64 px frames show at 6x
 
 
+def export_animation(path: Path, frames: list[Image.Image], frame_ms: int) -> Path:
+    """The frames as an animated WebP or GIF (by the suffix); SDStudioError when it cannot be written."""
+    try:
+        return save_animation(Path(path), frames, frame_ms)
+    except OSError as exc:
+        raise SDStudioError(f"{path}: cannot be saved ({exc.strerror or exc})") from None
+
+
+def export_folder(folder: Path, frames: list[Image.Image], requests: list[GenerationRequest],
+                  model_name: str) -> list[Path]:
+    """Each frame as a PNG with its parameters, numbered on from what `folder` holds."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SDStudioError(f"{folder}: cannot be made ({exc.strerror or exc})") from None
+    return [save_frame(folder, im, r, model_name) for im, r in zip(frames, requests, strict=True)]
+
+
 class WalkPlayer(QDialog):
     """Plays `frames` (made by `requests`) in a loop; the slider picks one, and stops the playback."""
 
@@ -101,15 +120,10 @@ class WalkPlayer(QDialog):
 
     # --- export ---------------------------------------------------------------------------------------
     def export_animation(self, path: Path) -> Path:
-        try:
-            return save_animation(Path(path), self.frames, self.timer.interval())
-        except OSError as exc:
-            raise SDStudioError(f"{path}: cannot be saved ({exc.strerror or exc})") from None
+        return export_animation(path, self.frames, self.timer.interval())
 
     def export_folder(self, folder: Path) -> list[Path]:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        return [save_frame(folder, im, r, self.model_name) for im, r in zip(self.frames, self.requests, strict=True)]
+        return export_folder(folder, self.frames, self.requests, self.model_name)
 
     def export_dialog(self, suffix: str) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export walk", f"walk{suffix}", f"*{suffix}")
