@@ -6,6 +6,7 @@ from PySide6.QtCore import QItemSelectionModel, Qt
 
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.ui.app import start_background
+from sdstudio.ui.gallery import GalleryWidget
 from sdstudio.ui.gallery_walks import selected_entries
 from sdstudio.ui.imageconv import qimage_to_pil
 from sdstudio.ui.token_counter import LazyTokenCounter
@@ -111,6 +112,7 @@ def test_a_saved_walk_is_one_tile_that_opens_into_its_frames_and_plays_on_the_ca
     walk, gallery = window.walk_link, link.gallery
     lone = add(link.store, "lone", 1, created=1.7e9)
     frames = [add(link.store, f"frame {k}", 10 + 40 * k, "w1", created=1.7e9 + 1 + k) for k in range(4)]
+    assert GalleryWidget(link.store).model.rowCount() == 2  # grouped from the start
     gallery.refresh()
     assert gallery.model.rowCount() == 2
     assert [gallery.model.entry(r).id for r in range(2)] == [frames[0].id, lone.id]
