@@ -39,8 +39,8 @@ class ThumbnailDelegate(QStyledItemDelegate):
             font.setPointSizeF(font.pointSizeF() * 1.3)
             painter.setFont(font)
             painter.drawText(frame.adjusted(0, 0, -4, 0), Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignRight, "★")
-        if entry is not None and entry.walk_id and getattr(index.model(), "selection", None) is not None \
-                and index.model().selection.walk is None:
+        selection = getattr(index.model(), "selection", None)  # the gallery's Filter
+        if entry is not None and entry.walk_id and selection is not None and selection.walk is None:
             self._walk_badge(painter, frame)
         painter.restore()
 

@@ -51,6 +51,7 @@ class WalkLink(QObject):
         self.start_id = ""
         self.jobs: list[int] = []  # the running walk's job ids, in frame order
         self.outputs: dict[int, object] = {}
+        self._loaded: tuple[tuple, tuple[list, list]] | None = None  # (frame ids and files, (images, requests))
         self.act_between = QAction("Interpolate between the two selected…", gallery)
         self.act_between.setToolTip("Frames from the older of the two selected images to the newer (select two "
                                     "with Ctrl-click)")
@@ -163,15 +164,28 @@ class WalkLink(QObject):
         frames = self.store.walk_frames(entry.walk_id) if entry is not None else []
         if len(frames) < 2:
             return
+        loaded = self._load(frames)
+        if loaded is None:
+            return
+        images, requests = loaded
+        opened = self.gallery.walk_filter is not None
+        at = next(k for k, f in enumerate(frames) if f.id == entry_id) if opened else 0
+        self.window.canvas_panel.show_walk(images, requests, entry.model_name, at, play=not opened)
+
+    def _load(self, frames) -> tuple[list, list] | None:
+        """The frames' images and requests (the last walk's kept: clicking through its frames reads nothing);
+        None after telling the user why not."""
+        key = tuple((f.id, f.file) for f in frames)
+        if self._loaded is not None and self._loaded[0] == key:
+            return self._loaded[1]
         try:
             images = [load_image(str(f.file)) for f in frames]
             requests = [self.store.read(f).request for f in frames]
         except (OSError, SyntaxError, ValueError) as exc:
             self.window.canvas_panel.banner.show_error(f"Cannot play that walk: {exc}")
-            return
+            return None
         if any(r is None for r in requests):
             self.window.canvas_panel.banner.show_error("Cannot play that walk: a frame lost its parameters")
-            return
-        opened = self.gallery.walk_filter is not None
-        at = next(k for k, f in enumerate(frames) if f.id == entry_id) if opened else 0
-        self.window.canvas_panel.show_walk(images, requests, entry.model_name, at, play=not opened)
+            return None
+        self._loaded = (key, (images, requests))
+        return images, requests

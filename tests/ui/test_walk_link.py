@@ -153,3 +153,26 @@ def test_interpolate_without_a_start_or_to_the_same_prompt_is_said_in_the_banner
     assert "same prompt" in window.canvas_panel.banner.text.text()
     link.flush()
     link.store.close()
+
+
+def test_clicking_through_a_walk_reads_its_frames_once_and_a_lost_frame_file_is_said(qtbot, window, monkeypatch):
+    link = open_history(window, monkeypatch)
+    walk, gallery = window.walk_link, link.gallery
+    frames = [add(link.store, f"frame {k}", 10 + 40 * k, "w1", created=1.7e9 + k) for k in range(3)]
+    gallery.refresh()
+    walk.groups.open_walk("w1")
+    reads = []
+    read = link.store.read
+    monkeypatch.setattr(link.store, "read", lambda entry: reads.append(entry.id) or read(entry))
+    gallery.select_entry(frames[0].id)
+    gallery.select_entry(frames[1].id)
+    assert sorted(reads) == sorted(f.id for f in frames)  # once each, for both clicks
+    assert window.canvas_panel.walk_bar.slider.value() == 1
+    frames[2].file.unlink()
+    gallery.select_entry(frames[1].id)  # the cache is keyed by ids and files: the same walk, still shown
+    walk._loaded = None
+    gallery.select_entry(frames[0].id)
+    assert "Cannot play that walk" in window.canvas_panel.banner.text.text()
+    assert not window.canvas_panel.walk_bar.active
+    link.flush()
+    link.store.close()
