@@ -1,5 +1,6 @@
 """A walk played on the canvas: the bar that takes the step scrubber's place while a walk is shown (frame
-slider, play/pause, export as animated WebP or GIF or as a folder of PNGs, walk_player's export code).
+slider, play/pause, export as animated WebP or GIF or as a folder of PNGs with their parameters, which
+history/animation.py writes).
 
 The bar owns no view of its own: each frame is handed to `show` (the canvas's set_image). The frames are PIL
 images with the requests that made them, in walk order.
@@ -15,9 +16,27 @@ from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QMenu, QSlider, 
 
 from sdstudio.engine.errors import SDStudioError
 from sdstudio.engine.request import GenerationRequest
-from sdstudio.history.animation import DEFAULT_FRAME_MS
+from sdstudio.history.animation import DEFAULT_FRAME_MS, save_animation, save_frame
 from sdstudio.ui.imageconv import pil_to_qimage
-from sdstudio.ui.walk_player import export_animation, export_folder
+
+
+def export_animation(path: Path, frames: list[Image.Image], frame_ms: int) -> Path:
+    """The frames as an animated WebP or GIF (by the suffix); SDStudioError when it cannot be written."""
+    try:
+        return save_animation(Path(path), frames, frame_ms)
+    except OSError as exc:
+        raise SDStudioError(f"{path}: cannot be saved ({exc.strerror or exc})") from None
+
+
+def export_folder(folder: Path, frames: list[Image.Image], requests: list[GenerationRequest],
+                  model_name: str) -> list[Path]:
+    """Each frame as a PNG with its parameters, numbered on from what `folder` holds."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SDStudioError(f"{folder}: cannot be made ({exc.strerror or exc})") from None
+    return [save_frame(folder, im, r, model_name) for im, r in zip(frames, requests, strict=True)]
 
 
 class WalkBar(QWidget):

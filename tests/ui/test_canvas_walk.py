@@ -1,5 +1,5 @@
-"""The walk on the canvas: frame slider and play/pause in the scrubber's place, exports of every frame, and
-anything else shown on the canvas (a job, an image) ends the walk."""
+"""The walk on the canvas (it replaced the walk player dialog): frame slider and play/pause in the scrubber's
+place, exports of every frame, and anything else shown on the canvas (a job, an image) ends the walk."""
 
 import numpy as np
 import pytest
@@ -77,8 +77,9 @@ def test_exports_from_the_canvas_hold_every_frame_and_the_pngs_their_parameters(
             assert anim.n_frames == 5
     saved = bar.export_folder(tmp_path / "frames")
     assert len(saved) == 5
+    assert len({p.name for p in saved}) == 5
     text, record = read_png_parameters(saved[2])
-    assert text and record["request"]["blend_strength"] == 0.5 and record["request"]["blend_prompt"] == "b"
+    assert "Blend prompt: b, Blend strength: 0.5" in text and record["request"]["blend_strength"] == 0.5
     with Image.open(saved[2]) as im:
         assert np.array_equal(np.asarray(im.convert("RGB")), np.asarray(images[2]))
     (tmp_path / "file").write_text("x")
@@ -86,3 +87,5 @@ def test_exports_from_the_canvas_hold_every_frame_and_the_pngs_their_parameters(
     assert "cannot be made" in bar.status.text()
     bar._report(lambda: bar.export_animation(tmp_path / "walk.bmp"))
     assert ".webp or .gif" in bar.status.text()
+    bar._report(lambda: bar.export_animation(tmp_path / "missing" / "walk.webp").name)
+    assert "cannot be saved" in bar.status.text()
