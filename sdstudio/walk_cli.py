@@ -111,7 +111,10 @@ class FrameSaver:
     PNGs with parameters into a folder."""
 
     def __init__(self, out):
+        from sdstudio.history.record import new_entry_id
+
         self.out = out
+        self.walk_id = new_entry_id()  # the frames in the history share it: the gallery shows one walk tile
 
     def __call__(self, k: int, frame) -> None:
         from sdstudio.history.animation import save_frame
@@ -121,7 +124,7 @@ class FrameSaver:
             print(save_frame(self.out, image, request, frame.model_name))
             return
         try:
-            entry = self.out.add(image, request, frame.model_name)
+            entry = self.out.add(image, request.replace(walk_id=self.walk_id), frame.model_name)
         except OSError as exc:
             raise SDStudioError(f"{self.out.root}: frame {k} cannot be saved ({exc.strerror or exc}); free some "
                                 "space or pass --out DIR") from None

@@ -57,11 +57,15 @@ def test_without_out_the_frames_go_into_the_history(tmp_path, ends, home, capsys
     printed = [line for line in capsys.readouterr().out.splitlines() if line.endswith(".png")]
     assert len(printed) == 2
     from sdstudio import paths
+    from sdstudio.history import schema
     from sdstudio.history.store import HistoryStore
 
     store = HistoryStore(paths.outputs_dir(), paths.history_db())
     try:
         assert store.count() == 2
+        walk_ids = {e.walk_id for e in store.page()}  # one walk: the gallery shows it as one tile
+        assert len(walk_ids) == 1 and "" not in walk_ids
+        assert store.count(schema.Filter(group_walks=True)) == 1
     finally:
         store.close()
 

@@ -74,6 +74,9 @@ class GenerationRequest:
     model_hash: str = ""
     prediction: str = ""  # "" = detect, "eps" or "v"
     parent_id: str = ""  # history entry this image was made from (img2img/inpaint), if any
+    # The latent walk (ui/walk_link.py) this image is a frame of, "" for none: like parent_id it is provenance,
+    # not a parameter (the gallery groups a walk's frames by it); a re-run clears it.
+    walk_id: str = ""
     # Filled in by the engine, like model_hash: (name, A1111 short hash) of each LoRA / embedding the prompt
     # used, written as A1111's "Lora hashes" / "TI hashes" so a re-run finds renamed files.
     lora_hashes: tuple[tuple[str, str], ...] = ()

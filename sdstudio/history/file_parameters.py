@@ -112,7 +112,7 @@ class FileParameters:
             raise RequestError(f"{self.path.name}: {self.problem}")
         if self.model_problem:
             raise ModelNotFound(f"{self.path.name}: {self.model_problem}")
-        return self.request
+        return self.request.replace(walk_id="")  # a re-run of a walk's frame is not part of that walk
 
     def with_nearest_sampler(self) -> tuple[FileParameters, str] | None:
         """This file with a sampler or schedule SD Studio lacks replaced by our nearest (parameters.nearest_choice),

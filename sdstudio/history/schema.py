@@ -7,17 +7,19 @@ FTS5 fall back to LIKE substring search.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sqlite3
 from dataclasses import dataclass
 
 from sdstudio.engine.request import GenerationRequest
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: walk_id (an index of version 1 gets the column added, empty)
 
 COLUMNS = (
     "id", "created", "file", "prompt", "negative", "model_name", "model_hash", "sampler", "scheduler",
     "steps", "cfg", "seed", "width", "height", "mode", "parent_id", "favourite", "deleted",
+    "walk_id",
 )
 
 TABLE = """
@@ -40,12 +42,14 @@ CREATE TABLE IF NOT EXISTS entries (
     mode TEXT NOT NULL DEFAULT 'txt2img',
     parent_id TEXT NOT NULL DEFAULT '',
     favourite INTEGER NOT NULL DEFAULT 0,
-    deleted INTEGER NOT NULL DEFAULT 0
+    deleted INTEGER NOT NULL DEFAULT 0,
+    walk_id TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS entries_by_time ON entries(deleted, created DESC, seq DESC);
 CREATE INDEX IF NOT EXISTS entries_by_model ON entries(model_name, deleted, created DESC);
 CREATE INDEX IF NOT EXISTS entries_by_parent ON entries(parent_id);
 """
+WALK_INDEX = "CREATE INDEX IF NOT EXISTS entries_by_walk ON entries(walk_id, seq);"
 
 FTS = """
 CREATE VIRTUAL TABLE IF NOT EXISTS entries_fts USING fts5(
@@ -76,6 +80,7 @@ def row_values(
     return (
         entry_id, created, relative, r.prompt, r.negative_prompt, model_name, r.model_hash, r.sampler,
         r.scheduler, r.steps, r.cfg_scale, r.seed, r.width, r.height, mode or r.mode, r.parent_id, 0, 0,
+        r.walk_id,
     )
 
 
@@ -94,7 +99,11 @@ def create(db: sqlite3.Connection, with_fts: bool) -> None:
     had_fts = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'entries_fts'").fetchone() is not None
     # An index made where FTS5 was missing gets its search table filled from the rows it has.
     rebuild = "INSERT INTO entries_fts(entries_fts) VALUES ('rebuild');" if with_fts and not had_fts else ""
-    script = TABLE + (FTS + rebuild if with_fts else "") + f"PRAGMA user_version = {SCHEMA_VERSION};"
+    # Version 1 lacks walk_id: added empty (its walks' frames were not tagged, so they stay single tiles).
+    columns = {row[1] for row in db.execute("PRAGMA table_info(entries)")}
+    missing = columns and "walk_id" not in columns
+    migrate = "ALTER TABLE entries ADD COLUMN walk_id TEXT NOT NULL DEFAULT '';" if missing else ""
+    script = TABLE + migrate + WALK_INDEX + (FTS + rebuild if with_fts else "") + f"PRAGMA user_version = {SCHEMA_VERSION};"
     db.executescript(f"BEGIN IMMEDIATE; {script} COMMIT;")
 
 
@@ -108,6 +117,9 @@ class Filter:
     until: float | None = None
     favourite: bool | None = None
     deleted: bool = False
+    # `walk`: only that walk's frames; `group_walks`: one row per walk (its first frame), as the gallery shows.
+    walk: str | None = None
+    group_walks: bool = False
 
     def where(self, with_fts: bool) -> tuple[str, list[object]]:
         clauses = ["deleted = ?"]
@@ -135,4 +147,13 @@ class Filter:
         if self.favourite is not None:
             clauses.append("favourite = ?")
             params.append(int(self.favourite))
+        if self.walk is not None:
+            clauses.append("walk_id = ?")
+            params.append(self.walk)
+        elif self.group_walks:
+            # The first frame the filters admit stands for its walk (one tile per walk).
+            inner, inner_params = dataclasses.replace(self, group_walks=False).where(with_fts)
+            clauses.append(f"(walk_id = '' OR seq IN (SELECT MIN(seq) FROM entries WHERE walk_id != '' AND {inner} "
+                           "GROUP BY walk_id))")
+            params += inner_params
         return " AND ".join(clauses), params

@@ -71,6 +71,7 @@ class Entry:
     parent_id: str
     favourite: bool
     deleted: bool
+    walk_id: str = ""  # the latent walk this entry is a frame of (GenerationRequest.walk_id)
 
 
 class HistoryStore:
@@ -314,6 +315,13 @@ class HistoryStore:
         """Live entries made from this one (img2img / inpainting), newest first."""
         rows = self.index.select("parent_id = ? AND deleted = 0", [entry_id], "ORDER BY created DESC, seq DESC")
         return [self._entry(values) for values in rows]
+
+    def walk_frames(self, walk_id: str) -> list[Entry]:
+        """The live frames of a walk in walk order (they are saved in frame order), [] for ""."""
+        if not walk_id:
+            return []
+        return [self._entry(values) for values in self.index.select("walk_id = ? AND deleted = 0", [walk_id],
+                                                                    "ORDER BY seq")]
 
     def parameters_text(self, entry: Entry) -> str:
         """The A1111 text stored in the entry's file ("" when it has none)."""

@@ -61,10 +61,12 @@ def start_background(window: MainWindow, counter: LazyTokenCounter) -> HistoryLi
     if GalleryWidget is not None:
         gallery = GalleryWidget(store, window)
         size_gallery_dock(window, window.dock_gallery(gallery))
+    link = HistoryLink(store, window, gallery)
+    if gallery is not None:  # after the history link: a walk replaces the entry's image it shows
         from sdstudio.ui.walk_link import WalkLink
 
         window.walk_link = WalkLink(store, window, gallery)
-    return HistoryLink(store, window, gallery)
+    return link
 
 
 DOCK_SHARE = 0.3  # the history dock's widest, as a share of the window: the canvas keeps the rest

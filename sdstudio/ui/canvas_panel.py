@@ -2,6 +2,7 @@
 
 Result view: the running job's live preview, then its images; a slider scrubs through that job's previews.
 Input view: the init image with the mask overlay and the mask tools.
+A latent walk (show_walk) plays in the result view, its bar (canvas_walk.WalkBar) in the scrubber's place.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.ui.canvas import Canvas, Tool
+from sdstudio.ui.canvas_walk import WalkBar
 from sdstudio.ui.mask_display import PreviewPlacement
 from sdstudio.ui.mask_model import MaskModel
 from sdstudio.ui.status import ErrorBanner
@@ -65,6 +67,8 @@ class CanvasPanel(QWidget):
         layout.addWidget(self.banner)
         layout.addWidget(self.canvas, 1)
         layout.addWidget(self._make_scrubber())
+        self.walk_bar = WalkBar(self._show_walk_frame)
+        layout.addWidget(self.walk_bar)
         self.canvas.zoomChanged.connect(lambda z: self.zoom_label.setText(f"{z * 100:.0f}%"))
         self.canvas.brushChanged.connect(lambda r: self.size_slider.setValue(round(r * 2)))
         mask.changed.connect(lambda _rect: self._update_actions())
@@ -216,8 +220,19 @@ class CanvasPanel(QWidget):
         self._show()
         self.viewChanged.emit(view)
 
+    def show_walk(self, frames, requests, model_name: str = "", frame: int = 0, play: bool = True) -> None:
+        """Play a walk's frames (PIL images, the requests that made them) on the canvas from `frame`."""
+        self.set_view(RESULT)
+        self.scrubber.hide()
+        self.walk_bar.set_walk(frames, requests, model_name, frame, play)
+
+    def _show_walk_frame(self, image: QImage) -> None:
+        self._showing_result = False  # a frame, not one of the job's images (Save As names those)
+        self.canvas.set_image(image)
+
     def begin_job(self, request) -> None:
         """A job starts: its previews will be shown as its final image will be (mask_display.PreviewPlacement)."""
+        self.walk_bar.clear()
         self._placement = PreviewPlacement.for_request(request)
         self._job_size = QSize(*self._placement.size)
         self.set_view(RESULT)
@@ -253,6 +268,7 @@ class CanvasPanel(QWidget):
     def _show(self) -> None:
         editing = self.view == INPUT
         self._showing_result = False
+        self.walk_bar.clear()
         self.act_result.setChecked(not editing)
         self.act_input.setChecked(editing)
         if editing:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from PySide6.QtCore import QModelIndex, QPoint, QSize, Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import QItemSelectionModel, QModelIndex, QPoint, QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QComboBox,
@@ -66,6 +66,7 @@ class GalleryWidget(QWidget):
         self.destroyed.connect(lambda *_a, loader=self.loader: loader.stop())
         self._current: Entry | None = None
         self._hidden_new = 0  # results saved since the filters were set that the filters hide
+        self.walk_filter: str | None = None  # a walk shown frame by frame (gallery_walks.py); else one tile
         self._search_timer = self._single_shot(SEARCH_DELAY_MS, self.apply_filters)
         self._visible_timer = self._single_shot(30, self.request_visible_thumbnails)
 
@@ -106,7 +107,7 @@ class GalleryWidget(QWidget):
         view.setUniformItemSizes(True)
         view.setResizeMode(QListView.ResizeMode.Adjust)
         view.setMovement(QListView.Movement.Static)
-        view.setSelectionMode(QListView.SelectionMode.SingleSelection)
+        view.setSelectionMode(QListView.SelectionMode.ExtendedSelection)  # Ctrl/Shift: two ends of a walk
         view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         view.setModel(self.model)
         view.selectionModel().currentChanged.connect(self._current_changed)
@@ -248,8 +249,7 @@ class GalleryWidget(QWidget):
             model=self.model_filter.currentData(),
             since=period_start(self.period.currentData()),
             favourite=True if self.favourites.isChecked() else None,
-            deleted=self.trash.isChecked(),
-        )
+            deleted=self.trash.isChecked(), walk=self.walk_filter, group_walks=True)
 
     def apply_filters(self) -> None:
         self._search_timer.stop()
@@ -272,7 +272,7 @@ class GalleryWidget(QWidget):
         if self.model.insert_entry(entry):
             if at_top:
                 self.view.scrollToTop()
-        elif self.model.row_of(entry.id) is None:
+        elif self.model.row_of(entry.id) is None and not entry.walk_id:  # a walk's frame is in its tile
             self._set_hidden_new(self._hidden_new + 1)
         self._update_count()
 
@@ -294,6 +294,7 @@ class GalleryWidget(QWidget):
         self.trash.setChecked(False)
         for widget in widgets:
             widget.blockSignals(False)
+        self.walk_filter = None
         self.apply_filters()
 
     def _update_count(self) -> None:
@@ -331,7 +332,7 @@ class GalleryWidget(QWidget):
 
     # Selection and lineage -----------------------------------------------------------------------
 
-    def current_entry(self) -> Entry | None:
+    def current_entry(self) -> Entry | None:  # what the single-entry actions act on
         return self._current
 
     def _current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
@@ -394,9 +395,12 @@ class GalleryWidget(QWidget):
         return menu
 
     def _context_menu(self, pos: QPoint) -> None:
-        index = self.view.indexAt(pos)
-        if index.isValid():
-            self.view.setCurrentIndex(index)
+        index, selection = self.view.indexAt(pos), self.view.selectionModel()
+        if index.isValid():  # a click on a selected entry keeps the selection (two entries: Interpolate)
+            if selection.isSelected(index):
+                selection.setCurrentIndex(index, QItemSelectionModel.SelectionFlag.NoUpdate)
+            else:
+                self.view.setCurrentIndex(index)
             self.context_menu().exec(self.view.viewport().mapToGlobal(pos))
 
     def _update_actions(self) -> None:

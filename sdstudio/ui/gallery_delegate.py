@@ -1,5 +1,5 @@
 """How one gallery cell looks: the thumbnail centred in a square cell, a frame when selected, a star
-for favourites. Painting reads only what the model already holds; it never loads anything."""
+for favourites, a "walk" badge on the tile that stands for a latent walk's frames. Painting reads only what the model already holds; it never loads anything."""
 
 from __future__ import annotations
 
@@ -39,4 +39,19 @@ class ThumbnailDelegate(QStyledItemDelegate):
             font.setPointSizeF(font.pointSizeF() * 1.3)
             painter.setFont(font)
             painter.drawText(frame.adjusted(0, 0, -4, 0), Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignRight, "★")
+        selection = getattr(index.model(), "selection", None)  # the gallery's Filter
+        if entry is not None and entry.walk_id and selection is not None and selection.walk is None:
+            self._walk_badge(painter, frame)
         painter.restore()
+
+    @staticmethod
+    def _walk_badge(painter: QPainter, frame: QRect) -> None:
+        """A dark strip along the tile's foot reading "▶ walk": one tile stands for all the walk's frames."""
+        strip = QRect(frame.left(), frame.bottom() - 15, frame.width(), 16)
+        painter.fillRect(strip, QColor(0, 0, 0, 170))
+        painter.setPen(QPen(QColor(255, 255, 255)))
+        font = painter.font()
+        font.setPointSizeF(max(6.0, font.pointSizeF() * 0.85))
+        painter.setFont(font)
+        painter.drawText(strip.adjusted(4, 0, -4, 0), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft,
+                         "▶ walk")

@@ -83,7 +83,7 @@ class GalleryModel(QAbstractListModel):
         self.store = store
         self.page_size = page_size
         self.icon_size = icon_size
-        self.selection = Filter()
+        self.selection = Filter(group_walks=True)  # as the gallery's filters are at first: one tile per walk
         self._entries: list[Entry] = []
         self._total = 0
         self._pixmaps: OrderedDict[str, QPixmap] = OrderedDict()

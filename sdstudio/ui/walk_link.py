@@ -1,7 +1,10 @@
-""""Interpolate" in the gallery's context menu (its actions are ours, added as a group): mark one entry as the walk's start ("Set as walk start"), then on another
-choose "Interpolate to here…", a frame count and what moves; the frames (engine/walk.py) are queued as
-ordinary jobs, saved to the history like any result (each with the start entry as its parent, so "Go to
-parent" leads back to it), and when the last one is done a WalkPlayer opens with them.
+""""Interpolate" in the gallery (its actions are ours, added to the context menu as a group): select two
+entries (Ctrl/Shift-click) and choose "Interpolate between the two selected…", or mark one entry as the
+walk's start ("Set as walk start") and on another choose "Interpolate to here…"; then a frame count and what
+moves. The frames (engine/walk.py) are queued as ordinary jobs and saved to the history like any result, each
+with the start entry as its parent ("Go to parent" leads back to it) and one walk id, so the gallery shows
+them as one tile (gallery_walks.py). When the last frame is done, or when a walk's entry is selected, the walk
+plays on the canvas (canvas_walk.WalkBar: frame slider, play/pause, export).
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from PySide6.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFormLayout,
 
 from sdstudio.engine.errors import SDStudioError
 from sdstudio.engine.walk import MAX_FRAMES, MIN_FRAMES, WHATS, WalkRequest, frame_requests
-from sdstudio.ui.walk_player import WalkPlayer
+from sdstudio.history.record import new_entry_id
+from sdstudio.ui.gallery_walks import WalkGroups, selected_entries
+from sdstudio.ui.imageconv import load_image
 
 WHAT_LABELS = {"both": "Seed and prompt", "noise": "Seed only (noise)", "prompt": "Prompt only"}
 
@@ -37,23 +42,32 @@ class WalkDialog(QDialog):
 
 
 class WalkLink(QObject):
-    """Connects the gallery's walk actions to the window's queue and opens the player when a walk is done."""
+    """Connects the gallery's walk actions to the window's queue, and walks to the canvas."""
 
     def __init__(self, store, window, gallery) -> None:
         super().__init__(window)
         self.store, self.window, self.gallery = store, window, gallery
+        self.groups = WalkGroups(gallery)
         self.start_id = ""
         self.jobs: list[int] = []  # the running walk's job ids, in frame order
         self.outputs: dict[int, object] = {}
-        self.player: WalkPlayer | None = None
+        self._loaded: tuple[tuple, tuple[list, list]] | None = None  # (frame ids and files, (images, requests))
+        self.act_between = QAction("Interpolate between the two selected…", gallery)
+        self.act_between.setToolTip("Frames from the older of the two selected images to the newer (select two "
+                                    "with Ctrl-click)")
         self.act_start = QAction("Set as walk start", gallery)
         self.act_start.setToolTip("The first image of an interpolation (then: Interpolate to here)")
         self.act_to = QAction("Interpolate to here…", gallery)
         self.act_to.setToolTip("Frames between the walk start and this image, played when done")
+        self.act_between.triggered.connect(self.ask_walk_between)
         self.act_start.triggered.connect(lambda: self._on_current(self.set_start))
         self.act_to.triggered.connect(lambda: self._on_current(self.ask_walk_to))
-        gallery.extra_groups.append((self.act_start, self.act_to))
-        gallery.view.selectionModel().currentChanged.connect(self.update_actions)
+        gallery.extra_groups.append((self.act_between, self.act_start, self.act_to, self.groups.act_open))
+        selection = gallery.view.selectionModel()
+        selection.currentChanged.connect(self.update_actions)
+        selection.selectionChanged.connect(self.update_actions)
+        gallery.model.modelReset.connect(self.update_actions)
+        gallery.entrySelected.connect(self.show_entry_walk)
         self.update_actions()
         window.worker.jobFinished.connect(self._finished)
         window.worker.jobFailed.connect(self._abandoned)
@@ -66,6 +80,7 @@ class WalkLink(QObject):
 
     def update_actions(self, *_changed) -> None:
         entry = self.gallery.current_entry()
+        self.act_between.setEnabled(len(selected_entries(self.gallery)) == 2)
         self.act_start.setEnabled(entry is not None)
         self.act_to.setEnabled(entry is not None and bool(self.start_id) and entry.id != self.start_id)
 
@@ -73,23 +88,42 @@ class WalkLink(QObject):
         self.start_id = entry_id
         self.update_actions()
 
+    def ends_of_selection(self) -> tuple[str, str] | None:
+        """(start, end) ids of the two selected entries, the older first; None unless exactly two."""
+        chosen = selected_entries(self.gallery)
+        if len(chosen) != 2:
+            return None
+        older, newer = sorted(chosen, key=lambda e: e.created)
+        return older.id, newer.id
+
+    def ask_walk_between(self) -> None:
+        ends = self.ends_of_selection()
+        dialog = WalkDialog(self.window)
+        if ends is not None and dialog.exec() == QDialog.DialogCode.Accepted:
+            self.walk(*ends, dialog.frames.value(), dialog.what.currentData())
+
     def ask_walk_to(self, entry_id: str) -> None:
         dialog = WalkDialog(self.window)
         if dialog.exec() == QDialog.DialogCode.Accepted:
             self.walk_to(entry_id, dialog.frames.value(), dialog.what.currentData())
 
     def walk_to(self, entry_id: str, frames: int, what: str) -> list[int]:
-        """Queue the walk from the start entry to `entry_id`; its job ids (none after telling the user why)."""
+        """Queue the walk from the start entry to `entry_id` (the two-step menu)."""
+        return self.walk(self.start_id, entry_id, frames, what)
+
+    def walk(self, start_id: str, end_id: str, frames: int, what: str) -> list[int]:
+        """Queue the walk from `start_id` to `end_id`; its job ids (none after telling the user why)."""
         try:
             if self.jobs:
                 raise SDStudioError("a walk is still running: wait for it, or cancel it, first")
-            start, end = (self._request(i) for i in (self.start_id, entry_id))
+            start, end = (self._request(i) for i in (start_id, end_id))
             requests = frame_requests(WalkRequest(start, end, frames, what))
         except SDStudioError as exc:
             self.window.canvas_panel.banner.show_error(f"Cannot interpolate: {exc}")
             return []
         self.outputs = {}
-        self.jobs = [self.window.submit_request(r.replace(parent_id=self.start_id)) for r in requests]
+        walk_id = new_entry_id()
+        self.jobs = [self.window.submit_request(r.replace(parent_id=start_id, walk_id=walk_id)) for r in requests]
         return list(self.jobs)
 
     def _request(self, entry_id: str):
@@ -112,9 +146,8 @@ class WalkLink(QObject):
         if len(self.outputs) == len(self.jobs):
             results = [self.outputs[j] for j in self.jobs]
             self.jobs, self.outputs = [], {}
-            self.player = WalkPlayer([r.images[0] for r in results], [r.requests[0] for r in results],
-                                     results[0].model_name, self.window)
-            self.player.show()
+            self.window.canvas_panel.show_walk([r.images[0] for r in results], [r.requests[0] for r in results],
+                                               results[0].model_name)
 
     def _abandoned(self, job_id: int, *_message) -> None:
         if job_id in self.jobs:
@@ -122,3 +155,37 @@ class WalkLink(QObject):
             self.window.canvas_panel.banner.show_error(
                 "A walk frame failed or was cancelled, so the walk will not play; its finished frames are in "
                 "the history")
+
+    # --- a saved walk on the canvas ----------------------------------------------------------------
+    def show_entry_walk(self, entry_id: str) -> None:
+        """When the selected entry is a walk's frame, play the walk on the canvas: from its start on the walk's
+        tile, paused at that frame when the walk's frames are shown one by one."""
+        entry = self.store.get(entry_id)
+        frames = self.store.walk_frames(entry.walk_id) if entry is not None else []
+        if len(frames) < 2:
+            return
+        loaded = self._load(frames)
+        if loaded is None:
+            return
+        images, requests = loaded
+        opened = self.gallery.walk_filter is not None
+        at = next(k for k, f in enumerate(frames) if f.id == entry_id) if opened else 0
+        self.window.canvas_panel.show_walk(images, requests, entry.model_name, at, play=not opened)
+
+    def _load(self, frames) -> tuple[list, list] | None:
+        """The frames' images and requests (the last walk's kept: clicking through its frames reads nothing);
+        None after telling the user why not."""
+        key = tuple((f.id, f.file) for f in frames)
+        if self._loaded is not None and self._loaded[0] == key:
+            return self._loaded[1]
+        try:
+            images = [load_image(str(f.file)) for f in frames]
+            requests = [self.store.read(f).request for f in frames]
+        except (OSError, SyntaxError, ValueError) as exc:
+            self.window.canvas_panel.banner.show_error(f"Cannot play that walk: {exc}")
+            return None
+        if any(r is None for r in requests):
+            self.window.canvas_panel.banner.show_error("Cannot play that walk: a frame lost its parameters")
+            return None
+        self._loaded = (key, (images, requests))
+        return images, requests
