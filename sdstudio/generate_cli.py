@@ -29,8 +29,8 @@ from sdstudio.engine.job_size import default_size, estimate, job_problem, physic
 from sdstudio.engine.names import DEVICE_CHOICES, SAMPLERS, SCHEDULERS
 from sdstudio.engine.request import MAX_SEED, RANDOM_SEED, GenerationRequest, StepInfo
 from sdstudio.engine.validate import check_side, validate, validate_settings
-from sdstudio.history.animation import next_free
 from sdstudio.hires_cli import add_hires_flags, hires_options, largest_pass
+from sdstudio.history.animation import next_free
 
 # CLI flag -> request field, for flags whose value is copied as given.
 _FIELDS = {
