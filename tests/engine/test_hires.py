@@ -113,3 +113,23 @@ def test_the_hires_settings_change_the_image(tiny_model):
                     {"hires_sampler": "Heun"}):
         other = np.asarray(generate(tiny_model, BASE.replace(**changes)).images[0], dtype=np.int16)
         assert np.abs(other - base).max() > 0, changes
+
+
+@pytest.mark.parametrize("prompt,expected", [
+    ("[cat:dog:0.5]", [(4, "dog")]),  # a first-pass fraction has passed before the hires pass starts
+    ("[cat:dog:1.5]", [(2, "cat"), (4, "dog")]),  # half-way through the hires pass
+    ("[cat:dog:22]", [(2, "cat"), (4, "dog")]),  # step 22 of the job: the hires pass's second
+    ("[cat:dog:5]", [(4, "dog")]),
+])
+def test_prompt_editing_in_the_hires_pass_counts_on_from_the_first_pass(prompt, expected):
+    """A1111 (prompt_parser with hires_steps): fractions less 1, step numbers less the first pass's steps."""
+    from sdstudio.engine.prompt_schedule import schedule
+
+    assert schedule(prompt, 4, first=20) == expected
+    assert schedule(prompt, 4) != expected or prompt == "[cat:dog:5]"
+
+
+def test_the_hires_pass_conditions_on_the_upscaled_size_and_counts_from_the_first_pass():
+    req = validate(BASE.replace(width=64, height=64, hires_resize_w=128, hires_resize_h=96))
+    second = plan(req, ModelSampling())[1]
+    assert (second.width, second.height, second.cond_size, second.prompt_first) == (128, 96, (128, 128), 3)
