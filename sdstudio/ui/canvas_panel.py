@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 from sdstudio.ui.canvas import Canvas, Tool
 from sdstudio.ui.mask_display import PreviewPlacement
 from sdstudio.ui.mask_model import MaskModel
+from sdstudio.ui.outpaint_bar import OutpaintBar
 from sdstudio.ui.status import ErrorBanner
 
 RESULT, INPUT = "result", "input"
@@ -62,6 +63,8 @@ class CanvasPanel(QWidget):
         layout.setSpacing(0)
         layout.addWidget(self._make_toolbar())
         layout.addWidget(self._make_mask_bar())
+        self.outpaint_bar = OutpaintBar()  # beside the mask tools: shown in the input view
+        layout.addWidget(self.outpaint_bar)
         layout.addWidget(self.banner)
         layout.addWidget(self.canvas, 1)
         layout.addWidget(self._make_scrubber())
@@ -307,6 +310,7 @@ class CanvasPanel(QWidget):
             a.setEnabled(editing)
         self.act_clear.setEnabled(has_mask)
         self.mask_bar.setVisible(editing)
+        self.outpaint_bar.setVisible(editing)
         self.act_use_as_input.setEnabled(self.view == RESULT and self._current_result() is not None)
         self.act_clear_input.setEnabled(self._input is not None)
 
