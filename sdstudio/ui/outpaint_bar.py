@@ -23,7 +23,8 @@ ARROWS = {"left": "← Left", "right": "Right →", "up": "↑ Up", "down": "↓
 
 
 class OutpaintBar(QToolBar):
-    """Amount, fill and one button per side; `extendRequested(Extension, fill)` when one is pressed."""
+    """Amount, fill and one button per side (and the panel's Drag frame tool); `extendRequested(Extension,
+    fill)` when one is pressed or a frame drag ends."""
 
     extendRequested = Signal(object, str)
 
@@ -47,7 +48,11 @@ class OutpaintBar(QToolBar):
             self.side_actions[side] = action
 
     def request(self, side: str) -> None:
-        self.extendRequested.emit(Extension(**{side: self.amount.value()}), self.fill.currentData())
+        self.request_extension(Extension(**{side: self.amount.value()}))
+
+    def request_extension(self, ext: Extension) -> None:
+        """Ask for `ext` with the chosen fill (the side buttons, and the canvas's Frame tool drag)."""
+        self.extendRequested.emit(ext, self.fill.currentData())
 
 
 def outpaint_input(window, ext: Extension, fill: str) -> None:
