@@ -3,7 +3,7 @@
 The input is placed on a larger canvas (engine/outpaint.py) and the job becomes an ordinary inpainting job at
 the canvas's size: the filled canvas is its init image and the new area its mask, so the saved image re-runs
 from its PNG (`generate --from`) like any inpainting image, and the original's pixels are kept exactly outside
-the blend band of --mask-blur.
+`seam_band(--mask-blur)` of the seam (engine/outpaint.py).
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def apply_outpaint(req: GenerationRequest, args: argparse.Namespace, multiple: i
         if given is not None and given != size:
             raise RequestError(f"--outpaint makes the image {width}x{height} (the input plus {ext.text()}): leave "
                                f"out --{side}, or change the sides")
-    canvas, mask = extend(req.init_image, ext, args.outpaint_fill or DEFAULT_FILL, seed=req.seed, mask=req.mask)
+    canvas, mask = extend(req.init_image, ext, args.outpaint_fill or DEFAULT_FILL, seed=req.seed, mask=req.mask,
+                          mask_blur=req.mask_blur)
     strength = req.strength if args.strength is not None else OUTPAINT_STRENGTH
     return req.replace(init_image=canvas, mask=mask, width=width, height=height, strength=strength)
 

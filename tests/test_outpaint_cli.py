@@ -11,7 +11,7 @@ from PIL import Image
 from sdstudio import paths
 from sdstudio.cli import build_parser, main
 from sdstudio.engine.errors import RequestError
-from sdstudio.engine.outpaint import Extension, blend_band
+from sdstudio.engine.outpaint import Extension, blend_band, seam_band
 from sdstudio.generate_cli import build_request
 from sdstudio.history.store import HistoryStore
 from sdstudio.outpaint_cli import OUTPAINT_STRENGTH, apply_outpaint, check_outpaint
@@ -38,7 +38,8 @@ def test_outpaint_makes_an_inpainting_request_on_the_extended_canvas(source):
     with Image.open(source) as im:
         kept = np.asarray(req.init_image)[0:40, 20:64]
         assert np.array_equal(kept, np.asarray(im.convert("RGB")))
-    assert np.asarray(req.mask)[0:40, 20:64].max() == 0 and np.asarray(req.mask)[40:].min() == 255
+    o = blend_band(req.mask_blur)  # the mask overlaps the original along the extended sides
+    assert np.asarray(req.mask)[0 : 40 - o, 20 + o : 64].max() == 0 and np.asarray(req.mask)[40 - o :].min() == 255
     explicit = args_for("--init-image", str(source), "--outpaint", "all=8", "--strength", "0.6",
                         "--outpaint-fill", "noise")
     assert apply_outpaint(build_request(explicit), explicit, 8).strength == 0.6
@@ -85,7 +86,7 @@ def test_generate_outpaints_keeps_the_original_and_reruns_from_its_file(home, ca
     with Image.open(source) as im:
         original = np.asarray(im.convert("RGB"), dtype=np.int16)
     assert out.shape == (48, 56, 3)  # 44+12 x 40+8
-    band = blend_band(2)
+    band = seam_band(2)
     assert np.array_equal(out[8 + band : 48, 0 : 44 - band], original[band:, : 44 - band])
     assert main(["generate", "--model", str(tiny_path), "--from", str(file)]) == 0
     [again] = [Path(line) for line in capsys.readouterr().out.split()]

@@ -7,8 +7,12 @@ edge pixel outward (edge colours), "blur" stretches the strip next to each edge 
 4-channel model the fill is what the sampler starts from (so run it at a high strength, 0.9–1); a 9-channel
 inpainting model sees the new area blanked and paints it from the context.
 
-The pipeline composites its result through the mask blurred by "Mask blur" (geometry.prepare_mask), so the
-original pixels are kept exactly except within `blend_band(mask_blur)` pixels of the seam.
+The pipeline composites its result over the init image through the mask blurred by "Mask blur"
+(geometry.prepare_mask). Blurred at the seam, that would let the fill show through at the new area's inner
+edge, so the mask reaches `blend_band(mask_blur)` pixels into the original along each extended side (as
+A1111's "Outpainting mk2" grows its mask by twice the blur): the new area is then all generated, the
+generated pixels fade into the original over the next `seam_band(mask_blur)` pixels, and every original pixel
+beyond that is kept exactly (tested through the pipeline).
 
 numpy and PIL only, no torch: the canvas in the UI and the command line build the same canvas and mask.
 """
@@ -91,11 +95,19 @@ def blend_band(mask_blur: int) -> int:
     return 0 if mask_blur <= 0 else 3 * mask_blur + 1
 
 
+def seam_band(mask_blur: int) -> int:
+    """How many pixels of the original next to an extended side may change: the mask's overlap plus the
+    blur's reach beyond it. Every original pixel farther from the seam is kept exactly."""
+    return 2 * blend_band(mask_blur)
+
+
 def extend(image: Image.Image, ext: Extension, fill: str = DEFAULT_FILL, seed: int = 0,
-           mask: Image.Image | None = None) -> tuple[Image.Image, Image.Image]:
+           mask: Image.Image | None = None, mask_blur: int = 0) -> tuple[Image.Image, Image.Image]:
     """(canvas, mask): `image` (RGB) at (ext.left, ext.up) on a canvas ext.size(image.size), the new area
     filled by `fill` and white in the mask (L). A `mask` of the image's size (white = repaint) is kept
-    inside the image, so a painted area is repainted together with the new one. `seed` draws the noise fill."""
+    inside the image, so a painted area is repainted together with the new one. `seed` draws the noise fill.
+    `mask_blur` (the job's) sets how far the mask overlaps the original along each extended side
+    (`blend_band`), so the blurred mask is white over the whole new area."""
     if fill not in FILLS:
         raise RequestError(f"outpaint fill {fill!r} is unknown: use one of {', '.join(FILLS)}")
     if mask is not None and mask.size != image.size:
@@ -114,6 +126,15 @@ def extend(image: Image.Image, ext: Extension, fill: str = DEFAULT_FILL, seed: i
     canvas[ext.up : ext.up + h, ext.left : ext.left + w] = rgb
     new_area = np.full(canvas.shape[:2], 255, np.uint8)
     new_area[ext.up : ext.up + h, ext.left : ext.left + w] = 0 if mask is None else np.asarray(mask.convert("L"))
+    overlap = blend_band(mask_blur)
+    for side, (rows, cols) in {
+        "left": (slice(None), slice(ext.left, ext.left + overlap)),
+        "right": (slice(None), slice(max(ext.left + w - overlap, ext.left), ext.left + w)),
+        "up": (slice(ext.up, ext.up + overlap), slice(None)),
+        "down": (slice(max(ext.up + h - overlap, ext.up), ext.up + h), slice(None)),
+    }.items():
+        if getattr(ext, side) and overlap:
+            new_area[rows, cols] = 255
     return Image.fromarray(canvas, "RGB"), Image.fromarray(new_area, "L")
 
 

@@ -3,8 +3,9 @@
 The bar (shown with the mask tools in the input view) asks; `outpaint_input` does it with the engine's own
 helper (engine/outpaint.py, torch-free): the input becomes the extended canvas with the new area filled and
 masked, the job's size becomes the canvas's and its strength 1, so Generate inpaints the new area and blends
-it in across the seam (Mask blur) while the original's pixels stay as they were. The mask can be edited
-before generating, and Ctrl+Z takes the new mask back; "Remove input" or opening another image starts over.
+it in across the seam (the mask overlaps the original as far as the Mask blur set when extending needs)
+while the original's other pixels stay as they were. The mask can be edited before generating, and Ctrl+Z
+takes the new mask back; "Remove input" or opening another image starts over.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def outpaint_input(window, ext: Extension, fill: str) -> None:
     image = qimage_to_pil(panel.input_image).convert("RGB")
     ext = ext.rounded(image.size, MULTIPLE)
     state = window.state
-    canvas, mask = extend(image, ext, fill, seed=max(state.seed, 0), mask=window.mask.to_pil())
+    canvas, mask = extend(image, ext, fill, seed=max(state.seed, 0), mask=window.mask.to_pil(),
+                          mask_blur=state.mask_blur)
     width, height = canvas.size
     if max(width, height) > MAX_SIDE:
         panel.banner.show_error(f"The extended image would be {width}x{height}; the limit is {MAX_SIDE} pixels "

@@ -3,7 +3,8 @@ import pytest
 from PIL import Image, ImageFilter
 
 from sdstudio.engine.errors import RequestError
-from sdstudio.engine.outpaint import FILLS, Extension, blend_band, extend
+from sdstudio.engine.geometry import prepare_mask
+from sdstudio.engine.outpaint import FILLS, Extension, blend_band, extend, seam_band
 from sdstudio.engine.pipeline import generate
 from sdstudio.engine.request import GenerationRequest
 
@@ -134,12 +135,12 @@ BASE = GenerationRequest(prompt="a red apple", negative_prompt="blurry", steps=4
 
 
 def outpaint_request(image, ext, fill="edge", blur=4):
-    canvas, mask = extend(image, ext, fill, seed=BASE.seed)
+    canvas, mask = extend(image, ext, fill, seed=BASE.seed, mask_blur=blur)
     return BASE.replace(init_image=canvas, mask=mask, mask_blur=blur, width=canvas.width, height=canvas.height)
 
 
 def assert_original_kept(out: Image.Image, image: Image.Image, ext: Extension, blur: int) -> None:
-    band = blend_band(blur)
+    band = seam_band(blur)
     o, i = px(out), px(image)
     inner = o[ext.up : ext.up + image.height, ext.left : ext.left + image.width]
     # every original pixel beyond the blend band of each extended side is the original's, bit for bit
@@ -157,18 +158,20 @@ def test_outpainting_keeps_the_original_outside_the_blend_band_and_paints_the_ne
     out = generate(tiny_model, outpaint_request(image, ext, fill)).images[0]
     assert out.size == (72, 64)
     assert_original_kept(out, image, ext, 4)
-    canvas, _ = extend(image, ext, fill, seed=BASE.seed)
-    new = px(out)[40 + 8 :, :]  # the new strip at the bottom, beyond the band
-    assert np.abs(new - px(canvas)[48:, :]).mean() > 3  # repainted, not the fill left as it was
+    canvas, _ = extend(image, ext, fill, seed=BASE.seed, mask_blur=4)
+    new = px(out)[40:, :]  # the new strip at the bottom
+    assert np.abs(new - px(canvas)[40:, :]).mean() > 3  # repainted, not the fill left as it was
 
 
 def test_the_band_is_where_the_seam_blends(tiny_model):
     image = textured(48, 48, seed=2)
     ext = Extension(right=16)
-    out = px(generate(tiny_model, outpaint_request(image, ext, blur=6)).images[0])
-    seam = out[:, 48 - blend_band(6) : 48] - px(image)[:, 48 - blend_band(6) :]
-    assert np.abs(seam).max() > 0  # the blurred mask does reach into the original: a blend, not a cut
-    assert np.array_equal(out[:, : 48 - blend_band(6)], px(image)[:, : 48 - blend_band(6)])
+    out = px(generate(tiny_model, outpaint_request(image, ext, blur=3)).images[0])
+    band = seam_band(3)
+    seam = out[:, 48 - band : 48] - px(image)[:, 48 - band :]
+    assert np.abs(seam).max() > 0  # the generated pixels fade into the original: a blend, not a cut
+    assert np.abs(seam[:, 0]).max() == 0 or np.abs(seam[:, -1]).mean() > np.abs(seam[:, 0]).mean()
+    assert np.array_equal(out[:, : 48 - band], px(image)[:, : 48 - band])
 
 
 def test_without_mask_blur_the_original_is_kept_to_the_seam(tiny_model):
@@ -191,3 +194,24 @@ def test_nine_channel_inpainting_model_outpaints(tmp_path):
     assert out.size == (56, 48)
     assert_original_kept(out, image, ext, 2)
     assert generate(model, req).images[0].tobytes() == out.tobytes()  # and it re-runs to the same pixels
+
+
+@pytest.mark.parametrize("blur", [0, 1, 4, 5])
+def test_the_blurred_mask_covers_the_new_area_and_stops_at_the_seam_band(blur):
+    image = textured(64, 48)
+    ext = Extension(left=24, up=16)
+    canvas, mask = extend(image, ext, "noise", mask_blur=blur)
+    blurred = np.asarray(prepare_mask(mask, canvas.size, blur))
+    new = np.asarray(mask) == 255
+    new[16:, 24:] = False  # the new area only, not the overlap
+    new[:16], new[:, :24] = True, True
+    assert (blurred[new] == 255).all()  # no fill shows through at the new area's inner edge
+    band = seam_band(blur)
+    assert blurred[16 + band :, 24 + band :].max() == 0
+    overlap = blend_band(blur)
+    assert (np.asarray(mask)[16:, 24 : 24 + overlap] == 255).all() and np.asarray(mask)[16 + overlap :, 24 + overlap :].max() == 0
+
+
+def test_the_overlap_stays_inside_a_small_image():
+    _, mask = extend(textured(8, 8), Extension(right=8), mask_blur=16)
+    assert (np.asarray(mask) == 255).all()

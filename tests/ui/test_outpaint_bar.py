@@ -4,7 +4,7 @@ the extended canvas at its own size."""
 import numpy as np
 from PySide6.QtGui import QColor, QImage
 
-from sdstudio.engine.outpaint import Extension
+from sdstudio.engine.outpaint import Extension, blend_band
 from sdstudio.ui.canvas_panel import INPUT, RESULT
 from sdstudio.ui.imageconv import qimage_to_pil
 from sdstudio.ui.outpaint_bar import OUTPAINT_STRENGTH, outpaint_input
@@ -33,14 +33,15 @@ def test_the_bar_shows_with_the_mask_tools_and_each_side_extends(qtbot, window):
     kept = np.asarray(qimage_to_pil(image).convert("RGB"))[:, 16:]
     assert np.array_equal(kept, np.asarray(qimage_to_pil(source).convert("RGB")))
     mask = window.mask.pixels()
-    assert (mask[:, :16] == 255).all() and mask[:, 16:].max() == 0
+    o = blend_band(window.state.mask_blur)  # the mask overlaps the original so the blur covers the new area
+    assert o > 0 and (mask[:, : 16 + o] == 255).all() and mask[:, 16 + o :].max() == 0
     assert (window.state.width, window.state.height) == (64, 40) and window.state.strength == OUTPAINT_STRENGTH
     assert window.panel.width_spin.value() == 64 and window.panel.strength_spin.value() == OUTPAINT_STRENGTH
     cp.outpaint_bar.amount.setValue(10)
     cp.outpaint_bar.side_actions["down"].trigger()  # 40 + 10 grows to 56 on the extended side
     assert (cp.input_image.width(), cp.input_image.height()) == (64, 56)
     mask = window.mask.pixels()
-    assert (mask[:, :16] == 255).all() and (mask[40:] == 255).all() and mask[:40, 16:].max() == 0
+    assert (mask[:, :16] == 255).all() and (mask[40 - o :] == 255).all() and mask[: 40 - o, 16 + o :].max() == 0
 
 
 def test_a_painted_mask_is_kept_and_generate_inpaints_the_canvas(qtbot, window, engine):
@@ -49,7 +50,7 @@ def test_a_painted_mask_is_kept_and_generate_inpaints_the_canvas(qtbot, window, 
     outpaint_input(window, Extension(right=32), "noise")
     mask = window.mask.pixels()
     assert mask.shape == (32, 64) and (mask[4:12, 4:12] == 255).all() and (mask[:, 32:] == 255).all()
-    assert mask[20:, :32].max() == 0
+    assert mask[20:, : 32 - blend_band(window.state.mask_blur)].max() == 0
     with qtbot.waitSignal(window.resultReady, timeout=5000):
         window.generate()
     req = engine.generated[-1]

@@ -5,7 +5,7 @@ import pytest
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtTest import QTest
 
-from sdstudio.engine.outpaint import Extension
+from sdstudio.engine.outpaint import Extension, blend_band
 from sdstudio.ui.canvas import Tool
 from sdstudio.ui.outpaint_frame import FrameDrag
 from tests.ui.test_outpaint_bar import textured_image
@@ -43,6 +43,7 @@ def test_dragging_the_frame_on_the_canvas_outpaints_that_side(qtbot, window):
     drag(cp.canvas, (47, 20), (67, 20))  # 20 px outward snaps to 16
     assert (cp.input_image.width(), cp.input_image.height()) == (64, 40)
     mask = window.mask.pixels()
-    assert (mask[:, 48:] == 255).all() and mask[:, :48].max() == 0
+    o = blend_band(window.state.mask_blur)
+    assert (mask[:, 48 - o :] == 255).all() and mask[:, : 48 - o].max() == 0
     assert (window.state.width, window.state.height) == (64, 40)
     assert np.asarray(mask).shape == (40, 64)
