@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from sdstudio.engine.errors import RequestError
+from sdstudio.engine.validate import MAX_SIDE
 
 SIDES = ("left", "right", "up", "down")
 FILLS = ("edge", "blur", "noise")
@@ -113,6 +114,10 @@ def extend(image: Image.Image, ext: Extension, fill: str = DEFAULT_FILL, seed: i
     if mask is not None and mask.size != image.size:
         raise RequestError(f"the mask is {mask.size[0]}x{mask.size[1]} but the image is "
                            f"{image.size[0]}x{image.size[1]}: they must match")
+    width, height = ext.size(image.size)
+    if max(width, height) > MAX_SIDE:  # said before a canvas of that size is allocated
+        raise RequestError(f"the extended image would be {width}x{height}; the limit is {MAX_SIDE} pixels a side: "
+                           "extend by less")
     rgb = np.asarray(image.convert("RGB"))
     pads = ((ext.up, ext.down), (ext.left, ext.right), (0, 0))
     if fill == "edge":

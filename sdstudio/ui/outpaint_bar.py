@@ -13,8 +13,8 @@ from __future__ import annotations
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QLabel, QSpinBox, QToolBar, QWidget
 
+from sdstudio.engine.errors import RequestError
 from sdstudio.engine.outpaint import DEFAULT_FILL, FILLS, MAX_EXTENSION, SIDES, Extension, extend
-from sdstudio.engine.validate import MAX_SIDE
 from sdstudio.ui.imageconv import pil_to_qimage, qimage_to_pil
 
 MULTIPLE = 8  # every model family's latent factor: the canvas grows to it on an extended side
@@ -65,13 +65,13 @@ def outpaint_input(window, ext: Extension, fill: str) -> None:
     image = qimage_to_pil(panel.input_image).convert("RGB")
     ext = ext.rounded(image.size, MULTIPLE)
     state = window.state
-    canvas, mask = extend(image, ext, fill, seed=max(state.seed, 0), mask=window.mask.to_pil(),
-                          mask_blur=state.mask_blur)
-    width, height = canvas.size
-    if max(width, height) > MAX_SIDE:
-        panel.banner.show_error(f"The extended image would be {width}x{height}; the limit is {MAX_SIDE} pixels "
-                                "a side.")
+    try:
+        canvas, mask = extend(image, ext, fill, seed=max(state.seed, 0), mask=window.mask.to_pil(),
+                              mask_blur=state.mask_blur)
+    except RequestError as exc:
+        panel.banner.show_error(str(exc))
         return
+    width, height = canvas.size
     window.set_input_image(pil_to_qimage(canvas), getattr(window, "_input_parent", ""))
     window.mask.set_image(mask, "Outpaint")
     state.width, state.height = width, height  # the canvas as it is: scaled, the original would change

@@ -111,6 +111,11 @@ def test_a_painted_mask_is_kept_inside_the_image():
     assert (m[:, :8] == 255).all() and (m[4:12, 12:20] == 255).all() and m[20:, 20:].max() == 0
 
 
+def test_a_canvas_past_the_size_limit_is_refused_before_it_is_made():
+    with pytest.raises(RequestError, match="4104x8.*limit is 4096"):
+        extend(textured(8, 8), Extension(left=4096))
+
+
 def test_bad_fill_and_mismatched_mask_are_refused():
     with pytest.raises(RequestError, match="fill"):
         extend(textured(8, 8), Extension(left=8), "lama")
