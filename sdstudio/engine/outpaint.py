@@ -1,18 +1,18 @@
 """Outpainting as inpainting: the image placed on a larger canvas, the new area filled and masked, so an
 ordinary inpainting job (4- or 9-channel model) paints it and blends it in across the seam.
 
-The fills are the ones AUTOMATIC1111's and InvokeAI's outpainting offer in spirit: "edge" repeats the nearest
-edge pixel outward (edge colours), "blur" stretches the strip next to each edge across the new area and blurs it
-(a blurred stretch), "noise" is seeded Gaussian noise around the border's mean colour. For a
+The fills are the ones AUTOMATIC1111's and InvokeAI's outpainting offer in spirit: "edge" repeats the
+nearest edge pixel outward (edge colours), "blur" stretches the strip next to each edge across the new area
+and blurs it (a blurred stretch), "noise" is seeded Gaussian noise around the border's mean colour. For a
 4-channel model the fill is what the sampler starts from (so run it at a high strength, 0.9–1); a 9-channel
 inpainting model sees the new area blanked and paints it from the context.
 
 The pipeline composites its result over the init image through the mask blurred by "Mask blur"
 (geometry.prepare_mask). Blurred at the seam, that would let the fill show through at the new area's inner
-edge, so the mask reaches `blend_band(mask_blur)` pixels into the original along each extended side (as
-A1111's "Outpainting mk2" grows its mask by twice the blur): the new area is then all generated, the
-generated pixels fade into the original over the next `seam_band(mask_blur)` pixels, and every original pixel
-beyond that is kept exactly (tested through the pipeline).
+edge, so the mask reaches `blend_band(mask_blur)` pixels into the original along each extended side (A1111's
+"Outpainting mk2" likewise draws its mask past the seam by the blur, its latent mask by twice that). The new
+area is then all generated, the generated pixels fade into the original within `seam_band(mask_blur)` pixels
+of the seam, and every original pixel farther away is kept exactly (tested through the pipeline).
 
 numpy and PIL only, no torch: the canvas in the UI and the command line build the same canvas and mask.
 """
@@ -91,8 +91,9 @@ class Extension:
 
 
 def blend_band(mask_blur: int) -> int:
-    """How far (pixels) into the original image the blurred mask reaches from the seam: PIL's Gaussian blur
-    (an extended box blur) spreads a step about 2.6 × radius; 3 × radius + 1 bounds it (tested up to 256)."""
+    """How far (pixels) a blurred mask reaches past the edge of its white area, and so how far `extend` lets
+    the mask overlap the original: PIL's Gaussian blur (an extended box blur) spreads a step about
+    2.6 × radius; 3 × radius + 1 bounds it (tested up to 256)."""
     return 0 if mask_blur <= 0 else 3 * mask_blur + 1
 
 
