@@ -31,6 +31,7 @@ from sdstudio.engine.request import MAX_SEED, RANDOM_SEED, GenerationRequest, St
 from sdstudio.engine.validate import check_side, validate, validate_settings
 from sdstudio.hires_cli import add_hires_flags, hires_options, largest_pass
 from sdstudio.history.animation import next_free
+from sdstudio.outpaint_cli import add_outpaint_arguments, apply_outpaint, check_outpaint
 
 # CLI flag -> request field, for flags whose value is copied as given.
 _FIELDS = {
@@ -74,6 +75,7 @@ def add_generate_parser(sub) -> None:
     g.add_argument("--mask-blur", type=int)
     g.add_argument("--only-masked", action="store_true", default=None, help="inpaint only the masked area")
     add_hires_flags(g)
+    add_outpaint_arguments(g)
     g.add_argument("--vae", help="replace the checkpoint's VAE")
     g.add_argument("--taesd", help="TAESD decoder for previews")
     g.add_argument("--draft-decode", action="store_true", default=None,
@@ -179,6 +181,7 @@ def check_before_loading(req: GenerationRequest, args: argparse.Namespace):
     the settings, the sides given, and where the images go: the --out folder, created and probed, or the
     app's history, opened. Returns that folder or the HistoryStore."""
     validate_settings(req)
+    check_outpaint(req, args)
     for side in ("width", "height"):
         if getattr(args, side) is not None:
             check_side(side, getattr(args, side), multiple=1)
@@ -225,9 +228,12 @@ def describe_model(req: GenerationRequest):
 
 
 def fit_to_model(req: GenerationRequest, args: argparse.Namespace, desc) -> GenerationRequest:
-    """The sizes not given, from the model (or the init image's aspect ratio); then the size checks and the
-    job's estimate, which refuses a job far beyond the model or the machine unless --yes confirms it."""
-    if not args.from_image:
+    """The sizes not given, from the model (or the init image's aspect ratio, or --outpaint's canvas); then
+    the size checks and the job's estimate, which refuses a job far beyond the model or the machine unless
+    --yes confirms it."""
+    if args.outpaint is not None:
+        req = apply_outpaint(req, args, desc.vae_downscale)  # the size is the extended canvas's
+    elif not args.from_image:
         init_size = req.init_image.size if req.init_image is not None else None
         width, height = default_size(args.width, args.height, desc.default_size, desc.vae_downscale, init_size)
         req = req.replace(width=width, height=height)

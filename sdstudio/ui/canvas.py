@@ -27,6 +27,7 @@ from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from sdstudio.ui.mask_display import default_brush_radius, overlay_colour
 from sdstudio.ui.mask_model import MaskModel
+from sdstudio.ui.outpaint_frame import FrameDrag
 
 MIN_ZOOM, MAX_ZOOM = 1 / 32, 64.0
 MASK_OPACITY = 0.5
@@ -38,6 +39,7 @@ class Tool(enum.Enum):
     PAN = "pan"
     BRUSH = "brush"
     ERASER = "eraser"
+    FRAME = "frame"  # drag an edge of the image outward to outpaint (outpaint_frame.py)
 
 
 class Canvas(QWidget):
@@ -46,6 +48,7 @@ class Canvas(QWidget):
     zoomChanged = Signal(float)  # zoom in device pixels per image pixel
     fileDropped = Signal(str)
     brushChanged = Signal(float)  # brush radius in image pixels
+    frameDragged = Signal(object)  # an engine.outpaint.Extension: the Frame tool's drag ended
 
     def __init__(self, mask: MaskModel, parent: QWidget | None = None):
         super().__init__(parent)
@@ -71,6 +74,7 @@ class Canvas(QWidget):
         self._fit_mode = True
         self._pan_anchor: QPointF | None = None
         self._painting = False
+        self._frame: FrameDrag | None = None
         self._cursor_pos: QPointF | None = None
         self._space_held = False
         mask.changed.connect(self._mask_changed)
@@ -196,6 +200,11 @@ class Canvas(QWidget):
         painter.drawImage(QRectF(0, 0, self._size.width(), self._size.height()), self.image)
         if self._mask_editable and not self._overlay.isNull() and self._overlay.size() == self._size:
             painter.drawImage(0, 0, self._overlay)
+        if self._frame is not None:
+            painter.setPen(QPen(self.palette().color(QPalette.ColorRole.Highlight), 2 / self._scale(),
+                                Qt.PenStyle.DashLine))
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.drawRect(QRectF(*self._frame.frame()))
         painter.resetTransform()
         self._paint_brush_outline(painter)
 
@@ -220,7 +229,7 @@ class Canvas(QWidget):
         painter.drawText(box, Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap, self.placeholder)
 
     def _paint_brush_outline(self, painter: QPainter) -> None:
-        if not (self._mask_editable and self.tool != Tool.PAN and self._cursor_pos is not None
+        if not (self._mask_editable and self.tool not in (Tool.PAN, Tool.FRAME) and self._cursor_pos is not None
                 and not self._space_held):
             return
         radius = self.brush_radius * self._scale()
@@ -293,6 +302,9 @@ class Canvas(QWidget):
         if self._pans(event):
             self._pan_anchor = pos
             self.setCursor(Qt.CursorShape.ClosedHandCursor)
+        elif event.button() == Qt.MouseButton.LeftButton and self._can_frame():
+            point = self.widget_to_image(pos)
+            self._frame = FrameDrag.begin((point.x(), point.y()), (self._size.width(), self._size.height()))
         elif event.button() == Qt.MouseButton.LeftButton and self._can_paint():
             self._painting = True
             self.mask.begin_stroke(self.brush_radius, self.hardness, erase=self.tool == Tool.ERASER)
@@ -312,6 +324,10 @@ class Canvas(QWidget):
         if self._painting:
             point = self.widget_to_image(pos)
             self.mask.stroke_to(point.x(), point.y())
+        if self._frame is not None:
+            point = self.widget_to_image(pos)
+            self._frame.now = (point.x(), point.y())
+            self.update()
         if self._mask_editable:
             self._update_outline(old_cursor, pos)
 
@@ -322,6 +338,11 @@ class Canvas(QWidget):
         if self._painting:
             self._painting = False
             self.mask.end_stroke()
+        if self._frame is not None:
+            drag, self._frame = self._frame, None
+            self.update()
+            if drag.extension():
+                self.frameDragged.emit(drag.extension())
         event.accept()
 
     def leaveEvent(self, event) -> None:
@@ -367,13 +388,20 @@ class Canvas(QWidget):
     def _pans(self, event: QMouseEvent) -> bool:
         if event.button() == Qt.MouseButton.MiddleButton:
             return True
-        return event.button() == Qt.MouseButton.LeftButton and (self._space_held or not self._can_paint())
+        return event.button() == Qt.MouseButton.LeftButton and (
+            self._space_held or not (self._can_paint() or self._can_frame()))
 
     def _can_paint(self) -> bool:
-        return self._mask_editable and self.tool != Tool.PAN and self.image is not None and self.mask.width > 0
+        return (self._mask_editable and self.tool not in (Tool.PAN, Tool.FRAME) and self.image is not None
+                and self.mask.width > 0)
+
+    def _can_frame(self) -> bool:
+        return self._mask_editable and self.tool == Tool.FRAME and self.image is not None
 
     def _update_cursor(self) -> None:
-        if self._can_paint() and not self._space_held:
+        if self._can_frame() and not self._space_held:
+            self.setCursor(Qt.CursorShape.SizeAllCursor)
+        elif self._can_paint() and not self._space_held:
             self.setCursor(Qt.CursorShape.CrossCursor)
         else:
             self.setCursor(Qt.CursorShape.OpenHandCursor if self.image is not None else Qt.CursorShape.ArrowCursor)

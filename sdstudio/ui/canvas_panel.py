@@ -24,6 +24,7 @@ from sdstudio.ui.canvas import Canvas, Tool
 from sdstudio.ui.canvas_walk import WalkBar
 from sdstudio.ui.mask_display import PreviewPlacement
 from sdstudio.ui.mask_model import MaskModel
+from sdstudio.ui.outpaint_bar import OutpaintBar
 from sdstudio.ui.status import ErrorBanner
 
 RESULT, INPUT = "result", "input"
@@ -64,6 +65,10 @@ class CanvasPanel(QWidget):
         layout.setSpacing(0)
         layout.addWidget(self._make_toolbar())
         layout.addWidget(self._make_mask_bar())
+        self.outpaint_bar = OutpaintBar()  # beside the mask tools: shown in the input view
+        self.outpaint_bar.addAction(self.act_frame)
+        self.canvas.frameDragged.connect(self.outpaint_bar.request_extension)
+        layout.addWidget(self.outpaint_bar)
         layout.addWidget(self.banner)
         layout.addWidget(self.canvas, 1)
         layout.addWidget(self._make_scrubber())
@@ -99,8 +104,10 @@ class CanvasPanel(QWidget):
         self.act_pan = self._action("Pan", lambda: self._set_tool(Tool.PAN), "H", True, "Pan the view")
         self.act_brush = self._action("Brush", lambda: self._set_tool(Tool.BRUSH), "B", True, "Paint the mask")
         self.act_eraser = self._action("Eraser", lambda: self._set_tool(Tool.ERASER), "E", True, "Erase the mask")
+        self.act_frame = self._action("Drag frame", lambda: self._set_tool(Tool.FRAME), "O", True,
+                                      "Drag an edge of the image outward to outpaint that side")
         tools = QActionGroup(self)
-        for a in (self.act_pan, self.act_brush, self.act_eraser):
+        for a in (self.act_pan, self.act_brush, self.act_eraser, self.act_frame):
             tools.addAction(a)
         self.act_brush.setChecked(True)
         self.act_smaller = self._action("Smaller brush", lambda: self._scale_brush(1 / 1.25), "[")
@@ -318,11 +325,12 @@ class CanvasPanel(QWidget):
         editing = self.view == INPUT
         has_mask = editing and not self.mask.is_empty()
         self.act_input.setEnabled(self._input is not None)
-        for a in (self.act_brush, self.act_eraser, self.act_pan, self.act_smaller, self.act_bigger,
+        for a in (self.act_brush, self.act_eraser, self.act_pan, self.act_frame, self.act_smaller, self.act_bigger,
                   self.act_invert, self.act_fill, self.act_clear):
             a.setEnabled(editing)
         self.act_clear.setEnabled(has_mask)
         self.mask_bar.setVisible(editing)
+        self.outpaint_bar.setVisible(editing)
         self.act_use_as_input.setEnabled(self.view == RESULT and self._current_result() is not None)
         self.act_clear_input.setEnabled(self._input is not None)
 

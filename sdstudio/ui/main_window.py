@@ -43,6 +43,7 @@ from sdstudio.ui.model_list import (
     same_model,
 )
 from sdstudio.ui.open_file import open_image, show_job_error
+from sdstudio.ui.outpaint_bar import outpaint_input
 from sdstudio.ui.prompt_panel import PromptPanel
 from sdstudio.ui.prompt_state import apply_request, build_requests
 from sdstudio.ui.save_image import ImageSource, save_pixels, save_with_parameters
@@ -146,6 +147,7 @@ class MainWindow(QMainWindow):
         cp.openImageRequested.connect(self.open_image_dialog)
         cp.useAsInputRequested.connect(self.use_shown_image_as_input)
         cp.clearInputRequested.connect(lambda: self.set_input_image(None))
+        cp.outpaint_bar.extendRequested.connect(lambda ext, fill: outpaint_input(self, ext, fill))
         self.mode_bar.clearInputRequested.connect(lambda: self.set_input_image(None))
         cp.canvas.fileDropped.connect(self.open_image)
         cp.viewChanged.connect(lambda _v: self._update_input_state())

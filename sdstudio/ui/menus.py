@@ -50,7 +50,7 @@ def build_menus(window: MainWindow) -> None:
     redo.setShortcuts(redo_keys())
     edit.addActions([undo, redo])
     edit.addSeparator()
-    edit.addActions([cp.act_brush, cp.act_eraser, cp.act_pan, cp.act_smaller, cp.act_bigger])
+    edit.addActions([cp.act_brush, cp.act_eraser, cp.act_pan, cp.act_frame, cp.act_smaller, cp.act_bigger])
     edit.addSeparator()
     edit.addActions([cp.act_clear, cp.act_invert, cp.act_fill])
     view = bar.addMenu("&View")
