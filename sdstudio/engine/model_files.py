@@ -32,7 +32,10 @@ def builtin_taesd_path() -> Path:
 
 
 # Subfolders of the models folder that hold add-on networks, not checkpoints (A1111's names).
-NETWORK_SUBFOLDERS = frozenset({"lora", "lycoris", "controlnet", "vae", "vae-approx"})
+# A1111's upscaler model folders (engine/upscaler_models.py reads the ESRGAN-style ones).
+UPSCALER_FOLDERS = ("ESRGAN", "RealESRGAN", "SwinIR", "DAT", "HAT", "ScuNET")
+NETWORK_SUBFOLDERS = frozenset({"lora", "lycoris", "controlnet", "vae", "vae-approx",
+                                *(name.lower() for name in UPSCALER_FOLDERS)})
 
 
 def approx_decoder(family_name: str) -> Path | None:
