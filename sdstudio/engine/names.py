@@ -32,6 +32,17 @@ SAMPLER_NOTES = {
              "10–20 steps.",
     "UniPC bh2": "UniPC with the bh2 variant (ComfyUI's uni_pc_bh2), often better than bh1 below 10 steps.",
 }
+# Hires fix / upscale upscalers (engine/upscale.py), A1111's names: latent ones -> (interpolate mode, antialias)
+# as A1111's shared.latent_upscale_modes; pixel ones built in. Model upscalers (files) are listed at run time.
+LATENT_UPSCALERS = {
+    "Latent": ("bilinear", False),
+    "Latent (antialiased)": ("bilinear", True),
+    "Latent (bicubic)": ("bicubic", False),
+    "Latent (bicubic antialiased)": ("bicubic", True),
+    "Latent (nearest)": ("nearest", False),
+    "Latent (nearest-exact)": ("nearest-exact", False),
+}
+PIXEL_UPSCALERS = ("Lanczos", "Nearest")
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")  # what devices.resolve_device accepts
 
 # A1111 writes "Schedule type: Karras"; ComfyUI says "karras". Keys are lower-cased.

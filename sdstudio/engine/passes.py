@@ -57,7 +57,8 @@ class Pass:
     width x height and pasted back where it came from. `init_latent` (B or 1, 4, h, w), when given, is the
     starting latent instead of encoding `init`. `mask` is the unblurred repaint mask (L, white = repaint)
     at init's size, blurred by `mask_blur` at the pass's size. Steps are reported as `first_step + i` of
-    `job_steps` so that progress counts over the whole job.
+    `job_steps` so that progress counts over the whole job. `sampler`, `prompt` and `negative_prompt` replace
+    the request's when set (hires fix), and the prompt schedule runs over `prompt_steps` (0 = the request's).
     """
 
     name: str
@@ -71,6 +72,10 @@ class Pass:
     region: tuple[int, int, int, int] | None = None
     first_step: int = 0
     job_steps: int = 0
+    sampler: str = ""
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    prompt_steps: int = 0
 
     @property
     def steps(self) -> int:
@@ -126,9 +131,17 @@ class PassRunner:
 
     def render(self, p: Pass, init: Image.Image | None, mask: Image.Image | None) -> list[Image.Image]:
         """Sample and decode at the pass's size; init and mask are at that size."""
+        blurred = prepare_mask(mask, (p.width, p.height), p.mask_blur) if mask is not None else None
+        images = self.decode(self.sample(p, init, blurred))
+        if blurred is not None:
+            images = [composite(img, init, blurred) for img in images]
+        return images
+
+    def sample(self, p: Pass, init: Image.Image | None = None, blurred: Image.Image | None = None) -> Tensor:
+        """The pass's sampled latents (B, 4, h, w), not decoded; init and the blurred mask at the pass's size."""
         w, h, batch = p.width, p.height, len(self.seeds)
         latent_size = (w // self.f, h // self.f)
-        conditioning = self.conditioning(w, h)
+        conditioning = self.conditioning(p)
         # Sigmas stay on the CPU: the schedule maths then gives the same numbers on every device.
         sigmas = p.sigmas
         rng = SeededNoise(self.seeds, (4, latent_size[1], latent_size[0]), device=self.unet_device)
@@ -141,7 +154,6 @@ class PassRunner:
         else:
             init_latent = init_latent.to(self.unet_device, torch.float32).expand(batch, -1, -1, -1)
             x = init_latent + noise * sigmas[0]
-        blurred = prepare_mask(mask, (w, h), p.mask_blur) if mask is not None else None
         extra = self.inpaint_channels(init, blurred, w, h) if self.model.description.inpainting else None
         denoiser = Denoiser(self.unet_fn, self.model_sampling, self.model.description.prediction)
         first = conditioning.at(0)
@@ -155,25 +167,25 @@ class PassRunner:
                 # A1111: the known region of the denoised estimate is the init latent, every step.
                 return init_latent * keep + (1 - keep) * guided(x, sigma)
 
-        x = sample(self.req.sampler, model_fn, x, sigmas, callback=self.callback(p), noise_sampler=rng)
+        x = sample(p.sampler or self.req.sampler, model_fn, x, sigmas, callback=self.callback(p), noise_sampler=rng)
         check_finite(x, "latent", "a broken checkpoint, an fp16 overflow in the UNet or an extreme CFG scale")
-        images = self.decode(x)
-        if blurred is not None:
-            images = [composite(img, init, blurred) for img in images]
-        return images
+        return x
 
     def noise_resize_from(self) -> tuple[int, int] | None:
         """The latent (height, width) of "seed resize from", floored to the latent grid as A1111 does."""
         size = self.req.seed_resize_from
         return None if size is None else (size[1] // self.f, size[0] // self.f)
 
-    def conditioning(self, w: int, h: int) -> ScheduledConditioning:
+    def conditioning(self, p: Pass) -> ScheduledConditioning:
         """The prompts per model call (prompt editing, alternation, AND), scheduled over the request's steps
         as A1111 does (also for img2img, whose sampler runs only the last part of them), blended towards
-        the request's blend prompt."""
+        the request's blend prompt. A pass may bring its own prompts and step count (hires fix)."""
         req = self.req
-        return scheduled_conditioning(self.model.text, req.prompt, req.negative_prompt, req.clip_skip, (h, w),
-                                      req.steps, self.unet_device, (req.blend_prompt, float(req.blend_strength)))
+        prompt = req.prompt if p.prompt is None else p.prompt
+        negative = req.negative_prompt if p.negative_prompt is None else p.negative_prompt
+        return scheduled_conditioning(self.model.text, prompt, negative, req.clip_skip, (p.height, p.width),
+                                      p.prompt_steps or req.steps, self.unet_device,
+                                      (req.blend_prompt, float(req.blend_strength)))
 
     @torch.no_grad()
     def encode(self, image: Image.Image) -> Tensor:

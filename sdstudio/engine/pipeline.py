@@ -2,8 +2,9 @@
 
 txt2img, img2img and inpainting (4- and 9-channel models) are one first pass with options: an init image
 runs the tail of the schedule (A1111's img2img convention), a mask makes it inpaint, "Only masked" samples
-the mask's box at the request's size and pastes it back. Later passes (hires fix, upscale) are planned
-here too, each with its own size, schedule and share of the job's steps; today a job is its first pass.
+the mask's box at the request's size and pastes it back. Hires fix (hires.py) is a second pass: the first
+pass's latents are upscaled (upscale.py: in latent space, or decoded, upscaled as pixels and encoded again),
+cropped to the hires size and sampled as img2img with their own schedule and share of the job's steps.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from sdstudio import paths
 from sdstudio.engine import families
 from sdstudio.engine.checkpoint import LoadedModel
 from sdstudio.engine.errors import RequestError
+from sdstudio.engine.hires import hires_size, hires_steps
 from sdstudio.engine.images import crop_region, fit
 from sdstudio.engine.passes import OnStep, Pass, PassRunner, ShouldCancel
 from sdstudio.engine.request import GenerationRequest, GenerationResult
 from sdstudio.engine.residuals import ResidualInput
 from sdstudio.engine.samplers import DISCARD_NEXT_TO_LAST_SIGMA
 from sdstudio.engine.schedules import ModelSampling, get_sigmas
+from sdstudio.engine.upscale import check_upscaler, is_latent, upscale_image, upscale_latent
 from sdstudio.engine.validate import validate
 
 
@@ -34,10 +37,26 @@ def img2img_sigmas(sigmas: torch.Tensor, steps: int, strength: float) -> torch.T
 
 def schedule(req: GenerationRequest, model_sampling: ModelSampling) -> torch.Tensor:
     """The request's `steps + 1` sigmas, as A1111 makes them for its sampler."""
-    if req.sampler not in DISCARD_NEXT_TO_LAST_SIGMA:
-        return get_sigmas(req.scheduler, req.steps, model_sampling)
-    sigmas = get_sigmas(req.scheduler, req.steps + 1, model_sampling)
+    return sampler_sigmas(req.sampler, req.scheduler, req.steps, model_sampling)
+
+
+def sampler_sigmas(sampler: str, scheduler: str, steps: int, model_sampling: ModelSampling) -> torch.Tensor:
+    if sampler not in DISCARD_NEXT_TO_LAST_SIGMA:
+        return get_sigmas(scheduler, steps, model_sampling)
+    sigmas = get_sigmas(scheduler, steps + 1, model_sampling)
     return torch.cat([sigmas[:-2], sigmas[-1:]])
+
+
+def hires_pass(req: GenerationRequest, model_sampling: ModelSampling, f: int = 8) -> Pass:
+    """The hires fix pass (hires.py): its size after the crop, the tail of its own schedule, its sampler and
+    prompts; the starting latent is filled in by `generate` from the first pass's."""
+    size = hires_size(req, f)
+    length, run = hires_steps(req)
+    sampler = req.hires_sampler or req.sampler
+    sigmas = sampler_sigmas(sampler, req.hires_scheduler or req.scheduler, length, model_sampling)
+    return Pass("hires", size.width, size.height, sigmas[length - run:], sampler=sampler,
+                prompt=req.hires_prompt or None, negative_prompt=req.hires_negative_prompt or None,
+                prompt_steps=run)
 
 
 def plan(req: GenerationRequest, model_sampling: ModelSampling) -> list[Pass]:
@@ -54,6 +73,8 @@ def plan(req: GenerationRequest, model_sampling: ModelSampling) -> list[Pass]:
             init = fit(init, req.width, req.height)
     first = Pass("first", req.width, req.height, sigmas, init=init, mask=mask, mask_blur=req.mask_blur,
                  region=region)
+    if req.hires:
+        return number_steps([first, hires_pass(req, model_sampling)])
     return number_steps([first])
 
 
@@ -77,12 +98,33 @@ def generate(model: LoadedModel, request: GenerationRequest, on_step: OnStep | N
         raise RequestError(f"Draft decode needs a preview decoder (TAESD) and this model has none: put "
                            f"{stem}.safetensors in {paths.approx_decoders_dir()} (or give --taesd FILE), or "
                            "turn Draft decode off")
+    if req.hires:
+        check_upscaler(req.hires_upscaler)
     model_sampling = ModelSampling(family=model.description.family)
     runner = PassRunner(model, req, model_sampling, on_step, should_cancel, residuals)
-    images = []
-    for p in plan(req, model_sampling):
-        images = runner.run(p)
+    passes = plan(req, model_sampling)
+    if req.hires:
+        first, second = passes
+        start = hires_start(runner, runner.sample(first), req)
+        images = runner.run(replace(second, init_latent=start))
+    else:
+        images = runner.run(passes[0])
     requests = req.image_requests(len(images))
     return GenerationResult(images=images, requests=requests, model_name=model.description.name,
                             seconds=time.perf_counter() - t0,
                             info={"family": model.description.family, "prediction": model.description.prediction})
+
+
+def hires_start(runner: PassRunner, latents: torch.Tensor, req: GenerationRequest) -> torch.Tensor:
+    """The hires pass's starting latents: the first pass's upscaled to the hires size (A1111's sample_hr_pass),
+    in latent space for a latent upscaler, else decoded, upscaled as 8-bit images and encoded; then cropped."""
+    f = runner.f
+    size = hires_size(req, f)
+    if is_latent(req.hires_upscaler):
+        big = upscale_latent(req.hires_upscaler, latents.float(), size.upscale_h // f, size.upscale_w // f)
+    else:
+        images = [upscale_image(req.hires_upscaler, image, size.upscale_w, size.upscale_h)
+                  for image in runner.decode(latents)]
+        big = torch.cat([runner.encode(image) for image in images])
+    left, top, right, bottom = size.latent_box
+    return big[:, :, top:bottom, left:right]

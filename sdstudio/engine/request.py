@@ -85,6 +85,20 @@ class GenerationRequest:
     # blend_prompt's, 0 = off. A prompt walk's frames (walk.py) are written with these, so each re-runs alone.
     blend_prompt: str = ""
     blend_strength: float = 0.0
+    # Hires fix (A1111's enable_hr; txt2img only): the first pass upscaled by hires_scale, or to
+    # hires_resize_w x hires_resize_h (either 0 = keep the aspect; both set = cover and crop), then sampled
+    # again as img2img with `strength` (A1111's "Denoising strength") over hires_steps (0 = steps).
+    # "" for the sampler, schedule, prompt or negative prompt means the first pass's.
+    hires: bool = False
+    hires_scale: float = 2.0
+    hires_resize_w: int = 0
+    hires_resize_h: int = 0
+    hires_upscaler: str = "Latent"
+    hires_steps: int = 0
+    hires_sampler: str = ""
+    hires_scheduler: str = ""
+    hires_prompt: str = ""
+    hires_negative_prompt: str = ""
 
     @property
     def mode(self) -> str:

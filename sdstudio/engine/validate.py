@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sdstudio.engine.errors import RequestError
 from sdstudio.engine.extra_networks import tag_spans
+from sdstudio.engine.hires import check_hires
 from sdstudio.engine.names import canonical_sampler, canonical_scheduler
 from sdstudio.engine.prompt_schedule import texts
 from sdstudio.engine.request import MAX_SEED, GenerationRequest
@@ -18,7 +19,7 @@ def validate(req: GenerationRequest, multiple: int = 8) -> GenerationRequest:
     """Return the request with sampler/schedule names made canonical; raise RequestError otherwise."""
     check_side("width", req.width, multiple)
     check_side("height", req.height, multiple)
-    return validate_settings(req)
+    return check_hires(validate_settings(req), multiple, MAX_SIDE)
 
 
 def check_side(side: str, value, multiple: int = 8) -> None:
@@ -48,6 +49,8 @@ def validate_settings(req: GenerationRequest) -> GenerationRequest:
     texts(req.negative_prompt, req.steps, split=False)
     if req.blend_strength:
         blend_text(req.blend_prompt, req.steps)  # one point to move towards: no editing, alternation or AND
+    if req.hires:
+        check_hires_prompts(req)
     _range("batch size", req.batch_size, 1, 64)
     _range("clip skip", req.clip_skip, 1, 12)
     _range("mask blur", req.mask_blur, 0, 256)
@@ -74,7 +77,17 @@ def validate_settings(req: GenerationRequest) -> GenerationRequest:
     if req.mask is not None and req.mask.size != req.init_image.size:
         raise RequestError(f"the mask is {req.mask.size[0]}x{req.mask.size[1]} but the image is "
                            f"{req.init_image.size[0]}x{req.init_image.size[1]}: they must match")
-    return req.replace(sampler=sampler, scheduler=scheduler)
+    return check_hires(req.replace(sampler=sampler, scheduler=scheduler), 8, MAX_SIDE)
+
+
+def check_hires_prompts(req: GenerationRequest) -> None:
+    for name, text in (("hires prompt", req.hires_prompt), ("hires negative prompt", req.hires_negative_prompt)):
+        check_text(name, text)
+    if tag_spans(req.hires_prompt) or tag_spans(req.hires_negative_prompt):
+        raise RequestError("the hires prompt cannot hold <lora:…> tags: put them in the prompt, they apply to the "
+                           "whole job")
+    texts(req.hires_prompt, req.steps)
+    texts(req.hires_negative_prompt, req.steps, split=False)
 
 
 def check_variation(req: GenerationRequest) -> None:
