@@ -221,3 +221,21 @@ def cancel_check(is_cancelled: Callable[[], bool]) -> OnTile:
             raise Cancelled("upscale cancelled")
 
     return check
+
+
+_SOURCE: ModelUpscalers | None = None
+
+
+def register_model_upscalers(device: str | torch.device = "cpu") -> ModelUpscalers:
+    """The one source of model upscalers (files in the data folder's upscaler folders), registered with the
+    upscaler registry on first use; later calls move where it runs (the engine's device; fp32, as A1111's
+    ESRGAN runs unless told otherwise)."""
+    global _SOURCE
+    from sdstudio.engine.upscale import register_source
+
+    if _SOURCE is None:
+        _SOURCE = ModelUpscalers()
+        register_source(_SOURCE)
+    if _SOURCE.device != torch.device(device):
+        _SOURCE.device, _SOURCE._cached = torch.device(device), None
+    return _SOURCE
