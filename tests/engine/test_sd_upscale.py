@@ -21,7 +21,7 @@ def test_positions_cover_the_side_evenly(side, tile, overlap):
     assert starts[0] == 0 and starts == sorted(starts)
     if tile < side:
         assert starts[-1] + tile == side
-        gaps = [b - a for a, b in zip(starts, starts[1:])]
+        gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
         assert max(gaps) <= tile - overlap or len(starts) == 2 and gaps[0] <= tile  # overlap at least as asked
         assert max(gaps) - min(gaps) <= 1
     assert positions(1024, 512, 64) == [0, 256, 512]  # A1111: ceil((1024 - 64) / 448) = 3 tiles
