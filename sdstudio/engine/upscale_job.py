@@ -43,13 +43,17 @@ class UpscaleSettings:
         return target
 
     def infotext(self, tile: tuple[int, int] | None = None) -> dict[str, object]:
-        pairs: dict[str, object] = {"Postprocess upscaler": self.upscaler, "Postprocess upscale by": self.scale}
+        pairs: dict[str, object] = {"Postprocess upscaler": self.upscaler, "Postprocess upscale by": _number(self.scale)}
         if self.sd_strength > 0:
-            pairs["SD upscale strength"] = self.sd_strength
+            pairs["SD upscale strength"] = _number(self.sd_strength)
             pairs["SD upscale overlap"] = self.overlap
             if tile is not None:
                 pairs["SD upscale tile"] = f"{tile[0]}x{tile[1]}"
         return pairs
+
+
+def _number(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else value  # A1111 writes "Postprocess upscale by: 4"
 
 
 def upscale(image: Image.Image, settings: UpscaleSettings) -> Image.Image:
