@@ -149,3 +149,24 @@ def test_hostile_files_refused(tmp_path):
         load_upscaler(truncated)
     with pytest.raises(CheckpointError, match="no such file"):
         load_upscaler(tmp_path / "missing.pth")
+
+
+def test_hires_fix_runs_a_model_upscaler_by_name(home, tiny_path):
+    from sdstudio.engine.api import Engine
+    from sdstudio.engine.request import GenerationRequest
+
+    folder = home / "models" / "ESRGAN"
+    folder.mkdir(parents=True)
+    torch.save(old_state(old_esrgan(scale=2, blocks=1, seed=8)), folder / "2x-Tiny.pth")
+    engine = Engine(device="cpu")
+    req = GenerationRequest(prompt="fox", steps=1, seed=3, width=32, height=32, model=str(tiny_path), hires=True,
+                            hires_scale=2.0, hires_steps=1, strength=0.3)
+    from sdstudio.engine.upscale import upscaler_names
+
+    assert "2x-Tiny" in upscaler_names()
+    by_model = engine.generate(req.replace(hires_upscaler="2x-Tiny")).images[0]
+    by_lanczos = engine.generate(req.replace(hires_upscaler="Lanczos")).images[0]
+    assert by_model.size == by_lanczos.size == (64, 64)
+    assert np.abs(np.asarray(by_model, dtype=int) - np.asarray(by_lanczos, dtype=int)).mean() > 1
+    with pytest.raises(RequestError, match="4x-Missing"):
+        engine.generate(req.replace(hires_upscaler="4x-Missing"))
