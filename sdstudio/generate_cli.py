@@ -29,6 +29,7 @@ from sdstudio.engine.job_size import default_size, estimate, job_problem, physic
 from sdstudio.engine.names import DEVICE_CHOICES, SAMPLERS, SCHEDULERS
 from sdstudio.engine.request import MAX_SEED, RANDOM_SEED, GenerationRequest, StepInfo
 from sdstudio.engine.validate import check_side, validate, validate_settings
+from sdstudio.hires_cli import add_hires_flags, hires_options, largest_pass
 from sdstudio.history.animation import next_free
 
 # CLI flag -> request field, for flags whose value is copied as given.
@@ -72,6 +73,7 @@ def add_generate_parser(sub) -> None:
     g.add_argument("--mask", help="inpainting mask, white = repaint")
     g.add_argument("--mask-blur", type=int)
     g.add_argument("--only-masked", action="store_true", default=None, help="inpaint only the masked area")
+    add_hires_flags(g)
     g.add_argument("--vae", help="replace the checkpoint's VAE")
     g.add_argument("--taesd", help="TAESD decoder for previews")
     g.add_argument("--draft-decode", action="store_true", default=None,
@@ -145,6 +147,7 @@ def build_request(args: argparse.Namespace) -> GenerationRequest:
     if args.seed == RANDOM_SEED or (args.seed is None and not args.from_image):
         req = req.replace(seed=random.randrange(MAX_SEED + 1))  # as the app draws it (prompt_state.build_requests)
     req = variation_options(req, args, varied_before)
+    req = hires_options(req, args)
     if args.init_image:
         req = req.replace(init_image=_open_image(args.init_image, "init image").convert("RGB"))
     if args.mask:
@@ -229,11 +232,12 @@ def fit_to_model(req: GenerationRequest, args: argparse.Namespace, desc) -> Gene
         width, height = default_size(args.width, args.height, desc.default_size, desc.vae_downscale, init_size)
         req = req.replace(width=width, height=height)
     validate(req, multiple=desc.vae_downscale)
-    problem = job_problem(estimate(req.width, req.height, req.steps, req.batch_size, desc.default_size),
+    width, height = largest_pass(req, desc.vae_downscale)
+    problem = job_problem(estimate(width, height, req.steps, req.batch_size, desc.default_size),
                           physical_memory())
     if problem and not args.yes:
-        raise RequestError(f"{problem}: choose a smaller --width/--height or --batch (or pass --yes to run it "
-                           "anyway)")
+        raise RequestError(f"{problem}: choose a smaller --width/--height{'/hires size' if req.hires else ''} "
+                           "or --batch (or pass --yes to run it anyway)")
     return req
 
 

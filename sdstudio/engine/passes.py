@@ -58,7 +58,9 @@ class Pass:
     starting latent instead of encoding `init`. `mask` is the unblurred repaint mask (L, white = repaint)
     at init's size, blurred by `mask_blur` at the pass's size. Steps are reported as `first_step + i` of
     `job_steps` so that progress counts over the whole job. `sampler`, `prompt` and `negative_prompt` replace
-    the request's when set (hires fix), and the prompt schedule runs over `prompt_steps` (0 = the request's).
+    the request's when set (hires fix), and the prompt schedule runs over `prompt_steps` (0 = the request's)
+    counting on from `prompt_first` steps (hires fix); `cond_size` (w, h) is the size SDXL's conditioning
+    is told (default: the pass's).
     """
 
     name: str
@@ -76,6 +78,8 @@ class Pass:
     prompt: str | None = None
     negative_prompt: str | None = None
     prompt_steps: int = 0
+    prompt_first: int | None = None
+    cond_size: tuple[int, int] | None = None
 
     @property
     def steps(self) -> int:
@@ -183,9 +187,10 @@ class PassRunner:
         req = self.req
         prompt = req.prompt if p.prompt is None else p.prompt
         negative = req.negative_prompt if p.negative_prompt is None else p.negative_prompt
-        return scheduled_conditioning(self.model.text, prompt, negative, req.clip_skip, (p.height, p.width),
+        w, h = p.cond_size or (p.width, p.height)
+        return scheduled_conditioning(self.model.text, prompt, negative, req.clip_skip, (h, w),
                                       p.prompt_steps or req.steps, self.unet_device,
-                                      (req.blend_prompt, float(req.blend_strength)))
+                                      (req.blend_prompt, float(req.blend_strength)), p.prompt_first)
 
     @torch.no_grad()
     def encode(self, image: Image.Image) -> Tensor:
@@ -194,8 +199,10 @@ class PassRunner:
         return mean.float().to(self.unet_device) * self.scale
 
     @torch.no_grad()
-    def decode(self, latents: Tensor) -> list[Image.Image]:
-        if self.req.draft_decode:
+    def decode(self, latents: Tensor, draft: bool | None = None) -> list[Image.Image]:
+        """The latents' images through the full VAE, or the preview VAE with `draft` (default: the request's
+        draft decode)."""
+        if self.req.draft_decode if draft is None else draft:
             return self.draft_decode(latents)
         out = []
         for z in latents.split(1):

@@ -49,17 +49,18 @@ def sampler_sigmas(sampler: str, scheduler: str, steps: int, model_sampling: Mod
 
 def hires_pass(req: GenerationRequest, model_sampling: ModelSampling, f: int = 8) -> Pass:
     """The hires fix pass (hires.py): its size after the crop, the tail of its own schedule, its sampler and
-    prompts; the starting latent is filled in by `generate` from the first pass's."""
+    prompts (edits counted on from the first pass, SDXL told the upscaled size, as A1111); the starting
+    latent is filled in by `generate` from the first pass's."""
     size = hires_size(req, f)
     length, run = hires_steps(req)
     sampler = req.hires_sampler or req.sampler
     sigmas = sampler_sigmas(sampler, req.hires_scheduler or req.scheduler, length, model_sampling)
     return Pass("hires", size.width, size.height, sigmas[length - run:], sampler=sampler,
                 prompt=req.hires_prompt or None, negative_prompt=req.hires_negative_prompt or None,
-                prompt_steps=run)
+                prompt_steps=run, prompt_first=req.steps, cond_size=(size.upscale_w, size.upscale_h))
 
 
-def plan(req: GenerationRequest, model_sampling: ModelSampling) -> list[Pass]:
+def plan(req: GenerationRequest, model_sampling: ModelSampling, f: int = 8) -> list[Pass]:
     """The passes of a validated request, with job-wide step numbering."""
     sigmas = schedule(req, model_sampling)
     init, mask, region = None, None, None
@@ -74,7 +75,7 @@ def plan(req: GenerationRequest, model_sampling: ModelSampling) -> list[Pass]:
     first = Pass("first", req.width, req.height, sigmas, init=init, mask=mask, mask_blur=req.mask_blur,
                  region=region)
     if req.hires:
-        return number_steps([first, hires_pass(req, model_sampling)])
+        return number_steps([first, hires_pass(req, model_sampling, f)])
     return number_steps([first])
 
 
@@ -102,7 +103,7 @@ def generate(model: LoadedModel, request: GenerationRequest, on_step: OnStep | N
         check_upscaler(req.hires_upscaler)
     model_sampling = ModelSampling(family=model.description.family)
     runner = PassRunner(model, req, model_sampling, on_step, should_cancel, residuals)
-    passes = plan(req, model_sampling)
+    passes = plan(req, model_sampling, model.description.vae_downscale)
     if req.hires:
         first, second = passes
         start = hires_start(runner, runner.sample(first), req)
@@ -124,7 +125,7 @@ def hires_start(runner: PassRunner, latents: torch.Tensor, req: GenerationReques
         big = upscale_latent(req.hires_upscaler, latents.float(), size.upscale_h // f, size.upscale_w // f)
     else:
         images = [upscale_image(req.hires_upscaler, image, size.upscale_w, size.upscale_h)
-                  for image in runner.decode(latents)]
+                  for image in runner.decode(latents, draft=False)]  # draft decode is for final images
         big = torch.cat([runner.encode(image) for image in images])
     left, top, right, bottom = size.latent_box
     return big[:, :, top:bottom, left:right]

@@ -220,54 +220,62 @@ def parse(text: str) -> tuple[tuple, list[Span]]:
         return (text,), [Span(at, at + 1, "warning", why)]
 
 
-def when_step(when: str, steps: int) -> int:
-    """A1111's step for a `when` as written: with a dot a fraction of `steps`, else a step number; capped."""
+def when_step(when: str, steps: int, first: int | None = None) -> int:
+    """A1111's step for a `when` as written: with a dot a fraction of `steps`, else a step number; capped.
+
+    In a hires pass (`first`: the first pass's steps) A1111 counts on from the first pass: a fraction has 1
+    taken off (1.5 is half-way through the hires pass) and a step number `first` (so 0.5 or a first-pass
+    step has already passed there)."""
     value = float(when)
     if "." in when:
-        value *= steps
+        value = (value - (0 if first is None else 1)) * steps
+    elif first is not None:
+        value -= first
     if not math.isfinite(value):
         shown = when if len(when) <= 24 else when[:20] + "..."
         raise RequestError(f"the step {shown!r} in a [from:to:when] of the prompt is not a finite number")
     return min(steps, int(value))
 
 
-def _collect(nodes: tuple, steps: int, found: set[int], alternates: list[bool]) -> None:
+def _collect(nodes: tuple, steps: int, found: set[int], alternates: list[bool], first: int | None) -> None:
     for node in nodes:
         if isinstance(node, Scheduled):
-            step = when_step(node.when, steps)
+            step = when_step(node.when, steps, first)
             if step >= 1:
                 found.add(step)
-            _collect(node.before, steps, found, alternates)
-            _collect(node.after, steps, found, alternates)
+            _collect(node.before, steps, found, alternates, first)
+            _collect(node.after, steps, found, alternates, first)
         elif isinstance(node, Alternate):
             alternates.append(True)
             for option in node.options:
-                _collect(option, steps, found, alternates)
+                _collect(option, steps, found, alternates, first)
 
 
-def _text_at(nodes: tuple, step: int, steps: int, out: list[str]) -> None:
+def _text_at(nodes: tuple, step: int, steps: int, out: list[str], first: int | None) -> None:
     for node in nodes:
         if isinstance(node, str):
             out.append(node)
         elif isinstance(node, Scheduled):
-            _text_at(node.before if step <= when_step(node.when, steps) else node.after, step, steps, out)
+            chosen = node.before if step <= when_step(node.when, steps, first) else node.after
+            _text_at(chosen, step, steps, out, first)
         else:
-            _text_at(node.options[(step - 1) % len(node.options)], step, steps, out)
+            _text_at(node.options[(step - 1) % len(node.options)], step, steps, out, first)
 
 
-def schedule(prompt: str, steps: int) -> list[tuple[int, str]]:
-    """A1111's prompt schedule: (until_step, text) pairs, the last until `steps`."""
+def schedule(prompt: str, steps: int, first: int | None = None) -> list[tuple[int, str]]:
+    """A1111's prompt schedule: (until_step, text) pairs, the last until `steps`; `first` for a hires pass
+    (when_step)."""
     if steps < 1:
         raise RequestError(f"a prompt schedule needs at least 1 step, got {steps}")
     nodes, _ = parse(prompt)
     found, alternates = {steps}, []
-    _collect(nodes, steps, found, alternates)
+    _collect(nodes, steps, found, alternates, first)
     if alternates:
         found.update(range(1, steps + 1))
     result = []
     for step in sorted(found):
         out: list[str] = []
-        _text_at(nodes, step, steps, out)
+        _text_at(nodes, step, steps, out, first)
         result.append((step, "".join(out)))
     return result
 

@@ -58,15 +58,16 @@ class ScheduledConditioning:
 
 def scheduled_conditioning(text_stack, prompt: str, negative: str, clip_skip: int, size: tuple[int, int],
                            steps: int, device: torch.device,
-                           blend: tuple[str, float] | None = None) -> ScheduledConditioning:
+                           blend: tuple[str, float] | None = None, first: int | None = None) -> ScheduledConditioning:
     """Parse, encode (once per distinct text) and pad; `text_stack` is text_loading.TextStack, `size` (h, w).
 
     `blend` (other prompt, t), t > 0: every positive text's encoding is moved by t towards the other
     prompt's (conditioning.lerp_embeddings), a prompt walk's frame (walk.py); the other prompt must be plain
-    text (no editing, alternation or AND), one point to move towards."""
+    text (no editing, alternation or AND), one point to move towards. `first`: the first pass's steps when
+    this is a hires pass (A1111 counts its edits on from the first pass, prompt_schedule.when_step)."""
     encoder = text_stack.prompts
-    subs = [(schedule(sub.text, steps), sub.weight) for sub in split_and(prompt)]
-    negatives = schedule(negative, steps)
+    subs = [(schedule(sub.text, steps, first), sub.weight) for sub in split_and(prompt)]
+    negatives = schedule(negative, steps, first)
     encoded: dict[tuple[bool, str], PromptEmbedding] = {}
     for entries, _ in subs:
         for _, text in entries:

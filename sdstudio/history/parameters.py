@@ -103,7 +103,7 @@ def request_fields(request: GenerationRequest, model_name: str) -> dict[str, obj
         fields["Variation seed strength"] = _number(request.subseed_strength)
     if request.seed_resize_from is not None:
         fields["Seed resize from"] = "{}x{}".format(*request.seed_resize_from)
-    if request.mode != "txt2img":
+    if request.mode != "txt2img" or request.hires:
         fields["Denoising strength"] = _number(request.strength)
     if request.clip_skip > 1:
         fields["Clip skip"] = request.clip_skip
@@ -112,6 +112,9 @@ def request_fields(request: GenerationRequest, model_name: str) -> dict[str, obj
         if request.only_masked:
             fields["Inpaint area"] = "Only masked"
             fields["Masked area padding"] = request.only_masked_padding
+    from sdstudio.history.hires_parameters import hires_fields  # it reads with this module's helpers
+
+    fields.update(hires_fields(request))
     # A1111 writes these among its extra generation params, after the img2img ones.
     for key, pairs in (("Lora hashes", request.lora_hashes), ("TI hashes", request.ti_hashes)):
         if pairs:
@@ -412,6 +415,8 @@ def request_and_problem(params: Mapping[str, str]) -> tuple[GenerationRequest, s
     and the problem says so and names our nearest (`with_nearest` makes the request that uses it). Other
     bad values raise RequestError.
     """
+    from sdstudio.history.hires_parameters import hires_settings
+
     defaults = GenerationRequest()
     sampler, scheduler, problem = _sampler_and_schedule(params)
     width, height = _size(params)
@@ -441,6 +446,7 @@ def request_and_problem(params: Mapping[str, str]) -> tuple[GenerationRequest, s
         draft_decode=_flag(params, "Draft decode"),
         blend_prompt=params.get("Blend prompt", ""),
         blend_strength=_float(params, "Blend strength", defaults.blend_strength),
+        **hires_settings(params),
     )
     return request, problem
 

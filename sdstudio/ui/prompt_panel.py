@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 from sdstudio import paths
 from sdstudio.engine.names import SAMPLER_NOTES, SAMPLERS, SCHEDULER_LABELS, SCHEDULERS
 from sdstudio.ui.fast_preset import FastControls
+from sdstudio.ui.hires_controls import HiresControls
 from sdstudio.ui.prompt_highlight import PromptHighlighter, first_problem
 from sdstudio.ui.prompt_state import MAX_SEED, RANDOM_SEED, PromptState, size_presets
 from sdstudio.ui.seed_extras import SeedExtras
@@ -297,6 +298,9 @@ class PromptPanel(QWidget):
         grid.addWidget(QLabel("Mask blur"), 3, 2)
         grid.addWidget(self.blur_spin, 3, 3)
         grid.addWidget(self.only_masked_check, 4, 1, 1, 3)
+        self.hires = HiresControls()
+        self.hires.changed.connect(self._store)
+        grid.addWidget(self.hires, 5, 0, 1, 4)
         layout.addLayout(grid)
         for w in (self.width_spin, self.height_spin, self.batch_size_spin, self.batch_count_spin,
                   self.strength_spin, self.blur_spin):
@@ -345,6 +349,7 @@ class PromptPanel(QWidget):
             self.strength_spin.setValue(s.strength)
             self.blur_spin.setValue(s.mask_blur)
             self.only_masked_check.setChecked(s.only_masked)
+            self.hires.show_values(s)
             self._select_model(s.model)
         finally:
             self._updating = False
@@ -364,6 +369,7 @@ class PromptPanel(QWidget):
         s.batch_size, s.batch_count = self.batch_size_spin.value(), self.batch_count_spin.value()
         s.strength, s.mask_blur = self.strength_spin.value(), self.blur_spin.value()
         s.only_masked = self.only_masked_check.isChecked()
+        self.hires.store(s)
         s.draft_decode = self.fast.draft_check.isChecked()
         self._sync_preset()
         self.fast.sync()
@@ -400,6 +406,7 @@ class PromptPanel(QWidget):
         self.strength_spin.setEnabled(has_input)
         self.blur_spin.setEnabled(has_input and has_mask)
         self.only_masked_check.setEnabled(has_input and has_mask)
+        self.hires.setEnabled(not has_input)  # a txt2img second pass
 
     def set_running(self, running: bool) -> None:
         self.cancel_button.setEnabled(running)

@@ -44,6 +44,18 @@ class PromptState:
     mask_blur: int = _DEFAULTS.mask_blur
     only_masked: bool = _DEFAULTS.only_masked
     draft_decode: bool = _DEFAULTS.draft_decode
+    # Hires fix (txt2img only): its own denoising strength here (A1111 shows one per tab); the request has one.
+    hires: bool = _DEFAULTS.hires
+    hires_scale: float = _DEFAULTS.hires_scale
+    hires_resize_w: int = _DEFAULTS.hires_resize_w
+    hires_resize_h: int = _DEFAULTS.hires_resize_h
+    hires_upscaler: str = _DEFAULTS.hires_upscaler
+    hires_steps: int = _DEFAULTS.hires_steps
+    hires_strength: float = 0.7  # A1111's hires default
+    hires_sampler: str = _DEFAULTS.hires_sampler
+    hires_scheduler: str = _DEFAULTS.hires_scheduler
+    hires_prompt: str = _DEFAULTS.hires_prompt
+    hires_negative_prompt: str = _DEFAULTS.hires_negative_prompt
 
 
 # The "Fast" preset for LCM / LCM-LoRA / turbo-style models: the LCM sampler, 4 steps, CFG 1 (the UNet then
@@ -54,6 +66,10 @@ FAST_PRESET: dict[str, object] = {"sampler": "LCM", "scheduler": "sgm_uniform", 
                                   "draft_decode": True}
 _FAST_LABELS = {"sampler": "sampler", "scheduler": "schedule", "steps": "steps", "cfg_scale": "CFG",
                 "draft_decode": "draft decode"}
+
+
+_HIRES_FIELDS = ("hires_scale", "hires_resize_w", "hires_resize_h", "hires_upscaler", "hires_steps", "hires_sampler",
+                 "hires_scheduler", "hires_prompt", "hires_negative_prompt")
 
 
 def apply_fast_preset(state: PromptState) -> dict[str, object]:
@@ -99,15 +115,18 @@ def build_requests(state: PromptState, init_image: Image.Image | None = None, ma
         sub_base = rng.randrange(MAX_SEED + 1) if state.subseed == RANDOM_SEED else state.subseed
     init = init_image.copy() if init_image is not None else None
     use_mask = init is not None and mask is not None
+    hires = state.hires and init is None
+    strength = state.strength if init is not None else state.hires_strength if hires else _DEFAULTS.strength
     common = GenerationRequest(
         prompt=state.prompt, negative_prompt=state.negative_prompt, model=state.model,
         sampler=state.sampler, scheduler=state.scheduler, steps=state.steps, cfg_scale=state.cfg_scale,
         width=state.width, height=state.height, batch_size=state.batch_size,
-        init_image=init, strength=state.strength if init is not None else 0.75,
+        init_image=init, strength=strength,
         mask=mask.copy() if use_mask else None, mask_blur=state.mask_blur,
         only_masked=state.only_masked and use_mask, draft_decode=state.draft_decode,
         subseed_strength=state.subseed_strength, seed_resize_from_w=state.seed_resize_from_w,
-        seed_resize_from_h=state.seed_resize_from_h,
+        seed_resize_from_h=state.seed_resize_from_h, hires=hires,
+        **{name: getattr(state, name) for name in _HIRES_FIELDS},
     )
     step = state.batch_size
     return [common.replace(seed=base if vary else (base + j * step) % (MAX_SEED + 1),
@@ -123,3 +142,8 @@ def apply_request(state: PromptState, request: GenerationRequest) -> None:
                  "width", "height", "batch_size", "strength", "mask_blur", "only_masked", "draft_decode",
                  "subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h"):
         setattr(state, name, getattr(request, name))
+    state.hires = request.hires
+    if request.hires:
+        for name in _HIRES_FIELDS:
+            setattr(state, name, getattr(request, name))
+        state.hires_strength = request.strength

@@ -1,0 +1,79 @@
+"""Hires fix in the infotext: A1111's keys written, read back, and a re-run restores every hires setting."""
+
+from __future__ import annotations
+
+import pytest
+
+from sdstudio.engine.errors import RequestError
+from sdstudio.engine.request import GenerationRequest
+from sdstudio.history.parameters import (
+    a1111_mode,
+    format_parameters,
+    parse_parameters,
+    request_fields,
+    request_from_parameters,
+)
+
+BASE = GenerationRequest(prompt="a castle, sunset", negative_prompt="blurry", steps=25, sampler="Euler a",
+                         scheduler="karras", seed=99, width=512, height=768, strength=0.45, hires=True)
+
+A1111_TEXT = """a castle, sunset
+Negative prompt: blurry
+Steps: 25, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 1, Size: 512x512, Model hash: \
+0123456789, Model: sd15, Denoising strength: 0.7, Hires resize: 1024x768, Hires steps: 10, Hires upscaler: \
+Latent (bicubic antialiased), Hires sampler: Euler, Hires schedule type: Exponential, Hires prompt: "a castle, \
+night", Hires negative prompt: lowres, Version: v1.10.1"""
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {"hires_scale": 1.5, "hires_steps": 12, "hires_upscaler": "Lanczos"},
+    {"hires_resize_w": 1024, "hires_resize_h": 0, "hires_upscaler": "Latent (nearest-exact)"},
+    {"hires_resize_w": 1024, "hires_resize_h": 1024, "hires_sampler": "DPM++ 2M", "hires_scheduler": "exponential"},
+    {"hires_prompt": "a castle, night: \"stars\"", "hires_negative_prompt": "lowres, jpeg"},
+    {"hires_upscaler": "4x-UltraSharp"},
+])
+def test_hires_settings_round_trip(changes):
+    req = BASE.replace(**changes)
+    back = request_from_parameters(parse_parameters(format_parameters(req, "m")))
+    for name in ("hires", "hires_scale", "hires_resize_w", "hires_resize_h", "hires_steps", "hires_upscaler",
+                 "hires_sampler", "hires_scheduler", "hires_prompt", "hires_negative_prompt", "strength",
+                 "width", "height", "steps"):
+        assert getattr(back, name) == getattr(req, name), name
+
+
+def test_the_keys_are_a1111s_and_written_only_where_they_say_something():
+    fields = request_fields(BASE, "m")
+    assert [k for k in fields if k.startswith("Hires")] == ["Hires upscale", "Hires upscaler"]
+    assert fields["Denoising strength"] == "0.45" and fields["Size"] == "512x768"
+    same = request_fields(BASE.replace(hires_sampler="Euler a", hires_scheduler="karras", hires_prompt=BASE.prompt), "m")
+    assert not {"Hires sampler", "Hires schedule type", "Hires prompt"} & set(same)
+    resized = request_fields(BASE.replace(hires_resize_w=1024, hires_resize_h=1536, hires_steps=8), "m")
+    assert resized["Hires resize"] == "1024x1536" and resized["Hires steps"] == 8 and "Hires upscale" not in resized
+    off = request_fields(BASE.replace(hires=False), "m")
+    assert not [k for k in off if k.startswith("Hires")] and "Denoising strength" not in off
+
+
+def test_an_a1111_hires_text_is_read_into_every_field():
+    params = parse_parameters(A1111_TEXT)
+    req = request_from_parameters(params)
+    assert a1111_mode(params) == "txt2img"
+    assert (req.hires, req.hires_resize_w, req.hires_resize_h, req.hires_steps) == (True, 1024, 768, 10)
+    assert (req.hires_upscaler, req.hires_sampler, req.hires_scheduler) == ("Latent (bicubic antialiased)", "Euler",
+                                                                            "exponential")
+    assert (req.hires_prompt, req.hires_negative_prompt, req.strength) == ("a castle, night", "lowres", 0.7)
+    assert req.hires_scale == 2.0 and (req.width, req.height) == (512, 512)
+
+
+def test_a_text_without_hires_keys_leaves_hires_off():
+    req = request_from_parameters(parse_parameters("x\nSteps: 5, Sampler: Euler, Seed: 1, Size: 64x64"))
+    assert not req.hires
+
+
+@pytest.mark.parametrize("line,message", [("Hires resize: big", "Hires resize must look like 1024x768"),
+                                          ("Hires upscale: two", "Hires upscale must be a number"),
+                                          ("Hires steps: ten", "Hires steps must be a whole number"),
+                                          ("Hires sampler: Wizard", "hires: .*Wizard")])
+def test_bad_hires_values_are_named(line, message):
+    with pytest.raises(RequestError, match=message):
+        request_from_parameters(parse_parameters(f"x\nSteps: 5, Sampler: Euler, Seed: 1, Size: 64x64, {line}"))
