@@ -26,13 +26,17 @@ from torch import Tensor, nn
 
 from sdstudio import paths
 from sdstudio.engine.errors import Cancelled, CheckpointError, RequestError
-from sdstudio.engine.model_files import UPSCALER_FOLDERS
+from sdstudio.engine.model_files import (
+    UPSCALER_FOLDERS,
+    UPSCALER_SUFFIXES,
+    upscaler_files,
+    upscaler_model_names,
+)
 from sdstudio.engine.rrdbnet import build_upscaler
 from sdstudio.engine.safetensors_file import PICKLE_SUFFIXES, read_header
 from sdstudio.engine.weights import load_tensors
 from sdstudio.untrusted import printable, quoted
 
-UPSCALER_SUFFIXES = (".safetensors", ".pth", ".pt")
 TILE = 192  # A1111's default ESRGAN tile; a 4× RRDBNet on a padded 224² tile peaks near 1 GB in fp32
 OVERLAP = 16  # context on each side of a tile; multiple of 4 (the largest pixel-unshuffle)
 # Wrappers around the state dict in released files (BasicSR saves the EMA weights under params_ema).
@@ -46,13 +50,7 @@ def upscaler_dirs(models_dir: Path | None = None) -> list[Path]:
     return [root / name for name in UPSCALER_FOLDERS]
 
 
-def list_upscaler_files(models_dir: Path | None = None) -> list[Path]:
-    """Every upscaler file in the upscaler folders (subfolders included), sorted by folder then name."""
-    found: list[Path] = []
-    for folder in upscaler_dirs(models_dir):
-        if folder.is_dir():
-            found += sorted(p for p in folder.rglob("*") if p.suffix.lower() in UPSCALER_SUFFIXES and p.is_file())
-    return found
+list_upscaler_files = upscaler_files  # the listing is torch-free (model_files), for the UI too
 
 
 def find_upscaler_file(name: str, models_dir: Path | None = None) -> Path:
@@ -183,11 +181,7 @@ class ModelUpscalers:
         self._cached: tuple[tuple, UpscalerModel] | None = None
 
     def names(self) -> list[str]:
-        seen: list[str] = []
-        for path in list_upscaler_files(self.models_dir):
-            if path.stem not in seen:
-                seen.append(path.stem)
-        return seen
+        return upscaler_model_names(self.models_dir)
 
     def model(self, name: str) -> UpscalerModel:
         path = find_upscaler_file(name, self.models_dir)

@@ -57,3 +57,13 @@ def test_a_bad_model_file_is_said_in_the_banner(qtbot, window, monkeypatch):
     assert link.store.children(parent.id) == []
     link.flush()
     link.store.close()
+
+
+def test_hires_upscaler_choices_include_the_model_files(window):
+    folder = paths.models_dir() / "RealESRGAN"
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(old_state(old_esrgan(scale=2, blocks=1, seed=1)), folder / "RealESRGAN_x2plus.pth")
+    window.refresh_models()
+    combo = window.panel.hires.upscaler_combo
+    names = [combo.itemText(i) for i in range(combo.count())]
+    assert names[0] == "Latent" and "Lanczos" in names and names[-1] == "RealESRGAN_x2plus"
