@@ -82,3 +82,18 @@ def test_hostile_states_are_refused_with_a_reason():
     _, compact_state = compact(convs=2)
     compact_state["body.8.weight"] = torch.ones(5, 8, 3, 3)  # 5 channels: no whole scale
     assert "compact" in _messages(compact_state)
+
+
+@pytest.mark.slow
+def test_full_size_esrgan_x4_matches_the_original_sequential():
+    """The shape every 4x ESRGAN / RealESRGAN_x4plus file has: 23 blocks, 64 features, growth 32."""
+    ref = old_esrgan(nf=64, gc=32, blocks=23, scale=4, seed=11)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.div_(1.5)  # the helper's textured scaling compounds over 23 blocks; back to torch's init
+    state = old_state(ref)
+    assert sum(v.numel() for v in state.values()) == 16_697_987  # RRDB_ESRGAN_x4's parameter count
+    net = build_upscaler(state, "RRDB_ESRGAN_x4.pth")
+    x = _image(24, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), ref(x), atol=1e-4, rtol=1e-4)
