@@ -87,7 +87,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     check_upscaler(args.upscaler)
     scale = args.scale
     if scale is None:
-        scale = float(source.model(args.upscaler).scale) if args.upscaler in source.names() else 2.0
+        scale = float(source.model(args.upscaler).scale) if source.has(args.upscaler) else 2.0
     settings = UpscaleSettings(args.upscaler, scale, args.sd_strength,
                                OVERLAP if args.overlap is None else args.overlap)
     settings.check(image.width, image.height)

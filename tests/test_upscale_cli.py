@@ -57,6 +57,10 @@ def test_model_file_by_name_upscales_by_its_own_factor(esrgan, tmp_path, capsys)
     assert main(["upscale", str(src), "--upscaler", "4x-tiny", "--scale", "2", "--out", str(out_dir)]) == 0
     second = Path(capsys.readouterr().out.strip())
     assert second != first and Image.open(second).size == (48, 32)
+    # Any spelling of the name, or a path to the file: the model's own factor again.
+    for name in ("4X-TINY", str(esrgan / "4x-Tiny.pth")):
+        assert main(["upscale", str(src), "--upscaler", name, "--out", str(out_dir)]) == 0
+        assert Image.open(capsys.readouterr().out.strip()).size == (96, 64)
     # The model's picture, not Lanczos's: the random network changes the colours.
     lanczos = Image.open(src).resize((96, 64), Image.Resampling.LANCZOS)
     assert np.abs(np.asarray(Image.open(first), dtype=int) - np.asarray(lanczos, dtype=int)).mean() > 5

@@ -200,8 +200,15 @@ class ModelUpscalers:
 
         return run
 
+    def has(self, name: str) -> bool:
+        """A model file by name (case-insensitive, as found) or a path to an upscaler file."""
+        as_path = Path(name)
+        if as_path.suffix.lower() in UPSCALER_SUFFIXES and as_path.is_file():
+            return True
+        return any(n.lower() == name.lower() for n in self.names())
+
     def get(self, name: str):
-        if not any(n.lower() == name.lower() for n in self.names()):
+        if not self.has(name):
             return None
         from sdstudio.engine.upscale import PixelUpscaler
 
@@ -220,16 +227,16 @@ def cancel_check(is_cancelled: Callable[[], bool]) -> OnTile:
 _SOURCE: ModelUpscalers | None = None
 
 
-def register_model_upscalers(device: str | torch.device = "cpu") -> ModelUpscalers:
+def register_model_upscalers(device: str | torch.device | None = None) -> ModelUpscalers:
     """The one source of model upscalers (files in the data folder's upscaler folders), registered with the
     upscaler registry on first use; later calls move where it runs (the engine's device; fp32, as A1111's
-    ESRGAN runs unless told otherwise)."""
+    ESRGAN runs unless told otherwise); device None leaves it where it is (the CPU at first)."""
     global _SOURCE
     from sdstudio.engine.upscale import register_source
 
     if _SOURCE is None:
         _SOURCE = ModelUpscalers()
         register_source(_SOURCE)
-    if _SOURCE.device != torch.device(device):
+    if device is not None and _SOURCE.device != torch.device(device):
         _SOURCE.device, _SOURCE._cached = torch.device(device), None
     return _SOURCE

@@ -170,3 +170,12 @@ def test_hires_fix_runs_a_model_upscaler_by_name(home, tiny_path):
     assert np.abs(np.asarray(by_model, dtype=int) - np.asarray(by_lanczos, dtype=int)).mean() > 1
     with pytest.raises(RequestError, match="4x-Missing"):
         engine.generate(req.replace(hires_upscaler="4x-Missing"))
+
+
+def test_one_registered_source_whose_device_only_the_engine_moves():
+    from sdstudio.engine.upscale import _SOURCES
+    from sdstudio.engine.upscaler_models import register_model_upscalers
+
+    a = register_model_upscalers("cpu")
+    assert register_model_upscalers() is a and a.device == torch.device("cpu")  # the UI's call moves nothing
+    assert _SOURCES.count(a) == 1
