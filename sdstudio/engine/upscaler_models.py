@@ -37,7 +37,7 @@ from sdstudio.engine.safetensors_file import PICKLE_SUFFIXES, read_header
 from sdstudio.engine.weights import load_tensors
 from sdstudio.untrusted import printable, quoted
 
-TILE = 192  # A1111's default ESRGAN tile; a 4× RRDBNet on a padded 224² tile peaks near 1 GB in fp32
+TILE = 192  # A1111's default ESRGAN tile (bench/upscaler_tiles.py: a 4× RRDBNet at 128² input adds 257 MiB)
 OVERLAP = 16  # context on each side of a tile; multiple of 4 (the largest pixel-unshuffle)
 # Wrappers around the state dict in released files (BasicSR saves the EMA weights under params_ema).
 _WRAPPERS = ("params_ema", "params", "state_dict", "model")
