@@ -32,3 +32,27 @@ def test_tiny_hires_fix_equals_the_a1111_reference(tiny, upscaler, hires_steps):
     expected = reference.hires(pipe, req.prompt, req.negative_prompt, req.seed, req.steps, req.cfg_scale,
                                req.width, req.height, 2.0, upscaler, req.strength, hires_steps)
     assert compare(f"hires {upscaler} {hires_steps}", got, expected) <= 1
+
+
+@pytest.mark.slow
+def test_sd15_hires_fix_equals_the_a1111_reference():
+    """Full-size SD 1.5 (random weights), Latent and Lanczos (run under the shared lock, -s prints numbers)."""
+    import gc
+
+    from sdstudio.engine.checkpoint import load_checkpoint
+    from tests.engine import a1111_reference as a1111
+    from tests.engine import reference_models as ref
+    from tests.engine.full_size import cached_checkpoint
+
+    path = cached_checkpoint("sd15")
+    reqs = {name: HIRES.replace(hires_upscaler=name, hires_steps=steps) for name, steps in (("Latent", 0),
+                                                                                            ("Lanczos", 3))}
+    model = load_checkpoint(path)
+    got = {name: generate(model, req).images[0] for name, req in reqs.items()}
+    del model
+    gc.collect()
+    pipe = a1111.sd_pipeline(path, ref.ORIGINAL_CONFIGS["sd15"], ref.TEXT_REFERENCES["sd15"][0])
+    worst = {name: compare(f"SD 1.5 hires {name}", got[name], reference.hires(
+        pipe, req.prompt, req.negative_prompt, req.seed, req.steps, req.cfg_scale, req.width, req.height, 2.0,
+        name, req.strength, req.hires_steps)) for name, req in reqs.items()}
+    assert max(worst.values()) <= 1, worst
