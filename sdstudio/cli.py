@@ -1,4 +1,4 @@
-"""Command line: `python -m sdstudio inspect|generate|params|walk ...`, and `sdstudio` with no command starts the app
+"""Command line: `python -m sdstudio inspect|generate|params|walk|upscale ...`, and `sdstudio` with no command starts the app
 (an unknown command gets the usage message, not the app).
 
 Heavy imports (torch, transformers) happen inside the commands that need them, so `inspect` and `params` stay
@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_params(sub)
     _add_walk(sub)
+    _add_upscale(sub)
     return p
 
 
@@ -85,7 +86,13 @@ def _add_walk(sub) -> None:
     add_walk_parser(sub)
 
 
-COMMANDS = ("inspect", "generate", "params", "walk", "-h", "--help")
+def _add_upscale(sub) -> None:
+    from sdstudio.upscale_cli import add_upscale_parser
+
+    add_upscale_parser(sub)
+
+
+COMMANDS = ("inspect", "generate", "params", "walk", "upscale", "-h", "--help")
 EXIT_NO_GUI = 3
 
 

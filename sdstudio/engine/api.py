@@ -33,6 +33,7 @@ from sdstudio.engine.patches import NO_PATCHES, PatchSet
 from sdstudio.engine.pipeline import generate
 from sdstudio.engine.prompt_schedule import texts
 from sdstudio.engine.request import GenerationRequest, GenerationResult, StepInfo
+from sdstudio.engine.upscaler_models import register_model_upscalers
 
 
 class Engine:
@@ -53,6 +54,7 @@ class Engine:
         self.embedding_dirs: list[str | Path] = []
         self._loras = LoraFiles()
         self._embeddings: EmbeddingLibrary | None = None
+        register_model_upscalers(self.device)  # ESRGAN-style files become upscaler names (hires, upscale)
 
     def _resolve(self, path: str) -> tuple[str, str]:
         if path:

@@ -32,7 +32,32 @@ def builtin_taesd_path() -> Path:
 
 
 # Subfolders of the models folder that hold add-on networks, not checkpoints (A1111's names).
-NETWORK_SUBFOLDERS = frozenset({"lora", "lycoris", "controlnet", "vae", "vae-approx"})
+# A1111's upscaler model folders (engine/upscaler_models.py reads the ESRGAN-style ones).
+UPSCALER_FOLDERS = ("ESRGAN", "RealESRGAN", "SwinIR", "DAT", "HAT", "ScuNET")
+NETWORK_SUBFOLDERS = frozenset({"lora", "lycoris", "controlnet", "vae", "vae-approx",
+                                *(name.lower() for name in UPSCALER_FOLDERS)})
+
+
+UPSCALER_SUFFIXES = (".safetensors", ".pth", ".pt")
+
+
+def upscaler_files(models_dir: Path | None = None) -> list[Path]:
+    """Every upscaler model file in A1111's upscaler folders (subfolders included), by folder then name."""
+    root = models_dir or paths.models_dir()
+    found: list[Path] = []
+    for folder in (root / name for name in UPSCALER_FOLDERS):
+        if folder.is_dir():
+            found += sorted(p for p in folder.rglob("*") if p.suffix.lower() in UPSCALER_SUFFIXES and p.is_file())
+    return found
+
+
+def upscaler_model_names(models_dir: Path | None = None) -> list[str]:
+    """The upscaler models by name (file stem, A1111's naming), first of each name; torch-free for the UI."""
+    names: list[str] = []
+    for path in upscaler_files(models_dir):
+        if path.stem not in names:
+            names.append(path.stem)
+    return names
 
 
 def approx_decoder(family_name: str) -> Path | None:

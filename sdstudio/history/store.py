@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,15 +176,17 @@ class HistoryStore:
     # Writing -------------------------------------------------------------------------------------
 
     def add(
-        self, image: Image.Image, request: GenerationRequest, model_name: str = "", *, created: float | None = None
+        self, image: Image.Image, request: GenerationRequest, model_name: str = "", *, created: float | None = None,
+        extra: Mapping[str, object] | None = None,
     ) -> Entry:
-        """Save `image` (made by `request`) as a new entry; init image and mask are kept beside it."""
+        """Save `image` (made by `request`) as a new entry; init image and mask are kept beside it. `extra` pairs
+        are added to the A1111 text (an upscaled copy's "Postprocess upscaler", ...)."""
         self._writable()
         created = time.time() if created is None else created
         entry_id = new_entry_id()
         relative = self.layout.new_relative_path(created, request.seed, entry_id)
         with hold_temp(self.root / relative):
-            row = self._write_entry(image, request, model_name, created, entry_id, relative)
+            row = self._write_entry(image, request, model_name, created, entry_id, relative, extra)
         try:
             self.thumbnails.make(image, entry_id)
         except OSError:
@@ -192,7 +195,7 @@ class HistoryStore:
 
     def _write_entry(
         self, image: Image.Image, request: GenerationRequest, model_name: str, created: float, entry_id: str,
-        relative: str,
+        relative: str, extra: Mapping[str, object] | None = None,
     ) -> tuple:
         sidecars = {"init": request.init_image, "mask": request.mask}
         for kind, picture in sidecars.items():
@@ -206,7 +209,7 @@ class HistoryStore:
             init_file=Path(sidecar_name(relative, "init")).name if request.init_image is not None else "",
             mask_file=Path(sidecar_name(relative, "mask")).name if request.mask is not None else "",
         )
-        save_png(self.root / relative, image, format_parameters(request, model_name), record.to_json())
+        save_png(self.root / relative, image, format_parameters(request, model_name, extra), record.to_json())
         row = row_values(entry_id, created, relative, request, model_name)
         self.index.insert_rows([row])
         return row

@@ -66,6 +66,9 @@ def start_background(window: MainWindow, counter: LazyTokenCounter) -> HistoryLi
         from sdstudio.ui.walk_link import WalkLink
 
         window.walk_link = WalkLink(store, window, gallery)
+        from sdstudio.ui.upscale_link import UpscaleLink
+
+        window.upscale_link = UpscaleLink(store, window, gallery)
     return link
 
 

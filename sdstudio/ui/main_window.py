@@ -25,6 +25,8 @@ from sdstudio import paths
 from sdstudio.engine.detect import ModelDescription
 from sdstudio.engine.families import FAMILIES
 from sdstudio.engine.job_size import default_size
+from sdstudio.engine.model_files import upscaler_model_names
+from sdstudio.engine.names import LATENT_UPSCALERS, PIXEL_UPSCALERS
 from sdstudio.engine.request import GenerationRequest, GenerationResult
 from sdstudio.ui.canvas_panel import INPUT, CanvasPanel
 from sdstudio.ui.imageconv import pil_to_qimage, qimage_to_pil
@@ -282,6 +284,7 @@ class MainWindow(QMainWindow):
         choices = model_choices(paths.models_dir(), self.settings)
         added = set(extra_models(self.settings))
         self.panel.set_models(choices, [path for _label, path in choices if path in added])
+        self.panel.hires.set_upscalers([*LATENT_UPSCALERS, *PIXEL_UPSCALERS, *upscaler_model_names(paths.models_dir())])
 
     def load_model(self, path: str) -> int:
         """Queue loading `path` ("" = built-in); the status bar says so until it has loaded or failed."""

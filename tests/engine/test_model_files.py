@@ -89,3 +89,14 @@ def test_two_files_with_the_same_name_and_no_hash_is_ambiguous(models: Path) -> 
     checkpoint(models / "other" / "anything-v3.safetensors", 3)
     with pytest.raises(ModelNotFound, match="several checkpoints are named 'anything-v3'"):
         resolve_model("anything-v3", "", models)
+
+
+def test_upscaler_models_are_listed_by_stem_and_are_not_checkpoints(tmp_path):
+    from sdstudio.engine.model_files import folder_models, upscaler_model_names
+
+    for rel in ("ESRGAN/4x-A.pth", "ESRGAN/sub/4x-B.safetensors", "RealESRGAN/4x-A.pt", "SwinIR/x.pth",
+                "ESRGAN/notes.txt", "Stable-diffusion/m.safetensors"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    assert upscaler_model_names(tmp_path) == ["4x-A", "4x-B", "x"]
+    assert [p.name for p in folder_models(tmp_path)] == ["m.safetensors"]
