@@ -40,7 +40,7 @@ def add_walk_parser(sub) -> None:
     w.add_argument("--yes", "--force", dest="yes", action="store_true",
                    help="run a job far beyond the model's native size or this machine's memory")
     w.add_argument("--allow-pickle", action="store_true", help="load .ckpt/.pt checkpoints (weights-only)")
-    w.set_defaults(func=cmd_walk)
+    w.set_defaults(func=cmd_walk, outpaint=None, outpaint_fill=None)  # generate's checks, shared, ask for them
 
 
 def build_walk(args: argparse.Namespace) -> WalkRequest:
