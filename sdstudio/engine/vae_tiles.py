@@ -1,0 +1,206 @@
+"""Tiled VAE decode and encode whose GroupNorm statistics are taken over the whole image.
+
+Every layer of the AutoencoderKL (vae.py) is local except GroupNorm (statistics over all pixels) and the
+single mid-block attention (all pixels attend to all). Cutting the image into independent tiles therefore
+changes each tile's normalisation and leaves seams; A1111-era "tiled VAE" extensions (multidiffusion's
+Tiled VAE) fix this by pausing every tile at each GroupNorm and sharing the statistics. We do the same in its
+simplest exact form: the network runs layer by layer; each layer's input is held whole (on `storage`, the CPU
+when the VAE runs on an accelerator) and its output is computed in horizontal bands of full width, each band
+reading the one or two rows of halo its 3x3 convolution needs. A GroupNorm before a convolution is a first
+sweep over the bands summing x and x^2 per group (float64), then applied inside the convolution's band. The
+attention runs over all pixels in query chunks (exact: each query's softmax row is complete). The result
+equals the untiled one up to float rounding, at one decode's arithmetic; the accelerator holds one band's
+work at a time instead of the whole image's activations.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sdstudio.engine.vae import AttnBlock, AutoencoderKL, Downsample, MidBlock, ResnetBlock, Upsample
+
+# Pixels per band at the layer's own resolution: 2**18 is a 512x512 tile's worth.
+BAND_PIXELS = 1 << 18
+# Attention queries per chunk in the mid block (keys: all pixels).
+ATTENTION_CHUNK = 4096
+# "auto" tiles an image with more pixels than this (A1111's users hit VAE out-of-memory around here on 8 GB)
+# and any image whose untiled decode would not fit the memory left on the VAE's device.
+AUTO_TILE_PIXELS = 1536 * 1536
+# Peak working memory of an untiled fp32 decode per output pixel (decoder activations; weights not included).
+# Measured with bench/vae_tiles.py on the SD 1.5 configuration (about 5.7 KiB at 1024 px); rounded up.
+UNTILED_DECODE_BYTES_PER_PIXEL = 6 << 10
+TILED_MODES = ("auto", "on", "off")
+
+Pre = Callable[[Tensor], Tensor]
+
+
+def untiled_decode_bytes(width: int, height: int, element_size: int = 4) -> int:
+    """Rough peak working memory of one untiled decode at width x height (fp32 by default)."""
+    return width * height * UNTILED_DECODE_BYTES_PER_PIXEL * element_size // 4
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free on `device` now, or None where it cannot be asked (then only the size rule applies)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cpu":
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):
+            return None
+    return None
+
+
+def use_tiles(mode: str, width: int, height: int, device: torch.device, element_size: int = 4) -> bool:
+    """Whether a decode/encode at width x height runs tiled: "on"/"off" as told; "auto" above AUTO_TILE_PIXELS
+    or when the untiled decode's estimate exceeds the memory free on `device`."""
+    if mode not in TILED_MODES:
+        raise ValueError(f"tiled VAE mode must be one of {', '.join(TILED_MODES)}, not {mode!r}")
+    if mode != "auto":
+        return mode == "on"
+    if width * height > AUTO_TILE_PIXELS:
+        return True
+    free = available_memory(device)
+    return free is not None and untiled_decode_bytes(width, height, element_size) > free
+
+
+class _Runner:
+    """Runs the VAE's layers band by band: computation on `device`, whole tensors held on `storage`."""
+
+    def __init__(self, vae: AutoencoderKL, storage: torch.device | None, band_pixels: int):
+        parameter = next(vae.parameters())
+        self.device, self.dtype = parameter.device, parameter.dtype
+        self.storage = self.device if storage is None else storage
+        self.band_pixels = band_pixels
+        self.source: Tensor | None = None  # the caller's input: never written in place
+
+    def rows(self, width: int) -> int:
+        return max(1, self.band_pixels // max(1, width))
+
+    def bands(self, height: int, width: int):
+        step = self.rows(width)
+        for top in range(0, height, step):
+            yield top, min(height, top + step)
+
+    def on_device(self, x: Tensor) -> Tensor:
+        return x.to(self.device, self.dtype)
+
+    def norm_affine(self, x: Tensor, norm: nn.GroupNorm) -> Pre:
+        """GroupNorm over the whole of x as a per-channel x * a + b, then SiLU (every GroupNorm in the VAE
+        is followed by SiLU except the attention's, which runs whole)."""
+        b, c, h, w = x.shape
+        g = norm.num_groups
+        total = torch.zeros(b, g, dtype=torch.float64, device=self.device)
+        squares = torch.zeros_like(total)
+        for top, bottom in self.bands(h, w):
+            band = self.on_device(x[:, :, top:bottom]).double().reshape(b, g, -1)
+            total += band.sum(-1)
+            squares += band.square().sum(-1)
+        count = (c // g) * h * w
+        mean = total / count
+        rstd = ((squares / count - mean.square()).clamp_min(0) + norm.eps).rsqrt()
+        weight = norm.weight.double()
+        bias = norm.bias.double()
+        scale = (rstd.repeat_interleave(c // g, dim=1) * weight).to(self.dtype)[:, :, None, None]
+        shift = (bias - (mean * rstd).repeat_interleave(c // g, dim=1) * weight).to(self.dtype)[:, :, None, None]
+        return lambda t: F.silu(t * scale + shift)
+
+    def conv(self, x: Tensor, conv: nn.Conv2d, pre: Pre | None = None, upsample: bool = False,
+             residual: Tensor | None = None, shortcut: nn.Module | None = None, out: Tensor | None = None) -> Tensor:
+        """conv(pre(x)) (a 3x3 conv with padding 1), after a nearest x2 upsample when `upsample`, plus
+        shortcut(residual) when given; written band by band into `out` (a new tensor when None). `out` may be
+        `residual` itself: band i of the result reads only band i of the residual, never another band's."""
+        b, _, h, w = x.shape
+        factor = 2 if upsample else 1
+        if out is None:
+            out = torch.empty(b, conv.out_channels, h * factor, w * factor, dtype=self.dtype, device=self.storage)
+        for top, bottom in self.bands(h, w * factor):
+            lo, hi = max(0, top - 1), min(h, bottom + 1)
+            t = self.on_device(x[:, :, lo:hi])
+            t = pre(t) if pre is not None else t
+            if upsample:
+                t = F.interpolate(t, scale_factor=2.0, mode="nearest")
+            y = conv(t)[:, :, (top - lo) * factor:(top - lo + bottom - top) * factor]
+            if residual is not None:
+                skip = self.on_device(residual[:, :, top * factor:bottom * factor])
+                y = (shortcut(skip) if shortcut is not None else skip) + y
+            out[:, :, top * factor:bottom * factor] = y.to(self.storage)
+        return out
+
+    def downsample(self, x: Tensor, module: Downsample) -> Tensor:
+        """LDM's pad (0, 1, 0, 1) and stride-2 conv: output row i reads input rows 2i..2i+2."""
+        b, _, h, w = x.shape
+        oh, ow = (h - 2) // 2 + 1, (w - 2) // 2 + 1
+        out = torch.empty(b, module.conv.out_channels, oh, ow, dtype=self.dtype, device=self.storage)
+        for top, bottom in self.bands(oh, ow):
+            t = self.on_device(x[:, :, 2 * top:min(h, 2 * bottom + 1)])
+            missing = 2 * (bottom - top) + 1 - t.shape[2]
+            out[:, :, top:bottom] = module.conv(F.pad(t, (0, 1, 0, missing))).to(self.storage)
+        return out
+
+    def resnet(self, x: Tensor, block: ResnetBlock) -> Tensor:
+        h = self.conv(x, block.conv1, self.norm_affine(x, block.norm1))
+        shortcut = None if isinstance(block.nin_shortcut, nn.Identity) else block.nin_shortcut
+        # The sum may overwrite x band by band (conv2 reads only h), unless x is the caller's input.
+        in_place = shortcut is None and x is not self.source
+        return self.conv(h, block.conv2, self.norm_affine(h, block.norm2), residual=x, shortcut=shortcut,
+                         out=x if in_place else None)
+
+    def attention(self, x: Tensor, block: AttnBlock) -> Tensor:
+        """The attention block with queries in chunks; its GroupNorm (no SiLU) uses the whole image."""
+        b, c, h, w = x.shape
+        y = block.norm(self.on_device(x))
+        q, k, v = (t.flatten(2).transpose(1, 2).unsqueeze(1) for t in (block.q(y), block.k(y), block.v(y)))
+        del y
+        out = torch.cat([F.scaled_dot_product_attention(q[:, :, i:i + ATTENTION_CHUNK], k, v)
+                         for i in range(0, q.shape[2], ATTENTION_CHUNK)], dim=2)
+        out = out.squeeze(1).transpose(1, 2).reshape(b, c, h, w)
+        return (self.on_device(x) + block.proj_out(out)).to(self.storage)
+
+    def mid(self, x: Tensor, mid: MidBlock) -> Tensor:
+        return self.resnet(self.attention(self.resnet(x, mid.block_1), mid.attn_1), mid.block_2)
+
+    def level(self, x: Tensor, blocks: nn.ModuleList, resize: nn.Module) -> Tensor:
+        for block in blocks:
+            x = self.resnet(x, block)
+        if isinstance(resize, Upsample):
+            return self.conv(x, resize.conv, upsample=True)
+        if isinstance(resize, Downsample):
+            return self.downsample(x, resize)
+        return x
+
+
+@torch.no_grad()
+def tiled_decode(vae: AutoencoderKL, z: Tensor, storage: torch.device | None = None,
+                 band_pixels: int = BAND_PIXELS) -> Tensor:
+    """vae.decode(z) computed in bands (see the module docstring); the image is returned on `storage`
+    (default: the VAE's device) in the VAE's dtype."""
+    run = _Runner(vae, storage, band_pixels)
+    decoder = vae.decoder
+    run.source = z
+    x = vae.post_quant_conv(run.on_device(z))
+    x = run.conv(x.to(run.storage), decoder.conv_in)
+    x = run.mid(x, decoder.mid)
+    for level in reversed(decoder.up):
+        x = run.level(x, level.block, level.upsample)
+    return run.conv(x, decoder.conv_out, run.norm_affine(x, decoder.norm_out))
+
+
+@torch.no_grad()
+def tiled_encode(vae: AutoencoderKL, image: Tensor, storage: torch.device | None = None,
+                 band_pixels: int = BAND_PIXELS) -> tuple[Tensor, Tensor]:
+    """vae.encode(image) computed in bands: (mean, logvar) on the VAE's device."""
+    run = _Runner(vae, storage, band_pixels)
+    encoder = vae.encoder
+    run.source = image
+    x = run.conv(image, encoder.conv_in)
+    for level in encoder.down:
+        x = run.level(x, level.block, level.downsample)
+    x = run.mid(x, encoder.mid)
+    x = run.conv(x, encoder.conv_out, run.norm_affine(x, encoder.norm_out))
+    return vae.encode_moments(run.on_device(x))
