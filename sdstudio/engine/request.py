@@ -85,6 +85,9 @@ class GenerationRequest:
     # blend_prompt's, 0 = off. A prompt walk's frames (walk.py) are written with these, so each re-runs alone.
     blend_prompt: str = ""
     blend_strength: float = 0.0
+    # Tiled VAE (vae_tiles.py): "auto" (tiles when large or short of memory), "on" or "off" (job_size.py's
+    # TILED_VAE_MODES). The pixels equal the untiled ones within float rounding, so it is not written to PNGs.
+    tiled_vae: str = "auto"
 
     @property
     def mode(self) -> str:

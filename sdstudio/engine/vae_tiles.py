@@ -22,26 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sdstudio.engine.errors import RequestError
+from sdstudio.engine.job_size import AUTO_TILE_PIXELS, TILED_VAE_MODES, vae_decode_bytes
 from sdstudio.engine.vae import AttnBlock, AutoencoderKL, Downsample, MidBlock, ResnetBlock, Upsample
 
 # Pixels per band at the layer's own resolution: 2**18 is a 512x512 tile's worth.
 BAND_PIXELS = 1 << 18
 # Attention queries per chunk in the mid block (keys: all pixels).
 ATTENTION_CHUNK = 4096
-# "auto" tiles an image with more pixels than this (A1111's users hit VAE out-of-memory around here on 8 GB)
-# and any image whose untiled decode would not fit the memory left on the VAE's device.
-AUTO_TILE_PIXELS = 1536 * 1536
-# Peak working memory of an untiled fp32 decode per output pixel (decoder activations; weights not included).
-# Measured with bench/vae_tiles.py on the SD 1.5 configuration (about 5.7 KiB at 1024 px); rounded up.
-UNTILED_DECODE_BYTES_PER_PIXEL = 6 << 10
-TILED_MODES = ("auto", "on", "off")
-
 Pre = Callable[[Tensor], Tensor]
-
-
-def untiled_decode_bytes(width: int, height: int, element_size: int = 4) -> int:
-    """Rough peak working memory of one untiled decode at width x height (fp32 by default)."""
-    return width * height * UNTILED_DECODE_BYTES_PER_PIXEL * element_size // 4
 
 
 def available_memory(device: torch.device) -> int | None:
@@ -49,6 +38,11 @@ def available_memory(device: torch.device) -> int | None:
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     if device.type == "cpu":
+        try:  # Linux: free plus reclaimable cache; elsewhere the free pages POSIX reports
+            with open("/proc/meminfo") as f:
+                return next(int(line.split()[1]) << 10 for line in f if line.startswith("MemAvailable:"))
+        except (OSError, StopIteration, ValueError):
+            pass
         try:
             return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         except (AttributeError, ValueError, OSError):
@@ -59,14 +53,14 @@ def available_memory(device: torch.device) -> int | None:
 def use_tiles(mode: str, width: int, height: int, device: torch.device, element_size: int = 4) -> bool:
     """Whether a decode/encode at width x height runs tiled: "on"/"off" as told; "auto" above AUTO_TILE_PIXELS
     or when the untiled decode's estimate exceeds the memory free on `device`."""
-    if mode not in TILED_MODES:
-        raise ValueError(f"tiled VAE mode must be one of {', '.join(TILED_MODES)}, not {mode!r}")
+    if mode not in TILED_VAE_MODES:
+        raise RequestError(f"tiled VAE {mode!r} must be one of {', '.join(TILED_VAE_MODES)}")
     if mode != "auto":
         return mode == "on"
     if width * height > AUTO_TILE_PIXELS:
         return True
     free = available_memory(device)
-    return free is not None and untiled_decode_bytes(width, height, element_size) > free
+    return free is not None and vae_decode_bytes(width, height) * element_size // 4 > free
 
 
 class _Runner:
