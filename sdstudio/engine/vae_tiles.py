@@ -26,8 +26,9 @@ from sdstudio.engine.errors import RequestError
 from sdstudio.engine.job_size import AUTO_TILE_PIXELS, TILED_VAE_MODES, vae_decode_bytes
 from sdstudio.engine.vae import AttnBlock, AutoencoderKL, Downsample, MidBlock, ResnetBlock, Upsample
 
-# Pixels per band at the layer's own resolution: 2**18 is a 512x512 tile's worth.
-BAND_PIXELS = 1 << 18
+# Pixels per band at the layer's own resolution: 2**16 is a 256x256 tile's worth (64 MiB for 256 fp32
+# channels); the 1-row halo then costs a few percent at 1024-2048 px.
+BAND_PIXELS = 1 << 16
 # Attention queries per chunk in the mid block (keys: all pixels).
 ATTENTION_CHUNK = 4096
 Pre = Callable[[Tensor], Tensor]
@@ -141,7 +142,7 @@ class _Runner:
         h = self.conv(x, block.conv1, self.norm_affine(x, block.norm1))
         shortcut = None if isinstance(block.nin_shortcut, nn.Identity) else block.nin_shortcut
         # The sum may overwrite x band by band (conv2 reads only h), unless x is the caller's input.
-        in_place = shortcut is None and x is not self.source
+        in_place = shortcut is None and isinstance(x, Tensor) and x is not self.source
         return self.conv(h, block.conv2, self.norm_affine(h, block.norm2), residual=x, shortcut=shortcut,
                          out=x if in_place else None)
 
@@ -159,14 +160,34 @@ class _Runner:
     def mid(self, x: Tensor, mid: MidBlock) -> Tensor:
         return self.resnet(self.attention(self.resnet(x, mid.block_1), mid.attn_1), mid.block_2)
 
-    def level(self, x: Tensor, blocks: nn.ModuleList, resize: nn.Module) -> Tensor:
+    def level(self, x: Tensor, blocks: nn.ModuleList, resize: nn.Module, lazy: bool = False) -> Tensor:
         for block in blocks:
             x = self.resnet(x, block)
         if isinstance(resize, Upsample):
-            return self.conv(x, resize.conv, upsample=True)
+            return _Upsampled(self, x, resize.conv) if lazy else self.conv(x, resize.conv, upsample=True)
         if isinstance(resize, Downsample):
             return self.downsample(x, resize)
         return x
+
+
+class _Upsampled:
+    """The last Upsample's output (full resolution, the widest tensor of the decoder), never held whole: the
+    rows asked for are computed from the half-resolution input, as many times as the next block reads them
+    (three: its GroupNorm statistics, conv1, the shortcut). That costs about a third of a decode more and
+    keeps the largest tensor of an untiled decode out of memory."""
+
+    def __init__(self, run: _Runner, x: Tensor, conv: nn.Conv2d):
+        self.run, self.x, self.conv = run, x, conv
+        b, _, h, w = x.shape
+        self.shape = torch.Size((b, conv.out_channels, 2 * h, 2 * w))
+
+    def __getitem__(self, index: tuple[slice, slice, slice]) -> Tensor:
+        top, bottom = index[2].start, index[2].stop
+        h = self.x.shape[2]
+        # output row r reads upsampled rows r-1..r+1, which are input rows (r-1)//2..(r+1)//2
+        lo, hi = max(0, (top - 1) // 2), min(h, bottom // 2 + 1)
+        t = F.interpolate(self.run.on_device(self.x[:, :, lo:hi]), scale_factor=2.0, mode="nearest")
+        return self.conv(t)[:, :, top - 2 * lo:bottom - 2 * lo]
 
 
 @torch.no_grad()
@@ -180,8 +201,8 @@ def tiled_decode(vae: AutoencoderKL, z: Tensor, storage: torch.device | None = N
     x = vae.post_quant_conv(run.on_device(z))
     x = run.conv(x.to(run.storage), decoder.conv_in)
     x = run.mid(x, decoder.mid)
-    for level in reversed(decoder.up):
-        x = run.level(x, level.block, level.upsample)
+    for i, level in reversed(list(enumerate(decoder.up))):
+        x = run.level(x, level.block, level.upsample, lazy=i == 1)
     return run.conv(x, decoder.conv_out, run.norm_affine(x, decoder.norm_out))
 
 
