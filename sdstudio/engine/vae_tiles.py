@@ -9,8 +9,10 @@ when the VAE runs on an accelerator) and its output is computed in horizontal ba
 reading the one or two rows of halo its 3x3 convolution needs. A GroupNorm before a convolution is a first
 sweep over the bands summing x and x^2 per group (float64), then applied inside the convolution's band. The
 attention runs over all pixels in query chunks (exact: each query's softmax row is complete). The result
-equals the untiled one up to float rounding, at one decode's arithmetic; the accelerator holds one band's
-work at a time instead of the whole image's activations.
+equals the untiled one up to float rounding; the accelerator holds one band's work at a time instead of the
+whole image's activations. The widest tensor, the last Upsample's full-resolution output, is never held: its
+rows are recomputed from the half-resolution input whenever the next block reads them (_Upsampled), which
+costs about a third of a decode more and keeps the held tensors at a fraction of an untiled decode's peak.
 """
 
 from __future__ import annotations
