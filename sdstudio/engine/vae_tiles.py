@@ -74,7 +74,6 @@ class _Runner:
         self.device, self.dtype = parameter.device, parameter.dtype
         self.storage = self.device if storage is None else storage
         self.band_pixels = band_pixels
-        self.source: Tensor | None = None  # the caller's input: never written in place
 
     def rows(self, width: int) -> int:
         return max(1, self.band_pixels // max(1, width))
@@ -95,9 +94,9 @@ class _Runner:
         total = torch.zeros(b, g, dtype=torch.float64, device=self.device)
         squares = torch.zeros_like(total)
         for top, bottom in self.bands(h, w):
-            band = self.on_device(x[:, :, top:bottom]).double().reshape(b, g, -1)
-            total += band.sum(-1)
-            squares += band.square().sum(-1)
+            band = self.on_device(x[:, :, top:bottom]).reshape(b, g, -1)
+            total += band.sum(-1, dtype=torch.float64)
+            squares += band.square().sum(-1, dtype=torch.float64)
         count = (c // g) * h * w
         mean = total / count
         rstd = ((squares / count - mean.square()).clamp_min(0) + norm.eps).rsqrt()
@@ -111,14 +110,20 @@ class _Runner:
              residual: Tensor | None = None, shortcut: nn.Module | None = None, out: Tensor | None = None) -> Tensor:
         """conv(pre(x)) (a 3x3 conv with padding 1), after a nearest x2 upsample when `upsample`, plus
         shortcut(residual) when given; written band by band into `out` (a new tensor when None). `out` may be
-        `residual` itself: band i of the result reads only band i of the residual, never another band's."""
+        x itself (same shape, no upsample): the row above each band, overwritten by the band before, is kept
+        aside before that write (`above`), so no whole second tensor is needed."""
         b, _, h, w = x.shape
         factor = 2 if upsample else 1
+        streaming = out is x
         if out is None:
             out = torch.empty(b, conv.out_channels, h * factor, w * factor, dtype=self.dtype, device=self.storage)
+        above = None
         for top, bottom in self.bands(h, w * factor):
             lo, hi = max(0, top - 1), min(h, bottom + 1)
-            t = self.on_device(x[:, :, lo:hi])
+            if streaming and above is not None:
+                t = torch.cat([above, self.on_device(x[:, :, top:hi])], dim=2)
+            else:
+                t = self.on_device(x[:, :, lo:hi])
             t = pre(t) if pre is not None else t
             if upsample:
                 t = F.interpolate(t, scale_factor=2.0, mode="nearest")
@@ -126,6 +131,8 @@ class _Runner:
             if residual is not None:
                 skip = self.on_device(residual[:, :, top * factor:bottom * factor])
                 y = (shortcut(skip) if shortcut is not None else skip) + y
+            if streaming:
+                above = self.on_device(x[:, :, bottom - 1:bottom]).clone()
             out[:, :, top * factor:bottom * factor] = y.to(self.storage)
         return out
 
@@ -143,10 +150,9 @@ class _Runner:
     def resnet(self, x: Tensor, block: ResnetBlock) -> Tensor:
         h = self.conv(x, block.conv1, self.norm_affine(x, block.norm1))
         shortcut = None if isinstance(block.nin_shortcut, nn.Identity) else block.nin_shortcut
-        # The sum may overwrite x band by band (conv2 reads only h), unless x is the caller's input.
-        in_place = shortcut is None and isinstance(x, Tensor) and x is not self.source
-        return self.conv(h, block.conv2, self.norm_affine(h, block.norm2), residual=x, shortcut=shortcut,
-                         out=x if in_place else None)
+        # The sum overwrites h as it goes: h and x are all that is held, and x may be the caller's input
+        # or the recomputed upsample (_Upsampled).
+        return self.conv(h, block.conv2, self.norm_affine(h, block.norm2), residual=x, shortcut=shortcut, out=h)
 
     def attention(self, x: Tensor, block: AttnBlock) -> Tensor:
         """The attention block with queries in chunks; its GroupNorm (no SiLU) uses the whole image."""
@@ -199,7 +205,6 @@ def tiled_decode(vae: AutoencoderKL, z: Tensor, storage: torch.device | None = N
     (default: the VAE's device) in the VAE's dtype."""
     run = _Runner(vae, storage, band_pixels)
     decoder = vae.decoder
-    run.source = z
     x = vae.post_quant_conv(run.on_device(z))
     x = run.conv(x.to(run.storage), decoder.conv_in)
     x = run.mid(x, decoder.mid)
@@ -214,7 +219,6 @@ def tiled_encode(vae: AutoencoderKL, image: Tensor, storage: torch.device | None
     """vae.encode(image) computed in bands: (mean, logvar) on the VAE's device."""
     run = _Runner(vae, storage, band_pixels)
     encoder = vae.encoder
-    run.source = image
     x = run.conv(image, encoder.conv_in)
     for level in encoder.down:
         x = run.level(x, level.block, level.downsample)
