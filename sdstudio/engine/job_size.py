@@ -21,8 +21,8 @@ MAX_AREA_RATIO = 16
 # (bench/README.md), rounded up. Rough and generous: it only has to tell a job that fits from one too big.
 BYTES_PER_PIXEL = 2 << 10
 # Peak working memory of one untiled fp32 VAE decode per output pixel (decoder activations, weights not
-# included), measured with bench/vae_tiles.py on the SD 1.5 configuration and rounded up. Images decode one at
-# a time, so the batch does not multiply it. The tiled decode (vae_tiles.py) holds far less on the VAE's device.
+# included): bench/vae_tiles.py measured 3.8-4.0 KiB on the SD 1.5 configuration (256-512 px), taken 1.5x.
+# Images decode one at a time, so the batch does not multiply it. The tiled decode (vae_tiles.py) holds less.
 VAE_DECODE_BYTES_PER_PIXEL = 6 << 10
 # Tiled VAE settings (request.tiled_vae, --tiled-vae, the app's setting): "auto" tiles above AUTO_TILE_PIXELS
 # (A1111 users meet VAE out-of-memory around here on 8 GB GPUs) or when the untiled decode would not fit the
