@@ -25,7 +25,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from sdstudio.engine.errors import RequestError, SDStudioError
-from sdstudio.engine.job_size import default_size, estimate, job_problem, physical_memory
+from sdstudio.engine.job_size import TILED_VAE_MODES, default_size, estimate, job_problem, physical_memory
 from sdstudio.engine.names import DEVICE_CHOICES, SAMPLERS, SCHEDULERS
 from sdstudio.engine.request import MAX_SEED, RANDOM_SEED, GenerationRequest, StepInfo
 from sdstudio.engine.validate import check_side, validate, validate_settings
@@ -39,7 +39,7 @@ _FIELDS = {
     "sampler": "sampler", "scheduler": "scheduler", "seed": "seed", "width": "width", "height": "height",
     "batch": "batch_size", "clip_skip": "clip_skip", "strength": "strength", "mask_blur": "mask_blur",
     "only_masked": "only_masked", "model": "model", "vae": "vae", "taesd": "taesd", "prediction": "prediction",
-    "draft_decode": "draft_decode",
+    "draft_decode": "draft_decode", "tiled_vae": "tiled_vae",
 }
 
 
@@ -80,6 +80,9 @@ def add_generate_parser(sub) -> None:
     g.add_argument("--taesd", help="TAESD decoder for previews")
     g.add_argument("--draft-decode", action="store_true", default=None,
                    help="decode the final image with the --taesd decoder instead of the full VAE (fast, softer)")
+    g.add_argument("--tiled-vae", choices=TILED_VAE_MODES,
+                   help="decode/encode the VAE in tiles with whole-image statistics (same pixels, far less memory); "
+                   "default: auto, above 1536x1536 or when memory is short")
     g.add_argument("--prediction", choices=("eps", "v"), help="override the detected prediction type")
     g.add_argument("--from", dest="from_image", help="re-run the parameters stored in this PNG")
     g.add_argument("--lora-dir", action="append", default=[], metavar="DIR",
@@ -240,7 +243,7 @@ def fit_to_model(req: GenerationRequest, args: argparse.Namespace, desc) -> Gene
     validate(req, multiple=desc.vae_downscale)
     width, height = largest_pass(req, desc.vae_downscale)
     problem = job_problem(estimate(width, height, req.steps, req.batch_size, desc.default_size),
-                          physical_memory())
+                          physical_memory(), req.tiled_vae)
     if problem and not args.yes:
         raise RequestError(f"{problem}: choose a smaller --width/--height{'/hires size' if req.hires else ''} "
                            "or --batch (or pass --yes to run it anyway)")

@@ -17,8 +17,18 @@ REFERENCE_STEPS = 20
 # and runs for at least as many times as long: refuse unless the user confirms.
 MAX_AREA_RATIO = 16
 # Working memory per output pixel of one image through the UNet in fp32, classifier-free guidance's doubled
-# batch included. A rough, generous figure: it only has to tell a job that fits from one many times too big.
-BYTES_PER_PIXEL = 8 << 10
+# batch included: 4x the 0.23 GiB bench/bench_unet_vae.py measured for a 512x512 SD 1.5 step at batch 2
+# (bench/README.md), rounded up. Rough and generous: it only has to tell a job that fits from one too big.
+BYTES_PER_PIXEL = 2 << 10
+# Peak working memory of one untiled fp32 VAE decode per output pixel (decoder activations, weights not
+# included): bench/vae_tiles.py measured 3.8-4.0 KiB on the SD 1.5 configuration (256-512 px), taken 1.5x.
+# Images decode one at a time, so the batch does not multiply it. The tiled decode (vae_tiles.py) holds less.
+VAE_DECODE_BYTES_PER_PIXEL = 6 << 10
+# Tiled VAE settings (request.tiled_vae, --tiled-vae, the app's setting): "auto" tiles above AUTO_TILE_PIXELS
+# (A1111 users meet VAE out-of-memory around here on 8 GB GPUs) or when the untiled decode would not fit the
+# memory free on the VAE's device.
+TILED_VAE_MODES = ("auto", "on", "off")
+AUTO_TILE_PIXELS = 1536 * 1536
 
 
 def _round_to(value: float, multiple: int) -> int:
@@ -66,6 +76,16 @@ def estimate(width: int, height: int, steps: int, batch: int, native: int) -> Jo
                        area_ratio * batch * steps / REFERENCE_STEPS, width * height * batch * BYTES_PER_PIXEL)
 
 
+def vae_decode_bytes(width: int, height: int) -> int:
+    """Rough peak working memory of one untiled fp32 VAE decode at width x height."""
+    return width * height * VAE_DECODE_BYTES_PER_PIXEL
+
+
+def fitting_side(memory: int, bytes_per_pixel: int, multiple: int = 64) -> int:
+    """The largest square side (a multiple of `multiple`, 0 if none) whose pixels x bytes_per_pixel fit."""
+    return int(math.sqrt(max(0, memory) / bytes_per_pixel)) // multiple * multiple
+
+
 def physical_memory() -> int | None:
     """This machine's RAM in bytes, or None where the OS does not say (os.sysconf is POSIX only)."""
     try:
@@ -74,12 +94,21 @@ def physical_memory() -> int | None:
         return None
 
 
-def job_problem(job: JobEstimate, memory: int | None) -> str | None:
+def job_problem(job: JobEstimate, memory: int | None, tiled_vae: str = "auto") -> str | None:
     """Why the job is far beyond the model's native size or this machine (`memory` bytes of RAM; None:
-    unknown, not checked), in words for the user; None when it is not. A front end refuses such a job
-    unless the user confirms it."""
+    unknown, not checked), in words for the user with the size that would fit; None when it is not. With the
+    tiled VAE "auto" or "on" the decode is tiled when short of memory, so only "off" checks the untiled
+    decode. A front end refuses such a job unless the user confirms it."""
     if memory is not None and job.memory_bytes > memory:
-        return f"{job.describe()}, more than this machine's {memory / 2**30:.1f} GiB of memory"
+        side = fitting_side(memory // max(1, job.batch), BYTES_PER_PIXEL)
+        return (f"{job.describe()}, more than this machine's {memory / 2**30:.1f} GiB of memory "
+                f"(about {side}x{side} per image would fit)")
+    need = vae_decode_bytes(job.width, job.height)
+    if memory is not None and tiled_vae == "off" and need > memory:
+        side = fitting_side(memory, VAE_DECODE_BYTES_PER_PIXEL)
+        return (f"the untiled VAE decode of {job.width}x{job.height} needs about {need / 2**30:.1f} GiB, more "
+                f"than this machine's {memory / 2**30:.1f} GiB of memory: turn the tiled VAE on (or auto), "
+                f"or choose at most about {side}x{side}")
     if job.area_ratio > MAX_AREA_RATIO:
         return f"{job.describe()}, more than {MAX_AREA_RATIO}x the native area"
     return None

@@ -43,6 +43,7 @@ from sdstudio.engine.residuals import ResidualInput
 from sdstudio.engine.samplers import sample
 from sdstudio.engine.schedules import ModelSampling
 from sdstudio.engine.step_conditioning import ScheduledConditioning, scheduled_conditioning
+from sdstudio.engine.vae_tiles import tiled_decode, tiled_encode, use_tiles
 
 OnStep = Callable[[StepInfo], None]
 ShouldCancel = Callable[[], bool]
@@ -195,8 +196,27 @@ class PassRunner:
     @torch.no_grad()
     def encode(self, image: Image.Image) -> Tensor:
         """(1, 4, h, w) float32 scaled latent on the UNet's device."""
-        mean, _ = self.model.vae.encode(to_tensor(image).to(self.vae_device, self.vae_dtype))
+        mean, _ = self.vae_encode(to_tensor(image).to(self.vae_device, self.vae_dtype))
         return mean.float().to(self.unet_device) * self.scale
+
+    def tiled(self, height: int, width: int) -> bool:
+        return use_tiles(self.req.tiled_vae, width, height, self.vae_device, self.vae_dtype.itemsize)
+
+    def vae_encode(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
+        """The VAE's (mean, logvar), tiled (vae_tiles.py) as the request's tiled_vae and the memory say."""
+        if self.tiled(*pixels.shape[-2:]):
+            return tiled_encode(self.model.vae, pixels, storage=self.tile_storage)
+        return self.model.vae.encode(pixels)
+
+    def vae_decode(self, z: Tensor) -> Tensor:
+        if self.tiled(z.shape[-2] * self.f, z.shape[-1] * self.f):
+            return tiled_decode(self.model.vae, z, storage=self.tile_storage)
+        return self.model.vae.decode(z)
+
+    @property
+    def tile_storage(self) -> torch.device:
+        """Tiled runs keep their whole-image tensors in RAM when the VAE is on an accelerator."""
+        return torch.device("cpu")
 
     @torch.no_grad()
     def decode(self, latents: Tensor, draft: bool | None = None) -> list[Image.Image]:
@@ -207,7 +227,7 @@ class PassRunner:
         out = []
         for z in latents.split(1):
             self.check_cancel()
-            pixels = self.model.vae.decode((z / self.scale).to(self.vae_device, self.vae_dtype))
+            pixels = self.vae_decode((z / self.scale).to(self.vae_device, self.vae_dtype))
             check_finite(pixels, "image", "an fp16 overflow in the VAE (try the fp32 VAE) or a broken VAE")
             out += to_images(pixels.float().cpu())
         return out
@@ -249,7 +269,7 @@ class PassRunner:
         pixel_mask = torch.ones(1, 1, h, w) if mask is None else mask_tensor(mask, (w, h)).round()
         source = to_tensor(init) if init is not None else torch.zeros(1, 3, h, w)
         blanked = (source * (1 - pixel_mask)).to(self.vae_device, self.vae_dtype)
-        mean, _ = self.model.vae.encode(blanked)
+        mean, _ = self.vae_encode(blanked)
         small_mask = torch.nn.functional.interpolate(pixel_mask, size=(h // self.f, w // self.f))
         return torch.cat([small_mask.to(self.unet_device), mean.float().to(self.unet_device) * self.scale], dim=1)
 

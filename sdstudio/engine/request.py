@@ -102,6 +102,9 @@ class GenerationRequest:
     hires_scheduler: str = ""
     hires_prompt: str = ""
     hires_negative_prompt: str = ""
+    # Tiled VAE (vae_tiles.py): "auto" (tiles when large or short of memory), "on" or "off" (job_size.py's
+    # TILED_VAE_MODES). The pixels equal the untiled ones within float rounding, so it is not written to PNGs.
+    tiled_vae: str = "auto"
 
     @property
     def mode(self) -> str:

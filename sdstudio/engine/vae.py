@@ -235,7 +235,11 @@ class AutoencoderKL(nn.Module):
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Image in [-1, 1], (B, in_channels, H, W) -> (mean, logvar) of the latent posterior,
         each (B, embed_dim, H / downscale, W / downscale)."""
-        mean, logvar = self.quant_conv(self.encoder(x)).chunk(2, dim=1)
+        return self.encode_moments(self.encoder(x))
+
+    def encode_moments(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """The encoder's output -> (mean, clamped logvar); shared with the tiled encode (vae_tiles.py)."""
+        mean, logvar = self.quant_conv(h).chunk(2, dim=1)
         return mean, logvar.clamp(_LOGVAR_MIN, _LOGVAR_MAX)
 
     def decode(self, z: Tensor) -> Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sdstudio.engine.errors import RequestError
 from sdstudio.engine.extra_networks import tag_spans
 from sdstudio.engine.hires import check_hires
+from sdstudio.engine.job_size import TILED_VAE_MODES
 from sdstudio.engine.names import canonical_sampler, canonical_scheduler
 from sdstudio.engine.prompt_schedule import texts
 from sdstudio.engine.request import MAX_SEED, GenerationRequest
@@ -65,6 +66,8 @@ def validate_settings(req: GenerationRequest) -> GenerationRequest:
         scheduler = canonical_scheduler(legacy_schedule or req.scheduler)
     except ValueError as exc:
         raise RequestError(str(exc)) from None
+    if req.tiled_vae not in TILED_VAE_MODES:
+        raise RequestError(f"tiled VAE {req.tiled_vae!r} must be one of {', '.join(TILED_VAE_MODES)}")
     if req.prediction not in ("", "eps", "v"):
         raise RequestError(f"prediction {req.prediction!r} must be eps or v (or empty to detect)")
     if req.mask is not None and req.init_image is None:

@@ -53,6 +53,7 @@ from sdstudio.ui.settings import (
     load_allow_pickle,
     load_device,
     load_prompt_state,
+    load_tiled_vae,
     restore_window_layout,
     save_allow_pickle,
     save_device,
@@ -206,6 +207,8 @@ class MainWindow(QMainWindow):
         """Queue the panel's settings (batch count jobs); returns the job ids."""
         init = qimage_to_pil(self.canvas_panel.input_image) if self.canvas_panel.input_image is not None else None
         requests = build_requests(self.state, init, self.mask.to_pil() if init is not None else None)
+        tiled_vae = load_tiled_vae(self.settings)  # an app setting, not a panel value: the pixels do not change
+        requests = [r.replace(tiled_vae=tiled_vae) for r in requests]
         if init is not None and self._input_parent:
             requests = [r.replace(parent_id=self._input_parent) for r in requests]
         ids = [self.worker.submit(r) for r in requests]

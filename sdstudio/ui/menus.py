@@ -8,7 +8,15 @@ from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 
 from sdstudio import paths
 from sdstudio.ui.help import build_help_menu, redo_keys
-from sdstudio.ui.settings import DEVICES, device_unavailable, load_allow_pickle, load_device
+from sdstudio.ui.settings import (
+    DEVICES,
+    TILED_VAE_LABELS,
+    device_unavailable,
+    load_allow_pickle,
+    load_device,
+    load_tiled_vae,
+    save_tiled_vae,
+)
 
 PICKLE_WARNING = ("Warning: pickled checkpoints (.ckpt/.pt) can run code when opened. With this on they load in "
                   "weights-only mode, which refuses code, but only use files you trust; prefer .safetensors.")
@@ -70,6 +78,7 @@ def build_menus(window: MainWindow) -> None:
     menu_action(gen, "&Reuse Last Seed", window.reuse_last_seed)
     gen.addSeparator()
     _build_device_menu(window, gen.addMenu("&Device"))
+    _build_tiled_vae_menu(window, gen.addMenu("&Tiled VAE"))
     gen.addSeparator()
     window.act_allow_pickle = menu_action(gen, "Allow &Pickled Checkpoints", window.set_allow_pickle)
     window.act_allow_pickle.setCheckable(True)
@@ -94,6 +103,23 @@ def _build_device_menu(window: MainWindow, menu) -> None:
         group.addAction(action)
         window.device_actions[name] = action
     menu.setToolTipsVisible(True)
+
+def _build_tiled_vae_menu(window: MainWindow, menu) -> None:
+    """Automatic / on / off, saved in the settings and given to every job queued after (main_window.generate)."""
+    group = QActionGroup(window)
+    current = load_tiled_vae(window.settings)
+    window.tiled_vae_actions: dict[str, QAction] = {}
+    for name, label in TILED_VAE_LABELS:
+        action = menu.addAction(label)
+        action.setCheckable(True)
+        action.setChecked(name == current)
+        action.setToolTip("Decode and encode the VAE in tiles with whole-image statistics: the same pixels "
+                          "with far less memory, for large images or small GPUs")
+        action.triggered.connect(lambda _checked, name=name: save_tiled_vae(window.settings, name))
+        group.addAction(action)
+        window.tiled_vae_actions[name] = action
+    menu.setToolTipsVisible(True)
+
 
 def _build_theme_menu(window: MainWindow, menu) -> None:
     group = QActionGroup(window)

@@ -18,11 +18,15 @@ from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QMainWindow, QSplitter
 
 from sdstudio import paths
+from sdstudio.engine.job_size import TILED_VAE_MODES
 from sdstudio.ui.prompt_state import PromptState
 
 _PROMPT_GROUP = "prompt"
 DEVICE_KEY = "engine/device"
 ALLOW_PICKLE_KEY = "engine/allow_pickle"
+TILED_VAE_KEY = "engine/tiled_vae"
+# The tiled VAE's modes (engine/job_size.py TILED_VAE_MODES) with their menu labels.
+TILED_VAE_LABELS = (("auto", "&Automatic (large images, low memory)"), ("on", "Always &On"), ("off", "O&ff"))
 NETWORK_DIR_KEYS = ("networks/lora_dirs", "networks/embedding_dirs")
 # The engine's device names (sdstudio/engine/devices.py, which imports torch) with their menu labels.
 DEVICES = (("auto", "&Automatic"), ("cpu", "&CPU"), ("cuda", "CU&DA (NVIDIA/AMD GPU)"), ("mps", "&MPS (Apple GPU)"))
@@ -91,6 +95,19 @@ def load_device(settings: QSettings) -> str:
 
 def save_device(settings: QSettings, device: str) -> None:
     settings.setValue(DEVICE_KEY, device)
+    settings.sync()
+
+
+def load_tiled_vae(settings: QSettings) -> str:
+    """The tiled VAE mode every job gets (request.tiled_vae); "auto" when unset or unknown."""
+    mode = str(settings.value(TILED_VAE_KEY, "auto"))
+    return mode if mode in TILED_VAE_MODES else "auto"
+
+
+def save_tiled_vae(settings: QSettings, mode: str) -> None:
+    if mode not in TILED_VAE_MODES:
+        raise ValueError(f"tiled VAE mode must be one of {', '.join(TILED_VAE_MODES)}, not {mode!r}")
+    settings.setValue(TILED_VAE_KEY, mode)
     settings.sync()
 
 
