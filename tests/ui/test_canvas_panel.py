@@ -67,7 +67,9 @@ def test_only_masked_live_preview_keeps_the_input_outside_the_repainted_box(qtbo
     window.mask.end_stroke()
     window.panel.only_masked_check.setChecked(True)
     window.panel.steps_spin.setValue(6)
-    engine.step_seconds = 0.03  # previews come mid-run, not only coalesced past the end
+    # Previews must come mid-run, not only coalesced past the end: steps long enough for the window to show
+    # some even on a loaded machine (0.03 s steps left none shown in one CI run).
+    engine.step_seconds = 0.25
     # A preview whose red channel is its x: where each column lands shows where the preview was placed.
     engine.preview_maker = lambda _step, r: Image.fromarray(np.broadcast_to(
         np.stack([np.linspace(0, 255, r.width), np.zeros(r.width), np.zeros(r.width)], -1).astype(np.uint8),
@@ -79,7 +81,7 @@ def test_only_masked_live_preview_keeps_the_input_outside_the_repainted_box(qtbo
             shown.append(qimage_to_pil(window.canvas_panel.canvas.image))
 
     window.worker.previewReady.connect(grab)
-    with qtbot.waitSignal(window.resultReady, timeout=5000):
+    with qtbot.waitSignal(window.resultReady, timeout=30000):
         window.generate()
     request = engine.generated[-1]
     assert request.only_masked and shown
