@@ -33,6 +33,36 @@ def batch_seeds(seed: int, subseed: int, subseed_strength: float, count: int) ->
     return [(seed, image_seed(subseed, i)) for i in range(count)]
 
 
+# ControlNet (A1111's sd-webui-controlnet names, written to infotext as they are).
+CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
+CONTROL_RESIZE_MODES = ("Just Resize", "Crop and Resize", "Resize and Fill")
+
+
+@dataclass(frozen=True)
+class ControlUnit:
+    """One ControlNet unit (Zhang et al. 2023, arXiv:2302.05543): a control model, its hint image and how
+    strongly and when it steers the UNet. Several units sum their residuals.
+
+    `image` is the source image as the user gave it (before the preprocessor); `preprocessor` names an entry
+    of the engine's preprocessor table ("none" = use the image as the map), with its settings as
+    (name, value) pairs. `start`/`end` are fractions of the schedule (A1111's guidance start/end).
+    """
+
+    model: str  # path of the ControlNet file
+    image: Image.Image | None = field(default=None, compare=False, repr=False)
+    preprocessor: str = "none"
+    preprocessor_params: tuple[tuple[str, float], ...] = ()
+    strength: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    mode: str = "Balanced"
+    resize_mode: str = "Crop and Resize"
+    model_hash: str = ""  # filled in by the engine, like GenerationRequest.model_hash
+
+    def replace(self, **changes: Any) -> ControlUnit:
+        return dataclasses.replace(self, **changes)
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """Everything that determines an image. Same request + same model => same pixels.
@@ -105,6 +135,8 @@ class GenerationRequest:
     # Tiled VAE (vae_tiles.py): "auto" (tiles when large or short of memory), "on" or "off" (job_size.py's
     # TILED_VAE_MODES). The pixels equal the untiled ones within float rounding, so it is not written to PNGs.
     tiled_vae: str = "auto"
+    # ControlNet units (ControlUnit above), applied together; () = none.
+    control_units: tuple[ControlUnit, ...] = ()
 
     @property
     def mode(self) -> str:
