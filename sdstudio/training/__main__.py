@@ -18,7 +18,7 @@ from sdstudio.training.plan import full_plan, quick_plan
 from sdstudio.training.run import STAGES, run_stages
 
 DEFAULT_WORK_DIR = Path("build/training")
-DEFAULT_LOG_DIR = Path("training/logs")
+DEFAULT_LOG_DIR = Path("training/logs/generation2")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

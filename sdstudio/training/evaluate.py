@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from sdstudio.engine.api import Engine
 from sdstudio.engine.request import GenerationRequest
+from sdstudio.training.colour import colour_test_set, dominant_colour
 
 THUMB = 16
 TOP_K = 5
@@ -96,6 +97,36 @@ def fidelity(engine: Engine, dataset_images: np.ndarray, dataset_names: list[str
     return FidelityResult(hits, len(prompts), misses, (time.perf_counter() - start) / len(prompts), ranks)
 
 
+@dataclass
+class ColourResult:
+    hits: dict[str, int]  # per colour
+    totals: dict[str, int]
+    misses: list[tuple[str, str, str]]  # (prompt, expected, got)
+
+    @property
+    def rate(self) -> float:
+        return sum(self.hits.values()) / sum(self.totals.values())
+
+    def colour_rate(self, colour: str) -> float:
+        return self.hits[colour] / self.totals[colour]
+
+
+def colour_fidelity(engine: Engine, cases: list[tuple[str, str]], cfg: float, model: str = "",
+                    sampler: str = "Euler a") -> ColourResult:
+    """How often the generation's dominant colour (colour.dominant_colour) is the named emoji's (issue 14)."""
+    hits = {c: 0 for _, c in cases}
+    totals = {c: 0 for _, c in cases}
+    misses = []
+    for prompt, expected in cases:
+        got = dominant_colour(engine.generate(request_for(prompt, cfg, model, sampler)).images[0])
+        totals[expected] += 1
+        if got == expected:
+            hits[expected] += 1
+        else:
+            misses.append((prompt, expected, got))
+    return ColourResult(hits, totals, misses)
+
+
 def _best_seconds(fn, repeats: int = 5) -> float:
     best = float("inf")
     for _ in range(repeats):
@@ -167,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--sheet", type=Path, default=None, help="also write a contact sheet of 32 prompts")
     parser.add_argument("--speed", action="store_true", help="also time a step, a preview and an image")
+    parser.add_argument("--colour", action="store_true",
+                        help="also the colour test: dominant colour of generations of red/green/blue/yellow emoji")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(args.threads)
     dataset = build_dataset()
@@ -178,6 +211,13 @@ def main(argv: list[str] | None = None) -> int:
         report[f"cfg {cfg:g}"] = {"top5": result.rate, "hits": result.hits, "total": result.total,
                                   "median_rank": result.median_rank, "chance_median_rank": len(dataset.names) / 2,
                                   "s_per_image": round(result.seconds_per_image, 3), "misses": result.misses}
+        if args.colour:
+            colour = colour_fidelity(engine, colour_test_set(dataset.images, dataset.names), cfg, args.model,
+                                     args.sampler)
+            report[f"colour cfg {cfg:g}"] = {
+                "rate": round(colour.rate, 4),
+                "per_colour": {c: f"{colour.hits[c]}/{colour.totals[c]}" for c in colour.totals},
+                "misses": [f"{p}: {e} -> {g}" for p, e, g in colour.misses]}
     if args.speed:
         report["speed"] = {k: round(v, 4) for k, v in speed(engine, args.model).items()}
     print(json.dumps(report, indent=1))

@@ -16,6 +16,7 @@ import torch
 from sdstudio.engine.taesd import taesd_decoder
 from sdstudio.engine.vae import AutoencoderKL
 from sdstudio.training.augment import to_tensor
+from sdstudio.training.colour import autoencoder_check
 from sdstudio.training.dataset import EmojiDataset, build_dataset
 from sdstudio.training.export import export_model, latent_rgb_factors
 from sdstudio.training.plan import TrainingPlan
@@ -69,6 +70,32 @@ def make_latents(plan: TrainingPlan) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)
 
 
+def check_path(plan: TrainingPlan) -> Path:
+    return plan.work_dir / "autoencoder_check.json"
+
+
+def check_autoencoder(plan: TrainingPlan) -> dict[str, float]:
+    """Issue 14's colour checks of the stage-1 autoencoder (colour.autoencoder_check), cached in the work
+    folder; raises when the plan has a gate and the autoencoder misses it, before any diffusion training."""
+    path = check_path(plan)
+    if not path.exists():
+        figures = autoencoder_check(load_autoencoder(plan, "autoencoder"), load_dataset(plan).images)
+        figures["step"] = int(torch.load(plan.work_dir / "autoencoder" / "state.pt", weights_only=True)["step"])
+        path.write_text(json.dumps(figures, indent=1))
+    figures = json.loads(path.read_text())
+    print(json.dumps({"autoencoder_check": figures}))
+    problems = []
+    if plan.min_hue_r2 is not None:
+        problems += [f"{axis} {figures[key]:.3f} < {plan.min_hue_r2}" for axis, key in
+                     (("R-G", "probe_r2_red_green"), ("B-Y", "probe_r2_blue_yellow")) if figures[key] < plan.min_hue_r2]
+    if plan.max_delta_e is not None and figures["mean_delta_e"] > plan.max_delta_e:
+        problems.append(f"mean CIE76 {figures['mean_delta_e']:.2f} > {plan.max_delta_e}")
+    if problems:
+        raise RuntimeError(f"the autoencoder does not keep colour yet ({'; '.join(problems)}): train it further "
+                           f"(raise plan.autoencoder.steps) and delete {path}")
+    return figures
+
+
 def export(plan: TrainingPlan, out_dir: Path) -> None:
     latents = torch.load(latents_path(plan), weights_only=True)
     models = DiffusionModels(plan)
@@ -83,6 +110,7 @@ def export(plan: TrainingPlan, out_dir: Path) -> None:
     scale = float(latents["scale_factor"])
     latent_rgb = latent_rgb_factors(latents["means"][0] * scale, to_tensor(torch.from_numpy(data.images)))
     provenance = {"steps": steps, "dataset": {k: v for k, v in info.items() if k != "skipped"},
+                  "started_from": plan.init_from.name if plan.init_from else "random initialisation",
                   "torch": torch.__version__, "python": platform.python_version()}
     paths = export_model(plan, out_dir, unet, load_autoencoder(plan, "decoder"), text, decoder, scale,
                          latent_rgb, provenance)
@@ -100,6 +128,7 @@ def run_stages(plan: TrainingPlan, stages: list[str], out_dir: Path) -> None:
         elif stage == "latents":
             make_latents(plan)
         elif stage == "diffusion":
+            check_autoencoder(plan)
             data = load_dataset(plan)
             train_diffusion(plan, make_latents(plan), data.names, torch.from_numpy(data.weights))
         elif stage == "decoder":

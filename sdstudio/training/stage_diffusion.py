@@ -11,6 +11,8 @@ copies per image), sampled afresh from each posterior every time.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from transformers import CLIPTextModel
@@ -21,6 +23,7 @@ from sdstudio.engine.tokenizer import EOS, load_tokenizer, pad_chunk, tokenize
 from sdstudio.engine.unet import UNetModel
 from sdstudio.training.plan import TrainingPlan
 from sdstudio.training.state import EMA, Checkpointer, LossLog, lr_at
+from sdstudio.training.warm_start import load_text_and_unet
 
 
 def prompt_text(caption: str) -> str:
@@ -46,6 +49,12 @@ class DiffusionModels(torch.nn.Module):
         self.unet = UNetModel(plan.unet_config())
         self.ema_text = EMA(self.text, plan.ema_decay)
         self.ema_unet = EMA(self.unet, plan.ema_decay)
+
+    def start_from(self, path: Path, decay: float) -> None:
+        """Both networks from a shipped checkpoint's (EMA) weights, and their averages from those too."""
+        load_text_and_unet(self.text, self.unet, path)
+        self.ema_text = EMA(self.text, decay)
+        self.ema_unet = EMA(self.unet, decay)
 
     def trained_parameters(self) -> list[torch.nn.Parameter]:
         return [*self.text.parameters(), *self.unet.parameters()]
@@ -85,6 +94,8 @@ def train_diffusion(plan: TrainingPlan, latents: dict[str, torch.Tensor], names:
     ckpt = Checkpointer(plan.work_dir / "diffusion" / "state.pt", plan.checkpoint_every_s, models=models,
                         opt=opt)
     step = ckpt.resume()
+    if step == 0 and plan.init_from is not None:
+        models.start_from(plan.init_from, plan.ema_decay)
     log = LossLog(plan.log_dir / "diffusion.csv", ["loss", "lr"])
     generator = torch.Generator().manual_seed(plan.seed + 1 + step)
     tokens = caption_tokens(names)

@@ -50,7 +50,8 @@ class Checkpointer:
 
 
 class LossLog:
-    """Appends rows of (step, seconds, values...) to a CSV file, writing the header once."""
+    """Appends rows of (step, seconds, values...) to a CSV file, writing the header once, and again when a
+    resumed stage logs different columns (a loss term added mid-run), so every row sits under its header."""
 
     def __init__(self, path: Path, columns: list[str]) -> None:
         self.path = path
@@ -64,8 +65,14 @@ class LossLog:
         rows = self.path.read_text().strip().splitlines()
         return float(rows[-1].split(",")[1]) if len(rows) > 1 else 0.0
 
+    def _last_header(self) -> list[str] | None:
+        if not self.path.exists():
+            return None
+        headers = [line for line in self.path.read_text().splitlines() if line.startswith("step,")]
+        return headers[-1].split(",") if headers else None
+
     def write(self, step: int, **values: float) -> None:
-        new = not self.path.exists()
+        new = self._last_header() != self.columns
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", newline="") as f:
             writer = csv.writer(f)

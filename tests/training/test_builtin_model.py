@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from sdstudio.engine.model_files import builtin_model_path
+from sdstudio.training.colour import colour_test_set, dominant_colour
 from sdstudio.training.dataset import build_dataset
-from sdstudio.training.evaluate import fidelity, fixed_names, request_for
+from sdstudio.training.evaluate import colour_fidelity, fidelity, fixed_names, request_for
 
 pytestmark = pytest.mark.slow
 
@@ -68,3 +69,32 @@ def test_different_prompts_at_one_seed_give_different_images(builtin_engine):
     a = np.asarray(builtin_engine.generate(request_for("red apple", 5.0, model)).images[0], dtype=np.float32)
     b = np.asarray(builtin_engine.generate(request_for("flag: Japan", 5.0, model)).images[0], dtype=np.float32)
     assert np.abs(a - b).mean() > 20
+
+
+@pytest.fixture(scope="module")
+def colours(builtin_engine, dataset):
+    cases = colour_test_set(dataset.images, dataset.names)
+    return cases, colour_fidelity(builtin_engine, cases, 5.0, str(builtin_model_path()), "DPM++ 2M")
+
+
+def test_prompt_fidelity_of_the_second_generation_is_at_least_90_percent(scores):
+    # Issue 14's target for the shipped weights (generation 1 reached 92.2 %).
+    assert scores[5.0].rate >= 0.9, scores[5.0].misses
+
+
+def test_the_colour_test_is_big_enough_and_covers_four_colours(colours):
+    cases, result = colours
+    assert len(cases) >= 60
+    assert set(result.totals) == {"red", "green", "blue", "yellow"}
+
+
+def test_generations_have_their_emoji_dominant_colour(colours):
+    _, result = colours
+    assert result.rate >= 0.85, result.misses
+    for colour in result.totals:
+        assert result.colour_rate(colour) >= 0.7, (colour, result.misses)
+
+
+def test_red_apple_is_red(builtin_engine):
+    image = builtin_engine.generate(request_for("red apple", 5.0, str(builtin_model_path()))).images[0]
+    assert dominant_colour(image) == "red"

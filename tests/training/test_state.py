@@ -59,3 +59,13 @@ def test_lr_warms_up_then_decays_to_a_tenth():
     assert lr_at(10, 100, 1.0, 10) == pytest.approx(1.0)
     assert lr_at(55, 100, 1.0, 10) == pytest.approx(0.55)
     assert lr_at(100, 100, 1.0, 10) == pytest.approx(0.1)
+
+
+def test_loss_log_repeats_the_header_when_a_resumed_stage_adds_a_column(tmp_path):
+    path = tmp_path / "stage.csv"
+    LossLog(path, ["loss"]).write(1, loss=1.0)
+    LossLog(path, ["loss"]).write(2, loss=0.5)
+    LossLog(path, ["loss", "extra"]).write(3, loss=0.25, extra=2.0)
+    lines = path.read_text().splitlines()
+    assert [line.split(",")[0] for line in lines] == ["step", "1", "2", "step", "3"]
+    assert lines[3] == "step,elapsed_s,loss,extra" and lines[4].endswith(",0.25,2")
