@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 
-from sdstudio.engine.hires import hires_size
 from sdstudio.engine.names import LATENT_UPSCALERS, PIXEL_UPSCALERS
 from sdstudio.engine.request import GenerationRequest
 
@@ -61,11 +60,3 @@ def hires_options(req: GenerationRequest, args: argparse.Namespace) -> Generatio
     if args.hires is not None:
         changes["hires"] = args.hires
     return req.replace(**changes)
-
-
-def largest_pass(req: GenerationRequest, f: int) -> tuple[int, int]:
-    """(width, height) of the job's biggest pass, what its memory estimate is for."""
-    if not req.hires:
-        return req.width, req.height
-    size = hires_size(req, f)
-    return max(req.width, size.upscale_w), max(req.height, size.upscale_h)
