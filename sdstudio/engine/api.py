@@ -35,6 +35,7 @@ from sdstudio.engine.pipeline import generate
 from sdstudio.engine.prompt_schedule import texts
 from sdstudio.engine.request import GenerationRequest, GenerationResult, StepInfo
 from sdstudio.engine.upscaler_models import register_model_upscalers
+from sdstudio.engine.validate import validate
 
 
 class Engine:
@@ -143,8 +144,11 @@ class Engine:
         self._load(request.model, vae=request.vae, taesd=request.taesd, prediction=request.prediction)
         assert self.model is not None
         if self.check_memory:
+            # Sized on the validated request (its sizes checked first); only the tiled VAE choice is taken.
             memory, where = job_memory(self.model.placements["unet"].device)
-            request = fit_memory(request, self.model.description, memory, self.model.dtype.itemsize, where)
+            checked = validate(request, multiple=self.model.description.vae_downscale)
+            fitted = fit_memory(checked, self.model.description, memory, self.model.dtype.itemsize, where)
+            request = request.replace(tiled_vae=fitted.tiled_vae)
         prompts = self.model.text.prompts
         prompts.embeddings = self._embedding_library()
         # Checks every embedding the prompts name before any work (the tag-free prompt: a LoRA's name is no

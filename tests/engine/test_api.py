@@ -63,6 +63,13 @@ def test_generate_refuses_a_job_beyond_the_devices_memory_before_sampling(tiny_p
     assert engine.generate(big).images[0].size == (256, 256)
 
 
+def test_the_memory_check_sizes_a_validated_request(tiny_path, monkeypatch):
+    monkeypatch.setattr(api, "job_memory", lambda device: (1 << 30, "this machine's"))
+    bad = REQ.replace(model=str(tiny_path), width=0, hires=True, hires_resize_w=128)  # no ZeroDivisionError
+    with pytest.raises(RequestError, match="width 0 is out of range"):
+        Engine().generate(bad)
+
+
 def test_generate_tiles_the_vae_when_auto_and_the_untiled_decode_would_not_fit(tiny_path, monkeypatch):
     # 200 MiB: the sampling of 256x256 fits (128 MiB), its untiled decode (384 MiB) does not.
     monkeypatch.setattr(api, "job_memory", lambda device: (200 << 20, "this machine's"))
