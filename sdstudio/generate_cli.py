@@ -25,11 +25,18 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from sdstudio.engine.errors import RequestError, SDStudioError
-from sdstudio.engine.job_size import TILED_VAE_MODES, default_size, estimate, job_problem, physical_memory
+from sdstudio.engine.job_size import (
+    TILED_VAE_MODES,
+    default_size,
+    estimate,
+    job_problem,
+    largest_pass,
+    physical_memory,
+)
 from sdstudio.engine.names import DEVICE_CHOICES, SAMPLERS, SCHEDULERS
 from sdstudio.engine.request import MAX_SEED, RANDOM_SEED, GenerationRequest, StepInfo
 from sdstudio.engine.validate import check_side, validate, validate_settings
-from sdstudio.hires_cli import add_hires_flags, hires_options, largest_pass
+from sdstudio.hires_cli import add_hires_flags, hires_options
 from sdstudio.history.animation import next_free
 from sdstudio.outpaint_cli import add_outpaint_arguments, apply_outpaint, check_outpaint
 
@@ -281,6 +288,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from sdstudio.history.record import Record
 
     engine = Engine(device=args.device, allow_pickle=args.allow_pickle)
+    engine.check_memory = not args.yes  # --yes runs it anyway, here as before loading
     engine.lora_dirs, engine.embedding_dirs = list(args.lora_dir), list(args.embeddings_dir)
     loaded = engine.load_model(req.model, vae=req.vae, taesd=req.taesd, prediction=req.prediction)
     if desc is None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 
-from sdstudio.engine.hires import hires_size
 from sdstudio.engine.names import LATENT_UPSCALERS, PIXEL_UPSCALERS
 from sdstudio.engine.request import GenerationRequest
 
@@ -15,7 +14,7 @@ _DEFAULTS = GenerationRequest()
 # flag -> request field, applied when given
 _FIELDS = {"hires_scale": "hires_scale", "hires_upscaler": "hires_upscaler", "hires_steps": "hires_steps",
            "hires_sampler": "hires_sampler", "hires_scheduler": "hires_scheduler", "hires_prompt": "hires_prompt",
-           "hires_negative": "hires_negative_prompt"}
+           "hires_negative": "hires_negative_prompt", "hires_cfg_scale": "hires_cfg_scale"}
 
 
 def resize_size(text: str) -> tuple[int, int]:
@@ -40,6 +39,8 @@ def add_hires_flags(g) -> None:
                    help=f"{', '.join([*LATENT_UPSCALERS, *PIXEL_UPSCALERS])}, or an upscaler model's name; "
                    f"default: {_DEFAULTS.hires_upscaler}")
     h.add_argument("--hires-steps", type=int, metavar="N", help="steps of the second pass (0 = same as --steps)")
+    h.add_argument("--hires-cfg-scale", type=float, metavar="S",
+                   help="CFG scale of the second pass (0 = same as --cfg)")
     h.add_argument("--denoising-strength", dest="strength", type=float, metavar="S",
                    help=f"how much the second pass changes, (0, 1]; default: {_DEFAULTS.strength:g} (same as "
                    "--strength)")
@@ -61,11 +62,3 @@ def hires_options(req: GenerationRequest, args: argparse.Namespace) -> Generatio
     if args.hires is not None:
         changes["hires"] = args.hires
     return req.replace(**changes)
-
-
-def largest_pass(req: GenerationRequest, f: int) -> tuple[int, int]:
-    """(width, height) of the job's biggest pass, what its memory estimate is for."""
-    if not req.hires:
-        return req.width, req.height
-    size = hires_size(req, f)
-    return max(req.width, size.upscale_w), max(req.height, size.upscale_h)

@@ -85,6 +85,7 @@ def cmd_walk(args: argparse.Namespace) -> int:
     from sdstudio.engine.walk import run_walk
 
     engine = Engine(device=args.device, allow_pickle=args.allow_pickle)
+    engine.check_memory = not args.yes  # --yes runs it anyway, here as before loading
     loaded = engine.load_model(start.model, vae=start.vae, taesd=start.taesd, prediction=start.prediction)
     if desc is None:
         start = fit_to_model(start, args, loaded)

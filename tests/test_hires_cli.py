@@ -20,10 +20,11 @@ def test_hires_flags_set_the_request():
     req = build_request(args_for("--seed", "1", "--hires-resize", "1024x0", "--hires-upscaler", "Lanczos",
                                  "--hires-steps", "7", "--denoising-strength", "0.35", "--hires-sampler", "Heun",
                                  "--hires-scheduler", "exponential", "--hires-prompt", "sharp", "--hires-negative",
-                                 "soft"))
+                                 "soft", "--hires-cfg-scale", "3.5"))
     assert (req.hires, req.hires_resize_w, req.hires_resize_h, req.hires_upscaler) == (True, 1024, 0, "Lanczos")
     assert (req.hires_steps, req.strength, req.hires_sampler, req.hires_scheduler) == (7, 0.35, "Heun", "exponential")
-    assert (req.hires_prompt, req.hires_negative_prompt) == ("sharp", "soft")
+    assert (req.hires_prompt, req.hires_negative_prompt, req.hires_cfg_scale) == ("sharp", "soft", 3.5)
+    assert build_request(args_for("--seed", "1", "--hires-cfg-scale", "2")).hires  # it alone turns hires on
     scaled = build_request(args_for("--seed", "1", "--hires-scale", "1.5"))
     assert (scaled.hires, scaled.hires_scale, scaled.hires_upscaler) == (True, 1.5, "Latent")
     assert build_request(args_for("--seed", "1", "--hires")).hires
@@ -39,6 +40,8 @@ def test_bad_hires_flags_are_refused(capsys):
     assert "not a size" in capsys.readouterr().err
     assert main(["generate", "--seed", "1", "--hires-scale", "9", "--out", "unused"]) == 2
     assert "hires scale 9.0 is out of range" in capsys.readouterr().err
+    assert main(["generate", "--seed", "1", "--hires-cfg-scale", "-2", "--out", "unused"]) == 2
+    assert "hires CFG scale -2.0 is out of range" in capsys.readouterr().err
 
 
 def test_a_hires_image_reruns_from_its_file(home, tmp_path, capsys, tiny_path):
@@ -46,12 +49,13 @@ def test_a_hires_image_reruns_from_its_file(home, tmp_path, capsys, tiny_path):
     assert main(["generate", "--model", str(tiny_path), "--prompt", "fox", "--steps", "2", "--seed", "3",
                  "--width", "64", "--height", "48", "--hires-scale", "1.5", "--hires-upscaler", "Nearest",
                  "--hires-steps", "2", "--denoising-strength", "0.4", "--hires-prompt", "fox, sharp",
-                 "--out", str(out)]) == 0
+                 "--hires-cfg-scale", "2.5", "--out", str(out)]) == 0
     [made] = out.glob("*.png")
     with open(made, "rb") as f:
         params = parse_parameters(png_text_chunks(f)["parameters"])
     assert (params["Size"], params["Hires upscale"], params["Hires upscaler"]) == ("64x48", "1.5", "Nearest")
     assert (params["Hires steps"], params["Denoising strength"], params["Hires prompt"]) == ("2", "0.4", "fox, sharp")
+    assert params["Hires CFG Scale"] == "2.5"
     again = tmp_path / "again"
     assert main(["generate", "--model", str(tiny_path), "--from", str(made), "--out", str(again)]) == 0
     [rerun] = again.glob("*.png")

@@ -18,9 +18,10 @@ import torch
 
 from sdstudio.engine.checkpoint import LoadedModel, attach_taesd, load_checkpoint
 from sdstudio.engine.detect import ModelDescription
-from sdstudio.engine.devices import resolve_device
+from sdstudio.engine.devices import job_memory, resolve_device
 from sdstudio.engine.embeddings import EmbeddingLibrary
 from sdstudio.engine.errors import GenerationError, SDStudioError
+from sdstudio.engine.job_size import fit_memory
 from sdstudio.engine.lora_set import LoraFiles, resolve_loras
 from sdstudio.engine.model_files import (
     approx_decoder,
@@ -34,6 +35,7 @@ from sdstudio.engine.pipeline import generate
 from sdstudio.engine.prompt_schedule import texts
 from sdstudio.engine.request import GenerationRequest, GenerationResult, StepInfo
 from sdstudio.engine.upscaler_models import register_model_upscalers
+from sdstudio.engine.validate import validate
 
 
 class Engine:
@@ -54,6 +56,9 @@ class Engine:
         self.embedding_dirs: list[str | Path] = []
         self._loras = LoraFiles()
         self._embeddings: EmbeddingLibrary | None = None
+        # Before each job, check that it fits the device's memory (job_size.fit_memory: tile the VAE when
+        # "auto" and short, else refuse saying what would fit). The CLI's --yes turns it off.
+        self.check_memory = True
         register_model_upscalers(self.device)  # ESRGAN-style files become upscaler names (hires, upscale)
 
     def _resolve(self, path: str) -> tuple[str, str]:
@@ -133,10 +138,17 @@ class Engine:
         for this job, the files found and checked before the model loads. The model is patched only when that
         set changed (a changed weight rebuilds the set, never the model), and a prompt without tags leaves
         `self.patches` alone. The result's requests keep the prompt as written, tags included (A1111's
-        infotext does), with `lora_hashes` filled in."""
+        infotext does), with `lora_hashes` filled in. A job that would not fit the device's memory is refused
+        (or its VAE tiled) first, unless `check_memory` is off."""
         loras = resolve_loras(request, self.lora_dirs)
         self._load(request.model, vae=request.vae, taesd=request.taesd, prediction=request.prediction)
         assert self.model is not None
+        if self.check_memory:
+            # Sized on the validated request (its sizes checked first); only the tiled VAE choice is taken.
+            memory, where = job_memory(self.model.placements["unet"].device)
+            checked = validate(request, multiple=self.model.description.vae_downscale)
+            fitted = fit_memory(checked, self.model.description, memory, self.model.dtype.itemsize, where)
+            request = request.replace(tiled_vae=fitted.tiled_vae)
         prompts = self.model.text.prompts
         prompts.embeddings = self._embedding_library()
         # Checks every embedding the prompts name before any work (the tag-free prompt: a LoRA's name is no

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from sdstudio.engine.errors import SDStudioError
+from sdstudio.engine.job_size import physical_memory
 from sdstudio.engine.names import DEVICE_CHOICES
 
 
@@ -40,6 +41,17 @@ def resolve_device(name: str = "auto") -> torch.device:
 def _mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
+
+
+def job_memory(device: torch.device) -> tuple[int | None, str]:
+    """The memory a job's working tensors may use on `device` (None: unknown) and whose it is, in words, for
+    job_size.fit_memory. A GPU: what is free now, plus what torch's caching allocator holds unused (free to
+    this process; the loaded weights are not). The CPU (and MPS, which shares it): the machine's RAM, as the
+    CLI counts before loading, since the estimate is generous and the OS can page."""
+    if device.type == "cuda":
+        unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return torch.cuda.mem_get_info(device)[0] + unused, "the GPU's free"
+    return physical_memory(), "this machine's"
 
 
 def module_device(module: nn.Module) -> torch.device:

@@ -4,6 +4,10 @@ what the model and the machine were made for. No torch here: the CLI decides bef
 Sizes default the way A1111's "resize to" does: the model's native square, or for an init image its aspect
 ratio at about the model's native area. A job's cost is measured against one native image at 20 steps;
 sampling time grows at least with pixels x steps x batch, and working memory with pixels x batch.
+
+The CLI checks a job (`job_problem`) before the model loads, against this machine's RAM; the engine checks its
+memory again before each job (`fit_memory`, called by Engine.generate, so the app's jobs are checked too)
+against the memory of the device it runs on.
 """
 
 from __future__ import annotations
@@ -11,6 +15,14 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sdstudio.engine.errors import RequestError
+from sdstudio.engine.hires import hires_size
+from sdstudio.engine.request import GenerationRequest
+
+if TYPE_CHECKING:
+    from sdstudio.engine.detect import ModelDescription
 
 REFERENCE_STEPS = 20
 # A latent this many times the native area no longer makes one coherent picture (the model tiles its subject)
@@ -62,6 +74,7 @@ class JobEstimate:
     area_ratio: float  # one image's pixels over the native square's
     work_ratio: float  # pixels x steps x batch over one native image at REFERENCE_STEPS
     memory_bytes: int  # working memory of the sampling, weights not included
+    pixel_bytes: int = BYTES_PER_PIXEL  # of that, per pixel of one image (the UNet's dtype's share)
 
     def describe(self) -> str:
         return (f"{self.width}x{self.height} is {self.area_ratio:.0f}x the model's native "
@@ -70,10 +83,22 @@ class JobEstimate:
                 "working memory")
 
 
-def estimate(width: int, height: int, steps: int, batch: int, native: int) -> JobEstimate:
+def estimate(width: int, height: int, steps: int, batch: int, native: int, element_size: int = 4) -> JobEstimate:
+    """The job's cost; `element_size`: bytes per number of the UNet's dtype (BYTES_PER_PIXEL is for fp32)."""
     area_ratio = width * height / (native * native)
+    pixel_bytes = BYTES_PER_PIXEL * element_size // 4
     return JobEstimate(width, height, batch, steps, native, area_ratio,
-                       area_ratio * batch * steps / REFERENCE_STEPS, width * height * batch * BYTES_PER_PIXEL)
+                       area_ratio * batch * steps / REFERENCE_STEPS, width * height * batch * pixel_bytes,
+                       pixel_bytes)
+
+
+def largest_pass(req: GenerationRequest, f: int) -> tuple[int, int]:
+    """(width, height) of the job's biggest pass (`f`: the model's latent factor), what its memory estimate is
+    for."""
+    if not req.hires:
+        return req.width, req.height
+    size = hires_size(req, f)
+    return max(req.width, size.upscale_w), max(req.height, size.upscale_h)
 
 
 def vae_decode_bytes(width: int, height: int) -> int:
@@ -94,21 +119,52 @@ def physical_memory() -> int | None:
         return None
 
 
-def job_problem(job: JobEstimate, memory: int | None, tiled_vae: str = "auto") -> str | None:
-    """Why the job is far beyond the model's native size or this machine (`memory` bytes of RAM; None:
-    unknown, not checked), in words for the user with the size that would fit; None when it is not. With the
-    tiled VAE "auto" or "on" the decode is tiled when short of memory, so only "off" checks the untiled
-    decode. A front end refuses such a job unless the user confirms it."""
-    if memory is not None and job.memory_bytes > memory:
-        side = fitting_side(memory // max(1, job.batch), BYTES_PER_PIXEL)
-        return (f"{job.describe()}, more than this machine's {memory / 2**30:.1f} GiB of memory "
-                f"(about {side}x{side} per image would fit)")
+def _would_fit(side: int) -> str:
+    return f"about {side}x{side}" if side else "not even 64x64"
+
+
+def memory_problem(job: JobEstimate, memory: int | None, tiled_vae: str = "auto",
+                   where: str = "this machine's") -> str | None:
+    """Why the job would not fit `memory` bytes (None: unknown, not checked; `where` names whose memory it is),
+    in words for the user with the size that would fit; None when it fits. With the tiled VAE "auto" or "on"
+    the decode is tiled when short of memory, so only "off" checks the untiled decode."""
+    if memory is None:
+        return None
+    if job.memory_bytes > memory:
+        side = fitting_side(memory // max(1, job.batch), job.pixel_bytes)
+        return (f"{job.describe()}, more than {where} {memory / 2**30:.1f} GiB of memory "
+                f"({_would_fit(side)} per image would fit)")
     need = vae_decode_bytes(job.width, job.height)
-    if memory is not None and tiled_vae == "off" and need > memory:
+    if tiled_vae == "off" and need > memory:
         side = fitting_side(memory, VAE_DECODE_BYTES_PER_PIXEL)
         return (f"the untiled VAE decode of {job.width}x{job.height} needs about {need / 2**30:.1f} GiB, more "
-                f"than this machine's {memory / 2**30:.1f} GiB of memory: turn the tiled VAE on (or auto), "
-                f"or choose at most about {side}x{side}")
-    if job.area_ratio > MAX_AREA_RATIO:
-        return f"{job.describe()}, more than {MAX_AREA_RATIO}x the native area"
+                f"than {where} {memory / 2**30:.1f} GiB of memory: turn the tiled VAE on (or auto), "
+                f"or choose at most {_would_fit(side)}")
     return None
+
+
+def job_problem(job: JobEstimate, memory: int | None, tiled_vae: str = "auto") -> str | None:
+    """Why the job is far beyond the model's native size or this machine (`memory` bytes of RAM; None:
+    unknown, not checked), in words for the user with the size that would fit; None when it is not (see
+    memory_problem). A front end refuses such a job unless the user confirms it."""
+    problem = memory_problem(job, memory, tiled_vae)
+    if problem is None and job.area_ratio > MAX_AREA_RATIO:
+        return f"{job.describe()}, more than {MAX_AREA_RATIO}x the native area"
+    return problem
+
+
+def fit_memory(req: GenerationRequest, desc: ModelDescription, memory: int | None, element_size: int = 4,
+               where: str = "this machine's") -> GenerationRequest:
+    """The request as it will run in `memory` bytes (None: unknown, not checked) on the UNet's device
+    (`element_size`: bytes per number of the UNet's dtype; the VAE always decodes in fp32): with the tiled VAE
+    on "auto" and an untiled decode of its largest pass too big, tiled from the start ("on"); a job whose
+    sampling (or, tiled VAE "off", decode) would not fit raises RequestError saying what would. Only memory is
+    checked: a job far beyond the native size but within memory is the user's choice."""
+    width, height = largest_pass(req, desc.vae_downscale)
+    if req.tiled_vae == "auto" and memory is not None and vae_decode_bytes(width, height) > memory:
+        req = req.replace(tiled_vae="on")
+    job = estimate(width, height, req.steps, req.batch_size, desc.default_size, element_size)
+    problem = memory_problem(job, memory, req.tiled_vae, where)
+    if problem:
+        raise RequestError(problem)
+    return req

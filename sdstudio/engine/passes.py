@@ -61,7 +61,7 @@ class Pass:
     `job_steps` so that progress counts over the whole job. `sampler`, `prompt` and `negative_prompt` replace
     the request's when set (hires fix), and the prompt schedule runs over `prompt_steps` (0 = the request's)
     counting on from `prompt_first` steps (hires fix); `cond_size` (w, h) is the size SDXL's conditioning
-    is told (default: the pass's).
+    is told (default: the pass's); `cfg_scale` replaces the request's when set (hires fix).
     """
 
     name: str
@@ -81,6 +81,7 @@ class Pass:
     prompt_steps: int = 0
     prompt_first: int | None = None
     cond_size: tuple[int, int] | None = None
+    cfg_scale: float | None = None
 
     @property
     def steps(self) -> int:
@@ -162,7 +163,8 @@ class PassRunner:
         extra = self.inpaint_channels(init, blurred, w, h) if self.model.description.inpainting else None
         denoiser = Denoiser(self.unet_fn, self.model_sampling, self.model.description.prediction)
         first = conditioning.at(0)
-        guided = CFGDenoiser(denoiser, first.conds[0][0], first.uncond, float(self.req.cfg_scale), extra,
+        cfg = self.req.cfg_scale if p.cfg_scale is None else p.cfg_scale
+        guided = CFGDenoiser(denoiser, first.conds[0][0], first.uncond, float(cfg), extra,
                              self.should_cancel, self.residuals, schedule=conditioning)
         model_fn = guided
         if blurred is not None:

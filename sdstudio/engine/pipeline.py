@@ -49,15 +49,16 @@ def sampler_sigmas(sampler: str, scheduler: str, steps: int, model_sampling: Mod
 
 def hires_pass(req: GenerationRequest, model_sampling: ModelSampling, f: int = 8) -> Pass:
     """The hires fix pass (hires.py): its size after the crop, the tail of its own schedule, its sampler and
-    prompts (edits counted on from the first pass, SDXL told the upscaled size, as A1111); the starting
-    latent is filled in by `generate` from the first pass's."""
+    prompts (edits counted on from the first pass, SDXL told the upscaled size, as A1111) and CFG scale (Forge's
+    hr_cfg; 0: the first pass's); the starting latent is filled in by `generate` from the first pass's."""
     size = hires_size(req, f)
     length, run = hires_steps(req)
     sampler = req.hires_sampler or req.sampler
     sigmas = sampler_sigmas(sampler, req.hires_scheduler or req.scheduler, length, model_sampling)
     return Pass("hires", size.width, size.height, sigmas[length - run:], sampler=sampler,
                 prompt=req.hires_prompt or None, negative_prompt=req.hires_negative_prompt or None,
-                prompt_steps=run, prompt_first=req.steps, cond_size=(size.upscale_w, size.upscale_h))
+                prompt_steps=run, prompt_first=req.steps, cond_size=(size.upscale_w, size.upscale_h),
+                cfg_scale=req.hires_cfg_scale or None)
 
 
 def plan(req: GenerationRequest, model_sampling: ModelSampling, f: int = 8) -> list[Pass]:

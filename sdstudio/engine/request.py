@@ -132,6 +132,8 @@ class GenerationRequest:
     hires_scheduler: str = ""
     hires_prompt: str = ""
     hires_negative_prompt: str = ""
+    # CFG scale of the hires pass (A1111/Forge "Hires CFG Scale"); 0 = the first pass's cfg_scale.
+    hires_cfg_scale: float = 0.0
     # Tiled VAE (vae_tiles.py): "auto" (tiles when large or short of memory), "on" or "off" (job_size.py's
     # TILED_VAE_MODES). The pixels equal the untiled ones within float rounding, so it is not written to PNGs.
     tiled_vae: str = "auto"

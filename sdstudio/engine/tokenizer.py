@@ -12,10 +12,9 @@ import json
 from collections.abc import Sequence
 from functools import lru_cache
 
-from transformers import CLIPTokenizer
-
 from sdstudio.engine.clip_vocab import BOS, COMMA, EOS, OPENCLIP_PAD, VOCAB_SIZE  # noqa: F401 (re-exported)
 from sdstudio.engine.prompt_grammar import CHUNK_TOKENS
+from sdstudio.engine.transformers_clip import CLIPTokenizer
 from sdstudio.paths import tokenizer_dir
 
 CONTEXT_LENGTH = CHUNK_TOKENS + 2

@@ -61,6 +61,9 @@ def validate_settings(req: GenerationRequest) -> GenerationRequest:
     check_variation(req)
     if not 0.0 <= float(req.cfg_scale) <= 100.0:
         raise RequestError(f"CFG scale {req.cfg_scale} is out of range: use 0..100 (typical 5-9; 1 for turbo/LCM)")
+    if not 0.0 <= float(req.hires_cfg_scale) <= 100.0:
+        raise RequestError(f"hires CFG scale {req.hires_cfg_scale} is out of range: use 0..100 (0: the same as "
+                           "the CFG scale)")
     try:
         sampler, legacy_schedule = canonical_sampler(req.sampler)
         scheduler = canonical_scheduler(legacy_schedule or req.scheduler)

@@ -3,7 +3,8 @@
 A1111 writes "Hires upscale" (the factor) or "Hires resize" (WxH, when a size was asked), "Hires steps" when
 set, "Hires upscaler", and "Hires sampler" / "Hires schedule type" / "Hires prompt" / "Hires negative prompt"
 only where they differ from the first pass's; "Denoising strength" is the hires pass's strength and "Size"
-stays the first pass's size. Any hires key read back turns hires fix on.
+stays the first pass's size. "Hires CFG Scale" (Forge and A1111's later versions, `hr_cfg`; Forge writes it
+always) is written here only where it differs from "CFG scale". Any hires key read back turns hires fix on.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from sdstudio.engine.request import GenerationRequest
 from sdstudio.history import parameters as p
 
 KEYS = ("Hires upscale", "Hires resize", "Hires steps", "Hires upscaler", "Hires sampler", "Hires schedule type",
-        "Hires prompt", "Hires negative prompt")
+        "Hires prompt", "Hires negative prompt", "Hires CFG Scale")
 
 
 def hires_fields(request: GenerationRequest) -> dict[str, object]:
@@ -38,6 +39,8 @@ def hires_fields(request: GenerationRequest) -> dict[str, object]:
         fields["Hires prompt"] = request.hires_prompt
     if request.hires_negative_prompt and request.hires_negative_prompt != request.negative_prompt:
         fields["Hires negative prompt"] = request.hires_negative_prompt
+    if request.hires_cfg_scale and request.hires_cfg_scale != request.cfg_scale:
+        fields["Hires CFG Scale"] = p._number(request.hires_cfg_scale)
     return fields
 
 
@@ -73,4 +76,5 @@ def hires_settings(params: Mapping[str, str]) -> dict[str, object]:
         "hires_scheduler": schedule,
         "hires_prompt": params.get("Hires prompt", ""),
         "hires_negative_prompt": params.get("Hires negative prompt", ""),
+        "hires_cfg_scale": p._float(params, "Hires CFG Scale", defaults.hires_cfg_scale),
     }

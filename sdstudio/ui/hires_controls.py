@@ -35,6 +35,7 @@ TIPS = {
               "both set: cover and crop)",
     "steps": "Steps of the second pass (0: the same as Steps)",
     "strength": "Denoising strength of the second pass: how much of the upscaled image is redrawn",
+    "cfg": "CFG scale of the second pass (same: the CFG scale's)",
     "sampler": "Sampler and schedule of the second pass",
     "prompt": "Prompt of the second pass (empty: the same prompt)",
     "negative": "Negative prompt of the second pass (empty: the same)",
@@ -74,6 +75,9 @@ class HiresControls(QWidget):
         self.steps_spin.setSpecialValueText("same")
         self.strength_spin = QDoubleSpinBox(minimum=0.01, maximum=1.0, singleStep=0.05, decimals=2,
                                             toolTip=TIPS["strength"])
+        # The panel's CFG range; 0 is the request's "the first pass's".
+        self.cfg_spin = QDoubleSpinBox(minimum=0.0, maximum=30.0, singleStep=0.5, decimals=1, toolTip=TIPS["cfg"])
+        self.cfg_spin.setSpecialValueText("same")
         self.sampler_combo = QComboBox(toolTip=TIPS["sampler"])
         self.sampler_combo.addItem(SAME, "")
         for name in SAMPLERS:
@@ -86,7 +90,7 @@ class HiresControls(QWidget):
         self.negative_edit = QLineEdit(placeholderText="Hires negative (empty: same)", toolTip=TIPS["negative"])
         rows = [(("Upscaler", self.upscaler_combo), None), (("Scale", self.scale_spin), ("Steps", self.steps_spin)),
                 (("Resize W", self.resize_w_spin), ("H", self.resize_h_spin)),
-                (("Denoise", self.strength_spin), None), (("Sampler", self.sampler_combo), None),
+                (("Denoise", self.strength_spin), ("CFG", self.cfg_spin)), (("Sampler", self.sampler_combo), None),
                 (("Schedule", self.scheduler_combo), None)]
         for r, (left, right) in enumerate(rows):
             grid.addWidget(QLabel(left[0], toolTip=left[1].toolTip()), r, 0)
@@ -96,7 +100,8 @@ class HiresControls(QWidget):
                 grid.addWidget(right[1], r, 3)
         grid.addWidget(self.prompt_edit, len(rows), 0, 1, 4)
         grid.addWidget(self.negative_edit, len(rows) + 1, 0, 1, 4)
-        for spin in (self.scale_spin, self.resize_w_spin, self.resize_h_spin, self.steps_spin, self.strength_spin):
+        for spin in (self.scale_spin, self.resize_w_spin, self.resize_h_spin, self.steps_spin, self.strength_spin,
+                     self.cfg_spin):
             spin.valueChanged.connect(self.changed)
         for combo in (self.upscaler_combo, self.sampler_combo, self.scheduler_combo):
             combo.currentIndexChanged.connect(self.changed)
@@ -132,6 +137,7 @@ class HiresControls(QWidget):
         self.resize_h_spin.setValue(state.hires_resize_h)
         self.steps_spin.setValue(state.hires_steps)
         self.strength_spin.setValue(state.hires_strength)
+        self.cfg_spin.setValue(state.hires_cfg_scale)
         for combo, value in ((self.sampler_combo, state.hires_sampler), (self.scheduler_combo, state.hires_scheduler)):
             combo.setCurrentIndex(max(combo.findData(value), 0))
         self.prompt_edit.setText(state.hires_prompt)
@@ -143,6 +149,7 @@ class HiresControls(QWidget):
         state.hires_scale = self.scale_spin.value()
         state.hires_resize_w, state.hires_resize_h = self.resize_w_spin.value(), self.resize_h_spin.value()
         state.hires_steps, state.hires_strength = self.steps_spin.value(), self.strength_spin.value()
+        state.hires_cfg_scale = self.cfg_spin.value()
         state.hires_sampler = self.sampler_combo.currentData()
         state.hires_scheduler = self.scheduler_combo.currentData()
         state.hires_prompt, state.hires_negative_prompt = self.prompt_edit.text(), self.negative_edit.text()

@@ -52,11 +52,13 @@ from sdstudio.ui.save_image import ImageSource, save_pixels, save_with_parameter
 from sdstudio.ui.settings import (
     load_allow_pickle,
     load_device,
+    load_outpaint,
     load_prompt_state,
     load_tiled_vae,
     restore_window_layout,
     save_allow_pickle,
     save_device,
+    save_outpaint,
     save_prompt_state,
     save_window_layout,
 )
@@ -85,6 +87,7 @@ class MainWindow(QMainWindow):
         self.mask = MaskModel(parent=self)
         self.panel = PromptPanel(self.state, self.counter)
         self.canvas_panel = CanvasPanel(self.mask)
+        self.canvas_panel.outpaint_bar.set_values(*load_outpaint(settings))
         self.job_status = JobStatus()
         self.statusBar().addPermanentWidget(self.job_status, 1)
         self.last_seed: int | None = None
@@ -465,8 +468,9 @@ class MainWindow(QMainWindow):
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
 
     def save_settings(self) -> None:
-        """The panel values (saved at every generate, so a crash keeps them)."""
+        """The panel values and the outpaint bar's (saved at every generate, so a crash keeps them)."""
         save_prompt_state(self.settings, dataclasses.replace(self.state, model=self.good_model))
+        save_outpaint(self.settings, *self.canvas_panel.outpaint_bar.values())
         self.settings.sync()
 
     def _restore_window(self) -> None:

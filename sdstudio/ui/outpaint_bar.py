@@ -19,6 +19,7 @@ from sdstudio.ui.imageconv import pil_to_qimage, qimage_to_pil
 
 MULTIPLE = 8  # every model family's latent factor: the canvas grows to it on an extended side
 OUTPAINT_STRENGTH = 1.0  # a 4-channel model must redraw the fill completely
+DEFAULT_AMOUNT = 128  # pixels per pressed side, until the user's choice is saved (settings.save_outpaint)
 FILL_LABELS = {"edge": "Edge colours", "blur": "Blurred stretch", "noise": "Noise"}
 ARROWS = {"left": "← Left", "right": "Right →", "up": "↑ Up", "down": "↓ Down"}
 
@@ -32,7 +33,7 @@ class OutpaintBar(QToolBar):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent, movable=False)
         tip = "Extend the input image by this many pixels on the side you press (then Generate paints it)"
-        self.amount = QSpinBox(minimum=MULTIPLE, maximum=MAX_EXTENSION, singleStep=MULTIPLE, value=128,
+        self.amount = QSpinBox(minimum=MULTIPLE, maximum=MAX_EXTENSION, singleStep=MULTIPLE, value=DEFAULT_AMOUNT,
                                suffix=" px", toolTip=tip)
         self.fill = QComboBox(toolTip="What the new area starts as (a 9-channel inpainting model ignores it)")
         for name in FILLS:
@@ -47,6 +48,15 @@ class OutpaintBar(QToolBar):
             action.setToolTip(f"Extend the input {side} by the amount and mask the new area")
             action.triggered.connect(lambda _=False, s=side: self.request(s))
             self.side_actions[side] = action
+
+    def values(self) -> tuple[int, str]:
+        """(amount, fill): what settings.save_outpaint keeps for the next start."""
+        return self.amount.value(), self.fill.currentData()
+
+    def set_values(self, amount: int, fill: str) -> None:
+        """Show a saved amount (clamped to the spin box's range) and fill (one of FILLS)."""
+        self.amount.setValue(amount)
+        self.fill.setCurrentIndex(FILLS.index(fill))
 
     def request(self, side: str) -> None:
         self.request_extension(Extension(**{side: self.amount.value()}))

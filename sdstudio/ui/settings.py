@@ -19,6 +19,8 @@ from PySide6.QtWidgets import QMainWindow, QSplitter
 
 from sdstudio import paths
 from sdstudio.engine.job_size import TILED_VAE_MODES
+from sdstudio.engine.outpaint import DEFAULT_FILL, FILLS, MAX_EXTENSION
+from sdstudio.ui.outpaint_bar import DEFAULT_AMOUNT
 from sdstudio.ui.prompt_state import PromptState
 
 _PROMPT_GROUP = "prompt"
@@ -28,6 +30,7 @@ TILED_VAE_KEY = "engine/tiled_vae"
 # The tiled VAE's modes (engine/job_size.py TILED_VAE_MODES) with their menu labels.
 TILED_VAE_LABELS = (("auto", "&Automatic (large images, low memory)"), ("on", "Always &On"), ("off", "O&ff"))
 NETWORK_DIR_KEYS = ("networks/lora_dirs", "networks/embedding_dirs")
+OUTPAINT_KEYS = ("outpaint/amount", "outpaint/fill")
 # The engine's device names (sdstudio/engine/devices.py, which imports torch) with their menu labels.
 DEVICES = (("auto", "&Automatic"), ("cpu", "&CPU"), ("cuda", "CU&DA (NVIDIA/AMD GPU)"), ("mps", "&MPS (Apple GPU)"))
 
@@ -109,6 +112,22 @@ def save_tiled_vae(settings: QSettings, mode: str) -> None:
         raise ValueError(f"tiled VAE mode must be one of {', '.join(TILED_VAE_MODES)}, not {mode!r}")
     settings.setValue(TILED_VAE_KEY, mode)
     settings.sync()
+
+
+def load_outpaint(settings: QSettings) -> tuple[int, str]:
+    """The canvas's outpaint amount (pixels, within 1..MAX_EXTENSION) and fill (one of engine/outpaint.py's
+    FILLS); each its default when unset or unreadable."""
+    amount = _coerce(settings.value(OUTPAINT_KEYS[0], DEFAULT_AMOUNT), int)
+    fill = str(settings.value(OUTPAINT_KEYS[1], DEFAULT_FILL))
+    return (amount if isinstance(amount, int) and 0 < amount <= MAX_EXTENSION else DEFAULT_AMOUNT,
+            fill if fill in FILLS else DEFAULT_FILL)
+
+
+def save_outpaint(settings: QSettings, amount: int, fill: str) -> None:
+    if fill not in FILLS:
+        raise ValueError(f"outpaint fill must be one of {', '.join(FILLS)}, not {fill!r}")
+    settings.setValue(OUTPAINT_KEYS[0], int(amount))
+    settings.setValue(OUTPAINT_KEYS[1], fill)
 
 
 def load_allow_pickle(settings: QSettings) -> bool:

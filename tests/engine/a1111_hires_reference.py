@@ -8,7 +8,8 @@ over diffusers' UNet for the second) and no sdstudio code:
    decodes (A1111's 8-bit truncation), resizes with PIL's Lanczos and encodes (posterior mean, as our
    pipeline's documented choice);
 3. img2img of that latent: N = hires steps or steps, a schedule of int(N / min(strength, 0.999)) steps whose
-   last N run, starting from latent + randn(seed at the new size) * sigma_0; decoded and truncated to 8 bits.
+   last N run, starting from latent + randn(seed at the new size) * sigma_0, guided at the hires CFG scale
+   (Forge's hr_cfg, "Hires CFG Scale"; 0 here: the first pass's); decoded and truncated to 8 bits.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ LATENT_MODES = {"Latent": ("bilinear", False), "Latent (bicubic antialiased)": (
 
 @torch.no_grad()
 def hires(pipe, prompt: str, negative: str, seed: int, steps: int, cfg: float, width: int, height: int,
-          scale: float, upscaler: str, strength: float, hires_steps: int = 0) -> Image.Image:
+          scale: float, upscaler: str, strength: float, hires_steps: int = 0, hires_cfg: float = 0) -> Image.Image:
     sampling, _ = kdiffusion_reference.load()
     vae_scale = pipe.vae.config.scaling_factor
     first = pipe(prompt, negative_prompt=negative or None, height=height, width=width,
@@ -46,7 +47,7 @@ def hires(pipe, prompt: str, negative: str, seed: int, steps: int, cfg: float, w
     t_enc = requested - 1
     sigmas = a1111.reference_sigmas(total)[total - t_enc - 1:]
     cond, uncond = pipe.encode_prompt(prompt, "cpu", 1, True, negative)
-    model = a1111.CFGDenoiser(pipe, cond, uncond, cfg)
+    model = a1111.CFGDenoiser(pipe, cond, uncond, hires_cfg or cfg)  # Forge: p.hr_cfg in the hires pass
     x = start + a1111.a1111_noise(seed, big_h, big_w) * sigmas[0]
     x = sampling.sample_euler(model, x, sigmas, disable=True)
     return a1111.a1111_pixels(pipe.vae.decode(x / vae_scale).sample)

@@ -3,9 +3,9 @@ import hashlib
 import pytest
 import torch
 
-from sdstudio.engine import api, model_files
+from sdstudio.engine import api, model_files, passes
 from sdstudio.engine.api import Engine
-from sdstudio.engine.errors import CheckpointError, GenerationError
+from sdstudio.engine.errors import CheckpointError, GenerationError, RequestError
 from sdstudio.engine.model_files import list_models, model_hash
 from sdstudio.engine.request import GenerationRequest
 
@@ -46,6 +46,43 @@ def test_out_of_memory_becomes_advice(tiny_path, monkeypatch):
     monkeypatch.setattr(api, "generate", boom)
     with pytest.raises(GenerationError, match="lower the width/height or batch size"):
         engine.generate(REQ.replace(model=str(tiny_path)))
+
+
+def test_generate_refuses_a_job_beyond_the_devices_memory_before_sampling(tiny_path, monkeypatch):
+    # A fake memory figure: 40 MiB holds the tiny model's sampling at 128x128 (2 KiB a pixel), not 256x256.
+    asked = []
+    monkeypatch.setattr(api, "job_memory", lambda device: asked.append(device) or (40 << 20, "this machine's"))
+    engine, steps = Engine(), []
+    big = REQ.replace(model=str(tiny_path), width=256, height=256)
+    with pytest.raises(RequestError, match=r"^256x256 is 16x .* more than this machine's 0\.0 GiB of memory "
+                                           r"\(about 128x128 per image would fit\)$"):
+        engine.generate(big, on_step=steps.append)
+    assert steps == [] and asked == [torch.device("cpu")]
+    assert engine.generate(big.replace(width=128, height=128)).images[0].size == (128, 128)
+    engine.check_memory = False  # the CLI's --yes
+    assert engine.generate(big).images[0].size == (256, 256)
+
+
+def test_the_memory_check_sizes_a_validated_request(tiny_path, monkeypatch):
+    monkeypatch.setattr(api, "job_memory", lambda device: (1 << 30, "this machine's"))
+    bad = REQ.replace(model=str(tiny_path), width=0, hires=True, hires_resize_w=128)  # no ZeroDivisionError
+    with pytest.raises(RequestError, match="width 0 is out of range"):
+        Engine().generate(bad)
+
+
+def test_generate_tiles_the_vae_when_auto_and_the_untiled_decode_would_not_fit(tiny_path, monkeypatch):
+    # 200 MiB: the sampling of 256x256 fits (128 MiB), its untiled decode (384 MiB) does not.
+    monkeypatch.setattr(api, "job_memory", lambda device: (200 << 20, "this machine's"))
+    tiled = []
+    real = passes.tiled_decode
+    monkeypatch.setattr(passes, "tiled_decode", lambda *a, **k: tiled.append(1) or real(*a, **k))
+    engine = Engine()
+    result = engine.generate(REQ.replace(model=str(tiny_path), width=256, height=256))
+    assert tiled == [1] and result.requests[0].tiled_vae == "on"
+    with pytest.raises(RequestError, match="turn the tiled VAE on"):
+        engine.generate(REQ.replace(model=str(tiny_path), width=256, height=256, tiled_vae="off"))
+    assert engine.generate(REQ.replace(model=str(tiny_path))).requests[0].tiled_vae == "auto"  # 64x64 fits
+    assert tiled == [1]
 
 
 def test_list_models_finds_user_checkpoints(tmp_path, tiny_path):

@@ -166,3 +166,26 @@ def test_a_cancelled_load_keeps_no_model_even_when_one_was_loaded(tiny_path, tmp
         engine.load_model(str(other), progress=cancel)
     assert engine.model is None
     assert engine.load_model(str(other)).path.endswith("other.safetensors")
+
+
+def test_job_memory_is_the_machines_ram_on_the_cpu():
+    from sdstudio.engine.devices import job_memory
+    from sdstudio.engine.job_size import physical_memory
+
+    assert job_memory(torch.device("cpu")) == (physical_memory(), "this machine's")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_job_memory_on_a_gpu_counts_the_allocators_unused_blocks_as_free():
+    from sdstudio.engine.devices import job_memory
+
+    device = torch.device("cuda")
+    before, where = job_memory(device)
+    held = torch.empty(256 << 20, dtype=torch.uint8, device=device)
+    during, _ = job_memory(device)
+    del held  # back to torch's cache, not to the driver: still free to this process
+    after, _ = job_memory(device)
+    total = torch.cuda.mem_get_info(device)[1]
+    print(f"job_memory: {before / 2**30:.2f} / {during / 2**30:.2f} / {after / 2**30:.2f} GiB of {total / 2**30:.1f}")
+    assert where == "the GPU's free" and 0 < during < before <= total
+    assert abs(before - during - (256 << 20)) < 64 << 20 and abs(after - before) < 64 << 20

@@ -58,6 +58,8 @@ def test_the_plan_has_a_hires_pass_with_its_own_schedule_sampler_and_prompts():
     assert np.allclose(second.sigmas, get_sigmas("karras", 5, ms)[2:])
     plain = plan(validate(BASE.replace(hires_prompt="")), ms)[1]
     assert plain.prompt is None and plain.negative_prompt is None and plain.sampler == "Euler"
+    assert plain.cfg_scale is None and first.cfg_scale is None  # the request's
+    assert plan(validate(BASE.replace(hires_cfg_scale=2.5)), ms)[1].cfg_scale == 2.5
 
 
 @pytest.mark.parametrize("changes,message", [
@@ -71,6 +73,8 @@ def test_the_plan_has_a_hires_pass_with_its_own_schedule_sampler_and_prompts():
     ({"hires_prompt": "x <lora:foo:1>"}, "hires prompt cannot hold <lora"),
     ({"hires_negative_prompt": "bad \udcff byte"}, "hires negative prompt is not valid text"),
     ({"hires_upscaler": ""}, "needs an upscaler"),
+    ({"hires_cfg_scale": -1.0}, "hires CFG scale -1.0 is out of range"),
+    ({"hires_cfg_scale": 101}, "hires CFG scale 101 is out of range"),
 ])
 def test_bad_hires_settings_are_refused_before_any_work(changes, message):
     with pytest.raises(RequestError, match=message):
@@ -110,7 +114,7 @@ def test_a_hires_job_counts_its_steps_over_both_passes_and_comes_out_bigger(tiny
 def test_the_hires_settings_change_the_image(tiny_model):
     base = np.asarray(generate(tiny_model, BASE).images[0], dtype=np.int16)
     for changes in ({"hires_upscaler": "Nearest"}, {"hires_prompt": "a blue car"}, {"strength": 0.9},
-                    {"hires_sampler": "Heun"}):
+                    {"hires_sampler": "Heun"}, {"hires_cfg_scale": 9.0}):
         other = np.asarray(generate(tiny_model, BASE.replace(**changes)).images[0], dtype=np.int16)
         assert np.abs(other - base).max() > 0, changes
 
@@ -133,3 +137,19 @@ def test_the_hires_pass_conditions_on_the_upscaled_size_and_counts_from_the_firs
     req = validate(BASE.replace(width=64, height=64, hires_resize_w=128, hires_resize_h=96))
     second = plan(req, ModelSampling())[1]
     assert (second.width, second.height, second.cond_size, second.prompt_first) == (128, 96, (128, 128), 3)
+
+
+def test_the_hires_pass_guides_with_the_hires_cfg_scale(tiny_model, monkeypatch):
+    from sdstudio.engine import passes
+
+    scales = []
+    real = passes.CFGDenoiser
+
+    def spy(denoiser, cond, uncond, scale, *args, **kwargs):
+        scales.append(scale)
+        return real(denoiser, cond, uncond, scale, *args, **kwargs)
+
+    monkeypatch.setattr(passes, "CFGDenoiser", spy)
+    generate(tiny_model, BASE.replace(hires_cfg_scale=1.0))
+    generate(tiny_model, BASE)
+    assert scales == [5.0, 1.0, 5.0, 5.0]  # 0: the first pass's

@@ -34,6 +34,18 @@ def test_tiny_hires_fix_equals_the_a1111_reference(tiny, upscaler, hires_steps):
     assert compare(f"hires {upscaler} {hires_steps}", got, expected) <= 1
 
 
+def test_tiny_hires_fix_with_its_own_cfg_scale_equals_the_a1111_reference(tiny):  # noqa: F811
+    model, pipe = tiny[4]
+    req = HIRES.replace(hires_upscaler="Latent", hires_steps=3, hires_cfg_scale=12.0)
+    got = generate(model, req).images[0]
+    expected = reference.hires(pipe, req.prompt, req.negative_prompt, req.seed, req.steps, req.cfg_scale,
+                               req.width, req.height, 2.0, "Latent", req.strength, 3, hires_cfg=12.0)
+    assert compare("hires Latent, CFG 7 then 12", got, expected) <= 1
+    first_cfg = reference.hires(pipe, req.prompt, req.negative_prompt, req.seed, req.steps, req.cfg_scale,
+                                req.width, req.height, 2.0, "Latent", req.strength, 3)
+    assert np.abs(np.asarray(first_cfg, dtype=np.int16) - np.asarray(got, dtype=np.int16)).max() > 8
+
+
 @pytest.mark.slow
 def test_sd15_hires_fix_equals_the_a1111_reference():
     """Full-size SD 1.5 (random weights), Latent and Lanczos (run under the shared lock, -s prints numbers)."""

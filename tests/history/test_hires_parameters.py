@@ -32,13 +32,15 @@ night", Hires negative prompt: lowres, Version: v1.10.1"""
     {"hires_resize_w": 1024, "hires_resize_h": 1024, "hires_sampler": "DPM++ 2M", "hires_scheduler": "exponential"},
     {"hires_prompt": "a castle, night: \"stars\"", "hires_negative_prompt": "lowres, jpeg"},
     {"hires_upscaler": "4x-UltraSharp"},
+    {"hires_cfg_scale": 9.5},
+    {"hires_cfg_scale": 1.0, "cfg_scale": 7.0},
 ])
 def test_hires_settings_round_trip(changes):
     req = BASE.replace(**changes)
     back = request_from_parameters(parse_parameters(format_parameters(req, "m")))
     for name in ("hires", "hires_scale", "hires_resize_w", "hires_resize_h", "hires_steps", "hires_upscaler",
                  "hires_sampler", "hires_scheduler", "hires_prompt", "hires_negative_prompt", "strength",
-                 "width", "height", "steps"):
+                 "width", "height", "steps", "hires_cfg_scale", "cfg_scale"):
         assert getattr(back, name) == getattr(req, name), name
 
 
@@ -50,7 +52,9 @@ def test_the_keys_are_a1111s_and_written_only_where_they_say_something():
     assert not {"Hires sampler", "Hires schedule type", "Hires prompt"} & set(same)
     resized = request_fields(BASE.replace(hires_resize_w=1024, hires_resize_h=1536, hires_steps=8), "m")
     assert resized["Hires resize"] == "1024x1536" and resized["Hires steps"] == 8 and "Hires upscale" not in resized
-    off = request_fields(BASE.replace(hires=False), "m")
+    assert "Hires CFG Scale" not in request_fields(BASE.replace(hires_cfg_scale=BASE.cfg_scale), "m")
+    assert request_fields(BASE.replace(hires_cfg_scale=3.5), "m")["Hires CFG Scale"] == "3.5"
+    off = request_fields(BASE.replace(hires=False, hires_cfg_scale=3.5), "m")
     assert not [k for k in off if k.startswith("Hires")] and "Denoising strength" not in off
 
 
@@ -65,6 +69,16 @@ def test_an_a1111_hires_text_is_read_into_every_field():
     assert req.hires_scale == 2.0 and (req.width, req.height) == (512, 512)
 
 
+def test_forges_hires_cfg_scale_is_read_and_alone_turns_hires_on():
+    # Forge writes the key on every hires image, the first pass's value included.
+    text = "x\nSteps: 5, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 64x64, Hires CFG Scale: {}"
+    req = request_from_parameters(parse_parameters(text.format("4.5")))
+    assert req.hires and (req.cfg_scale, req.hires_cfg_scale) == (7.0, 4.5)
+    same = request_from_parameters(parse_parameters(text.format("7")))
+    assert same.hires_cfg_scale == 7.0 and "Hires CFG Scale" not in request_fields(same, "m")
+    assert request_from_parameters(parse_parameters(A1111_TEXT)).hires_cfg_scale == 0  # not written: the first's
+
+
 def test_a_text_without_hires_keys_leaves_hires_off():
     req = request_from_parameters(parse_parameters("x\nSteps: 5, Sampler: Euler, Seed: 1, Size: 64x64"))
     assert not req.hires
@@ -73,7 +87,8 @@ def test_a_text_without_hires_keys_leaves_hires_off():
 @pytest.mark.parametrize("line,message", [("Hires resize: big", "Hires resize must look like 1024x768"),
                                           ("Hires upscale: two", "Hires upscale must be a number"),
                                           ("Hires steps: ten", "Hires steps must be a whole number"),
-                                          ("Hires sampler: Wizard", "hires: .*Wizard")])
+                                          ("Hires sampler: Wizard", "hires: .*Wizard"),
+                                          ("Hires CFG Scale: high", "Hires CFG Scale must be a number")])
 def test_bad_hires_values_are_named(line, message):
     with pytest.raises(RequestError, match=message):
         request_from_parameters(parse_parameters(f"x\nSteps: 5, Sampler: Euler, Seed: 1, Size: 64x64, {line}"))

@@ -36,25 +36,31 @@ def test_the_values_set_in_the_group_reach_the_request(panel):
     h.sampler_combo.setCurrentIndex(h.sampler_combo.findData("Heun"))
     h.scheduler_combo.setCurrentIndex(h.scheduler_combo.findData("exponential"))
     h.prompt_edit.setText("sharp details")
+    assert h.cfg_spin.value() == 0 and h.cfg_spin.text() == "same"
+    assert build_requests(panel.state)[0].hires_cfg_scale == 0
+    h.cfg_spin.setValue(3.5)
     req = build_requests(panel.state)[0]
     assert (req.hires, req.hires_upscaler, req.hires_scale, req.hires_steps, req.strength) == (True, "Lanczos", 1.5,
                                                                                                12, 0.4)
     assert (req.hires_sampler, req.hires_scheduler, req.hires_prompt) == ("Heun", "exponential", "sharp details")
+    assert req.hires_cfg_scale == 3.5
     h.toggle.click()  # closing turns it off
     assert not build_requests(panel.state)[0].hires and not h.rows.isVisible()
 
 
 def test_a_loaded_hires_request_opens_the_group_with_its_values(panel):
     req = GenerationRequest(prompt="x", hires=True, hires_resize_w=1024, hires_resize_h=768, strength=0.33,
-                            hires_upscaler="4x_SomeModel", hires_sampler="DPM++ 2M")
+                            hires_upscaler="4x_SomeModel", hires_sampler="DPM++ 2M", hires_cfg_scale=4.5)
     apply_request(panel.state, req)
     panel.refresh()
     h = panel.hires
     assert h.toggle.isChecked() and h.rows.isVisible()
     assert (h.resize_w_spin.value(), h.resize_h_spin.value(), h.strength_spin.value()) == (1024, 768, 0.33)
     assert h.upscaler_combo.currentText() == "4x_SomeModel" and h.sampler_combo.currentData() == "DPM++ 2M"
+    assert h.cfg_spin.value() == 4.5
     again = build_requests(panel.state)[0]
-    for name in ("hires", "hires_resize_w", "hires_resize_h", "hires_upscaler", "hires_sampler", "strength"):
+    for name in ("hires", "hires_resize_w", "hires_resize_h", "hires_upscaler", "hires_sampler", "strength",
+                 "hires_cfg_scale"):
         assert getattr(again, name) == getattr(req, name), name
 
 
@@ -69,12 +75,14 @@ def test_disabled_with_an_input_image_and_never_sent_for_img2img(panel):
 
 
 def test_the_hires_values_persist_in_the_settings(home):
-    state = PromptState(hires=True, hires_scale=1.75, hires_upscaler="Latent (bicubic)", hires_strength=0.45)
+    state = PromptState(hires=True, hires_scale=1.75, hires_upscaler="Latent (bicubic)", hires_strength=0.45,
+                        hires_cfg_scale=2.5)
     settings = open_settings()
     save_prompt_state(settings, state)
     back = load_prompt_state(open_settings())
     assert (back.hires, back.hires_scale, back.hires_upscaler, back.hires_strength) == (True, 1.75,
                                                                                          "Latent (bicubic)", 0.45)
+    assert back.hires_cfg_scale == 2.5
 
 
 def test_model_upscalers_can_be_listed_and_the_choice_is_kept(panel):

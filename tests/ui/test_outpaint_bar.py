@@ -2,12 +2,14 @@
 the extended canvas at its own size."""
 
 import numpy as np
+import pytest
 from PySide6.QtGui import QColor, QImage
 
-from sdstudio.engine.outpaint import Extension, blend_band
+from sdstudio.engine.outpaint import DEFAULT_FILL, MAX_EXTENSION, Extension, blend_band
 from sdstudio.ui.canvas_panel import INPUT, RESULT
 from sdstudio.ui.imageconv import qimage_to_pil
-from sdstudio.ui.outpaint_bar import OUTPAINT_STRENGTH, outpaint_input
+from sdstudio.ui.outpaint_bar import DEFAULT_AMOUNT, OUTPAINT_STRENGTH, outpaint_input
+from sdstudio.ui.settings import load_outpaint, open_settings, save_outpaint
 
 
 def textured_image(width=48, height=40) -> QImage:
@@ -64,3 +66,35 @@ def test_an_extension_past_the_size_limit_is_refused_in_the_banner(qtbot, window
     outpaint_input(window, Extension(right=4096), "edge")
     assert window.canvas_panel.input_image.width() == 16
     assert "limit" in window.canvas_panel.banner.text.text()
+
+
+def test_the_amount_and_fill_are_kept_for_the_next_start(qtbot, make_window):
+    first = make_window()
+    bar = first.canvas_panel.outpaint_bar
+    assert bar.values() == (DEFAULT_AMOUNT, DEFAULT_FILL)
+    bar.amount.setValue(40)
+    bar.fill.setCurrentIndex(bar.fill.findData("noise"))
+    first.close()  # closing saves, as every Generate does
+    again = make_window().canvas_panel.outpaint_bar
+    assert again.values() == (40, "noise") and again.fill.currentText() == "Noise"
+    assert load_outpaint(open_settings()) == (40, "noise")
+
+
+@pytest.mark.parametrize("amount, fill, expected", [
+    ("lots", "lava", (DEFAULT_AMOUNT, DEFAULT_FILL)),  # unreadable: the defaults
+    ("0", "blur", (DEFAULT_AMOUNT, "blur")),
+    (str(MAX_EXTENSION + 1), "edge", (DEFAULT_AMOUNT, "edge")),
+    (str(MAX_EXTENSION), "Noise", (MAX_EXTENSION, DEFAULT_FILL)),  # fills are names, not labels
+    ("24", "noise", (24, "noise")),
+])
+def test_saved_outpaint_values_are_checked_when_read(home, amount, fill, expected):
+    settings = open_settings()
+    settings.setValue("outpaint/amount", amount)
+    settings.setValue("outpaint/fill", fill)
+    settings.sync()
+    assert load_outpaint(open_settings()) == expected
+
+
+def test_saving_an_unknown_fill_is_refused(home):
+    with pytest.raises(ValueError, match="outpaint fill"):
+        save_outpaint(open_settings(), 64, "lava")

@@ -97,3 +97,35 @@ def test_event_loop_latency_with_the_real_engine(qtbot, make_window, tiny_model)
           f"p50 {np.median(late_ms):.1f} ms, p99 {np.percentile(late_ms, 99):.1f} ms (target p99 50 ms)")
     assert len(late) >= 20
     assert np.percentile(late_ms, 99) < 150  # generous: a shared machine; the printed figures tell
+
+
+def test_the_app_checks_a_jobs_memory_before_it_starts(qtbot, make_window, tiny_model, monkeypatch):
+    # A fake memory figure for the engine's device: 200 MiB holds the tiny model's sampling at 256x256
+    # (128 MiB), not its untiled decode (384 MiB), and not the sampling of 512x512 (512 MiB).
+    import sdstudio.engine.api
+
+    monkeypatch.setattr(sdstudio.engine.api, "job_memory", lambda device: (200 << 20, "this machine's"))
+    window = make_window(factory=default_engine_factory)
+    choose(window, str(tiny_model))
+    window.panel.prompt_edit.setPlainText("red apple")
+    window.panel.steps_spin.setValue(2)
+    window.panel.width_spin.setValue(512)
+    window.panel.height_spin.setValue(512)
+    steps = []
+    window.worker.stepProgress.connect(lambda job, done, total: steps.append(done))
+    with qtbot.waitSignal(window.worker.jobFailed, timeout=60_000) as failed:
+        window.generate()
+    message = failed.args[1]
+    assert message.endswith("more than this machine's 0.2 GiB of memory (about 320x320 per image would fit)")
+    assert "\n" not in message and steps == []
+    assert "320x320 per image would fit" in window.canvas_panel.banner.text.text()
+    # Tiled VAE "auto" (the setting's default): 256x256 runs, its VAE tiled from the start.
+    window.panel.width_spin.setValue(256)
+    window.panel.height_spin.setValue(256)
+    with qtbot.waitSignal(window.resultReady, timeout=60_000) as done:
+        window.generate()
+    assert done.args[0].requests[0].tiled_vae == "on" and done.args[0].images[0].size == (256, 256)
+    window.tiled_vae_actions["off"].trigger()
+    with qtbot.waitSignal(window.worker.jobFailed, timeout=60_000) as failed:
+        window.generate()
+    assert "turn the tiled VAE on (or auto)" in failed.args[1]
