@@ -184,7 +184,8 @@ def scribble_xdog(rgb: np.ndarray, level: float) -> np.ndarray:
     i.e. on the dark side of an edge, the map is white. sd-webui-controlnet's sigmas and threshold scale."""
     x = rgb.astype(np.float32)
     difference = np.min(gaussian_blur(x, 5.0) - gaussian_blur(x, 0.5), axis=2)
-    darkness = np.floor(np.clip(difference, 0, 255))  # the uint8 rounding A1111's map goes through
+    # A1111 stores 255 - difference as uint8 (truncated) and takes 255 minus that: the difference rounded up.
+    darkness = np.ceil(np.clip(difference, 0, 255))
     return as_rgb(np.where(2 * darkness > level, 255, 0).astype(np.uint8))
 
 
