@@ -32,11 +32,11 @@ def gaussian_blur(a: np.ndarray, sigma: float) -> np.ndarray:
         pad = [(0, 0)] * x.ndim
         pad[axis] = (radius, radius)
         # numpy's "reflect" is reflect-101; a single row/column has nothing to mirror, so it is repeated.
-        padded = np.pad(x, pad, mode="reflect" if n > 1 else "edge")
-        out = np.zeros_like(x)
-        for t, weight in enumerate(kernel):
-            out += weight * np.take(padded, np.arange(t, t + n), axis=axis)
-        x = out
+        padded = np.moveaxis(np.pad(x, pad, mode="reflect" if n > 1 else "edge"), axis, 0)
+        out = kernel[radius] * padded[radius:radius + n]
+        for t in range(radius):  # the kernel is symmetric: one multiply per pair of taps
+            out += kernel[t] * (padded[t:t + n] + padded[2 * radius - t:2 * radius - t + n])
+        x = np.moveaxis(out, 0, axis)
     return x
 
 
@@ -107,31 +107,41 @@ def _hysteresis(candidates: np.ndarray, strong: np.ndarray) -> np.ndarray:
 
 def connected_labels(mask: np.ndarray) -> np.ndarray:
     """8-connected component labels of a boolean mask: each pixel of a component holds the flat index of the
-    component's first pixel (row-major); pixels outside the mask hold mask.size. Minimum-label propagation
-    with pointer jumping, so a long chain takes a few dozen sweeps rather than one per pixel."""
+    component's first pixel (row-major); pixels outside the mask hold mask.size. Vectorised union-find over
+    the mask's neighbour pairs: each round hooks every root to the smallest root it touches, then compresses
+    the paths, so even a long chain takes a few dozen rounds over the mask's pixels only."""
     h, w = mask.shape
-    outside = mask.size
-    labels = np.where(mask, np.arange(mask.size).reshape(h, w), outside)
-    flat_mask = mask.ravel()
+    labels = np.full(mask.size, mask.size, dtype=np.int64)
+    pixels = np.flatnonzero(mask)
+    if pixels.size == 0:
+        return labels.reshape(h, w)
+    compact = np.full(mask.size, -1, dtype=np.int64)
+    compact[pixels] = np.arange(pixels.size)
+    grid = np.pad(compact.reshape(h, w), 1, constant_values=-1)
+    here = grid[1:h + 1, 1:w + 1]
+    firsts, seconds = [], []
+    for di, dj in ((0, 1), (1, 0), (1, 1), (1, -1)):  # each neighbour pair once
+        there = grid[1 + di:h + 1 + di, 1 + dj:w + 1 + dj]
+        both = (here >= 0) & (there >= 0)
+        firsts.append(here[both])
+        seconds.append(there[both])
+    a, b = np.concatenate(firsts), np.concatenate(seconds)
+    parent = np.arange(pixels.size)
     while True:
-        p = np.pad(labels, 1, constant_values=outside)
-        nearest = labels.copy()
-        for di in (-1, 0, 1):
-            for dj in (-1, 0, 1):
-                if di or dj:
-                    np.minimum(nearest, p[1 + di:1 + di + h, 1 + dj:1 + dj + w], out=nearest)
-        nearest = np.where(mask, nearest, outside).ravel()
-        # A label is always the index of a pixel of the same component, so following it is safe.
-        while True:
-            jumped = nearest.copy()
-            jumped[flat_mask] = nearest[nearest[flat_mask]]
-            if np.array_equal(jumped, nearest):
+        pa, pb = parent[a], parent[b]
+        apart = pa != pb
+        if not apart.any():
+            break
+        a, b, pa, pb = a[apart], b[apart], pa[apart], pb[apart]  # pairs already joined stay joined
+        np.minimum.at(parent, np.maximum(pa, pb), np.minimum(pa, pb))
+        while True:  # parents only ever point lower, so this ends with every pixel pointing at its root
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
                 break
-            nearest = jumped
-        nearest = nearest.reshape(h, w)
-        if np.array_equal(nearest, labels):
-            return labels
-        labels = nearest
+            parent = grand
+    # A root is its component's smallest index: anything smaller in it would have been hooked below it.
+    labels[pixels] = pixels[parent]
+    return labels.reshape(h, w)
 
 
 def gray(rgb: np.ndarray) -> np.ndarray:
