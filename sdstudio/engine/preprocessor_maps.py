@@ -17,13 +17,14 @@ _TAN22_Q15 = round(math.tan(math.pi / 8) * (1 << 15))
 _TAN67_Q15 = _TAN22_Q15 + (2 << 15)  # tan(67.5°) = tan(22.5°) + 2
 
 
-def gaussian_blur(a: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur over the first two axes, float32; radius round(4·sigma) and mirrored borders
-    without repeating the edge pixel (OpenCV's GaussianBlur for float images, BORDER_REFLECT_101)."""
+def gaussian_blur(a: np.ndarray, sigma: float, reach: float = 4.0) -> np.ndarray:
+    """Separable Gaussian blur over the first two axes, float32; radius round(reach·sigma) and mirrored borders
+    without repeating the edge pixel (OpenCV's GaussianBlur, BORDER_REFLECT_101, which reaches 4 sigmas for
+    float images and 3 for uint8 ones)."""
     x = np.asarray(a, dtype=np.float32)
     if sigma <= 0:
         return x.copy()
-    radius = max(1, round(4 * sigma))
+    radius = max(1, (round(2 * reach * sigma + 1) | 1) // 2)
     taps = np.arange(-radius, radius + 1, dtype=np.float64)
     kernel = np.exp(-(taps**2) / (2 * sigma * sigma))
     kernel = (kernel / kernel.sum()).astype(np.float32)

@@ -5,9 +5,10 @@ ours reads there. Each entry lists its settings (`Param`: A1111's sliders, with 
 "resolution" is A1111's "Processor Res": the image is first scaled so its short side is that many pixels
 (bicubic up, area down), and the map comes back at that size (the job's hint resize fits it to the image).
 
-The weight-free ones run here (preprocessor_maps.py, numpy and Pillow). The ones that need a network (depth,
-pose, normals, soft edges, ...) are listed too, never hidden: `availability` says why they cannot run (no
-annotator file in models/annotators, or a network SD Studio does not run yet). This module imports neither
+The weight-free ones run here (preprocessor_maps.py, numpy and Pillow). The ones that need a network run with
+the user's annotator file from models/annotators (HED soft edges: annotator_hed.py); the others (depth, pose,
+normals, ...) are listed too, never hidden: `availability` says why they cannot run (no annotator file, or a
+network SD Studio does not run yet). This module imports neither
 torch nor numpy, so history and the UI can read the table cheaply; the pixel work is imported by `run`.
 
 Interface used by the engine and the UI: `names()`, `run(name, image, params)`, `pairing(model_name)`.
@@ -47,9 +48,10 @@ RESOLUTION = Param("resolution", "Resolution", 512, 64, 2048, whole=True)
 
 @dataclass(frozen=True)
 class Preprocessor:
-    """A table entry. `function` names the pixel function in preprocessor_maps (None: the image is the map);
-    `sliders` are passed to it in order as keyword arguments; `annotators` are the weight files a network
-    preprocessor needs (sd-webui-controlnet's names), () for the weight-free ones."""
+    """A table entry. `function` names the pixel function in `module` (None: the image is the map, or for a
+    network, one SD Studio does not run yet); `sliders` are passed to it as keyword arguments; `annotators` are
+    the weight files a network preprocessor needs (sd-webui-controlnet's names; passed as `files`), () for the
+    weight-free ones."""
 
     name: str
     label: str
@@ -58,6 +60,7 @@ class Preprocessor:
     resolution: bool = False
     annotators: tuple[str, ...] = ()
     keeps_alpha: bool = False
+    module: str = "preprocessor_maps"
 
     @property
     def params(self) -> tuple[Param, ...]:
@@ -70,8 +73,10 @@ def _free(name: str, label: str, function: str | None, *sliders: Param, resoluti
     return Preprocessor(name, label, function, tuple(sliders), resolution, (), keeps_alpha)
 
 
-def _network(name: str, label: str, *files: str) -> Preprocessor:
-    return Preprocessor(name, label, None, (), True, tuple(files))
+def _network(name: str, label: str, *files: str, runs: tuple[str, str] | None = None) -> Preprocessor:
+    """A preprocessor that needs annotator weights; `runs` = (module, function) when SD Studio runs it."""
+    module, function = runs or ("", None)
+    return Preprocessor(name, label, function, (), True, tuple(files), module=module)
 
 
 _TABLE: tuple[Preprocessor, ...] = (
@@ -104,7 +109,9 @@ _TABLE: tuple[Preprocessor, ...] = (
     _network("openpose_full", "openpose_full (body, hands, face)", "body_pose_model.pth", "hand_pose_model.pth",
              "facenet.pth"),
     _network("normal_bae", "normal_bae", "scannet.pt"),
-    _network("softedge_hed", "softedge_hed", "ControlNetHED.pth"),
+    _network("softedge_hed", "softedge_hed", "ControlNetHED.pth", runs=("annotator_hed", "softedge")),
+    _network("softedge_hedsafe", "softedge_hedsafe", "ControlNetHED.pth", runs=("annotator_hed", "softedge_safe")),
+    _network("scribble_hed", "scribble_hed", "ControlNetHED.pth", runs=("annotator_hed", "scribble")),
     _network("softedge_pidinet", "softedge_pidinet", "table5_pidinet.pth"),
     _network("mlsd", "mlsd (straight lines)", "mlsd_large_512_fp32.pth"),
     _network("lineart_realistic", "lineart_realistic", "sk_model.pth", "sk_model2.pth"),
@@ -146,8 +153,10 @@ def availability(name: str) -> str:
     missing = [file for file in entry.annotators if not (folder / file).is_file()]
     if missing:
         return f"unavailable: no annotator file in {folder} ({', '.join(missing)})"
-    return (f"unavailable: the annotator file is in {folder}, but SD Studio does not run the {entry.name} network "
-            "yet")
+    if entry.function is None:
+        return (f"unavailable: the annotator file is in {folder}, but SD Studio does not run the {entry.name} "
+                "network yet")
+    return ""
 
 
 def defaults(name: str) -> tuple[tuple[str, float], ...]:
@@ -194,11 +203,14 @@ def run(name: str, image: Image.Image, params: Mapping[str, float] | Iterable[tu
         rgb = _scaled(rgb, int(values.pop(RESOLUTION.name)))
     if entry.function is None:
         return rgb
+    import importlib
+
     import numpy as np
 
-    from sdstudio.engine import preprocessor_maps
-
-    out = getattr(preprocessor_maps, entry.function)(np.asarray(rgb), **values)
+    function = getattr(importlib.import_module(f"sdstudio.engine.{entry.module}"), entry.function)
+    if entry.annotators:
+        values["files"] = tuple(paths.annotators_dir() / file for file in entry.annotators)
+    out = function(np.asarray(rgb), **values)
     return Image.fromarray(np.ascontiguousarray(out, dtype=np.uint8))
 
 
