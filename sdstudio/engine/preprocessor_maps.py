@@ -211,6 +211,26 @@ def lineart_standard(rgb: np.ndarray) -> np.ndarray:
     return as_rgb(np.clip(darkness / scale * 127, 0, 255).astype(np.uint8))
 
 
+def _gamma(channel: np.ndarray, gamma: float) -> np.ndarray:
+    return as_rgb(((channel / 255.0) ** gamma * 255.0).clip(0, 255).astype(np.uint8))
+
+
+def recolor_luminance(rgb: np.ndarray, gamma: float) -> np.ndarray:
+    """CIE L* (the lightness of CIELAB, D65 white, sRGB input) as a grey map 0..255, raised to `gamma` (the
+    recolour models' input: they put the colours back). sd-webui-controlnet hands OpenCV the RGB image as BGR,
+    which weighs red and blue the other way round; this is the lightness as defined."""
+    c = rgb.astype(np.float64) / 255.0
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    y = linear @ np.array([0.212671, 0.715160, 0.072169])
+    lightness = np.where(y > 0.008856, 116.0 * np.cbrt(y) - 16.0, 903.3 * y)
+    return _gamma(np.rint(lightness * 255.0 / 100.0), gamma)
+
+
+def recolor_intensity(rgb: np.ndarray, gamma: float) -> np.ndarray:
+    """The HSV value (the brightest channel) as a grey map, raised to `gamma`."""
+    return _gamma(rgb.max(axis=2).astype(np.float64), gamma)
+
+
 def blur(rgb: np.ndarray, sigma: float) -> np.ndarray:
     """A Gaussian blur of the image (a tile/blur model's input)."""
     return np.clip(np.rint(gaussian_blur(rgb, sigma)), 0, 255).astype(np.uint8)

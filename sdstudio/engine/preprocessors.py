@@ -98,6 +98,10 @@ _TABLE: tuple[Preprocessor, ...] = (
           Param("rate", "Down Sampling Rate", 1.0, 1.0, 8.0), resolution=False),
     _free("blur_gaussian", "blur_gaussian", "blur", Param("sigma", "Sigma", 9.0, 0.01, 64.0)),
     _free("t2ia_color_grid", "t2ia_color_grid (pixelate)", "color_grid"),
+    _free("recolor_luminance", "recolor_luminance (lightness)", "recolor_luminance",
+          Param("gamma", "Gamma Correction", 1.0, 0.1, 2.0), resolution=False),
+    _free("recolor_intensity", "recolor_intensity (brightest channel)", "recolor_intensity",
+          Param("gamma", "Gamma Correction", 1.0, 0.1, 2.0), resolution=False),
     _free("shuffle", "shuffle (content shuffle)", "shuffle",
           Param("seed", "Seed", 0, 0, 2**32 - 1, whole=True), resolution=False),
     # The map keeps the image's alpha: transparent pixels (alpha < 128) are the area to repaint, which the
@@ -238,7 +242,7 @@ def _scaled(image: Image.Image, resolution: int) -> Image.Image:
 # starts or ends with it, so "normalbae", "dwpose" and "controlnethed" are recognised.
 _PAIRINGS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("inpaint",), "inpaint_only"),
-    (("recolor",), NONE),  # wants a grey image as it is (before "color")
+    (("recolor",), "recolor_luminance"),  # before "color"
     (("canny",), "canny"),
     (("lineart",), "lineart_standard"),
     (("scribble", "sketch", "doodle"), "scribble_xdog"),

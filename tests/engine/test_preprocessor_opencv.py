@@ -54,3 +54,16 @@ def test_xdog_and_lineart_match_the_rules_computed_with_opencv():
     scale = max(16.0, float(np.median(darkness[darkness > 8])))
     expected_lines = (darkness / scale * 127).clip(0, 255).astype(np.uint8)
     assert np.abs(maps.lineart_standard(image)[..., 0].astype(int) - expected_lines).max() <= 1
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.6])
+def test_recolor_maps_equal_opencvs_lab_lightness_and_hsv_value(gamma):
+    image = np.concatenate([textured(40, 50, 2), shapes(40, 50)], axis=1)
+    lightness = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)[..., 0]  # OpenCV's 8-bit L* is table-driven: ±1
+    ours = maps.recolor_luminance(image, 1.0)[..., 0]
+    assert np.abs(ours.astype(int) - lightness).max() <= 1
+    expected = ((ours / 255.0) ** gamma * 255.0).clip(0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(maps.recolor_luminance(image, gamma)[..., 0], expected)
+    value = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)[..., 2].astype(np.float32) / 255.0
+    np.testing.assert_array_equal(maps.recolor_intensity(image, gamma)[..., 0],
+                                  (value**gamma * 255.0).clip(0, 255).astype(np.uint8))
