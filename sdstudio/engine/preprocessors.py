@@ -6,10 +6,11 @@ ours reads there. Each entry lists its settings (`Param`: A1111's sliders, with 
 (bicubic up, area down), and the map comes back at that size (the job's hint resize fits it to the image).
 
 The weight-free ones run here (preprocessor_maps.py, numpy and Pillow). The ones that need a network run with
-the user's annotator file from models/annotators (HED soft edges: annotator_hed.py); the others (depth, pose,
-normals, ...) are listed too, never hidden: `availability` says why they cannot run (no annotator file, or a
-network SD Studio does not run yet). This module imports neither
-torch nor numpy, so history and the UI can read the table cheaply; the pixel work is imported by `run`.
+the user's annotator file from models/annotators (HED soft edges: annotator_hed.py; realistic and coarse
+line art: annotator_lineart.py); the others (depth, pose, normals, ...) are listed too, never hidden:
+`availability` says why they cannot run (no annotator file, or a network SD Studio does not run yet). This
+module imports neither torch nor numpy, so history and the UI can read the table cheaply; the pixel work is
+imported by `run`.
 
 Interface used by the engine and the UI: `names()`, `run(name, image, params)`, `pairing(model_name)`.
 """
@@ -118,7 +119,8 @@ _TABLE: tuple[Preprocessor, ...] = (
     _network("scribble_hed", "scribble_hed", "ControlNetHED.pth", runs=("annotator_hed", "scribble")),
     _network("softedge_pidinet", "softedge_pidinet", "table5_pidinet.pth"),
     _network("mlsd", "mlsd (straight lines)", "mlsd_large_512_fp32.pth"),
-    _network("lineart_realistic", "lineart_realistic", "sk_model.pth", "sk_model2.pth"),
+    _network("lineart_realistic", "lineart_realistic", "sk_model.pth", runs=("annotator_lineart", "lines")),
+    _network("lineart_coarse", "lineart_coarse", "sk_model2.pth", runs=("annotator_lineart", "lines")),
     _network("lineart_anime", "lineart_anime", "netG.pth"),
     _network("seg_ofade20k", "seg_ofade20k (segmentation)", "250_16_swin_l_oneformer_ade20k_160k.pth"),
 )
