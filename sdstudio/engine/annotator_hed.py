@@ -19,9 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from sdstudio.engine.errors import RequestError
+from sdstudio.engine import annotator_files
 from sdstudio.engine.preprocessor_maps import as_rgb, gaussian_blur
-from sdstudio.engine.upscaler_models import read_upscaler_state  # the one reader of .pth/.safetensors weights
 
 _WIDTHS = ((3, 64, 2), (64, 128, 2), (128, 256, 3), (256, 512, 3), (512, 512, 3))  # (in, out, convs)
 _PAD = 64
@@ -60,26 +59,8 @@ class HEDNetwork(nn.Module):
         return sides
 
 
-_cache: dict[tuple[str, float], HEDNetwork] = {}
-
-
 def load_network(path: Path) -> HEDNetwork:
-    """The network with the file's weights (kept for the next job while the file is unchanged); RequestError
-    naming the file when it is not a ControlNetHED.pth."""
-    key = (str(path), path.stat().st_mtime)
-    if key not in _cache:
-        net = HEDNetwork()
-        try:
-            state = read_upscaler_state(path)
-            net.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0][:200]
-            raise RequestError(f"{path.name}: not a ControlNetHED.pth (HED annotator) file: {first}") from None
-        except Exception as exc:  # CheckpointError: unreadable, pickled code
-            raise RequestError(str(exc)) from None
-        _cache.clear()
-        _cache[key] = net.eval()
-    return _cache[key]
+    return annotator_files.load_network(path, HEDNetwork, "ControlNetHED.pth (HED annotator)")
 
 
 def edge_probability(rgb: np.ndarray, path: Path) -> np.ndarray:

@@ -18,9 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from sdstudio.engine.errors import RequestError
+from sdstudio.engine import annotator_files
 from sdstudio.engine.preprocessor_maps import as_rgb
-from sdstudio.engine.upscaler_models import read_upscaler_state
 
 _PAD = 64
 _RESIDUAL_BLOCKS = 3
@@ -63,25 +62,8 @@ class LineartNetwork(nn.Module):
         return x
 
 
-_cache: dict[tuple[str, float], LineartNetwork] = {}
-
-
 def load_network(path: Path) -> LineartNetwork:
-    """The network with the file's weights (kept while the file is unchanged); RequestError naming the file
-    when it is not a line-art generator file."""
-    key = (str(path), path.stat().st_mtime)
-    if key not in _cache:
-        net = LineartNetwork()
-        try:
-            net.load_state_dict(read_upscaler_state(path), strict=True)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0][:200]
-            raise RequestError(f"{path.name}: not a line-art annotator ({path.name}) file: {first}") from None
-        except Exception as exc:  # CheckpointError: unreadable, pickled code
-            raise RequestError(str(exc)) from None
-        _cache.clear()
-        _cache[key] = net.eval()
-    return _cache[key]
+    return annotator_files.load_network(path, LineartNetwork, "line-art annotator")
 
 
 def lines(rgb: np.ndarray, files: tuple[Path, ...]) -> np.ndarray:
