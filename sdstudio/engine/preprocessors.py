@@ -83,8 +83,8 @@ def _network(name: str, label: str, *files: str, runs: tuple[str, str] | None = 
 _TABLE: tuple[Preprocessor, ...] = (
     _free(NONE, "none (the image is the map)", None, resolution=False),
     _free("canny", "canny (edges)", "canny",
-          Param("low", "Canny Low Threshold", 100, 0, 255, whole=True),
-          Param("high", "Canny High Threshold", 200, 0, 255, whole=True),
+          Param("low", "Canny Low Threshold", 100, 0, 256, whole=True),  # sd-webui-controlnet's slider range
+          Param("high", "Canny High Threshold", 200, 0, 256, whole=True),
           # Ours: A1111's cv2.Canny does not smooth, so 0 keeps its maps; a little helps on noisy photos.
           Param("sigma", "Gaussian Sigma", 0.0, 0.0, 8.0)),
     _free("invert", "invert (from white bg & black line)", "invert", resolution=False),
@@ -127,8 +127,11 @@ _TABLE: tuple[Preprocessor, ...] = (
 _BY_NAME = {entry.name: entry for entry in _TABLE}
 # sd-webui-controlnet's older module ids, as its older infotext wrote them, → the names above.
 ALIASES = {"depth": "depth_midas", "color": "t2ia_color_grid", "hed": "softedge_hed", "pidinet": "softedge_pidinet",
-           "lineart": "lineart_realistic", "normal": "normal_bae", "inpaint": "inpaint_only",
-           "oneformer_ade20k": "seg_ofade20k", "leres": "depth_leres"}
+           "lineart": "lineart_realistic", "normal": "normal_bae", "oneformer_ade20k": "seg_ofade20k",
+           "leres": "depth_leres",
+           # Its inpaint modules share one map (the image, repaint area marked); they differ in how A1111 pastes
+           # the result back afterwards, which is the generation's inpainting settings here.
+           "inpaint": "inpaint_only", "inpaint_global_harmonious": "inpaint_only"}
 
 
 def names() -> tuple[str, ...]:
