@@ -105,8 +105,7 @@ _TABLE: tuple[Preprocessor, ...] = (
           Param("gamma", "Gamma Correction", 1.0, 0.1, 2.0), resolution=False),
     _free("shuffle", "shuffle (content shuffle)", "shuffle",
           Param("seed", "Seed", 0, 0, 2**32 - 1, whole=True), resolution=False),
-    # The map keeps the image's alpha: transparent pixels (alpha < 128) are the area to repaint, which the
-    # hint marks with -1 (sd-webui-controlnet's inpaint rule).
+    # The map keeps the image's alpha: its transparent pixels are the area to repaint (`repaint_area`).
     _free("inpaint_only", "inpaint_only (transparent = repaint)", None, resolution=False, keeps_alpha=True),
     _network("depth_midas", "depth_midas", "dpt_hybrid-midas-501f0c75.pt"),
     _network("depth_leres", "depth_leres", "res101.pth"),
@@ -221,6 +220,14 @@ def run(name: str, image: Image.Image, params: Mapping[str, float] | Iterable[tu
         values["files"] = tuple(paths.annotators_dir() / file for file in entry.annotators)
     out = function(np.asarray(rgb), **values)
     return Image.fromarray(np.ascontiguousarray(out, dtype=np.uint8))
+
+
+def repaint_area(control_map: Image.Image) -> Image.Image | None:
+    """For an inpaint_only map (RGBA): an L mask, 255 where alpha < 128 (the area to repaint, which the hint
+    marks with -1, sd-webui-controlnet's inpaint rule); None for a map without transparency."""
+    if control_map.mode != "RGBA":
+        return None
+    return control_map.getchannel("A").point(lambda a: 255 if a < 128 else 0)
 
 
 def _flattened(image: Image.Image) -> Image.Image:

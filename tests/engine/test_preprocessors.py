@@ -108,6 +108,10 @@ def test_transparency_is_laid_over_white_and_kept_for_inpaint():
     assert inverted[0, 0].tolist() == [0, 0, 0] and inverted[16, 16].tolist() == [255, 255, 255]
     kept = preprocessors.run("inpaint_only", rgba)
     assert kept.mode == "RGBA" and kept.getpixel((0, 0))[3] == 0
+    area = np.asarray(preprocessors.repaint_area(kept))
+    assert area[0, 0] == 255 and area[16, 16] == 0 and area.sum() == 255 * (32 * 32 - 16 * 16)
+    assert preprocessors.repaint_area(inverted_image := preprocessors.run("invert", rgba)) is None
+    assert inverted_image.mode == "RGB"
     assert preprocessors.run("none", Image.new("L", (8, 8), 7)).mode == "RGB"
 
 
