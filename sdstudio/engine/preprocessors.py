@@ -249,36 +249,43 @@ def _scaled(image: Image.Image, resolution: int) -> Image.Image:
     return image.resize(size, Image.Resampling.BICUBIC if k > 1 else Image.Resampling.BOX)
 
 
-# Model name → its usual preprocessor, first match wins (inpaint before the rest: "..._inpaint_canny" is an
-# inpaint model). A keyword matches a word of the file's stem (split at anything but letters and digits) that
-# starts or ends with it, so "normalbae", "dwpose" and "controlnethed" are recognised.
-_PAIRINGS: tuple[tuple[tuple[str, ...], str], ...] = (
-    (("inpaint",), "inpaint_only"),
-    (("recolor",), "recolor_luminance"),  # before "color"
-    (("canny",), "canny"),
-    (("lineart",), "lineart_standard"),
-    (("scribble", "sketch", "doodle"), "scribble_xdog"),
-    (("softedge", "hed", "pidi", "pidinet"), "softedge_hed"),
-    (("tile", "blur"), "tile_resample"),
-    (("shuffle",), "shuffle"),
-    (("depth",), "depth_midas"),
-    (("openpose", "pose"), "openpose_full"),
-    (("normal",), "normal_bae"),
-    (("mlsd",), "mlsd"),
-    (("seg",), "seg_ofade20k"),
-    (("color",), "t2ia_color_grid"),
+# Model name → the preprocessors that make its kind of map, the usual one first (sd-webui-controlnet's model
+# types and their preferred module); the first match wins ("..._inpaint_canny" is an inpaint model). A keyword
+# matches a word of the file's stem (split at anything but letters and digits) that starts or ends with it, so
+# "normalbae", "dwpose" and "controlnethed" are recognised. "none" (a ready-made map) fits every model.
+_PAIRINGS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("inpaint",), ("inpaint_only",)),
+    (("recolor",), ("recolor_luminance", "recolor_intensity")),  # before "color"
+    (("canny",), ("canny", "invert")),
+    (("lineart",), ("lineart_standard", "lineart_realistic", "lineart_coarse", "lineart_anime", "invert")),
+    (("scribble", "sketch", "doodle"), ("scribble_xdog", "scribble_hed", "binary", "invert")),
+    (("softedge", "hed", "pidi", "pidinet"), ("softedge_hed", "softedge_hedsafe", "softedge_pidinet")),
+    (("tile", "blur"), ("tile_resample", "blur_gaussian")),
+    (("shuffle",), ("shuffle",)),
+    (("depth",), ("depth_midas", "depth_leres")),
+    (("openpose", "pose"), ("openpose_full", "openpose")),
+    (("normal",), ("normal_bae",)),
+    (("mlsd",), ("mlsd", "invert")),
+    (("seg",), ("seg_ofade20k",)),
+    (("color",), ("t2ia_color_grid",)),
 )
+
+
+def candidates(model_name: str) -> tuple[str, ...]:
+    """The preprocessors that make the map a ControlNet reads, from its file name or path, the usual one first
+    and "none" last; every preprocessor when the name says nothing we know."""
+    text = re.sub(r"\s*\[[0-9a-fA-F]+\]$", "", model_name.strip())  # an A1111 "name [hash]" label
+    stem = PurePath(text.replace("\\", "/")).name.lower()
+    stem = re.sub(r"\.(safetensors|ckpt|pth|pt|bin)$", "", stem)
+    words = [word for word in re.split(r"[^a-z0-9]+", stem) if word]
+    for keywords, fitting in _PAIRINGS:
+        if any(word.startswith(key) or word.endswith(key) for word in words for key in keywords):
+            return (*fitting, NONE)
+    return names()
 
 
 def pairing(model_name: str) -> str:
     """The preprocessor that usually goes with a ControlNet, from its file name or path ("control_v11p_sd15_canny
     [abc123]" → canny); "none" when the name says nothing we know (the image is then used as the map)."""
-    text = model_name.strip()
-    text = re.sub(r"\s*\[[0-9a-fA-F]+\]$", "", text)  # an A1111 "name [hash]" label
-    stem = PurePath(text.replace("\\", "/")).name.lower()
-    stem = re.sub(r"\.(safetensors|ckpt|pth|pt|bin)$", "", stem)
-    words = [word for word in re.split(r"[^a-z0-9]+", stem) if word]
-    for keywords, preprocessor in _PAIRINGS:
-        if any(word.startswith(key) or word.endswith(key) for word in words for key in keywords):
-            return preprocessor
-    return NONE
+    found = candidates(model_name)
+    return found[0] if found != names() else NONE

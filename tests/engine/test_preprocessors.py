@@ -150,6 +150,15 @@ def test_empty_image_is_refused():
 def test_pairing_from_the_model_name(model, expected):
     assert preprocessors.pairing(model) == expected
     assert expected in preprocessors.names()
+    fitting = preprocessors.candidates(model)
+    assert fitting[0] == expected or (expected == "none" and fitting == preprocessors.names())
+    assert "none" in fitting and set(fitting) <= set(preprocessors.names())
+
+
+def test_candidates_list_the_maps_a_model_reads():
+    assert preprocessors.candidates("control_v11p_sd15_lineart.safetensors") == (
+        "lineart_standard", "lineart_realistic", "lineart_coarse", "lineart_anime", "invert", "none")
+    assert preprocessors.candidates("control_v11p_sd15_canny") == ("canny", "invert", "none")
 
 
 def test_the_table_imports_neither_torch_nor_numpy():
