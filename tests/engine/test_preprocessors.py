@@ -169,7 +169,7 @@ def test_the_table_imports_neither_torch_nor_numpy():
 
 
 @pytest.mark.perf
-def test_every_weight_free_preprocessor_takes_under_1_5_s_on_a_768x512_photo():
+def test_every_weight_free_preprocessor_takes_under_4_s_on_a_768x512_photo():
     """Preprocessing runs once per job (and off the GUI thread for the canvas layer): it must not be felt next
     to sampling. Prints each one's time; the bound is generous for a shared 2-core machine."""
     import time
@@ -185,4 +185,4 @@ def test_every_weight_free_preprocessor_takes_under_1_5_s_on_a_768x512_photo():
         preprocessors.run(name, photo)
         took = time.perf_counter() - start
         print(f"{name}: {took * 1000:.0f} ms")
-        assert took < 1.5, name  # measured: at most 0.3 s (canny 0.28 s) on the 2-core dev machine
+        assert took < 4.0, name  # measured on the 2-core dev machine: canny 0.28 s idle, 1.1 s with it busy
