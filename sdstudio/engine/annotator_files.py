@@ -1,7 +1,8 @@
 """The weights of network preprocessors (annotators) from the user's files in models/annotators: read as plain
 tensors (torch's weights-only loader for .pth, so a pickle cannot run code), loaded strictly into the
 network that file is for, and the last one kept while its file is unchanged, since a job preprocesses once
-and the next job usually reuses the same annotator."""
+and the next job usually reuses the same annotator. Networks run where the engine runs (preprocessors.run's
+`device`), in float32: they are small, and fp16 would change their maps."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from sdstudio.engine.errors import RequestError
@@ -18,13 +20,13 @@ _lock = threading.Lock()  # the worker and the canvas's preprocessing thread may
 _kept: dict[tuple[str, float, str], nn.Module] = {}
 
 
-def load_network(path: Path, build: Callable[[], nn.Module], what: str) -> nn.Module:
-    """`build()`'s network with the file's weights, in eval mode; RequestError naming the file when it cannot be
-    read or does not fit (`what` names the annotator the file should be)."""
+def load_network(path: Path, build: Callable[[], nn.Module], what: str, device: torch.device) -> nn.Module:
+    """`build()`'s network with the file's weights, in eval mode, float32 on `device`; RequestError naming the
+    file when it cannot be read or does not fit (`what` names the annotator the file should be)."""
     key = (str(path), path.stat().st_mtime, what)
     with _lock:
         if key in _kept:
-            return _kept[key]
+            return _kept[key].to(device)
         net = build()
         try:
             net.load_state_dict(read_upscaler_state(path), strict=True)
@@ -35,4 +37,4 @@ def load_network(path: Path, build: Callable[[], nn.Module], what: str) -> nn.Mo
             raise RequestError(str(exc)) from None
         _kept.clear()  # one network at a time: they are 10-60 MB each
         _kept[key] = net.eval()
-        return _kept[key]
+        return net.to(device)

@@ -7,8 +7,8 @@ pool before each block but the first) on the raw 0..255 RGB values minus a learn
 (`norm`); each block's 1×1 projection is one side output. The side outputs are resized bilinearly to the
 image (pixel centres aligned), averaged and passed through a sigmoid. As in sd-webui-controlnet the image is
 first padded at its bottom and right edges to a multiple of 64 by repeating the edge pixels, and the map
-cropped back. Weights are read as plain tensors (torch's weights-only loader for .pth); the network runs
-on the CPU in float32, once per job.
+cropped back. Weights are read as plain tensors (annotator_files.py); the network runs in float32 where the
+engine runs, once per job.
 """
 
 from __future__ import annotations
@@ -59,34 +59,34 @@ class HEDNetwork(nn.Module):
         return sides
 
 
-def load_network(path: Path) -> HEDNetwork:
-    return annotator_files.load_network(path, HEDNetwork, "ControlNetHED.pth (HED annotator)")
+def load_network(path: Path, device: torch.device) -> HEDNetwork:
+    return annotator_files.load_network(path, HEDNetwork, "ControlNetHED.pth (HED annotator)", device)
 
 
-def edge_probability(rgb: np.ndarray, path: Path) -> np.ndarray:
+def edge_probability(rgb: np.ndarray, path: Path, device: torch.device) -> np.ndarray:
     """(H, W) float64 edge probability of an RGB uint8 image."""
     h, w = rgb.shape[:2]
     padded = np.pad(rgb, ((0, -h % _PAD), (0, -w % _PAD), (0, 0)), mode="edge")
-    x = torch.from_numpy(padded.astype(np.float32)).permute(2, 0, 1)[None]
+    x = torch.from_numpy(padded.astype(np.float32)).permute(2, 0, 1)[None].to(device)
     with torch.no_grad():
-        sides = load_network(path)(x)
+        sides = load_network(path, device)(x)
         size = x.shape[2:]
         resized = [nn.functional.interpolate(s, size=size, mode="bilinear", align_corners=False) for s in sides]
-        mean = torch.cat(resized, 1)[0].double().mean(0)
+        mean = torch.cat(resized, 1)[0].cpu().double().mean(0)
     return torch.sigmoid(mean).numpy()[:h, :w]
 
 
-def softedge(rgb: np.ndarray, files: tuple[Path, ...], safe: bool = False) -> np.ndarray:
+def softedge(rgb: np.ndarray, files: tuple[Path, ...], device: torch.device, safe: bool = False) -> np.ndarray:
     """The soft-edge map; `safe` quantises it to 0, 0.5 and 1 (sd-webui-controlnet's "hedsafe", which keeps
     fewer faint textures)."""
-    edge = edge_probability(rgb, files[0])
+    edge = edge_probability(rgb, files[0], device)
     if safe:
         edge = np.floor(edge.astype(np.float32) * 3) / 2
     return as_rgb((edge * 255.0).clip(0, 255).astype(np.uint8))
 
 
-def softedge_safe(rgb: np.ndarray, files: tuple[Path, ...]) -> np.ndarray:
-    return softedge(rgb, files, safe=True)
+def softedge_safe(rgb: np.ndarray, files: tuple[Path, ...], device: torch.device) -> np.ndarray:
+    return softedge(rgb, files, device, safe=True)
 
 
 def thin_lines(x: np.ndarray, level: float, sigma: float) -> np.ndarray:
@@ -105,9 +105,9 @@ def thin_lines(x: np.ndarray, level: float, sigma: float) -> np.ndarray:
     return np.where(peak & (blurred > level), 255, 0).astype(np.uint8)
 
 
-def scribble(rgb: np.ndarray, files: tuple[Path, ...]) -> np.ndarray:
+def scribble(rgb: np.ndarray, files: tuple[Path, ...], device: torch.device) -> np.ndarray:
     """A scribble from HED's soft edges (sd-webui-controlnet's scribble_hed): thinned at 127 after a sigma-3
     blur, blurred again (sigma 3) and everything above 4 made white, so lines are bold like a hand's."""
-    soft = softedge(rgb, files)[..., 0]
+    soft = softedge(rgb, files, device)[..., 0]
     lines = gaussian_blur(thin_lines(soft, 127, 3.0), 3.0, reach=3.0)  # OpenCV blurs uint8 over 3 sigmas
     return as_rgb(np.where(np.rint(lines) > 4, 255, 0).astype(np.uint8))

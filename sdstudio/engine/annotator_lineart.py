@@ -62,16 +62,16 @@ class LineartNetwork(nn.Module):
         return x
 
 
-def load_network(path: Path) -> LineartNetwork:
-    return annotator_files.load_network(path, LineartNetwork, "line-art annotator")
+def load_network(path: Path, device: torch.device) -> LineartNetwork:
+    return annotator_files.load_network(path, LineartNetwork, "line-art annotator", device)
 
 
-def lines(rgb: np.ndarray, files: tuple[Path, ...]) -> np.ndarray:
+def lines(rgb: np.ndarray, files: tuple[Path, ...], device: torch.device) -> np.ndarray:
     """White lines on black from an RGB uint8 image."""
     h, w = rgb.shape[:2]
     padded = np.pad(rgb, ((0, -h % _PAD), (0, -w % _PAD), (0, 0)), mode="edge")
-    x = torch.from_numpy(padded.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+    x = torch.from_numpy(padded.astype(np.float32) / 255.0).permute(2, 0, 1)[None].to(device)
     with torch.no_grad():
-        drawing = load_network(files[0])(x)[0, 0].numpy()
+        drawing = load_network(files[0], device)(x)[0, 0].cpu().numpy()
     dark_on_white = (drawing * 255.0).clip(0, 255).astype(np.uint8)
     return as_rgb(255 - dark_on_white[:h, :w])

@@ -194,9 +194,11 @@ def settings(name: str, params: Mapping[str, float] | Iterable[tuple[str, float]
     return values
 
 
-def run(name: str, image: Image.Image, params: Mapping[str, float] | Iterable[tuple[str, float]] = ()) -> Image.Image:
+def run(name: str, image: Image.Image, params: Mapping[str, float] | Iterable[tuple[str, float]] = (), *,
+        device: str = "auto") -> Image.Image:
     """The control map of `image` (RGB; RGBA for inpaint_only). RequestError when the name is unknown, the
-    preprocessor is unavailable (the reason says why) or a setting is wrong."""
+    preprocessor is unavailable (the reason says why) or a setting is wrong. `device` (devices.resolve_device's
+    names) is where a network preprocessor runs; the others are numpy."""
     entry = describe(name)
     reason = availability(entry.name)
     if reason:
@@ -217,7 +219,10 @@ def run(name: str, image: Image.Image, params: Mapping[str, float] | Iterable[tu
 
     function = getattr(importlib.import_module(f"sdstudio.engine.{entry.module}"), entry.function)
     if entry.annotators:
+        from sdstudio.engine.devices import resolve_device
+
         values["files"] = tuple(paths.annotators_dir() / file for file in entry.annotators)
+        values["device"] = resolve_device(device)
     out = function(np.asarray(rgb), **values)
     return Image.fromarray(np.ascontiguousarray(out, dtype=np.uint8))
 

@@ -124,3 +124,16 @@ def test_a_pickle_that_runs_code_is_refused(home, capsys):
     with pytest.raises(RequestError, match="refused"):
         preprocessors.run("softedge_hed", photo())
     assert "pickled code ran" not in capsys.readouterr().out
+
+
+def test_the_network_runs_on_the_device_asked_for(hed_file):
+    from sdstudio.engine.errors import SDStudioError
+
+    auto = np.asarray(preprocessors.run("softedge_hed", photo(), {"resolution": 72}))
+    cpu = np.asarray(preprocessors.run("softedge_hed", photo(), {"resolution": 72}, device="cpu"))
+    if not torch.cuda.is_available():
+        np.testing.assert_array_equal(auto, cpu)
+    else:  # float32 on a GPU: rounding may move a pixel by one level
+        assert np.abs(auto.astype(int) - cpu.astype(int)).max() <= 1
+    with pytest.raises(SDStudioError, match="unknown device 'tpu'"):
+        preprocessors.run("softedge_hed", photo(), device="tpu")
