@@ -52,6 +52,11 @@ def lora_dir() -> Path:
     return models_dir() / "Lora"
 
 
+def controlnet_dir() -> Path:
+    """A1111's folder for ControlNet models (models/ControlNet, sd-webui-controlnet's default)."""
+    return models_dir() / "ControlNet"
+
+
 def approx_decoders_dir() -> Path:
     """A1111's folder for tiny preview decoders (TAESD): models/VAE-approx."""
     return models_dir() / "VAE-approx"
