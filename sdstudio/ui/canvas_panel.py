@@ -215,6 +215,10 @@ class CanvasPanel(QWidget):
     def shown_image(self) -> QImage | None:
         return self.canvas.image
 
+    def result_image(self) -> QImage | None:
+        """The job's image the result view shows (or would show), whatever the canvas shows now."""
+        return self._current_result()
+
     def shown_result_index(self) -> int | None:
         """Which of the job's images is shown, or None when the canvas shows something else (the input, a
         scrubbed preview, a running job's preview)."""

@@ -113,9 +113,10 @@ class ControlLayers(QObject):
         self._make_map(row)
 
     def use_canvas_image(self, row: int) -> None:
-        shown = self.window.canvas_panel.shown_image()
-        if self.window.canvas_panel.view == CONTROL or shown is None:
-            shown = self.window.canvas_panel.input_image  # not the control view's own picture
+        cp = self.window.canvas_panel
+        shown = cp.shown_image() if cp.view != CONTROL else None  # not the control view's own picture
+        for fallback in (cp.result_image(), cp.input_image):
+            shown = fallback if shown is None else shown
         if shown is None:
             self.window.canvas_panel.banner.show_error("The canvas has no image to use: generate or open one first")
             return

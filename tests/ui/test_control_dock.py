@@ -1,0 +1,213 @@
+"""Control layers in the window: painting a scribble on the canvas, maps shown and faded, the model list,
+the units every generate sends, and a re-run restoring them."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QImage
+from PySide6.QtTest import QTest
+
+from sdstudio import paths
+from sdstudio.engine.request import ControlUnit, GenerationRequest
+from sdstudio.ui.canvas_panel import CONTROL, INPUT, RESULT
+from sdstudio.ui.control_state import FILE, FROM_HISTORY, PAINT
+from tests.engine.st_files import write_header_only
+from tests.engine.test_controlnet_folder import _original
+from tests.ui import fake_preprocessors
+from tests.ui.test_main_window import set_prompt, stroke
+
+
+def _models(home) -> dict[str, str]:
+    folder = paths.controlnet_dir()
+    folder.mkdir(parents=True)
+    files = {"canny": folder / "control_v11p_sd15_canny.safetensors",
+             "xl": folder / "diffusers_xl_canny.safetensors", "demo": folder / "emoji_scribble.safetensors"}
+    write_header_only(files["canny"], _original(768))
+    write_header_only(files["xl"], _original(2048, 2816))
+    write_header_only(files["demo"], {"x": (1,)}, metadata={"sdstudio.config": '{"family": "demo"}'})
+    return {k: str(v) for k, v in files.items()}
+
+
+def _choose(panel, path: str) -> None:
+    panel.model_combo.setCurrentIndex(panel.model_combo.findData(path))
+
+
+def test_a_new_layer_is_a_painting_at_the_job_size_painted_with_the_brush_and_undone(qtbot, window):
+    control = window.control_layers
+    window.state.width, window.state.height = 48, 40
+    row = control.add_layer()
+    cp = window.canvas_panel
+    painting = control.paintings[row]
+    assert cp.view == CONTROL and (painting.width, painting.height) == (48, 40)
+    assert cp.canvas.mask is painting and cp.canvas.mask_editable and cp.mask_bar.isVisible()
+    assert not cp.outpaint_bar.isVisible()
+    cp.canvas.set_brush_radius(2)
+    cp.canvas.hardness = 1.0
+    stroke(qtbot, cp.canvas, [(5, 20), (25, 20), (40, 20)])
+    px = painting.pixels()
+    assert (px[20, 7:39] == 255).all() and px[10, 20] == 0 and window.mask.width == 0
+    [undo] = [a for a in window.menuBar().actions() if a.text() == "&Edit"][0].menu().actions()[:1]
+    undo.trigger()
+    assert painting.is_empty()
+    QTest.keyClick(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert not painting.is_empty()
+    cp.act_eraser.trigger()
+    stroke(qtbot, cp.canvas, [(20, 10), (20, 30)])
+    assert painting.pixels()[20, 20] == 0 and painting.pixels()[20, 10] == 255
+    cp.act_clear.trigger()
+    assert painting.is_empty()
+
+
+def test_the_mask_is_painted_again_in_the_input_view(qtbot, window):
+    control = window.control_layers
+    image = QImage(32, 32, QImage.Format.Format_RGB32)
+    image.fill(QColor(128, 128, 128))
+    window.set_input_image(image)
+    control.add_layer()
+    window.canvas_panel.set_view(INPUT)
+    assert window.canvas_panel.canvas.mask is window.mask and window.canvas_panel.canvas.layer is None
+    window.canvas_panel.canvas.set_brush_radius(3)
+    stroke(qtbot, window.canvas_panel.canvas, [(16, 16)])
+    assert not window.mask.is_empty() and control.paintings[0].is_empty()
+    window.canvas_panel.act_control.trigger()
+    assert window.canvas_panel.view == CONTROL and window.canvas_panel.canvas.mask is control.paintings[0]
+
+
+def test_generate_sends_the_painted_layer_as_a_unit(qtbot, window, engine, home, monkeypatch):
+    fake_preprocessors.install(monkeypatch)
+    files = _models(home)
+    control = window.control_layers
+    control.refresh_files("sd1")
+    row = control.add_layer()
+    _choose(control.panel, files["canny"])
+    assert control.layers[row].model == files["canny"] and control.layers[row].preprocessor == "canny"
+    assert control.panel.preprocessor_combo.currentText() == "none"  # a painting is the map
+    control.panel.strength_spin.setValue(0.7)
+    control.panel.mode_combo.setCurrentText("My prompt is more important")
+    control.panel.advanced.setChecked(True)
+    control.panel.start_spin.setValue(0.2)
+    cp = window.canvas_panel
+    cp.canvas.set_brush_radius(3)
+    stroke(qtbot, cp.canvas, [(10, 10), (50, 50)])
+    set_prompt(window)
+    with qtbot.waitSignal(window.resultReady, timeout=5000):
+        window.generate()
+    [unit] = engine.generated[0].control_units
+    assert (unit.model, unit.preprocessor, unit.strength, unit.start, unit.mode) == (
+        files["canny"], "none", 0.7, 0.2, "My prompt is more important")
+    pixels = np.asarray(unit.image)
+    assert unit.image.size == (64, 64) and pixels[30, 30].tolist() == [255, 255, 255]
+    assert pixels[5, 55].tolist() == [0, 0, 0]
+    assert cp.view == RESULT
+
+
+def test_an_unusable_layer_stops_generate_with_the_banner(qtbot, window, engine):
+    window.control_layers.add_layer()  # no model chosen
+    set_prompt(window)
+    assert window.generate() == []
+    assert "no ControlNet model" in window.canvas_panel.banner.text.text()
+    item = window.control_layers.panel.layer_list.item(0)
+    item.setCheckState(Qt.CheckState.Unchecked)  # turned off: generate works, with no unit
+    with qtbot.waitSignal(window.resultReady, timeout=5000):
+        window.generate()
+    assert engine.generated[-1].control_units == ()
+
+
+def test_models_of_another_family_are_listed_greyed_with_the_reason(qtbot, window, home):
+    files = _models(home)
+    control = window.control_layers
+    control.add_layer()
+    control.refresh_files("sd1")
+    combo = control.panel.model_combo
+    model = combo.model()
+    enabled = {combo.itemData(i): model.item(i).isEnabled() for i in range(1, combo.count())}
+    assert enabled == {files["canny"]: True, files["xl"]: False, files["demo"]: False}
+    assert "made for SDXL; the model is SD 1.x" in model.item(combo.findData(files["xl"])).toolTip()
+    control.refresh_files("demo")
+    assert model is not combo.model() and combo.model().item(combo.findData(files["demo"])).isEnabled()
+
+
+def test_an_image_layer_shows_its_map_over_the_image_toggled_and_faded(qtbot, window, monkeypatch, tmp_path):
+    fake_preprocessors.install(monkeypatch)
+    source = Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 32, 3), np.uint8))
+    source.save(tmp_path / "photo.png")
+    control = window.control_layers
+    row = control.add_layer()
+    control.panel.source_combo.setCurrentIndex(control.panel.source_combo.findData(FILE))
+    assert control.layers[row].source == FILE and not control.panel.open_button.isHidden()
+    control.panel.preprocessor_combo.setCurrentText("invert")
+    assert control.layers[row].preprocessor == "invert"
+    canvas = window.canvas_panel.canvas
+    with qtbot.waitSignal(control.maker.mapReady, timeout=5000):
+        control.open_image(row, str(tmp_path / "photo.png"))
+    assert control.panel.image_label.text() == "photo.png"
+    assert window.canvas_panel.view == CONTROL and canvas.image.size().toTuple() == (32, 24)
+    assert canvas.layer is not None and canvas.layer_opacity == 0.6
+    shown = canvas.layer.pixelColor(3, 5)
+    assert [shown.red(), shown.green(), shown.blue()] == (255 - np.asarray(source)[5, 3]).tolist()
+    assert not canvas.mask_editable  # an image layer is not painted on
+    control.panel.opacity_slider.setValue(25)
+    assert canvas.layer_opacity == 0.25
+    control.panel.map_check.setChecked(False)
+    assert canvas.layer is None
+    control.panel.map_check.setChecked(True)
+    assert canvas.layer is not None
+
+
+def test_use_canvas_takes_the_shown_result(qtbot, window, engine, monkeypatch):
+    fake_preprocessors.install(monkeypatch)
+    set_prompt(window, seed=3)
+    with qtbot.waitSignal(window.resultReady, timeout=5000):
+        window.generate()
+    result = window.canvas_panel.shown_image().copy()
+    control = window.control_layers
+    row = control.add_layer()
+    control.panel.source_combo.setCurrentIndex(control.panel.source_combo.findData("canvas"))
+    with qtbot.waitSignal(control.maker.mapReady, timeout=5000):
+        control.panel.canvas_button.click()
+    assert control.layers[row].image_name == "canvas image"
+    assert control.layers[row].image.getpixel((5, 5)) == result.pixelColor(5, 5).getRgb()[:3]
+
+
+def test_a_failing_preprocessor_is_said_in_the_banner(qtbot, window, monkeypatch, tmp_path):
+    fake_preprocessors.install(monkeypatch)
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "a.png")
+    control = window.control_layers
+    row = control.add_layer()
+    control.panel.source_combo.setCurrentIndex(control.panel.source_combo.findData(FILE))
+    control.panel.preprocessor_combo.setCurrentText("broken")
+    with qtbot.waitSignal(control.maker.mapFailed, timeout=5000):
+        control.open_image(row, str(tmp_path / "a.png"))
+    assert "no annotator file" in window.canvas_panel.banner.text.text()
+
+
+def test_a_re_run_restores_its_units_and_keeps_the_users_painting_turned_off(qtbot, window, engine, monkeypatch):
+    fake_preprocessors.install(monkeypatch)
+    control = window.control_layers
+    control.add_layer()
+    window.canvas_panel.canvas.set_brush_radius(3)
+    stroke(qtbot, window.canvas_panel.canvas, [(10, 10)])
+    hint = Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), np.uint8))
+    unit = ControlUnit(model="/m/control_v11p_sd15_canny.safetensors", image=hint, preprocessor="canny",
+                       strength=0.5, end=0.8)
+    assert window.load_parameters(GenerationRequest(prompt="cat", seed=9, control_units=(unit,)))
+    assert [(layer.source, layer.enabled) for layer in control.layers] == [(PAINT, False), (FILE, True)]
+    assert not control.paintings[0].is_empty()  # the painting survives
+    assert control.layers[1].image_name == FROM_HISTORY and control.panel.current() == 1
+    with qtbot.waitSignal(window.resultReady, timeout=5000):
+        window.generate()
+    [sent] = engine.generated[-1].control_units
+    assert sent == unit and np.array_equal(np.asarray(sent.image), np.asarray(hint))
+    # Loading another image replaces the restored layer; one without units turns everything off.
+    assert window.load_parameters(GenerationRequest(prompt="dog", seed=1))
+    assert [(layer.source, layer.enabled) for layer in control.layers] == [(PAINT, False)]
+
+
+def test_removing_the_last_layer_leaves_the_control_view(qtbot, window):
+    control = window.control_layers
+    control.add_layer()
+    control.panel.remove_button.click()
+    assert control.layers == [] and window.canvas_panel.view == RESULT
+    assert not window.canvas_panel.act_control.isEnabled() and not control.panel.editor.isEnabled()
