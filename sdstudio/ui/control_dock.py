@@ -195,5 +195,14 @@ def dock_control_layers(window) -> ControlLayers:
     restore_window_layout(window.settings, window)
     window.worker.modelLoaded.connect(lambda description: control.refresh_files(description.family or None))
     control.refresh_files()
+    dock.visibilityChanged.connect(lambda shown: shown and control.refresh_files())  # files added meanwhile
+
+    def open_dock() -> None:
+        dock.show()
+        dock.raise_()
+        if not control.layers:
+            control.add_layer()
+
+    window.panel.controlRequested.connect(open_dock)
     control.dock = dock
     return control

@@ -67,7 +67,7 @@ class ControlPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 8, 8, 8)
         self.layer_list = QListWidget(toolTip="Control layers, applied together; untick one to turn it off")
-        self.layer_list.setMaximumHeight(self.layer_list.fontMetrics().lineSpacing() * 6)
+        self.layer_list.setMaximumHeight(self.layer_list.fontMetrics().lineSpacing() * 4)
         self.layer_list.currentRowChanged.connect(self._row_changed)
         self.layer_list.itemChanged.connect(self._item_changed)
         layout.addWidget(self.layer_list)
@@ -102,6 +102,7 @@ class ControlPanel(QWidget):
         self.clear_button.clicked.connect(lambda: self.clearPaintingRequested.emit(self.current()))
         self.image_label = QLabel()
         self.image_label.setProperty("role", "hint")
+        self.image_label.setWordWrap(True)
         self.preprocessor_combo = QComboBox(toolTip=TIPS["preprocessor"])
         self.strength_spin = QDoubleSpinBox(minimum=0.0, maximum=2.0, singleStep=0.05, decimals=2,
                                             toolTip=TIPS["strength"])
@@ -120,24 +121,23 @@ class ControlPanel(QWidget):
         map_row = QHBoxLayout()
         map_row.addWidget(self.map_check)
         map_row.addWidget(self.opacity_slider, 1)
-        self.advanced_rows = QWidget()
-        adv = QGridLayout(self.advanced_rows)
-        adv.setContentsMargins(0, 0, 0, 0)
-        for r, (label, widget) in enumerate((("Start", self.start_spin), ("End", self.end_spin),
-                                             ("Resize", self.resize_combo))):
-            adv.addWidget(QLabel(label, toolTip=widget.toolTip()), r, 0)
-            adv.addWidget(widget, r, 1)
         rows = (("Model", self.model_combo), ("Image", image_row), ("", self.image_label),
                 ("Preprocessor", self.preprocessor_combo), ("Strength", self.strength_spin),
-                ("Mode", self.mode_combo), ("Map", map_row), ("", self.advanced), ("", self.advanced_rows))
-        for r, (label, item) in enumerate(rows):
-            grid.addWidget(QLabel(label), r, 0)
+                ("Mode", self.mode_combo), ("Map", map_row), ("", self.advanced), ("Start", self.start_spin),
+                ("End", self.end_spin), ("Resize", self.resize_combo))
+        self.advanced_widgets: list[QWidget] = []  # shown only while "Advanced" is on
+        for r, (text, item) in enumerate(rows):
+            label = QLabel(text)
+            grid.addWidget(label, r, 0)
             if isinstance(item, QWidget):
                 grid.addWidget(item, r, 1)
+                label.setToolTip(item.toolTip())
             else:
                 grid.addLayout(item, r, 1)
-        self.advanced_rows.setVisible(False)
-        self.advanced.toggled.connect(self.advanced_rows.setVisible)
+            if item in (self.start_spin, self.end_spin, self.resize_combo):
+                self.advanced_widgets += [label, item]
+        self._show_advanced(False)
+        self.advanced.toggled.connect(self._show_advanced)
         for combo in (self.model_combo, self.source_combo, self.preprocessor_combo, self.mode_combo,
                       self.resize_combo):
             combo.currentIndexChanged.connect(self._store)
@@ -145,6 +145,10 @@ class ControlPanel(QWidget):
             spin.valueChanged.connect(self._store)
         self.map_check.toggled.connect(self._store_map)
         self.opacity_slider.valueChanged.connect(self._store_map)
+
+    def _show_advanced(self, on: bool) -> None:
+        for widget in self.advanced_widgets:
+            widget.setVisible(on)
 
     # --- model files -------------------------------------------------------------------------------
     def set_files(self, files: list[ControlNetFile], model_family: str | None) -> None:
