@@ -24,6 +24,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from sdstudio.control_cli import add_control_flags, control_options
 from sdstudio.engine.errors import RequestError, SDStudioError
 from sdstudio.engine.job_size import TILED_VAE_MODES, default_size, estimate, job_problem, physical_memory
 from sdstudio.engine.names import DEVICE_CHOICES, SAMPLERS, SCHEDULERS
@@ -75,6 +76,7 @@ def add_generate_parser(sub) -> None:
     g.add_argument("--mask-blur", type=int)
     g.add_argument("--only-masked", action="store_true", default=None, help="inpaint only the masked area")
     add_hires_flags(g)
+    add_control_flags(g)
     add_outpaint_arguments(g)
     g.add_argument("--vae", help="replace the checkpoint's VAE")
     g.add_argument("--taesd", help="TAESD decoder for previews")
@@ -153,6 +155,7 @@ def build_request(args: argparse.Namespace) -> GenerationRequest:
         req = req.replace(seed=random.randrange(MAX_SEED + 1))  # as the app draws it (prompt_state.build_requests)
     req = variation_options(req, args, varied_before)
     req = hires_options(req, args)
+    req = control_options(req, args)
     if args.init_image:
         req = req.replace(init_image=_open_image(args.init_image, "init image").convert("RGB"))
     if args.mask:
