@@ -27,7 +27,14 @@ from PySide6.QtWidgets import (
 
 from sdstudio.engine.controlnet_folder import ControlNetFile
 from sdstudio.engine.request import CONTROL_MODES, CONTROL_RESIZE_MODES
-from sdstudio.ui.control_state import PAINT, SOURCE_LABELS, SOURCES, ControlLayer, preprocessor_names
+from sdstudio.ui.control_state import (
+    PAINT,
+    SOURCE_LABELS,
+    SOURCES,
+    ControlLayer,
+    preprocessor_choices,
+    preprocessor_settings,
+)
 
 TIPS = {
     "model": "The ControlNet file (models/ControlNet). Files made for another model family are greyed out.",
@@ -104,6 +111,11 @@ class ControlPanel(QWidget):
         self.image_label.setProperty("role", "hint")
         self.image_label.setWordWrap(True)
         self.preprocessor_combo = QComboBox(toolTip=TIPS["preprocessor"])
+        self._fill_preprocessors()
+        self.settings_box = QWidget()  # the preprocessor's own settings (A1111's sliders), rebuilt per choice
+        self.settings_grid = QGridLayout(self.settings_box)
+        self.settings_grid.setContentsMargins(0, 0, 0, 0)
+        self.setting_spins: dict[str, QDoubleSpinBox] = {}
         self.strength_spin = QDoubleSpinBox(minimum=0.0, maximum=2.0, singleStep=0.05, decimals=2,
                                             toolTip=TIPS["strength"])
         self.mode_combo = QComboBox(toolTip=TIPS["mode"])
@@ -122,7 +134,7 @@ class ControlPanel(QWidget):
         map_row.addWidget(self.map_check)
         map_row.addWidget(self.opacity_slider, 1)
         rows = (("Model", self.model_combo), ("Image", image_row), ("", self.image_label),
-                ("Preprocessor", self.preprocessor_combo), ("Strength", self.strength_spin),
+                ("Preprocessor", self.preprocessor_combo), ("", self.settings_box), ("Strength", self.strength_spin),
                 ("Mode", self.mode_combo), ("Map", map_row), ("", self.advanced), ("Start", self.start_spin),
                 ("End", self.end_spin), ("Resize", self.resize_combo))
         self.advanced_widgets: list[QWidget] = []  # shown only while "Advanced" is on
@@ -146,6 +158,41 @@ class ControlPanel(QWidget):
         self.map_check.toggled.connect(self._store_map)
         self.opacity_slider.valueChanged.connect(self._store_map)
 
+    def _fill_preprocessors(self) -> None:
+        """Every preprocessor; those that cannot run here are greyed, saying why (not hidden)."""
+        model = QStandardItemModel(self.preprocessor_combo)
+        for name, label, why in preprocessor_choices():
+            item = QStandardItem(label)
+            item.setData(name, Qt.ItemDataRole.UserRole)
+            item.setToolTip(why or label)
+            item.setEnabled(not why)
+            model.appendRow(item)
+        self.preprocessor_combo.setModel(model)
+
+    def _show_settings(self, layer: ControlLayer) -> None:
+        """One spin box per setting of the layer's preprocessor, showing the layer's values."""
+        while self.settings_grid.count():
+            self.settings_grid.takeAt(0).widget().deleteLater()
+        self.setting_spins = {}
+        values = dict(layer.preprocessor_params)
+        params = preprocessor_settings(layer.effective_preprocessor)
+        for r, param in enumerate(params):
+            spin = QDoubleSpinBox(minimum=param.low, maximum=param.high, decimals=0 if param.whole else 2,
+                                  singleStep=1.0 if param.whole else 0.1, toolTip=param.label)
+            spin.setValue(values.get(param.name, param.default))
+            spin.valueChanged.connect(self._store_settings)
+            self.settings_grid.addWidget(QLabel(param.label, toolTip=param.label), r, 0)
+            self.settings_grid.addWidget(spin, r, 1)
+            self.setting_spins[param.name] = spin
+        self.settings_box.setVisible(bool(params))
+
+    def _store_settings(self) -> None:
+        layer = self._layer()
+        if self._updating or layer is None:
+            return
+        layer.preprocessor_params = tuple((name, spin.value()) for name, spin in self.setting_spins.items())
+        self.changed.emit(self.current())
+
     def _show_advanced(self, on: bool) -> None:
         for widget in self.advanced_widgets:
             widget.setVisible(on)
@@ -155,6 +202,12 @@ class ControlPanel(QWidget):
         """The ControlNet files to offer; those not for `model_family` are listed greyed, with the reason."""
         self._files, self._family = list(files), model_family
         self._fill_models()
+        was, self._updating = self._updating, True
+        try:  # an annotator file may have been added meanwhile
+            self._fill_preprocessors()
+            self._show_layer()
+        finally:
+            self._updating = was
 
     def _fill_models(self) -> None:
         was, self._updating = self._updating, True
@@ -226,12 +279,13 @@ class ControlPanel(QWidget):
         self.clear_button.setVisible(painting)
         self.image_label.setText("paint white lines on the canvas (Control view)" if painting
                                  else layer.image_name or "no image yet")
-        self.preprocessor_combo.clear()
-        self.preprocessor_combo.addItems(preprocessor_names())
-        if self.preprocessor_combo.findText(layer.preprocessor) < 0:
-            self.preprocessor_combo.addItem(layer.preprocessor)  # named by a re-run, unknown here
-        self.preprocessor_combo.setCurrentText(layer.effective_preprocessor)
+        index = self.preprocessor_combo.findData(layer.effective_preprocessor)
+        if index < 0:  # named by a re-run, unknown here: shown as written (the engine will refuse it by name)
+            self.preprocessor_combo.addItem(layer.effective_preprocessor, layer.effective_preprocessor)
+            index = self.preprocessor_combo.count() - 1
+        self.preprocessor_combo.setCurrentIndex(index)
         self.preprocessor_combo.setEnabled(not painting)
+        self._show_settings(layer)
         self.strength_spin.setValue(layer.strength)
         self.mode_combo.setCurrentText(layer.mode)
         self.start_spin.setValue(layer.start)
@@ -267,7 +321,7 @@ class ControlPanel(QWidget):
         if model != layer.model:
             layer.choose_model(model)  # the paired preprocessor comes with it
         elif layer.source != PAINT:
-            layer.preprocessor = self.preprocessor_combo.currentText()
+            layer.choose_preprocessor(self.preprocessor_combo.currentData())
         layer.source = self.source_combo.currentData()
         layer.strength, layer.mode = self.strength_spin.value(), self.mode_combo.currentText()
         layer.start, layer.end = self.start_spin.value(), self.end_spin.value()

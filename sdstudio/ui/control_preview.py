@@ -52,9 +52,13 @@ class MapMaker(QObject):
     def _run(self, key: object, ticket: int, preprocessor: str, image: Image.Image,
              params: tuple[tuple[str, float], ...]) -> None:
         try:
-            self._done.emit(key, ticket, pil_to_qimage(run_preprocessor(preprocessor, image, params)), "")
+            result = (pil_to_qimage(run_preprocessor(preprocessor, image, params)), "")
         except Exception as exc:  # a thread's error must reach the user, not vanish with the thread
-            self._done.emit(key, ticket, None, f"{preprocessor}: {user_message(exc, 'control map')}")
+            result = (None, f"{preprocessor}: {user_message(exc, 'control map')}")
+        try:
+            self._done.emit(key, ticket, *result)
+        except RuntimeError:
+            pass  # the window (and this maker) closed while the map was being made: nobody is left to show it
 
     def _deliver(self, key: object, ticket: int, image, error: str) -> None:
         if self._tickets.get(key) != ticket:

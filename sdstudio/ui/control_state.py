@@ -8,22 +8,20 @@ canny models are trained on), so it takes no preprocessor. Qt-free: the panel ed
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from sdstudio.engine import preprocessors
 from sdstudio.engine.errors import RequestError
 from sdstudio.engine.request import CONTROL_MODES, CONTROL_RESIZE_MODES, ControlUnit
 
 FILE, CANVAS, PAINT = "file", "canvas", "paint"
 SOURCES = (FILE, CANVAS, PAINT)
 SOURCE_LABELS = {FILE: "Image file", CANVAS: "Canvas image", PAINT: "Paint"}
-NO_PREPROCESSOR = "none"  # the image is the map
+NO_PREPROCESSOR = preprocessors.NONE  # the image is the map
 FROM_HISTORY = "from the image's history"  # the image_name of a layer a re-run restored
-_PREPROCESSORS = "sdstudio.engine.preprocessors"  # the engine's table (names / run / pairing)
 _DEFAULT = ControlUnit(model="")  # the one set of defaults, shared with the engine and the CLI
 
 
@@ -56,7 +54,13 @@ class ControlLayer:
         """Pick a ControlNet file; the preprocessor follows the model's name (`…_canny` → canny)."""
         self.model = path
         if path:
-            self.preprocessor = paired_preprocessor(path)
+            self.choose_preprocessor(preprocessors.pairing(path))
+
+    def choose_preprocessor(self, name: str) -> None:
+        """Pick a preprocessor, with its settings at their defaults."""
+        if name != self.preprocessor:
+            self.preprocessor = name
+            self.preprocessor_params = tuple((p.name, p.default) for p in preprocessor_settings(name))
 
 
 def scribble_image(pixels: np.ndarray) -> Image.Image:
@@ -114,38 +118,22 @@ def layers_from_units(units: tuple[ControlUnit, ...]) -> list[ControlLayer]:
 
 
 # --- the engine's preprocessor table (engine/preprocessors.py) ---------------------------------------------
-def preprocessors():
-    """The engine's preprocessor module; a clear error when this build lacks it."""
-    try:
-        return importlib.import_module(_PREPROCESSORS)
-    except ModuleNotFoundError as exc:
-        if exc.name != _PREPROCESSORS:
-            raise
-        raise RequestError("this build of SD Studio has no preprocessors: use a painted or ready-made map "
-                           "with preprocessor “none”") from None
+def preprocessor_choices() -> list[tuple[str, str, str]]:
+    """(name, label, why unavailable or "") of every preprocessor, "none" first: the ones that need an
+    annotator file the user has not put in models/annotators are listed with the reason, not hidden."""
+    return [(name, preprocessors.describe(name).label, preprocessors.availability(name))
+            for name in preprocessors.names()]
 
 
-def preprocessor_names() -> tuple[str, ...]:
-    """Every preprocessor the engine lists ("none" first), or just "none" when it has none (said by
-    `preprocessors()` when one is asked to run)."""
+def preprocessor_settings(name: str) -> tuple[preprocessors.Param, ...]:
+    """The settings a preprocessor takes (A1111's sliders), () for none or a name the table lacks."""
     try:
-        names = tuple(preprocessors().names())
+        return preprocessors.describe(name).params
     except RequestError:
-        return (NO_PREPROCESSOR,)
-    return (NO_PREPROCESSOR, *(n for n in names if n != NO_PREPROCESSOR))
-
-
-def paired_preprocessor(model_path: str) -> str:
-    """The preprocessor that pairs with a ControlNet file's name (`control_v11p_sd15_canny` → canny)."""
-    try:
-        module = preprocessors()
-    except RequestError:
-        return NO_PREPROCESSOR
-    return module.pairing(Path(model_path).stem) or NO_PREPROCESSOR
+        return ()
 
 
 def run_preprocessor(name: str, image: Image.Image, params: tuple[tuple[str, float], ...]) -> Image.Image:
-    """The map of `image` (never on the GUI thread: numpy work; control_preview.py runs it)."""
-    if name == NO_PREPROCESSOR:
-        return image.convert("RGB")
-    return preprocessors().run(name, image, dict(params))
+    """The map of `image`, as the engine will make it (never on the GUI thread: numpy work; control_preview.py
+    runs it)."""
+    return preprocessors.run(name, image, params)

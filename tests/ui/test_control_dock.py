@@ -15,7 +15,7 @@ from sdstudio.ui.canvas_panel import CONTROL, INPUT, RESULT
 from sdstudio.ui.control_state import FILE, FROM_HISTORY, PAINT
 from tests.engine.st_files import write_header_only
 from tests.engine.test_controlnet_folder import _original
-from tests.ui import fake_preprocessors
+from tests.ui import preprocessor_spy
 from tests.ui.test_main_window import set_prompt, stroke
 
 
@@ -76,14 +76,14 @@ def test_the_mask_is_painted_again_in_the_input_view(qtbot, window):
 
 
 def test_generate_sends_the_painted_layer_as_a_unit(qtbot, window, engine, home, monkeypatch):
-    fake_preprocessors.install(monkeypatch)
+    preprocessor_spy.install(monkeypatch)
     files = _models(home)
     control = window.control_layers
     control.refresh_files("sd1")
     row = control.add_layer()
     _choose(control.panel, files["canny"])
     assert control.layers[row].model == files["canny"] and control.layers[row].preprocessor == "canny"
-    assert control.panel.preprocessor_combo.currentText() == "none"  # a painting is the map
+    assert control.panel.preprocessor_combo.currentData() == "none"  # a painting is the map
     control.panel.strength_spin.setValue(0.7)
     control.panel.mode_combo.setCurrentText("My prompt is more important")
     control.panel.advanced.setChecked(True)
@@ -130,14 +130,14 @@ def test_models_of_another_family_are_listed_greyed_with_the_reason(qtbot, windo
 
 
 def test_an_image_layer_shows_its_map_over_the_image_toggled_and_faded(qtbot, window, monkeypatch, tmp_path):
-    fake_preprocessors.install(monkeypatch)
+    preprocessor_spy.install(monkeypatch)
     source = Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 32, 3), np.uint8))
     source.save(tmp_path / "photo.png")
     control = window.control_layers
     row = control.add_layer()
     control.panel.source_combo.setCurrentIndex(control.panel.source_combo.findData(FILE))
     assert control.layers[row].source == FILE and not control.panel.open_button.isHidden()
-    control.panel.preprocessor_combo.setCurrentText("invert")
+    control.panel.preprocessor_combo.setCurrentIndex(control.panel.preprocessor_combo.findData("invert"))
     assert control.layers[row].preprocessor == "invert"
     canvas = window.canvas_panel.canvas
     with qtbot.waitSignal(control.maker.mapReady, timeout=5000):
@@ -157,7 +157,7 @@ def test_an_image_layer_shows_its_map_over_the_image_toggled_and_faded(qtbot, wi
 
 
 def test_use_canvas_takes_the_shown_result(qtbot, window, engine, monkeypatch):
-    fake_preprocessors.install(monkeypatch)
+    preprocessor_spy.install(monkeypatch)
     set_prompt(window, seed=3)
     with qtbot.waitSignal(window.resultReady, timeout=5000):
         window.generate()
@@ -172,19 +172,21 @@ def test_use_canvas_takes_the_shown_result(qtbot, window, engine, monkeypatch):
 
 
 def test_a_failing_preprocessor_is_said_in_the_banner(qtbot, window, monkeypatch, tmp_path):
-    fake_preprocessors.install(monkeypatch)
+    preprocessor_spy.install(monkeypatch)
     Image.new("RGB", (8, 8), "red").save(tmp_path / "a.png")
     control = window.control_layers
     row = control.add_layer()
     control.panel.source_combo.setCurrentIndex(control.panel.source_combo.findData(FILE))
-    control.panel.preprocessor_combo.setCurrentText("broken")
+    combo = control.panel.preprocessor_combo
+    assert not combo.model().item(combo.findData("depth_midas")).isEnabled()
+    combo.setCurrentIndex(combo.findData("depth_midas"))  # a re-run may name one: it says why it cannot run
     with qtbot.waitSignal(control.maker.mapFailed, timeout=5000):
         control.open_image(row, str(tmp_path / "a.png"))
     assert "no annotator file" in window.canvas_panel.banner.text.text()
 
 
 def test_a_re_run_restores_its_units_and_keeps_the_users_painting_turned_off(qtbot, window, engine, monkeypatch):
-    fake_preprocessors.install(monkeypatch)
+    preprocessor_spy.install(monkeypatch)
     control = window.control_layers
     control.add_layer()
     window.canvas_panel.canvas.set_brush_radius(3)
@@ -211,3 +213,25 @@ def test_removing_the_last_layer_leaves_the_control_view(qtbot, window):
     control.panel.remove_button.click()
     assert control.layers == [] and window.canvas_panel.view == RESULT
     assert not window.canvas_panel.act_control.isEnabled() and not control.panel.editor.isEnabled()
+
+
+def test_the_preprocessors_settings_are_edited_in_the_panel_and_remake_the_map(qtbot, window, monkeypatch, tmp_path):
+    seen = preprocessor_spy.install(monkeypatch)
+    square = np.zeros((32, 32, 3), np.uint8)
+    square[8:24, 8:24] = 200
+    Image.fromarray(square).save(tmp_path / "square.png")
+    control = window.control_layers
+    row = control.add_layer()
+    control.panel.source_combo.setCurrentIndex(control.panel.source_combo.findData(FILE))
+    control.panel.model_combo.addItem("control_v11p_sd15_canny", "/m/control_v11p_sd15_canny.safetensors")
+    _choose(control.panel, "/m/control_v11p_sd15_canny.safetensors")
+    assert control.layers[row].preprocessor == "canny"
+    assert set(control.panel.setting_spins) == {"resolution", "low", "high", "sigma"}
+    with qtbot.waitSignal(control.maker.mapReady, timeout=5000):
+        control.open_image(row, str(tmp_path / "square.png"))
+    with qtbot.waitSignal(control.maker.mapReady, timeout=5000):
+        control.panel.setting_spins["low"].setValue(40)
+    assert dict(control.layers[row].preprocessor_params)["low"] == 40
+    assert dict(seen.calls[-1][2])["low"] == 40
+    [unit] = control.units()
+    assert unit.preprocessor == "canny" and dict(unit.preprocessor_params)["low"] == 40

@@ -10,7 +10,7 @@ from PIL import Image
 
 from sdstudio.ui.control_preview import MapMaker
 from sdstudio.ui.imageconv import qimage_to_pil
-from tests.ui import fake_preprocessors
+from tests.ui import preprocessor_spy
 
 
 def _image(seed: int) -> Image.Image:
@@ -19,7 +19,7 @@ def _image(seed: int) -> Image.Image:
 
 def test_the_map_is_made_on_another_thread_while_the_gui_stays_free(qtbot, monkeypatch):
     gate = threading.Event()
-    seen = fake_preprocessors.install(monkeypatch, delay=gate)
+    seen = preprocessor_spy.install(monkeypatch, delay=gate)
     maker = MapMaker()
     image = _image(0)
     began = time.perf_counter()
@@ -38,7 +38,7 @@ def test_the_map_is_made_on_another_thread_while_the_gui_stays_free(qtbot, monke
 
 def test_a_superseded_request_is_never_shown(qtbot, monkeypatch):
     gate = threading.Event()
-    fake_preprocessors.install(monkeypatch, delay=gate)
+    preprocessor_spy.install(monkeypatch, delay=gate)
     maker = MapMaker()
     shown = []
     maker.mapReady.connect(lambda key, image: shown.append((key, qimage_to_pil(image))))
@@ -55,7 +55,7 @@ def test_a_superseded_request_is_never_shown(qtbot, monkeypatch):
 
 def test_forget_drops_what_is_on_its_way(qtbot, monkeypatch):
     gate = threading.Event()
-    fake_preprocessors.install(monkeypatch, delay=gate)
+    preprocessor_spy.install(monkeypatch, delay=gate)
     maker = MapMaker()
     shown = []
     maker.mapReady.connect(lambda key, image: shown.append(key))
@@ -68,15 +68,15 @@ def test_forget_drops_what_is_on_its_way(qtbot, monkeypatch):
 
 
 def test_a_failing_preprocessor_says_so_in_one_line(qtbot, monkeypatch):
-    fake_preprocessors.install(monkeypatch)
+    preprocessor_spy.install(monkeypatch)
     maker = MapMaker()
     with qtbot.waitSignal(maker.mapFailed, timeout=5000) as blocker:
-        maker.request("a", "broken", _image(1))
-    assert blocker.args == ["a", "broken: broken: no annotator file"]
+        maker.request("a", "depth_midas", _image(1))
+    assert blocker.args[0] == "a" and "depth_midas" in blocker.args[1] and "no annotator file" in blocker.args[1]
 
 
 def test_an_unexpected_error_is_logged_and_named(qtbot, monkeypatch, home):
-    fake_preprocessors.install(monkeypatch)
+    preprocessor_spy.install(monkeypatch)
     monkeypatch.setattr("sdstudio.ui.control_preview.run_preprocessor",
                         lambda *a: (_ for _ in ()).throw(ZeroDivisionError("boom")))
     maker = MapMaker()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import random
-import sys
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -18,12 +16,12 @@ from sdstudio.ui.control_state import (
     ControlLayer,
     build_units,
     layers_from_units,
-    preprocessor_names,
+    preprocessor_choices,
     run_preprocessor,
     scribble_image,
 )
 from sdstudio.ui.prompt_state import PromptState, build_requests
-from tests.ui import fake_preprocessors
+from tests.ui import preprocessor_spy
 
 
 def _textured(size=(24, 16), seed=0) -> Image.Image:
@@ -37,8 +35,7 @@ def _painting(h=16, w=24) -> np.ndarray:
     return pixels
 
 
-def test_a_painted_layer_is_white_lines_on_black_with_no_preprocessor(monkeypatch):
-    fake_preprocessors.install(monkeypatch)
+def test_a_painted_layer_is_white_lines_on_black_with_no_preprocessor():
     layer = ControlLayer(source=PAINT, strength=0.8, start=0.1, end=0.9, mode=CONTROL_MODES[2])
     layer.choose_model("/m/control_v11p_sd15_canny.safetensors")
     assert layer.preprocessor == "canny"  # paired, but a painting is the map itself
@@ -52,8 +49,7 @@ def test_a_painted_layer_is_white_lines_on_black_with_no_preprocessor(monkeypatc
         "/m/control_v11p_sd15_canny.safetensors", 0.8, 0.1, 0.9, "ControlNet is more important")
 
 
-def test_image_layers_keep_their_preprocessor_and_a_copy_of_their_image(monkeypatch):
-    fake_preprocessors.install(monkeypatch)
+def test_image_layers_keep_their_preprocessor_and_a_copy_of_their_image():
     image = _textured()
     layer = ControlLayer(model="/m/c.safetensors", source=FILE, image=image, preprocessor="canny",
                          preprocessor_params=(("low", 50.0), ("high", 150.0)), resize_mode="Resize and Fill")
@@ -115,21 +111,28 @@ def test_requests_carry_the_units_each_with_its_own_copy_of_the_image():
 
 
 def test_preprocessors_come_from_the_engine_table_and_run_with_their_settings(monkeypatch):
-    seen = fake_preprocessors.install(monkeypatch)
-    assert preprocessor_names() == ("none", "canny", "invert", "broken")
+    seen = preprocessor_spy.install(monkeypatch)
+    choices = {name: why for name, _label, why in preprocessor_choices()}
+    assert next(iter(choices)) == "none" and choices["canny"] == "" and choices["invert"] == ""
+    assert "no annotator file" in choices["depth_midas"]  # listed, with the reason, not hidden
     image = _textured()
-    inverted = run_preprocessor("invert", image, (("a", 1.0),))
+    inverted = run_preprocessor("invert", image, ())
     assert np.array_equal(np.asarray(inverted), 255 - np.asarray(image))
-    assert seen.calls[0][:3] == ("invert", (24, 16), {"a": 1.0})
-    assert np.array_equal(np.asarray(run_preprocessor("none", image.convert("L"), ())),
-                          np.asarray(image.convert("L").convert("RGB")))
+    run_preprocessor("canny", image, (("low", 50), ("high", 120)))
+    assert seen.calls[1][:3] == ("canny", (24, 16), (("low", 50), ("high", 120)))
+    with pytest.raises(RequestError, match="no annotator file"):
+        run_preprocessor("depth_midas", image, ())
 
 
-def test_without_the_engine_table_only_none_is_offered_and_running_one_says_why(monkeypatch):
-    monkeypatch.setitem(sys.modules, fake_preprocessors.NAME, None)  # import fails: this build lacks it
-    assert preprocessor_names() == ("none",)
+def test_choosing_a_preprocessor_sets_its_settings_to_their_defaults():
     layer = ControlLayer()
     layer.choose_model("/m/control_v11p_sd15_canny.safetensors")
-    assert layer.preprocessor == "none"
-    with pytest.raises(RequestError, match="no preprocessors"):
-        run_preprocessor("canny", _textured(), ())
+    assert layer.preprocessor == "canny"
+    assert dict(layer.preprocessor_params) == {"resolution": 512, "low": 100, "high": 200, "sigma": 0.0}
+    layer.preprocessor_params = (("low", 10),)
+    layer.choose_preprocessor("canny")  # the same one: the user's values stay
+    assert layer.preprocessor_params == (("low", 10),)
+    layer.choose_model("/m/control_v11p_sd15_lineart.safetensors")
+    assert layer.preprocessor != "canny" and "low" not in dict(layer.preprocessor_params)
+    layer.choose_model("/m/some_unknown_net.safetensors")
+    assert (layer.preprocessor, layer.preprocessor_params) == ("none", ())
