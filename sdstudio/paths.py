@@ -57,12 +57,6 @@ def controlnet_dir() -> Path:
     return models_dir() / "ControlNet"
 
 
-def annotators_dir() -> Path:
-    """Weights of the ControlNet preprocessors that need a network (depth, pose, normals): models/annotators,
-    where the user puts the files (sd-webui-controlnet's annotator file names)."""
-    return models_dir() / "annotators"
-
-
 def approx_decoders_dir() -> Path:
     """A1111's folder for tiny preview decoders (TAESD): models/VAE-approx."""
     return models_dir() / "VAE-approx"
@@ -71,6 +65,12 @@ def approx_decoders_dir() -> Path:
 def embeddings_dir() -> Path:
     """A1111's folder for textual-inversion embeddings."""
     return home() / "embeddings"
+
+
+def annotators_dir() -> Path:
+    """Weights of the ControlNet preprocessors that need a network (depth, pose, normals): models/annotators,
+    where the user puts the files (sd-webui-controlnet's annotator file names)."""
+    return models_dir() / "annotators"
 
 
 def outputs_dir() -> Path:

@@ -30,6 +30,7 @@ from sdstudio.engine.errors import ModelNotFound, RequestError, SDStudioError
 from sdstudio.engine.model_files import builtin_model_path, resolve_model
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.history.comfyui import ComfyParameters, comfyui_parameters
+from sdstudio.history.control_files import missing_control_image, with_control_models
 from sdstudio.history.layout import Layout
 from sdstudio.history.parameters import (
     a1111_mode,
@@ -175,14 +176,18 @@ def read_file_parameters(
                 problem = str(e)
     else:
         return FileParameters(path, image, problem=refused[0] if refused else NO_PARAMETERS, refused=refused)
+    if request is not None and pixels and not problem:
+        problem = missing_control_image(request)
     model_problem = ""
     if request is not None and models_dir is not None:
         request, model_problem = _with_model(request, model_name, record is not None, models_dir)
         request, parts_problem = _with_parts(request, models_dir)
-        model_problem = model_problem or parts_problem
+        request, control_problem = with_control_models(request, models_dir)
+        model_problem = model_problem or parts_problem or control_problem
     elif request is not None:
         # Not looked up: names only, so no caller can open a path that a file wrote.
         request = request.replace(**{name: file_name(getattr(request, name)) for name in _PARTS + ("model",)})
+        request = request.replace(control_units=tuple(u.replace(model=file_name(u.model)) for u in request.control_units))
     return FileParameters(
         path, image, text, params, record, request, model_name, mode, problem, model_problem, refused
     )
@@ -213,30 +218,41 @@ def _sidecar_folders(path: Path, record: Record, history_root: Path | None) -> l
 
 
 def _with_sidecars(record: Record, folders: list[Path]) -> tuple[GenerationRequest, str]:
-    """The record's request with its init image and mask read back, and the first problem met."""
+    """The record's request with its init image, mask and ControlNet images read back, and the first problem met."""
     images: dict[str, Image.Image] = {}
     problems: list[str] = []
-    for kind, name, mode in (("init", record.init_file, "RGB"), ("mask", record.mask_file, "L")):
+    wanted = [("init", record.init_file, "RGB"), ("mask", record.mask_file, "L")]
+    wanted += [(f"ControlNet unit {n + 1}", name, None) for n, name in enumerate(record.control_files)]
+    for kind, name, mode in wanted:
         if not name:
             continue
-        if not is_plain_name(name):
-            problems.append(f"its {kind} image is named {quoted(name)}, which is not a plain file name; refused")
-            continue
-        present = [folder / name for folder in folders if os.path.lexists(folder / name)]
-        name = printable(name, 200, multiline=False)  # from the file: shown escaped
-        if not present:
-            problems.append(f"its {kind} image {name} is missing; put it back beside the image or choose an input image")
-            continue
-        try:
-            found = checked_file(present[0], [present[0].parent])
-            with open_image(found) as opened:
-                images[kind] = opened.convert(mode)
-        except (OSError, ValueError) as e:
-            problems.append(f"its {kind} image {name} cannot be read ({printable(e, multiline=False)})")
+        image, problem = _sidecar(kind, name, mode, folders)
+        if problem:
+            problems.append(problem)
+        else:
+            images[kind] = image
     if not problems and record.made_from != "txt2img" and "init" not in images:
         problems.append(f"it was made by {record.made_from} from an init image that was not kept; choose an input image")
-    request = record.request.replace(init_image=images.get("init"), mask=images.get("mask"))
+    units = tuple(unit.replace(image=images.get(f"ControlNet unit {n + 1}"))
+                  for n, unit in enumerate(record.request.control_units))
+    request = record.request.replace(init_image=images.get("init"), mask=images.get("mask"), control_units=units)
     return request, problems[0] if problems else ""
+
+
+def _sidecar(kind: str, name: str, mode: str | None, folders: list[Path]) -> tuple[Image.Image | None, str]:
+    """(the sidecar image, "") or (None, why not). mode None keeps RGBA (an inpaint unit's mask is its alpha)."""
+    if not is_plain_name(name):
+        return None, f"its {kind} image is named {quoted(name)}, which is not a plain file name; refused"
+    present = [folder / name for folder in folders if os.path.lexists(folder / name)]
+    name = printable(name, 200, multiline=False)  # from the file: shown escaped
+    if not present:
+        return None, f"its {kind} image {name} is missing; put it back beside the image or choose an input image"
+    try:
+        found = checked_file(present[0], [present[0].parent])
+        with open_image(found) as opened:
+            return opened.convert(mode or ("RGBA" if "A" in opened.getbands() else "RGB")), ""
+    except (OSError, ValueError) as e:
+        return None, f"its {kind} image {name} cannot be read ({printable(e, multiline=False)})"
 
 
 def _model_folders(models_dir: Path) -> list[Path]:

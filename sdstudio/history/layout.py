@@ -3,6 +3,7 @@
     outputs/2025-01-31/142501-1234-ab12cd34.png        an entry (parameters inside)
     outputs/2025-01-31/142501-1234-ab12cd34.init.png   its init image, when it had one
     outputs/2025-01-31/142501-1234-ab12cd34.mask.png   its inpainting mask, when it had one
+    outputs/2025-01-31/142501-1234-ab12cd34.control0.png  its first ControlNet unit's image (control1, ...)
     outputs/.trash/2025-01-31/...                      deleted entries, same relative paths
     outputs/.thumbnails/<hash of id>.jpg               thumbnail cache
 
@@ -20,7 +21,9 @@ from sdstudio.history.atomic import atomic_move, is_temp_name
 
 TRASH = ".trash"
 THUMBNAILS = ".thumbnails"
-SIDECARS = ("init", "mask")
+# A1111 offers at most 10 ControlNet units; each unit's image is the sidecar "control<n>" (n from 0).
+MAX_CONTROL_UNITS = 10
+SIDECARS = ("init", "mask", *(f"control{n}" for n in range(MAX_CONTROL_UNITS)))
 _SIDECAR_ENDINGS = tuple(f".{kind}.png" for kind in SIDECARS)
 
 

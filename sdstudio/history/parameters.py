@@ -115,6 +115,9 @@ def request_fields(request: GenerationRequest, model_name: str) -> dict[str, obj
     from sdstudio.history.hires_parameters import hires_fields  # it reads with this module's helpers
 
     fields.update(hires_fields(request))
+    from sdstudio.history.control_parameters import control_fields
+
+    fields.update(control_fields(request))
     # A1111 writes these among its extra generation params, after the img2img ones.
     for key, pairs in (("Lora hashes", request.lora_hashes), ("TI hashes", request.ti_hashes)):
         if pairs:
@@ -415,6 +418,7 @@ def request_and_problem(params: Mapping[str, str]) -> tuple[GenerationRequest, s
     and the problem says so and names our nearest (`with_nearest` makes the request that uses it). Other
     bad values raise RequestError.
     """
+    from sdstudio.history.control_parameters import control_settings
     from sdstudio.history.hires_parameters import hires_settings
 
     defaults = GenerationRequest()
@@ -447,6 +451,7 @@ def request_and_problem(params: Mapping[str, str]) -> tuple[GenerationRequest, s
         blend_prompt=params.get("Blend prompt", ""),
         blend_strength=_float(params, "Blend strength", defaults.blend_strength),
         **hires_settings(params),
+        **control_settings(params),
     )
     return request, problem
 

@@ -19,11 +19,15 @@ from typing import Any
 
 from PIL import Image
 
-from sdstudio.engine.request import MODES, GenerationRequest
+from sdstudio.engine.request import CONTROL_MODES, CONTROL_RESIZE_MODES, MODES, ControlUnit, GenerationRequest
+from sdstudio.history.layout import MAX_CONTROL_UNITS
 
 FORMAT = 1
 _IMAGE_FIELDS = ("init_image", "mask")
-_FIELDS = {f.name: f for f in dataclasses.fields(GenerationRequest) if f.name not in _IMAGE_FIELDS}
+# ControlNet units are JSON objects of their own (their images are sidecars, named in Record.control_files).
+_UNITS = "control_units"
+_FIELDS = {f.name: f for f in dataclasses.fields(GenerationRequest) if f.name not in (*_IMAGE_FIELDS, _UNITS)}
+_UNIT_FIELDS = {f.name: f for f in dataclasses.fields(ControlUnit) if f.name not in ("image", "preprocessor_params")}
 FILE_FIELDS = ("model", "vae", "taesd")  # request fields holding a file; written as names only
 # Request fields holding (name, short hash) pairs (LoRAs, embeddings): JSON lists of [name, hash].
 # Entry ids are uuid4 hex: an id read from a file is trusted only in that shape, because ids end up in
@@ -53,6 +57,7 @@ class Record:
     init_file: str = ""
     mask_file: str = ""
     mode: str = ""
+    control_files: tuple[str, ...] = ()  # one per ControlNet unit, "" for a unit whose image was not kept
 
     @property
     def made_from(self) -> str:
@@ -73,6 +78,7 @@ class Record:
             "request": request_to_dict(self.request),
             "init_file": self.init_file,
             "mask_file": self.mask_file,
+            **({"control_files": list(self.control_files)} if self.control_files else {}),
         }
 
 
@@ -85,7 +91,44 @@ def file_name(text: str) -> str:
 def request_to_dict(request: GenerationRequest) -> dict[str, Any]:
     """The request's fields as JSON values, file fields reduced to their file names."""
     values = {name: getattr(request, name) for name in _FIELDS}
-    return {**values, **{name: file_name(values[name]) for name in FILE_FIELDS}}
+    units = {_UNITS: [_unit_to_dict(unit) for unit in request.control_units]} if request.control_units else {}
+    return {**values, **{name: file_name(values[name]) for name in FILE_FIELDS}, **units}
+
+
+def _unit_to_dict(unit: ControlUnit) -> dict[str, Any]:
+    values = {name: getattr(unit, name) for name in _UNIT_FIELDS}
+    return {**values, "model": file_name(unit.model), "preprocessor_params": [list(p) for p in unit.preprocessor_params]}
+
+
+def _units(value: Any) -> tuple[ControlUnit, ...]:
+    """The JSON list of ControlNet units as ControlUnits (no images: those are sidecars)."""
+    if not isinstance(value, list) or len(value) > MAX_CONTROL_UNITS:
+        raise ValueError(f"{_UNITS} should be a list of at most {MAX_CONTROL_UNITS} units, got {_shown(value)}")
+    units = []
+    for item in value:
+        if not isinstance(item, dict) or not isinstance(item.get("model"), str):
+            raise ValueError(f"a ControlNet unit should be an object naming its model, got {_shown(item)}")
+        fields = {name: _checked(f"ControlNet {name}", _UNIT_FIELDS[name].default, v)
+                  for name, v in item.items() if name in _UNIT_FIELDS and name != "model"}
+        for name, choices in (("mode", CONTROL_MODES), ("resize_mode", CONTROL_RESIZE_MODES)):
+            if name in fields and fields[name] not in choices:
+                raise ValueError(f"ControlNet {name} should be one of {', '.join(choices)}, got {_shown(fields[name])}")
+        units.append(ControlUnit(model=_storable("ControlNet model", file_name(item["model"])),
+                                 preprocessor_params=_settings(item.get("preprocessor_params", [])), **fields))
+    return tuple(units)
+
+
+def _settings(value: Any) -> tuple[tuple[str, float], ...]:
+    """A unit's [[name, number], ...] preprocessor settings (their names and ranges are the engine's to check)."""
+    if not isinstance(value, list) or len(value) > 16:
+        raise ValueError(f"preprocessor_params should be a list of [name, number] pairs, got {_shown(value)}")
+    pairs = []
+    for pair in value:
+        if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)
+                and isinstance(pair[1], (int, float)) and not isinstance(pair[1], bool)):
+            raise ValueError(f"preprocessor_params should hold [name, number] pairs, got {_shown(pair)}")
+        pairs.append((_storable("preprocessor setting", pair[0]), _storable("preprocessor setting", pair[1])))
+    return tuple(pairs)
 
 
 def _checked(name: str, default: Any, value: Any) -> Any:
@@ -160,6 +203,8 @@ def request_from_dict(
         name: _checked(name, _FIELDS[name].default, value)
         for name, value in values.items() if name in _FIELDS
     }
+    if _UNITS in values:
+        kwargs[_UNITS] = _units(values[_UNITS])
     return GenerationRequest(init_image=init_image, mask=mask, **kwargs)
 
 
@@ -178,5 +223,12 @@ def record_from_json(data: dict[str, Any]) -> Record:
         init_file=_storable("init_file", str(data.get("init_file", "") or "")),
         mask_file=_storable("mask_file", str(data.get("mask_file", "") or "")),
         mode=_storable("mode", str(data.get("mode", "") or "")),
+        control_files=_control_files(data.get("control_files", [])),
     )
+
+
+def _control_files(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > MAX_CONTROL_UNITS or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"control_files should be a list of at most {MAX_CONTROL_UNITS} file names, got {_shown(value)}")
+    return tuple(_storable("control_files", v) for v in value)
 

@@ -33,13 +33,13 @@ from typing import Any
 from PIL import Image
 
 from sdstudio import paths
-from sdstudio.engine.errors import HistoryReadOnly
+from sdstudio.engine.errors import HistoryReadOnly, RequestError
 from sdstudio.engine.request import GenerationRequest, GenerationResult
 from sdstudio.errorlog import log_lines
 from sdstudio.history.atomic import atomic_write, hold_temp
 from sdstudio.history.file_parameters import FileParameters, read_file_parameters
 from sdstudio.history.index import Index, IndexDamaged
-from sdstudio.history.layout import Layout, sidecar_name
+from sdstudio.history.layout import MAX_CONTROL_UNITS, Layout, sidecar_name
 from sdstudio.history.parameters import format_parameters
 from sdstudio.history.png import save_png
 from sdstudio.history.reconcile import Report
@@ -197,7 +197,10 @@ class HistoryStore:
         self, image: Image.Image, request: GenerationRequest, model_name: str, created: float, entry_id: str,
         relative: str, extra: Mapping[str, object] | None = None,
     ) -> tuple:
+        if len(request.control_units) > MAX_CONTROL_UNITS:
+            raise RequestError(f"{len(request.control_units)} ControlNet units: history keeps at most {MAX_CONTROL_UNITS}")
         sidecars = {"init": request.init_image, "mask": request.mask}
+        sidecars.update({f"control{n}": unit.image for n, unit in enumerate(request.control_units)})
         for kind, picture in sidecars.items():
             if picture is not None:
                 save_png(self.root / sidecar_name(relative, kind), picture, "")
@@ -208,6 +211,8 @@ class HistoryStore:
             model_name=model_name,
             init_file=Path(sidecar_name(relative, "init")).name if request.init_image is not None else "",
             mask_file=Path(sidecar_name(relative, "mask")).name if request.mask is not None else "",
+            control_files=tuple(Path(sidecar_name(relative, f"control{n}")).name if unit.image is not None else ""
+                                for n, unit in enumerate(request.control_units)),
         )
         save_png(self.root / relative, image, format_parameters(request, model_name, extra), record.to_json())
         row = row_values(entry_id, created, relative, request, model_name)
