@@ -235,3 +235,36 @@ def test_the_preprocessors_settings_are_edited_in_the_panel_and_remake_the_map(q
     assert dict(seen.calls[-1][2])["low"] == 40
     [unit] = control.units()
     assert unit.preprocessor == "canny" and dict(unit.preprocessor_params)["low"] == 40
+
+
+def test_history_keeps_the_units_and_loading_the_entry_restores_them(qtbot, window, engine, home, tmp_path):
+    from sdstudio.history.store import HistoryStore
+    from sdstudio.ui.gallery import GalleryWidget
+    from sdstudio.ui.history_link import HistoryLink
+
+    files = _models(home)
+    store = HistoryStore(tmp_path / "outputs")
+    gallery = GalleryWidget(store, window)
+    link = HistoryLink(store, window, gallery)
+    control = window.control_layers
+    control.refresh_files("demo")
+    control.add_layer()
+    _choose(control.panel, files["demo"])
+    control.panel.strength_spin.setValue(0.65)
+    window.canvas_panel.canvas.set_brush_radius(4)
+    stroke(qtbot, window.canvas_panel.canvas, [(8, 8), (56, 40)])
+    drawn = np.asarray(control.units()[0].image).copy()
+    set_prompt(window, seed=12)
+    with qtbot.waitSignal(link.saved, timeout=5000) as blocker:
+        window.generate()
+    entry_id = blocker.args[0][0].id
+    control.remove_layer(0)
+    gallery.loadParametersRequested.emit(entry_id)
+    [layer] = control.layers
+    assert (layer.source, layer.model, layer.strength, layer.enabled) == (FILE, files["demo"], 0.65, True)
+    assert np.array_equal(np.asarray(layer.image), drawn)
+    with qtbot.waitSignal(link.saved, timeout=5000):  # saved before the store closes
+        window.generate()
+    [unit] = engine.generated[-1].control_units
+    assert unit.model == files["demo"] and np.array_equal(np.asarray(unit.image), drawn)
+    store.close()
