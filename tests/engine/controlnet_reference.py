@@ -1,0 +1,65 @@
+"""diffusers' ControlNetModel as the reference for our ControlNet: same weights, same inputs.
+
+Our original-layout weights go through diffusers' own single-file converter (`convert_controlnet_checkpoint`,
+what `ControlNetModel.from_single_file` runs), so a wrong module name or wiring on our side shows up as a
+missing key or a numeric difference. `diffusers_state` gives the diffusers-layout file of the same weights.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import ControlNetModel
+from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING, convert_controlnet_checkpoint
+from torch import Tensor
+
+from sdstudio.engine.controlnet import ControlNet, ControlNetConfig
+from sdstudio.engine.unet import UNetConfig
+from tests.engine.unet_reference import diffusers_config, sdxl_y
+
+CONTROLNET_KEYS = ("in_channels", "down_block_types", "block_out_channels", "layers_per_block",
+                   "transformer_layers_per_block", "cross_attention_dim", "attention_head_dim", "use_linear_projection",
+                   "addition_embed_type", "addition_time_embed_dim", "projection_class_embeddings_input_dim")
+
+
+def controlnet_config(config: ControlNetConfig) -> dict:
+    """The ControlNetModel config equal to ours (the encoder half of the UNet's)."""
+    full = diffusers_config(config.unet)
+    return {k: v for k, v in full.items() if k in CONTROLNET_KEYS} | {"conditioning_channels": config.hint_channels}
+
+
+def diffusers_twin(ours: ControlNet) -> ControlNetModel:
+    """A diffusers ControlNet holding the very tensors of `ours`, through diffusers' single-file converter."""
+    cfg = controlnet_config(ours.config)
+    state = dict(ours.state_dict())
+    converted = convert_controlnet_checkpoint(state, {"layers_per_block": cfg["layers_per_block"]})
+    # diffusers 0.42's converter leaves out SDXL's label_emb; its own mapping table names it.
+    if "addition_embed_type" in cfg:
+        for theirs, ldm in DIFFUSERS_TO_LDM_MAPPING["controlnet"]["addition_embed_type"].items():
+            converted[theirs] = state[ldm]
+    with torch.device("meta"):
+        twin = ControlNetModel(**cfg)
+    twin.load_state_dict(converted, strict=True, assign=True)
+    return twin.eval()
+
+
+def diffusers_state(ours: ControlNet) -> dict[str, Tensor]:
+    """The diffusers-layout state dict of `ours` (cloned, contiguous: ready for safetensors)."""
+    return {k: v.detach().clone().contiguous() for k, v in diffusers_twin(ours).state_dict().items()}
+
+
+def run_reference(theirs: ControlNetModel, x: Tensor, hint: Tensor, t: Tensor, context: Tensor,
+                  text_embeds: Tensor | None = None, time_ids: Tensor | None = None,
+                  scale: float = 1.0) -> tuple[list[Tensor], Tensor]:
+    kwargs = None if text_embeds is None else {"text_embeds": text_embeds, "time_ids": time_ids}
+    with torch.no_grad():
+        down, mid = theirs(x, t, context, hint, conditioning_scale=scale, added_cond_kwargs=kwargs,
+                           return_dict=False)
+    return list(down), mid
+
+
+def reference_y(text_embeds: Tensor, time_ids: Tensor) -> Tensor:
+    return sdxl_y(text_embeds, time_ids)
+
+
+TINY_CN_UNET = UNetConfig(in_channels=4, out_channels=4, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+                          transformer_depth=(1, 1), transformer_depth_middle=1, context_dim=32, num_heads=2)
