@@ -67,7 +67,7 @@ class ControlNetCache:
 
     def load(self, paths: list[str], model: LoadedModel) -> list[LoadedControlNet]:
         device, dtype = module_device(model.unet), module_dtype(model.unet)
-        fam = family(model.description.family).configured(model.description.config)
+        fam = family(model.description.family)  # a metadata-described one takes its heads from the UNet
         keys = [(p, _stamp(p), fam.name, model.unet.config, str(device), dtype) for p in paths]
         self._nets = {k: v for k, v in self._nets.items() if k in keys}
         for key in keys:

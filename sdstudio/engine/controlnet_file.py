@@ -152,7 +152,7 @@ def check_fits(config: ControlNetConfig, found: Family | None, target: TargetMod
     """Refuse a ControlNet made for another family (both named), or whose residuals do not fit the UNet."""
     cn = config.unet
     label = found.label if found is not None else f"an unknown family (context width {cn.context_dim})"
-    if target.family.context_dim is not None and found is not target.family:
+    if target.family.context_dim is not None and (found is None or found.name != target.family.name):
         raise UnsupportedModelError(f"{name} is a ControlNet for {label}; the checkpoint is {target.family.label}: "
                                     f"choose a {target.family.label} ControlNet")
     unet = target.unet
