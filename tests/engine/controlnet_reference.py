@@ -8,6 +8,7 @@ missing key or a numeric difference. `diffusers_state` gives the diffusers-layou
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from diffusers import ControlNetModel
@@ -130,3 +131,11 @@ def controlled_txt2img(pipe, units: list[ReferenceUnit], prompt: str, negative: 
     model = ControlledCFGDenoiser(pipe, cond, uncond, cfg, units, steps)
     x = sampling.sample_euler(model, a1111.a1111_noise(seed, height, width) * sigmas[0], sigmas, disable=True)
     return a1111.a1111_pixels(pipe.vae.decode(x / pipe.vae.config.scaling_factor).sample)
+
+
+def diffusers_from_single_file(path, config: ControlNetConfig, folder) -> ControlNetModel:
+    """diffusers' own single-file loader on `path`, told the architecture by a local config (no network)."""
+    if not (Path(folder) / "config.json").exists():
+        with torch.device("meta"):
+            ControlNetModel(**controlnet_config(config)).save_config(folder)
+    return ControlNetModel.from_single_file(str(path), config=str(folder), local_files_only=True).eval()

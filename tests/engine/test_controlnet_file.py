@@ -20,7 +20,13 @@ from sdstudio.engine.controlnet_file import (
 from sdstudio.engine.errors import CheckpointError, UnsupportedModelError
 from sdstudio.engine.families import DEMO, SD1, SD2, SDXL
 from sdstudio.engine.unet import UNetConfig, UNetModel
-from tests.engine.controlnet_reference import TINY_CN_UNET, diffusers_state, diffusers_twin, run_reference
+from tests.engine.controlnet_reference import (
+    TINY_CN_UNET,
+    diffusers_from_single_file,
+    diffusers_state,
+    diffusers_twin,
+    run_reference,
+)
 from tests.engine.unet_reference import randomize_
 
 TARGET = TargetModel(DEMO, TINY_CN_UNET)
@@ -154,3 +160,44 @@ def test_hostile_files_are_refused(tmp_path):
 def test_target_of_a_loaded_unet():
     unet = UNetModel(TINY_CN_UNET, device="meta")
     assert TargetModel.of(DEMO, unet) == TARGET
+
+
+def file_in_layout(net: ControlNet, layout: str, path) -> None:
+    state = net.state_dict()
+    if layout == "control_model.":
+        state = {"control_model." + k: v for k, v in state.items()}
+    elif layout == "diffusers":
+        state = diffusers_state(net)
+    save(path, state)
+
+
+def residuals_vs_single_file(net: ControlNet, target: TargetModel, layout: str, folder, latent: int = 8):
+    path = folder / f"cn-{layout.strip('.')}.safetensors"
+    file_in_layout(net, layout, path)
+    ours = load_controlnet(path, target).net
+    theirs = diffusers_from_single_file(path, net.config, folder)
+    g = torch.Generator().manual_seed(11)
+    x, hint = torch.randn(2, 4, latent, latent, generator=g), torch.rand(2, 3, 8 * latent, 8 * latent, generator=g)
+    context, t = torch.randn(2, 77, net.config.unet.context_dim, generator=g), torch.tensor([950.0, 40.5])
+    with torch.no_grad():
+        got = ours(x, hint, t, context).tensors()
+    down, mid = run_reference(theirs, x, hint, t, context)
+    worst = max((a - b).abs().max().item() for a, b in zip(got, [*down, mid], strict=True))
+    scale = min(b.std().item() for b in [*down, mid])
+    return worst, scale
+
+
+@pytest.mark.parametrize("layout", ["original", "control_model.", "diffusers"])
+def test_file_equals_diffusers_from_single_file(tmp_path, layout):
+    worst, scale = residuals_vs_single_file(tiny_net(7), TARGET, layout, tmp_path)
+    assert scale > 0.01 and worst <= 1e-5 * scale
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["control_model.", "diffusers"])
+def test_full_size_sd15_file_equals_diffusers_from_single_file(tmp_path, layout):
+    net = ControlNet(ControlNetConfig(UNetConfig.sd15()), device="meta").to_empty(device="cpu").eval()
+    randomize_(net, seed=0)
+    worst, scale = residuals_vs_single_file(net, TargetModel(SD1, UNetConfig.sd15()), layout, tmp_path, latent=16)
+    print(f"\nSD 1.5 ControlNet file ({layout}) vs from_single_file: max|diff| {worst:.3e}, smallest std {scale:.3e}")
+    assert worst <= 1e-4 * scale
