@@ -1,4 +1,4 @@
-"""ControlNet files in the models folder (models/ControlNet, A1111's sd-webui-controlnet folder) and which model
+"""ControlNet files in the models folder (models/ControlNet, sd-webui-controlnet's folder) and which model
 family each was made for, read from the file's header only. Torch-free: the app lists them without the engine.
 
 The family comes from the same two widths checkpoint detection uses (families.Family.matches): the
@@ -38,7 +38,8 @@ class ControlNetFile:
 
     def compatible(self, model_family: str | None) -> bool:
         """Usable with a model of `model_family` as far as the header tells (unknown on either side: yes)."""
-        return not self.problem and (self.family is None or model_family is None or self.family == model_family)
+        unknown = self.family is None or model_family is None
+        return not self.problem and (unknown or self.family == model_family)
 
     def why_not(self, model_family: str | None) -> str:
         """One line saying why the file is not offered for `model_family`, "" when it is."""
@@ -54,7 +55,8 @@ def _label(name: str | None) -> str:
 
 
 def family_from_header(shapes: dict[str, tuple[int, ...]], metadata: dict[str, str]) -> str | None:
-    """The family a ControlNet with these tensor shapes (any key prefix) and metadata was made for, or None."""
+    """The family a ControlNet with these tensor shapes (any key prefix) and metadata was made for; None
+    when they do not tell."""
     raw = metadata.get(_CONFIG_KEY)
     if raw:
         try:

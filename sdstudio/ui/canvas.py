@@ -111,7 +111,8 @@ class Canvas(QWidget):
         self._update_cursor()
         self.update()
 
-    def set_paint_target(self, target: MaskModel, colour: QColor | None = None, opacity: float = MASK_OPACITY) -> None:
+    def set_paint_target(self, target: MaskModel, colour: QColor | None = None,
+                         opacity: float = MASK_OPACITY) -> None:
         """Paint into `target` (the inpainting mask, or a control layer's scribble), shown in `colour` (None:
         one that contrasts with the image) at `opacity`."""
         if target is not self.mask:

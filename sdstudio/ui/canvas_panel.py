@@ -104,7 +104,7 @@ class CanvasPanel(QWidget):
         self.act_input = self._action("Input", lambda: self.set_view(INPUT), checkable=True,
                                       tip="Show the input image and paint the inpainting mask")
         self.act_control = self._action("Control", lambda: self.set_view(CONTROL), checkable=True,
-                                        tip="Show the selected control layer: its map, or the scribble to paint")
+                                        tip="Show the selected control layer: its map, or its scribble")
         views = QActionGroup(self)
         for action in (self.act_result, self.act_input, self.act_control):
             views.addAction(action)
@@ -234,15 +234,18 @@ class CanvasPanel(QWidget):
         self.set_view(INPUT if image is not None else RESULT)
 
     def show_control(self, base: QImage, scribble: MaskModel | None = None, layer: QImage | None = None,
-                     opacity: float = 1.0) -> None:
-        """Show a control layer: `base` (its source image, or the black ground of a scribble) with `layer` (its
-        map) over it at `opacity`; with `scribble` (at base's size) the brush paints into that instead of
-        the mask."""
+                     opacity: float = 1.0, switch: bool = True) -> None:
+        """Show a control layer: `base` (its source image, or the black ground of a scribble) with `layer`
+        (its map) over it at `opacity`; with `scribble` (at base's size) the brush paints into that instead of
+        the mask. Without `switch` the Control view shows it only if it is the current view."""
         self._control = (base, scribble, layer, opacity)
         if scribble is not None and not scribble.property("watched"):  # Clear follows what is painted
             scribble.changed.connect(lambda _rect: self._update_actions())
             scribble.setProperty("watched", True)
-        self.set_view(CONTROL)
+        if switch or self.view == CONTROL:
+            self.set_view(CONTROL)
+        else:
+            self._update_actions()
 
     def set_control_layer(self, layer: QImage | None, opacity: float) -> None:
         """Change the shown control layer's map or its opacity (None: hidden) without leaving the view."""

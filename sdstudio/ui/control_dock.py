@@ -1,11 +1,12 @@
 """Control layers (ControlNet units) in the window: the panel's dock, each layer's painting and map, and the
 units that go into every request.
 
-The selected layer is shown in the canvas's Control view: its source image with the preprocessed map over it
-(made off the GUI thread by control_preview.MapMaker; toggled and faded in the panel), or, for a painted layer,
-its scribble, painted with the mask's brush and eraser into a MaskModel on the mask's undo stack, so Edit ›
-Undo takes back strokes of either. A painting is made at the job's size when the layer is added or switched to
-painting; the engine fits every control image to the job (the layer's resize mode) anyway.
+The selected layer is shown in the canvas's Control view: its source image with the preprocessed map over
+it (made off the GUI thread by control_preview.MapMaker; toggled and faded in the panel), or, for a painted
+layer, its scribble, painted with the mask's brush and eraser into a MaskModel on the mask's undo stack, so
+Edit › Undo takes back strokes of either (a new input image clears that shared history, as it does the
+mask's). A painting is made at the job's size when the layer is added or switched to painting; the engine
+fits every control image to the job (the layer's resize mode) anyway.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from PySide6.QtCore import QObject, Qt
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QDockWidget, QFileDialog
 
+from sdstudio import paths
 from sdstudio.engine.controlnet_folder import controlnet_files
 from sdstudio.engine.request import ControlUnit
 from sdstudio.ui.canvas_panel import CONTROL
@@ -38,6 +40,7 @@ class ControlLayers(QObject):
         self.layers: list[ControlLayer] = []
         self.paintings: list[MaskModel] = []  # one per layer (empty for image layers)
         self.maps: dict[int, QImage] = {}  # id(layer) -> its preprocessed map
+        self._switch = True  # show the selected layer by switching the canvas to the Control view
         self.panel = ControlPanel(self.layers)
         self.maker = MapMaker(self)
         p = self.panel
@@ -49,6 +52,7 @@ class ControlLayers(QObject):
         p.openImageRequested.connect(self._open_image_dialog)
         p.useCanvasRequested.connect(self.use_canvas_image)
         p.clearPaintingRequested.connect(lambda row: self.paintings[row].clear())
+        p.openFolderRequested.connect(lambda: window.open_folder(paths.controlnet_dir()))
         self.maker.mapReady.connect(self._map_ready)
         self.maker.mapFailed.connect(lambda _key, message: window.canvas_panel.banner.show_error(message))
 
@@ -71,9 +75,13 @@ class ControlLayers(QObject):
         self.layers[:] = [self.layers[i] for i in keep] + restored
         self.paintings[:] = [self.paintings[i] for i in keep] + [self._new_painting(None) for _ in restored]
         first = len(keep)
-        self.panel.refresh(first if restored else self.panel.current())
-        for row in range(first, len(self.layers)):
-            self._make_map(row)
+        self._switch = False  # the window shows what it loaded (the input image), not a control layer
+        try:
+            self.panel.refresh(first if restored else self.panel.current())
+            for row in range(first, len(self.layers)):
+                self._make_map(row)
+        finally:
+            self._switch = True
 
     def refresh_files(self, model_family: str | None = None) -> None:
         """List models/ControlNet again, for the loaded model's family."""
@@ -118,12 +126,13 @@ class ControlLayers(QObject):
         for fallback in (cp.result_image(), cp.input_image):
             shown = fallback if shown is None else shown
         if shown is None:
-            self.window.canvas_panel.banner.show_error("The canvas has no image to use: generate or open one first")
+            cp.banner.show_error("The canvas has no image to use: generate or open one first")
             return
         self.set_image(row, qimage_to_pil(shown), "canvas image")
 
     def _open_image_dialog(self, row: int) -> None:
-        path, _ = QFileDialog.getOpenFileName(self.window, "Open Control Image", str(Path.home()), IMAGE_FILTER)
+        home = str(Path.home())
+        path, _ = QFileDialog.getOpenFileName(self.window, "Open Control Image", home, IMAGE_FILTER)
         if path:
             self.open_image(row, path)
 
@@ -146,7 +155,8 @@ class ControlLayers(QObject):
         layer = self.layers[row]
         self.maps.pop(id(layer), None)
         if layer.source != PAINT and layer.image is not None:
-            self.maker.request(id(layer), layer.effective_preprocessor, layer.image, layer.preprocessor_params)
+            self.maker.request(id(layer), layer.effective_preprocessor, layer.image,
+                               layer.preprocessor_params)
         else:
             self.maker.forget(id(layer))
         self.show_selected()
@@ -168,9 +178,9 @@ class ControlLayers(QObject):
         if layer.source == PAINT:
             base = QImage(painting.width, painting.height, QImage.Format.Format_RGB32)
             base.fill(Qt.GlobalColor.black)
-            cp.show_control(base, painting)
+            cp.show_control(base, painting, switch=self._switch)
         elif layer.image is not None:
-            cp.show_control(pil_to_qimage(layer.image), None, *self._map_args(layer))
+            cp.show_control(pil_to_qimage(layer.image), None, *self._map_args(layer), switch=self._switch)
 
     def _map_args(self, layer: ControlLayer) -> tuple[QImage | None, float]:
         shown = self.maps.get(id(layer)) if layer.map_visible else None

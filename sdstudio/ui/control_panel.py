@@ -7,6 +7,8 @@ resize mode sit behind "Advanced", as A1111 keeps them out of the way.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
@@ -64,6 +66,7 @@ class ControlPanel(QWidget):
     openImageRequested = Signal(int)
     useCanvasRequested = Signal(int)
     clearPaintingRequested = Signal(int)
+    openFolderRequested = Signal()
 
     def __init__(self, layers: list[ControlLayer], parent: QWidget | None = None):
         super().__init__(parent)
@@ -121,20 +124,27 @@ class ControlPanel(QWidget):
         self.mode_combo = QComboBox(toolTip=TIPS["mode"])
         self.mode_combo.addItems(CONTROL_MODES)
         self.advanced = QToolButton(text="Advanced", checkable=True, toolTip="Start, end and resize mode")
-        self.start_spin = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.05, decimals=2, toolTip=TIPS["start"])
-        self.end_spin = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.05, decimals=2, toolTip=TIPS["end"])
+        self.start_spin, self.end_spin = (
+            QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.05, decimals=2, toolTip=TIPS[key])
+            for key in ("start", "end"))
         self.resize_combo = QComboBox(toolTip=TIPS["resize"])
         self.resize_combo.addItems(CONTROL_RESIZE_MODES)
         self.map_check = QCheckBox("Show map", toolTip=TIPS["map"])
         self.opacity_slider = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=100, toolTip=TIPS["map"])
+        self.folder_button = QToolButton(text="Folder", toolTip="Open the ControlNet models folder")
+        self.folder_button.clicked.connect(self.openFolderRequested)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model_combo, 1)
+        model_row.addWidget(self.folder_button)
         image_row = QHBoxLayout()
         for w in (self.source_combo, self.open_button, self.canvas_button, self.clear_button):
             image_row.addWidget(w)
         map_row = QHBoxLayout()
         map_row.addWidget(self.map_check)
         map_row.addWidget(self.opacity_slider, 1)
-        rows = (("Model", self.model_combo), ("Image", image_row), ("", self.image_label),
-                ("Preprocessor", self.preprocessor_combo), ("", self.settings_box), ("Strength", self.strength_spin),
+        rows = (("Model", model_row), ("Image", image_row), ("", self.image_label),
+                ("Preprocessor", self.preprocessor_combo), ("", self.settings_box),
+                ("Strength", self.strength_spin),
                 ("Mode", self.mode_combo), ("Map", map_row), ("", self.advanced), ("Start", self.start_spin),
                 ("End", self.end_spin), ("Resize", self.resize_combo))
         self.advanced_widgets: list[QWidget] = []  # shown only while "Advanced" is on
@@ -262,7 +272,7 @@ class ControlPanel(QWidget):
         self.selected.emit(row)
 
     def _title(self, index: int, layer: ControlLayer) -> str:
-        model = layer.model.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0] if layer.model else "no model"
+        model = Path(layer.model.replace("\\", "/")).stem if layer.model else "no model"
         return f"{index + 1}. {model} · {SOURCE_LABELS[layer.source]}"
 
     def _show_layer(self) -> None:

@@ -71,10 +71,12 @@ def scribble_image(pixels: np.ndarray) -> Image.Image:
 
 
 def layer_image(layer: ControlLayer, painting: np.ndarray | None) -> Image.Image:
-    """The image a layer's unit gets: its painting, or the file's / canvas's image; a clear error when none."""
+    """The image a layer's unit gets: its painting, or the file's / canvas's image; an error saying what to
+    do when there is none."""
     if layer.source == PAINT:
         if painting is None or not painting.any():
-            raise RequestError("a painted control layer has nothing painted: paint lines on it, or turn it off")
+            raise RequestError("a painted control layer has nothing painted: paint lines on it, or turn it "
+                               "off")
         return scribble_image(painting)
     if layer.image is None:
         what = "open an image file" if layer.source == FILE else "use the canvas image"
@@ -92,7 +94,8 @@ def build_units(layers: list[ControlLayer], paintings: list[np.ndarray | None]) 
         if not layer.model:
             raise RequestError("a control layer has no ControlNet model: choose one, or turn the layer off")
         if not 0 <= layer.start < layer.end <= 1:
-            raise RequestError(f"a control layer's start ({layer.start:g}) must be before its end ({layer.end:g})")
+            raise RequestError(f"a control layer's start ({layer.start:g}) must be before its end "
+                               f"({layer.end:g})")
         units.append(ControlUnit(
             model=layer.model, image=layer_image(layer, painting), preprocessor=layer.effective_preprocessor,
             preprocessor_params=layer.preprocessor_params if layer.source != PAINT else (),
@@ -113,7 +116,8 @@ def layers_from_units(units: tuple[ControlUnit, ...]) -> list[ControlLayer]:
     return [ControlLayer(model=u.model, source=FILE, image=u.image.copy() if u.image is not None else None,
                          image_name=FROM_HISTORY if u.image is not None else "",
                          preprocessor=u.preprocessor, preprocessor_params=tuple(u.preprocessor_params),
-                         strength=u.strength, start=u.start, end=u.end, mode=u.mode, resize_mode=u.resize_mode)
+                         strength=u.strength, start=u.start, end=u.end, mode=u.mode,
+                         resize_mode=u.resize_mode)
             for u in units]
 
 

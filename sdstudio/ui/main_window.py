@@ -104,7 +104,7 @@ class MainWindow(QMainWindow):
         self._running_total = 0
         self._build_layout()
         build_menus(self)
-        self.control_layers = dock_control_layers(self)  # ControlNet units: a dock, and the canvas's Control view
+        self.control_layers = dock_control_layers(self)  # ControlNet units: a dock, the canvas's Control view
         self._connect()
         self.refresh_models()
         self._restore_window()
@@ -214,7 +214,8 @@ class MainWindow(QMainWindow):
             self.canvas_panel.banner.show_error(str(exc))
             return []
         init = qimage_to_pil(self.canvas_panel.input_image) if self.canvas_panel.input_image is not None else None
-        requests = build_requests(self.state, init, self.mask.to_pil() if init is not None else None, units=units)
+        mask = self.mask.to_pil() if init is not None else None
+        requests = build_requests(self.state, init, mask, units=units)
         tiled_vae = load_tiled_vae(self.settings)  # an app setting, not a panel value: the pixels do not change
         requests = [r.replace(tiled_vae=tiled_vae) for r in requests]
         if init is not None and self._input_parent:

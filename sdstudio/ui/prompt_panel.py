@@ -182,7 +182,7 @@ class PromptPanel(QWidget):
                 self.networks_button = QToolButton(text="LoRA…", toolTip="Browse LoRA and embedding files")
                 self.networks_button.clicked.connect(self.networksRequested)
                 row.addWidget(self.networks_button)
-                self.control_button = QToolButton(text="Control…", toolTip="ControlNet layers: steer by a sketch")
+                self.control_button = QToolButton(text="Control…", toolTip="ControlNet: steer by a sketch")
                 self.control_button.clicked.connect(self.controlRequested)  # control_dock.py opens its dock
                 row.addWidget(self.control_button)
             count = QLabel()

@@ -99,7 +99,8 @@ def size_presets(family: str) -> tuple[tuple[int, int], ...]:
 
 
 def build_requests(state: PromptState, init_image: Image.Image | None = None, mask: Image.Image | None = None,
-                   rng: random.Random | None = None, units: tuple[ControlUnit, ...] = ()) -> list[GenerationRequest]:
+                   rng: random.Random | None = None,
+                   units: tuple[ControlUnit, ...] = ()) -> list[GenerationRequest]:
     """One request per batch (batch_count of them), each an independent snapshot.
 
     Seeds follow A1111: a random base seed is drawn once, batch j starts at base + j * batch_size, so every
@@ -134,9 +135,12 @@ def build_requests(state: PromptState, init_image: Image.Image | None = None, ma
                            subseed=(sub_base + j * step) % (MAX_SEED + 1) if vary else 0,
                            init_image=init.copy() if init is not None else None,
                            mask=common.mask.copy() if common.mask is not None else None,
-                           control_units=tuple(u.replace(image=u.image.copy() if u.image is not None else None)
-                                               for u in units))
+                           control_units=tuple(_copied(u) for u in units))
             for j in range(state.batch_count)]
+
+
+def _copied(unit: ControlUnit) -> ControlUnit:
+    return unit.replace(image=unit.image.copy() if unit.image is not None else None)
 
 
 def apply_request(state: PromptState, request: GenerationRequest) -> None:

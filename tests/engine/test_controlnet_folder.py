@@ -9,7 +9,8 @@ from sdstudio.engine.controlnet_folder import ControlNetFile, controlnet_files, 
 from tests.engine.st_files import write_header_only, write_raw_header
 
 
-def _original(context: int, adm: int | None = None, prefix: str = "control_model.") -> dict[str, tuple[int, ...]]:
+def _original(context: int, adm: int | None = None,
+              prefix: str = "control_model.") -> dict[str, tuple[int, ...]]:
     """A few keys of lllyasviel's layout with the widths that tell the family."""
     shapes = {f"{prefix}input_hint_block.0.weight": (16, 3, 3, 3),
               f"{prefix}zero_convs.0.0.weight": (320, 320, 1, 1),
@@ -58,7 +59,8 @@ def test_the_folder_lists_every_file_with_its_family_and_names_broken_ones(home)
     (folder / "sub").mkdir(parents=True)
     write_header_only(folder / "control_v11p_sd15_canny.safetensors", _original(768))
     write_header_only(folder / "sub" / "diffusers_xl_canny.safetensors", _diffusers(2048, 2816))
-    write_raw_header(folder / "broken.safetensors", {"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 99]}})
+    bad = {"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 99]}}  # more data than the file has
+    write_raw_header(folder / "broken.safetensors", bad)
     (folder / "notes.txt").write_text("not a model")
     found = {f.name: f for f in controlnet_files()}
     assert set(found) == {"control_v11p_sd15_canny", "diffusers_xl_canny", "broken"}

@@ -1,5 +1,5 @@
-"""Watches the engine's preprocessor table run (engine/preprocessors.py): which preprocessor ran, on what, with
-which settings and on which thread; optionally slowed down until the test lets it go."""
+"""Watches the engine's preprocessor table run (engine/preprocessors.py): which preprocessor ran, on what,
+with which settings and on which thread; optionally slowed down until the test lets it go."""
 
 from __future__ import annotations
 

@@ -51,7 +51,8 @@ def test_a_new_layer_is_a_painting_at_the_job_size_painted_with_the_brush_and_un
     [undo] = [a for a in window.menuBar().actions() if a.text() == "&Edit"][0].menu().actions()[:1]
     undo.trigger()
     assert painting.is_empty()
-    QTest.keyClick(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    redo = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+    QTest.keyClick(window, Qt.Key.Key_Z, redo)
     assert not painting.is_empty()
     cp.act_eraser.trigger()
     stroke(qtbot, cp.canvas, [(20, 10), (20, 30)])
@@ -185,7 +186,8 @@ def test_a_failing_preprocessor_is_said_in_the_banner(qtbot, window, monkeypatch
     assert "no annotator file" in window.canvas_panel.banner.text.text()
 
 
-def test_a_re_run_restores_its_units_and_keeps_the_users_painting_turned_off(qtbot, window, engine, monkeypatch):
+def test_a_re_run_restores_its_units_and_keeps_the_users_painting_turned_off(qtbot, window, engine,
+                                                                            monkeypatch):
     preprocessor_spy.install(monkeypatch)
     control = window.control_layers
     control.add_layer()
@@ -194,7 +196,10 @@ def test_a_re_run_restores_its_units_and_keeps_the_users_painting_turned_off(qtb
     hint = Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), np.uint8))
     unit = ControlUnit(model="/m/control_v11p_sd15_canny.safetensors", image=hint, preprocessor="canny",
                        strength=0.5, end=0.8)
+    window.canvas_panel.set_view(RESULT)
     assert window.load_parameters(GenerationRequest(prompt="cat", seed=9, control_units=(unit,)))
+    assert window.canvas_panel.view == RESULT  # what was loaded shows, not a control layer
+    assert window.canvas_panel.act_control.isEnabled()
     assert [(layer.source, layer.enabled) for layer in control.layers] == [(PAINT, False), (FILE, True)]
     assert not control.paintings[0].is_empty()  # the painting survives
     assert control.layers[1].image_name == FROM_HISTORY and control.panel.current() == 1
@@ -215,7 +220,8 @@ def test_removing_the_last_layer_leaves_the_control_view(qtbot, window):
     assert not window.canvas_panel.act_control.isEnabled() and not control.panel.editor.isEnabled()
 
 
-def test_the_preprocessors_settings_are_edited_in_the_panel_and_remake_the_map(qtbot, window, monkeypatch, tmp_path):
+def test_the_preprocessors_settings_are_edited_in_the_panel_and_remake_the_map(qtbot, window, monkeypatch,
+                                                                               tmp_path):
     seen = preprocessor_spy.install(monkeypatch)
     square = np.zeros((32, 32, 3), np.uint8)
     square[8:24, 8:24] = 200

@@ -1,4 +1,5 @@
-"""Control maps are made off the GUI thread; only the latest request of a layer is shown; failures are said."""
+"""Control maps are made off the GUI thread; only the latest request of a layer is shown; failures are
+said."""
 
 from __future__ import annotations
 
@@ -72,7 +73,8 @@ def test_a_failing_preprocessor_says_so_in_one_line(qtbot, monkeypatch):
     maker = MapMaker()
     with qtbot.waitSignal(maker.mapFailed, timeout=5000) as blocker:
         maker.request("a", "depth_midas", _image(1))
-    assert blocker.args[0] == "a" and "depth_midas" in blocker.args[1] and "no annotator file" in blocker.args[1]
+    key, message = blocker.args
+    assert key == "a" and "depth_midas" in message and "no annotator file" in message
 
 
 def test_an_unexpected_error_is_logged_and_named(qtbot, monkeypatch, home):

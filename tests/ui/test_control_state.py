@@ -76,7 +76,8 @@ def test_disabled_layers_are_left_out_and_order_is_kept():
     (ControlLayer(model="/m/a.safetensors", source=FILE), None, "open an image file"),
     (ControlLayer(model="/m/a.safetensors", source="canvas"), None, "use the canvas image"),
     (ControlLayer(model="/m/a.safetensors", source=PAINT, start=0.6, end=0.4), _painting(), "before its end"),
-    (ControlLayer(model="/m/a.safetensors", source=PAINT, mode="Prompt"), _painting(), "unknown control setting"),
+    (ControlLayer(model="/m/a.safetensors", source=PAINT, mode="Prompt"), _painting(),
+     "unknown control setting"),
 ])
 def test_an_enabled_layer_that_cannot_be_used_stops_the_job_saying_what_to_do(layer, painting, said):
     with pytest.raises(RequestError, match=said):
