@@ -47,6 +47,7 @@ class ControlLayers(QObject):
         p.addRequested.connect(self.add_layer)
         p.removeRequested.connect(self.remove_layer)
         p.changed.connect(self._layer_changed)
+        p.selected.connect(lambda _row: self._count())  # after every add, removal and refresh
         p.mapSettingsChanged.connect(lambda _row: self._show_map())
         p.selected.connect(lambda _row: self.show_selected())
         p.openImageRequested.connect(self._open_image_dialog)
@@ -145,10 +146,14 @@ class ControlLayers(QObject):
         self.set_image(row, image, Path(path).name)
 
     def _layer_changed(self, row: int) -> None:
+        self._count()
         layer, painting = self.layers[row], self.paintings[row]
         if layer.source == PAINT and painting.width == 0:
             self.paintings[row] = self._new_painting(layer)
         self._make_map(row)
+
+    def _count(self) -> None:
+        self.window.mode_bar.set_control_layers(sum(layer.enabled for layer in self.layers))
 
     # --- maps and the canvas ------------------------------------------------------------------------
     def _make_map(self, row: int) -> None:

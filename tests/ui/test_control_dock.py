@@ -274,3 +274,20 @@ def test_history_keeps_the_units_and_loading_the_entry_restores_them(qtbot, wind
     [unit] = engine.generated[-1].control_units
     assert unit.model == files["demo"] and np.array_equal(np.asarray(unit.image), drawn)
     store.close()
+
+
+def test_the_mode_line_says_how_many_layers_steer_generate(qtbot, window):
+    control = window.control_layers
+    label = window.mode_bar.label
+    assert "control" not in label.text()
+    control.add_layer()
+    control.add_layer()
+    assert "steered by 2 control layers" in label.text()
+    control.panel.layer_list.item(0).setCheckState(Qt.CheckState.Unchecked)
+    assert "steered by 1 control layer" in label.text() and "layers" not in label.text()
+    image = QImage(32, 32, QImage.Format.Format_RGB32)
+    image.fill(QColor(1, 2, 3))
+    window.set_input_image(image)
+    assert "Image to image" in label.text() and "steered by 1 control layer" in label.text()
+    control.remove_layer(1)
+    assert "control" not in label.text()
