@@ -101,3 +101,30 @@ def test_no_control_drops_units_and_nothing_changes_without_flags(files):
     req = build_request(args_for("--control-model", str(canny), "--control-image", str(photo)))
     assert control_options(req, args_for("--no-control")).control_units == ()
     assert control_options(req, args_for()).control_units == req.control_units
+
+
+def test_from_an_image_made_with_controlnet_restores_its_units_and_flags_replace_them(home, files):
+    from sdstudio import paths
+    from sdstudio.engine.request import GenerationRequest
+    from sdstudio.history.store import HistoryStore
+
+    canny, scribble, photo, _ = files
+    folder = paths.controlnet_dir()
+    folder.mkdir(parents=True)
+    (folder / canny.name).write_bytes(b"c")
+    source = Image.open(photo).copy()
+    unit = ControlUnit(model=str(canny), image=source, preprocessor="canny", strength=0.6, model_hash="0123abcd")
+    request = GenerationRequest(prompt="p", seed=4, width=8, height=8, model="", control_units=(unit,))
+    store = HistoryStore(paths.outputs_dir(), paths.history_db())
+    try:
+        entry = store.add(Image.new("RGB", (8, 8)), request, "m")
+    finally:
+        store.close()
+    again = build_request(args_for("--from", str(entry.file)))
+    [restored] = again.control_units
+    assert restored.model == str(folder / canny.name) and restored.strength == 0.6
+    assert restored.image.tobytes() == source.tobytes()
+    replaced = build_request(args_for("--from", str(entry.file), "--control-model", str(scribble), "--control-image",
+                                      str(photo)))
+    assert [u.model for u in replaced.control_units] == [str(scribble)]
+    assert build_request(args_for("--from", str(entry.file), "--no-control")).control_units == ()

@@ -17,13 +17,14 @@ _TAN22_Q15 = round(math.tan(math.pi / 8) * (1 << 15))
 _TAN67_Q15 = _TAN22_Q15 + (2 << 15)  # tan(67.5°) = tan(22.5°) + 2
 
 
-def gaussian_blur(a: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur over the first two axes, float32; radius round(4·sigma) and mirrored borders
-    without repeating the edge pixel (OpenCV's GaussianBlur for float images, BORDER_REFLECT_101)."""
+def gaussian_blur(a: np.ndarray, sigma: float, reach: float = 4.0) -> np.ndarray:
+    """Separable Gaussian blur over the first two axes, float32; radius round(reach·sigma) and mirrored borders
+    without repeating the edge pixel (OpenCV's GaussianBlur, BORDER_REFLECT_101, which reaches 4 sigmas for
+    float images and 3 for uint8 ones)."""
     x = np.asarray(a, dtype=np.float32)
     if sigma <= 0:
         return x.copy()
-    radius = max(1, round(4 * sigma))
+    radius = max(1, (round(2 * reach * sigma + 1) | 1) // 2)
     taps = np.arange(-radius, radius + 1, dtype=np.float64)
     kernel = np.exp(-(taps**2) / (2 * sigma * sigma))
     kernel = (kernel / kernel.sum()).astype(np.float32)
@@ -32,11 +33,11 @@ def gaussian_blur(a: np.ndarray, sigma: float) -> np.ndarray:
         pad = [(0, 0)] * x.ndim
         pad[axis] = (radius, radius)
         # numpy's "reflect" is reflect-101; a single row/column has nothing to mirror, so it is repeated.
-        padded = np.pad(x, pad, mode="reflect" if n > 1 else "edge")
-        out = np.zeros_like(x)
-        for t, weight in enumerate(kernel):
-            out += weight * np.take(padded, np.arange(t, t + n), axis=axis)
-        x = out
+        padded = np.moveaxis(np.pad(x, pad, mode="reflect" if n > 1 else "edge"), axis, 0)
+        out = kernel[radius] * padded[radius:radius + n]
+        for t in range(radius):  # the kernel is symmetric: one multiply per pair of taps
+            out += kernel[t] * (padded[t:t + n] + padded[2 * radius - t:2 * radius - t + n])
+        x = np.moveaxis(out, 0, axis)
     return x
 
 
@@ -107,31 +108,41 @@ def _hysteresis(candidates: np.ndarray, strong: np.ndarray) -> np.ndarray:
 
 def connected_labels(mask: np.ndarray) -> np.ndarray:
     """8-connected component labels of a boolean mask: each pixel of a component holds the flat index of the
-    component's first pixel (row-major); pixels outside the mask hold mask.size. Minimum-label propagation
-    with pointer jumping, so a long chain takes a few dozen sweeps rather than one per pixel."""
+    component's first pixel (row-major); pixels outside the mask hold mask.size. Vectorised union-find over
+    the mask's neighbour pairs: each round hooks every root to the smallest root it touches, then compresses
+    the paths, so even a long chain takes a few dozen rounds over the mask's pixels only."""
     h, w = mask.shape
-    outside = mask.size
-    labels = np.where(mask, np.arange(mask.size).reshape(h, w), outside)
-    flat_mask = mask.ravel()
+    labels = np.full(mask.size, mask.size, dtype=np.int64)
+    pixels = np.flatnonzero(mask)
+    if pixels.size == 0:
+        return labels.reshape(h, w)
+    compact = np.full(mask.size, -1, dtype=np.int64)
+    compact[pixels] = np.arange(pixels.size)
+    grid = np.pad(compact.reshape(h, w), 1, constant_values=-1)
+    here = grid[1:h + 1, 1:w + 1]
+    firsts, seconds = [], []
+    for di, dj in ((0, 1), (1, 0), (1, 1), (1, -1)):  # each neighbour pair once
+        there = grid[1 + di:h + 1 + di, 1 + dj:w + 1 + dj]
+        both = (here >= 0) & (there >= 0)
+        firsts.append(here[both])
+        seconds.append(there[both])
+    a, b = np.concatenate(firsts), np.concatenate(seconds)
+    parent = np.arange(pixels.size)
     while True:
-        p = np.pad(labels, 1, constant_values=outside)
-        nearest = labels.copy()
-        for di in (-1, 0, 1):
-            for dj in (-1, 0, 1):
-                if di or dj:
-                    np.minimum(nearest, p[1 + di:1 + di + h, 1 + dj:1 + dj + w], out=nearest)
-        nearest = np.where(mask, nearest, outside).ravel()
-        # A label is always the index of a pixel of the same component, so following it is safe.
-        while True:
-            jumped = nearest.copy()
-            jumped[flat_mask] = nearest[nearest[flat_mask]]
-            if np.array_equal(jumped, nearest):
+        pa, pb = parent[a], parent[b]
+        apart = pa != pb
+        if not apart.any():
+            break
+        a, b, pa, pb = a[apart], b[apart], pa[apart], pb[apart]  # pairs already joined stay joined
+        np.minimum.at(parent, np.maximum(pa, pb), np.minimum(pa, pb))
+        while True:  # parents only ever point lower, so this ends with every pixel pointing at its root
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
                 break
-            nearest = jumped
-        nearest = nearest.reshape(h, w)
-        if np.array_equal(nearest, labels):
-            return labels
-        labels = nearest
+            parent = grand
+    # A root is its component's smallest index: anything smaller in it would have been hooked below it.
+    labels[pixels] = pixels[parent]
+    return labels.reshape(h, w)
 
 
 def gray(rgb: np.ndarray) -> np.ndarray:
@@ -184,7 +195,8 @@ def scribble_xdog(rgb: np.ndarray, level: float) -> np.ndarray:
     i.e. on the dark side of an edge, the map is white. sd-webui-controlnet's sigmas and threshold scale."""
     x = rgb.astype(np.float32)
     difference = np.min(gaussian_blur(x, 5.0) - gaussian_blur(x, 0.5), axis=2)
-    darkness = np.floor(np.clip(difference, 0, 255))  # the uint8 rounding A1111's map goes through
+    # A1111 stores 255 - difference as uint8 (truncated) and takes 255 minus that: the difference rounded up.
+    darkness = np.ceil(np.clip(difference, 0, 255))
     return as_rgb(np.where(2 * darkness > level, 255, 0).astype(np.uint8))
 
 
@@ -197,6 +209,26 @@ def lineart_standard(rgb: np.ndarray) -> np.ndarray:
     lines = darkness[darkness > 8]
     scale = max(16.0, float(np.median(lines))) if lines.size else 16.0
     return as_rgb(np.clip(darkness / scale * 127, 0, 255).astype(np.uint8))
+
+
+def _gamma(channel: np.ndarray, gamma: float) -> np.ndarray:
+    return as_rgb(((channel / 255.0) ** gamma * 255.0).clip(0, 255).astype(np.uint8))
+
+
+def recolor_luminance(rgb: np.ndarray, gamma: float) -> np.ndarray:
+    """CIE L* (the lightness of CIELAB, D65 white, sRGB input) as a grey map 0..255, raised to `gamma` (the
+    recolour models' input: they put the colours back). sd-webui-controlnet hands OpenCV the RGB image as BGR,
+    which weighs red and blue the other way round; this is the lightness as defined."""
+    c = rgb.astype(np.float64) / 255.0
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    y = linear @ np.array([0.212671, 0.715160, 0.072169])
+    lightness = np.where(y > 0.008856, 116.0 * np.cbrt(y) - 16.0, 903.3 * y)
+    return _gamma(np.rint(lightness * 255.0 / 100.0), gamma)
+
+
+def recolor_intensity(rgb: np.ndarray, gamma: float) -> np.ndarray:
+    """The HSV value (the brightest channel) as a grey map, raised to `gamma`."""
+    return _gamma(rgb.max(axis=2).astype(np.float64), gamma)
 
 
 def blur(rgb: np.ndarray, sigma: float) -> np.ndarray:

@@ -5,10 +5,12 @@ ours reads there. Each entry lists its settings (`Param`: A1111's sliders, with 
 "resolution" is A1111's "Processor Res": the image is first scaled so its short side is that many pixels
 (bicubic up, area down), and the map comes back at that size (the job's hint resize fits it to the image).
 
-The weight-free ones run here (preprocessor_maps.py, numpy and Pillow). The ones that need a network (depth,
-pose, normals, soft edges, ...) are listed too, never hidden: `availability` says why they cannot run (no
-annotator file in models/annotators, or a network SD Studio does not run yet). This module imports neither
-torch nor numpy, so history and the UI can read the table cheaply; the pixel work is imported by `run`.
+The weight-free ones run here (preprocessor_maps.py, numpy and Pillow). The ones that need a network run with
+the user's annotator file from models/annotators (HED soft edges: annotator_hed.py; realistic and coarse
+line art: annotator_lineart.py); the others (depth, pose, normals, ...) are listed too, never hidden:
+`availability` says why they cannot run (no annotator file, or a network SD Studio does not run yet). This
+module imports neither torch nor numpy, so history and the UI can read the table cheaply; the pixel work is
+imported by `run`.
 
 Interface used by the engine and the UI: `names()`, `run(name, image, params)`, `pairing(model_name)`.
 """
@@ -47,9 +49,10 @@ RESOLUTION = Param("resolution", "Resolution", 512, 64, 2048, whole=True)
 
 @dataclass(frozen=True)
 class Preprocessor:
-    """A table entry. `function` names the pixel function in preprocessor_maps (None: the image is the map);
-    `sliders` are passed to it in order as keyword arguments; `annotators` are the weight files a network
-    preprocessor needs (sd-webui-controlnet's names), () for the weight-free ones."""
+    """A table entry. `function` names the pixel function in `module` (None: the image is the map, or for a
+    network, one SD Studio does not run yet); `sliders` are passed to it as keyword arguments; `annotators` are
+    the weight files a network preprocessor needs (sd-webui-controlnet's names; passed as `files`), () for the
+    weight-free ones."""
 
     name: str
     label: str
@@ -58,6 +61,7 @@ class Preprocessor:
     resolution: bool = False
     annotators: tuple[str, ...] = ()
     keeps_alpha: bool = False
+    module: str = "preprocessor_maps"
 
     @property
     def params(self) -> tuple[Param, ...]:
@@ -70,15 +74,17 @@ def _free(name: str, label: str, function: str | None, *sliders: Param, resoluti
     return Preprocessor(name, label, function, tuple(sliders), resolution, (), keeps_alpha)
 
 
-def _network(name: str, label: str, *files: str) -> Preprocessor:
-    return Preprocessor(name, label, None, (), True, tuple(files))
+def _network(name: str, label: str, *files: str, runs: tuple[str, str] | None = None) -> Preprocessor:
+    """A preprocessor that needs annotator weights; `runs` = (module, function) when SD Studio runs it."""
+    module, function = runs or ("", None)
+    return Preprocessor(name, label, function, (), True, tuple(files), module=module)
 
 
 _TABLE: tuple[Preprocessor, ...] = (
     _free(NONE, "none (the image is the map)", None, resolution=False),
     _free("canny", "canny (edges)", "canny",
-          Param("low", "Canny Low Threshold", 100, 0, 255, whole=True),
-          Param("high", "Canny High Threshold", 200, 0, 255, whole=True),
+          Param("low", "Canny Low Threshold", 100, 0, 256, whole=True),  # sd-webui-controlnet's slider range
+          Param("high", "Canny High Threshold", 200, 0, 256, whole=True),
           # Ours: A1111's cv2.Canny does not smooth, so 0 keeps its maps; a little helps on noisy photos.
           Param("sigma", "Gaussian Sigma", 0.0, 0.0, 8.0)),
     _free("invert", "invert (from white bg & black line)", "invert", resolution=False),
@@ -93,10 +99,13 @@ _TABLE: tuple[Preprocessor, ...] = (
           Param("rate", "Down Sampling Rate", 1.0, 1.0, 8.0), resolution=False),
     _free("blur_gaussian", "blur_gaussian", "blur", Param("sigma", "Sigma", 9.0, 0.01, 64.0)),
     _free("t2ia_color_grid", "t2ia_color_grid (pixelate)", "color_grid"),
+    _free("recolor_luminance", "recolor_luminance (lightness)", "recolor_luminance",
+          Param("gamma", "Gamma Correction", 1.0, 0.1, 2.0), resolution=False),
+    _free("recolor_intensity", "recolor_intensity (brightest channel)", "recolor_intensity",
+          Param("gamma", "Gamma Correction", 1.0, 0.1, 2.0), resolution=False),
     _free("shuffle", "shuffle (content shuffle)", "shuffle",
           Param("seed", "Seed", 0, 0, 2**32 - 1, whole=True), resolution=False),
-    # The map keeps the image's alpha: transparent pixels (alpha < 128) are the area to repaint, which the
-    # hint marks with -1 (sd-webui-controlnet's inpaint rule).
+    # The map keeps the image's alpha: its transparent pixels are the area to repaint (`repaint_area`).
     _free("inpaint_only", "inpaint_only (transparent = repaint)", None, resolution=False, keeps_alpha=True),
     _network("depth_midas", "depth_midas", "dpt_hybrid-midas-501f0c75.pt"),
     _network("depth_leres", "depth_leres", "res101.pth"),
@@ -104,18 +113,24 @@ _TABLE: tuple[Preprocessor, ...] = (
     _network("openpose_full", "openpose_full (body, hands, face)", "body_pose_model.pth", "hand_pose_model.pth",
              "facenet.pth"),
     _network("normal_bae", "normal_bae", "scannet.pt"),
-    _network("softedge_hed", "softedge_hed", "ControlNetHED.pth"),
+    _network("softedge_hed", "softedge_hed", "ControlNetHED.pth", runs=("annotator_hed", "softedge")),
+    _network("softedge_hedsafe", "softedge_hedsafe", "ControlNetHED.pth", runs=("annotator_hed", "softedge_safe")),
+    _network("scribble_hed", "scribble_hed", "ControlNetHED.pth", runs=("annotator_hed", "scribble")),
     _network("softedge_pidinet", "softedge_pidinet", "table5_pidinet.pth"),
     _network("mlsd", "mlsd (straight lines)", "mlsd_large_512_fp32.pth"),
-    _network("lineart_realistic", "lineart_realistic", "sk_model.pth", "sk_model2.pth"),
+    _network("lineart_realistic", "lineart_realistic", "sk_model.pth", runs=("annotator_lineart", "lines")),
+    _network("lineart_coarse", "lineart_coarse", "sk_model2.pth", runs=("annotator_lineart", "lines")),
     _network("lineart_anime", "lineart_anime", "netG.pth"),
     _network("seg_ofade20k", "seg_ofade20k (segmentation)", "250_16_swin_l_oneformer_ade20k_160k.pth"),
 )
 _BY_NAME = {entry.name: entry for entry in _TABLE}
 # sd-webui-controlnet's older module ids, as its older infotext wrote them, → the names above.
 ALIASES = {"depth": "depth_midas", "color": "t2ia_color_grid", "hed": "softedge_hed", "pidinet": "softedge_pidinet",
-           "lineart": "lineart_realistic", "normal": "normal_bae", "inpaint": "inpaint_only",
-           "oneformer_ade20k": "seg_ofade20k", "leres": "depth_leres"}
+           "lineart": "lineart_realistic", "normal": "normal_bae", "oneformer_ade20k": "seg_ofade20k",
+           "leres": "depth_leres",
+           # Its inpaint modules share one map (the image, repaint area marked); they differ in how A1111 pastes
+           # the result back afterwards, which is the generation's inpainting settings here.
+           "inpaint": "inpaint_only", "inpaint_global_harmonious": "inpaint_only"}
 
 
 def names() -> tuple[str, ...]:
@@ -146,8 +161,10 @@ def availability(name: str) -> str:
     missing = [file for file in entry.annotators if not (folder / file).is_file()]
     if missing:
         return f"unavailable: no annotator file in {folder} ({', '.join(missing)})"
-    return (f"unavailable: the annotator file is in {folder}, but SD Studio does not run the {entry.name} network "
-            "yet")
+    if entry.function is None:
+        return (f"unavailable: the annotator file is in {folder}, but SD Studio does not run the {entry.name} "
+                "network yet")
+    return ""
 
 
 def defaults(name: str) -> tuple[tuple[str, float], ...]:
@@ -194,12 +211,23 @@ def run(name: str, image: Image.Image, params: Mapping[str, float] | Iterable[tu
         rgb = _scaled(rgb, int(values.pop(RESOLUTION.name)))
     if entry.function is None:
         return rgb
+    import importlib
+
     import numpy as np
 
-    from sdstudio.engine import preprocessor_maps
-
-    out = getattr(preprocessor_maps, entry.function)(np.asarray(rgb), **values)
+    function = getattr(importlib.import_module(f"sdstudio.engine.{entry.module}"), entry.function)
+    if entry.annotators:
+        values["files"] = tuple(paths.annotators_dir() / file for file in entry.annotators)
+    out = function(np.asarray(rgb), **values)
     return Image.fromarray(np.ascontiguousarray(out, dtype=np.uint8))
+
+
+def repaint_area(control_map: Image.Image) -> Image.Image | None:
+    """For an inpaint_only map (RGBA): an L mask, 255 where alpha < 128 (the area to repaint, which the hint
+    marks with -1, sd-webui-controlnet's inpaint rule); None for a map without transparency."""
+    if control_map.mode != "RGBA":
+        return None
+    return control_map.getchannel("A").point(lambda a: 255 if a < 128 else 0)
 
 
 def _flattened(image: Image.Image) -> Image.Image:
@@ -226,7 +254,7 @@ def _scaled(image: Image.Image, resolution: int) -> Image.Image:
 # starts or ends with it, so "normalbae", "dwpose" and "controlnethed" are recognised.
 _PAIRINGS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("inpaint",), "inpaint_only"),
-    (("recolor",), NONE),  # wants a grey image as it is (before "color")
+    (("recolor",), "recolor_luminance"),  # before "color"
     (("canny",), "canny"),
     (("lineart",), "lineart_standard"),
     (("scribble", "sketch", "doodle"), "scribble_xdog"),

@@ -246,7 +246,8 @@ def _sidecar(kind: str, name: str, mode: str | None, folders: list[Path]) -> tup
     present = [folder / name for folder in folders if os.path.lexists(folder / name)]
     name = printable(name, 200, multiline=False)  # from the file: shown escaped
     if not present:
-        return None, f"its {kind} image {name} is missing; put it back beside the image or choose an input image"
+        instead = "choose one for that unit" if kind.startswith("ControlNet") else "choose an input image"
+        return None, f"its {kind} image {name} is missing; put it back beside the image or {instead}"
     try:
         found = checked_file(present[0], [present[0].parent])
         with open_image(found) as opened:

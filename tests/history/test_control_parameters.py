@@ -191,3 +191,19 @@ def test_too_many_units_are_refused_before_anything_is_written(store):
     with pytest.raises(RequestError, match="at most 10"):
         store.add(textured(8, 8), request, "m")
     assert not any(store.root.rglob("*.png"))
+
+
+def test_a_control_sidecar_name_that_is_a_path_is_refused_and_never_opened(tmp_path):
+    from sdstudio.history.file_parameters import read_file_parameters
+    from sdstudio.history.png import save_png
+
+    secret = tmp_path / "secret.png"
+    textured().save(secret)
+    request = GenerationRequest(prompt="p", control_units=(units()[1].replace(image=None),))
+    record = Record(id="0" * 32, created=1.0, request=request, control_files=("../secret.png",))
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    save_png(folder / "x.png", textured(), "", record.to_json())
+    found = read_file_parameters(folder / "x.png")
+    assert "ControlNet unit 1 image is named '../secret.png', which is not a plain file name; refused" in found.problem
+    assert found.request.control_units[0].image is None
