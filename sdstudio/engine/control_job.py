@@ -9,7 +9,7 @@ describe:
 - "My prompt is more important" (soft injection): residual k of the list (input blocks in order, the middle
   last) times 0.825^(12 - k). The exponent counts from the first input block, as A1111's code does, so on
   SD 1.x/2.x (12 skips + middle) the middle keeps weight 1 and the first conv 0.825^12 = 0.099, while on
-  SDXL (9 skips + middle) the ladder stops at 0.825^2 for the middle;
+  SDXL (9 skips + middle) the ladder stops at 0.825^3 for the middle;
 - "ControlNet is more important": the same ladder (A1111 sets soft injection for every mode but Balanced)
   and the residuals on the prompt half only (zeros for the negative prompt, A1111's cfg injection), so the
   ControlNet is run on the prompt row alone.

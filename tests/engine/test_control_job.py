@@ -39,7 +39,7 @@ def test_balanced_weights_are_the_strength_everywhere():
 def test_soft_ladder_counts_from_the_first_input_block():
     sd = unit_scales(2.0, PROMPT, 13)
     assert sd[-1] == 2.0 and sd[0] == pytest.approx(2.0 * 0.825**12) and sd[0] == pytest.approx(0.19883, abs=1e-5)
-    assert all(a < b for a, b in zip(sd, sd[1:]))
+    assert all(a < b for a, b in zip(sd, sd[1:], strict=False))
     assert unit_scales(1.0, CONTROL, 13) == unit_scales(1.0, PROMPT, 13)
     xl = unit_scales(1.0, PROMPT, 10)  # SDXL: 9 skips + middle; A1111 zips its 13 scales, so the middle gets 0.825^3
     assert xl[-1] == pytest.approx(0.825**3)
@@ -169,3 +169,21 @@ def test_nine_channel_inpainting_unet_feeds_the_controlnet_its_latent_channels(t
     controlled = generate(model, req.replace(control_units=(ControlUnit(str(cn), image=control_image(0)),)))
     assert controlled.images[0].size == (SIZE, SIZE)
     assert not np.array_equal(np.asarray(controlled.images[0]), np.asarray(generate(model, req).images[0]))
+
+
+def test_engine_runs_units_and_hires_pass_gets_its_own_hint_size(tiny, tmp_path, monkeypatch):
+    from sdstudio.engine import control_hint
+    from sdstudio.engine.api import Engine
+
+    model, _, nets = tiny
+    sizes = []
+    real_fit = control_hint.fit_hint
+    monkeypatch.setattr(control_hint, "fit_hint", lambda im, w, h, mode: sizes.append((w, h)) or real_fit(im, w, h, mode))
+    engine = Engine(device="cpu")
+    engine.model, engine._key = model, engine._model_key(model.description.path, "", "", "")
+    unit = ControlUnit(nets[0][0], image=control_image(0), resize_mode="Resize and Fill")
+    req = BASE.replace(model=model.description.path, steps=2, hires=True, hires_scale=1.5, strength=0.5,
+                       control_units=(unit,))
+    result = engine.generate(req)
+    assert result.images[0].size == (96, 96) and sizes == [(64, 64), (96, 96)]
+    assert result.requests[0].control_units[0].model_hash == engine._controlnets.load([nets[0][0]], model)[0].hash
