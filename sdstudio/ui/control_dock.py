@@ -121,11 +121,18 @@ class ControlLayers(QObject):
         self.panel.refresh(row)
         self._make_map(row)
 
-    def use_canvas_image(self, row: int) -> None:
+    def _canvas_picture(self) -> QImage | None:
+        """The canvas's image: the one shown, or in the Control view (not its own picture) the result or the
+        input image."""
         cp = self.window.canvas_panel
-        shown = cp.shown_image() if cp.view != CONTROL else None  # not the control view's own picture
+        shown = cp.shown_image() if cp.view != CONTROL else None
         for fallback in (cp.result_image(), cp.input_image):
             shown = fallback if shown is None else shown
+        return shown
+
+    def use_canvas_image(self, row: int) -> None:
+        cp = self.window.canvas_panel
+        shown = self._canvas_picture()
         if shown is None:
             cp.banner.show_error("The canvas has no image to use: generate or open one first")
             return
@@ -183,17 +190,20 @@ class ControlLayers(QObject):
         if layer.source == PAINT:
             base = QImage(painting.width, painting.height, QImage.Format.Format_RGB32)
             base.fill(Qt.GlobalColor.black)
-            cp.show_control(base, painting, switch=self._switch)
+            cp.show_control(base, painting, *self._map_args(layer), switch=self._switch)
         elif layer.image is not None:
             cp.show_control(pil_to_qimage(layer.image), None, *self._map_args(layer), switch=self._switch)
 
     def _map_args(self, layer: ControlLayer) -> tuple[QImage | None, float]:
-        shown = self.maps.get(id(layer)) if layer.map_visible else None
-        return shown, layer.map_opacity
+        """What the Control view draws over the layer's image: its map, or under a painting the picture
+        traced."""
+        if layer.source == PAINT:
+            return (self._canvas_picture() if layer.trace else None), layer.map_opacity
+        return (self.maps.get(id(layer)) if layer.map_visible else None), layer.map_opacity
 
     def _show_map(self) -> None:
         row = self._selected()
-        if row >= 0 and self.layers[row].source != PAINT:
+        if row >= 0:
             self.window.canvas_panel.set_control_layer(*self._map_args(self.layers[row]))
 
 

@@ -51,6 +51,8 @@ TIPS = {
     "end": "Fraction of the steps after which it stops",
     "resize": "How the control image is fitted to the job's size",
     "map": "Show the layer's map on the canvas (Control view), faded by the slider",
+    "trace": "Show the canvas's image (the result, or the input) faded under the painting, to trace over it; "
+             "only the lines are the control image",
 }
 NO_MODEL = "(choose a ControlNet model)"
 
@@ -301,10 +303,10 @@ class ControlPanel(QWidget):
         self.start_spin.setValue(layer.start)
         self.end_spin.setValue(layer.end)
         self.resize_combo.setCurrentText(layer.resize_mode)
-        self.map_check.setChecked(layer.map_visible)
+        self.map_check.setText("Trace canvas image" if painting else "Show map")
+        self.map_check.setToolTip(TIPS["trace" if painting else "map"])
+        self.map_check.setChecked(layer.trace if painting else layer.map_visible)
         self.opacity_slider.setValue(round(layer.map_opacity * 100))
-        self.map_check.setEnabled(not painting)
-        self.opacity_slider.setEnabled(not painting)
 
     def _row_changed(self, row: int) -> None:
         if self._updating:
@@ -344,5 +346,9 @@ class ControlPanel(QWidget):
         layer = self._layer()
         if self._updating or layer is None:
             return
-        layer.map_visible, layer.map_opacity = self.map_check.isChecked(), self.opacity_slider.value() / 100
+        if layer.source == PAINT:
+            layer.trace = self.map_check.isChecked()
+        else:
+            layer.map_visible = self.map_check.isChecked()
+        layer.map_opacity = self.opacity_slider.value() / 100
         self.mapSettingsChanged.emit(self.current())

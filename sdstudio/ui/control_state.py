@@ -41,9 +41,11 @@ class ControlLayer:
     mode: str = _DEFAULT.mode
     resize_mode: str = _DEFAULT.resize_mode
     enabled: bool = True
-    # The preprocessed map's canvas layer: shown or not, and its opacity (0..1).
+    # The preprocessed map's canvas layer: shown or not, and its opacity (0..1); for a painting, the canvas's
+    # image shown under the strokes at that opacity, to trace (`trace`). Neither reaches the request.
     map_visible: bool = True
     map_opacity: float = 0.6
+    trace: bool = False
 
     @property
     def effective_preprocessor(self) -> str:

@@ -291,3 +291,27 @@ def test_the_mode_line_says_how_many_layers_steer_generate(qtbot, window):
     assert "Image to image" in label.text() and "steered by 1 control layer" in label.text()
     control.remove_layer(1)
     assert "control" not in label.text()
+
+
+def test_a_painting_can_trace_the_canvas_image_which_stays_out_of_the_unit(qtbot, window, engine):
+    set_prompt(window, seed=4)
+    with qtbot.waitSignal(window.resultReady, timeout=5000):
+        window.generate()
+    result = window.canvas_panel.shown_image().copy()
+    control = window.control_layers
+    control.add_layer()
+    control.layers[0].model = "/m/scribble.safetensors"
+    canvas = window.canvas_panel.canvas
+    assert canvas.layer is None and control.panel.map_check.text() == "Trace canvas image"
+    control.panel.map_check.setChecked(True)
+    assert canvas.layer is not None and canvas.layer.pixelColor(3, 3) == result.pixelColor(3, 3)
+    control.panel.opacity_slider.setValue(30)
+    assert canvas.layer_opacity == 0.3
+    canvas.set_brush_radius(2)
+    stroke(qtbot, canvas, [(20, 20), (40, 20)])
+    [unit] = control.units()
+    pixels = np.asarray(unit.image)
+    assert pixels[5, 5].tolist() == [0, 0, 0]  # not the traced picture
+    assert pixels[20, 30].tolist() == [255, 255, 255]  # only the strokes, on black
+    control.panel.map_check.setChecked(False)
+    assert canvas.layer is None
