@@ -19,6 +19,7 @@ from PySide6.QtWidgets import QDockWidget, QFileDialog
 
 from sdstudio import paths
 from sdstudio.engine.controlnet_folder import controlnet_files
+from sdstudio.engine.errors import RequestError
 from sdstudio.engine.request import ControlUnit
 from sdstudio.ui.canvas_panel import CONTROL
 from sdstudio.ui.control_panel import ControlPanel
@@ -61,6 +62,14 @@ class ControlLayers(QObject):
     def units(self) -> tuple[ControlUnit, ...]:
         """The request's units; RequestError naming the problem when an enabled layer cannot be used."""
         return build_units(self.layers, [m.pixels() if m.width else None for m in self.paintings])
+
+    def request_units(self) -> tuple[ControlUnit, ...] | None:
+        """`units()` for Generate, or None when an enabled layer cannot be used, after the banner has said why."""
+        try:
+            return self.units()
+        except RequestError as exc:
+            self.window.canvas_panel.banner.show_error(str(exc))
+            return None
 
     def apply_units(self, units: tuple[ControlUnit, ...]) -> None:
         """Set up the layers a request was made with (a re-run from history): the user's own layers stay but

@@ -23,7 +23,6 @@ from PySide6.QtWidgets import (
 
 from sdstudio import paths
 from sdstudio.engine.detect import ModelDescription
-from sdstudio.engine.errors import RequestError
 from sdstudio.engine.families import FAMILIES
 from sdstudio.engine.job_size import default_size
 from sdstudio.engine.model_files import upscaler_model_names
@@ -208,11 +207,8 @@ class MainWindow(QMainWindow):
     # --- generation --------------------------------------------------------------------------------
     def generate(self) -> list[int]:
         """Queue the panel's settings (batch count jobs); returns the job ids."""
-        try:
-            units = self.control_layers.units()
-        except RequestError as exc:
-            self.canvas_panel.banner.show_error(str(exc))
-            return []
+        if (units := self.control_layers.request_units()) is None:
+            return []  # the banner says why
         init = qimage_to_pil(self.canvas_panel.input_image) if self.canvas_panel.input_image is not None else None
         mask = self.mask.to_pil() if init is not None else None
         requests = build_requests(self.state, init, mask, units=units)

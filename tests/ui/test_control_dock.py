@@ -315,3 +315,15 @@ def test_a_painting_can_trace_the_canvas_image_which_stays_out_of_the_unit(qtbot
     assert pixels[20, 30].tolist() == [255, 255, 255]  # only the strokes, on black
     control.panel.map_check.setChecked(False)
     assert canvas.layer is None
+
+
+def test_a_restored_layer_switched_to_paint_gets_a_painting_at_the_job_size(qtbot, window):
+    control = window.control_layers
+    unit = ControlUnit(model="/m/a.safetensors", image=Image.new("RGB", (16, 16), "white"))
+    window.load_parameters(GenerationRequest(prompt="x", control_units=(unit,)))
+    assert control.paintings[0].width == 0
+    window.state.width, window.state.height = 40, 24
+    control.panel.source_combo.setCurrentIndex(control.panel.source_combo.findData(PAINT))
+    painting = control.paintings[0]
+    assert (painting.width, painting.height) == (40, 24)
+    assert window.canvas_panel.view == CONTROL and window.canvas_panel.canvas.mask is painting
