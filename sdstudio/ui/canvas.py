@@ -115,6 +115,8 @@ class Canvas(QWidget):
                          opacity: float = MASK_OPACITY) -> None:
         """Paint into `target` (the inpainting mask, or a control layer's scribble), shown in `colour` (None:
         one that contrasts with the image) at `opacity`."""
+        if target is self.mask and (colour is not None) == self._fixed_colour and opacity == self._overlay_opacity:
+            return  # as it is (every view change asks): no recolouring of a large mask
         if target is not self.mask:
             self.mask.changed.disconnect(self._mask_changed)
             self.mask = target
