@@ -24,7 +24,14 @@ from sdstudio.engine.request import ControlUnit
 from sdstudio.ui.canvas_panel import CONTROL
 from sdstudio.ui.control_panel import ControlPanel
 from sdstudio.ui.control_preview import MapMaker
-from sdstudio.ui.control_state import FROM_HISTORY, PAINT, ControlLayer, build_units, layers_from_units
+from sdstudio.ui.control_state import (
+    CANVAS,
+    FROM_HISTORY,
+    PAINT,
+    ControlLayer,
+    build_units,
+    layers_from_units,
+)
 from sdstudio.ui.imageconv import load_image, pil_to_qimage, qimage_to_pil
 from sdstudio.ui.mask_model import MaskModel
 from sdstudio.ui.settings import restore_window_layout
@@ -166,6 +173,9 @@ class ControlLayers(QObject):
         layer, painting = self.layers[row], self.paintings[row]
         if layer.source == PAINT and painting.width == 0:
             self.paintings[row] = self._new_painting(layer)
+        if layer.source == CANVAS and layer.image is None and self._canvas_picture() is not None:
+            self.use_canvas_image(row)  # switching to "Canvas image" takes it (Use canvas takes it again)
+            return
         self._make_map(row)
 
     def _count(self) -> None:

@@ -165,10 +165,11 @@ def test_use_canvas_takes_the_shown_result(qtbot, window, engine, monkeypatch):
     result = window.canvas_panel.shown_image().copy()
     control = window.control_layers
     row = control.add_layer()
-    control.panel.source_combo.setCurrentIndex(control.panel.source_combo.findData("canvas"))
+    with qtbot.waitSignal(control.maker.mapReady, timeout=5000):  # choosing the source takes the image
+        control.panel.source_combo.setCurrentIndex(control.panel.source_combo.findData("canvas"))
+    assert control.layers[row].image_name == "canvas image"
     with qtbot.waitSignal(control.maker.mapReady, timeout=5000):
         control.panel.canvas_button.click()
-    assert control.layers[row].image_name == "canvas image"
     assert control.layers[row].image.getpixel((5, 5)) == result.pixelColor(5, 5).getRgb()[:3]
 
 
