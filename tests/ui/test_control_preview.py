@@ -85,3 +85,31 @@ def test_an_unexpected_error_is_logged_and_named(qtbot, monkeypatch, home):
     with qtbot.waitSignal(maker.mapFailed, timeout=5000) as blocker:
         maker.request("a", "canny", _image(1))
     assert "ZeroDivisionError: boom" in blocker.args[1] and "details in" in blocker.args[1]
+
+
+def test_a_burst_of_requests_runs_one_map_at_a_time_and_skips_the_ones_overtaken(qtbot, monkeypatch):
+    """Dragging a setting asks for a map per value: only the running one and the last are made, never side by
+    side, and only the last is shown."""
+    gate = threading.Event()
+    seen = preprocessor_spy.install(monkeypatch, delay=gate)
+    maker = MapMaker()
+    shown = []
+    maker.mapReady.connect(lambda key, image: shown.append(qimage_to_pil(image)))
+    for seed in range(10):
+        maker.request("a", "invert", _image(seed))
+    qtbot.waitUntil(lambda: len(seen.calls) == 1, timeout=5000)
+    gate.set()
+    qtbot.waitUntil(lambda: len(shown) == 1 and not maker.busy(), timeout=5000)
+    qtbot.wait(50)
+    assert len(seen.calls) == 2 and len({call[3] for call in seen.calls}) == 1  # one worker thread
+    assert len(shown) == 1 and np.array_equal(np.asarray(shown[0]), 255 - np.asarray(_image(9)))
+
+
+def test_the_worker_thread_ends_when_idle_and_a_new_request_starts_another(qtbot, monkeypatch):
+    monkeypatch.setattr("sdstudio.ui.control_preview.IDLE_SECONDS", 0.05)
+    maker = MapMaker()
+    with qtbot.waitSignal(maker.mapReady, timeout=5000):
+        maker.request("a", "invert", _image(1))
+    qtbot.waitUntil(lambda: maker._thread is None, timeout=5000)
+    with qtbot.waitSignal(maker.mapReady, timeout=5000):
+        maker.request("a", "invert", _image(2))
