@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from sdstudio.engine.checkpoint import LoadedModel, attach_taesd, load_checkpoint
+from sdstudio.engine.control_job import ControlNetCache
 from sdstudio.engine.detect import ModelDescription
 from sdstudio.engine.devices import job_memory, resolve_device
 from sdstudio.engine.embeddings import EmbeddingLibrary
@@ -55,6 +56,7 @@ class Engine:
         self.lora_dirs: list[str | Path] = []
         self.embedding_dirs: list[str | Path] = []
         self._loras = LoraFiles()
+        self._controlnets = ControlNetCache(allow_pickle)  # the last job's ControlNets stay loaded
         self._embeddings: EmbeddingLibrary | None = None
         # Before each job, check that it fits the device's memory (job_size.fit_memory: tile the VAE when
         # "auto" and short, else refuse saying what would fit). The CLI's --yes turns it off.
@@ -163,7 +165,7 @@ class Engine:
                                   ti_hashes=ti_hashes)
         try:
             result = generate(self.model, written.replace(prompt=loras.prompt), on_step=on_step,
-                              should_cancel=should_cancel)
+                              should_cancel=should_cancel, controlnets=self._controlnets)
             tagged = [r.replace(prompt=written.prompt, lora_hashes=written.lora_hashes) for r in result.requests]
             return dataclasses.replace(result, requests=tagged)
         except (torch.OutOfMemoryError, MemoryError):

@@ -21,6 +21,7 @@ from PIL import Image
 from torch import Tensor
 
 from sdstudio.engine.checkpoint import LoadedModel
+from sdstudio.engine.control_job import ControlJob
 from sdstudio.engine.denoiser import CFGDenoiser, Denoiser
 from sdstudio.engine.devices import module_device, module_dtype
 from sdstudio.engine.errors import Cancelled, GenerationError
@@ -107,10 +108,12 @@ class PassRunner:
         on_step: OnStep | None = None,
         should_cancel: ShouldCancel | None = None,
         residuals: ResidualInput = None,
+        control: ControlJob | None = None,
     ) -> None:
         self.model, self.req, self.model_sampling = model, req, model_sampling
         self.on_step, self.should_cancel = on_step, should_cancel
         self.residuals = residuals
+        self.control = control  # the request's ControlNet units: a residual source per pass, at its size
         desc = model.description
         self.scale = desc.scale_factor
         self.f = desc.vae_downscale
@@ -164,8 +167,13 @@ class PassRunner:
         denoiser = Denoiser(self.unet_fn, self.model_sampling, self.model.description.prediction)
         first = conditioning.at(0)
         cfg = self.req.cfg_scale if p.cfg_scale is None else p.cfg_scale
+        residuals = self.residuals
+        if self.control is not None:
+            if residuals is not None:
+                raise GenerationError("ControlNet units cannot be combined with other residuals in one job")
+            residuals = self.control.source(w, h, sigmas, self.model_sampling)
         guided = CFGDenoiser(denoiser, first.conds[0][0], first.uncond, float(cfg), extra,
-                             self.should_cancel, self.residuals, schedule=conditioning)
+                             self.should_cancel, residuals, schedule=conditioning)
         model_fn = guided
         if blurred is not None:
             keep = 1 - latent_mask(blurred, latent_size).to(self.unet_device)

@@ -17,6 +17,7 @@ import torch
 from sdstudio import paths
 from sdstudio.engine import families
 from sdstudio.engine.checkpoint import LoadedModel
+from sdstudio.engine.control_job import ControlJob, ControlNetCache
 from sdstudio.engine.errors import RequestError
 from sdstudio.engine.hires import hires_size, hires_steps
 from sdstudio.engine.images import crop_region, fit
@@ -88,11 +89,14 @@ def number_steps(passes: list[Pass]) -> list[Pass]:
 
 
 def generate(model: LoadedModel, request: GenerationRequest, on_step: OnStep | None = None,
-             should_cancel: ShouldCancel | None = None, residuals: ResidualInput = None) -> GenerationResult:
+             should_cancel: ShouldCancel | None = None, residuals: ResidualInput = None,
+             controlnets: ControlNetCache | None = None) -> GenerationResult:
     """Run a request; the result holds one request per image (seed, seed + 1, ...; see request.batch_seeds)
     for exact re-runs.
 
-    `residuals` (residuals.py) reach every UNet call, for control models."""
+    `residuals` (residuals.py) reach every UNet call, for control models. The request's ControlNet units
+    (control_job.py) load their files through `controlnets` (the engine's cache; a fresh one if None) and
+    the result's requests carry each unit's model hash."""
     t0 = time.perf_counter()
     req = validate(request, multiple=model.description.vae_downscale)
     if req.draft_decode and model.taesd is None:
@@ -103,7 +107,11 @@ def generate(model: LoadedModel, request: GenerationRequest, on_step: OnStep | N
     if req.hires:
         check_upscaler(req.hires_upscaler)
     model_sampling = ModelSampling(family=model.description.family)
-    runner = PassRunner(model, req, model_sampling, on_step, should_cancel, residuals)
+    control = None
+    if req.control_units:
+        control = ControlJob(model, req, controlnets)
+        req = req.replace(control_units=control.units)
+    runner = PassRunner(model, req, model_sampling, on_step, should_cancel, residuals, control)
     passes = plan(req, model_sampling, model.description.vae_downscale)
     if req.hires:
         first, second = passes

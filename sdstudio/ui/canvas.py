@@ -67,6 +67,10 @@ class Canvas(QWidget):
         self._mask_editable = False
         self._overlay = QImage()
         self.mask_colour = overlay_colour(None)
+        self._overlay_opacity = MASK_OPACITY
+        self._fixed_colour = False  # a paint target with its own colour (control_canvas.py's scribble layer)
+        self.layer: QImage | None = None  # drawn over the image, stretched to it (a control layer's map)
+        self.layer_opacity = 1.0
         self._mask_size = (0, 0)
         self._drop_hover = False
         self._zoom = 1.0
@@ -101,9 +105,34 @@ class Canvas(QWidget):
         """Show the mask overlay and allow painting (only sensible when the image is the input image)."""
         self._mask_editable = editable
         if editable:
-            self.mask_colour = overlay_colour(self.image)
+            if not self._fixed_colour:
+                self.mask_colour = overlay_colour(self.image)
             self._rebuild_overlay()
         self._update_cursor()
+        self.update()
+
+    def set_paint_target(self, target: MaskModel, colour: QColor | None = None,
+                         opacity: float = MASK_OPACITY) -> None:
+        """Paint into `target` (the inpainting mask, or a control layer's scribble), shown in `colour` (None:
+        one that contrasts with the image) at `opacity`."""
+        if target is self.mask and (colour is not None) == self._fixed_colour and opacity == self._overlay_opacity:
+            return  # as it is (every view change asks): no recolouring of a large mask
+        if target is not self.mask:
+            self.mask.changed.disconnect(self._mask_changed)
+            self.mask = target
+            target.changed.connect(self._mask_changed)
+        self._fixed_colour, self._overlay_opacity = colour is not None, opacity
+        self.mask_colour = QColor(colour) if colour is not None else overlay_colour(self.image)
+        if (target.width, target.height) != self._mask_size:
+            self._mask_size = (target.width, target.height)
+            if min(self._mask_size) > 0:
+                self.set_brush_radius(default_brush_radius(*self._mask_size))
+        self._rebuild_overlay()
+        self.update()
+
+    def set_layer(self, image: QImage | None, opacity: float = 1.0) -> None:
+        """Draw `image` over the shown image, stretched to it, at `opacity` (None: no layer)."""
+        self.layer, self.layer_opacity = image, min(max(opacity, 0.0), 1.0)
         self.update()
 
     def set_tool(self, tool: Tool) -> None:
@@ -198,6 +227,10 @@ class Canvas(QWidget):
         painter.setTransform(QTransform().translate(self._offset.x(), self._offset.y()).scale(
             self._scale(), self._scale()))
         painter.drawImage(QRectF(0, 0, self._size.width(), self._size.height()), self.image)
+        if self.layer is not None and self.layer_opacity > 0:
+            painter.setOpacity(self.layer_opacity)
+            painter.drawImage(QRectF(0, 0, self._size.width(), self._size.height()), self.layer)
+            painter.setOpacity(1.0)
         if self._mask_editable and not self._overlay.isNull() and self._overlay.size() == self._size:
             painter.drawImage(0, 0, self._overlay)
         if self._frame is not None:
@@ -265,7 +298,7 @@ class Canvas(QWidget):
             return
         ys = slice(rect.top(), rect.top() + rect.height())
         xs = slice(rect.left(), rect.left() + rect.width())
-        alpha = self.mask.pixels()[ys, xs].astype(np.uint16) * int(255 * MASK_OPACITY) // 255
+        alpha = self.mask.pixels()[ys, xs].astype(np.uint16) * int(255 * self._overlay_opacity) // 255
         bgra = np.frombuffer(self._overlay.bits(), np.uint8).reshape(
             self._overlay.height(), self._overlay.bytesPerLine() // 4, 4)[ys, xs]
         colour = self.mask_colour

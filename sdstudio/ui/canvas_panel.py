@@ -2,13 +2,15 @@
 
 Result view: the running job's live preview, then its images; a slider scrubs through that job's previews.
 Input view: the init image with the mask overlay and the mask tools.
+Control view: a control layer (control_dock.py): its source image with the preprocessed map over it (shown or
+hidden, faded), or its scribble painted with the mask's brush, eraser and undo.
 A latent walk (show_walk) plays in the result view, its bar (canvas_walk.WalkBar) in the scrubber's place.
 """
 
 from __future__ import annotations
 
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QAction, QActionGroup, QImage, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QColor, QImage, QKeySequence
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -27,7 +29,8 @@ from sdstudio.ui.mask_model import MaskModel
 from sdstudio.ui.outpaint_bar import OutpaintBar
 from sdstudio.ui.status import ErrorBanner
 
-RESULT, INPUT = "result", "input"
+RESULT, INPUT, CONTROL = "result", "input", "control"
+SCRIBBLE_COLOUR = QColor(255, 255, 255)  # a painted control layer is white lines on black, as its map is
 
 
 def _slider(minimum: int, maximum: int, tip: str, ems: int) -> QSlider:
@@ -59,6 +62,8 @@ class CanvasPanel(QWidget):
         self._placement: PreviewPlacement | None = None  # the running job's
         self._previews_placement: PreviewPlacement | None = None  # the shown job's, for the scrubber
         self._showing_result = False  # the canvas shows _current_result() itself
+        # The control view: (base image, scribble being painted or None, map or None, map opacity).
+        self._control: tuple[QImage, MaskModel | None, QImage | None, float] | None = None
         self._make_actions()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -98,9 +103,11 @@ class CanvasPanel(QWidget):
                                        tip="Show the generated image")
         self.act_input = self._action("Input", lambda: self.set_view(INPUT), checkable=True,
                                       tip="Show the input image and paint the inpainting mask")
+        self.act_control = self._action("Control", lambda: self.set_view(CONTROL), checkable=True,
+                                        tip="Show the selected control layer: its map, or its scribble")
         views = QActionGroup(self)
-        views.addAction(self.act_result)
-        views.addAction(self.act_input)
+        for action in (self.act_result, self.act_input, self.act_control):
+            views.addAction(action)
         self.act_pan = self._action("Pan", lambda: self._set_tool(Tool.PAN), "H", True, "Pan the view")
         self.act_brush = self._action("Brush", lambda: self._set_tool(Tool.BRUSH), "B", True, "Paint the mask")
         self.act_eraser = self._action("Eraser", lambda: self._set_tool(Tool.ERASER), "E", True, "Erase the mask")
@@ -112,9 +119,11 @@ class CanvasPanel(QWidget):
         self.act_brush.setChecked(True)
         self.act_smaller = self._action("Smaller brush", lambda: self._scale_brush(1 / 1.25), "[")
         self.act_bigger = self._action("Bigger brush", lambda: self._scale_brush(1.25), "]")
-        self.act_clear = self._action("Clear", self.mask.clear, tip="Clear the mask")
-        self.act_invert = self._action("Invert", self.mask.invert, "Ctrl+Alt+I", tip="Invert the mask")
-        self.act_fill = self._action("Fill", self.mask.fill, tip="Mask the whole image")
+        # On what the canvas paints: the mask, or in the control view the scribble.
+        self.act_clear = self._action("Clear", lambda: self.canvas.mask.clear(), tip="Clear the mask")
+        self.act_invert = self._action("Invert", lambda: self.canvas.mask.invert(), "Ctrl+Alt+I",
+                                       tip="Invert the mask")
+        self.act_fill = self._action("Fill", lambda: self.canvas.mask.fill(), tip="Mask the whole image")
         self.act_fit = self._action("Fit", self.canvas.fit, "Ctrl+0", tip="Fit the image in the window")
         self.act_actual = self._action("100%", self.canvas.zoom_actual, "Ctrl+1", tip="One image pixel per pixel")
         self.act_zoom_in = self._action("Zoom in", lambda: self.canvas.zoom_by(1.25), QKeySequence.StandardKey.ZoomIn)
@@ -129,7 +138,7 @@ class CanvasPanel(QWidget):
     def _make_toolbar(self) -> QToolBar:
         bar = QToolBar(movable=False)
         bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
-        bar.addActions([self.act_result, self.act_input])
+        bar.addActions([self.act_result, self.act_input])  # Control: the View menu and the dock (no room)
         bar.addSeparator()
         bar.addActions([self.act_use_as_input, self.act_open, self.act_clear_input])
         spacer = QWidget()
@@ -206,6 +215,10 @@ class CanvasPanel(QWidget):
     def shown_image(self) -> QImage | None:
         return self.canvas.image
 
+    def result_image(self) -> QImage | None:
+        """The job's image the result view shows (or would show), whatever the canvas shows now."""
+        return self._current_result()
+
     def shown_result_index(self) -> int | None:
         """Which of the job's images is shown, or None when the canvas shows something else (the input, a
         scrubbed preview, a running job's preview)."""
@@ -220,8 +233,36 @@ class CanvasPanel(QWidget):
         self.mask.reset(width, height)
         self.set_view(INPUT if image is not None else RESULT)
 
+    def show_control(self, base: QImage, scribble: MaskModel | None = None, layer: QImage | None = None,
+                     opacity: float = 1.0, switch: bool = True) -> None:
+        """Show a control layer: `base` (its source image, or the black ground of a scribble) with `layer`
+        (its map) over it at `opacity`; with `scribble` (at base's size) the brush paints into that instead of
+        the mask. Without `switch` the Control view shows it only if it is the current view."""
+        self._control = (base, scribble, layer, opacity)
+        if scribble is not None and not scribble.property("watched"):  # Clear follows what is painted
+            scribble.changed.connect(lambda _rect: self._update_actions())
+            scribble.setProperty("watched", True)
+        if switch or self.view == CONTROL:
+            self.set_view(CONTROL)
+        else:
+            self._update_actions()
+
+    def set_control_layer(self, layer: QImage | None, opacity: float) -> None:
+        """Change the shown control layer's map or its opacity (None: hidden) without leaving the view."""
+        if self._control is not None:
+            self._control = (*self._control[:2], layer, opacity)
+            if self.view == CONTROL:
+                self.canvas.set_layer(layer, opacity)
+
+    def clear_control(self) -> None:
+        """No control layer to show (the last was removed): leave the control view."""
+        self._control = None
+        if self.view == CONTROL:
+            self.set_view(INPUT if self._input is not None else RESULT)
+        self._update_actions()
+
     def set_view(self, view: str) -> None:
-        if view == INPUT and self._input is None:
+        if view == INPUT and self._input is None or view == CONTROL and self._control is None:
             view = RESULT
         self.view = view
         self._show()
@@ -276,9 +317,20 @@ class CanvasPanel(QWidget):
         editing = self.view == INPUT
         self._showing_result = False
         self.walk_bar.clear()
-        self.act_result.setChecked(not editing)
+        self.act_result.setChecked(self.view == RESULT)
         self.act_input.setChecked(editing)
-        if editing:
+        self.act_control.setChecked(self.view == CONTROL)
+        scribble = self._control[1] if self.view == CONTROL and self._control is not None else None
+        if scribble is not None:
+            self.canvas.set_paint_target(scribble, SCRIBBLE_COLOUR, 1.0)
+        else:
+            self.canvas.set_paint_target(self.mask)
+        self.canvas.set_layer(*(self._control[2:] if self.view == CONTROL and self._control else (None,)))
+        if self.view == CONTROL and self._control is not None:
+            self.canvas.set_image(self._control[0])
+            self.canvas.placeholder = ""
+            editing = scribble is not None
+        elif editing:
             self.canvas.set_image(self._input)
             self.canvas.placeholder = ""
         else:
@@ -322,15 +374,18 @@ class CanvasPanel(QWidget):
             self.step_label.setText(f"Step {self._previews[value][0] + 1}/{self._total_steps}")
 
     def _update_actions(self) -> None:
-        editing = self.view == INPUT
-        has_mask = editing and not self.mask.is_empty()
+        painting = self.view == CONTROL and self.canvas.mask is not self.mask
+        editing = self.view == INPUT or painting
+        has_mask = editing and not self.canvas.mask.is_empty()
         self.act_input.setEnabled(self._input is not None)
+        self.act_control.setEnabled(self._control is not None)
         for a in (self.act_brush, self.act_eraser, self.act_pan, self.act_frame, self.act_smaller, self.act_bigger,
                   self.act_invert, self.act_fill, self.act_clear):
             a.setEnabled(editing)
         self.act_clear.setEnabled(has_mask)
+        self.act_frame.setEnabled(self.view == INPUT)  # outpainting extends the input, not a scribble
         self.mask_bar.setVisible(editing)
-        self.outpaint_bar.setVisible(editing)
+        self.outpaint_bar.setVisible(self.view == INPUT)
         self.act_use_as_input.setEnabled(self.view == RESULT and self._current_result() is not None)
         self.act_clear_input.setEnabled(self._input is not None)
 

@@ -29,6 +29,7 @@ from sdstudio.engine.model_files import upscaler_model_names
 from sdstudio.engine.names import LATENT_UPSCALERS, PIXEL_UPSCALERS
 from sdstudio.engine.request import GenerationRequest, GenerationResult
 from sdstudio.ui.canvas_panel import INPUT, CanvasPanel
+from sdstudio.ui.control_dock import dock_control_layers
 from sdstudio.ui.imageconv import pil_to_qimage, qimage_to_pil
 from sdstudio.ui.mask_model import MaskModel
 from sdstudio.ui.menus import build_menus
@@ -105,6 +106,7 @@ class MainWindow(QMainWindow):
         self._running_total = 0
         self._build_layout()
         build_menus(self)
+        self.control_layers = dock_control_layers(self)  # ControlNet units: a dock, the canvas's Control view
         self._connect()
         self.refresh_models()
         self._restore_window()
@@ -208,8 +210,11 @@ class MainWindow(QMainWindow):
     # --- generation --------------------------------------------------------------------------------
     def generate(self) -> list[int]:
         """Queue the panel's settings (batch count jobs); returns the job ids."""
+        if (units := self.control_layers.request_units()) is None:
+            return []  # the banner says why
         init = qimage_to_pil(self.canvas_panel.input_image) if self.canvas_panel.input_image is not None else None
-        requests = build_requests(self.state, init, self.mask.to_pil() if init is not None else None)
+        mask = self.mask.to_pil() if init is not None else None
+        requests = build_requests(self.state, init, mask, units=units)
         tiled_vae = load_tiled_vae(self.settings)  # an app setting, not a panel value: the pixels do not change
         requests = [r.replace(tiled_vae=tiled_vae) for r in requests]
         if init is not None and self._input_parent:
@@ -431,6 +436,7 @@ class MainWindow(QMainWindow):
         if request.mask is not None and request.mask.size == (self.mask.width, self.mask.height):
             self.mask.set_image(request.mask, "Restore mask")
         apply_request(self.state, request)
+        self.control_layers.apply_units(request.control_units)
         self.panel.refresh()
         self._update_input_state()
         return True

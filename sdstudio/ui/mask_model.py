@@ -64,9 +64,11 @@ class MaskModel(QObject):
     def is_empty(self) -> bool:
         return not self._mask.any()
 
-    def reset(self, width: int, height: int) -> None:
-        """A blank mask for a new image; undo history of the old image is dropped."""
-        self.undo_stack.clear()
+    def reset(self, width: int, height: int, keep_undo: bool = False) -> None:
+        """A blank mask for a new image; undo history of the old image is dropped (unless the stack is shared
+        and this model had none: a control layer's new painting)."""
+        if not keep_undo:
+            self.undo_stack.clear()
         self._mask = np.zeros((height, width), np.uint8)
         self._stroke = None
         self.changed.emit(self._full_rect())

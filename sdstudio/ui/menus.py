@@ -62,7 +62,7 @@ def build_menus(window: MainWindow) -> None:
     edit.addSeparator()
     edit.addActions([cp.act_clear, cp.act_invert, cp.act_fill])
     view = bar.addMenu("&View")
-    view.addActions([cp.act_result, cp.act_input])
+    view.addActions([cp.act_result, cp.act_input, cp.act_control])
     view.addSeparator()
     view.addActions([cp.act_fit, cp.act_actual, cp.act_zoom_in, cp.act_zoom_out])
     view.addSeparator()

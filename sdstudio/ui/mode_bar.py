@@ -42,11 +42,18 @@ class ModeBar(QWidget):
         self.clear_button.clicked.connect(self.clearInputRequested)
         layout.addWidget(self.label, 1)
         layout.addWidget(self.clear_button)
-        self.mode = ""
+        self.mode, self._size, self.control_layers = "", None, 0
         self.set_mode(TXT2IMG)
 
     def set_mode(self, mode: str, input_size: tuple[int, int] | None = None) -> None:
-        self.mode = mode
+        self.mode, self._size = mode, input_size
         size = f"{input_size[0]}×{input_size[1]}" if input_size else ""
-        self.label.setText(f"<b>{MODE_LABELS[mode]}</b> — {_DETAILS[mode].format(size=size)}")
+        steered = self.control_layers
+        also = f", steered by {steered} control layer{'s' if steered > 1 else ''}" if steered else ""
+        self.label.setText(f"<b>{MODE_LABELS[mode]}</b> — {_DETAILS[mode].format(size=size)}{also}")
         self.clear_button.setVisible(mode != TXT2IMG)
+
+    def set_control_layers(self, count: int) -> None:
+        """How many control layers (ControlNet units) are on: a hidden dock must not steer unseen."""
+        self.control_layers = count
+        self.set_mode(self.mode, self._size)

@@ -138,6 +138,7 @@ class PromptPanel(QWidget):
     removeModelRequested = Signal(str)  # an added model's path
     reuseSeedRequested = Signal()
     networksRequested = Signal()
+    controlRequested = Signal()
 
     def __init__(self, state: PromptState, counter: LazyTokenCounter, parent: QWidget | None = None):
         super().__init__(parent)
@@ -181,6 +182,9 @@ class PromptPanel(QWidget):
                 self.networks_button = QToolButton(text="LoRA…", toolTip="Browse LoRA and embedding files")
                 self.networks_button.clicked.connect(self.networksRequested)
                 row.addWidget(self.networks_button)
+                self.control_button = QToolButton(text="Control…", toolTip="ControlNet: steer by a sketch")
+                self.control_button.clicked.connect(self.controlRequested)  # control_dock.py opens its dock
+                row.addWidget(self.control_button)
             count = QLabel()
             count.setProperty("role", "counter")
             row.addWidget(count)

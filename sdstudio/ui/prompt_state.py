@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from sdstudio.engine import families
-from sdstudio.engine.request import MAX_SEED, RANDOM_SEED, GenerationRequest
+from sdstudio.engine.request import MAX_SEED, RANDOM_SEED, ControlUnit, GenerationRequest
 
 # Width x height presets per model family (read-only view of families.FAMILIES); the first is the default.
 SIZE_PRESETS: dict[str, tuple[tuple[int, int], ...]] = {f.name: f.size_presets for f in families.FAMILIES}
@@ -100,13 +100,15 @@ def size_presets(family: str) -> tuple[tuple[int, int], ...]:
 
 
 def build_requests(state: PromptState, init_image: Image.Image | None = None, mask: Image.Image | None = None,
-                   rng: random.Random | None = None) -> list[GenerationRequest]:
+                   rng: random.Random | None = None,
+                   units: tuple[ControlUnit, ...] = ()) -> list[GenerationRequest]:
     """One request per batch (batch_count of them), each an independent snapshot.
 
     Seeds follow A1111: a random base seed is drawn once, batch j starts at base + j * batch_size, so every
     image's seed (base + index) is distinct and reproducible. With a variation strength the seed stays the
     base in every batch and the variation seeds count up instead (request.batch_seeds). The images are
-    copied so later edits of the canvas or mask never reach a queued job.
+    copied so later edits of the canvas or mask never reach a queued job. `units` are the control layers'
+    ControlNet units (ui/control_state.build_units), their images copied per request too.
     """
     rng = rng or random.Random()
     base = rng.randrange(MAX_SEED + 1) if state.seed == RANDOM_SEED else state.seed
@@ -126,15 +128,20 @@ def build_requests(state: PromptState, init_image: Image.Image | None = None, ma
         mask=mask.copy() if use_mask else None, mask_blur=state.mask_blur,
         only_masked=state.only_masked and use_mask, draft_decode=state.draft_decode,
         subseed_strength=state.subseed_strength, seed_resize_from_w=state.seed_resize_from_w,
-        seed_resize_from_h=state.seed_resize_from_h, hires=hires,
+        seed_resize_from_h=state.seed_resize_from_h, hires=hires, control_units=units,
         **{name: getattr(state, name) for name in _HIRES_FIELDS},
     )
     step = state.batch_size
     return [common.replace(seed=base if vary else (base + j * step) % (MAX_SEED + 1),
                            subseed=(sub_base + j * step) % (MAX_SEED + 1) if vary else 0,
                            init_image=init.copy() if init is not None else None,
-                           mask=common.mask.copy() if common.mask is not None else None)
+                           mask=common.mask.copy() if common.mask is not None else None,
+                           control_units=tuple(_copied(u) for u in units))
             for j in range(state.batch_count)]
+
+
+def _copied(unit: ControlUnit) -> ControlUnit:
+    return unit.replace(image=unit.image.copy() if unit.image is not None else None)
 
 
 def apply_request(state: PromptState, request: GenerationRequest) -> None:

@@ -217,3 +217,51 @@ def test_dragging_a_file_over_highlights_the_canvas_until_it_leaves(qtbot, tmp_p
     with qtbot.waitSignal(canvas.fileDropped, timeout=1000) as blocker:
         canvas.dropEvent(event)
     assert blocker.args == [str(path)]
+
+
+def _on_screen(canvas, x: float, y: float) -> QColor:
+    """The colour the canvas paints at image point (x, y)."""
+    shot = canvas.grab().toImage()
+    p = canvas.image_to_widget(QPointF(x, y)) * canvas.devicePixelRatioF()
+    return shot.pixelColor(int(p.x()), int(p.y()))
+
+
+def test_a_layer_is_drawn_over_the_image_stretched_and_faded(qtbot):
+    canvas = make_canvas(qtbot, size=64)
+    layer = QImage(16, 16, QImage.Format.Format_RGB32)  # a quarter of the size: stretched over the image
+    layer.fill(QColor(0, 0, 0))
+    for x in range(8, 16):
+        for y in range(16):
+            layer.setPixelColor(x, y, QColor(250, 250, 250))
+    canvas.set_layer(layer, 0.5)
+    left, right = _on_screen(canvas, 10, 32), _on_screen(canvas, 54, 32)
+    assert abs(left.red() - 45) <= 3 and abs(right.red() - 170) <= 3  # 90 faded half-way to 0 and to 250
+    canvas.set_layer(layer, 0.0)
+    assert abs(_on_screen(canvas, 54, 32).red() - 90) <= 1
+    canvas.set_layer(None)
+    assert canvas.layer is None and abs(_on_screen(canvas, 54, 32).red() - 90) <= 1
+
+
+def test_a_paint_target_takes_the_strokes_in_its_colour_and_the_mask_gets_them_back(qtbot):
+    canvas = make_canvas(qtbot, size=64)
+    canvas.set_mask_editable(True)
+    scribble = MaskModel()
+    scribble.reset(64, 64)
+    canvas.set_paint_target(scribble, QColor(255, 255, 255), 1.0)
+    canvas.set_brush_radius(3)
+    canvas.hardness = 1.0
+    at = canvas.image_to_widget(QPointF(20.5, 20.5)).toPoint()
+    QTest.mousePress(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, at)
+    QTest.mouseRelease(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, at)
+    assert scribble.pixels()[20, 20] == 255 and canvas.mask is scribble
+    assert _on_screen(canvas, 20.5, 20.5).getRgb()[:3] == (255, 255, 255)  # solid white, not a tint
+    canvas.mask.undo_stack.undo()
+    assert scribble.is_empty()
+    mask = MaskModel()
+    mask.reset(64, 64)
+    canvas.set_paint_target(mask)
+    QTest.mousePress(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, at)
+    QTest.mouseRelease(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, at)
+    assert mask.pixels()[20, 20] == 255 and scribble.is_empty()
+    scribble.fill()  # the old target's changes no longer reach the canvas's overlay
+    assert _on_screen(canvas, 50.5, 50.5).getRgb()[:3] == (90, 90, 90)

@@ -1,0 +1,151 @@
+"""A job's ControlNet units as one `ResidualSource` per pass (residuals.py): each unit's ControlNet is run on
+the UNet's input of every call, weighted and summed over the units.
+
+The rules are sd-webui-controlnet's (scripts/hook.py, scripts/controlnet.py), which A1111 users' infotexts
+describe:
+- strength scales every residual; a unit runs while start <= i / steps <= end, i being the sampler step of
+  the call (0-based) and steps the pass's (A1111's guidance start/end, compared as fractions);
+- "Balanced": the residuals as they are, on both halves of the CFG batch;
+- "My prompt is more important" (soft injection): residual k of the list (input blocks in order, the middle
+  last) times 0.825^(12 - k). The exponent counts from the first input block, as A1111's code does, so on
+  SD 1.x/2.x (12 skips + middle) the middle keeps weight 1 and the first conv 0.825^12 = 0.099, while on
+  SDXL (9 skips + middle) the ladder stops at 0.825^3 for the middle;
+- "ControlNet is more important": the same ladder (A1111 sets soft injection for every mode but Balanced)
+  and the residuals on the prompt half only (zeros for the negative prompt, A1111's cfg injection), so the
+  ControlNet is run on the prompt row alone.
+The ControlNet gets the UNet input without inpainting channels, so 9-channel inpainting UNets feed it their
+first 4 (latent) channels (Denoiser passes exactly that).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor
+
+from sdstudio.engine.checkpoint import LoadedModel
+from sdstudio.engine.control_hint import Hint
+from sdstudio.engine.controlnet_file import LoadedControlNet, TargetModel, load_controlnet
+from sdstudio.engine.denoiser import UNetConditioning
+from sdstudio.engine.devices import module_device, module_dtype
+from sdstudio.engine.errors import GenerationError, RequestError
+from sdstudio.engine.families import family
+from sdstudio.engine.request import CONTROL_MODES, ControlUnit, GenerationRequest
+from sdstudio.engine.residuals import Residuals
+from sdstudio.engine.schedules import ModelSampling
+
+BALANCED, PROMPT_MORE, CONTROL_MORE = CONTROL_MODES
+SOFT_BASE = 0.825  # A1111's soft-injection ladder: weight * SOFT_BASE ** (SOFT_TOP - k)
+SOFT_TOP = 12
+STEP_TOLERANCE = 1e-3  # in timesteps: a call at exactly a schedule sigma belongs to that step
+
+
+def unit_scales(strength: float, mode: str, count: int) -> list[float]:
+    """The weight of each of the `count` residuals (skips in order, the middle last)."""
+    if mode == BALANCED:
+        return [strength] * count
+    return [strength * SOFT_BASE ** float(SOFT_TOP - k) for k in range(count)]
+
+
+def check_unit(unit: ControlUnit) -> None:
+    if unit.mode not in CONTROL_MODES:
+        raise RequestError(f"unknown ControlNet control mode {unit.mode!r}; one of {', '.join(CONTROL_MODES)}")
+    if not 0 <= unit.start <= unit.end <= 1:
+        raise RequestError(f"ControlNet start/end must satisfy 0 <= start <= end <= 1, got {unit.start}/{unit.end}")
+    if not unit.strength >= 0:
+        raise RequestError(f"ControlNet strength must be >= 0, got {unit.strength}")
+
+
+class ControlNetCache:
+    """The ControlNets of the last job, kept loaded for the next (loading one costs seconds); a job that
+    names other files drops the rest first, so at most one job's set is in memory."""
+
+    def __init__(self, allow_pickle: bool = False) -> None:
+        self.allow_pickle = allow_pickle
+        self._nets: dict[tuple, LoadedControlNet] = {}
+
+    def load(self, paths: list[str], model: LoadedModel) -> list[LoadedControlNet]:
+        device, dtype = module_device(model.unet), module_dtype(model.unet)
+        fam = family(model.description.family)  # a metadata-described one takes its heads from the UNet
+        keys = [(p, _stamp(p), fam.name, model.unet.config, str(device), dtype) for p in paths]
+        self._nets = {k: v for k, v in self._nets.items() if k in keys}
+        for key in keys:
+            if key not in self._nets:
+                self._nets[key] = load_controlnet(key[0], TargetModel.of(fam, model.unet), device, dtype,
+                                                  self.allow_pickle)
+        return [self._nets[k] for k in keys]
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    """(size, mtime): a file replaced under the same name is loaded again."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (0, 0)
+    return st.st_size, st.st_mtime_ns
+
+
+class ControlJob:
+    """A request's units, their ControlNets and hints, prepared once for the whole job."""
+
+    def __init__(self, model: LoadedModel, req: GenerationRequest, cache: ControlNetCache | None = None) -> None:
+        for unit in req.control_units:
+            check_unit(unit)
+        self.nets = (cache or ControlNetCache()).load([u.model for u in req.control_units], model)
+        self.units = tuple(u.replace(model_hash=net.hash) for u, net in zip(req.control_units, self.nets,
+                                                                           strict=True))
+        self.hints = [Hint(unit) for unit in self.units]
+
+    def source(self, width: int, height: int, sigmas: Tensor, model_sampling: ModelSampling) -> ControlSource:
+        """The residual source of one pass at width x height pixels, down `sigmas`."""
+        return ControlSource(self, width, height, sigmas, model_sampling)
+
+
+class ControlSource:
+    """A ResidualSource: (UNet input x without extra channels, t, conditioning) -> the units' summed residuals,
+    or None when no unit is active at this step. Calls hold one image: [prompt] or [prompt; negative prompt]
+    (CFGDenoiser; AND prompts are refused with residuals)."""
+
+    def __init__(self, job: ControlJob, width: int, height: int, sigmas: Tensor, model_sampling: ModelSampling):
+        self.job = job
+        self.size = (width, height)
+        self.steps = len(sigmas) - 1
+        # Each step's timestep, to tell which step a call belongs to (second-order samplers call in between).
+        self.step_t = model_sampling.sigma_to_t(sigmas[1:-1].float().cpu()) if self.steps > 1 else torch.zeros(0)
+
+    def step_of(self, t: Tensor) -> int:
+        return int((self.step_t >= float(t.reshape(-1)[0].cpu()) - STEP_TOLERANCE).sum())
+
+    @torch.no_grad()
+    def __call__(self, x: Tensor, t: Tensor, cond: UNetConditioning) -> Residuals | None:
+        rows = x.shape[0]
+        if rows > 2:
+            raise GenerationError("ControlNet residuals for more than [prompt; negative prompt] in one UNet call")
+        fraction = self.step_of(t) / max(self.steps, 1)
+        total: Residuals | None = None
+        for unit, net, hint in zip(self.job.units, self.job.nets, self.job.hints, strict=True):
+            if not unit.start <= fraction <= unit.end or unit.strength == 0:
+                continue
+            prompt_only = unit.mode == CONTROL_MORE and rows == 2
+            n = 1 if prompt_only else rows
+            found = _run(net, x[:n], hint.at(*self.size), t[:n], cond.rows(0, n))
+            scales = unit_scales(unit.strength, unit.mode, len(found.tensors()))
+            weighted = _scaled(found, scales)
+            if prompt_only:
+                weighted = weighted.guided(on_uncond=False)
+            total = weighted if total is None else total + weighted
+        return total
+
+
+def _run(net: LoadedControlNet, x: Tensor, hint: Tensor, t: Tensor, cond: UNetConditioning) -> Residuals:
+    module = net.net
+    device, dtype = module_device(module), module_dtype(module)
+    y = None if cond.y is None else cond.y.to(device, dtype)
+    out = module(x.to(device, dtype), hint.to(device, dtype), t.to(device), cond.context.to(device, dtype), y)
+    return out.to(x.device, torch.float32)
+
+
+def _scaled(found: Residuals, scales: list[float]) -> Residuals:
+    tensors = [r * s for r, s in zip(found.tensors(), scales, strict=True)]
+    return Residuals(tuple(tensors[:-1]), tensors[-1])
