@@ -89,8 +89,8 @@ def colour_probe(latents: torch.Tensor, images: torch.Tensor, steps: int = 600, 
     x_held, y_held = features[held].reshape(-1, features.shape[-1]), target[held].reshape(-1, 5)
     mu, sd = x_fit.mean(0), x_fit.std(0) + 1e-6
     torch.manual_seed(seed)
-    probe = torch.nn.Sequential(torch.nn.Linear(x_fit.shape[1], 128), torch.nn.SiLU(), torch.nn.Linear(128, 128),
-                                torch.nn.SiLU(), torch.nn.Linear(128, 5))
+    probe = torch.nn.Sequential(torch.nn.Linear(x_fit.shape[1], 128), torch.nn.SiLU(),
+                                torch.nn.Linear(128, 128), torch.nn.SiLU(), torch.nn.Linear(128, 5))
     opt = torch.optim.Adam(probe.parameters(), lr=3e-3)
     with torch.enable_grad():
         for _ in range(steps):
@@ -127,9 +127,10 @@ def dominant_colour(image: Image.Image | np.ndarray) -> str:
 
 def colour_test_set(images: np.ndarray, names: list[str], per_colour: int = 20,
                     share: float = 0.6) -> list[tuple[str, str]]:
-    """(name, colour) of dataset emoji clearly dominated by red, green, blue or yellow: that bin holds at least
-    `share` of the saturated pixels, and saturated pixels are at least half of the non-white ones. Skin-tone
-    variants are left out (their colour is the skin's). Up to `per_colour` of each, in dataset order."""
+    """(name, colour) of dataset emoji clearly dominated by red, green, blue or yellow: that bin holds at
+    least `share` of the saturated pixels, and saturated pixels are at least half of the non-white ones.
+    Skin-tone variants are left out (their colour is the skin's). Up to `per_colour` of each, in dataset
+    order."""
     chosen: dict[str, list[str]] = {c: [] for c in TEST_COLOURS}
     for image, name in zip(images, names, strict=True):
         if "skin tone" in name:

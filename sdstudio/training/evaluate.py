@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sheet", type=Path, default=None, help="also write a contact sheet of 32 prompts")
     parser.add_argument("--speed", action="store_true", help="also time a step, a preview and an image")
     parser.add_argument("--colour", action="store_true",
-                        help="also the colour test: dominant colour of generations of red/green/blue/yellow emoji")
+                        help="also the colour test: dominant colour of red/green/blue/yellow emoji")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(args.threads)
     dataset = build_dataset()
@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     for cfg in args.cfg:
         result = fidelity(engine, dataset.images, dataset.names, prompts, cfg, args.model, args.sampler)
         report[f"cfg {cfg:g}"] = {"top5": result.rate, "hits": result.hits, "total": result.total,
-                                  "median_rank": result.median_rank, "chance_median_rank": len(dataset.names) / 2,
+                                  "median_rank": result.median_rank,
+                                  "chance_median_rank": len(dataset.names) / 2,
                                   "s_per_image": round(result.seconds_per_image, 3), "misses": result.misses}
         if args.colour:
             colour = colour_fidelity(engine, colour_test_set(dataset.images, dataset.names), cfg, args.model,

@@ -83,21 +83,24 @@ def check_autoencoder(plan: TrainingPlan) -> dict[str, float]:
     path = check_path(plan)
     if not path.exists():
         figures = autoencoder_check(load_autoencoder(plan, "autoencoder"), load_dataset(plan).images)
-        figures["step"] = int(torch.load(plan.work_dir / "autoencoder" / "state.pt", weights_only=True)["step"])
+        state = torch.load(plan.work_dir / "autoencoder" / "state.pt", weights_only=True)
+        figures["step"] = int(state["step"])
         path.write_text(json.dumps(figures, indent=1))
     figures = json.loads(path.read_text())
     print(json.dumps({"autoencoder_check": figures}))
     if plan.min_hue_r2 is not None:
-        problems = [f"{axis} {figures[key]:.3f} < {plan.min_hue_r2}" for axis, key in
-                    (("R-G", "probe_r2_red_green"), ("B-Y", "probe_r2_blue_yellow")) if figures[key] < plan.min_hue_r2]
+        axes = (("R-G", "probe_r2_red_green"), ("B-Y", "probe_r2_blue_yellow"))
+        problems = [f"{axis} {figures[key]:.3f} < {plan.min_hue_r2}" for axis, key in axes
+                    if figures[key] < plan.min_hue_r2]
         if problems:
-            raise RuntimeError(f"the autoencoder's latents do not carry hue yet ({'; '.join(problems)}): train it "
-                               f"further (raise plan.autoencoder.steps) and delete {path}")
+            raise RuntimeError(f"the autoencoder's latents do not carry hue yet ({'; '.join(problems)}): "
+                               f"train it further (raise plan.autoencoder.steps) and delete {path}")
     return figures
 
 
 def check_decoder(plan: TrainingPlan, vae: AutoencoderKL, images: np.ndarray) -> dict[str, float]:
-    """The shipped autoencoder's colour figures; raises when its reconstructions miss the plan's CIE76 bound."""
+    """The shipped autoencoder's colour figures; raises when its reconstructions miss the plan's CIE76
+    bound."""
     figures = autoencoder_check(vae, images)
     print(json.dumps({"decoder_check": figures}))
     if plan.max_delta_e is not None and figures["mean_delta_e"] > plan.max_delta_e:

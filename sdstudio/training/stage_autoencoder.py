@@ -57,8 +57,8 @@ def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor, plan: TrainingPlan
     chroma = ((opponent(recon) - opponent(x)).abs().mean()
               + (opponent(F.avg_pool2d(recon, factor)) - opponent(F.avg_pool2d(x, factor))).abs().mean())
     # CIE76 difference of 4x4-patch means, in tens: the measure the colour check uses on 16x16 thumbnails.
-    delta_e = ((lab(F.avg_pool2d(recon.clamp(-1, 1), 4)) - lab(F.avg_pool2d(x, 4))).pow(2).sum(1) + 1e-6).sqrt()
-    delta_e = delta_e.mean() / 10
+    difference = lab(F.avg_pool2d(recon.clamp(-1, 1), 4)) - lab(F.avg_pool2d(x, 4))
+    delta_e = (difference.pow(2).sum(1) + 1e-6).sqrt().mean() / 10
     loss = (l1 + mse + plan.colour_weight * colour + plan.chroma_weight * chroma + plan.lab_weight * delta_e)
     return loss, {"l1": l1, "mse": mse, "colour": colour, "chroma": chroma, "delta_e": delta_e}
 
@@ -102,8 +102,8 @@ def train_autoencoder(plan: TrainingPlan, images: torch.Tensor) -> AutoencoderKL
     step = ckpt.resume()
     if step == 0 and plan.init_from is not None:
         load_vae(model, plan.init_from)
-    log = LossLog(plan.log_dir / "autoencoder.csv", ["loss", "l1", "mse", "colour", "chroma", "probe", "delta_e", "kl",
-                                                           "lr"])
+    columns = ["loss", "l1", "mse", "colour", "chroma", "probe", "delta_e", "kl", "lr"]
+    log = LossLog(plan.log_dir / "autoencoder.csv", columns)
     generator = torch.Generator().manual_seed(plan.seed + step)
     model.train()
     while step < stage.steps:

@@ -31,7 +31,8 @@ def load_part(module: nn.Module, path: Path, prefix: str) -> None:
     missing, unexpected = module.load_state_dict(_part(path, prefix), strict=False)
     parameters = {name for name, _ in module.named_parameters()}
     if unexpected or parameters & set(missing):
-        raise ValueError(f"{path} does not fit under '{prefix}': missing {sorted(parameters & set(missing))[:5]},"
+        absent = sorted(parameters & set(missing))[:5]
+        raise ValueError(f"{path} does not fit under '{prefix}': missing {absent},"
                          f" unexpected {sorted(unexpected)[:5]}")
 
 
