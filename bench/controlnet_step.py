@@ -81,7 +81,7 @@ def main() -> None:
     def source(mode: str) -> ControlSource:
         unit = ControlUnit("bench.safetensors", image=image, mode=mode)
         job = SimpleNamespace(units=(unit,), nets=[loaded], hints=[Hint(unit)])
-        return ControlSource(job, args.size, args.size, sigmas, ms)
+        return ControlSource(job, args.size, args.size, sigmas)
 
     @torch.no_grad()
     def step(residual_source=None) -> None:
