@@ -216,3 +216,13 @@ def load_controlnet(path: str | Path, target: TargetModel, device: torch.device 
         raise _unsupported(name, " ".join(str(error).split())[:300]) from None
     family_name = found.name if found is not None else target.family.name
     return LoadedControlNet(str(path), net.eval(), family_name, legacy_model_hash(path))
+
+
+def file_family(path: str | Path) -> Family | None:
+    """The family a ControlNet .safetensors file was made for, from its header alone (no tensor is read), for
+    pickers that list the files fitting the loaded checkpoint; None when its context width is no known
+    family's. Raises like `load_controlnet` when the file is no ControlNet."""
+    path = Path(path)
+    header = read_header(path)
+    shapes = original_layout({k: e.shape for k, e in header.tensors.items()}, path.name)
+    return family_of(shapes, path.name)
