@@ -2,7 +2,7 @@
 latents), random weights (fan-in scaled, tests/engine/full_size.py), one image with CFG, i.e. the UNet call on
 [prompt; negative prompt] that CFGDenoiser makes.
 
-Three rows, each the mean of `--repeats` runs after one warm-up:
+Three rows, run in alternation for `--repeats` rounds after a warm-up round (min and mean reported):
 - plain: the UNet alone;
 - Balanced: the unit's ControlNet on both rows, then the UNet with its residuals (the ControlSource, as a job
   runs it, hint prepared once);
@@ -43,17 +43,14 @@ def randomised(module: torch.nn.Module, seed: int, device: str, dtype: torch.dty
     return module.to(device, dtype).eval()
 
 
-def timed(fn, repeats: int, device: str) -> float:
-    runs = []
-    for _ in range(repeats + 1):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        runs.append(time.perf_counter() - start)
-    return statistics.mean(runs[1:])
+def timed(fn, device: str) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -81,7 +78,7 @@ def main() -> None:
     def source(mode: str) -> ControlSource:
         unit = ControlUnit("bench.safetensors", image=image, mode=mode)
         job = SimpleNamespace(units=(unit,), nets=[loaded], hints=[Hint(unit)])
-        return ControlSource(job, args.size, args.size, sigmas, ms)
+        return ControlSource(job, args.size, args.size, sigmas)
 
     @torch.no_grad()
     def step(residual_source=None) -> None:
@@ -90,14 +87,20 @@ def main() -> None:
              residuals.to(torch.device(device), dtype))
 
     balanced, control = source("Balanced"), source("ControlNet is more important")
-    plain = timed(step, args.repeats, device)
-    rows = [("plain UNet step", plain), ("+ 1 unit, Balanced", timed(lambda: step(balanced), args.repeats, device)),
-            ("+ 1 unit, ControlNet more important", timed(lambda: step(control), args.repeats, device))]
+    rows = {"plain UNet step": step, "+ 1 unit, Balanced": lambda: step(balanced),
+            "+ 1 unit, ControlNet more important": lambda: step(control)}
+    runs: dict[str, list[float]] = {name: [] for name in rows}
+    for round_ in range(args.repeats + 1):  # rows alternate, so a change in machine load hits all of them
+        for name, fn in rows.items():
+            seconds = timed(fn, device)
+            if round_:
+                runs[name].append(seconds)
+    plain = min(runs["plain UNet step"])
     print(f"torch {torch.__version__}, {device} {dtype}, {torch.get_num_threads()} threads, {args.size}x{args.size}, "
-          f"UNet batch 2 (CFG), mean of {args.repeats} after a warm-up")
-    print("| step | seconds | vs plain |\n|---|---|---|")
-    for name, seconds in rows:
-        print(f"| {name} | {seconds:.2f} | {seconds / plain:.2f}x |")
+          f"UNet batch 2 (CFG), {args.repeats} alternating rounds after a warm-up round")
+    print("| step | min s | mean s | min vs plain |\n|---|---|---|---|")
+    for name, seconds in runs.items():
+        print(f"| {name} | {min(seconds):.2f} | {statistics.mean(seconds):.2f} | {min(seconds) / plain:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ centring ((big - small) // 2):
 - "Resize and Fill": scaled by min(h/h0, w/w0) so it fits inside, centred on a background of the median
   colour of the scaled map's border pixels.
 Shrinking uses area averaging (PIL's BOX, OpenCV's INTER_AREA), enlarging Lanczos, as its high-quality resize.
-The hint tensor is RGB in [0, 1] (ControlNet's training range), (1, 3, height, width).
+The hint tensor is RGB in [0, 1] (ControlNet's training range), (1, 3, height, width). An RGBA map (the
+inpaint_only preprocessor's: transparent = repaint) follows sd-webui-controlnet's inpaint rule: repainted
+pixels are -1, the rest the image; the area "Resize and Fill" adds counts as repainted.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def _border_median(image: Image.Image) -> tuple[int, ...]:
 
 
 def fit_hint(image: Image.Image, width: int, height: int, mode: str) -> Image.Image:
-    """`image` (RGB) fitted to width x height by one of CONTROL_RESIZE_MODES."""
+    """`image` (RGB or RGBA) fitted to width x height by one of CONTROL_RESIZE_MODES."""
     if mode not in CONTROL_RESIZE_MODES:
         raise RequestError(f"unknown ControlNet resize mode {mode!r}; one of {', '.join(CONTROL_RESIZE_MODES)}")
     if mode == "Just Resize":
@@ -52,7 +54,10 @@ def fit_hint(image: Image.Image, width: int, height: int, mode: str) -> Image.Im
     if mode == "Crop and Resize":
         left, top = max(0, (scaled.width - width) // 2), max(0, (scaled.height - height) // 2)
         return scaled.crop((left, top, left + width, top + height))
-    canvas = Image.new("RGB", (width, height), _border_median(scaled))
+    fill = _border_median(scaled)
+    if scaled.mode == "RGBA":
+        fill = (*fill[:3], 0)  # the added border is for the model to paint
+    canvas = Image.new(scaled.mode, (width, height), fill)
     canvas.paste(scaled, (max(0, (width - scaled.width) // 2), max(0, (height - scaled.height) // 2)))
     return canvas
 
@@ -69,13 +74,17 @@ def control_map(unit: ControlUnit) -> Image.Image:
     except ImportError:
         raise RequestError(f"ControlNet preprocessor {unit.preprocessor!r} is not available in this build; "
                            "use preprocessor \"none\" with a ready-made control map") from None
-    return preprocessors.run(unit.preprocessor, unit.image, dict(unit.preprocessor_params)).convert("RGB")
+    found = preprocessors.run(unit.preprocessor, unit.image, dict(unit.preprocessor_params))
+    return found if found.mode == "RGBA" else found.convert("RGB")
 
 
 def hint_tensor(image: Image.Image) -> Tensor:
-    """(1, 3, H, W) float32 in [0, 1] from an RGB image."""
-    a = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(a).permute(2, 0, 1)[None].contiguous()
+    """(1, 3, H, W) float32: an RGB image in [0, 1]; an RGBA one with its transparent pixels at -1."""
+    a = np.asarray(image.convert("RGBA" if image.mode == "RGBA" else "RGB"), dtype=np.float32) / 255.0
+    if a.shape[-1] == 4:
+        repaint = (a[..., 3:] < 0.5).astype(np.float32)
+        a = a[..., :3] * (1 - repaint) - repaint
+    return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].contiguous()
 
 
 class Hint:

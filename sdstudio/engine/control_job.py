@@ -3,8 +3,8 @@ the UNet's input of every call, weighted and summed over the units.
 
 The rules are sd-webui-controlnet's (scripts/hook.py, scripts/controlnet.py), which A1111 users' infotexts
 describe:
-- strength scales every residual; a unit runs while start <= i / steps <= end, i being the sampler step of
-  the call (0-based) and steps the pass's (A1111's guidance start/end, compared as fractions);
+- strength scales every residual; a unit runs while start <= step / steps <= end, steps being the pass's
+  and step A1111's step counter (ControlSource; A1111's guidance start/end, compared as fractions);
 - "Balanced": the residuals as they are, on both halves of the CFG batch;
 - "My prompt is more important" (soft injection): residual k of the list (input blocks in order, the middle
   last) times 0.825^(12 - k). The exponent counts from the first input block, as A1111's code does, so on
@@ -20,6 +20,7 @@ first 4 (latent) channels (Denoiser passes exactly that).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -33,12 +34,10 @@ from sdstudio.engine.errors import GenerationError, RequestError
 from sdstudio.engine.families import family
 from sdstudio.engine.request import CONTROL_MODES, ControlUnit, GenerationRequest
 from sdstudio.engine.residuals import Residuals
-from sdstudio.engine.schedules import ModelSampling
 
 BALANCED, PROMPT_MORE, CONTROL_MORE = CONTROL_MODES
 SOFT_BASE = 0.825  # A1111's soft-injection ladder: weight * SOFT_BASE ** (SOFT_TOP - k)
 SOFT_TOP = 12
-STEP_TOLERANCE = 1e-3  # in timesteps: a call at exactly a schedule sigma belongs to that step
 
 
 def unit_scales(strength: float, mode: str, count: int) -> list[float]:
@@ -97,32 +96,42 @@ class ControlJob:
                                                                            strict=True))
         self.hints = [Hint(unit) for unit in self.units]
 
-    def source(self, width: int, height: int, sigmas: Tensor, model_sampling: ModelSampling) -> ControlSource:
+    def source(self, width: int, height: int, sigmas: Tensor) -> ControlSource:
         """The residual source of one pass at width x height pixels, down `sigmas`."""
-        return ControlSource(self, width, height, sigmas, model_sampling)
+        return ControlSource(self, width, height, sigmas)
 
 
 class ControlSource:
     """A ResidualSource: (UNet input x without extra channels, t, conditioning) -> the units' summed residuals,
-    or None when no unit is active at this step. Calls hold one image: [prompt] or [prompt; negative prompt]
-    (CFGDenoiser; AND prompts are refused with residuals)."""
+    or None when no unit is active. Calls hold one image: [prompt] or [prompt; negative prompt] (CFGDenoiser;
+    AND prompts are refused with residuals).
 
-    def __init__(self, job: ControlJob, width: int, height: int, sigmas: Tensor, model_sampling: ModelSampling):
+    The step a call belongs to is A1111's `state.sampling_step`: 0 until the sampler reports its first step,
+    then the index of the last step it reported (`following` wraps the pass's step callback to see them). So
+    the first call of step i counts as step i - 1 and a second call within a step (Heun, DPM++ 2S) as i, and
+    a unit with end 0.5 over 20 steps still steers step 10, as in A1111."""
+
+    def __init__(self, job: ControlJob, width: int, height: int, sigmas: Tensor) -> None:
         self.job = job
         self.size = (width, height)
         self.steps = len(sigmas) - 1
-        # Each step's timestep, to tell which step a call belongs to (second-order samplers call in between).
-        self.step_t = model_sampling.sigma_to_t(sigmas[1:-1].float().cpu()) if self.steps > 1 else torch.zeros(0)
+        self.sampling_step = 0
 
-    def step_of(self, t: Tensor) -> int:
-        return int((self.step_t >= float(t.reshape(-1)[0].cpu()) - STEP_TOLERANCE).sum())
+    def following(self, on_step: Callable[[int, float, Tensor, Tensor], None]) -> Callable:
+        """The sampler's step callback, also telling this source which step was reported last."""
+
+        def callback(i: int, sigma: float, x: Tensor, denoised: Tensor) -> None:
+            self.sampling_step = i
+            on_step(i, sigma, x, denoised)
+
+        return callback
 
     @torch.no_grad()
     def __call__(self, x: Tensor, t: Tensor, cond: UNetConditioning) -> Residuals | None:
         rows = x.shape[0]
         if rows > 2:
             raise GenerationError("ControlNet residuals for more than [prompt; negative prompt] in one UNet call")
-        fraction = self.step_of(t) / max(self.steps, 1)
+        fraction = self.sampling_step / max(self.steps, 1)
         total: Residuals | None = None
         for unit, net, hint in zip(self.job.units, self.job.nets, self.job.hints, strict=True):
             if not unit.start <= fraction <= unit.end or unit.strength == 0:

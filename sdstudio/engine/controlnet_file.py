@@ -25,8 +25,9 @@ from sdstudio.engine.controlnet import ControlNet, ControlNetConfig
 from sdstudio.engine.errors import UnsupportedModelError
 from sdstudio.engine.families import FAMILIES, Family, HeadLayout
 from sdstudio.engine.model_files import legacy_model_hash
+from sdstudio.engine.safetensors_file import PICKLE_SUFFIXES, read_header
 from sdstudio.engine.unet import UNetConfig, UNetModel, _level_layout, _levels, _transformer_depths
-from sdstudio.engine.weights import load_state_dict_file
+from sdstudio.engine.weights import load_state_dict_file, load_tensors, place
 
 ORIGINAL_PREFIX = "control_model."
 ORIGINAL_MARK = "input_hint_block.0.weight"
@@ -164,6 +165,19 @@ def check_fits(config: ControlNetConfig, found: Family | None, target: TargetMod
             f"(width, levels, blocks, context, y) {ours} vs {theirs}")
 
 
+def _read(path: Path, allow_pickle: bool, dtype: torch.dtype | None, device: torch.device | str) -> dict[str, Tensor]:
+    """The file's tensors; of a file that also holds a whole SD model (ControlNet 1.0) only `control_model.*`
+    is read and converted."""
+    if path.suffix.lower() not in PICKLE_SUFFIXES:
+        header = read_header(path)
+        prefix = ORIGINAL_PREFIX if any(k.startswith(ORIGINAL_PREFIX) for k in header.tensors) else ""
+        return {prefix + k: v for k, v in load_tensors(header, prefix, dtype, device=device).items()}
+    state, _ = load_state_dict_file(path, allow_pickle=allow_pickle)  # memory-mapped on the CPU
+    if any(k.startswith(ORIGINAL_PREFIX) for k in state):
+        state = {k: v for k, v in state.items() if k.startswith(ORIGINAL_PREFIX)}
+    return {k: place(v, dtype, device) for k, v in state.items()}
+
+
 @dataclass
 class LoadedControlNet:
     """A ControlNet ready to run on the checkpoint it was checked against; `hash` is A1111's 8-hex model hash
@@ -186,7 +200,7 @@ def load_controlnet(path: str | Path, target: TargetModel, device: torch.device 
     name = path.name
     if not path.is_file():
         raise UnsupportedModelError(f"ControlNet file not found: {path}")
-    state, _ = load_state_dict_file(path, allow_pickle=allow_pickle, dtype=dtype, device=device)
+    state = _read(path, allow_pickle, dtype, device)
     state = original_layout(state, name)
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     found = family_of(shapes, name)
@@ -202,3 +216,13 @@ def load_controlnet(path: str | Path, target: TargetModel, device: torch.device 
         raise _unsupported(name, " ".join(str(error).split())[:300]) from None
     family_name = found.name if found is not None else target.family.name
     return LoadedControlNet(str(path), net.eval(), family_name, legacy_model_hash(path))
+
+
+def file_family(path: str | Path) -> Family | None:
+    """The family a ControlNet .safetensors file was made for, from its header alone (no tensor is read), for
+    pickers that list the files fitting the loaded checkpoint; None when its context width is no known
+    family's. Raises like `load_controlnet` when the file is no ControlNet."""
+    path = Path(path)
+    header = read_header(path)
+    shapes = original_layout({k: e.shape for k, e in header.tensors.items()}, path.name)
+    return family_of(shapes, path.name)

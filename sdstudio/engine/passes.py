@@ -167,11 +167,12 @@ class PassRunner:
         denoiser = Denoiser(self.unet_fn, self.model_sampling, self.model.description.prediction)
         first = conditioning.at(0)
         cfg = self.req.cfg_scale if p.cfg_scale is None else p.cfg_scale
-        residuals = self.residuals
+        residuals, callback = self.residuals, self.callback(p)
         if self.control is not None:
             if residuals is not None:
                 raise GenerationError("ControlNet units cannot be combined with other residuals in one job")
-            residuals = self.control.source(w, h, sigmas, self.model_sampling)
+            residuals = self.control.source(w, h, sigmas)
+            callback = residuals.following(callback)  # the units' start/end count the steps reported
         guided = CFGDenoiser(denoiser, first.conds[0][0], first.uncond, float(cfg), extra,
                              self.should_cancel, residuals, schedule=conditioning)
         model_fn = guided
@@ -182,7 +183,7 @@ class PassRunner:
                 # A1111: the known region of the denoised estimate is the init latent, every step.
                 return init_latent * keep + (1 - keep) * guided(x, sigma)
 
-        x = sample(p.sampler or self.req.sampler, model_fn, x, sigmas, callback=self.callback(p), noise_sampler=rng)
+        x = sample(p.sampler or self.req.sampler, model_fn, x, sigmas, callback=callback, noise_sampler=rng)
         check_finite(x, "latent", "a broken checkpoint, an fp16 overflow in the UNet or an extreme CFG scale")
         return x
 

@@ -94,16 +94,15 @@ def reference_scales(unit: ReferenceUnit) -> list[float]:
 
 class ControlledCFGDenoiser(a1111.CFGDenoiser):
     """A1111's CFGDenoiser with sd-webui-controlnet's hook: every unit's ControlNet on [cond; uncond], "ControlNet
-    is more important" zeroing the uncond row (cond_mark), the scale list zipped with the residuals."""
+    is more important" zeroing the uncond row (cond_mark), the scale list zipped with the residuals. The step is
+    A1111's `state.sampling_step`: 0 at launch, then set to d["i"] by the sampler's callback."""
 
     def __init__(self, pipe, cond, uncond, scale, units: list[ReferenceUnit], steps: int):
         super().__init__(pipe, cond, uncond, scale)
-        self.units, self.steps, self.calls, self.step = units, steps, 0, 0
+        self.units, self.steps, self.step = units, steps, 0
 
-    def __call__(self, x, sigma):
-        self.step = self.calls  # Euler: one model call per step
-        self.calls += 1
-        return super().__call__(x, sigma)
+    def callback_state(self, d) -> None:
+        self.step = d["i"]
 
     def _eps(self, x, t, cond, image_cond=None):
         total = None
@@ -129,7 +128,8 @@ def controlled_txt2img(pipe, units: list[ReferenceUnit], prompt: str, negative: 
     sigmas = a1111.reference_sigmas(steps)
     cond, uncond = pipe.encode_prompt(prompt, "cpu", 1, True, negative)
     model = ControlledCFGDenoiser(pipe, cond, uncond, cfg, units, steps)
-    x = sampling.sample_euler(model, a1111.a1111_noise(seed, height, width) * sigmas[0], sigmas, disable=True)
+    x = sampling.sample_euler(model, a1111.a1111_noise(seed, height, width) * sigmas[0], sigmas, disable=True,
+                              callback=model.callback_state)
     return a1111.a1111_pixels(pipe.vae.decode(x / pipe.vae.config.scaling_factor).sample)
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from sdstudio import engine as engine_package
 from sdstudio.engine.control_hint import Hint, control_map, fit_hint, hint_tensor
 from sdstudio.engine.errors import RequestError
 from sdstudio.engine.request import ControlUnit
@@ -78,3 +79,32 @@ def test_hint_tensor_is_rgb_in_unit_range_and_prepared_once_per_size():
     assert a.min() >= 0 and a.max() <= 1 and a[0, 0, 16, 0] == 1.0
     assert hint.at(64, 32) is a and hint.at(128, 64).shape == (1, 3, 64, 128)
     assert torch.equal(hint_tensor(Image.new("RGB", (2, 2), (255, 0, 0)))[0, :, 0, 0], torch.tensor([1.0, 0, 0]))
+
+
+def test_inpaint_map_marks_the_repaint_area_minus_one_and_fill_repaints():
+    rgba = np.zeros((20, 40, 4), np.uint8)
+    rgba[..., :3] = 200
+    rgba[..., 3] = 255
+    rgba[5:10, 5:10, 3] = 0  # transparent: repaint
+    image = Image.fromarray(rgba, "RGBA")
+    t = hint_tensor(image)
+    assert t.shape == (1, 3, 20, 40)
+    assert (t[0, :, 7, 7] == -1).all() and torch.allclose(t[0, :, 15, 30], torch.full((3,), 200 / 255))
+    filled = fit_hint(image, 64, 64, "Resize and Fill")
+    assert filled.mode == "RGBA" and (hint_tensor(filled)[0, :, 0, 0] == -1).all()
+
+
+def test_preprocessor_table_is_asked_for_named_preprocessors(monkeypatch):
+    import sys
+    import types
+
+    calls = []
+    fake = types.ModuleType("sdstudio.engine.preprocessors")
+    fake.run = lambda name, image, params: calls.append((name, params)) or Image.new("L", image.size, 7)
+    monkeypatch.setitem(sys.modules, "sdstudio.engine.preprocessors", fake)
+    monkeypatch.setattr(engine_package, "preprocessors", fake, raising=False)  # once the real one is imported
+    unit = ControlUnit("cn.safetensors", image=marked(8, 8), preprocessor="canny",
+                       preprocessor_params=(("low", 100.0), ("high", 200.0)))
+    out = control_map(unit)
+    assert out.mode == "RGB" and out.getpixel((0, 0)) == (7, 7, 7)
+    assert calls == [("canny", {"low": 100.0, "high": 200.0})]

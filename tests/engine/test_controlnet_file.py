@@ -14,6 +14,7 @@ from sdstudio.engine.controlnet_file import (
     TargetModel,
     config_from_shapes,
     family_of,
+    file_family,
     from_diffusers,
     load_controlnet,
 )
@@ -201,3 +202,15 @@ def test_full_size_sd15_file_equals_diffusers_from_single_file(tmp_path, layout)
     worst, scale = residuals_vs_single_file(net, TargetModel(SD1, UNetConfig.sd15()), layout, tmp_path, latent=16)
     print(f"\nSD 1.5 ControlNet file ({layout}) vs from_single_file: max|diff| {worst:.3e}, smallest std {scale:.3e}")
     assert worst <= 1e-4 * scale
+
+
+@pytest.mark.parametrize("layout", ["original", "control_model.", "diffusers"])
+def test_file_family_from_the_header_alone(tmp_path, layout):
+    sd21 = replace(TINY_CN_UNET, context_dim=1024, num_heads=-1, num_head_channels=16, use_linear_in_transformer=True)
+    net = tiny_net(config=sd21)
+    file_in_layout(net, layout, tmp_path / "cn.safetensors")
+    assert file_family(tmp_path / "cn.safetensors") is SD2
+    file_in_layout(tiny_net(), layout, tmp_path / "tiny.safetensors")
+    assert file_family(tmp_path / "tiny.safetensors") is None
+    with pytest.raises(UnsupportedModelError, match="neither"):
+        file_family(save(tmp_path / "lora.safetensors", {"lora_unet_x.alpha": torch.ones(1)}))
