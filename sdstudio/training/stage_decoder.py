@@ -40,7 +40,7 @@ def train_decoder(plan: TrainingPlan, vae: AutoencoderKL, images: torch.Tensor,
         idx = torch.randint(0, means.shape[0], (stage.batch_size,), generator=generator)
         z = means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=generator)
         z, x = aligned_crops(z, to_tensor(images[idx]), plan.decoder_crop, plan.vae_factor, generator)
-        lr = lr_at(step, stage.steps, stage.lr, stage.warmup)
+        lr = lr_at(step, stage.steps, stage.lr, stage.warmup, plan.decoder_restarts)
         for group in opt.param_groups:
             group["lr"] = lr
         loss, parts = reconstruction_loss(vae.decode(z), x, plan, plan.vae_factor)
