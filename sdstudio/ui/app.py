@@ -61,6 +61,8 @@ def start_background(window: MainWindow, counter: LazyTokenCounter) -> HistoryLi
     if GalleryWidget is not None:
         gallery = GalleryWidget(store, window)
         size_gallery_dock(window, window.dock_gallery(gallery))
+    # The control layers dock opens beside the prompt panel: capped too, so the canvas keeps a usable width.
+    _DockSizer(window, window.control_layers.dock, CONTROL_DOCK_SHARE)
     link = HistoryLink(store, window, gallery)
     if gallery is not None:  # after the history link: a walk replaces the entry's image it shows
         from sdstudio.ui.walk_link import WalkLink
@@ -73,15 +75,16 @@ def start_background(window: MainWindow, counter: LazyTokenCounter) -> HistoryLi
 
 
 DOCK_SHARE = 0.3  # the history dock's widest, as a share of the window: the canvas keeps the rest
+CONTROL_DOCK_SHARE = 0.25  # the control layers dock's widest
 
 
 class _DockSizer(QObject):
     """Keeps a dock at most DOCK_SHARE of its window's width, so a small window shrinks the dock, not the
     canvas, and the dock's width never follows its contents."""
 
-    def __init__(self, window, dock: QDockWidget) -> None:
+    def __init__(self, window, dock: QDockWidget, share: float = DOCK_SHARE) -> None:
         super().__init__(window)
-        self.window, self.dock = window, dock
+        self.window, self.dock, self.share = window, dock, share
         window.installEventFilter(self)
         self.fit()
 
@@ -92,7 +95,7 @@ class _DockSizer(QObject):
 
     def fit(self) -> None:
         old_cap = self.dock.maximumWidth()
-        cap = max(self.dock.minimumSizeHint().width(), int(self.window.width() * DOCK_SHARE))
+        cap = max(self.dock.minimumSizeHint().width(), int(self.window.width() * self.share))
         self.dock.setMaximumWidth(cap)
         if cap > old_cap and self.dock.width() >= old_cap - 1:  # it was squeezed: grow back as room comes
             wanted = min(self.dock.widget().sizeHint().width(), cap)

@@ -138,13 +138,20 @@ class ControlPanel(QWidget):
         model_row = QHBoxLayout()
         model_row.addWidget(self.model_combo, 1)
         model_row.addWidget(self.folder_button)
-        image_row = QHBoxLayout()
-        for w in (self.source_combo, self.open_button, self.canvas_button, self.clear_button):
-            image_row.addWidget(w)
+        # The source's buttons sit under its combo, and long entries do not widen the combos: the panel's
+        # width is taken from beside the canvas (the dock opens next to the prompt panel).
+        image_buttons = QHBoxLayout()
+        for w in (self.open_button, self.canvas_button, self.clear_button):
+            image_buttons.addWidget(w)
+        image_buttons.addStretch(1)
+        for combo in (self.source_combo, self.preprocessor_combo, self.mode_combo, self.resize_combo):
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(12)
         map_row = QHBoxLayout()
         map_row.addWidget(self.map_check)
         map_row.addWidget(self.opacity_slider, 1)
-        rows = (("Model", model_row), ("Image", image_row), ("", self.image_label),
+        rows = (("Model", model_row), ("Image", self.source_combo), ("", image_buttons),
+                ("", self.image_label),
                 ("Preprocessor", self.preprocessor_combo), ("", self.settings_box),
                 ("Strength", self.strength_spin),
                 ("Mode", self.mode_combo), ("Map", map_row), ("", self.advanced), ("Start", self.start_spin),
