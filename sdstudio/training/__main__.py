@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from sdstudio.paths import builtin_models_dir
+from sdstudio.training.adopt import adopt_shipped
 from sdstudio.training.plan import full_plan, quick_plan
 from sdstudio.training.run import STAGES, run_stages
 
@@ -30,6 +31,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--work-dir", type=Path, default=None, help="caches and resumable state")
     parser.add_argument("--log-dir", type=Path, default=None, help="loss-curve CSV files")
     parser.add_argument("--out-dir", type=Path, default=None, help="where the shipped model files go")
+    parser.add_argument("--adopt-shipped", action="store_true",
+                        help="first give every stage the weights shipped in the output folder as its saved"
+                             " state (a checkout without the work folder continuing the shipped model)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     return parser.parse_args(argv)
 
@@ -41,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = args.log_dir or (work_dir / "logs" if args.quick else DEFAULT_LOG_DIR)
     out_dir = args.out_dir or (work_dir / "models" if args.quick else builtin_models_dir())
     plan = (quick_plan if args.quick else full_plan)(work_dir, log_dir)
+    if args.adopt_shipped:
+        print(f"adopted the shipped weights for: {', '.join(adopt_shipped(plan, out_dir))}")
     run_stages(plan, args.stage or list(STAGES), out_dir)
     return 0
 

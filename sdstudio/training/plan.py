@@ -74,9 +74,10 @@ class TrainingPlan:
     # Stage 2: text encoder + UNet
     # Generation 1 ran 8,000 steps (lr 8e-4 to 2,200, then a 4e-4 cycle); generation 2 continues from its
     # weights on the new latents with one 4e-4 cycle (planned at 2,400 steps, cut to 2,000 at step 719 for
-    # time).
-    diffusion: StagePlan = StagePlan(steps=2000, batch_size=64, lr=4e-4, warmup=100, log_every=25)
-    diffusion_restarts: tuple[tuple[int, float], ...] = ()
+    # time). Green was still short at 2,000 (the colour test's green 5/20), so a second 4e-4 cycle continues
+    # to 4,000 (2 Dec, third session: from the shipped weights, adopted; docs/training.md).
+    diffusion: StagePlan = StagePlan(steps=4000, batch_size=64, lr=4e-4, warmup=100, log_every=25)
+    diffusion_restarts: tuple[tuple[int, float], ...] = ((2000, 4e-4),)
     latent_variants: int = 4
     # Share of samples drawn from the unaugmented latent (variant 0); the rest from the shifted/scaled
     # copies. Fidelity is judged against the centred images, so the centred copy gets half the draws.

@@ -29,9 +29,15 @@ class Checkpointer:
         if not self.path.exists():
             return 0
         state = torch.load(self.path, weights_only=True)
+        adopted = state.get("adopted")
         for name, part in self.parts.items():
+            if name not in state and adopted:
+                # adopt.py: a shipped file has weights only; optimisers (and training-only heads) start fresh
+                print(f"{self.path}: '{name}' starts fresh (the state was adopted from {adopted})")
+                continue
             part.load_state_dict(state[name])
-        torch.set_rng_state(state["rng"])
+        if not adopted:
+            torch.set_rng_state(state["rng"])
         return int(state["step"])
 
     def save(self, step: int) -> None:

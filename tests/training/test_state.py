@@ -69,3 +69,22 @@ def test_loss_log_repeats_the_header_when_a_resumed_stage_adds_a_column(tmp_path
     lines = path.read_text().splitlines()
     assert [line.split(",")[0] for line in lines] == ["step", "1", "2", "step", "3"]
     assert lines[3] == "step,elapsed_s,loss,extra" and lines[4].endswith(",0.25,2")
+
+
+def test_adopted_state_has_weights_only_and_the_optimiser_starts_fresh(tmp_path, capsys):
+    model = torch.nn.Linear(3, 2)
+    torch.save({"model": model.state_dict(), "step": 40, "adopted": "shipped.safetensors"}, tmp_path / "state.pt")
+    fresh = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(fresh.parameters(), lr=0.1)
+    assert Checkpointer(tmp_path / "state.pt", every_s=60.0, model=fresh, opt=opt).resume() == 40
+    assert torch.equal(fresh.weight, model.weight)
+    assert opt.state_dict()["state"] == {}
+    assert "'opt' starts fresh" in capsys.readouterr().out
+
+
+def test_a_saved_state_missing_a_part_is_an_error_unless_adopted(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    torch.save({"model": model.state_dict(), "step": 40, "rng": torch.get_rng_state()}, tmp_path / "state.pt")
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    with pytest.raises(KeyError):
+        Checkpointer(tmp_path / "state.pt", every_s=60.0, model=model, opt=opt).resume()
