@@ -43,11 +43,8 @@ class Dispatcher(Generic[Job]):
         that are new (their runners need starting)."""
         with self._cond:
             added = [name for name in names if name not in self._lanes]
-            for name in list(self._lanes):
-                if name not in names:
-                    del self._lanes[name]
-            for name in added:
-                self._lanes[name] = _Lane()
+            # In the order given (the first is the app's target); a kept lane keeps its state.
+            self._lanes = {name: self._lanes.get(name) or _Lane() for name in names}
             self._cond.notify_all()
             return added
 
@@ -61,13 +58,19 @@ class Dispatcher(Generic[Job]):
             self._queue.append(job)
             self._cond.notify_all()
 
-    def take(self, lane: str) -> Job | None:
+    def ticket(self, lane: str) -> object:
+        """The lane as it is now, for its runner: a lane removed and added again is a new lane, and the old
+        runner (maybe still finishing a job) gets None from `take` instead of serving it twice."""
+        with self._cond:
+            return self._lanes[lane]
+
+    def take(self, lane: str, ticket: object = None) -> Job | None:
         """Block until `lane` is free of rest and a job it accepts waits; that job, now running on it. None when
-        the dispatcher stops or the lane was removed: its runner should end."""
+        the dispatcher stops or the lane was removed (or is not `ticket`'s any more): its runner should end."""
         with self._cond:
             while True:
                 state = self._lanes.get(lane)
-                if self._stopping or state is None:
+                if self._stopping or state is None or (ticket is not None and state is not ticket):
                     return None
                 state.running = None
                 wait = state.resting_until - self.clock()
@@ -79,11 +82,11 @@ class Dispatcher(Generic[Job]):
                             return job
                 self._cond.wait(wait if wait > 0 else None)
 
-    def finish(self, lane: str, unavailable: bool = False) -> None:
+    def finish(self, lane: str, unavailable: bool = False, ticket: object = None) -> None:
         """The lane's job ended; `unavailable`: its server went away, so the lane rests."""
         with self._cond:
             state = self._lanes.get(lane)
-            if state is not None:
+            if state is not None and (ticket is None or state is ticket):
                 state.running = None
                 if unavailable:
                     state.resting_until = self.clock() + self.rest_s

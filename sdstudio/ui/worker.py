@@ -182,7 +182,7 @@ class Worker(QObject):
 
     def _start_lanes(self, names: list[str]) -> None:
         for name in names:
-            thread = threading.Thread(target=self._lane_loop, args=(name,), daemon=True,
+            thread = threading.Thread(target=self._lane_loop, args=(name, self._dispatch.ticket(name)), daemon=True,
                                       name="engine-worker" if name == LOCAL_NAME else f"remote-{name}")
             self._threads[name] = thread
             thread.start()
@@ -292,13 +292,13 @@ class Worker(QObject):
             return self._remote_factory(key)
         return self._factory() if self._factory is not None else default_engine_factory(*key)
 
-    def _lane_loop(self, lane: str) -> None:
+    def _lane_loop(self, lane: str, ticket: object) -> None:
         if lane == LOCAL_NAME:
             lower_thread_priority()
         engine: Backend | None = None
         made_from: object = None
         loaded: str | None = None
-        while (job := self._dispatch.take(lane)) is not None:
+        while (job := self._dispatch.take(lane, ticket)) is not None:
             self._queueTouched.emit()
             if job.request is not None:
                 self.jobStarted.emit(job.id)
@@ -328,7 +328,7 @@ class Worker(QObject):
                 what = "generating" if job.request is not None else "loading"
                 self.jobFailed.emit(job.id, user_message(exc, f"{what} {job.model or 'the built-in model'}"))
             finally:
-                self._dispatch.finish(lane, unavailable)
+                self._dispatch.finish(lane, unavailable, ticket)
 
     def _load(self, engine: Backend, job: QueuedJob) -> None:
         label = "the built-in model" if not job.model else job.model.rsplit("/", 1)[-1]

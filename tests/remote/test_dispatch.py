@@ -70,10 +70,25 @@ def test_a_lane_after_its_rest_takes_jobs_again():
 def test_removing_a_lane_or_stopping_ends_its_takes_and_clear_keeps_what_it_is_told():
     d = Dispatcher()
     assert d.set_lanes(["local", "a"]) == ["local", "a"]
-    assert d.set_lanes(["local", "b"]) == ["b"] and d.lanes() == ["local", "b"]
+    assert d.set_lanes(["b", "local"]) == ["b"] and d.lanes() == ["b", "local"]  # the order given
     assert d.take("a") is None  # a removed lane's runner ends
     for job in ("load", "g1", "g2"):
         d.put(job)
     assert d.clear(keep=lambda job: job == "load") == ["g1", "g2"] and d.waiting() == 1
     assert d.stop() == ["load"]
     assert d.take("local") is None
+
+
+def test_a_lane_removed_and_added_again_is_a_new_lane_its_old_runner_ends():
+    d = Dispatcher()
+    d.set_lanes(["a"])
+    old = d.ticket("a")
+    d.put("j1")
+    assert d.take("a", old) == "j1"
+    d.set_lanes([])
+    d.set_lanes(["a"])
+    new = d.ticket("a")
+    d.put("j2")
+    d.finish("a", unavailable=True, ticket=old)  # the old runner's job ends: the new lane is not affected
+    assert not d.resting("a")
+    assert d.take("a", old) is None and d.take("a", new) == "j2"
