@@ -56,5 +56,5 @@ class RemoteError(SDStudioError):
 
 
 class ServerUnavailable(RemoteError):
-    """A remote server cannot be used now: refused or dropped the connection, timed out, answered with a 5xx or
-    with something that is not its API's JSON. The message names the server and what happened."""
+    """A remote server cannot be used now: refused or dropped the connection, timed out, answered with a 5xx
+    or with something that is not its API's JSON. The message names the server and what happened."""

@@ -82,7 +82,8 @@ def _overrides(request: GenerationRequest) -> dict[str, Any]:
     if request.model:
         # A path of this computer means nothing there: its file name is one of A1111's checkpoint aliases.
         # A server's own title ("x.safetensors [hash]", from its model list) goes as it is.
-        settings["sd_model_checkpoint"] = file_name(request.model) if os.path.isabs(request.model) else request.model
+        model = request.model
+        settings["sd_model_checkpoint"] = file_name(model) if os.path.isabs(model) else model
     if request.vae:
         settings["sd_vae"] = file_name(request.vae)
     if request.sampler.startswith("UniPC"):
@@ -98,8 +99,8 @@ def _refuse_unsupported(request: GenerationRequest) -> None:
         ("a prediction override", bool(request.prediction)),
     ) if asked]
     if refused:
-        raise RequestError(f"{', '.join(refused)} cannot be sent to an A1111-compatible server; run this job on "
-                           "this computer")
+        raise RequestError(f"{', '.join(refused)} cannot be sent to an A1111-compatible server; run this job "
+                           "on this computer")
 
 
 def encode_png(image: Image.Image) -> str:
@@ -123,7 +124,8 @@ def decode_image(text: str, what: str) -> Image.Image:
     return image.convert("RGB")
 
 
-def result_from_response(answer: Any, request: GenerationRequest, backend: str, seconds: float) -> GenerationResult:
+def result_from_response(answer: Any, request: GenerationRequest, backend: str,
+                         seconds: float) -> GenerationResult:
     """The server's answer to `payload(request)` as our result; ValueError when it is not A1111-shaped."""
     if not isinstance(answer, dict) or not isinstance(answer.get("images"), list):
         raise ValueError("the answer has no images list")

@@ -3,8 +3,8 @@
 `generate` POSTs the job in a helper thread and meanwhile polls GET /sdapi/v1/progress (A1111's
 `progressapi`: progress, eta_relative, state.sampling_step / sampling_steps, current_image) for on_step, so
 previews arrive as on the local engine. A cancel POSTs /sdapi/v1/interrupt and waits for the job's answer
-(A1111 ends the job early and returns what it has) before raising Cancelled. A poll that fails means the server
-is gone: the job fails at once with ServerUnavailable, not after the POST's long timeout.
+(A1111 ends the job early and returns what it has) before raising Cancelled. A poll that fails means the
+server is gone: the job fails at once with ServerUnavailable, not after the POST's long timeout.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class RemoteBackend:
         return self.server.name
 
     def load_model(self, path: str = "", *, progress: LoadProgress | None = None) -> ModelDescription:
-        """Switch the server to `path` (a title from `list_models`, or a file name), "" = keep its current one."""
+        """Switch the server to `path` (a title from `list_models`, or a file name); "" keeps its own."""
         if progress:
             progress(f"Asking {self.server.name} for the model…", 0.0)
         if path:

@@ -55,7 +55,8 @@ class ApiClient:
                                   "in Settings → Backends") from None
             raise RemoteError(f"{where} refused {path}: HTTP {exc.code} {detail}".strip()) from None
         except TimeoutError:
-            raise ServerUnavailable(f"{where} did not answer within {timeout_s or self.timeout_s:g} s") from None
+            waited = timeout_s or self.timeout_s
+            raise ServerUnavailable(f"{where} did not answer within {waited:g} s") from None
         except urllib.error.URLError as exc:
             reason = exc.reason if not isinstance(exc.reason, TimeoutError) else "timed out"
             raise ServerUnavailable(f"{where} cannot be reached: {reason}") from None

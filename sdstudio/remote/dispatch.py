@@ -39,8 +39,8 @@ class Dispatcher(Generic[Job]):
 
     # --- configuration -----------------------------------------------------------------------------
     def set_lanes(self, names: list[str]) -> list[str]:
-        """The lanes from now on; a removed lane finishes its running job and takes no other. Returns the names
-        that are new (their runners need starting)."""
+        """The lanes from now on; a removed lane finishes its running job and takes no other. Returns the
+        names that are new (their runners need starting)."""
         with self._cond:
             added = [name for name in names if name not in self._lanes]
             # In the order given (the first is the app's target); a kept lane keeps its state.
@@ -65,8 +65,8 @@ class Dispatcher(Generic[Job]):
             return self._lanes[lane]
 
     def take(self, lane: str, ticket: object = None) -> Job | None:
-        """Block until `lane` is free of rest and a job it accepts waits; that job, now running on it. None when
-        the dispatcher stops or the lane was removed (or is not `ticket`'s any more): its runner should end."""
+        """Block until `lane` is free of rest and a job it accepts waits; that job, now running on it. None
+        when the dispatcher stops or the lane was removed (or is not `ticket`'s any more): its runner ends."""
         with self._cond:
             while True:
                 state = self._lanes.get(lane)

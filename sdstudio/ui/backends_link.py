@@ -57,7 +57,7 @@ class BackendsLink(QObject):
             self.window.choose_model("")  # a model of one backend means nothing on another
 
     def refresh_models(self) -> bool:
-        """When the target is a server, list its models (in the background); False when it is this computer."""
+        """When the target is a server, list its models (in the background); False for this computer."""
         server = self.window.worker.target_backend()
         if server is None:
             return False

@@ -152,8 +152,8 @@ class Worker(QObject):
                  preview_interval_ms: int = PREVIEW_INTERVAL_MS, parent: QObject | None = None,
                  remote_factory: RemoteFactory = RemoteBackend, rest_s: float = REST_S):
         """`engine_factory` None: the real engine on the device given to `set_device` ("auto" until then).
-        `remote_factory` makes the backend of a listed server; `rest_s`: how long a lane whose server went away
-        waits before it takes another job."""
+        `remote_factory` makes the backend of a listed server; `rest_s`: how long a lane whose server went
+        away waits before it takes another job."""
         super().__init__(parent)
         self._factory = engine_factory
         self._remote_factory = remote_factory
@@ -182,7 +182,8 @@ class Worker(QObject):
 
     def _start_lanes(self, names: list[str]) -> None:
         for name in names:
-            thread = threading.Thread(target=self._lane_loop, args=(name, self._dispatch.ticket(name)), daemon=True,
+            ticket = self._dispatch.ticket(name)
+            thread = threading.Thread(target=self._lane_loop, args=(name, ticket), daemon=True,
                                       name="engine-worker" if name == LOCAL_NAME else f"remote-{name}")
             self._threads[name] = thread
             thread.start()

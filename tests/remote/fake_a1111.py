@@ -2,8 +2,8 @@
 
 It answers as AUTOMATIC1111's API does (modules/api/api.py): /sdapi/v1/txt2img and /img2img run `steps` steps
 of `step_seconds`, publishing each on GET /progress (state.sampling_step/sampling_steps, a base64 preview in
-current_image) and honouring POST /interrupt; the answer holds base64 PNGs and `info` as a JSON string with one
-infotext per image. `kill()` makes it go away mid-job: the listening socket closes and a running job's
+current_image) and honouring POST /interrupt; the answer holds base64 PNGs and `info` as a JSON string with
+one infotext per image. `kill()` makes it go away mid-job: the listening socket closes and a running job's
 connection is dropped without an answer, as when the process dies.
 """
 
@@ -58,7 +58,8 @@ class FakeA1111:
     def infotext(self, body: dict, seed: int) -> str:
         negative = f"\nNegative prompt: {body['negative_prompt']}" if body.get("negative_prompt") else ""
         title = self.model.split(" [")
-        line = (f"Steps: {body['steps']}, Sampler: {body['sampler_name']}, Schedule type: {body['scheduler']}, "
+        line = (f"Steps: {body['steps']}, Sampler: {body['sampler_name']}, "
+                f"Schedule type: {body['scheduler']}, "
                 f"CFG scale: {body['cfg_scale']}, Seed: {seed}, Size: {body['width']}x{body['height']}, "
                 f"Model hash: {title[1].rstrip(']')}, Model: {title[0].removesuffix('.safetensors')}")
         if "init_images" in body:
@@ -127,7 +128,8 @@ def _handler(server: FakeA1111):
             path = self.path.split("?")[0]
             if path == "/sdapi/v1/sd-models":
                 self._send(200, [{"title": f"{n} [{h}]", "model_name": n.split(".")[0], "hash": h,
-                                  "sha256": h * 6, "filename": f"/models/{n}", "config": None} for n, h in MODELS])
+                                  "sha256": h * 6, "filename": f"/models/{n}", "config": None}
+                                 for n, h in MODELS])
             elif path == "/sdapi/v1/options":
                 self._send(200, {"sd_model_checkpoint": server.model, "CLIP_stop_at_last_layers": 1})
             elif path == "/sdapi/v1/progress":

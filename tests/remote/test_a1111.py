@@ -15,19 +15,20 @@ def decoded(text: str) -> Image.Image:
 
 
 def test_txt2img_fields_use_a1111_names_and_settings_go_to_override_settings():
-    request = GenerationRequest(prompt="a fox", negative_prompt="blur", steps=12, cfg_scale=6.5, sampler="DPM++ 2M",
-                                scheduler="karras", seed=42, subseed=7, subseed_strength=0.25, width=320, height=448,
-                                batch_size=2, clip_skip=2, model="/home/ann/models/fox.safetensors",
+    request = GenerationRequest(prompt="a fox", negative_prompt="blur", steps=12, cfg_scale=6.5,
+                                sampler="DPM++ 2M", scheduler="karras", seed=42, subseed=7,
+                                subseed_strength=0.25, width=320, height=448, batch_size=2,
+                                clip_skip=2, model="/home/ann/models/fox.safetensors",
                                 seed_resize_from_w=256, seed_resize_from_h=384)
     assert a1111.endpoint(request) == "txt2img"
     body = a1111.payload(request)
-    assert {k: body[k] for k in ("prompt", "negative_prompt", "steps", "cfg_scale", "sampler_name", "scheduler",
-                                 "seed", "subseed", "subseed_strength", "width", "height", "batch_size")} == {
-        "prompt": "a fox", "negative_prompt": "blur", "steps": 12, "cfg_scale": 6.5, "sampler_name": "DPM++ 2M",
-        "scheduler": "Karras", "seed": 42, "subseed": 7, "subseed_strength": 0.25, "width": 320, "height": 448,
-        "batch_size": 2}
+    expected = {"prompt": "a fox", "negative_prompt": "blur", "steps": 12, "cfg_scale": 6.5,
+                "sampler_name": "DPM++ 2M", "scheduler": "Karras", "seed": 42, "subseed": 7,
+                "subseed_strength": 0.25, "width": 320, "height": 448, "batch_size": 2}
+    assert {k: body[k] for k in expected} == expected
     # A path means nothing on the server: its file name is one of A1111's checkpoint aliases.
-    assert body["override_settings"] == {"CLIP_stop_at_last_layers": 2, "sd_model_checkpoint": "fox.safetensors"}
+    assert body["override_settings"] == {"CLIP_stop_at_last_layers": 2,
+                                         "sd_model_checkpoint": "fox.safetensors"}
     assert (body["seed_resize_from_w"], body["seed_resize_from_h"]) == (256, 384)
     assert "init_images" not in body and "enable_hr" not in body
     json.dumps(body)  # all JSON
@@ -54,7 +55,8 @@ def test_inpaint_sends_init_image_and_mask_as_png_base64_with_its_settings():
 
 
 def test_hires_fields_are_sent_only_for_hires():
-    body = a1111.payload(GenerationRequest(hires=True, hires_scale=1.5, hires_upscaler="Lanczos", hires_steps=8,
+    body = a1111.payload(GenerationRequest(hires=True, hires_scale=1.5, hires_upscaler="Lanczos",
+                                           hires_steps=8,
                                            strength=0.45, hires_sampler="Euler", hires_scheduler="normal"))
     assert (body["enable_hr"], body["hr_scale"], body["hr_upscaler"], body["hr_second_pass_steps"],
             body["denoising_strength"], body["hr_sampler_name"], body["hr_scheduler"]) == (
@@ -82,9 +84,11 @@ def test_the_answer_is_read_back_from_its_infotexts_keeping_what_only_we_know():
     sent = GenerationRequest(prompt="a fox", seed=5, init_image=init, mask=mask, parent_id="ab" * 16,
                              model="/m/fox.safetensors", steps=20, batch_size=2)
     texts = [f"a fox\nNegative prompt: none\nSteps: 20, Sampler: Euler, Schedule type: Karras, CFG scale: 7, "
-             f"Seed: {s}, Size: 8x8, Model hash: 0123456789, Model: fox, Denoising strength: 0.5, Mask blur: 3"
+             f"Seed: {s}, Size: 8x8, Model hash: 0123456789, Model: fox, Denoising strength: 0.5, "
+             "Mask blur: 3"
              for s in (5, 6)]
-    result = a1111.result_from_response(answer([Image.new("RGB", (8, 8), "blue")] * 2, texts), sent, "box", 1.5)
+    blue = [Image.new("RGB", (8, 8), "blue")] * 2
+    result = a1111.result_from_response(answer(blue, texts), sent, "box", 1.5)
     assert result.info == {"backend": "box"} and result.model_name == "fox" and result.seconds == 1.5
     assert [r.seed for r in result.requests] == [5, 6]
     first = result.requests[0]

@@ -6,7 +6,8 @@ from sdstudio.remote.servers import LOCAL_NAME, Server, checked_server, servers_
 
 def test_a_server_from_what_the_user_typed():
     server = checked_server(" GPU box ", "http://gpu:7860/", "ann:pa:ss")
-    assert server == Server("GPU box", "http://gpu:7860/", "ann", "pa:ss") and server.base == "http://gpu:7860"
+    assert server == Server("GPU box", "http://gpu:7860/", "ann", "pa:ss")
+    assert server.base == "http://gpu:7860"
 
 
 @pytest.mark.parametrize(("name", "url", "credentials", "says"), [
