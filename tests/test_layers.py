@@ -1,6 +1,6 @@
-"""The layers import one way (docs/architecture.md): engine, history, remote and training never import Qt or
-the UI, and history and remote never import torch. Checked on the source (every import statement, lazy ones included) and at
-run time (what importing the engine's API and the training package actually loads)."""
+"""The layers import one way (docs/architecture.md): engine, history, remote and training never import Qt
+or the UI, and history and remote never import torch. Checked on the source (every import statement, lazy
+ones included) and at run time (what importing the engine's API and the training package actually loads)."""
 
 from __future__ import annotations
 
