@@ -26,11 +26,18 @@ JOB_TIMEOUT_S = 3600.0  # one POST may run long on a busy server; progress polls
 CANCEL_WAIT_S = 30.0  # after an interrupt, how long the job's answer may take before we stop waiting
 
 
+class RemoteModel(ModelDescription):
+    """A server's model: we know its title and where it runs, not its family or size (the server's business),
+    so the summary says only that instead of a detector's guesses."""
+
+    def summary(self) -> str:
+        return f"a model {self.family_label}"
+
+
 def remote_description(title: str, server: str) -> ModelDescription:
-    """What we know of a server's model: its title. The family and sizes are the server's business (0/"")."""
-    return ModelDescription(
+    return RemoteModel(
         name=title or "server's current model", path=title, family="", family_label=f"on {server}",
-        inpainting=False, prediction="eps", prediction_source="server", dtype="server", params={},
+        inpainting=False, prediction="", prediction_source="server", dtype="", params={},
         default_size=0, scale_factor=0.0, vae_downscale=8, context_dim=0, unet_in_channels=4,
     )
 
