@@ -37,6 +37,7 @@ class FakeA1111:
         self.step_seconds, self.auth, self.name = steps_seconds, auth, name
         self.model = f"{MODELS[0][0]} [{MODELS[0][1]}]"
         self.bodies: list[tuple[str, dict]] = []  # (endpoint, JSON body) of every POST
+        self.job_seconds: list[float] = []  # how long each job ran inside the server (bench/remote_overhead.py)
         self.interrupted = threading.Event()
         self.dead = threading.Event()
         self.started = threading.Event()  # a job's first step was published
@@ -71,6 +72,7 @@ class FakeA1111:
     def run_job(self, kind: str, body: dict) -> dict | None:
         """The job; None when the server died during it (the handler then drops the connection)."""
         with self.lock:
+            began = time.perf_counter()
             self.bodies.append((kind, body))
             self.interrupted.clear()
             checkpoint = body.get("override_settings", {}).get("sd_model_checkpoint")
@@ -93,6 +95,7 @@ class FakeA1111:
             self.state.update(sampling_steps=0, sampling_step=0, job_count=0)
             self.current_image = None
             seeds = [body["seed"] + i for i in range(body["batch_size"])]
+            self.job_seconds.append(time.perf_counter() - began)
             return {"images": [png64(Image.new("RGB", size, colour(s))) for s in seeds],
                     "parameters": body,
                     "info": json.dumps({"prompt": body["prompt"], "all_seeds": seeds, "seed": seeds[0],
