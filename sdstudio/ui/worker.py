@@ -209,7 +209,13 @@ class Worker(QObject):
         local = local or not enabled
         with self._cond:
             self._servers = {s.name: s for s in enabled}
-        added = self._dispatch.set_lanes(([LOCAL_NAME] if local else []) + [s.name for s in enabled])
+        names = ([LOCAL_NAME] if local else []) + [s.name for s in enabled]
+        added = self._dispatch.set_lanes(names)
+        # A model load waiting for a backend that is gone would wait for ever: it is cancelled (the window
+        # loads its model on the new target).
+        orphans = self._dispatch.clear(keep=lambda job: not job.backend or job.backend in names)
+        for job in orphans:
+            self.jobCancelled.emit(job.id)
         if self._started and not self._stopping:
             self._start_lanes(added)
 

@@ -318,3 +318,16 @@ def test_with_no_server_enabled_and_this_computer_off_jobs_still_run_here(qtbot,
         worker.submit(request(seed=3))
     assert routed.args[1] == LOCAL_NAME
     qtbot.waitUntil(lambda: len(engine.generated) == 1, timeout=5000)
+
+
+def test_a_load_waiting_for_a_backend_that_is_taken_off_is_cancelled(qtbot, worker, engine):
+    from sdstudio.remote.servers import LOCAL_NAME, Server
+
+    engine.gate.clear()  # this computer is busy with a job
+    worker.submit(request(steps=2))
+    qtbot.waitUntil(lambda: len(engine.generated) == 1, timeout=5000)
+    load = worker.load_model("")  # waits for this computer, the target
+    with qtbot.waitSignal(worker.jobCancelled, timeout=5000) as cancelled:
+        worker.set_backends([Server("box", "http://127.0.0.1:9")], local=False)
+    assert cancelled.args == [load] and worker.target == "box" and LOCAL_NAME not in worker._dispatch.lanes()
+    engine.gate.set()
