@@ -1,5 +1,5 @@
-"""The background worker: one thread owns the engine (a sdstudio.engine.backend.Backend), runs a FIFO queue
-of jobs, and reports by signals.
+"""The background worker: one thread per backend (a sdstudio.engine.backend.Backend: the local engine, each
+listed A1111-compatible server) runs jobs from one FIFO queue (remote/dispatch.py), and reports by signals.
 
 The GUI thread never waits on the engine. It submits immutable requests and receives progress, coalesced
 previews, results and errors as queued signals. The engine module (and with it torch) is imported by the engine
