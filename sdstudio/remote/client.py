@@ -64,6 +64,8 @@ class ApiClient:
             raise ServerUnavailable(f"{where} dropped the connection: {exc or type(exc).__name__}") from None
         if len(raw) > MAX_RESPONSE:
             raise ServerUnavailable(f"{where} sent more than {MAX_RESPONSE >> 20} MiB for {path}")
+        if not raw.strip():
+            return None  # an empty 200 (a setter with nothing to say), as FastAPI's `null`
         try:
             return json.loads(raw)
         except ValueError:

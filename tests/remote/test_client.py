@@ -87,3 +87,11 @@ def test_basic_auth_is_sent_and_a_wrong_password_says_so():
             ApiClient(Server("box", fake.url)).get("options")
     finally:
         fake.kill()
+
+
+def test_an_empty_answer_is_none_like_fastapis_null():
+    httpd, url = serve(200, b"")
+    try:
+        assert ApiClient(Server("box", url)).get("options") is None
+    finally:
+        httpd.shutdown()
