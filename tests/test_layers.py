@@ -1,6 +1,6 @@
-"""The layers import one way (docs/architecture.md): engine, history and training never import Qt or the UI,
-and history never imports torch. Checked on the source (every import statement, lazy ones included) and at
-run time (what importing the engine's API and the training package actually loads)."""
+"""The layers import one way (docs/architecture.md): engine, history, remote and training never import Qt
+or the UI, and history and remote never import torch. Checked on the source (every import statement, lazy
+ones included) and at run time (what importing the engine's API and the training package actually loads)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "sdstudio"
 QT = ("PySide6", "shiboken6", "PyQt5", "PyQt6", "sdstudio.ui")
-FORBIDDEN = {"engine": QT, "training": QT, "history": (*QT, "torch")}
+FORBIDDEN = {"engine": QT, "training": QT, "history": (*QT, "torch"), "remote": (*QT, "torch")}
 
 
 def imported_modules(path: Path) -> list[tuple[int, str]]:

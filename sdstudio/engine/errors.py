@@ -49,3 +49,12 @@ class HistoryUnavailable(SDStudioError):
 
 class HistoryReadOnly(HistoryUnavailable):
     """History can be browsed but not changed (read-only data folder, outputs folder missing)."""
+
+
+class RemoteError(SDStudioError):
+    """A remote (A1111-compatible) server refused a job: it answered, with a 4xx and its reason."""
+
+
+class ServerUnavailable(RemoteError):
+    """A remote server cannot be used now: refused or dropped the connection, timed out, answered with a 5xx
+    or with something that is not its API's JSON. The message names the server and what happened."""

@@ -220,8 +220,12 @@ class HistoryStore:
         return row
 
     def add_result(self, result: GenerationResult) -> list[Entry]:
-        """One entry per image of an engine result, in order."""
-        return [self.add(image, request, result.model_name) for image, request in zip(result.images, result.requests, strict=True)]
+        """One entry per image of an engine result, in order. A result from a server (remote/a1111.py puts its
+        name in `info["backend"]`) says so in the A1111 text: "Backend: name"."""
+        backend = result.info.get("backend")
+        extra = {"Backend": backend} if isinstance(backend, str) and backend else None
+        return [self.add(image, request, result.model_name, extra=extra)
+                for image, request in zip(result.images, result.requests, strict=True)]
 
     def insert_rows(self, rows: list[tuple]) -> None:
         """Index rows (in `schema.COLUMNS` order) in one transaction; the files must already exist."""

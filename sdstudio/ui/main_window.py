@@ -28,6 +28,7 @@ from sdstudio.engine.job_size import default_size
 from sdstudio.engine.model_files import upscaler_model_names
 from sdstudio.engine.names import LATENT_UPSCALERS, PIXEL_UPSCALERS
 from sdstudio.engine.request import GenerationRequest, GenerationResult
+from sdstudio.ui.backends_link import BackendsLink
 from sdstudio.ui.canvas_panel import INPUT, CanvasPanel
 from sdstudio.ui.control_dock import dock_control_layers
 from sdstudio.ui.imageconv import pil_to_qimage, qimage_to_pil
@@ -105,6 +106,7 @@ class MainWindow(QMainWindow):
         self._running: int | None = None
         self._running_total = 0
         self._build_layout()
+        self.backends = BackendsLink(self)  # where jobs run: its badge, the worker's backends
         build_menus(self)
         self.control_layers = dock_control_layers(self)  # ControlNet units: a dock, the canvas's Control view
         self._connect()
@@ -292,6 +294,8 @@ class MainWindow(QMainWindow):
 
     # --- models --------------------------------------------------------------------------------------
     def refresh_models(self) -> None:
+        if self.backends.refresh_models():
+            return  # a server's models, listed when they arrive
         choices = model_choices(paths.models_dir(), self.settings)
         added = set(extra_models(self.settings))
         self.panel.set_models(choices, [path for _label, path in choices if path in added])

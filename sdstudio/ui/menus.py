@@ -78,6 +78,7 @@ def build_menus(window: MainWindow) -> None:
     menu_action(gen, "&Reuse Last Seed", window.reuse_last_seed)
     gen.addSeparator()
     _build_device_menu(window, gen.addMenu("&Device"))
+    menu_action(gen, "&Backends…", lambda: window.backends.open_dialog())
     _build_tiled_vae_menu(window, gen.addMenu("&Tiled VAE"))
     gen.addSeparator()
     window.act_allow_pickle = menu_action(gen, "Allow &Pickled Checkpoints", window.set_allow_pickle)

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import QMainWindow, QSplitter
 from sdstudio import paths
 from sdstudio.engine.job_size import TILED_VAE_MODES
 from sdstudio.engine.outpaint import DEFAULT_FILL, FILLS, MAX_EXTENSION
+from sdstudio.remote.servers import Server, servers_from_json, servers_to_json
 from sdstudio.ui.outpaint_bar import DEFAULT_AMOUNT
 from sdstudio.ui.prompt_state import PromptState
 
@@ -31,6 +32,7 @@ TILED_VAE_KEY = "engine/tiled_vae"
 TILED_VAE_LABELS = (("auto", "&Automatic (large images, low memory)"), ("on", "Always &On"), ("off", "O&ff"))
 NETWORK_DIR_KEYS = ("networks/lora_dirs", "networks/embedding_dirs")
 OUTPAINT_KEYS = ("outpaint/amount", "outpaint/fill")
+BACKEND_KEYS = ("backends/local", "backends/servers")
 # The engine's device names (sdstudio/engine/devices.py, which imports torch) with their menu labels.
 DEVICES = (("auto", "&Automatic"), ("cpu", "&CPU"), ("cuda", "CU&DA (NVIDIA/AMD GPU)"), ("mps", "&MPS (Apple GPU)"))
 
@@ -182,3 +184,16 @@ def _folder_list(raw: object) -> list[str]:
     except ValueError:
         return []
     return [f for f in folders if isinstance(f, str) and f.strip()] if isinstance(folders, list) else []
+
+
+def load_backends(settings: QSettings) -> tuple[bool, list[Server]]:
+    """Whether this computer runs jobs (on unless turned off) and the A1111-compatible servers listed."""
+    local = _coerce(settings.value(BACKEND_KEYS[0], True), bool) is not False
+    return local, servers_from_json(str(settings.value(BACKEND_KEYS[1], "") or ""))
+
+
+def save_backends(settings: QSettings, local: bool, servers: list[Server]) -> None:
+    # JSON for the list (as the folder lists): QSettings turns a one-element list into a string.
+    settings.setValue(BACKEND_KEYS[0], bool(local))
+    settings.setValue(BACKEND_KEYS[1], servers_to_json(servers))
+    settings.sync()

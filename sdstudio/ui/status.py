@@ -106,6 +106,31 @@ class JobStatus(QWidget):
         self.queue.setText(f"Queue: {waiting}" if waiting else "")
 
 
+class BackendBadge(QLabel):
+    """Where the running jobs run ("on GPU box, This computer"): one name per backend busy now; hidden when
+    idle. Fed by the worker's jobRouted and each job's end."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("backendBadge")
+        self._jobs: dict[int, str] = {}
+        self.hide()
+
+    def routed(self, job: int, backend: str) -> None:
+        self._jobs[job] = backend
+        self._show()
+
+    def ended(self, job: int) -> None:
+        self._jobs.pop(job, None)
+        self._show()
+
+    def _show(self) -> None:
+        names = list(dict.fromkeys(self._jobs.values()))
+        self.setText(f"on {', '.join(names)}" if names else "")
+        self.setToolTip("Where the running jobs run (Generate → Backends…)")
+        self.setVisible(bool(names))
+
+
 class ErrorBanner(QFrame):
     """A dismissible message strip above the canvas; it never blocks the window. A message may offer one
     action (a button) that fixes what it names; clicking it hides the banner and runs the action."""

@@ -1,5 +1,5 @@
-"""The background worker: one thread owns the engine (a sdstudio.engine.backend.Backend), runs a FIFO queue
-of jobs, and reports by signals.
+"""The background worker: one thread per backend (a sdstudio.engine.backend.Backend: the local engine, each
+listed A1111-compatible server) runs jobs from one FIFO queue (remote/dispatch.py), and reports by signals.
 
 The GUI thread never waits on the engine. It submits immutable requests and receives progress, coalesced
 previews, results and errors as queued signals. The engine module (and with it torch) is imported by the engine
@@ -12,7 +12,6 @@ stuck in one long operation never keeps the app from exiting.
 
 from __future__ import annotations
 
-import collections
 import gc
 import itertools
 import os
@@ -26,12 +25,16 @@ from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal
 from PySide6.QtGui import QImage
 
 from sdstudio.engine.backend import Backend
-from sdstudio.engine.errors import Cancelled
+from sdstudio.engine.errors import Cancelled, ServerUnavailable
 from sdstudio.engine.request import GenerationRequest, GenerationResult, StepInfo
 from sdstudio.errorlog import user_message
+from sdstudio.remote.backend import RemoteBackend
+from sdstudio.remote.dispatch import REST_S, Dispatcher
+from sdstudio.remote.servers import LOCAL_NAME, Server
 from sdstudio.ui.imageconv import pil_to_qimage
 
 EngineFactory = Callable[[], Backend]
+RemoteFactory = Callable[[Server], Backend]
 PREVIEW_INTERVAL_MS = 100
 GIL_SWITCH_INTERVAL_S = 0.001
 WORKER_NICE = 10
@@ -69,7 +72,12 @@ class QueuedJob:
     id: int
     model: str
     request: GenerationRequest | None = None
+    backend: str = ""  # the lane that must run it ("" = any): a model load belongs to the target
     cancel: threading.Event = field(default_factory=threading.Event)
+
+
+def _accepts(lane: str, job: QueuedJob) -> bool:
+    return not job.backend or job.backend == lane
 
 
 @dataclass(frozen=True)
@@ -123,11 +131,15 @@ class PreviewThrottle(QObject):
 
 
 class Worker(QObject):
-    """Owns the engine in its own thread. Public methods are called from the GUI thread."""
+    """Owns the backends, each in its own thread (a lane of remote.dispatch.Dispatcher): the local engine
+    ("This computer", when enabled) and every enabled A1111-compatible server. Each job goes to the next free
+    lane; a model load goes to the target lane (the first one), whose models the picker lists. Public methods
+    are called from the GUI thread."""
 
     modelLoading = Signal(str, float)  # message, fraction done
     modelLoaded = Signal(object)  # the engine's ModelDescription
     jobStarted = Signal(int)
+    jobRouted = Signal(int, str)  # job id, the backend it runs on (LOCAL_NAME or a server's name)
     stepProgress = Signal(int, int, int)  # job id, steps done, total
     previewReady = Signal(int, int, QImage)  # job id, step, image (coalesced)
     jobFinished = Signal(object)  # JobOutput
@@ -137,57 +149,96 @@ class Worker(QObject):
     _queueTouched = Signal()
 
     def __init__(self, engine_factory: EngineFactory | None = None,
-                 preview_interval_ms: int = PREVIEW_INTERVAL_MS, parent: QObject | None = None):
-        """`engine_factory` None: the real engine on the device given to `set_device` ("auto" until then)."""
+                 preview_interval_ms: int = PREVIEW_INTERVAL_MS, parent: QObject | None = None,
+                 remote_factory: RemoteFactory = RemoteBackend, rest_s: float = REST_S):
+        """`engine_factory` None: the real engine on the device given to `set_device` ("auto" until then).
+        `remote_factory` makes the backend of a listed server; `rest_s`: how long a lane whose server went
+        away waits before it takes another job."""
         super().__init__(parent)
         self._factory = engine_factory
+        self._remote_factory = remote_factory
         self._device = "auto"
         self._allow_pickle = False
         self._network_dirs: tuple[list[str], list[str]] = ([], [])  # extra LoRA / embedding folders
-        self._new_engine = False  # the device or an engine option changed: build it again before the next job
+        self._servers: dict[str, Server] = {}  # enabled servers by name
         self._ids = itertools.count(1)
-        self._queue: collections.deque[QueuedJob] = collections.deque()
-        self._cond = threading.Condition()
-        self._current: QueuedJob | None = None
+        self._cond = threading.Condition()  # guards the settings above
+        self._dispatch: Dispatcher[QueuedJob] = Dispatcher(_accepts, rest_s)
+        self._dispatch.set_lanes([LOCAL_NAME])
+        self._threads: dict[str, threading.Thread] = {}
+        self._started = False
         self._stopping = False
         self._throttle = PreviewThrottle(preview_interval_ms, self)
         self._throttle.ready.connect(self.previewReady)
         self._queueTouched.connect(self._announce_queue, Qt.ConnectionType.QueuedConnection)
-        self._thread = threading.Thread(target=self._run_loop, name="engine-worker", daemon=True)
 
     # --- GUI-thread API -------------------------------------------------------------------------
     def start(self) -> None:
         # The engine thread runs Python between tensor ops; a short switch interval (default 5 ms) lets the
         # GUI thread take the GIL back quickly, which keeps the event loop's latency low during a job.
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
-        self._thread.start()
+        self._started = True
+        self._start_lanes(self._dispatch.lanes())
+
+    def _start_lanes(self, names: list[str]) -> None:
+        for name in names:
+            ticket = self._dispatch.ticket(name)
+            thread = threading.Thread(target=self._lane_loop, args=(name, ticket), daemon=True,
+                                      name="engine-worker" if name == LOCAL_NAME else f"remote-{name}")
+            self._threads[name] = thread
+            thread.start()
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> bool:
         """Cancel everything (a running load or generation at its next progress report or step) and wait at
-        most `timeout_s` for the thread; returns whether it ended. A thread still busy is left to finish on its
-        own: it is a daemon and starts no further job."""
+        most `timeout_s` for the threads; returns whether they ended. A thread still busy is left to finish on
+        its own: it is a daemon and starts no further job."""
+        self._stopping = True
+        self._dispatch.stop()
+        for job in self._dispatch.running().values():
+            job.cancel.set()
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads.values():
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads.values())
+
+    def set_backends(self, servers: list[Server], local: bool = True) -> None:
+        """Where jobs run from now on: this computer (when `local`) and the enabled `servers`; with none of
+        them enabled, this computer. A running job finishes where it is."""
+        enabled = [s for s in servers if s.enabled]
+        local = local or not enabled
         with self._cond:
-            self._stopping = True
-            self._queue.clear()
-            if self._current is not None:
-                self._current.cancel.set()
-            self._cond.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(timeout_s)
-        return not self._thread.is_alive()
+            self._servers = {s.name: s for s in enabled}
+        names = ([LOCAL_NAME] if local else []) + [s.name for s in enabled]
+        added = self._dispatch.set_lanes(names)
+        # A model load waiting for a backend that is gone would wait for ever: it is cancelled (the window
+        # loads its model on the new target).
+        orphans = self._dispatch.clear(keep=lambda job: not job.backend or job.backend in names)
+        for job in orphans:
+            self.jobCancelled.emit(job.id)
+        if self._started and not self._stopping:
+            self._start_lanes(added)
+
+    @property
+    def target(self) -> str:
+        """The backend model loads go to and whose models the picker lists: the first enabled one."""
+        return self._dispatch.lanes()[0]
+
+    def target_backend(self) -> Server | None:
+        """The target's server, None when the target is this computer."""
+        with self._cond:
+            return self._servers.get(self.target)
 
     def set_device(self, device: str) -> None:
         """Run the engine on `device` ("auto", "cpu", "cuda", "mps") from the next job on; queue `load_model`
         to reload the current model there now."""
         with self._cond:
-            if device != self._device:
-                self._device, self._new_engine = device, True
+            self._device = device
 
     def set_allow_pickle(self, allow: bool) -> None:
         """Let the engine load .ckpt/.pt checkpoints (weights-only) from the next job on."""
         with self._cond:
-            if allow != self._allow_pickle:
-                self._allow_pickle, self._new_engine = allow, True
+            self._allow_pickle = allow
 
     def set_network_dirs(self, lora_dirs: list[str], embedding_dirs: list[str]) -> None:
         """The extra LoRA / embedding folders (settings) the engine searches from the next job on."""
@@ -207,33 +258,28 @@ class Worker(QObject):
         return self._enqueue(QueuedJob(next(self._ids), request.model, request))
 
     def load_model(self, model: str) -> int:
-        """Queue loading a model ahead of the next generation (it is skipped when already loaded)."""
-        return self._enqueue(QueuedJob(next(self._ids), model))
+        """Queue loading a model on the target backend ahead of the next generation (skipped when loaded)."""
+        return self._enqueue(QueuedJob(next(self._ids), model, backend=self.target))
 
     def cancel_current(self) -> None:
-        with self._cond:
-            if self._current is not None:
-                self._current.cancel.set()
+        """Cancel every running job (with several backends, several run at once)."""
+        for job in self._dispatch.running().values():
+            job.cancel.set()
 
     def clear_queue(self) -> int:
-        """Drop the waiting jobs (the running one continues); returns how many were dropped."""
-        with self._cond:
-            dropped = [job.id for job in self._queue if job.request is not None]
-            self._queue = collections.deque(job for job in self._queue if job.request is None)
+        """Drop the waiting jobs (the running ones continue); returns how many were dropped."""
+        dropped = [job.id for job in self._dispatch.clear(keep=lambda job: job.request is None)]
         for job_id in dropped:
             self.jobCancelled.emit(job_id)
         self._announce_queue()
         return len(dropped)
 
     def pending(self) -> int:
-        with self._cond:
-            return self._waiting()
+        return self._dispatch.waiting(lambda job: job.request is not None)
 
-    # --- worker thread ----------------------------------------------------------------------------
+    # --- lane threads ------------------------------------------------------------------------------
     def _enqueue(self, job: QueuedJob) -> int:
-        with self._cond:
-            self._queue.append(job)
-            self._cond.notify()
+        self._dispatch.put(job)
         self._announce_queue()
         return job.id
 
@@ -241,40 +287,42 @@ class Worker(QObject):
         # Counted when delivered, in the GUI thread, so a late signal from the worker never shows a stale count.
         self.queueChanged.emit(self.pending())
 
-    def _waiting(self) -> int:
-        return sum(1 for job in self._queue if job.request is not None)
-
-    def _next_job(self) -> QueuedJob | None:
+    def _engine_key(self, lane: str) -> object:
+        """What the lane's backend is made from; when it changes, the backend is made again."""
         with self._cond:
-            self._current = None
-            while not self._queue and not self._stopping:
-                self._cond.wait()
-            if self._stopping:
-                return None
-            self._current = self._queue.popleft()
-        self._queueTouched.emit()
-        return self._current
+            return (self._device, self._allow_pickle) if lane == LOCAL_NAME else self._servers.get(lane)
 
-    def _run_loop(self) -> None:
-        lower_thread_priority()
+    def _make_engine(self, lane: str, key) -> Backend:
+        if lane != LOCAL_NAME:
+            if key is None:
+                raise ServerUnavailable(f"server {lane!r} is no longer listed in Settings → Backends")
+            return self._remote_factory(key)
+        return self._factory() if self._factory is not None else default_engine_factory(*key)
+
+    def _lane_loop(self, lane: str, ticket: object) -> None:
+        if lane == LOCAL_NAME:
+            lower_thread_priority()
         engine: Backend | None = None
+        made_from: object = None
         loaded: str | None = None
-        while (job := self._next_job()) is not None:
+        while (job := self._dispatch.take(lane, ticket)) is not None:
+            self._queueTouched.emit()
             if job.request is not None:
                 self.jobStarted.emit(job.id)
+                self.jobRouted.emit(job.id, lane)
+            unavailable = False
             try:
-                with self._cond:
-                    device, new_engine, self._new_engine = self._device, self._new_engine, False
-                    allow_pickle = self._allow_pickle
-                    lora_dirs, embedding_dirs = self._network_dirs
-                if engine is None or new_engine:
+                key = self._engine_key(lane)
+                if engine is None or key != made_from:
                     if engine is not None:
                         engine, loaded = None, None
                         gc.collect()  # let the old engine's memory go before the new one loads
-                    engine = self._factory() if self._factory is not None else default_engine_factory(device, allow_pickle)
-                # Engine.lora_dirs / embedding_dirs: plain lists the engine reads at each job.
-                engine.lora_dirs, engine.embedding_dirs = list(lora_dirs), list(embedding_dirs)
-                if loaded != job.model:
+                    engine, made_from = self._make_engine(lane, key), key
+                with self._cond:
+                    # Engine.lora_dirs / embedding_dirs: plain lists the engine reads at each job.
+                    engine.lora_dirs, engine.embedding_dirs = (list(d) for d in self._network_dirs)
+                # A server switches models by the request's override_settings; only a queued load asks it.
+                if loaded != job.model and (lane == LOCAL_NAME or job.request is None):
                     loaded = None
                     self._load(engine, job)
                     loaded = job.model
@@ -283,8 +331,11 @@ class Worker(QObject):
             except Cancelled:
                 self.jobCancelled.emit(job.id)
             except Exception as exc:  # never let the thread die: the user sees one line, the log the rest
+                unavailable = isinstance(exc, ServerUnavailable)
                 what = "generating" if job.request is not None else "loading"
                 self.jobFailed.emit(job.id, user_message(exc, f"{what} {job.model or 'the built-in model'}"))
+            finally:
+                self._dispatch.finish(lane, unavailable, ticket)
 
     def _load(self, engine: Backend, job: QueuedJob) -> None:
         label = "the built-in model" if not job.model else job.model.rsplit("/", 1)[-1]

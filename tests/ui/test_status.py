@@ -37,3 +37,20 @@ def test_status_widget_shows_step_speed_and_queue(qtbot):
     assert status.queue.text() == "Queue: 2"
     status.set_queue(0)
     assert status.queue.text() == ""
+
+
+def test_the_backend_badge_names_where_running_jobs_run(qtbot):
+    from sdstudio.ui.status import BackendBadge
+
+    badge = BackendBadge()
+    qtbot.addWidget(badge)
+    badge.show()
+    badge.routed(1, "box")
+    badge.routed(2, "This computer")
+    badge.routed(3, "box")
+    assert badge.text() == "on box, This computer" and badge.isVisible()
+    badge.ended(1)
+    badge.ended(2)
+    assert badge.text() == "on box"
+    badge.ended(3)
+    assert badge.isHidden()

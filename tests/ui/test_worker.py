@@ -275,3 +275,59 @@ def test_allowing_pickles_rebuilds_the_default_engine_with_it(qtbot, home, monke
         assert built == [False, True]
     finally:
         w.stop()
+
+
+# --- backends: lanes over remote.dispatch (a fake A1111 server, tests/remote/fake_a1111.py) -------------
+@pytest.fixture
+def fake_server():
+    from tests.remote.fake_a1111 import FakeA1111
+
+    server = FakeA1111(steps_seconds=0.03)
+    yield server
+    server.kill()
+
+
+def test_a_model_load_goes_to_the_target_server_never_here(qtbot, worker, engine, fake_server):
+    from sdstudio.remote.servers import Server
+
+    worker.set_backends([Server("box", fake_server.url)], local=False)
+    assert worker.target == "box" and worker.target_backend().url == fake_server.url
+    with qtbot.waitSignal(worker.modelLoaded, timeout=5000) as loaded:
+        worker.load_model("beta.safetensors [abcdef0123]")
+    assert loaded.args[0].path == "beta.safetensors [abcdef0123]" and loaded.args[0].family_label == "on box"
+    assert fake_server.model == "beta.safetensors [abcdef0123]" and engine.loaded == []
+
+
+def test_cancel_interrupts_a_job_running_on_a_server(qtbot, worker, fake_server):
+    from sdstudio.remote.servers import Server
+
+    worker.set_backends([Server("box", fake_server.url)], local=False)
+    with qtbot.waitSignal(worker.jobCancelled, timeout=5000) as cancelled:
+        job = worker.submit(request(steps=300))
+        qtbot.waitUntil(fake_server.started.is_set, timeout=5000)
+        worker.cancel_current()
+    assert cancelled.args == [job] and fake_server.interrupted.is_set()
+
+
+def test_with_no_server_enabled_and_this_computer_off_jobs_still_run_here(qtbot, worker, engine):
+    from sdstudio.remote.servers import LOCAL_NAME, Server
+
+    worker.set_backends([Server("box", "http://127.0.0.1:9", enabled=False)], local=False)
+    assert worker.target == LOCAL_NAME and worker.target_backend() is None
+    with qtbot.waitSignal(worker.jobRouted, timeout=5000) as routed:
+        worker.submit(request(seed=3))
+    assert routed.args[1] == LOCAL_NAME
+    qtbot.waitUntil(lambda: len(engine.generated) == 1, timeout=5000)
+
+
+def test_a_load_waiting_for_a_backend_that_is_taken_off_is_cancelled(qtbot, worker, engine):
+    from sdstudio.remote.servers import LOCAL_NAME, Server
+
+    engine.gate.clear()  # this computer is busy with a job
+    worker.submit(request(steps=2))
+    qtbot.waitUntil(lambda: len(engine.generated) == 1, timeout=5000)
+    load = worker.load_model("")  # waits for this computer, the target
+    with qtbot.waitSignal(worker.jobCancelled, timeout=5000) as cancelled:
+        worker.set_backends([Server("box", "http://127.0.0.1:9")], local=False)
+    assert cancelled.args == [load] and worker.target == "box" and LOCAL_NAME not in worker._dispatch.lanes()
+    engine.gate.set()
