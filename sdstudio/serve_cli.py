@@ -19,9 +19,11 @@ LOOPBACK_NAMES = ("localhost",)
 
 def add_serve_parser(sub) -> None:
     s = sub.add_parser("serve", help="serve the engine over AUTOMATIC1111's web API (/sdapi/v1/...)")
-    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1, this machine only)")
     s.add_argument("--port", type=int, default=7860, help="default: 7860, as A1111")
-    s.add_argument("--api-auth", metavar="USER:PASS", help="require HTTP basic authentication (as A1111's flag)")
+    s.add_argument("--api-auth", metavar="USER:PASS",
+                   help="require HTTP basic authentication (as A1111's flag)")
     s.add_argument("--insecure", action="store_true",
                    help="allow a non-local --host without --api-auth (anyone who can reach it can use it)")
     s.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where to run (default: auto)")

@@ -1,9 +1,9 @@
 """The Starlette application: A1111's `/sdapi/v1/...` routes over our engine (see the package docstring).
 
 Every failure is a JSON body {"error": kind, "detail": message} with a 4xx when the request is at fault (a
-RequestError and its kin, a body over the limit: 413, bad credentials: 401, a full queue: 503) and a 500 with a
-one-line message when the engine failed; an unexpected exception is logged with its traceback to the log
-file, never sent. The server keeps serving after any of them.
+RequestError and its kin, a body over the limit: 413, bad credentials: 401, a full queue: 503) and a 500
+with a one-line message when the engine failed; an unexpected exception is logged with its traceback to
+the log file, never sent. The server keeps serving after any of them.
 """
 
 from __future__ import annotations
@@ -54,12 +54,13 @@ class TooLarge(RequestError):
 class Server:
     """The server's state: the engine's job queue, the history store, the current model and the options."""
 
-    def __init__(self, engine: Any, store: Any, auth: tuple[str, str] | None = None, max_body: int = MAX_BODY):
+    def __init__(self, engine: Any, store: Any, auth: tuple[str, str] | None = None,
+                 max_body: int = MAX_BODY):
         self.store, self.auth, self.max_body = store, auth, max_body
         self.checkpoints = Checkpoints()
         self.current: Checkpoint = self.checkpoints.builtin()
         self._lock = threading.Lock()
-        self.jobs = JobQueue(engine, on_error=lambda exc: log_exception(exc, "sdstudio serve job"))
+        self.jobs = JobQueue(engine)
 
     # -- generation --
     async def txt2img(self, request: Request) -> Response:
@@ -103,11 +104,13 @@ class Server:
         body = Body(await self.read_json(request))
         unknown = sorted(set(body.data) - {"sd_model_checkpoint"})
         if unknown:
-            raise RequestError(f"option {shown(unknown[0])} cannot be set on this server; sd_model_checkpoint can")
+            raise RequestError(f"option {shown(unknown[0])} cannot be set on this server; "
+                               "sd_model_checkpoint can")
         if "sd_model_checkpoint" in body.data:
             checkpoint = self.checkpoints.find(body.data["sd_model_checkpoint"])
             # Loaded in the worker, in turn with the jobs (one engine, one thread), as A1111 loads it at once.
-            await self.jobs.run("load model", lambda engine, report, cancel: engine.load_model(checkpoint.engine_path))
+            await self.jobs.run("load model",
+                                lambda engine, report, cancel: engine.load_model(checkpoint.engine_path))
             self.checkpoints.mark_used(checkpoint)
             self.current = checkpoint
         return JSONResponse(None)
@@ -187,8 +190,8 @@ class Server:
                 return error_response(exc)
             except Exception as exc:  # a bug of ours: logged in full, one line to the client
                 path = log_exception(exc, f"sdstudio serve {request.url.path}")
-                return JSONResponse({"error": "InternalError", "detail": f"unexpected error ({type(exc).__name__}); "
-                                     f"the server's log has the details: {path.name}"}, status_code=500)
+                detail = f"unexpected error ({type(exc).__name__}); the server's log has it: {path.name}"
+                return JSONResponse({"error": "InternalError", "detail": detail}, status_code=500)
         return route
 
 

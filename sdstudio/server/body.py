@@ -94,7 +94,8 @@ class Body:
 def decode_image(value: Any, what: str) -> Image.Image:
     """An image sent as base64 (with or without a `data:image/...;base64,` prefix, as A1111's
     decode_base64_to_image takes it), loaded and refused past Pillow's decompression-bomb limit. A1111 also
-    fetches http(s) URLs here; a server that fetches URLs for its clients is a request forger, so we refuse."""
+    fetches http(s) URLs here; a server that fetches URLs for its clients is a request forger, so we
+    refuse."""
     if not isinstance(value, str) or not value:
         raise RequestError(f"{what} must be a base64-encoded image, got {shown(value)}")
     if value.startswith(("http://", "https://")):

@@ -1,8 +1,8 @@
 """sd-webui-controlnet's API units (`alwayson_scripts.controlnet.args`, the script name in any case) ->
 our ControlUnits.
 
-A unit's fields are sd-webui-controlnet's (scripts/controlnet_ui/controlnet_ui_group.py, its API docs): module,
-model (a file of models/ControlNet by name, with or without its " [hash]"), weight, image (base64, or
+A unit's fields are sd-webui-controlnet's (scripts/controlnet_ui/controlnet_ui_group.py, its API docs):
+module, model (a file of models/ControlNet by name, with or without its " [hash]"), weight, image (base64, or
 {"image", "mask"}), resize_mode and control_mode (names or their index), guidance_start/end, processor_res and
 threshold_a/b (the preprocessor's first and second slider; -1 = its default). Disabled units are skipped, as
 there. Anything we cannot do as asked (a unit mask, a missing model or image) is refused.
@@ -99,4 +99,5 @@ def _choice(unit: Body, key: str, names: tuple[str, ...], default: str, what: st
     for name in names:
         if isinstance(value, str) and value.lower() == name.lower():
             return name
-    raise RequestError(f"{what}: {key} must be one of {', '.join(names)} (or 0..{len(names) - 1}), got {shown(value)}")
+    raise RequestError(f"{what}: {key} must be one of {', '.join(names)} (or 0..{len(names) - 1}), "
+                       f"got {shown(value)}")

@@ -65,9 +65,8 @@ class _Job:
 
 
 class JobQueue:
-    def __init__(self, engine: Any, on_error: Callable[[BaseException], None] | None = None):
+    def __init__(self, engine: Any):
         self.engine = engine
-        self.on_error = on_error
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._lock = threading.Lock()
         self._progress = Progress()
@@ -110,10 +109,8 @@ class JobQueue:
                 self._progress = Progress(job=job.name, started=time.time(), job_count=1)
             try:
                 outcome, error = job.work(self.engine, self._report, self._interrupt.is_set), None
-            except BaseException as exc:  # handed to the waiting request; the worker carries on
+            except BaseException as exc:  # to the waiting request (which logs a bug); the worker carries on
                 outcome, error = None, exc
-                if not isinstance(exc, SDStudioError) and self.on_error is not None:
-                    self.on_error(exc)
             finally:
                 with self._lock:
                     self._progress = Progress()

@@ -1,8 +1,8 @@
 """A1111's txt2img / img2img bodies -> GenerationRequests, one per batch of the body's `n_iter`.
 
 Field names and defaults are A1111's (modules/api/models.py, modules/processing.py): a client that leaves a
-field out gets what A1111 would do (50 steps, CFG 7, Euler), not SD Studio's defaults; a size left out is the model's native one (A1111's 512
-is SD 1.x's native size). A field we
+field out gets what A1111 would do (50 steps, CFG 7, Euler), not SD Studio's defaults; a size left out is
+the model's native one (A1111's 512 is SD 1.x's native size). A field we
 cannot honour is refused with its name rather than dropped: a client asking for face restoration, tiling, a
 script, another inpainting fill or sampler noise settings other than A1111's defaults gets a 4xx saying so.
 The result is checked by the engine's own validate; sizes against the model happen in the app (needs its
@@ -33,8 +33,8 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "batch_size": 1, "n_iter": 1, "steps": 50, "cfg_scale": 7.0, "width": None, "height": None,
     "restore_faces": None, "tiling": None, "eta": None, "s_churn": 0.0, "s_tmax": None, "s_tmin": 0.0,
     "s_noise": 1.0, "override_settings": None, "override_settings_restore_afterwards": True,
-    "sampler_index": "Euler", "script_name": None, "script_args": [], "send_images": True, "save_images": False,
-    "alwayson_scripts": {},
+    "sampler_index": "Euler", "script_name": None, "script_args": [], "send_images": True,
+    "save_images": False, "alwayson_scripts": {},
 }
 TXT2IMG_DEFAULTS: dict[str, Any] = COMMON_DEFAULTS | {
     "enable_hr": False, "denoising_strength": 0.75, "firstphase_width": 0, "firstphase_height": 0,
@@ -96,7 +96,8 @@ def img2img(data: Any, current: Checkpoint, checkpoints: Checkpoints) -> Mapped:
     if initial_noise != 1.0:
         raise RequestError(f"initial_noise_multiplier {initial_noise:g} is not available: send 1")
     base = base.replace(init_image=init, mask=mask, strength=body.number("denoising_strength", 0.75),
-                        mask_blur=body.integer("mask_blur", 4), only_masked=body.flag("inpaint_full_res", True),
+                        mask_blur=body.integer("mask_blur", 4),
+                        only_masked=body.flag("inpaint_full_res", True),
                         only_masked_padding=body.integer("inpaint_full_res_padding", 0))
     mapped = _batches(body, base, checkpoint, IMG2IMG_DEFAULTS)
     mapped.echo.update(init_images=None, mask=None)  # as A1111: the response does not echo the images
@@ -104,14 +105,16 @@ def img2img(data: Any, current: Checkpoint, checkpoints: Checkpoints) -> Mapped:
     return mapped
 
 
-def _common(body: Body, current: Checkpoint, checkpoints: Checkpoints) -> tuple[GenerationRequest, Checkpoint]:
+def _common(body: Body, current: Checkpoint,
+            checkpoints: Checkpoints) -> tuple[GenerationRequest, Checkpoint]:
     _refuse_unsupported(body)
     overrides = body.mapping("override_settings")
     unknown = sorted(set(overrides) - set(OVERRIDES))
     if unknown:
         raise RequestError(f"override_settings {shown(unknown[0])} is not available here; these are: "
                            f"{', '.join(OVERRIDES)}")
-    checkpoint = checkpoints.find(overrides["sd_model_checkpoint"]) if overrides.get("sd_model_checkpoint") else current
+    named = overrides.get("sd_model_checkpoint")
+    checkpoint = checkpoints.find(named) if named else current
     if str(overrides.get("sd_vae", "Automatic")).lower() not in ("automatic", "none"):
         raise RequestError("override_settings sd_vae: only Automatic (the checkpoint's own VAE) is available")
     clip_skip = Body(overrides, "override_settings").integer("CLIP_stop_at_last_layers", 1)
@@ -193,8 +196,8 @@ def _resized(mode: int, init: Image.Image, mask: Image.Image | None, width: int,
     if init.size == (width, height) or mode == RESIZE_CROP:
         return init, mask
     if mode != RESIZE_JUST:
-        raise RequestError(f"resize_mode {mode} is not available: send 0 (just resize) or 1 (crop and resize), "
-                           "or an init image of the requested width and height")
+        raise RequestError(f"resize_mode {mode} is not available: send 0 (just resize) or 1 (crop and "
+                           "resize), or an init image of the requested width and height")
     if not (8 <= width <= 8192 and 8 <= height <= 8192):
         raise RequestError(f"width x height {width}x{height} is out of range")  # before resizing to it
     stretched = init.resize((width, height), Image.Resampling.LANCZOS)

@@ -31,7 +31,8 @@ def info(mapped: Mapped, made: Made) -> dict[str, Any]:
     first: GenerationRequest = requests[0]
     return {
         "prompt": first.prompt, "all_prompts": [r.prompt for r in made.requests],
-        "negative_prompt": first.negative_prompt, "all_negative_prompts": [r.negative_prompt for r in made.requests],
+        "negative_prompt": first.negative_prompt,
+        "all_negative_prompts": [r.negative_prompt for r in made.requests],
         "seed": first.seed, "all_seeds": [r.seed for r in made.requests],
         "subseed": first.subseed, "all_subseeds": [r.subseed for r in made.requests],
         "subseed_strength": first.subseed_strength, "width": first.width, "height": first.height,
@@ -39,9 +40,11 @@ def info(mapped: Mapped, made: Made) -> dict[str, Any]:
         "cfg_scale": first.cfg_scale, "steps": first.steps, "batch_size": first.batch_size,
         "restore_faces": False, "face_restoration_model": None, "sd_model_name": made.model_name or None,
         "sd_model_hash": first.model_hash or None, "sd_vae_name": None, "sd_vae_hash": None,
-        "seed_resize_from_w": first.seed_resize_from_w or -1, "seed_resize_from_h": first.seed_resize_from_h or -1,
+        "seed_resize_from_w": first.seed_resize_from_w or -1,
+        "seed_resize_from_h": first.seed_resize_from_h or -1,
         "denoising_strength": mapped.denoising_strength, "extra_generation_params": {},
-        "index_of_first_image": 0, "infotexts": [format_parameters(r, made.model_name) for r in made.requests],
+        "index_of_first_image": 0,
+        "infotexts": [format_parameters(r, made.model_name) for r in made.requests],
         "styles": [], "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "clip_skip": first.clip_skip,
         "is_using_inpainting_conditioning": False, "version": VERSION, "interrupted": made.interrupted,
     }
@@ -52,10 +55,10 @@ def progress_response(p: Progress, skip_current_image: bool = False) -> dict[str
     fraction = p.fraction
     elapsed = time.time() - p.started if p.started else 0.0
     eta = elapsed / fraction - elapsed if fraction > 0 else 0.0
+    stamp = time.strftime("%Y%m%d%H%M%S", time.localtime(p.started)) if p.started else "0"
     state = {"skipped": False, "interrupted": p.interrupted, "stopping_generation": False, "job": p.job,
-             "job_count": p.job_count, "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(p.started))
-             if p.started else "0", "job_no": p.job_no, "sampling_step": p.sampling_step,
-             "sampling_steps": p.sampling_steps, "queued": p.queued}
+             "job_count": p.job_count, "job_timestamp": stamp, "job_no": p.job_no,
+             "sampling_step": p.sampling_step, "sampling_steps": p.sampling_steps, "queued": p.queued}
     preview = None if skip_current_image or p.preview is None else image_png(p.preview)
     return {"progress": fraction, "eta_relative": eta, "state": state, "current_image": preview,
             "textinfo": None}

@@ -71,7 +71,8 @@ def test_img2img_with_a_mask_equals_the_engine(api, builtin_engine):
     assert np.array_equal(got, pixels(expected.images[0]))
     inside = np.abs(got[24:40, 24:40].astype(int) - pixels(init)[24:40, 24:40]).mean()
     assert inside > 10  # the masked square was repainted
-    assert "Mask blur: 2" in result.info["infotexts"][0] and "Denoising strength: 0.8" in result.info["infotexts"][0]
+    infotext = result.info["infotexts"][0]
+    assert "Mask blur: 2" in infotext and "Denoising strength: 0.8" in infotext
     assert result.parameters["init_images"] is None  # not echoed back, as A1111
 
 
@@ -90,7 +91,8 @@ def test_progress_shows_a_preview_and_interrupt_stops_the_job(api, port):
             break
         time.sleep(0.01)
     assert seen is not None, "no preview while the job ran"
-    assert 0 < seen["progress"] < 1 and seen["state"]["sampling_steps"] == 300 and seen["state"]["job_count"] == 1
+    assert 0 < seen["progress"] < 1
+    assert seen["state"]["sampling_steps"] == 300 and seen["state"]["job_count"] == 1
     preview = Image.open(io.BytesIO(base64.b64decode(seen["current_image"])))
     assert preview.size == (64, 64)
     assert poll.interrupt() == {}
@@ -103,7 +105,7 @@ def test_progress_shows_a_preview_and_interrupt_stops_the_job(api, port):
 
 def test_models_samplers_schedulers_and_switching(api):
     titles = api.util_get_model_names()
-    assert len(titles) == 1 and titles[0].startswith("sdstudio-emoji.safetensors [")  # the built-in model, hashed
+    assert len(titles) == 1 and titles[0].startswith("sdstudio-emoji.safetensors [")  # the built-in, hashed
     assert {"Euler a", "DPM++ 2M"} <= set(api.util_get_sampler_names())
     assert "karras" in api.util_get_scheduler_names()
     assert api.set_options({"sd_model_checkpoint": "sdstudio-emoji"}) is None  # a name, as A1111 takes it
@@ -114,3 +116,16 @@ def test_png_info_reads_a_generated_image(api):
     result = api.txt2img(prompt="cat", seed=5, **FAST)
     info = api.png_info(result.image)
     assert info.info.startswith("cat\nSteps: 4") and info.json["parameters"]["Seed"] == "5"
+
+
+def test_hires_fix_and_variation_seed_equal_the_engine(api, builtin_engine):
+    result = api.txt2img(prompt="sun", seed=11, subseed=12, subseed_strength=0.3, enable_hr=True,
+                         hr_scale=1.5, hr_upscaler="Latent", hr_second_pass_steps=2, denoising_strength=0.5,
+                         **FAST)
+    expected = builtin_engine.generate(same_request(prompt="sun", seed=11, subseed=12, subseed_strength=0.3,
+                                                    hires=True, hires_scale=1.5, hires_upscaler="Latent",
+                                                    hires_steps=2, strength=0.5))
+    assert result.image.size == (96, 96)
+    assert np.array_equal(pixels(result.image), pixels(expected.images[0]))
+    infotext = result.info["infotexts"][0]
+    assert "Variation seed: 12" in infotext and "Hires upscale: 1.5" in infotext

@@ -88,8 +88,8 @@ CASES = [
     ("init image URL", "POST", "img2img", GOOD | {"init_images": ["http://169.254.169.254/x.png"]}, 400,
      "not fetched"),
     ("no init image", "POST", "img2img", GOOD, 400, "init_images must hold one image"),
-    ("fill mode we lack", "POST", "img2img", GOOD | {"init_images": [png64((64, 64))], "mask": png64((64, 64))},
-     400, "inpainting_fill 0"),
+    ("fill mode we lack", "POST", "img2img",
+     GOOD | {"init_images": [png64((64, 64))], "mask": png64((64, 64))}, 400, "inpainting_fill 0"),
     ("mask of another size", "POST", "img2img", GOOD | {"init_images": [png64((64, 64))], "mask": png64(),
                                                          "inpainting_fill": 1}, 400, "must match"),
     ("ControlNet model path", "POST", "txt2img", GOOD | {"alwayson_scripts": {"controlnet": {"args": [
