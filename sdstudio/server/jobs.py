@@ -98,6 +98,16 @@ class JobQueue:
             return Progress(**{**self._progress.__dict__, "queued": self._waiting})
 
     def close(self) -> None:
+        """Stop after the running job, interrupted; the queued ones are not started."""
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                stopping = SDStudioError("the server is stopping")
+                job.loop.call_soon_threadsafe(_settle, job.future, None, stopping)
+        self.interrupt()
         self._jobs.put(None)
         self._thread.join(timeout=30)
 
