@@ -132,6 +132,12 @@ class Server:
     async def schedulers(self, request: Request) -> Response:
         return JSONResponse(shaping.schedulers())
 
+    async def upscalers(self, request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(shaping.upscalers))
+
+    async def latent_upscale_modes(self, request: Request) -> Response:
+        return JSONResponse(shaping.latent_upscale_modes())
+
     async def scripts(self, request: Request) -> Response:
         return JSONResponse({"txt2img": [], "img2img": []})
 
@@ -224,6 +230,8 @@ def create_app(server: Server) -> Starlette:
         Route(f"{API}/samplers", g(s.samplers), methods=["GET"]),
         Route(f"{API}/schedulers", g(s.schedulers), methods=["GET"]),
         Route(f"{API}/scripts", g(s.scripts), methods=["GET"]),
+        Route(f"{API}/upscalers", g(s.upscalers), methods=["GET"]),
+        Route(f"{API}/latent-upscale-modes", g(s.latent_upscale_modes), methods=["GET"]),
         Route(f"{API}/options", g(s.get_options), methods=["GET"]),
         Route(f"{API}/options", g(s.set_options), methods=["POST"]),
         Route(f"{API}/png-info", g(s.png_info), methods=["POST"]),

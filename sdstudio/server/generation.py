@@ -1,6 +1,7 @@
 """A mapped txt2img/img2img body made ready and run: sizes from the model's header, the job checked as the
-CLI checks it (a job far beyond the model's native size or this machine is refused, there is no --yes over
-HTTP), then each batch generated in the worker and every image added to the server's history.
+CLI checks it (its LoRA tags' files found; a job far beyond the model's native size or this machine is
+refused, there is no --yes over HTTP), then each batch generated in the worker and every image added to the
+server's history.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from sdstudio.engine.detect import ModelDescription, detect
 from sdstudio.engine.errors import Cancelled, RequestError
 from sdstudio.engine.job_size import default_size, estimate, job_problem, largest_pass, physical_memory
+from sdstudio.engine.lora_set import resolve_loras
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.engine.safetensors_file import read_header
 from sdstudio.engine.validate import validate
@@ -45,6 +47,7 @@ def ready(mapped: Mapped) -> Mapped:
             req = req.replace(**dict(zip(("width", "height"), default_size(
                 *given, desc.default_size, desc.vae_downscale, None), strict=True)))
         req = validate(req, multiple=desc.vae_downscale)
+        resolve_loras(req)  # a bad <lora:…> tag or a missing file is refused before the job queues
         width, height = largest_pass(req, desc.vae_downscale)
         problem = job_problem(estimate(width, height, req.steps, req.batch_size, desc.default_size),
                               physical_memory(), req.tiled_vae)

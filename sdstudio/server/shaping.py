@@ -8,7 +8,8 @@ import time
 from typing import Any
 
 from sdstudio import __version__
-from sdstudio.engine.names import SAMPLERS, SCHEDULER_LABELS, SCHEDULERS
+from sdstudio.engine.model_files import upscaler_model_names
+from sdstudio.engine.names import LATENT_UPSCALERS, PIXEL_UPSCALERS, SAMPLERS, SCHEDULER_LABELS, SCHEDULERS
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.history.parameters import format_parameters
 from sdstudio.server.body import encode_png, image_png
@@ -62,6 +63,19 @@ def progress_response(p: Progress, skip_current_image: bool = False) -> dict[str
     preview = None if skip_current_image or p.preview is None else image_png(p.preview)
     return {"progress": fraction, "eta_relative": eta, "state": state, "current_image": preview,
             "textinfo": None}
+
+
+def upscalers() -> list[dict[str, Any]]:
+    """GET /sdapi/v1/upscalers (A1111's UpscalerItem): the hires fix's pixel upscalers and model files."""
+    rows = [{"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": 4}
+            for name in PIXEL_UPSCALERS]
+    return rows + [{"name": name, "model_name": name, "model_path": None, "model_url": None, "scale": 4}
+                   for name in upscaler_model_names()]
+
+
+def latent_upscale_modes() -> list[dict[str, str]]:
+    """GET /sdapi/v1/latent-upscale-modes."""
+    return [{"name": name} for name in LATENT_UPSCALERS]
 
 
 def samplers() -> list[dict[str, Any]]:

@@ -108,8 +108,17 @@ def test_models_samplers_schedulers_and_switching(api):
     assert len(titles) == 1 and titles[0].startswith("sdstudio-emoji.safetensors [")  # the built-in, hashed
     assert {"Euler a", "DPM++ 2M"} <= set(api.util_get_sampler_names())
     assert "karras" in api.util_get_scheduler_names()
+    assert {"Lanczos", "Nearest"} <= {u["name"] for u in api.get_upscalers()}
+    assert "Latent (bicubic)" in {m["name"] for m in api.get_latent_upscale_modes()}
     assert api.set_options({"sd_model_checkpoint": "sdstudio-emoji"}) is None  # a name, as A1111 takes it
     assert api.util_get_current_model() == titles[0]
+
+
+def test_a_missing_lora_is_refused_before_the_job(api):
+    with pytest.raises(RuntimeError) as refused:
+        api.txt2img(prompt="<lora:no-such-lora:0.8> cat", seed=1, **FAST)
+    status, text = refused.value.args
+    assert status == 400 and "no-such-lora" in text
 
 
 def test_png_info_reads_a_generated_image(api):
