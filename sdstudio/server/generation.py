@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdstudio.engine.detect import ModelDescription, detect
-from sdstudio.engine.errors import Cancelled, RequestError
+from sdstudio.engine.errors import Cancelled, ModelNotFound, RequestError
 from sdstudio.engine.job_size import default_size, estimate, job_problem, largest_pass, physical_memory
 from sdstudio.engine.lora_set import resolve_loras
 from sdstudio.engine.request import GenerationRequest
@@ -26,7 +26,11 @@ _HEADERS_LOCK = threading.Lock()
 
 def describe(checkpoint: Checkpoint) -> ModelDescription:
     """The checkpoint's description from its header (no weights), cached per path, size and mtime."""
-    st = checkpoint.path.stat()
+    try:
+        st = checkpoint.path.stat()
+    except OSError as exc:  # gone since it was listed, or the built-in model missing from this installation
+        raise ModelNotFound(f"model {checkpoint.name} cannot be read ({exc.strerror or exc}); choose another "
+                            "(GET /sdapi/v1/sd-models)") from None
     key = (str(checkpoint.path), st.st_size, st.st_mtime_ns)
     with _HEADERS_LOCK:
         found = _HEADERS.get(key)

@@ -130,3 +130,14 @@ def test_controlnet_units(models, home):
                        (args[2] | {"control_mode": 7}, "control_mode must be one of")):
         with pytest.raises(RequestError, match=words):
             mapping.txt2img({"alwayson_scripts": {"controlnet": {"args": [bad]}}}, *models)
+
+
+def test_a_model_gone_since_listing_is_a_request_error(home, tmp_path):
+    from pathlib import Path
+
+    from sdstudio.engine.errors import ModelNotFound
+    from sdstudio.server.checkpoints import Checkpoint
+    from sdstudio.server.generation import describe
+
+    with pytest.raises(ModelNotFound, match="gone.safetensors cannot be read"):
+        describe(Checkpoint("gone.safetensors", Path(tmp_path / "gone.safetensors"), False))
