@@ -1,6 +1,6 @@
 """What the API server adds to a job: the same txt2img (built-in model, 64x64) run by the engine directly
-(with a step callback, so it makes the same live previews) and through `serve` over HTTP with the webuiapi client (mapping, queue, history PNG, base64, JSON), alternating,
-after a warm-up of each. Prints the median seconds of each and their difference.
+(with a step callback, so it makes the same live previews) and through `serve` over HTTP with the webuiapi
+client (mapping, queue, history PNG, base64, JSON), alternating, after a warm-up of each. Prints the median seconds of each and their difference.
 
     python bench/serve_overhead.py --repeats 5 --steps 4
 """
@@ -56,9 +56,10 @@ def main() -> None:
     server.jobs.close()
     store.close()
     d, s = statistics.median(direct), statistics.median(served)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
-    print(f"engine directly: {d * 1000:.0f} ms; through serve: {s * 1000:.0f} ms; added: {(s - d) * 1000:.0f} ms "
-          f"(median of {args.repeats}, {args.steps} steps, 64x64)")
+    load = os.getloadavg()[0]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {load:.1f}")
+    print(f"engine directly: {d * 1000:.0f} ms; through serve: {s * 1000:.0f} ms; "
+          f"added: {(s - d) * 1000:.0f} ms (median of {args.repeats}, {args.steps} steps, 64x64)")
 
 
 if __name__ == "__main__":
