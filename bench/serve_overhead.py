@@ -1,6 +1,7 @@
 """What the API server adds to a job: the same txt2img (built-in model, 64x64) run by the engine directly
 (with a step callback, so it makes the same live previews) and through `serve` over HTTP with the webuiapi
-client (mapping, queue, history PNG, base64, JSON), alternating, after a warm-up of each. Prints the median seconds of each and their difference.
+client (mapping, queue, history PNG, base64, JSON), alternating, after a warm-up of each. Prints the median
+seconds of each and their difference.
 
     python bench/serve_overhead.py --repeats 5 --steps 4
 """
