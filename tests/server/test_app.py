@@ -138,3 +138,37 @@ def test_hires_fix_and_variation_seed_equal_the_engine(api, builtin_engine):
     assert np.array_equal(pixels(result.image), pixels(expected.images[0]))
     infotext = result.info["infotexts"][0]
     assert "Variation seed: 12" in infotext and "Hires upscale: 1.5" in infotext
+
+
+def test_controlnet_unit_through_the_api_equals_the_engine(api, served_home, builtin_engine):
+    """A checkpoint and a ControlNet put in the server's models folder, chosen by name over HTTP: the image
+    equals the engine's with the same ControlUnit, and differs from the one without it. (Last in the module:
+    it leaves the tiny model loaded.)"""
+    import torch
+    from safetensors.torch import save_file
+
+    from sdstudio.engine.controlnet import ControlNet, ControlNetConfig
+    from sdstudio.engine.request import ControlUnit
+    from tests.tiny_checkpoint import TINY_UNET, write_tiny_checkpoint
+
+    models = served_home / "models"
+    (models / "ControlNet").mkdir(parents=True, exist_ok=True)
+    checkpoint = write_tiny_checkpoint(models / "tiny.safetensors", seed=3)
+    net = ControlNet(ControlNetConfig(TINY_UNET))
+    g = torch.Generator().manual_seed(5)
+    state = {k: torch.randn(v.shape, generator=g) * 0.2 for k, v in net.state_dict().items()}
+    save_file(state, str(models / "ControlNet" / "tiny_cn.safetensors"))
+    hint = Image.new("RGB", (64, 64), "black")
+    ImageDraw.Draw(hint).rectangle((10, 10, 40, 50), fill="white")
+    unit = webuiapi.ControlNetUnit(image=hint, module="none", model="tiny_cn", weight=0.8, guidance_end=0.75,
+                                   resize_mode="Just Resize", control_mode=0)
+    body = dict(prompt="cat", seed=2, override_settings={"sd_model_checkpoint": "tiny"}, **FAST)
+    result = api.txt2img(controlnet_units=[unit], **body)
+    base = same_request(prompt="cat", seed=2, model=str(checkpoint))
+    expected = builtin_engine.generate(base.replace(control_units=(ControlUnit(
+        str(models / "ControlNet" / "tiny_cn.safetensors"), image=hint, strength=0.8, end=0.75,
+        resize_mode="Just Resize"),)))
+    plain = builtin_engine.generate(base)
+    assert np.array_equal(pixels(result.image), pixels(expected.images[0]))
+    assert not np.array_equal(pixels(result.image), pixels(plain.images[0]))
+    assert "ControlNet 0" in result.info["infotexts"][0] and "tiny_cn" in result.info["infotexts"][0]
