@@ -1,6 +1,6 @@
-"""The layers import one way (docs/architecture.md): engine, history, remote and training never import Qt
-or the UI, and history and remote never import torch. Checked on the source (every import statement, lazy
-ones included) and at run time (what importing the engine's API and the training package actually loads)."""
+"""The layers import one way (docs/architecture.md): engine, history, remote, training and the API server never
+import Qt or the UI, and history and remote never import torch. Checked on the source (every import statement, lazy
+ones included) and at run time (what importing the engine's API, the training package and the server loads)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "sdstudio"
 QT = ("PySide6", "shiboken6", "PyQt5", "PyQt6", "sdstudio.ui")
-FORBIDDEN = {"engine": QT, "training": QT, "history": (*QT, "torch"), "remote": (*QT, "torch")}
+FORBIDDEN = {"engine": QT, "training": QT, "history": (*QT, "torch"), "remote": (*QT, "torch"), "server": QT}
 
 
 def imported_modules(path: Path) -> list[tuple[int, str]]:
@@ -62,6 +62,7 @@ def test_the_source_check_sees_lazy_and_relative_imports(tmp_path, monkeypatch):
     ("sdstudio.engine.api", ("PySide6", "shiboken6", "sdstudio.ui")),
     ("sdstudio.training", ("PySide6", "shiboken6", "sdstudio.ui")),
     ("sdstudio.history.store", ("PySide6", "shiboken6", "sdstudio.ui", "torch")),
+    ("sdstudio.server.app", ("PySide6", "shiboken6", "sdstudio.ui")),
 ])
 def test_importing_a_lower_layer_loads_nothing_above_it(module, forbidden):
     code = (f"import sys, {module}\n"
