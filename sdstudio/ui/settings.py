@@ -31,6 +31,7 @@ TILED_VAE_KEY = "engine/tiled_vae"
 TILED_VAE_LABELS = (("auto", "&Automatic (large images, low memory)"), ("on", "Always &On"), ("off", "O&ff"))
 NETWORK_DIR_KEYS = ("networks/lora_dirs", "networks/embedding_dirs")
 OUTPAINT_KEYS = ("outpaint/amount", "outpaint/fill")
+CONTROL_LAYERS_KEY = "control/layers"  # JSON of ui/control_store.py; images live in control_layers_dir()
 # The engine's device names (sdstudio/engine/devices.py, which imports torch) with their menu labels.
 DEVICES = (("auto", "&Automatic"), ("cpu", "&CPU"), ("cuda", "CU&DA (NVIDIA/AMD GPU)"), ("mps", "&MPS (Apple GPU)"))
 
@@ -182,3 +183,17 @@ def _folder_list(raw: object) -> list[str]:
     except ValueError:
         return []
     return [f for f in folders if isinstance(f, str) and f.strip()] if isinstance(folders, list) else []
+
+
+def control_layers_dir() -> Path:
+    """Where the control layers' opened images and paintings are kept between sessions."""
+    return paths.home() / "control_layers"
+
+
+def load_control_layers_text(settings: QSettings) -> str:
+    raw = settings.value(CONTROL_LAYERS_KEY, "")
+    return raw if isinstance(raw, str) else ""
+
+
+def save_control_layers_text(settings: QSettings, text: str) -> None:
+    settings.setValue(CONTROL_LAYERS_KEY, text)
