@@ -52,7 +52,8 @@ def save_layers(layers: list[ControlLayer], paintings: list[np.ndarray | None], 
             layer.image.save(folder / str(entry["image_file"]))
         if painting is not None and painting.size:
             entry["painting_file"] = f"layer-{i}{PAINTING_SUFFIX}"
-            Image.fromarray(np.ascontiguousarray(painting, dtype=np.uint8)).save(folder / str(entry["painting_file"]))
+            pixels = Image.fromarray(np.ascontiguousarray(painting, dtype=np.uint8))
+            pixels.save(folder / str(entry["painting_file"]))
         saved.append(entry)
     return json.dumps({"version": VERSION, "layers": saved})
 
@@ -64,7 +65,8 @@ def load_layers(text: str, folder: Path, model_exists: Callable[[str], bool] = l
         return Restored()
     try:
         data = json.loads(text)
-        if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("layers"), list):
+        if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("layers"),
+                                                                                         list):
             raise ValueError(f"not a version {VERSION} list of layers")
         restored = Restored()
         for n, entry in enumerate(data["layers"], 1):
@@ -74,7 +76,8 @@ def load_layers(text: str, folder: Path, model_exists: Callable[[str], bool] = l
             restored.notices += notices
         return restored
     except (ValueError, TypeError, KeyError) as exc:
-        return Restored(notices=[f"The saved control layers could not be read ({exc}); starting without them"])
+        return Restored(notices=[f"The saved control layers could not be read ({exc}); starting without "
+                                 "them"])
 
 
 def _layer(entry: object, n: int, folder: Path, model_exists: Callable[[str], bool]

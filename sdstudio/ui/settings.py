@@ -31,7 +31,7 @@ TILED_VAE_KEY = "engine/tiled_vae"
 TILED_VAE_LABELS = (("auto", "&Automatic (large images, low memory)"), ("on", "Always &On"), ("off", "O&ff"))
 NETWORK_DIR_KEYS = ("networks/lora_dirs", "networks/embedding_dirs")
 OUTPAINT_KEYS = ("outpaint/amount", "outpaint/fill")
-CONTROL_LAYERS_KEY = "control/layers"  # JSON of ui/control_store.py; images live in control_layers_dir()
+CONTROL_LAYERS_KEY = "control/layers"  # JSON of ui/control_store.py; images are in control_layers_dir()
 # The engine's device names (sdstudio/engine/devices.py, which imports torch) with their menu labels.
 DEVICES = (("auto", "&Automatic"), ("cpu", "&CPU"), ("cuda", "CU&DA (NVIDIA/AMD GPU)"), ("mps", "&MPS (Apple GPU)"))
 

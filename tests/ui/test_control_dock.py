@@ -355,7 +355,8 @@ def test_a_restart_restores_the_layers_painting_and_image(qtbot, make_window, ho
     again = second.control_layers
     assert [layer.source for layer in again.layers] == [PAINT, FILE]
     assert again.layers[0].model == files["canny"] and np.array_equal(again.paintings[0].pixels(), painted)
-    assert again.layers[1].image_name == "photo.png" and again.layers[1].image.getpixel((3, 3)) == (0, 90, 255)
+    assert again.layers[1].image_name == "photo.png"
+    assert again.layers[1].image.getpixel((3, 3)) == (0, 90, 255)
     assert again.layers[1].strength == 0.55 and not again.layers[1].enabled
     assert again.panel.layer_list.count() == 2 and not second.canvas_panel.banner.isVisible()
     assert second.canvas_panel.view != CONTROL  # the window opens on its usual view

@@ -35,8 +35,8 @@ def test_layers_come_back_with_their_settings_image_and_painting(tmp_path):
     back = load_layers(text, folder)
     assert back.notices == []
     for ours, theirs in zip(back.layers, layers, strict=True):
-        for name in ("model", "source", "image_name", "preprocessor", "preprocessor_params", "strength", "start",
-                     "end", "mode", "resize_mode", "enabled", "map_visible", "map_opacity", "trace"):
+        for name in ("model", "source", "image_name", "preprocessor", "preprocessor_params", "strength",
+                     "start", "end", "mode", "resize_mode", "enabled", "map_visible", "map_opacity", "trace"):
             assert getattr(ours, name) == getattr(theirs, name), name
     assert np.array_equal(np.asarray(back.layers[0].image), np.asarray(layers[0].image))
     assert back.paintings[0] is None and np.array_equal(back.paintings[1], paintings[1])
