@@ -382,3 +382,20 @@ def test_a_restart_without_the_model_says_so_and_a_corrupt_state_is_ignored(qtbo
     settings.sync()
     third = make_window()
     assert third.control_layers.layers == [] and "could not be read" in third.canvas_panel.banner.text.text()
+
+
+def test_the_picker_lists_t2i_adapters_with_their_kind(qtbot, window, home):
+    folder = paths.controlnet_dir()
+    folder.mkdir(parents=True)
+    adapter = folder / "t2iadapter_sketch_sd14v1.safetensors"
+    write_header_only(adapter, {"conv_in.weight": (320, 64, 3, 3), "body.0.block1.weight": (320, 320, 3, 3)})
+    control = window.control_layers
+    control.add_layer()
+    control.refresh_files("sd1")
+    combo = control.panel.model_combo
+    index = combo.findData(str(adapter))
+    assert combo.itemText(index) == "t2iadapter_sketch_sd14v1 (T2I-Adapter)" and combo.model().item(index).isEnabled()
+    combo.setCurrentIndex(index)
+    assert control.layers[0].model == str(adapter)
+    control.refresh_files("sdxl")
+    assert not combo.model().item(combo.findData(str(adapter))).isEnabled()
