@@ -121,8 +121,9 @@ class ControlJob:
                                                                            strict=True))
         for unit, net in zip(self.units, self.nets, strict=True):
             if isinstance(net, LoadedAdapter) and unit.mode == PROMPT_MORE:
-                raise RequestError(f"{net.name} is a T2I-Adapter: control mode \"{PROMPT_MORE}\" is ControlNet's "
-                                   f"soft-injection ladder; use \"{BALANCED}\" or \"{CONTROL_MORE}\"")
+                raise RequestError(f"{net.name} is a T2I-Adapter: control mode \"{PROMPT_MORE}\" is "
+                                   f"ControlNet's soft-injection ladder; use \"{BALANCED}\" or "
+                                   f"\"{CONTROL_MORE}\"")
         self.hints = [Hint(unit) for unit in self.units]
         self._features: dict[tuple[int, int, int], Residuals] = {}
 
@@ -172,7 +173,8 @@ class ControlSource:
             raise GenerationError("ControlNet residuals for more than [prompt; negative prompt] in one UNet call")
         fraction = self.sampling_step / max(self.steps, 1)
         total: Residuals | None = None
-        for k, (unit, net, hint) in enumerate(zip(self.job.units, self.job.nets, self.job.hints, strict=True)):
+        job = self.job
+        for k, (unit, net, hint) in enumerate(zip(job.units, job.nets, job.hints, strict=True)):
             if not unit.start <= fraction <= unit.end or unit.strength == 0:
                 continue
             prompt_only = unit.mode == CONTROL_MORE and rows == 2

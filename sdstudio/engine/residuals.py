@@ -1,5 +1,6 @@
 """Additive residuals for the UNet: what ControlNet (Zhang et al. 2023, "Adding Conditional Control to
-Text-to-Image Diffusion Models", arXiv:2302.05543) and T2I-Adapter (Mou et al. 2023, arXiv:2302.08453) hand it.
+Text-to-Image Diffusion Models", arXiv:2302.05543) and T2I-Adapter (Mou et al. 2023, arXiv:2302.08453) hand
+it.
 
 - `skips` and `middle` are ControlNet's, as ldm's `ControlledUnetModel` and diffusers'
   `down_block_additional_residuals` / `mid_block_additional_residual`: one tensor per input block (in

@@ -7,9 +7,9 @@ Three layouts are read:
   blocks-per-level + block; blocks-per-level is the first K whose `in_conv` changes the width;
 - TencentARC's original light adapter (`Adapter_light`): `body.N.in_conv`, `body.N.body.M.block1/2`,
   `body.N.out_conv`.
-The architecture and family come from shapes through t2i_adapter_keys.KINDS: the first conv's input width is the
-hint's channels times the pixel-unshuffle factor squared (8 for SD 1.x, 16 for SDXL). What is refused, in one
-line: another family than the checkpoint's, features that do not fit its UNet, a key no layout knows, a
+The architecture and family come from shapes through t2i_adapter_keys.KINDS: the first conv's input width is
+the hint's channels times the pixel-unshuffle factor squared (8 for SD 1.x, 16 for SDXL). What is refused, in
+one line: another family than the checkpoint's, features that do not fit its UNet, a key no layout knows, a
 missing or mis-shaped tensor.
 """
 
@@ -47,8 +47,10 @@ _ORIGINAL_LIGHT_KEY = re.compile(r"body\.(\d+)\.body\.(\d+)\.")
 
 
 def _unsupported(name: str, what: str) -> UnsupportedModelError:
-    return UnsupportedModelError(f"{name}: not a T2I-Adapter SD Studio can run ({what}). Supported: TencentARC's "
-                                 "full and light adapters (SD 1.x) and diffusers' T2IAdapter (SD 1.x, SDXL).")
+    return UnsupportedModelError(
+        f"{name}: not a T2I-Adapter SD Studio can run ({what}). Supported: TencentARC's "
+        "full and light adapters (SD 1.x) and diffusers' T2IAdapter (SD 1.x, SDXL)."
+    )
 
 
 def our_layout(state: Mapping[str, Tensor], name: str) -> dict[str, Tensor]:
@@ -58,7 +60,7 @@ def our_layout(state: Mapping[str, Tensor], name: str) -> dict[str, Tensor]:
         stray = next((k for k in state if not k.startswith(DIFFUSERS_PREFIX)), None)
         if stray is not None:
             raise _unsupported(name, f"unknown diffusers key {stray!r}")
-        return {k[len(DIFFUSERS_PREFIX):]: v for k, v in state.items()}
+        return {k[len(DIFFUSERS_PREFIX) :]: v for k, v in state.items()}
     if LIGHT_MARK in state:
         return {_ORIGINAL_LIGHT_KEY.sub(r"body.\1.resnets.\2.", k): v for k, v in state.items()}
     if FULL_MARK in state:
@@ -67,10 +69,18 @@ def our_layout(state: Mapping[str, Tensor], name: str) -> dict[str, Tensor]:
 
 
 def _from_original_full(state: Mapping[str, Tensor], name: str) -> dict[str, Tensor]:
-    widening = sorted(int(m[1]) for k, v in state.items() if (m := _ORIGINAL_FULL_KEY.match(k))
-                      and m[2] == "in_conv" and m[3] == "weight" and v.shape[0] != v.shape[1])
+    widening = sorted(
+        int(m[1])
+        for k, v in state.items()
+        if (m := _ORIGINAL_FULL_KEY.match(k))
+        and m[2] == "in_conv"
+        and m[3] == "weight"
+        and v.shape[0] != v.shape[1]
+    )
     if not widening or widening[0] == 0:
-        raise _unsupported(name, "cannot tell its blocks per level: no body.K.in_conv that widens, after body.0")
+        raise _unsupported(
+            name, "cannot tell its blocks per level: no body.K.in_conv that widens, after body.0"
+        )
     per_level = widening[0]
     out: dict[str, Tensor] = {}
     for key, value in state.items():
@@ -83,7 +93,9 @@ def _from_original_full(state: Mapping[str, Tensor], name: str) -> dict[str, Ten
         level, block = divmod(int(m[1]), per_level)
         if m[2] == "in_conv":
             if block != 0:
-                raise _unsupported(name, f"{key!r}: an in_conv inside a level (TencentARC's sk=False variant)")
+                raise _unsupported(
+                    name, f"{key!r}: an in_conv inside a level (TencentARC's sk=False variant)"
+                )
             out[f"body.{level}.in_conv.{m[3]}"] = value
         else:
             out[f"body.{level}.resnets.{block}.{m[2]}.{m[3]}"] = value
@@ -101,8 +113,9 @@ def config_from_shapes(shapes: Mapping[str, tuple[int, ...]], name: str) -> Adap
     light = "body.0.out_conv.weight" in shapes
     first = _shape(shapes, "body.0.in_conv.weight" if light else "conv_in.weight", name)
     if len(first) != 4 or first[1] not in UNSHUFFLED:
-        raise _unsupported(name, f"its first conv takes {first[1:2]} channels, not a hint pixel-unshuffled "
-                                 "8x or 16x")
+        raise _unsupported(
+            name, f"its first conv takes {first[1:2]} channels, not a hint pixel-unshuffled 8x or 16x"
+        )
     in_channels, unshuffle = UNSHUFFLED[first[1]]
     kind = LIGHT if light else FULL_XL if unshuffle == 16 else FULL
     if light and unshuffle != 8:
@@ -132,22 +145,27 @@ def placement(config: AdapterConfig, target: TargetModel, name: str) -> Placemen
     arch = config.architecture
     ours = next(f for f in FAMILIES if f.name == arch.family)
     if target.family.context_dim is not None and target.family.name != ours.name:
-        raise UnsupportedModelError(f"{name} is a T2I-Adapter for {ours.label}; the checkpoint is "
-                                    f"{target.family.label}: choose a {target.family.label} adapter")
+        raise UnsupportedModelError(
+            f"{name} is a T2I-Adapter for {ours.label}; the checkpoint is "
+            f"{target.family.label}: choose a {target.family.label} adapter"
+        )
     points = injection_points(target.unet)
     unet = target.unet
     wanted = [(width, HINT_DOWNSCALE * scale) for _, width, scale in points]
     wanted.append((unet.model_channels * unet.channel_mult[-1], HINT_DOWNSCALE * 2 ** (len(points) - 1)))
     got = list(zip(config.channels, config.scales(), strict=True))
     if len(got) > len(wanted) or got != wanted[: len(got)]:
-        raise UnsupportedModelError(f"{name}: its features (width, pixels per feature pixel) {got} do not fit "
-                                    f"this checkpoint's UNet ({target.family.label}), which takes {wanted}")
+        raise UnsupportedModelError(
+            f"{name}: its features (width, pixels per feature pixel) {got} do not fit "
+            f"this checkpoint's UNet ({target.family.label}), which takes {wanted}"
+        )
     return Placement(tuple(index for index, _, _ in points[: len(got)]), len(got) > len(points))
 
 
 @dataclass
 class LoadedAdapter:
-    """An adapter ready to run on the checkpoint it was checked against; `hash` is A1111's 8-hex model hash."""
+    """An adapter ready to run on the checkpoint it was checked against; `hash` is A1111's 8-hex model
+    hash."""
 
     path: str
     adapter: T2IAdapter
@@ -171,16 +189,23 @@ class LoadedAdapter:
             hint = (hint * luma[:, None, None]).sum(dim=1, keepdim=True)
         unshuffle = module.config.architecture.unshuffle
         if hint.shape[-1] % unshuffle or hint.shape[-2] % unshuffle:
-            raise UnsupportedModelError(f"{self.name}: the image size {hint.shape[-1]}x{hint.shape[-2]} must be a "
-                                        f"multiple of {unshuffle} for this T2I-Adapter")
+            raise UnsupportedModelError(
+                f"{self.name}: the image size {hint.shape[-1]}x{hint.shape[-2]} must be a "
+                f"multiple of {unshuffle} for this T2I-Adapter"
+            )
         features = [f.float() for f in module(hint)]
         blocks = self.placement.blocks
         encoder = tuple(zip(blocks, features[: len(blocks)], strict=True))
         return Residuals((), features[-1] if self.placement.middle else None, encoder)
 
 
-def load_adapter(path: str | Path, target: TargetModel, device: torch.device | str = "cpu",
-                 dtype: torch.dtype | None = None, allow_pickle: bool = False) -> LoadedAdapter:
+def load_adapter(
+    path: str | Path,
+    target: TargetModel,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    allow_pickle: bool = False,
+) -> LoadedAdapter:
     """Read, convert, check against `target` and build the adapter of `path` on `device` in `dtype`."""
     path = Path(path)
     name = path.name
@@ -195,4 +220,6 @@ def load_adapter(path: str | Path, target: TargetModel, device: torch.device | s
         adapter.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as error:
         raise _unsupported(name, " ".join(str(error).split())[:300]) from None
-    return LoadedAdapter(str(path), adapter.eval(), config.architecture.family, legacy_model_hash(path), where)
+    return LoadedAdapter(
+        str(path), adapter.eval(), config.architecture.family, legacy_model_hash(path), where
+    )

@@ -17,8 +17,13 @@ DIFFUSERS_MARK = "adapter.body.0.resnets.0.block1.weight"
 FULL_MARK = "body.0.block1.weight"
 LIGHT_MARK = "body.0.body.0.block1.weight"
 # First conv input width -> (hint channels, pixel-unshuffle factor).
-UNSHUFFLED = {1 * 8 ** 2: (1, 8), 3 * 8 ** 2: (3, 8), 1 * 16 ** 2: (1, 16), 3 * 16 ** 2: (3, 16)}
-_FIRST_CONVS = ("adapter.conv_in.weight", "conv_in.weight", "adapter.body.0.in_conv.weight", "body.0.in_conv.weight")
+UNSHUFFLED = {1 * 8**2: (1, 8), 3 * 8**2: (3, 8), 1 * 16**2: (1, 16), 3 * 16**2: (3, 16)}
+_FIRST_CONVS = (
+    "adapter.conv_in.weight",
+    "conv_in.weight",
+    "adapter.body.0.in_conv.weight",
+    "body.0.in_conv.weight",
+)
 
 
 @dataclass(frozen=True)

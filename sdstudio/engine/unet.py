@@ -310,8 +310,8 @@ class UNetModel(nn.Module):
             h = block(h, emb, context)
             if i in inject:
                 if inject[i].shape[1:] != h.shape[1:]:
-                    raise ValueError(f"an encoder residual of shape {tuple(inject[i].shape[1:])} for input block"
-                                     f" {i}, whose output is {tuple(h.shape[1:])}")
+                    raise ValueError(f"an encoder residual of shape {tuple(inject[i].shape[1:])} for input "
+                                     f"block {i}, whose output is {tuple(h.shape[1:])}")
                 h = h + inject[i]
             skips.append(h)
         h = self.middle_block(h, emb, context)

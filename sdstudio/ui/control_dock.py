@@ -114,7 +114,12 @@ class ControlLayers(QObject):
     def save(self) -> None:
         """Keep the layers for the next session (settings file + images in the data folder)."""
         paintings = [m.pixels() if m.width else None for m in self.paintings]
-        text = save_layers(self.layers, paintings, control_layers_dir()) if self.layers else ""
+        try:
+            text = save_layers(self.layers, paintings, control_layers_dir()) if self.layers else ""
+        except OSError as exc:  # a full or read-only disk must not stop Generate; the user is told
+            self.window.canvas_panel.banner.show_error(f"Could not keep the control layers for the next "
+                                                       f"session: {exc}")
+            return
         save_control_layers_text(self.window.settings, text)
 
     def restore(self) -> None:

@@ -218,9 +218,13 @@ def test_file_family_from_the_header_alone(tmp_path, layout):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("layout", ["control_model.", "diffusers"])
+@pytest.mark.parametrize("layout", ["diffusers"])
 def test_full_size_sdxl_file_equals_diffusers_from_single_file(tmp_path, layout):
-    """SDXL (1.25B parameters, 5 GB in float32): one copy in memory at a time besides the file."""
+    """SDXL (1.25B parameters, 5 GB in float32), one copy in memory at a time besides the file. Only
+    diffusers' layout: diffusers 0.42's from_single_file cannot load an original-layout SDXL ControlNet (its
+    converter drops label_emb, left on the meta device: "Cannot copy out of meta tensor"; run on 2 Dec
+    2026), so the original layout is proven through diffusers_twin, which adds label_emb from diffusers' own
+    mapping table."""
     import gc
 
     net = ControlNet(ControlNetConfig(UNetConfig.sdxl()), device="meta").to_empty(device="cpu").eval()
@@ -234,7 +238,8 @@ def test_full_size_sdxl_file_equals_diffusers_from_single_file(tmp_path, layout)
     x, hint = torch.randn(2, 4, 16, 16, generator=g), torch.rand(2, 3, 128, 128, generator=g)
     context, t = torch.randn(2, 77, 2048, generator=g), torch.tensor([950.0, 40.5])
     text_embeds = torch.randn(2, 1280, generator=g)
-    time_ids = torch.tensor([[1024.0, 1024.0, 0.0, 0.0, 1024.0, 1024.0], [768.0, 1344.0, 16.0, 32.0, 768.0, 1344.0]])
+    time_ids = torch.tensor([[1024.0, 1024.0, 0.0, 0.0, 1024.0, 1024.0],
+                             [768.0, 1344.0, 16.0, 32.0, 768.0, 1344.0]])
     ours = load_controlnet(path, TargetModel(SDXL, UNetConfig.sdxl())).net
     with torch.no_grad():
         got = ours(x, hint, t, context, reference_y(text_embeds, time_ids)).tensors()

@@ -93,7 +93,9 @@ def test_adapters_in_the_folder_are_listed_with_their_kind_and_family(home):
                        "adapter.body.0.resnets.0.block1.weight": (320, 320, 3, 3)})
     write_header_only(folder / "control_v11p_sd15_canny.safetensors", _original(768))
     found = {f.name: f for f in controlnet_files()}
-    sd, xl, cn = (found[n] for n in ("t2iadapter_canny_sd15v2", "t2i-adapter-lineart-sdxl", "control_v11p_sd15_canny"))
+    names = ("t2iadapter_canny_sd15v2", "t2i-adapter-lineart-sdxl", "control_v11p_sd15_canny")
+    sd, xl, cn = (found[n] for n in names)
     assert (sd.kind, sd.family, sd.label) == ("T2I-Adapter", "sd1", "t2iadapter_canny_sd15v2 (T2I-Adapter)")
-    assert (xl.kind, xl.family) == ("T2I-Adapter", "sdxl") and xl.why_not("sd1") == "made for SDXL; the model is SD 1.x"
+    assert (xl.kind, xl.family) == ("T2I-Adapter", "sdxl")
+    assert xl.why_not("sd1") == "made for SDXL; the model is SD 1.x"
     assert (cn.kind, cn.label) == ("ControlNet", "control_v11p_sd15_canny")

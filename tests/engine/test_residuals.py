@@ -90,10 +90,11 @@ def test_encoder_residuals_of_the_wrong_shape_or_block_are_refused():
     model = tiny_unet("sd1")
     args, _ = our_args("sd1")
     shapes = skip_shapes(model, args["x"], args["timesteps"], args["context"])
+    x, t, context = args["x"], args["timesteps"], args["context"]
     with pytest.raises(ValueError, match="encoder residual of shape .* for input block 1"):
-        model(args["x"], args["timesteps"], args["context"], residuals=Residuals((), None, ((1, torch.ones(shapes[3])),)))
+        model(x, t, context, residuals=Residuals((), None, ((1, torch.ones(shapes[3])),)))
     with pytest.raises(ValueError, match="encoder residuals for input blocks \\[9\\]"):
-        model(args["x"], args["timesteps"], args["context"], residuals=Residuals((), None, ((9, torch.ones(shapes[1])),)))
+        model(x, t, context, residuals=Residuals((), None, ((9, torch.ones(shapes[1])),)))
 
 
 def test_residuals_refuse_tensors_of_different_batch_and_add_up():

@@ -39,8 +39,16 @@ CASES = {  # name: (kind, channels, blocks, family, UNet it fits, hint size)
 }
 
 
-@pytest.mark.parametrize(("name", "layout"), [("full", "diffusers"), ("full", "original"), ("light", "diffusers"),
-                                              ("light", "original"), ("full_xl", "diffusers")])
+@pytest.mark.parametrize(
+    ("name", "layout"),
+    [
+        ("full", "diffusers"),
+        ("full", "original"),
+        ("light", "diffusers"),
+        ("light", "original"),
+        ("full_xl", "diffusers"),
+    ],
+)
 def test_tiny_adapter_features_equal_diffusers(name, layout, tmp_path):
     """Every layout we read (SDXL adapters ship in diffusers' layout only)."""
     kind, channels, blocks, fam, unet, size = CASES[name]
@@ -57,8 +65,9 @@ def test_tiny_adapter_features_equal_diffusers(name, layout, tmp_path):
 
 def test_one_channel_adapter_takes_the_hints_luma(tmp_path):
     theirs = reference("full", [32, 64], 1, in_channels=1)
-    loaded = load_adapter(write(tmp_path / "sketch.safetensors", original_state(theirs, "full")),
-                          target("sd1", TINY_SD1))
+    loaded = load_adapter(
+        write(tmp_path / "sketch.safetensors", original_state(theirs, "full")), target("sd1", TINY_SD1)
+    )
     hint = _hint(32)
     luma = (hint * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True)
     with torch.no_grad():
@@ -70,16 +79,22 @@ def test_one_channel_adapter_takes_the_hints_luma(tmp_path):
 
 def test_real_sd15_full_adapter_config_equals_diffusers(tmp_path):
     theirs = reference("full", [320, 640, 1280, 1280], 2)  # diffusers' defaults: TencentARC's SD 1.x adapters
-    loaded = load_adapter(write(tmp_path / "t2iadapter_canny_sd15v2.safetensors", original_state(theirs, "full")),
-                          target("sd1", UNetConfig.sd15()))
+    loaded = load_adapter(
+        write(tmp_path / "t2iadapter_canny_sd15v2.safetensors", original_state(theirs, "full")),
+        target("sd1", UNetConfig.sd15()),
+    )
     hint = _hint(128)
     with torch.no_grad():
         expected = theirs(hint)
     found = loaded.residuals(hint)
     assert [i for i, _ in found.encoder] == [2, 5, 8, 11]  # sd-webui-controlnet's t2i injection blocks
     assert all(_close(t, e) for (_, t), e in zip(found.encoder, expected, strict=True))
-    assert [tuple(t.shape[1:]) for _, t in found.encoder] == [(320, 16, 16), (640, 8, 8), (1280, 4, 4),
-                                                               (1280, 2, 2)]
+    assert [tuple(t.shape[1:]) for _, t in found.encoder] == [
+        (320, 16, 16),
+        (640, 8, 8),
+        (1280, 4, 4),
+        (1280, 2, 2),
+    ]
 
 
 def test_injection_points_of_the_real_unets():

@@ -20,12 +20,36 @@ def _shapes(kind: str, channels: list[int], blocks: int, in_channels: int = 3, l
     return {k: tuple(v.shape) for k, v in our_layout(state, "a").items()}
 
 
-@pytest.mark.parametrize(("kind", "channels", "blocks", "in_channels", "layout", "expected"), [
-    ("full", [320, 640, 1280, 1280], 2, 3, "original", ("full", 3, (320, 640, 1280, 1280), 2)),  # canny sd15v2
-    ("full", [320, 640, 1280, 1280], 2, 1, "original", ("full", 1, (320, 640, 1280, 1280), 2)),  # sketch sd14v1
-    ("light", [320, 640, 1280], 4, 3, "original", ("light", 3, (320, 640, 1280, 1280), 4)),  # color sd14v1
-    ("full_xl", [320, 640, 1280, 1280], 2, 3, "diffusers", ("full_xl", 3, (320, 640, 1280, 1280), 2)),
-])
+@pytest.mark.parametrize(
+    ("kind", "channels", "blocks", "in_channels", "layout", "expected"),
+    [
+        (
+            "full",
+            [320, 640, 1280, 1280],
+            2,
+            3,
+            "original",
+            ("full", 3, (320, 640, 1280, 1280), 2),
+        ),  # canny sd15v2
+        (
+            "full",
+            [320, 640, 1280, 1280],
+            2,
+            1,
+            "original",
+            ("full", 1, (320, 640, 1280, 1280), 2),
+        ),  # sketch sd14v1
+        (
+            "light",
+            [320, 640, 1280],
+            4,
+            3,
+            "original",
+            ("light", 3, (320, 640, 1280, 1280), 4),
+        ),  # color sd14v1
+        ("full_xl", [320, 640, 1280, 1280], 2, 3, "diffusers", ("full_xl", 3, (320, 640, 1280, 1280), 2)),
+    ],
+)
 def test_real_adapter_configs_are_read_from_shapes(kind, channels, blocks, in_channels, layout, expected):
     config = config_from_shapes(_shapes(kind, channels, blocks, in_channels, layout), "a")
     assert (config.kind, config.in_channels, config.channels, config.num_res_blocks) == expected

@@ -394,8 +394,21 @@ def test_the_picker_lists_t2i_adapters_with_their_kind(qtbot, window, home):
     control.refresh_files("sd1")
     combo = control.panel.model_combo
     index = combo.findData(str(adapter))
-    assert combo.itemText(index) == "t2iadapter_sketch_sd14v1 (T2I-Adapter)" and combo.model().item(index).isEnabled()
+    assert combo.itemText(index) == "t2iadapter_sketch_sd14v1 (T2I-Adapter)"
+    assert combo.model().item(index).isEnabled()
     combo.setCurrentIndex(index)
     assert control.layers[0].model == str(adapter)
     control.refresh_files("sdxl")
     assert not combo.model().item(combo.findData(str(adapter))).isEnabled()
+
+
+def test_layers_that_cannot_be_kept_are_said_in_the_banner(qtbot, window, home, monkeypatch, tmp_path):
+    from sdstudio.ui import control_dock
+
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(control_dock, "control_layers_dir", lambda: blocker / "control_layers")
+    window.control_layers.add_layer()
+    window.control_layers.save()
+    banner = window.canvas_panel.banner
+    assert banner.isVisible() and "Could not keep the control layers" in banner.text.text()
