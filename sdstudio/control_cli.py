@@ -30,7 +30,8 @@ def add_control_flags(g) -> None:
     c = g.add_argument_group(
         "ControlNet", "condition the image on a map (edges, scribble, ...): each --control-model starts a unit; the "
         "n-th of every other --control-* flag belongs to the n-th unit")
-    c.add_argument("--control-model", action="append", metavar="PATH", help="a ControlNet file (.safetensors)")
+    c.add_argument("--control-model", action="append", metavar="PATH",
+                   help="a ControlNet or T2I-Adapter file (.safetensors)")
     c.add_argument("--control-image", action="append", metavar="PATH",
                    help="the unit's image: the map itself, or the source its preprocessor turns into one")
     c.add_argument("--control-preprocessor", action="append", metavar="NAME",

@@ -15,6 +15,11 @@ describe:
   ControlNet is run on the prompt row alone.
 The ControlNet gets the UNet input without inpainting channels, so 9-channel inpainting UNets feed it their
 first 4 (latent) channels (Denoiser passes exactly that).
+
+A unit's model may be a T2I-Adapter (Mou et al. 2023, arXiv:2302.08453) instead: its features depend on the
+hint alone, so they are made once per pass size and added on the UNet's encoder path, scaled by strength,
+within start/end like a ControlNet's; "ControlNet is more important" puts them on the prompt half only. The
+soft-injection ladder is ControlNet's (13 residuals) and is refused for an adapter rather than guessed.
 """
 
 from __future__ import annotations
@@ -34,6 +39,10 @@ from sdstudio.engine.errors import GenerationError, RequestError
 from sdstudio.engine.families import family
 from sdstudio.engine.request import CONTROL_MODES, ControlUnit, GenerationRequest
 from sdstudio.engine.residuals import Residuals
+from sdstudio.engine.safetensors_file import PICKLE_SUFFIXES, read_header
+from sdstudio.engine.t2i_adapter_file import LoadedAdapter, load_adapter
+from sdstudio.engine.t2i_adapter_keys import is_adapter
+from sdstudio.engine.weights import load_state_dict_file
 
 BALANCED, PROMPT_MORE, CONTROL_MORE = CONTROL_MODES
 SOFT_BASE = 0.825  # A1111's soft-injection ladder: weight * SOFT_BASE ** (SOFT_TOP - k)
@@ -56,23 +65,39 @@ def check_unit(unit: ControlUnit) -> None:
         raise RequestError(f"ControlNet strength must be >= 0, got {unit.strength}")
 
 
+ControlModel = LoadedControlNet | LoadedAdapter
+
+
+def load_control_model(path: str, target: TargetModel, device: torch.device, dtype: torch.dtype,
+                       allow_pickle: bool = False) -> ControlModel:
+    """A ControlNet or a T2I-Adapter, whichever the file holds (told by its tensor names)."""
+    keys: list[str] = []
+    if os.path.isfile(path):
+        if os.path.splitext(path)[1].lower() in PICKLE_SUFFIXES:
+            keys = list(load_state_dict_file(path, allow_pickle=allow_pickle)[0])
+        else:
+            keys = list(read_header(path).tensors)
+    load = load_adapter if is_adapter(keys) else load_controlnet
+    return load(path, target, device, dtype, allow_pickle)
+
+
 class ControlNetCache:
     """The ControlNets of the last job, kept loaded for the next (loading one costs seconds); a job that
     names other files drops the rest first, so at most one job's set is in memory."""
 
     def __init__(self, allow_pickle: bool = False) -> None:
         self.allow_pickle = allow_pickle
-        self._nets: dict[tuple, LoadedControlNet] = {}
+        self._nets: dict[tuple, ControlModel] = {}
 
-    def load(self, paths: list[str], model: LoadedModel) -> list[LoadedControlNet]:
+    def load(self, paths: list[str], model: LoadedModel) -> list[ControlModel]:
         device, dtype = module_device(model.unet), module_dtype(model.unet)
         fam = family(model.description.family)  # a metadata-described one takes its heads from the UNet
         keys = [(p, _stamp(p), fam.name, model.unet.config, str(device), dtype) for p in paths]
         self._nets = {k: v for k, v in self._nets.items() if k in keys}
         for key in keys:
             if key not in self._nets:
-                self._nets[key] = load_controlnet(key[0], TargetModel.of(fam, model.unet), device, dtype,
-                                                  self.allow_pickle)
+                self._nets[key] = load_control_model(key[0], TargetModel.of(fam, model.unet), device, dtype,
+                                                     self.allow_pickle)
         return [self._nets[k] for k in keys]
 
 
@@ -94,7 +119,22 @@ class ControlJob:
         self.nets = (cache or ControlNetCache()).load([u.model for u in req.control_units], model)
         self.units = tuple(u.replace(model_hash=net.hash) for u, net in zip(req.control_units, self.nets,
                                                                            strict=True))
+        for unit, net in zip(self.units, self.nets, strict=True):
+            if isinstance(net, LoadedAdapter) and unit.mode == PROMPT_MORE:
+                raise RequestError(f"{net.name} is a T2I-Adapter: control mode \"{PROMPT_MORE}\" is "
+                                   f"ControlNet's soft-injection ladder; use \"{BALANCED}\" or "
+                                   f"\"{CONTROL_MORE}\"")
         self.hints = [Hint(unit) for unit in self.units]
+        self._features: dict[tuple[int, int, int], Residuals] = {}
+
+    def features(self, index: int, width: int, height: int) -> Residuals:
+        """Unit `index`'s adapter features at a pass size (batch 1), made once."""
+        key = (index, width, height)
+        if key not in self._features:
+            net = self.nets[index]
+            assert isinstance(net, LoadedAdapter)
+            self._features[key] = net.residuals(self.hints[index].at(width, height))
+        return self._features[key]
 
     def source(self, width: int, height: int, sigmas: Tensor) -> ControlSource:
         """The residual source of one pass at width x height pixels, down `sigmas`."""
@@ -133,14 +173,18 @@ class ControlSource:
             raise GenerationError("ControlNet residuals for more than [prompt; negative prompt] in one UNet call")
         fraction = self.sampling_step / max(self.steps, 1)
         total: Residuals | None = None
-        for unit, net, hint in zip(self.job.units, self.job.nets, self.job.hints, strict=True):
+        job = self.job
+        for k, (unit, net, hint) in enumerate(zip(job.units, job.nets, job.hints, strict=True)):
             if not unit.start <= fraction <= unit.end or unit.strength == 0:
                 continue
             prompt_only = unit.mode == CONTROL_MORE and rows == 2
             n = 1 if prompt_only else rows
-            found = _run(net, x[:n], hint.at(*self.size), t[:n], cond.rows(0, n))
-            scales = unit_scales(unit.strength, unit.mode, len(found.tensors()))
-            weighted = _scaled(found, scales)
+            if isinstance(net, LoadedAdapter):
+                found = self.job.features(k, *self.size).to(x.device, torch.float32).scaled(unit.strength)
+                weighted = found if prompt_only else found.repeated(n)
+            else:
+                found = _run(net, x[:n], hint.at(*self.size), t[:n], cond.rows(0, n))
+                weighted = _scaled(found, unit_scales(unit.strength, unit.mode, len(found.tensors())))
             if prompt_only:
                 weighted = weighted.guided(on_uncond=False)
             total = weighted if total is None else total + weighted

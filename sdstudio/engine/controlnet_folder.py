@@ -6,7 +6,8 @@ cross-attention context width (any `attn2.to_k.weight`, [inner, context]) and SD
 (`label_emb.0.0.weight` in lllyasviel's layout, `add_embedding.linear_1.weight` in diffusers'). Our own files
 may name it in `sdstudio.config` metadata, as the built-in model does. A file whose family cannot be told
 (no attention, an unknown width) has family None and is offered for every model: the engine's loader refuses
-it by name if it does not fit.
+it by name if it does not fit. T2I-Adapters share the folder (as in sd-webui-controlnet) and are listed with
+their kind; their family comes from their first conv's pixel-unshuffle (t2i_adapter_keys.py).
 """
 
 from __future__ import annotations
@@ -19,22 +20,31 @@ from sdstudio import paths
 from sdstudio.engine.errors import SDStudioError
 from sdstudio.engine.families import FAMILIES
 from sdstudio.engine.safetensors_file import read_header
+from sdstudio.engine.t2i_adapter_keys import adapter_family, is_adapter
 
 CONTROLNET_SUFFIXES = (".safetensors",)
 _CONTEXT_KEY = "attn2.to_k.weight"
 _ADM_KEYS = ("label_emb.0.0.weight", "add_embedding.linear_1.weight")
 _CONFIG_KEY = "sdstudio.config"  # as engine/detect.py's CONFIG_KEY
+CONTROLNET, ADAPTER = "ControlNet", "T2I-Adapter"
 
 
 @dataclass(frozen=True)
 class ControlNetFile:
     """One file of the ControlNet folder: its path, name (the stem, as A1111 lists it), the family it was made
-    for (a families.py name, None = not told by its header) and, when the header could not be read, why."""
+    for (a families.py name, None = not told by its header), when the header could not be read, why, and
+    its kind (CONTROLNET or ADAPTER)."""
 
     path: str
     name: str
     family: str | None = None
     problem: str = ""
+    kind: str = CONTROLNET
+
+    @property
+    def label(self) -> str:
+        """How pickers list it: the name, and the kind when it is not a ControlNet."""
+        return self.name if self.kind == CONTROLNET else f"{self.name} ({self.kind})"
 
     def compatible(self, model_family: str | None) -> bool:
         """Usable with a model of `model_family` as far as the header tells (unknown on either side: yes)."""
@@ -84,6 +94,9 @@ def read_controlnet_file(path: Path) -> ControlNetFile:
     except OSError as exc:
         return ControlNetFile(str(path), path.stem, problem=f"{path.name}: {exc.strerror or exc}")
     shapes = {name: t.shape for name, t in header.tensors.items()}
+    if is_adapter(shapes):
+        named = family_from_header({}, header.metadata)
+        return ControlNetFile(str(path), path.stem, named or adapter_family(shapes), kind=ADAPTER)
     return ControlNetFile(str(path), path.stem, family_from_header(shapes, header.metadata))
 
 

@@ -288,21 +288,31 @@ class UNetModel(nn.Module):
         """x (B, in, H, W); timesteps float (B,) in [0, 1000); context (B, T, context_dim); y (B, adm) for SDXL.
 
         `residuals` (batch B, see residuals.py) are added to each skip as the decoder consumes it and to the
-        middle block's output, as in ldm's ControlledUnetModel.
+        middle block's output, as in ldm's ControlledUnetModel, and (`encoder`) to input blocks' outputs on
+        the encoder path, as diffusers' down_intrablock_additional_residuals.
         """
         if (y is None) != (self.label_emb is None):
             raise ValueError("y is required exactly when the UNet has adm_in_channels (SDXL)")
-        if residuals is not None and len(residuals.skips) != len(self.input_blocks):
+        if residuals is not None and residuals.skips and len(residuals.skips) != len(self.input_blocks):
             raise ValueError(
                 f"{len(residuals.skips)} skip residuals for a UNet with {len(self.input_blocks)} input blocks"
             )
+        inject = {} if residuals is None else dict(residuals.encoder)
+        if inject and not set(inject) <= set(range(len(self.input_blocks))):
+            raise ValueError(f"encoder residuals for input blocks {sorted(inject)}; the UNet has "
+                             f"{len(self.input_blocks)}")
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(x.dtype))
         if self.label_emb is not None:
             emb = emb + self.label_emb(y)
         skips = []
         h = x
-        for block in self.input_blocks:
+        for i, block in enumerate(self.input_blocks):
             h = block(h, emb, context)
+            if i in inject:
+                if inject[i].shape[1:] != h.shape[1:]:
+                    raise ValueError(f"an encoder residual of shape {tuple(inject[i].shape[1:])} for input "
+                                     f"block {i}, whose output is {tuple(h.shape[1:])}")
+                h = h + inject[i]
             skips.append(h)
         h = self.middle_block(h, emb, context)
         extra = [] if residuals is None else list(residuals.skips)

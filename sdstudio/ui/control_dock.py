@@ -32,9 +32,15 @@ from sdstudio.ui.control_state import (
     build_units,
     layers_from_units,
 )
+from sdstudio.ui.control_store import load_layers, save_layers
 from sdstudio.ui.imageconv import load_image, pil_to_qimage, qimage_to_pil
 from sdstudio.ui.mask_model import MaskModel
-from sdstudio.ui.settings import restore_window_layout
+from sdstudio.ui.settings import (
+    control_layers_dir,
+    load_control_layers_text,
+    restore_window_layout,
+    save_control_layers_text,
+)
 
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff)"
 
@@ -103,6 +109,39 @@ class ControlLayers(QObject):
     def refresh_files(self, model_family: str | None = None) -> None:
         """List models/ControlNet again, for the loaded model's family."""
         self.panel.set_files(controlnet_files(), model_family or self.window.model_family or None)
+
+    # --- between sessions -----------------------------------------------------------------------------
+    def save(self) -> None:
+        """Keep the layers for the next session (settings file + images in the data folder)."""
+        paintings = [m.pixels() if m.width else None for m in self.paintings]
+        try:
+            text = save_layers(self.layers, paintings, control_layers_dir()) if self.layers else ""
+        except OSError as exc:  # a full or read-only disk must not stop Generate; the user is told
+            self.window.canvas_panel.banner.show_error(f"Could not keep the control layers for the next "
+                                                       f"session: {exc}")
+            return
+        save_control_layers_text(self.window.settings, text)
+
+    def restore(self) -> None:
+        """The layers of the last session; what could not come back is said in the banner, in one line."""
+        restored = load_layers(load_control_layers_text(self.window.settings), control_layers_dir())
+        for layer, pixels in zip(restored.layers, restored.paintings, strict=True):
+            self.layers.append(layer)
+            painting = self._new_painting(layer if pixels is None else None)
+            if pixels is not None:
+                painting.reset(pixels.shape[1], pixels.shape[0], keep_undo=True)
+                painting.restore(pixels)
+            self.paintings.append(painting)
+        if restored.notices:
+            self.window.canvas_panel.banner.show_error(" · ".join(restored.notices))
+        if self.layers:
+            self._switch = False  # the window opens on its usual view, not a control layer
+            try:
+                self.panel.refresh(0)
+                for row in range(len(self.layers)):
+                    self._make_map(row)
+            finally:
+                self._switch = True
 
     # --- layers --------------------------------------------------------------------------------------
     def add_layer(self) -> int:
@@ -239,6 +278,7 @@ def dock_control_layers(window) -> ControlLayers:
     restore_window_layout(window.settings, window)
     window.worker.modelLoaded.connect(lambda description: control.refresh_files(description.family or None))
     control.refresh_files()
+    control.restore()
     dock.visibilityChanged.connect(lambda shown: shown and control.refresh_files())  # files added meanwhile
 
     def open_dock() -> None:

@@ -39,7 +39,8 @@ from sdstudio.ui.control_state import (
 )
 
 TIPS = {
-    "model": "The ControlNet file (models/ControlNet). Files made for another model family are greyed out.",
+    "model": "The ControlNet or T2I-Adapter file (models/ControlNet). Files made for another model family "
+             "are greyed out.",
     "source": "Where the control image comes from: an image file, the canvas's current image, or lines you "
               "paint on the canvas (white on black: the painting is the map itself)",
     "preprocessor": "Turns the image into the map the model expects (chosen from the model's name); "
@@ -234,7 +235,7 @@ class ControlPanel(QWidget):
             model = QStandardItemModel(self.model_combo)
             model.appendRow(QStandardItem(NO_MODEL))
             for f in self._files:
-                item = QStandardItem(f.name)
+                item = QStandardItem(f.label)
                 item.setData(f.path, Qt.ItemDataRole.UserRole)
                 why = f.why_not(self._family)
                 item.setToolTip(f"{f.path}\n{why}" if why else f.path)

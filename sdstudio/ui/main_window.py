@@ -481,6 +481,7 @@ class MainWindow(QMainWindow):
         """The panel values and the outpaint bar's (saved at every generate, so a crash keeps them)."""
         save_prompt_state(self.settings, dataclasses.replace(self.state, model=self.good_model))
         save_outpaint(self.settings, *self.canvas_panel.outpaint_bar.values())
+        self.control_layers.save()
         self.settings.sync()
 
     def _restore_window(self) -> None:

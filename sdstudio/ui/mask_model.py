@@ -83,6 +83,12 @@ class MaskModel(QObject):
             raise ValueError(f"mask is {pixels.shape[1]}x{pixels.shape[0]}, image is {self.width}x{self.height}")
         self._replace_all(text, pixels.astype(np.uint8))
 
+    def restore(self, pixels: np.ndarray) -> None:
+        """A saved mask or painting back, as the start of its history (no undo step takes it away)."""
+        self._mask = np.ascontiguousarray(pixels, dtype=np.uint8).copy()
+        self._stroke = None
+        self.changed.emit(self._full_rect())
+
     def set_image(self, mask: Image.Image, text: str = "Load mask") -> None:
         """Replace the whole mask with an image of the same size (white = repaint), undoably."""
         self.set_pixels(np.asarray(mask.convert("L")), text)

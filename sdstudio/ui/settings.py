@@ -33,6 +33,7 @@ TILED_VAE_LABELS = (("auto", "&Automatic (large images, low memory)"), ("on", "A
 NETWORK_DIR_KEYS = ("networks/lora_dirs", "networks/embedding_dirs")
 OUTPAINT_KEYS = ("outpaint/amount", "outpaint/fill")
 BACKEND_KEYS = ("backends/local", "backends/servers")
+CONTROL_LAYERS_KEY = "control/layers"  # JSON of ui/control_store.py; images are in control_layers_dir()
 # The engine's device names (sdstudio/engine/devices.py, which imports torch) with their menu labels.
 DEVICES = (("auto", "&Automatic"), ("cpu", "&CPU"), ("cuda", "CU&DA (NVIDIA/AMD GPU)"), ("mps", "&MPS (Apple GPU)"))
 
@@ -197,3 +198,17 @@ def save_backends(settings: QSettings, local: bool, servers: list[Server]) -> No
     settings.setValue(BACKEND_KEYS[0], bool(local))
     settings.setValue(BACKEND_KEYS[1], servers_to_json(servers))
     settings.sync()
+
+
+def control_layers_dir() -> Path:
+    """Where the control layers' opened images and paintings are kept between sessions."""
+    return paths.home() / "control_layers"
+
+
+def load_control_layers_text(settings: QSettings) -> str:
+    raw = settings.value(CONTROL_LAYERS_KEY, "")
+    return raw if isinstance(raw, str) else ""
+
+
+def save_control_layers_text(settings: QSettings, text: str) -> None:
+    settings.setValue(CONTROL_LAYERS_KEY, text)

@@ -186,3 +186,60 @@ def test_engine_runs_units_and_hires_pass_gets_its_own_hint_size(tiny, tmp_path,
     result = engine.generate(req)
     assert result.images[0].size == (96, 96) and sizes == [(64, 64), (96, 96)]
     assert result.requests[0].control_units[0].model_hash == engine._controlnets.load([nets[0][0]], model)[0].hash
+
+
+@pytest.fixture(scope="module")
+def adapter_file(tmp_path_factory):
+    """A T2I-Adapter (TencentARC's original layout, random weights) whose features fit the tiny checkpoint's
+    UNet: 32 channels at 1/8 of the image, 64 at 1/16."""
+    from tests.engine.t2i_adapter_reference import original_state, reference, write
+
+    return str(write(tmp_path_factory.mktemp("adapter") / "t2iadapter_tiny.safetensors",
+                     original_state(reference("full", [32, 64], 1, seed=7), "full")))
+
+
+def _adapter_source(model, unit: ControlUnit, steps: int = 4):
+    from sdstudio.engine.control_job import ControlJob
+
+    job = ControlJob(model, BASE.replace(control_units=(unit,)))
+    return job, job.source(SIZE, SIZE, get_sigmas("normal", steps, ModelSampling()))
+
+
+def test_an_adapter_unit_gives_its_features_on_the_encoder_path_scaled_and_windowed(tiny, adapter_file):
+    from sdstudio.engine.denoiser import UNetConditioning
+
+    model = tiny[0]
+    unit = ControlUnit(adapter_file, image=control_image(0), strength=0.6, end=0.5)
+    job, source = _adapter_source(model, unit)
+    features = job.nets[0].residuals(job.hints[0].at(SIZE, SIZE))
+    x, t = torch.zeros(2, 4, 8, 8), torch.zeros(2)
+    cond = UNetConditioning(torch.zeros(2, 3, 32))
+    found = source(x, t, cond)
+    assert found.skips == () and found.middle is None and [i for i, _ in found.encoder] == [1, 3]
+    for (_, ours), (_, theirs) in zip(found.encoder, features.encoder, strict=True):
+        assert ours.shape[0] == 2 and torch.equal(ours[1], 0.6 * theirs[0]) and torch.equal(ours[0], ours[1])
+    source.sampling_step = 3  # 3/4 > end 0.5
+    assert source(x, t, cond) is None
+    _, control_more = _adapter_source(model, unit.replace(mode=CONTROL))
+    halves = control_more(x, t, cond).encoder[0][1]
+    assert halves[0].abs().max() > 0 and halves[1].abs().max() == 0  # the prompt half only
+
+
+def test_an_adapter_unit_steers_the_image_and_is_recorded(tiny, adapter_file):
+    model = tiny[0]
+    unit = ControlUnit(adapter_file, image=control_image(0), strength=1.0)
+    result = generate(model, BASE.replace(control_units=(unit,)))
+    plain = generate(model, BASE).images[0]
+    assert np.abs(np.asarray(plain, np.int16) - np.asarray(result.images[0], np.int16)).max() > 8, "no effect"
+    assert len(result.requests[0].control_units[0].model_hash) == 8
+    with pytest.raises(RequestError, match="T2I-Adapter.*soft-injection"):
+        generate(model, BASE.replace(control_units=(unit.replace(mode=PROMPT),)))
+
+
+def test_an_adapter_that_does_not_fit_the_unet_is_refused(tiny, tmp_path):
+    from tests.engine.t2i_adapter_reference import reference, write
+
+    wide = write(tmp_path / "t2iadapter_wide.safetensors", reference("full", [64, 128], 1).state_dict())
+    unit = ControlUnit(str(wide), image=control_image(0))
+    with pytest.raises(UnsupportedModelError, match=r"t2iadapter_wide.safetensors: its features .* not fit"):
+        generate(tiny[0], BASE.replace(control_units=(unit,)))

@@ -26,6 +26,7 @@ from tests.engine.controlnet_reference import (
     diffusers_from_single_file,
     diffusers_state,
     diffusers_twin,
+    reference_y,
     run_reference,
 )
 from tests.engine.unet_reference import randomize_
@@ -214,3 +215,38 @@ def test_file_family_from_the_header_alone(tmp_path, layout):
     assert file_family(tmp_path / "tiny.safetensors") is None
     with pytest.raises(UnsupportedModelError, match="neither"):
         file_family(save(tmp_path / "lora.safetensors", {"lora_unet_x.alpha": torch.ones(1)}))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["diffusers"])
+def test_full_size_sdxl_file_equals_diffusers_from_single_file(tmp_path, layout):
+    """SDXL (1.25B parameters, 5 GB in float32), one copy in memory at a time besides the file. Only
+    diffusers' layout: diffusers 0.42's from_single_file cannot load an original-layout SDXL ControlNet (its
+    converter drops label_emb, left on the meta device: "Cannot copy out of meta tensor"; run on 2 Dec
+    2026), so the original layout is proven through diffusers_twin, which adds label_emb from diffusers' own
+    mapping table."""
+    import gc
+
+    net = ControlNet(ControlNetConfig(UNetConfig.sdxl()), device="meta").to_empty(device="cpu").eval()
+    randomize_(net, seed=0)
+    config = net.config
+    path = tmp_path / f"cn-xl-{layout.strip('.')}.safetensors"
+    file_in_layout(net, layout, path)
+    del net
+    gc.collect()
+    g = torch.Generator().manual_seed(11)
+    x, hint = torch.randn(2, 4, 16, 16, generator=g), torch.rand(2, 3, 128, 128, generator=g)
+    context, t = torch.randn(2, 77, 2048, generator=g), torch.tensor([950.0, 40.5])
+    text_embeds = torch.randn(2, 1280, generator=g)
+    time_ids = torch.tensor([[1024.0, 1024.0, 0.0, 0.0, 1024.0, 1024.0],
+                             [768.0, 1344.0, 16.0, 32.0, 768.0, 1344.0]])
+    ours = load_controlnet(path, TargetModel(SDXL, UNetConfig.sdxl())).net
+    with torch.no_grad():
+        got = ours(x, hint, t, context, reference_y(text_embeds, time_ids)).tensors()
+    del ours
+    gc.collect()
+    theirs = diffusers_from_single_file(path, config, tmp_path)
+    down, mid = run_reference(theirs, x, hint, t, context, text_embeds, time_ids)
+    worst = max(((a - b).abs().max() / b.abs().max()).item() for a, b in zip(got, [*down, mid], strict=True))
+    print(f"\nSDXL ControlNet file ({layout}) vs from_single_file: worst max|diff| / max|theirs| {worst:.3e}")
+    assert worst <= 1e-4

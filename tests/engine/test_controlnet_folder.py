@@ -81,3 +81,21 @@ def test_compatibility_and_the_reason_when_not():
     assert sd1.why_not("sd1") == ""
     unknown = ControlNetFile("/m/b.safetensors", "b")
     assert unknown.compatible("sdxl") and unknown.compatible("demo")
+
+
+def test_adapters_in_the_folder_are_listed_with_their_kind_and_family(home):
+    folder = paths.controlnet_dir()
+    folder.mkdir(parents=True)
+    write_header_only(folder / "t2iadapter_canny_sd15v2.safetensors",
+                      {"conv_in.weight": (320, 64, 3, 3), "body.0.block1.weight": (320, 320, 3, 3)})
+    write_header_only(folder / "t2i-adapter-lineart-sdxl.safetensors",
+                      {"adapter.conv_in.weight": (320, 768, 3, 3),
+                       "adapter.body.0.resnets.0.block1.weight": (320, 320, 3, 3)})
+    write_header_only(folder / "control_v11p_sd15_canny.safetensors", _original(768))
+    found = {f.name: f for f in controlnet_files()}
+    names = ("t2iadapter_canny_sd15v2", "t2i-adapter-lineart-sdxl", "control_v11p_sd15_canny")
+    sd, xl, cn = (found[n] for n in names)
+    assert (sd.kind, sd.family, sd.label) == ("T2I-Adapter", "sd1", "t2iadapter_canny_sd15v2 (T2I-Adapter)")
+    assert (xl.kind, xl.family) == ("T2I-Adapter", "sdxl")
+    assert xl.why_not("sd1") == "made for SDXL; the model is SD 1.x"
+    assert (cn.kind, cn.label) == ("ControlNet", "control_v11p_sd15_canny")

@@ -75,13 +75,26 @@ def test_middle_residual_alone_and_wrong_skip_count():
     model = tiny_unet("sd1")
     args, _ = our_args("sd1")
     shapes = skip_shapes(model, args["x"], args["timesteps"], args["context"])
-    middle_only = Residuals((), torch.ones(shapes[-1]))
-    with pytest.raises(ValueError, match="0 skip residuals for a UNet with"):
-        model(args["x"], args["timesteps"], args["context"], residuals=middle_only)
+    wrong = Residuals(tuple(torch.zeros(s) for s in shapes[:2]), torch.ones(shapes[-1]))
+    with pytest.raises(ValueError, match="2 skip residuals for a UNet with"):
+        model(args["x"], args["timesteps"], args["context"], residuals=wrong)
+    middle_only = Residuals((), torch.ones(shapes[-1]))  # no skips at all: none added (T2I-Adapter's case)
     zero_skips = Residuals(tuple(torch.zeros(s) for s in shapes[:-1]), torch.ones(shapes[-1]))
     with torch.no_grad():
         out = model(args["x"], args["timesteps"], args["context"], residuals=zero_skips)
-    assert not torch.allclose(out, run_ours(model, args))
+        alone = model(args["x"], args["timesteps"], args["context"], residuals=middle_only)
+    assert not torch.allclose(out, run_ours(model, args)) and torch.equal(alone, out)
+
+
+def test_encoder_residuals_of_the_wrong_shape_or_block_are_refused():
+    model = tiny_unet("sd1")
+    args, _ = our_args("sd1")
+    shapes = skip_shapes(model, args["x"], args["timesteps"], args["context"])
+    x, t, context = args["x"], args["timesteps"], args["context"]
+    with pytest.raises(ValueError, match="encoder residual of shape .* for input block 1"):
+        model(x, t, context, residuals=Residuals((), None, ((1, torch.ones(shapes[3])),)))
+    with pytest.raises(ValueError, match="encoder residuals for input blocks \\[9\\]"):
+        model(x, t, context, residuals=Residuals((), None, ((9, torch.ones(shapes[1])),)))
 
 
 def test_residuals_refuse_tensors_of_different_batch_and_add_up():

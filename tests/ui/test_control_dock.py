@@ -13,6 +13,7 @@ from sdstudio import paths
 from sdstudio.engine.request import ControlUnit, GenerationRequest
 from sdstudio.ui.canvas_panel import CONTROL, INPUT, RESULT
 from sdstudio.ui.control_state import FILE, FROM_HISTORY, PAINT
+from sdstudio.ui.settings import open_settings
 from tests.engine.st_files import write_header_only
 from tests.engine.test_controlnet_folder import _original
 from tests.ui import preprocessor_spy
@@ -328,3 +329,86 @@ def test_a_restored_layer_switched_to_paint_gets_a_painting_at_the_job_size(qtbo
     painting = control.paintings[0]
     assert (painting.width, painting.height) == (40, 24)
     assert window.canvas_panel.view == CONTROL and window.canvas_panel.canvas.mask is painting
+
+
+def test_a_restart_restores_the_layers_painting_and_image(qtbot, make_window, home, tmp_path):
+    files = _models(home)
+    first = make_window()
+    control = first.control_layers
+    first.state.width, first.state.height = 48, 40
+    control.add_layer()
+    _choose(control.panel, files["canny"])
+    cp = first.canvas_panel
+    cp.canvas.set_brush_radius(2)
+    stroke(qtbot, cp.canvas, [(5, 20), (40, 20)])
+    painted = control.paintings[0].pixels().copy()
+    row = control.add_layer()
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (30, 20), (0, 90, 255)).save(photo)
+    control.layers[row].source = FILE
+    control.open_image(row, str(photo))
+    control.layers[row].strength, control.layers[row].enabled = 0.55, False
+    first.close()
+    photo.unlink()  # the layer keeps its own copy in the data folder
+
+    second = make_window()
+    again = second.control_layers
+    assert [layer.source for layer in again.layers] == [PAINT, FILE]
+    assert again.layers[0].model == files["canny"] and np.array_equal(again.paintings[0].pixels(), painted)
+    assert again.layers[1].image_name == "photo.png"
+    assert again.layers[1].image.getpixel((3, 3)) == (0, 90, 255)
+    assert again.layers[1].strength == 0.55 and not again.layers[1].enabled
+    assert again.panel.layer_list.count() == 2 and not second.canvas_panel.banner.isVisible()
+    assert second.canvas_panel.view != CONTROL  # the window opens on its usual view
+    undo = [a for a in second.menuBar().actions() if a.text() == "&Edit"][0].menu().actions()[0]
+    undo.trigger()
+    assert np.array_equal(again.paintings[0].pixels(), painted)  # the restored painting is not an undo step
+
+
+def test_a_restart_without_the_model_says_so_and_a_corrupt_state_is_ignored(qtbot, make_window, home):
+    files = _models(home)
+    first = make_window()
+    first.control_layers.add_layer()
+    _choose(first.control_layers.panel, files["canny"])
+    first.close()
+    paths.controlnet_dir().joinpath("control_v11p_sd15_canny.safetensors").unlink()
+    second = make_window()
+    banner = second.canvas_panel.banner
+    assert len(second.control_layers.layers) == 1 and second.control_layers.layers[0].model == ""
+    assert banner.isVisible() and "control_v11p_sd15_canny.safetensors is missing" in banner.text.text()
+    second.close()
+    settings = open_settings()
+    settings.setValue("control/layers", '{"version": 1, "layers": [{"strength": "lots"}]}')
+    settings.sync()
+    third = make_window()
+    assert third.control_layers.layers == [] and "could not be read" in third.canvas_panel.banner.text.text()
+
+
+def test_the_picker_lists_t2i_adapters_with_their_kind(qtbot, window, home):
+    folder = paths.controlnet_dir()
+    folder.mkdir(parents=True)
+    adapter = folder / "t2iadapter_sketch_sd14v1.safetensors"
+    write_header_only(adapter, {"conv_in.weight": (320, 64, 3, 3), "body.0.block1.weight": (320, 320, 3, 3)})
+    control = window.control_layers
+    control.add_layer()
+    control.refresh_files("sd1")
+    combo = control.panel.model_combo
+    index = combo.findData(str(adapter))
+    assert combo.itemText(index) == "t2iadapter_sketch_sd14v1 (T2I-Adapter)"
+    assert combo.model().item(index).isEnabled()
+    combo.setCurrentIndex(index)
+    assert control.layers[0].model == str(adapter)
+    control.refresh_files("sdxl")
+    assert not combo.model().item(combo.findData(str(adapter))).isEnabled()
+
+
+def test_layers_that_cannot_be_kept_are_said_in_the_banner(qtbot, window, home, monkeypatch, tmp_path):
+    from sdstudio.ui import control_dock
+
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(control_dock, "control_layers_dir", lambda: blocker / "control_layers")
+    window.control_layers.add_layer()
+    window.control_layers.save()
+    banner = window.canvas_panel.banner
+    assert banner.isVisible() and "Could not keep the control layers" in banner.text.text()
