@@ -129,6 +129,7 @@ class Worker(QObject):
     modelLoaded = Signal(object)  # the engine's ModelDescription
     jobStarted = Signal(int)
     stepProgress = Signal(int, int, int)  # job id, steps done, total
+    jobNote = Signal(int, str)  # job id, what the job does between steps (loading a hires checkpoint)
     previewReady = Signal(int, int, QImage)  # job id, step, image (coalesced)
     jobFinished = Signal(object)  # JobOutput
     jobCancelled = Signal(int)
@@ -303,6 +304,9 @@ class Worker(QObject):
         previews: list[tuple[int, QImage]] = []
 
         def on_step(info: StepInfo) -> None:
+            if info.message:  # between steps: the step itself was reported already
+                self.jobNote.emit(job.id, info.message)
+                return
             self.stepProgress.emit(job.id, info.step + 1, info.total)
             if info.preview is not None:
                 image = pil_to_qimage(info.preview)

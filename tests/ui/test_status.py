@@ -37,3 +37,14 @@ def test_status_widget_shows_step_speed_and_queue(qtbot):
     assert status.queue.text() == "Queue: 2"
     status.set_queue(0)
     assert status.queue.text() == ""
+
+
+def test_a_note_shows_between_steps_until_the_next_step(qtbot):
+    status = JobStatus()
+    qtbot.addWidget(status)
+    status.started()
+    status.step(3, 10)
+    status.note("Loading the hires checkpoint anime…")
+    assert status.message.text() == "Loading the hires checkpoint anime…"
+    status.step(4, 10)
+    assert status.message.text() == "Generating"
