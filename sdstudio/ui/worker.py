@@ -62,14 +62,26 @@ def lower_thread_priority() -> None:
         QThread.currentThread().setPriority(QThread.Priority.LowPriority)
 
 
+# An engine task run on the worker thread: (engine, on_step, should_cancel, note) -> its result; `note(text)`
+# says what it is doing (the status bar shows it until the next step).
+EngineCall = Callable[[Backend, Callable[[StepInfo], None], Callable[[], bool], Callable[[str], None]], object]
+
+
 @dataclass
 class QueuedJob:
-    """One queued unit of work: generate `request`, or only load `model` when request is None."""
+    """One queued unit of work: generate `request`, run `call` (an engine task: the gallery's SD upscale), or
+    only load `model` when both are None."""
 
     id: int
     model: str
     request: GenerationRequest | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    call: EngineCall | None = None
+
+    @property
+    def is_work(self) -> bool:
+        """A job the queue counts and the user can cancel: not a bare model load."""
+        return self.request is not None or self.call is not None
 
 
 @dataclass(frozen=True)
@@ -130,6 +142,8 @@ class Worker(QObject):
     jobStarted = Signal(int)
     stepProgress = Signal(int, int, int)  # job id, steps done, total
     jobNote = Signal(int, str)  # job id, what the job does between steps (loading a hires checkpoint)
+    callFinished = Signal(int, object)  # job id, the result of a `submit_call` task
+    callFailed = Signal(int, str)  # job id, message for the user (a task's owner says it, not the window)
     previewReady = Signal(int, int, QImage)  # job id, step, image (coalesced)
     jobFinished = Signal(object)  # JobOutput
     jobCancelled = Signal(int)
@@ -207,6 +221,11 @@ class Worker(QObject):
         """Queue a generation; returns its job id."""
         return self._enqueue(QueuedJob(next(self._ids), request.model, request))
 
+    def submit_call(self, model: str, call: EngineCall) -> int:
+        """Queue an engine task after `model` is loaded; its result comes by callFinished, its failure by
+        callFailed, its steps by stepProgress and its notes by jobNote."""
+        return self._enqueue(QueuedJob(next(self._ids), model, call=call))
+
     def load_model(self, model: str) -> int:
         """Queue loading a model ahead of the next generation (it is skipped when already loaded)."""
         return self._enqueue(QueuedJob(next(self._ids), model))
@@ -219,8 +238,8 @@ class Worker(QObject):
     def clear_queue(self) -> int:
         """Drop the waiting jobs (the running one continues); returns how many were dropped."""
         with self._cond:
-            dropped = [job.id for job in self._queue if job.request is not None]
-            self._queue = collections.deque(job for job in self._queue if job.request is None)
+            dropped = [job.id for job in self._queue if job.is_work]
+            self._queue = collections.deque(job for job in self._queue if not job.is_work)
         for job_id in dropped:
             self.jobCancelled.emit(job_id)
         self._announce_queue()
@@ -243,7 +262,7 @@ class Worker(QObject):
         self.queueChanged.emit(self.pending())
 
     def _waiting(self) -> int:
-        return sum(1 for job in self._queue if job.request is not None)
+        return sum(1 for job in self._queue if job.is_work)
 
     def _next_job(self) -> QueuedJob | None:
         with self._cond:
@@ -261,7 +280,7 @@ class Worker(QObject):
         engine: Backend | None = None
         loaded: str | None = None
         while (job := self._next_job()) is not None:
-            if job.request is not None:
+            if job.is_work:
                 self.jobStarted.emit(job.id)
             try:
                 with self._cond:
@@ -281,11 +300,14 @@ class Worker(QObject):
                     loaded = job.model
                 if job.request is not None:
                     self._generate(engine, job)
+                elif job.call is not None:
+                    self._call(engine, job)
             except Cancelled:
                 self.jobCancelled.emit(job.id)
             except Exception as exc:  # never let the thread die: the user sees one line, the log the rest
-                what = "generating" if job.request is not None else "loading"
-                self.jobFailed.emit(job.id, user_message(exc, f"{what} {job.model or 'the built-in model'}"))
+                what = "generating" if job.is_work else "loading"
+                message = user_message(exc, f"{what} {job.model or 'the built-in model'}")
+                (self.callFailed if job.call is not None else self.jobFailed).emit(job.id, message)
 
     def _load(self, engine: Backend, job: QueuedJob) -> None:
         label = "the built-in model" if not job.model else job.model.rsplit("/", 1)[-1]
@@ -299,6 +321,21 @@ class Worker(QObject):
 
         description = engine.load_model(job.model, progress=progress)
         self.modelLoaded.emit(description)
+
+    def _call(self, engine: Backend, job: QueuedJob) -> None:
+        def on_step(info: StepInfo) -> None:
+            if info.message:
+                self.jobNote.emit(job.id, info.message)
+            else:
+                self.stepProgress.emit(job.id, info.step + 1, info.total)
+
+        def should_cancel() -> bool:
+            return job.cancel.is_set()
+
+        result = job.call(engine, on_step, should_cancel, lambda text: self.jobNote.emit(job.id, text))
+        if job.cancel.is_set():
+            raise Cancelled("cancelled")
+        self.callFinished.emit(job.id, result)
 
     def _generate(self, engine: Backend, job: QueuedJob) -> None:
         previews: list[tuple[int, QImage]] = []
