@@ -136,3 +136,23 @@ def test_a_rerun_finds_the_hires_checkpoint_in_the_models_folder_by_hash(tmp_pat
     renamed.unlink()
     missing = read_file_parameters(a1111_png(tmp_path / "b.png", text), models_dir=models)
     assert missing.model_problem.startswith("hires checkpoint: ") and "'second'" in missing.model_problem
+
+
+def test_our_record_keeps_the_hires_checkpoint_as_a_file_name_and_the_rerun_finds_it(tmp_path):
+    from PIL import Image
+
+    from sdstudio.engine.model_files import model_hash
+    from sdstudio.history.file_parameters import read_file_parameters
+    from sdstudio.history.png import save_png
+    from sdstudio.history.record import Record, request_to_dict
+
+    models = tmp_path / "models"
+    models.mkdir()
+    second = models / "second.safetensors"
+    second.write_bytes(b"weights two")
+    req = BASE.replace(hires_checkpoint="/elsewhere/second.safetensors", hires_checkpoint_hash=model_hash(second))
+    assert request_to_dict(req)["hires_checkpoint"] == "second.safetensors"  # no path leaves the machine
+    record = Record(id="x", created=1.0, request=req, model_name="m")
+    save_png(tmp_path / "ours.png", Image.new("RGB", (8, 8)), format_parameters(req, "m"), record.to_json())
+    found = read_file_parameters(tmp_path / "ours.png", models_dir=models)
+    assert found.request.hires_checkpoint == str(second) and not found.model_problem.startswith("hires")
