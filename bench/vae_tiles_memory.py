@@ -87,8 +87,8 @@ def main() -> None:
     if args.one:
         run_case(args.one[0], int(args.one[1]), args.one[2], args.out)
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 CPU; peak = child's ru_maxrss, "
-          "working = peak - setup")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 CPU; "
+          "peak = child's ru_maxrss, working = peak - setup")
     print("| op | size | setup GiB | untiled peak / working GiB | tiled peak / working GiB | working ratio | "
           "untiled s | tiled s | max diff /255 |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -51,8 +51,8 @@ def add_hires_flags(g) -> None:
     h.add_argument("--hires-prompt", metavar="TEXT", help="prompt of the second pass (default: --prompt)")
     h.add_argument("--hires-negative", metavar="TEXT", help="negative prompt of the second pass (default: --negative)")
     h.add_argument("--hires-checkpoint", metavar="FILE|NAME",
-                   help="another checkpoint for the second pass, of the same family: a .safetensors file or a "
-                   "model's name in the models folder; 'same' for --model's (default)")
+                   help="another checkpoint for the second pass, of the same family: a .safetensors "
+                   "file or a model's name in the models folder; 'same' for --model's (default)")
 
 
 def hires_options(req: GenerationRequest, args: argparse.Namespace) -> GenerationRequest:
@@ -63,7 +63,8 @@ def hires_options(req: GenerationRequest, args: argparse.Namespace) -> Generatio
     if args.hires_resize is not None:
         changes.update(hires_resize_w=args.hires_resize[0], hires_resize_h=args.hires_resize[1])
     if args.hires_checkpoint is not None:
-        changes.update(hires_checkpoint=hires_checkpoint_path(args.hires_checkpoint), hires_checkpoint_hash="")
+        path = hires_checkpoint_path(args.hires_checkpoint)
+        changes.update(hires_checkpoint=path, hires_checkpoint_hash="")
     if changes:
         changes["hires"] = True
     if args.hires is not None:
@@ -72,8 +73,8 @@ def hires_options(req: GenerationRequest, args: argparse.Namespace) -> Generatio
 
 
 def hires_checkpoint_path(text: str) -> str:
-    """--hires-checkpoint's file: a path as given, or a model's name looked up in the models folder (ModelNotFound
-    says where it looked); "" for 'same'."""
+    """--hires-checkpoint's file: a path as given, or a model's name looked up in the models folder
+    (ModelNotFound says where it looked); "" for 'same'."""
     if text.strip().lower() in ("", "same", "use same checkpoint"):
         return ""
     if Path(text).is_file():

@@ -74,7 +74,8 @@ def test_a_hires_checkpoint_by_name_is_written_and_the_rerun_finds_it(home, tmp_
     common = ["--prompt", "fox", "--steps", "2", "--seed", "3", "--width", "64", "--height", "64",
               "--hires-scale", "1.5", "--denoising-strength", "0.5"]
     out, same = tmp_path / "hires", tmp_path / "same"
-    assert main(["generate", "--model", str(first), *common, "--hires-checkpoint", "second", "--out", str(out)]) == 0
+    assert main(["generate", "--model", str(first), *common, "--hires-checkpoint", "second",
+                 "--out", str(out)]) == 0
     assert main(["generate", "--model", str(first), *common, "--out", str(same)]) == 0
     [made], [plain] = out.glob("*.png"), same.glob("*.png")
     with open(made, "rb") as f:

@@ -119,8 +119,8 @@ class Engine:
         self.patches = patch_set
 
     def _hires_loader(self, request: GenerationRequest, loras, should_cancel: Callable[[], bool] | None):
-        """The hires pass's model loader (pipeline.generate's `hires_model`): the hires checkpoint replaces the
-        loaded model (A1111 swaps the weights too; two models at once may not fit), with the same weight
+        """The hires pass's model loader (pipeline.generate's `hires_model`): the hires checkpoint replaces
+        the loaded model (A1111 swaps the weights too; two models at once may not fit), with the same weight
         patches; the next job loads its own model again."""
 
         def progress(_stage: str, _fraction: float) -> None:
@@ -191,7 +191,8 @@ class Engine:
             hires_model = self._hires_loader(request, loras, should_cancel)
         try:
             result = generate(self.model, written.replace(prompt=loras.prompt), on_step=on_step,
-                              should_cancel=should_cancel, controlnets=self._controlnets, hires_model=hires_model)
+                              should_cancel=should_cancel, controlnets=self._controlnets,
+                              hires_model=hires_model)
             tagged = [r.replace(prompt=written.prompt, lora_hashes=written.lora_hashes) for r in result.requests]
             return dataclasses.replace(result, requests=tagged)
         except (torch.OutOfMemoryError, MemoryError):

@@ -2,9 +2,10 @@
 "Hires checkpoint"): the first pass's latents go on to a different model's img2img pass.
 
 As A1111 does (`StableDiffusionProcessingTxt2Img.sample`), the first pass runs and, for a pixel upscaler, is
-decoded by the first model's VAE; then the hires checkpoint's weights replace the first model's (never both in
-memory) and the hires pass runs on them, its prompts encoded by its own text encoders and its start encoded by its
-own VAE. That only makes sense when both models share a latent space: the latent is handed over as it is.
+decoded by the first model's VAE; then the hires checkpoint's weights replace the first model's (never both
+in memory) and the hires pass runs on them, its prompts encoded by its own text encoders and its start
+encoded by its own VAE. That only makes sense when both models share a latent space: the latent is handed
+over as it is.
 """
 
 from __future__ import annotations

@@ -14,10 +14,11 @@ edge, so the mask reaches `blend_band(mask_blur)` pixels into the original along
 area is then all generated, the generated pixels fade into the original within `seam_band(mask_blur)` pixels
 of the seam, and every original pixel farther away is kept exactly (tested through the pipeline).
 
-With "Only masked" (A1111's inpaint at full resolution) the job samples only the box around the new area and
-the seam (the mask's bounding box plus the padding) and pastes it back through the same blurred mask, so the
-original is kept exactly outside the same band; `only_masked_size` is that box's own size, the sampling size that
-neither scales it up nor down (a request's width x height is the size the box is sampled at, as in A1111).
+With "Only masked" (A1111's inpaint at full resolution) the job samples only the box around the new area
+and the seam (the mask's bounding box plus the padding) and pastes it back through the same blurred mask,
+so the original is kept exactly outside the same band; `only_masked_size` is that box's own size, the
+sampling size that neither scales it up nor down (a request's width x height is the size the box is
+sampled at, as in A1111).
 
 numpy and PIL only, no torch: the canvas in the UI and the command line build the same canvas and mask.
 """

@@ -133,8 +133,8 @@ def generate(model: LoadedModel, request: GenerationRequest, on_step: OnStep | N
                              message=f"Loading the hires checkpoint {Path(req.hires_checkpoint).stem}…"))
         model = hires_model()
         control = ControlJob(model, req, controlnets) if req.control_units else None
-        runner = PassRunner(model, req, ModelSampling(family=model.description.family), on_step, should_cancel,
-                            residuals, control)
+        sampling = ModelSampling(family=model.description.family)
+        runner = PassRunner(model, req, sampling, on_step, should_cancel, residuals, control)
         start = hires_start(runner, latents, req, decoded)
         images = runner.run(replace(second, init_latent=start))
     elif req.hires:
@@ -166,7 +166,8 @@ def hires_start(runner: PassRunner, latents: torch.Tensor, req: GenerationReques
     else:
         if decoded is None:
             decoded = runner.decode(latents, draft=False)  # draft decode is for final images
-        images = [upscale_image(req.hires_upscaler, image, size.upscale_w, size.upscale_h) for image in decoded]
+        images = [upscale_image(req.hires_upscaler, image, size.upscale_w, size.upscale_h)
+                  for image in decoded]
         big = torch.cat([runner.encode(image) for image in images])
     left, top, right, bottom = size.latent_box
     return big[:, :, top:bottom, left:right]

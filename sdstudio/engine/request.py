@@ -134,9 +134,9 @@ class GenerationRequest:
     hires_negative_prompt: str = ""
     # CFG scale of the hires pass (A1111/Forge "Hires CFG Scale"); 0 = the first pass's cfg_scale.
     hires_cfg_scale: float = 0.0
-    # Another checkpoint for the hires pass (A1111's "Hires checkpoint"): a path like `model`, "" = the same
-    # checkpoint; it must share the model's latent space (engine/hires_checkpoint.py). Its hash is filled in by
-    # the engine, like model_hash.
+    # Another checkpoint for the hires pass (A1111's "Hires checkpoint"): a path like `model`, "" = the
+    # same checkpoint; it must share the model's latent space (engine/hires_checkpoint.py). Its hash is
+    # filled in by the engine, like model_hash.
     hires_checkpoint: str = ""
     hires_checkpoint_hash: str = ""
     # Tiled VAE (vae_tiles.py): "auto" (tiles when large or short of memory), "on" or "off" (job_size.py's

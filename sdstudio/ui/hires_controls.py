@@ -90,7 +90,8 @@ class HiresControls(QWidget):
         for name in SCHEDULERS:
             self.scheduler_combo.addItem(SCHEDULER_LABELS[name], name)
         self.checkpoint_combo = QComboBox(toolTip=TIPS["checkpoint"])
-        self.checkpoint_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.checkpoint_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.set_checkpoints([])
         self.prompt_edit = QLineEdit(placeholderText="Hires prompt (empty: same)", toolTip=TIPS["prompt"])
         self.negative_edit = QLineEdit(placeholderText="Hires negative (empty: same)", toolTip=TIPS["negative"])
@@ -136,12 +137,13 @@ class HiresControls(QWidget):
         for label, path in choices:
             if path:
                 self.checkpoint_combo.addItem(label, path)
-                self.checkpoint_combo.setItemData(self.checkpoint_combo.count() - 1, path, Qt.ItemDataRole.ToolTipRole)
+                last = self.checkpoint_combo.count() - 1
+                self.checkpoint_combo.setItemData(last, path, Qt.ItemDataRole.ToolTipRole)
         self.checkpoint_combo.blockSignals(False)
         self._show_checkpoint(current)
 
     def _show_checkpoint(self, path: str) -> None:
-        if self.checkpoint_combo.findData(path) < 0:  # named by a loaded image and not listed: shown as written
+        if self.checkpoint_combo.findData(path) < 0:  # named by a loaded image, not listed: shown as written
             self.checkpoint_combo.addItem(path.replace("\\", "/").rsplit("/", 1)[-1], path)
         self.checkpoint_combo.setCurrentIndex(self.checkpoint_combo.findData(path))
 

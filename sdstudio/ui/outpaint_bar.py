@@ -4,10 +4,10 @@ The bar (shown with the mask tools in the input view) asks; `outpaint_input` doe
 helper (engine/outpaint.py, torch-free): the input becomes the extended canvas with the new area filled and
 masked, the job's size becomes the canvas's and its strength 1, so Generate inpaints the new area and blends
 it in across the seam (the mask overlaps the original as far as the Mask blur set when extending needs)
-while the original's other pixels stay as they were. With "Only masked" on, the job's size becomes the size of
-the box around the new area and the seam instead (outpaint.only_masked_size): that box is sampled at 1:1 and
-pasted back, the original kept just the same. The mask can be edited before generating, and Ctrl+Z takes the new
-mask back; "Remove input" or opening another image starts over.
+while the original's other pixels stay as they were. With "Only masked" on, the job's size becomes the size
+of the box around the new area and the seam instead (outpaint.only_masked_size): that box is sampled at 1:1
+and pasted back, the original kept just the same. The mask can be edited before generating, and Ctrl+Z
+takes the new mask back; "Remove input" or opening another image starts over.
 """
 
 from __future__ import annotations

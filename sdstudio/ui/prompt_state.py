@@ -71,7 +71,8 @@ _FAST_LABELS = {"sampler": "sampler", "scheduler": "schedule", "steps": "steps",
 
 
 _HIRES_FIELDS = ("hires_scale", "hires_resize_w", "hires_resize_h", "hires_upscaler", "hires_steps", "hires_sampler",
-                 "hires_scheduler", "hires_prompt", "hires_negative_prompt", "hires_cfg_scale", "hires_checkpoint")
+                 "hires_scheduler", "hires_prompt", "hires_negative_prompt", "hires_cfg_scale",
+                 "hires_checkpoint")
 
 
 def apply_fast_preset(state: PromptState) -> dict[str, object]:

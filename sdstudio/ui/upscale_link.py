@@ -1,8 +1,8 @@
 """"Upscale…" in the gallery's context menu: the chosen image upscaled by Lanczos, Nearest or a model file
-(models/ESRGAN, ...) by a factor, optionally followed by A1111's "SD upscale" (a low-strength img2img in tiles
-with the entry's prompt, seed and model, engine/upscale_job.sd_refine), saved as a child entry of it (so "Go to
-parent" leads back), with A1111's "Postprocess upscaler" / "Postprocess upscale by" and our "SD upscale
-strength" / "SD upscale overlap" / "SD upscale tile" in its text.
+(models/ESRGAN, ...) by a factor, optionally followed by A1111's "SD upscale" (a low-strength img2img in
+tiles with the entry's prompt, seed and model, engine/upscale_job.sd_refine), saved as a child entry of it
+(so "Go to parent" leads back), with A1111's "Postprocess upscaler" / "Postprocess upscale by" and our
+"SD upscale strength" / "SD upscale overlap" / "SD upscale tile" in its text.
 
 The plain upscale runs on one background thread of its own (a model upscale of a large image takes seconds to
 minutes); with the SD pass the whole job runs on the engine's worker (ui/worker.py's `submit_call`), queued
@@ -41,9 +41,9 @@ class UpscaleDialog(QDialog):
         self.upscaler.addItems(choices)
         self.scale = QDoubleSpinBox(minimum=1.0, maximum=MAX_SCALE, value=2.0, singleStep=0.5, decimals=2)
         self.sd_strength = QDoubleSpinBox(minimum=0.0, maximum=1.0, value=0.0, singleStep=0.05, decimals=2,
-                                          toolTip="SD upscale: redraw the upscaled image in tiles with the image's "
-                                          "prompt and model at this denoising strength (0: off; A1111 uses "
-                                          "0.2–0.4)")
+                                          toolTip="SD upscale: redraw the upscaled image in tiles with "
+                                          "the image's prompt and model at this denoising strength (0: off; "
+                                          "A1111 uses 0.2–0.4)")
         self.sd_strength.setSpecialValueText("off")
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
@@ -61,7 +61,7 @@ class UpscaleDialog(QDialog):
 class UpscaleLink(QObject):
     """The gallery's Upscale action, its background run and the save as a child entry."""
 
-    done = Signal(str, object, object, object)  # parent entry id, PIL image, settings, SD upscale tile or None
+    done = Signal(str, object, object, object)  # parent entry id, PIL image, settings, SD upscale tile / None
     failed = Signal(str)
     saved = Signal(object)  # the new entry
 
@@ -69,17 +69,19 @@ class UpscaleLink(QObject):
         super().__init__(window)
         self.store, self.window, self.gallery = store, window, gallery
         self.thread: threading.Thread | None = None
-        self.job: tuple[int, str, UpscaleSettings] | None = None  # the SD upscale on the worker: id, parent, settings
+        # The SD upscale on the worker: (job id, parent entry id, settings).
+        self.job: tuple[int, str, UpscaleSettings] | None = None
         self.action = QAction("Upscale…", gallery)
-        self.action.setToolTip("A bigger copy (Lanczos or an ESRGAN model from models/ESRGAN), optionally redrawn "
-                               "in tiles by the model (SD upscale), saved under this one")
+        self.action.setToolTip("A bigger copy (Lanczos or an ESRGAN model from models/ESRGAN), optionally "
+                               "redrawn in tiles by the model (SD upscale), saved under this one")
         self.action.triggered.connect(self.ask)
         gallery.extra_groups.append((self.action,))
         self.done.connect(self._save)
         self.failed.connect(lambda message: window.canvas_panel.banner.show_error(f"Cannot upscale: {message}"))
         worker = window.worker
         worker.jobStarted.connect(lambda job: self._mine(job) and window.job_status.started())
-        worker.stepProgress.connect(lambda job, done, total: self._mine(job) and window.job_status.step(done, total))
+        worker.stepProgress.connect(
+            lambda job, done, total: self._mine(job) and window.job_status.step(done, total))
         worker.jobNote.connect(lambda job, text: self._mine(job) and window.job_status.note(text))
         worker.callFinished.connect(self._finished)
         worker.callFailed.connect(self._ended)
@@ -123,7 +125,8 @@ class UpscaleLink(QObject):
             self.failed.emit(user_message(exc, f"upscaling {entry.file}"))
 
     def _submit_sd_upscale(self, entry, settings: UpscaleSettings) -> int | None:
-        """Queue the upscale and its SD pass on the worker, with the entry's request (its model found here)."""
+        """Queue the upscale and its SD pass on the worker, with the entry's request (its model found
+        here)."""
         try:
             request = self.store.request_for(entry).replace(init_image=None, mask=None)
         except Exception as exc:

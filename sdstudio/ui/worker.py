@@ -64,7 +64,8 @@ def lower_thread_priority() -> None:
 
 # An engine task run on the worker thread: (engine, on_step, should_cancel, note) -> its result; `note(text)`
 # says what it is doing (the status bar shows it until the next step).
-EngineCall = Callable[[Backend, Callable[[StepInfo], None], Callable[[], bool], Callable[[str], None]], object]
+OnStep = Callable[[StepInfo], None]
+EngineCall = Callable[[Backend, OnStep, Callable[[], bool], Callable[[str], None]], object]
 
 
 @dataclass

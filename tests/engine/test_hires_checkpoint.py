@@ -77,17 +77,20 @@ def test_the_next_job_runs_on_its_own_model_again(models):
 
 
 def test_a_hires_checkpoint_of_another_latent_space_is_refused_naming_both(models, tmp_path, monkeypatch):
-    other = write_tiny_checkpoint(tmp_path / "other.safetensors", config={**TINY_CONFIG, "scale_factor": 0.25})
+    other = write_tiny_checkpoint(tmp_path / "other.safetensors",
+                                  config={**TINY_CONFIG, "scale_factor": 0.25})
     loads = []
     real = api.load_checkpoint
     monkeypatch.setattr(api, "load_checkpoint", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
     steps = []
-    with pytest.raises(RequestError, match=r"hires checkpoint other \(.*\) works in another latent space than "
-                                           r"first \(.*\)"):
-        Engine().generate(REQ.replace(model=str(models[0]), hires_checkpoint=str(other)), on_step=steps.append)
+    refusal = r"hires checkpoint other \(.*\) works in another latent space than first \(.*\)"
+    with pytest.raises(RequestError, match=refusal):
+        Engine().generate(REQ.replace(model=str(models[0]), hires_checkpoint=str(other)),
+                          on_step=steps.append)
     assert steps == [] and [str(p) for p in loads] == [str(models[0])]  # refused before any sampling
 
 
 def test_a_missing_hires_checkpoint_is_refused(models, tmp_path):
     with pytest.raises(RequestError, match="the hires checkpoint gone.safetensors is not a file here"):
-        Engine().generate(REQ.replace(model=str(models[0]), hires_checkpoint=str(tmp_path / "gone.safetensors")))
+        gone = str(tmp_path / "gone.safetensors")
+        Engine().generate(REQ.replace(model=str(models[0]), hires_checkpoint=gone))

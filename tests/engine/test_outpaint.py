@@ -231,9 +231,11 @@ def test_only_masked_size_is_the_masks_box_with_padding_at_the_latent_multiple()
         only_masked_size(Image.new("L", (8, 8)), 4, 8)
 
 
-@pytest.mark.parametrize("channels, ext", [(4, Extension(right=16)), (4, Extension(left=16, right=8, down=24)),
+@pytest.mark.parametrize("channels, ext", [(4, Extension(right=16)),
+                                           (4, Extension(left=16, right=8, down=24)),
                                            (9, Extension(up=8, right=16))])
-def test_only_masked_outpainting_keeps_the_original_outside_the_blend_band(tiny_model, tmp_path, channels, ext):
+def test_only_masked_outpainting_keeps_the_original_outside_the_blend_band(tiny_model, tmp_path, channels,
+                                                                          ext):
     from sdstudio.engine.checkpoint import load_checkpoint
     from tests.tiny_checkpoint import write_tiny_checkpoint
 

@@ -95,7 +95,8 @@ def test_bad_hires_values_are_named(line, message):
 
 
 def test_the_hires_checkpoint_is_written_as_a1111s_short_title_and_read_back():
-    req = BASE.replace(hires_checkpoint="/models/sub/anime v1.5.safetensors", hires_checkpoint_hash="4c8e2d31fa")
+    req = BASE.replace(hires_checkpoint="/models/sub/anime v1.5.safetensors",
+                       hires_checkpoint_hash="4c8e2d31fa")
     fields = request_fields(req, "m")
     assert fields["Hires checkpoint"] == "anime v1.5 [4c8e2d31fa]"
     back = request_from_parameters(parse_parameters(format_parameters(req, "m")))
@@ -112,7 +113,8 @@ def test_the_hires_checkpoint_is_written_as_a1111s_short_title_and_read_back():
     ("C:\\sd\\models\\realistic.ckpt", ("realistic", "")),
 ])
 def test_a1111_hires_checkpoint_values_are_read(value, expected):
-    params = parse_parameters(f"p\nSteps: 20, Seed: 1, Size: 64x64, Hires upscale: 2, Hires checkpoint: {value}")
+    params = parse_parameters(f"p\nSteps: 20, Seed: 1, Size: 64x64, Hires upscale: 2, "
+                              f"Hires checkpoint: {value}")
     req = request_from_parameters(params)
     assert (req.hires_checkpoint, req.hires_checkpoint_hash) == expected and req.hires
 
@@ -128,8 +130,8 @@ def test_a_rerun_finds_the_hires_checkpoint_in_the_models_folder_by_hash(tmp_pat
     first.write_bytes(b"weights one")
     renamed = models / "deep" / "second-local.safetensors"
     renamed.write_bytes(b"weights two")
-    text = (f"p\nSteps: 20, Seed: 1, Size: 64x64, Model hash: {model_hash(first)}, Model: first, Hires upscale: 2, "
-            f"Hires checkpoint: second [{model_hash(renamed)}]")
+    text = (f"p\nSteps: 20, Seed: 1, Size: 64x64, Model hash: {model_hash(first)}, Model: first, "
+            f"Hires upscale: 2, Hires checkpoint: second [{model_hash(renamed)}]")
     found = read_file_parameters(a1111_png(tmp_path / "a.png", text), models_dir=models)
     assert found.model_problem == ""
     assert (found.rerun_request().model, found.rerun_request().hires_checkpoint) == (str(first), str(renamed))
@@ -150,7 +152,8 @@ def test_our_record_keeps_the_hires_checkpoint_as_a_file_name_and_the_rerun_find
     models.mkdir()
     second = models / "second.safetensors"
     second.write_bytes(b"weights two")
-    req = BASE.replace(hires_checkpoint="/elsewhere/second.safetensors", hires_checkpoint_hash=model_hash(second))
+    req = BASE.replace(hires_checkpoint="/elsewhere/second.safetensors",
+                       hires_checkpoint_hash=model_hash(second))
     assert request_to_dict(req)["hires_checkpoint"] == "second.safetensors"  # no path leaves the machine
     record = Record(id="x", created=1.0, request=req, model_name="m")
     save_png(tmp_path / "ours.png", Image.new("RGB", (8, 8)), format_parameters(req, "m"), record.to_json())

@@ -69,7 +69,8 @@ def test_hires_upscaler_choices_include_the_model_files(window):
     assert names[0] == "Latent" and "Lanczos" in names and names[-1] == "RealESRGAN_x2plus"
 
 
-def test_sd_upscale_runs_on_the_worker_and_saves_a_child_with_its_strength(qtbot, window, engine, monkeypatch):
+def test_sd_upscale_runs_on_the_worker_and_saves_a_child_with_its_strength(qtbot, window, engine,
+                                                                            monkeypatch):
     from tests.ui.fake_engine import result_colour
 
     link = open_history(window, monkeypatch)
@@ -88,7 +89,8 @@ def test_sd_upscale_runs_on_the_worker_and_saves_a_child_with_its_strength(qtbot
         assert im.size == (32, 24) and im.getcolors() == [(32 * 24, result_colour(5))]
     tiles = [r for r in engine.generated if r.init_image is not None]
     assert len(tiles) == 6  # 32x24 in 16x16 tiles overlapping by 8: 3 x 2
-    assert all((r.prompt, r.seed, r.strength, r.width, r.height) == ("red apple", 5, 0.3, 16, 16) for r in tiles)
+    assert all((r.prompt, r.seed, r.strength, r.width, r.height) == ("red apple", 5, 0.3, 16, 16)
+               for r in tiles)
     params = parse_parameters(link.store.parameters_text(child))
     assert params["SD upscale strength"] == "0.3" and params["SD upscale tile"] == "16x16"
     assert params["Postprocess upscaler"] == "Lanczos" and params["SD upscale overlap"] == "8"

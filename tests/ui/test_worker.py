@@ -277,11 +277,12 @@ def test_allowing_pickles_rebuilds_the_default_engine_with_it(qtbot, home, monke
         w.stop()
 
 
-def test_an_engine_call_runs_in_the_queue_on_the_worker_thread_and_reports_to_its_owner(qtbot, worker, engine):
+def test_an_engine_call_runs_in_the_queue_on_the_worker_thread_and_reports_to_its_owner(qtbot, worker,
+                                                                                       engine):
     from sdstudio.engine.request import StepInfo
 
-    events = record(worker, "jobStarted", "stepProgress", "jobNote", "callFinished", "callFailed", "jobFailed",
-                    "jobFinished")
+    events = record(worker, "jobStarted", "stepProgress", "jobNote", "callFinished", "callFailed",
+                    "jobFailed", "jobFinished")
     seen = []
 
     def call(eng, on_step, should_cancel, note):
