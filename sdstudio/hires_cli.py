@@ -6,7 +6,9 @@ Any hires flag turns hires fix on; `--no-hires` turns off one that a `--from` im
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from sdstudio.engine.model_files import resolve_model
 from sdstudio.engine.names import LATENT_UPSCALERS, PIXEL_UPSCALERS
 from sdstudio.engine.request import GenerationRequest
 
@@ -48,6 +50,9 @@ def add_hires_flags(g) -> None:
     h.add_argument("--hires-scheduler", metavar="NAME", help="schedule of the second pass (default: --scheduler's)")
     h.add_argument("--hires-prompt", metavar="TEXT", help="prompt of the second pass (default: --prompt)")
     h.add_argument("--hires-negative", metavar="TEXT", help="negative prompt of the second pass (default: --negative)")
+    h.add_argument("--hires-checkpoint", metavar="FILE|NAME",
+                   help="another checkpoint for the second pass, of the same family: a .safetensors "
+                   "file or a model's name in the models folder; 'same' for --model's (default)")
 
 
 def hires_options(req: GenerationRequest, args: argparse.Namespace) -> GenerationRequest:
@@ -57,8 +62,21 @@ def hires_options(req: GenerationRequest, args: argparse.Namespace) -> Generatio
         changes.update(hires_resize_w=0, hires_resize_h=0)
     if args.hires_resize is not None:
         changes.update(hires_resize_w=args.hires_resize[0], hires_resize_h=args.hires_resize[1])
+    if args.hires_checkpoint is not None:
+        path = hires_checkpoint_path(args.hires_checkpoint)
+        changes.update(hires_checkpoint=path, hires_checkpoint_hash="")
     if changes:
         changes["hires"] = True
     if args.hires is not None:
         changes["hires"] = args.hires
     return req.replace(**changes)
+
+
+def hires_checkpoint_path(text: str) -> str:
+    """--hires-checkpoint's file: a path as given, or a model's name looked up in the models folder
+    (ModelNotFound says where it looked); "" for 'same'."""
+    if text.strip().lower() in ("", "same", "use same checkpoint"):
+        return ""
+    if Path(text).is_file():
+        return str(Path(text))
+    return str(resolve_model(text, "", None))

@@ -3,7 +3,9 @@
 The input is placed on a larger canvas (engine/outpaint.py) and the job becomes an ordinary inpainting job at
 the canvas's size: the filled canvas is its init image and the new area its mask, so the saved image re-runs
 from its PNG (`generate --from`) like any inpainting image, and the original's pixels are kept exactly outside
-`seam_band(--mask-blur)` of the seam (engine/outpaint.py).
+`seam_band(--mask-blur)` of the seam (engine/outpaint.py). With --only-masked only the box around the new area
+and the seam is sampled, by default at its own size (--width/--height: the size it is sampled at, as A1111's
+"Only masked" takes them), and pasted back; the saved image is the whole canvas either way.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 from sdstudio.engine.errors import RequestError
-from sdstudio.engine.outpaint import DEFAULT_FILL, FILLS, Extension, extend
+from sdstudio.engine.outpaint import DEFAULT_FILL, FILLS, Extension, extend, only_masked_size
 from sdstudio.engine.request import GenerationRequest
 
 # Outpainting's default strength: a 4-channel model must redraw the fill completely (A1111 advises 0.8-1).
@@ -43,11 +45,14 @@ def apply_outpaint(req: GenerationRequest, args: argparse.Namespace, multiple: i
     ext = args.outpaint.rounded(req.init_image.size, multiple)
     width, height = ext.size(req.init_image.size)
     for side, given, size in (("width", args.width, width), ("height", args.height, height)):
-        if given is not None and given != size:
+        if given is not None and given != size and not req.only_masked:
             raise RequestError(f"--outpaint makes the image {width}x{height} (the input plus {ext.text()}): leave "
                                f"out --{side}, or change the sides")
     canvas, mask = extend(req.init_image, ext, args.outpaint_fill or DEFAULT_FILL, seed=req.seed, mask=req.mask,
                           mask_blur=req.mask_blur)
+    if req.only_masked:  # the box around the new area and the seam, sampled at its own size unless told
+        own_w, own_h = only_masked_size(mask, req.only_masked_padding, multiple)
+        width, height = args.width or own_w, args.height or own_h
     strength = req.strength if args.strength is not None else OUTPAINT_STRENGTH
     return req.replace(init_image=canvas, mask=mask, width=width, height=height, strength=strength)
 
@@ -60,5 +65,3 @@ def check_outpaint(req: GenerationRequest, args: argparse.Namespace) -> None:
         return
     if req.init_image is None:
         raise RequestError("--outpaint needs --init-image (the image to extend)")
-    if req.only_masked:
-        raise RequestError("--outpaint paints the whole canvas: leave out --only-masked")

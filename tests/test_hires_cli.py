@@ -62,3 +62,31 @@ def test_a_hires_image_reruns_from_its_file(home, tmp_path, capsys, tiny_path):
     with Image.open(made) as a, Image.open(rerun) as b:
         assert a.size == (96, 72)
         assert ImageChops.difference(a.convert("RGB"), b.convert("RGB")).getbbox() is None
+
+
+def test_a_hires_checkpoint_by_name_is_written_and_the_rerun_finds_it(home, tmp_path, capsys):
+    from sdstudio.engine.model_files import model_hash
+    from tests.tiny_checkpoint import write_tiny_checkpoint
+
+    (home / "models").mkdir(parents=True)
+    first = write_tiny_checkpoint(home / "models" / "first.safetensors", seed=0)
+    second = write_tiny_checkpoint(home / "models" / "second.safetensors", seed=1)
+    common = ["--prompt", "fox", "--steps", "2", "--seed", "3", "--width", "64", "--height", "64",
+              "--hires-scale", "1.5", "--denoising-strength", "0.5"]
+    out, same = tmp_path / "hires", tmp_path / "same"
+    assert main(["generate", "--model", str(first), *common, "--hires-checkpoint", "second",
+                 "--out", str(out)]) == 0
+    assert main(["generate", "--model", str(first), *common, "--out", str(same)]) == 0
+    [made], [plain] = out.glob("*.png"), same.glob("*.png")
+    with open(made, "rb") as f:
+        params = parse_parameters(png_text_chunks(f)["parameters"])
+    assert params["Hires checkpoint"] == f"second [{model_hash(second)}]" and params["Model"] == "first"
+    again = tmp_path / "again"
+    assert main(["generate", "--from", str(made), "--out", str(again)]) == 0
+    [rerun] = again.glob("*.png")
+    with Image.open(made) as a, Image.open(rerun) as b, Image.open(plain) as c:
+        assert ImageChops.difference(a.convert("RGB"), b.convert("RGB")).getbbox() is None
+        assert ImageChops.difference(a.convert("RGB"), c.convert("RGB")).getbbox() is not None
+    assert main(["generate", "--model", str(first), *common, "--hires-checkpoint", "nowhere", "--out",
+                 str(out)]) != 0
+    assert "nowhere" in capsys.readouterr().err

@@ -21,7 +21,8 @@ from sdstudio.engine.control_job import ControlNetCache
 from sdstudio.engine.detect import ModelDescription
 from sdstudio.engine.devices import job_memory, resolve_device
 from sdstudio.engine.embeddings import EmbeddingLibrary
-from sdstudio.engine.errors import GenerationError, SDStudioError
+from sdstudio.engine.errors import Cancelled, GenerationError, SDStudioError
+from sdstudio.engine.hires_checkpoint import check_hires_checkpoint
 from sdstudio.engine.job_size import fit_memory
 from sdstudio.engine.lora_set import LoraFiles, resolve_loras
 from sdstudio.engine.model_files import (
@@ -117,6 +118,25 @@ class Engine:
             self.model.apply_patches(patch_set)
         self.patches = patch_set
 
+    def _hires_loader(self, request: GenerationRequest, loras, should_cancel: Callable[[], bool] | None):
+        """The hires pass's model loader (pipeline.generate's `hires_model`): the hires checkpoint replaces
+        the loaded model (A1111 swaps the weights too; two models at once may not fit), with the same weight
+        patches; the next job loads its own model again."""
+
+        def progress(_stage: str, _fraction: float) -> None:
+            if should_cancel is not None and should_cancel():
+                raise Cancelled("Generation cancelled.")
+
+        def load() -> LoadedModel:
+            self._load(request.hires_checkpoint, progress, vae=request.vae, taesd=request.taesd,
+                       prediction=request.prediction)
+            self.model.text.prompts.embeddings = self._embedding_library()
+            tagged = self._loras.patch_set(loras, self.model)
+            self.model.apply_patches(PatchSet(self.patches.patches + tagged.patches))
+            return self.model
+
+        return load
+
     def _embedding_library(self) -> EmbeddingLibrary:
         """The embeddings library for the current folders, re-listed for each generation (a file added since
         is found; the prompt cache is keyed on the listing)."""
@@ -163,9 +183,16 @@ class Engine:
         self.model.apply_patches(PatchSet(self.patches.patches + tagged_patches.patches))
         written = request.replace(model_hash=model_hash(self._key[0]), lora_hashes=loras.hashes,
                                   ti_hashes=ti_hashes)
+        hires_model = None
+        if request.hires and request.hires_checkpoint:
+            # Checked from the file's header before any work; loaded only once the first pass is done.
+            check_hires_checkpoint(request.hires_checkpoint, self.model.description, request.prediction)
+            written = written.replace(hires_checkpoint_hash=model_hash(request.hires_checkpoint))
+            hires_model = self._hires_loader(request, loras, should_cancel)
         try:
             result = generate(self.model, written.replace(prompt=loras.prompt), on_step=on_step,
-                              should_cancel=should_cancel, controlnets=self._controlnets)
+                              should_cancel=should_cancel, controlnets=self._controlnets,
+                              hires_model=hires_model)
             tagged = [r.replace(prompt=written.prompt, lora_hashes=written.lora_hashes) for r in result.requests]
             return dataclasses.replace(result, requests=tagged)
         except (torch.OutOfMemoryError, MemoryError):

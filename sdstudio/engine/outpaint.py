@@ -14,6 +14,12 @@ edge, so the mask reaches `blend_band(mask_blur)` pixels into the original along
 area is then all generated, the generated pixels fade into the original within `seam_band(mask_blur)` pixels
 of the seam, and every original pixel farther away is kept exactly (tested through the pipeline).
 
+With "Only masked" (A1111's inpaint at full resolution) the job samples only the box around the new area
+and the seam (the mask's bounding box plus the padding) and pastes it back through the same blurred mask,
+so the original is kept exactly outside the same band; `only_masked_size` is that box's own size, the
+sampling size that neither scales it up nor down (a request's width x height is the size the box is
+sampled at, as in A1111).
+
 numpy and PIL only, no torch: the canvas in the UI and the command line build the same canvas and mask.
 """
 
@@ -142,6 +148,18 @@ def extend(image: Image.Image, ext: Extension, fill: str = DEFAULT_FILL, seed: i
         if getattr(ext, side) and overlap:
             new_area[rows, cols] = 255
     return Image.fromarray(canvas, "RGB"), Image.fromarray(new_area, "L")
+
+
+def only_masked_size(mask: Image.Image, padding: int, multiple: int) -> tuple[int, int]:
+    """(width, height) to sample an outpaint's "Only masked" box at 1:1: the mask's bounding box plus
+    `padding` (within the canvas, as geometry.crop_region pads it), rounded up to `multiple` (the model's
+    latent factor). The box crop_region then takes for that size is this one, grown by under `multiple`."""
+    box = mask.convert("L").point(lambda v: 255 if v > 0 else 0).getbbox()
+    if box is None:
+        raise RequestError("the outpaint mask is empty: nothing to paint")
+    width = min(box[2] + padding, mask.width) - max(box[0] - padding, 0)
+    height = min(box[3] + padding, mask.height) - max(box[1] - padding, 0)
+    return -(-width // multiple) * multiple, -(-height // multiple) * multiple
 
 
 def _blurred_stretch(rgb: np.ndarray, ext: Extension) -> np.ndarray:

@@ -10,7 +10,9 @@ cropped to the hires size and sampled as img2img with their own schedule and sha
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -18,11 +20,11 @@ from sdstudio import paths
 from sdstudio.engine import families
 from sdstudio.engine.checkpoint import LoadedModel
 from sdstudio.engine.control_job import ControlJob, ControlNetCache
-from sdstudio.engine.errors import RequestError
+from sdstudio.engine.errors import Cancelled, RequestError
 from sdstudio.engine.hires import hires_size, hires_steps
 from sdstudio.engine.images import crop_region, fit
 from sdstudio.engine.passes import OnStep, Pass, PassRunner, ShouldCancel
-from sdstudio.engine.request import GenerationRequest, GenerationResult
+from sdstudio.engine.request import GenerationRequest, GenerationResult, StepInfo
 from sdstudio.engine.residuals import ResidualInput
 from sdstudio.engine.samplers import DISCARD_NEXT_TO_LAST_SIGMA
 from sdstudio.engine.schedules import ModelSampling, get_sigmas
@@ -90,9 +92,13 @@ def number_steps(passes: list[Pass]) -> list[Pass]:
 
 def generate(model: LoadedModel, request: GenerationRequest, on_step: OnStep | None = None,
              should_cancel: ShouldCancel | None = None, residuals: ResidualInput = None,
-             controlnets: ControlNetCache | None = None) -> GenerationResult:
+             controlnets: ControlNetCache | None = None,
+             hires_model: Callable[[], LoadedModel] | None = None) -> GenerationResult:
     """Run a request; the result holds one request per image (seed, seed + 1, ...; see request.batch_seeds)
     for exact re-runs.
+
+    A request with a hires checkpoint needs `hires_model`: called once the first pass is done (and decoded,
+    for a pixel upscaler), it returns that checkpoint loaded (hires_checkpoint.py; the caller frees `model`).
 
     `residuals` (residuals.py) reach every UNet call, for control models. The request's ControlNet units
     (control_job.py) load their files through `controlnets` (the engine's cache; a fresh one if None) and
@@ -112,29 +118,56 @@ def generate(model: LoadedModel, request: GenerationRequest, on_step: OnStep | N
         control = ControlJob(model, req, controlnets)
         req = req.replace(control_units=control.units)
     runner = PassRunner(model, req, model_sampling, on_step, should_cancel, residuals, control)
+    desc = model.description  # the result names the first pass's model, as A1111's "Model" does
     passes = plan(req, model_sampling, model.description.vae_downscale)
-    if req.hires:
+    if req.hires and req.hires_checkpoint:
+        if hires_model is None:
+            raise RequestError("this engine cannot load a hires checkpoint: use the same checkpoint")
+        first, second = passes
+        latents = runner.sample(first)
+        decoded = None if is_latent(req.hires_upscaler) else runner.decode(latents, draft=False)
+        del runner, model, control  # the caller may now drop the first model
+        runner_check_cancel(should_cancel)
+        if on_step is not None:
+            on_step(StepInfo(step=first.steps - 1, total=first.job_steps, sigma=0.0, pass_name="hires",
+                             message=f"Loading the hires checkpoint {Path(req.hires_checkpoint).stem}…"))
+        model = hires_model()
+        control = ControlJob(model, req, controlnets) if req.control_units else None
+        sampling = ModelSampling(family=model.description.family)
+        runner = PassRunner(model, req, sampling, on_step, should_cancel, residuals, control)
+        start = hires_start(runner, latents, req, decoded)
+        images = runner.run(replace(second, init_latent=start))
+    elif req.hires:
         first, second = passes
         start = hires_start(runner, runner.sample(first), req)
         images = runner.run(replace(second, init_latent=start))
     else:
         images = runner.run(passes[0])
     requests = req.image_requests(len(images))
-    return GenerationResult(images=images, requests=requests, model_name=model.description.name,
+    return GenerationResult(images=images, requests=requests, model_name=desc.name,
                             seconds=time.perf_counter() - t0,
-                            info={"family": model.description.family, "prediction": model.description.prediction})
+                            info={"family": desc.family, "prediction": desc.prediction})
 
 
-def hires_start(runner: PassRunner, latents: torch.Tensor, req: GenerationRequest) -> torch.Tensor:
+def runner_check_cancel(should_cancel: ShouldCancel | None) -> None:
+    if should_cancel is not None and should_cancel():
+        raise Cancelled("Generation cancelled.")
+
+
+def hires_start(runner: PassRunner, latents: torch.Tensor, req: GenerationRequest,
+                decoded: list | None = None) -> torch.Tensor:
     """The hires pass's starting latents: the first pass's upscaled to the hires size (A1111's sample_hr_pass),
-    in latent space for a latent upscaler, else decoded, upscaled as 8-bit images and encoded; then cropped."""
+    in latent space for a latent upscaler, else decoded (`decoded`: already, by the first pass's model),
+    upscaled as 8-bit images and encoded by `runner`'s model; then cropped."""
     f = runner.f
     size = hires_size(req, f)
     if is_latent(req.hires_upscaler):
         big = upscale_latent(req.hires_upscaler, latents.float(), size.upscale_h // f, size.upscale_w // f)
     else:
+        if decoded is None:
+            decoded = runner.decode(latents, draft=False)  # draft decode is for final images
         images = [upscale_image(req.hires_upscaler, image, size.upscale_w, size.upscale_h)
-                  for image in runner.decode(latents, draft=False)]  # draft decode is for final images
+                  for image in decoded]
         big = torch.cat([runner.encode(image) for image in images])
     left, top, right, bottom = size.latent_box
     return big[:, :, top:bottom, left:right]

@@ -134,6 +134,11 @@ class GenerationRequest:
     hires_negative_prompt: str = ""
     # CFG scale of the hires pass (A1111/Forge "Hires CFG Scale"); 0 = the first pass's cfg_scale.
     hires_cfg_scale: float = 0.0
+    # Another checkpoint for the hires pass (A1111's "Hires checkpoint"): a path like `model`, "" = the
+    # same checkpoint; it must share the model's latent space (engine/hires_checkpoint.py). Its hash is
+    # filled in by the engine, like model_hash.
+    hires_checkpoint: str = ""
+    hires_checkpoint_hash: str = ""
     # Tiled VAE (vae_tiles.py): "auto" (tiles when large or short of memory), "on" or "off" (job_size.py's
     # TILED_VAE_MODES). The pixels equal the untiled ones within float rounding, so it is not written to PNGs.
     tiled_vae: str = "auto"
@@ -168,7 +173,8 @@ class StepInfo:
 
     `step` (0-based) and `total` count over the whole job, across all its passes; `pass_name` says which
     pass the step belongs to ("first", later "hires", ...). `preview` is set when the engine made a preview
-    image for this step.
+    image for this step. `message`, when set, says what the job does between steps (loading a hires
+    checkpoint); `step` is then the last step done.
     """
 
     step: int
@@ -176,6 +182,7 @@ class StepInfo:
     sigma: float
     preview: Image.Image | None = field(default=None, repr=False)
     pass_name: str = "first"
+    message: str = ""
 
 
 @dataclass(frozen=True)

@@ -67,16 +67,18 @@ def upscale(image: Image.Image, settings: UpscaleSettings) -> Image.Image:
 
 def sd_refine(image: Image.Image, request: GenerationRequest, settings: UpscaleSettings, engine,
               on_step: Callable[[StepInfo], None] | None = None,
-              on_tile: Callable[[int, int], None] | None = None) -> tuple[Image.Image, tuple[int, int]]:
+              on_tile: Callable[[int, int], None] | None = None,
+              should_cancel: Callable[[], bool] | None = None) -> tuple[Image.Image, tuple[int, int]]:
     """SD upscale of an already upscaled image: each tile (the request's width × height, A1111's img2img
-    size) is an img2img at `sd_strength` with the request's prompt and seed; returns (image, tile size)."""
+    size) is an img2img at `sd_strength` with the request's prompt and seed; returns (image, tile size).
+    The source's hires fix and ControlNet units belong to its txt2img and are not used on the tiles."""
     tile = tile_size(image.width, image.height, request.width, request.height)
 
     def run_tile(part: Image.Image, index: int, count: int) -> Image.Image:
         if on_tile is not None:
             on_tile(index, count)
         job = request.replace(init_image=part, mask=None, width=tile[0], height=tile[1], batch_size=1,
-                              strength=settings.sd_strength, parent_id="")
-        return engine.generate(job, on_step=on_step).images[0]
+                              strength=settings.sd_strength, parent_id="", hires=False, control_units=())
+        return engine.generate(job, on_step=on_step, should_cancel=should_cancel).images[0]
 
     return refine_in_tiles(image, tile[0], tile[1], run_tile, settings.overlap), tile

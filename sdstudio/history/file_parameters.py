@@ -31,6 +31,7 @@ from sdstudio.engine.model_files import builtin_model_path, resolve_model
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.history.comfyui import ComfyParameters, comfyui_parameters
 from sdstudio.history.control_files import missing_control_image, with_control_models
+from sdstudio.history.hires_parameters import checkpoint_name
 from sdstudio.history.layout import Layout
 from sdstudio.history.parameters import (
     a1111_mode,
@@ -182,11 +183,13 @@ def read_file_parameters(
     if request is not None and models_dir is not None:
         request, model_problem = _with_model(request, model_name, record is not None, models_dir)
         request, parts_problem = _with_parts(request, models_dir)
+        request, hires_problem = _with_hires_checkpoint(request, models_dir)
         request, control_problem = with_control_models(request, models_dir)
-        model_problem = model_problem or parts_problem or control_problem
+        model_problem = model_problem or parts_problem or hires_problem or control_problem
     elif request is not None:
         # Not looked up: names only, so no caller can open a path that a file wrote.
-        request = request.replace(**{name: file_name(getattr(request, name)) for name in _PARTS + ("model",)})
+        request = request.replace(**{name: file_name(getattr(request, name))
+                                     for name in _PARTS + ("model", "hires_checkpoint")})
         request = request.replace(control_units=tuple(u.replace(model=file_name(u.model)) for u in request.control_units))
     return FileParameters(
         path, image, text, params, record, request, model_name, mode, problem, model_problem, refused
@@ -280,6 +283,19 @@ def _with_model(
 
 
 _PARTS = ("vae", "taesd")
+
+
+def _with_hires_checkpoint(request: GenerationRequest, models_dir: Path) -> tuple[GenerationRequest, str]:
+    """The request with its hires checkpoint (a name, or a path in an old record) found in the models folders
+    by name and hash, as the model is; or the reason it cannot be."""
+    written = request.hires_checkpoint
+    if not written or _is_checked_file(Path(written), _model_folders(models_dir)):
+        return request, ""
+    try:
+        found = resolve_model(checkpoint_name(written), request.hires_checkpoint_hash, models_dir)
+    except ModelNotFound as e:
+        return request.replace(hires_checkpoint=file_name(written)), f"hires checkpoint: {e}"
+    return request.replace(hires_checkpoint=str(found)), ""
 
 
 def _with_parts(request: GenerationRequest, models_dir: Path) -> tuple[GenerationRequest, str]:

@@ -4,12 +4,17 @@ A1111 writes "Hires upscale" (the factor) or "Hires resize" (WxH, when a size wa
 set, "Hires upscaler", and "Hires sampler" / "Hires schedule type" / "Hires prompt" / "Hires negative prompt"
 only where they differ from the first pass's; "Denoising strength" is the hires pass's strength and "Size"
 stays the first pass's size. "Hires CFG Scale" (Forge and A1111's later versions, `hr_cfg`; Forge writes it
-always) is written here only where it differs from "CFG scale". Any hires key read back turns hires fix on.
+always) is written here only where it differs from "CFG scale". "Hires checkpoint" is written only for another
+checkpoint than the first pass's, as A1111's `short_title`: the file's stem and, when known, its short hash in
+brackets ("anime_v2 [4c8e2d31fa]"); A1111's own "Use same checkpoint" reads as none. Any hires key read back
+turns hires fix on.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from pathlib import PureWindowsPath
 
 from sdstudio.engine.errors import RequestError
 from sdstudio.engine.names import SCHEDULER_LABELS, canonical_sampler, canonical_scheduler
@@ -17,7 +22,36 @@ from sdstudio.engine.request import GenerationRequest
 from sdstudio.history import parameters as p
 
 KEYS = ("Hires upscale", "Hires resize", "Hires steps", "Hires upscaler", "Hires sampler", "Hires schedule type",
-        "Hires prompt", "Hires negative prompt", "Hires CFG Scale")
+        "Hires prompt", "Hires negative prompt", "Hires CFG Scale", "Hires checkpoint")
+SAME_CHECKPOINT = "Use same checkpoint"  # A1111's choice (and value) for none
+_SHORT_TITLE = re.compile(r"^(?P<name>.*?)\s*\[(?P<hash>[0-9a-fA-F]{8,64})\]$")
+
+
+def checkpoint_name(path: str) -> str:
+    """A checkpoint's name as A1111 writes it: the file name without folders and without a checkpoint suffix
+    (only those: "v1.5-pruned" keeps its dot)."""
+    name = PureWindowsPath(path).name  # a path from either system
+    for suffix in (".safetensors", ".ckpt", ".pt"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def checkpoint_title(path: str, short_hash: str) -> str:
+    """A1111's short_title of a checkpoint: its name, then " [hash]" when the hash is known."""
+    name = checkpoint_name(path)
+    return f"{name} [{short_hash}]" if short_hash else name
+
+
+def parse_checkpoint_title(text: str) -> tuple[str, str]:
+    """(name, hash) from a "Hires checkpoint" value; ("", "") for A1111's "Use same checkpoint"."""
+    text = text.strip()
+    if not text or text == SAME_CHECKPOINT:
+        return "", ""
+    match = _SHORT_TITLE.match(text)
+    if match is None:
+        return checkpoint_name(text), ""
+    return checkpoint_name(match.group("name")), match.group("hash").lower()
 
 
 def hires_fields(request: GenerationRequest) -> dict[str, object]:
@@ -41,6 +75,8 @@ def hires_fields(request: GenerationRequest) -> dict[str, object]:
         fields["Hires negative prompt"] = request.hires_negative_prompt
     if request.hires_cfg_scale and request.hires_cfg_scale != request.cfg_scale:
         fields["Hires CFG Scale"] = p._number(request.hires_cfg_scale)
+    if request.hires_checkpoint:
+        fields["Hires checkpoint"] = checkpoint_title(request.hires_checkpoint, request.hires_checkpoint_hash)
     return fields
 
 
@@ -65,6 +101,7 @@ def hires_settings(params: Mapping[str, str]) -> dict[str, object]:
             schedule = canonical_scheduler(params["Hires schedule type"].strip())
     except ValueError as exc:
         raise RequestError(f"hires: {exc}") from None
+    checkpoint, checkpoint_hash = parse_checkpoint_title(params.get("Hires checkpoint", ""))
     return {
         "hires": True,
         "hires_scale": p._float(params, "Hires upscale", defaults.hires_scale),
@@ -77,4 +114,7 @@ def hires_settings(params: Mapping[str, str]) -> dict[str, object]:
         "hires_prompt": params.get("Hires prompt", ""),
         "hires_negative_prompt": params.get("Hires negative prompt", ""),
         "hires_cfg_scale": p._float(params, "Hires CFG Scale", defaults.hires_cfg_scale),
+        # A name, resolved to a file in the models folder by the reader (file_parameters.py), like "Model".
+        "hires_checkpoint": checkpoint,
+        "hires_checkpoint_hash": checkpoint_hash,
     }

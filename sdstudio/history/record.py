@@ -28,7 +28,8 @@ _IMAGE_FIELDS = ("init_image", "mask")
 _UNITS = "control_units"
 _FIELDS = {f.name: f for f in dataclasses.fields(GenerationRequest) if f.name not in (*_IMAGE_FIELDS, _UNITS)}
 _UNIT_FIELDS = {f.name: f for f in dataclasses.fields(ControlUnit) if f.name not in ("image", "preprocessor_params")}
-FILE_FIELDS = ("model", "vae", "taesd")  # request fields holding a file; written as names only
+# Request fields holding a file; written as names only.
+FILE_FIELDS = ("model", "vae", "taesd", "hires_checkpoint")
 # Request fields holding (name, short hash) pairs (LoRAs, embeddings): JSON lists of [name, hash].
 # Entry ids are uuid4 hex: an id read from a file is trusted only in that shape, because ids end up in
 # file names, index rows and links.

@@ -7,7 +7,7 @@ closed is what the request gets. Only for txt2img: the panel disables it while t
 
 from __future__ import annotations
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -39,7 +39,10 @@ TIPS = {
     "sampler": "Sampler and schedule of the second pass",
     "prompt": "Prompt of the second pass (empty: the same prompt)",
     "negative": "Negative prompt of the second pass (empty: the same)",
+    "checkpoint": "Checkpoint of the second pass (A1111's “Hires checkpoint”): one of the same family as the "
+                  "model, loaded after the first pass",
 }
+SAME_CHECKPOINT = "Use same checkpoint"  # A1111's label for "" in the request
 SAME = "Same"  # the combos' first item: "" in the request, the first pass's choice
 
 
@@ -86,12 +89,16 @@ class HiresControls(QWidget):
         self.scheduler_combo.addItem(SAME, "")
         for name in SCHEDULERS:
             self.scheduler_combo.addItem(SCHEDULER_LABELS[name], name)
+        self.checkpoint_combo = QComboBox(toolTip=TIPS["checkpoint"])
+        self.checkpoint_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.set_checkpoints([])
         self.prompt_edit = QLineEdit(placeholderText="Hires prompt (empty: same)", toolTip=TIPS["prompt"])
         self.negative_edit = QLineEdit(placeholderText="Hires negative (empty: same)", toolTip=TIPS["negative"])
         rows = [(("Upscaler", self.upscaler_combo), None), (("Scale", self.scale_spin), ("Steps", self.steps_spin)),
                 (("Resize W", self.resize_w_spin), ("H", self.resize_h_spin)),
                 (("Denoise", self.strength_spin), ("CFG", self.cfg_spin)), (("Sampler", self.sampler_combo), None),
-                (("Schedule", self.scheduler_combo), None)]
+                (("Schedule", self.scheduler_combo), None), (("Checkpoint", self.checkpoint_combo), None)]
         for r, (left, right) in enumerate(rows):
             grid.addWidget(QLabel(left[0], toolTip=left[1].toolTip()), r, 0)
             grid.addWidget(left[1], r, 1, 1, 1 if right else 3)
@@ -103,7 +110,7 @@ class HiresControls(QWidget):
         for spin in (self.scale_spin, self.resize_w_spin, self.resize_h_spin, self.steps_spin, self.strength_spin,
                      self.cfg_spin):
             spin.valueChanged.connect(self.changed)
-        for combo in (self.upscaler_combo, self.sampler_combo, self.scheduler_combo):
+        for combo in (self.upscaler_combo, self.sampler_combo, self.scheduler_combo, self.checkpoint_combo):
             combo.currentIndexChanged.connect(self.changed)
         for edit in (self.prompt_edit, self.negative_edit):
             edit.textChanged.connect(self.changed)
@@ -119,6 +126,26 @@ class HiresControls(QWidget):
         self.upscaler_combo.blockSignals(False)
         if current:
             self._show_upscaler(current)
+
+    def set_checkpoints(self, choices: list[tuple[str, str]]) -> None:
+        """The second-pass checkpoint choices, (label, path) as the model list's, after "Use same checkpoint";
+        the built-in model (path "") is not one: its family is ours alone. Keeps the choice."""
+        current = self.checkpoint_combo.currentData() or ""
+        self.checkpoint_combo.blockSignals(True)
+        self.checkpoint_combo.clear()
+        self.checkpoint_combo.addItem(SAME_CHECKPOINT, "")
+        for label, path in choices:
+            if path:
+                self.checkpoint_combo.addItem(label, path)
+                last = self.checkpoint_combo.count() - 1
+                self.checkpoint_combo.setItemData(last, path, Qt.ItemDataRole.ToolTipRole)
+        self.checkpoint_combo.blockSignals(False)
+        self._show_checkpoint(current)
+
+    def _show_checkpoint(self, path: str) -> None:
+        if self.checkpoint_combo.findData(path) < 0:  # named by a loaded image, not listed: shown as written
+            self.checkpoint_combo.addItem(path.replace("\\", "/").rsplit("/", 1)[-1], path)
+        self.checkpoint_combo.setCurrentIndex(self.checkpoint_combo.findData(path))
 
     def _show_upscaler(self, name: str) -> None:
         if self.upscaler_combo.findText(name) < 0:
@@ -142,6 +169,7 @@ class HiresControls(QWidget):
             combo.setCurrentIndex(max(combo.findData(value), 0))
         self.prompt_edit.setText(state.hires_prompt)
         self.negative_edit.setText(state.hires_negative_prompt)
+        self._show_checkpoint(state.hires_checkpoint)
 
     def store(self, state: PromptState) -> None:
         state.hires = self.toggle.isChecked()
@@ -153,3 +181,4 @@ class HiresControls(QWidget):
         state.hires_sampler = self.sampler_combo.currentData()
         state.hires_scheduler = self.scheduler_combo.currentData()
         state.hires_prompt, state.hires_negative_prompt = self.prompt_edit.text(), self.negative_edit.text()
+        state.hires_checkpoint = self.checkpoint_combo.currentData() or ""

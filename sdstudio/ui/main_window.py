@@ -164,6 +164,7 @@ class MainWindow(QMainWindow):
         self.mask.changed.connect(lambda _r: self._update_input_state())
         w.jobStarted.connect(self._job_started)
         w.stepProgress.connect(self._step)
+        w.jobNote.connect(lambda job, message: job == self._running and self.job_status.note(message))
         w.previewReady.connect(self._preview)
         w.jobFinished.connect(self._job_finished)
         w.jobCancelled.connect(self._job_cancelled)
@@ -300,6 +301,7 @@ class MainWindow(QMainWindow):
         added = set(extra_models(self.settings))
         self.panel.set_models(choices, [path for _label, path in choices if path in added])
         self.panel.hires.set_upscalers([*LATENT_UPSCALERS, *PIXEL_UPSCALERS, *upscaler_model_names(paths.models_dir())])
+        self.panel.hires.set_checkpoints(choices)
 
     def load_model(self, path: str) -> int:
         """Queue loading `path` ("" = built-in); the status bar says so until it has loaded or failed."""

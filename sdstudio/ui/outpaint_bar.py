@@ -4,7 +4,9 @@ The bar (shown with the mask tools in the input view) asks; `outpaint_input` doe
 helper (engine/outpaint.py, torch-free): the input becomes the extended canvas with the new area filled and
 masked, the job's size becomes the canvas's and its strength 1, so Generate inpaints the new area and blends
 it in across the seam (the mask overlaps the original as far as the Mask blur set when extending needs)
-while the original's other pixels stay as they were. The mask can be edited before generating, and Ctrl+Z
+while the original's other pixels stay as they were. With "Only masked" on, the job's size becomes the size
+of the box around the new area and the seam instead (outpaint.only_masked_size): that box is sampled at 1:1
+and pasted back, the original kept just the same. The mask can be edited before generating, and Ctrl+Z
 takes the new mask back; "Remove input" or opening another image starts over.
 """
 
@@ -14,7 +16,15 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QLabel, QSpinBox, QToolBar, QWidget
 
 from sdstudio.engine.errors import RequestError
-from sdstudio.engine.outpaint import DEFAULT_FILL, FILLS, MAX_EXTENSION, SIDES, Extension, extend
+from sdstudio.engine.outpaint import (
+    DEFAULT_FILL,
+    FILLS,
+    MAX_EXTENSION,
+    SIDES,
+    Extension,
+    extend,
+    only_masked_size,
+)
 from sdstudio.ui.imageconv import pil_to_qimage, qimage_to_pil
 
 MULTIPLE = 8  # every model family's latent factor: the canvas grows to it on an extended side
@@ -85,5 +95,7 @@ def outpaint_input(window, ext: Extension, fill: str) -> None:
     window.set_input_image(pil_to_qimage(canvas), getattr(window, "_input_parent", ""))
     window.mask.set_image(mask, "Outpaint")
     state.width, state.height = width, height  # the canvas as it is: scaled, the original would change
-    state.strength, state.only_masked = OUTPAINT_STRENGTH, False
+    if state.only_masked:  # the box around the new area, at its own size (the canvas comes back whole)
+        state.width, state.height = only_masked_size(mask, state.only_masked_padding, MULTIPLE)
+    state.strength = OUTPAINT_STRENGTH
     window.panel.refresh()

@@ -57,6 +57,7 @@ class PromptState:
     hires_prompt: str = _DEFAULTS.hires_prompt
     hires_negative_prompt: str = _DEFAULTS.hires_negative_prompt
     hires_cfg_scale: float = _DEFAULTS.hires_cfg_scale
+    hires_checkpoint: str = _DEFAULTS.hires_checkpoint  # a checkpoint's path, "" = "Use same checkpoint"
 
 
 # The "Fast" preset for LCM / LCM-LoRA / turbo-style models: the LCM sampler, 4 steps, CFG 1 (the UNet then
@@ -70,7 +71,8 @@ _FAST_LABELS = {"sampler": "sampler", "scheduler": "schedule", "steps": "steps",
 
 
 _HIRES_FIELDS = ("hires_scale", "hires_resize_w", "hires_resize_h", "hires_upscaler", "hires_steps", "hires_sampler",
-                 "hires_scheduler", "hires_prompt", "hires_negative_prompt", "hires_cfg_scale")
+                 "hires_scheduler", "hires_prompt", "hires_negative_prompt", "hires_cfg_scale",
+                 "hires_checkpoint")
 
 
 def apply_fast_preset(state: PromptState) -> dict[str, object]:

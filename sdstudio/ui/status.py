@@ -94,7 +94,12 @@ class JobStatus(QWidget):
         self.bar.setRange(0, 0)  # busy until the first step reports its total
         self.speed.clear()
 
+    def note(self, message: str) -> None:
+        """What the running job does between steps (loading a hires checkpoint), until its next step."""
+        self.message.setText(message)
+
     def step(self, done: int, total: int) -> None:
+        self.message.setText("Generating")  # ends a note
         self._rate.add(done)
         self.bar.setRange(0, total)
         self.bar.setValue(done)

@@ -65,15 +65,28 @@ def lower_thread_priority() -> None:
         QThread.currentThread().setPriority(QThread.Priority.LowPriority)
 
 
+# An engine task run on a lane's thread: (engine, on_step, should_cancel, note) -> its result; `note(text)`
+# says what it is doing (the status bar shows it until the next step).
+OnStep = Callable[[StepInfo], None]
+EngineCall = Callable[[Backend, OnStep, Callable[[], bool], Callable[[str], None]], object]
+
+
 @dataclass
 class QueuedJob:
-    """One queued unit of work: generate `request`, or only load `model` when request is None."""
+    """One queued unit of work: generate `request`, run `call` (an engine task: the gallery's SD upscale), or
+    only load `model` when both are None."""
 
     id: int
     model: str
     request: GenerationRequest | None = None
     backend: str = ""  # the lane that must run it ("" = any): a model load belongs to the target
     cancel: threading.Event = field(default_factory=threading.Event)
+    call: EngineCall | None = None
+
+    @property
+    def is_work(self) -> bool:
+        """A job the queue counts and the user can cancel: not a bare model load."""
+        return self.request is not None or self.call is not None
 
 
 def _accepts(lane: str, job: QueuedJob) -> bool:
@@ -141,6 +154,9 @@ class Worker(QObject):
     jobStarted = Signal(int)
     jobRouted = Signal(int, str)  # job id, the backend it runs on (LOCAL_NAME or a server's name)
     stepProgress = Signal(int, int, int)  # job id, steps done, total
+    jobNote = Signal(int, str)  # job id, what the job does between steps (loading a hires checkpoint)
+    callFinished = Signal(int, object)  # job id, the result of a `submit_call` task
+    callFailed = Signal(int, str)  # job id, message for the user (a task's owner says it, not the window)
     previewReady = Signal(int, int, QImage)  # job id, step, image (coalesced)
     jobFinished = Signal(object)  # JobOutput
     jobCancelled = Signal(int)
@@ -257,6 +273,11 @@ class Worker(QObject):
         """Queue a generation; returns its job id."""
         return self._enqueue(QueuedJob(next(self._ids), request.model, request))
 
+    def submit_call(self, model: str, call: EngineCall) -> int:
+        """Queue an engine task after `model` is loaded; its result comes by callFinished, its failure by
+        callFailed, its steps by stepProgress and its notes by jobNote."""
+        return self._enqueue(QueuedJob(next(self._ids), model, call=call))
+
     def load_model(self, model: str) -> int:
         """Queue loading a model on the target backend ahead of the next generation (skipped when loaded)."""
         return self._enqueue(QueuedJob(next(self._ids), model, backend=self.target))
@@ -268,14 +289,14 @@ class Worker(QObject):
 
     def clear_queue(self) -> int:
         """Drop the waiting jobs (the running ones continue); returns how many were dropped."""
-        dropped = [job.id for job in self._dispatch.clear(keep=lambda job: job.request is None)]
+        dropped = [job.id for job in self._dispatch.clear(keep=lambda job: not job.is_work)]
         for job_id in dropped:
             self.jobCancelled.emit(job_id)
         self._announce_queue()
         return len(dropped)
 
     def pending(self) -> int:
-        return self._dispatch.waiting(lambda job: job.request is not None)
+        return self._dispatch.waiting(lambda job: job.is_work)
 
     # --- lane threads ------------------------------------------------------------------------------
     def _enqueue(self, job: QueuedJob) -> int:
@@ -307,7 +328,7 @@ class Worker(QObject):
         loaded: str | None = None
         while (job := self._dispatch.take(lane, ticket)) is not None:
             self._queueTouched.emit()
-            if job.request is not None:
+            if job.is_work:
                 self.jobStarted.emit(job.id)
                 self.jobRouted.emit(job.id, lane)
             unavailable = False
@@ -328,12 +349,15 @@ class Worker(QObject):
                     loaded = job.model
                 if job.request is not None:
                     self._generate(engine, job)
+                elif job.call is not None:
+                    self._call(engine, job)
             except Cancelled:
                 self.jobCancelled.emit(job.id)
             except Exception as exc:  # never let the thread die: the user sees one line, the log the rest
                 unavailable = isinstance(exc, ServerUnavailable)
-                what = "generating" if job.request is not None else "loading"
-                self.jobFailed.emit(job.id, user_message(exc, f"{what} {job.model or 'the built-in model'}"))
+                what = "generating" if job.is_work else "loading"
+                message = user_message(exc, f"{what} {job.model or 'the built-in model'}")
+                (self.callFailed if job.call is not None else self.jobFailed).emit(job.id, message)
             finally:
                 self._dispatch.finish(lane, unavailable, ticket)
 
@@ -350,10 +374,28 @@ class Worker(QObject):
         description = engine.load_model(job.model, progress=progress)
         self.modelLoaded.emit(description)
 
+    def _call(self, engine: Backend, job: QueuedJob) -> None:
+        def on_step(info: StepInfo) -> None:
+            if info.message:
+                self.jobNote.emit(job.id, info.message)
+            else:
+                self.stepProgress.emit(job.id, info.step + 1, info.total)
+
+        def should_cancel() -> bool:
+            return job.cancel.is_set()
+
+        result = job.call(engine, on_step, should_cancel, lambda text: self.jobNote.emit(job.id, text))
+        if job.cancel.is_set():
+            raise Cancelled("cancelled")
+        self.callFinished.emit(job.id, result)
+
     def _generate(self, engine: Backend, job: QueuedJob) -> None:
         previews: list[tuple[int, QImage]] = []
 
         def on_step(info: StepInfo) -> None:
+            if info.message:  # between steps: the step itself was reported already
+                self.jobNote.emit(job.id, info.message)
+                return
             self.stepProgress.emit(job.id, info.step + 1, info.total)
             if info.preview is not None:
                 image = pil_to_qimage(info.preview)

@@ -4,7 +4,7 @@ from PIL import Image, ImageFilter
 
 from sdstudio.engine.errors import RequestError
 from sdstudio.engine.geometry import prepare_mask
-from sdstudio.engine.outpaint import FILLS, Extension, blend_band, extend, seam_band
+from sdstudio.engine.outpaint import FILLS, Extension, blend_band, extend, only_masked_size, seam_band
 from sdstudio.engine.pipeline import generate
 from sdstudio.engine.request import GenerationRequest
 
@@ -220,3 +220,36 @@ def test_the_blurred_mask_covers_the_new_area_and_stops_at_the_seam_band(blur):
 def test_the_overlap_stays_inside_a_small_image():
     _, mask = extend(textured(8, 8), Extension(right=8), mask_blur=16)
     assert (np.asarray(mask) == 255).all()
+
+
+def test_only_masked_size_is_the_masks_box_with_padding_at_the_latent_multiple():
+    _, mask = extend(textured(48, 40), Extension(right=16), mask_blur=4)  # white from x = 48 - 13
+    assert only_masked_size(mask, 8, 8) == (40, 40)  # x 27..64 (37 px) -> 40; the whole height
+    _, mask = extend(textured(48, 40), Extension(up=8), mask_blur=0)
+    assert only_masked_size(mask, 0, 8) == (48, 8) and only_masked_size(mask, 4, 8) == (48, 16)
+    with pytest.raises(RequestError, match="empty"):
+        only_masked_size(Image.new("L", (8, 8)), 4, 8)
+
+
+@pytest.mark.parametrize("channels, ext", [(4, Extension(right=16)),
+                                           (4, Extension(left=16, right=8, down=24)),
+                                           (9, Extension(up=8, right=16))])
+def test_only_masked_outpainting_keeps_the_original_outside_the_blend_band(tiny_model, tmp_path, channels,
+                                                                          ext):
+    from sdstudio.engine.checkpoint import load_checkpoint
+    from tests.tiny_checkpoint import write_tiny_checkpoint
+
+    model = tiny_model if channels == 4 else load_checkpoint(
+        write_tiny_checkpoint(tmp_path / "inpaint.safetensors", in_channels=9))
+    image = textured(48, 40, seed=5)
+    whole = outpaint_request(image, ext)
+    width, height = only_masked_size(whole.mask, 8, 8)
+    req = whole.replace(only_masked=True, only_masked_padding=8, width=width, height=height)
+    out = generate(model, req).images[0]
+    assert out.size == whole.init_image.size  # the whole canvas comes back, the box pasted in
+    assert_original_kept(out, image, ext, 4)
+    o, canvas = px(out), px(whole.init_image)
+    new = px(whole.mask) == 255
+    assert np.abs(o[new] - canvas[new]).mean() > 3  # the new area is painted, not the fill left as it was
+    if (width, height) != whole.init_image.size:  # a box, not the canvas: another job than the whole one
+        assert not np.array_equal(o, px(generate(model, whole).images[0]))

@@ -91,7 +91,7 @@ def test_steps_report_progress_and_previews(tiny_model):
 
 def test_step_info_is_plain_data_for_the_ui():
     fields = {f.name for f in dataclasses.fields(StepInfo)}
-    assert fields == {"step", "total", "sigma", "preview", "pass_name"}
+    assert fields == {"step", "total", "sigma", "preview", "pass_name", "message"}
 
 
 def test_cancel_stops_within_one_step_and_engine_stays_usable(tiny_model):

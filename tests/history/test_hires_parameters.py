@@ -92,3 +92,70 @@ def test_a_text_without_hires_keys_leaves_hires_off():
 def test_bad_hires_values_are_named(line, message):
     with pytest.raises(RequestError, match=message):
         request_from_parameters(parse_parameters(f"x\nSteps: 5, Sampler: Euler, Seed: 1, Size: 64x64, {line}"))
+
+
+def test_the_hires_checkpoint_is_written_as_a1111s_short_title_and_read_back():
+    req = BASE.replace(hires_checkpoint="/models/sub/anime v1.5.safetensors",
+                       hires_checkpoint_hash="4c8e2d31fa")
+    fields = request_fields(req, "m")
+    assert fields["Hires checkpoint"] == "anime v1.5 [4c8e2d31fa]"
+    back = request_from_parameters(parse_parameters(format_parameters(req, "m")))
+    # A name (the reader finds the file in the models folder) and its hash.
+    assert (back.hires_checkpoint, back.hires_checkpoint_hash) == ("anime v1.5", "4c8e2d31fa")
+    assert "Hires checkpoint" not in request_fields(BASE, "m")  # the same checkpoint: not written
+    assert "Hires checkpoint" not in request_fields(req.replace(hires=False), "m")
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("Use same checkpoint", ("", "")),
+    ("realistic_v51", ("realistic_v51", "")),
+    ("realistic_v51.safetensors [ABCDEF0123]", ("realistic_v51", "abcdef0123")),
+    ("C:\\sd\\models\\realistic.ckpt", ("realistic", "")),
+])
+def test_a1111_hires_checkpoint_values_are_read(value, expected):
+    params = parse_parameters(f"p\nSteps: 20, Seed: 1, Size: 64x64, Hires upscale: 2, "
+                              f"Hires checkpoint: {value}")
+    req = request_from_parameters(params)
+    assert (req.hires_checkpoint, req.hires_checkpoint_hash) == expected and req.hires
+
+
+def test_a_rerun_finds_the_hires_checkpoint_in_the_models_folder_by_hash(tmp_path):
+    from sdstudio.engine.model_files import model_hash
+    from sdstudio.history.file_parameters import read_file_parameters
+    from tests.history.test_reconcile import a1111_png
+
+    models = tmp_path / "models"
+    (models / "deep").mkdir(parents=True)
+    first = models / "first.safetensors"
+    first.write_bytes(b"weights one")
+    renamed = models / "deep" / "second-local.safetensors"
+    renamed.write_bytes(b"weights two")
+    text = (f"p\nSteps: 20, Seed: 1, Size: 64x64, Model hash: {model_hash(first)}, Model: first, "
+            f"Hires upscale: 2, Hires checkpoint: second [{model_hash(renamed)}]")
+    found = read_file_parameters(a1111_png(tmp_path / "a.png", text), models_dir=models)
+    assert found.model_problem == ""
+    assert (found.rerun_request().model, found.rerun_request().hires_checkpoint) == (str(first), str(renamed))
+    renamed.unlink()
+    missing = read_file_parameters(a1111_png(tmp_path / "b.png", text), models_dir=models)
+    assert missing.model_problem.startswith("hires checkpoint: ") and "'second'" in missing.model_problem
+
+
+def test_our_record_keeps_the_hires_checkpoint_as_a_file_name_and_the_rerun_finds_it(tmp_path):
+    from PIL import Image
+
+    from sdstudio.engine.model_files import model_hash
+    from sdstudio.history.file_parameters import read_file_parameters
+    from sdstudio.history.png import save_png
+    from sdstudio.history.record import Record, request_to_dict
+
+    models = tmp_path / "models"
+    models.mkdir()
+    second = models / "second.safetensors"
+    second.write_bytes(b"weights two")
+    req = BASE.replace(hires_checkpoint="/elsewhere/second.safetensors",
+                       hires_checkpoint_hash=model_hash(second))
+    assert request_to_dict(req)["hires_checkpoint"] == "second.safetensors"  # no path leaves the machine
+    record = Record(id="x", created=1.0, request=req, model_name="m")
+    save_png(tmp_path / "ours.png", Image.new("RGB", (8, 8)), format_parameters(req, "m"), record.to_json())
+    found = read_file_parameters(tmp_path / "ours.png", models_dir=models)
+    assert found.request.hires_checkpoint == str(second) and not found.model_problem.startswith("hires")

@@ -90,3 +90,28 @@ def test_model_upscalers_can_be_listed_and_the_choice_is_kept(panel):
     panel.hires.set_upscalers(["Latent", "Lanczos", "Nearest", "4x-UltraSharp"])
     assert panel.hires.upscaler_combo.currentText() == "Nearest"
     assert panel.hires.upscaler_combo.findText("4x-UltraSharp") >= 0
+
+
+def test_the_hires_checkpoint_picker_defaults_to_the_same_and_its_choice_reaches_the_request(panel):
+    h = panel.hires
+    h.set_checkpoints([("Built-in", ""), ("anime", "/m/anime.safetensors"), ("real", "/m/real.safetensors")])
+    assert [h.checkpoint_combo.itemText(i) for i in range(h.checkpoint_combo.count())] == [
+        "Use same checkpoint", "anime", "real"]  # the built-in model is not a choice
+    h.toggle.click()
+    assert build_requests(panel.state)[0].hires_checkpoint == ""
+    h.checkpoint_combo.setCurrentIndex(h.checkpoint_combo.findData("/m/real.safetensors"))
+    assert build_requests(panel.state)[0].hires_checkpoint == "/m/real.safetensors"
+    h.set_checkpoints([("real", "/m/real.safetensors")])  # a refreshed list keeps the choice
+    assert h.checkpoint_combo.currentData() == "/m/real.safetensors"
+
+
+def test_a_rerun_restores_the_hires_checkpoint_even_one_not_listed(panel):
+    panel.hires.set_checkpoints([("anime", "/m/anime.safetensors")])
+    loaded = GenerationRequest(prompt="x", hires=True, hires_checkpoint="/elsewhere/other.safetensors")
+    apply_request(panel.state, loaded)
+    panel.refresh()
+    assert panel.hires.checkpoint_combo.currentText() == "other.safetensors"
+    assert build_requests(panel.state)[0].hires_checkpoint == "/elsewhere/other.safetensors"
+    apply_request(panel.state, loaded.replace(hires_checkpoint=""))
+    panel.refresh()
+    assert panel.hires.checkpoint_combo.currentText() == "Use same checkpoint"

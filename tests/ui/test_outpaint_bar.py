@@ -61,6 +61,20 @@ def test_a_painted_mask_is_kept_and_generate_inpaints_the_canvas(qtbot, window, 
     assert window.canvas_panel.view == RESULT
 
 
+def test_with_only_masked_on_generate_samples_the_box_around_the_new_area(qtbot, window, engine):
+    window.set_input_image(textured_image(96, 40))
+    window.state.only_masked, window.state.only_masked_padding = True, 8
+    window.panel.refresh()
+    outpaint_input(window, Extension(right=16), "edge")
+    o = blend_band(window.state.mask_blur)
+    expected = -(-(16 + o + 8) // 8) * 8  # the new area, the band into the original and the padding
+    assert (window.state.width, window.state.height) == (expected, 40) and window.state.only_masked
+    with qtbot.waitSignal(window.resultReady, timeout=5000):
+        window.generate()
+    req = engine.generated[-1]
+    assert req.only_masked and req.init_image.size == (112, 40) and (req.width, req.height) == (expected, 40)
+
+
 def test_an_extension_past_the_size_limit_is_refused_in_the_banner(qtbot, window):
     window.set_input_image(textured_image(16, 16))
     outpaint_input(window, Extension(right=4096), "edge")

@@ -54,3 +54,14 @@ def test_the_backend_badge_names_where_running_jobs_run(qtbot):
     assert badge.text() == "on box"
     badge.ended(3)
     assert badge.isHidden()
+
+
+def test_a_note_shows_between_steps_until_the_next_step(qtbot):
+    status = JobStatus()
+    qtbot.addWidget(status)
+    status.started()
+    status.step(3, 10)
+    status.note("Loading the hires checkpoint anime…")
+    assert status.message.text() == "Loading the hires checkpoint anime…"
+    status.step(4, 10)
+    assert status.message.text() == "Generating"

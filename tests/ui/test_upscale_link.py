@@ -67,3 +67,35 @@ def test_hires_upscaler_choices_include_the_model_files(window):
     combo = window.panel.hires.upscaler_combo
     names = [combo.itemText(i) for i in range(combo.count())]
     assert names[0] == "Latent" and "Lanczos" in names and names[-1] == "RealESRGAN_x2plus"
+
+
+def test_sd_upscale_runs_on_the_worker_and_saves_a_child_with_its_strength(qtbot, window, engine,
+                                                                            monkeypatch):
+    from tests.ui.fake_engine import result_colour
+
+    link = open_history(window, monkeypatch)
+    up = window.upscale_link
+    parent = add(link.store, "red apple", 5)  # 16x12, its request 16x16: the tile
+    steps, notes = [], []
+    window.worker.stepProgress.connect(lambda job, done, total: steps.append((job, done, total)))
+    window.worker.jobNote.connect(lambda job, text: notes.append(text))
+    with qtbot.waitSignal(up.saved, timeout=10000) as saved:
+        job = up.upscale(parent.id, UpscaleSettings("Lanczos", 2.0, sd_strength=0.3, overlap=8))
+        assert isinstance(job, int)  # queued on the worker, the GUI thread free meanwhile
+    child = saved.args[0]
+    assert child.parent_id == parent.id and [c.id for c in link.store.children(parent.id)] == [child.id]
+    # The fake engine paints each img2img tile in its seed's colour: every pixel went through the SD pass.
+    with Image.open(child.file) as im:
+        assert im.size == (32, 24) and im.getcolors() == [(32 * 24, result_colour(5))]
+    tiles = [r for r in engine.generated if r.init_image is not None]
+    assert len(tiles) == 6  # 32x24 in 16x16 tiles overlapping by 8: 3 x 2
+    assert all((r.prompt, r.seed, r.strength, r.width, r.height) == ("red apple", 5, 0.3, 16, 16)
+               for r in tiles)
+    params = parse_parameters(link.store.parameters_text(child))
+    assert params["SD upscale strength"] == "0.3" and params["SD upscale tile"] == "16x16"
+    assert params["Postprocess upscaler"] == "Lanczos" and params["SD upscale overlap"] == "8"
+    assert steps == [(job, done, 12) for done in range(1, 13)]  # 2 steps a tile, counted over the 6 tiles
+    assert notes[0] == "Upscaling with Lanczos…" and notes[-1] == "SD upscale: tile 6 of 6"
+    assert up.job is None and window.job_status.message.text() == "Upscaled"
+    link.flush()
+    link.store.close()

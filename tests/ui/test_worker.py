@@ -331,3 +331,36 @@ def test_a_load_waiting_for_a_backend_that_is_taken_off_is_cancelled(qtbot, work
         worker.set_backends([Server("box", "http://127.0.0.1:9")], local=False)
     assert cancelled.args == [load] and worker.target == "box" and LOCAL_NAME not in worker._dispatch.lanes()
     engine.gate.set()
+
+
+def test_an_engine_call_runs_in_the_queue_on_the_worker_thread_and_reports_to_its_owner(qtbot, worker,
+                                                                                       engine):
+    from sdstudio.engine.request import StepInfo
+
+    events = record(worker, "jobStarted", "stepProgress", "jobNote", "callFinished", "callFailed",
+                    "jobFailed", "jobFinished")
+    seen = []
+
+    def call(eng, on_step, should_cancel, note):
+        seen.append((eng is engine, threading.current_thread().name, should_cancel()))
+        note("half-way")
+        on_step(StepInfo(step=0, total=2, sigma=1.0))
+        on_step(StepInfo(step=0, total=2, sigma=0.0, message="loading"))  # a note, not a step
+        return "result"
+
+    with qtbot.waitSignal(worker.callFinished, timeout=5000):
+        first = worker.submit(request(seed=1))
+        job = worker.submit_call("", call)
+    assert seen == [(True, "engine-worker", False)]
+    mine = [e for e in events if e[1] == job]
+    assert mine == [("jobStarted", job), ("jobNote", job, "half-way"), ("stepProgress", job, 1, 2),
+                    ("jobNote", job, "loading"), ("callFinished", job, "result")]
+    done = [i for i, e in enumerate(events) if e[0] == "jobFinished" and e[1].job_id == first]
+    assert done and done[0] < events.index(("jobStarted", job))  # queued after the generation, run after it
+
+    def broken(*_):
+        raise SDStudioError("no tiles today")
+
+    with qtbot.waitSignal(worker.callFailed, timeout=5000) as failed:
+        worker.submit_call("", broken)
+    assert "no tiles today" in failed.args[1] and not [e for e in events if e[0] == "jobFailed"]
