@@ -15,8 +15,8 @@ from sdstudio.engine.lora_keys import LoraKeys
 from sdstudio.engine.unet import UNetConfig, UNetModel
 from sdstudio.training.lora_names import ldm_to_diffusers, text_name, unet_name
 from tests.engine import lora_reference as lr
-from tests.engine.lora_files import TINY_UNETS
 from tests.engine import reference_models as ref
+from tests.engine.lora_files import TINY_UNETS
 
 BUILTIN_LAYOUT = UNetConfig(in_channels=4, out_channels=4, model_channels=64, channel_mult=(1, 2, 2),
                             num_res_blocks=1, transformer_depth=(1, 1, 1), transformer_depth_middle=1,
