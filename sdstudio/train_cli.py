@@ -31,6 +31,14 @@ def add_train_parser(sub) -> None:
     train = sub.add_parser("train", help="fine-tune the model on your images (LoRA)")
     methods = train.add_subparsers(dest="method", required=True)
     lora = methods.add_parser("lora", help="train a LoRA (kohya format, for A1111, ComfyUI and SD Studio)")
+    add_flags(lora)
+    lora.set_defaults(func=cmd_train_lora)
+    dream = methods.add_parser("dreambooth", help="full fine-tune (not built yet)")
+    add_flags(dream)
+    dream.set_defaults(func=cmd_train_dreambooth)
+
+
+def add_flags(lora: argparse.ArgumentParser) -> None:
     lora.add_argument("--base", help="checkpoint to train on (.safetensors); default: the built-in model")
     lora.add_argument("--images", help="folder of 5-50 images (captions: NAME.txt beside NAME.png)")
     lora.add_argument("--trigger", help='the word that calls the concept up in prompts, e.g. "sks"')
@@ -53,10 +61,6 @@ def add_train_parser(sub) -> None:
     lora.add_argument("--resume", metavar="DIR", help="continue the run whose state is in DIR")
     lora.add_argument("--save-every", type=float, default=60.0, metavar="SECONDS",
                       help="how often the run's state is saved")
-    lora.set_defaults(func=cmd_train_lora)
-    dream = methods.add_parser("dreambooth", help="full fine-tune (not built yet)")
-    dream.add_argument("rest", nargs=argparse.REMAINDER)
-    dream.set_defaults(func=cmd_train_dreambooth)
 
 
 def cmd_train_dreambooth(args: argparse.Namespace) -> int:
