@@ -4,7 +4,7 @@ Captions follow kohya sd-scripts' convention: `photo.txt` beside `photo.png` hol
 as written; an image without one is captioned "<trigger> <class>" (DreamBooth's "sks dog", Ruiz et al. 2023).
 
 Buckets (NovelAI's aspect-ratio bucketing, as kohya implements it): sizes whose area is at most the training
-resolution squared, sides multiples of `step`; each image goes to the bucket nearest its aspect ratio, is
+resolution squared, sides multiples of a step (bucket_step); each image goes to the bucket nearest its aspect ratio, is
 scaled to cover it and cropped (centred, or at a random place with `random_crop`); a batch is drawn from one
 bucket, so its images share a size. Every draw uses the step's own generator, so a resumed run draws the
 same batches as an uninterrupted one.
@@ -80,17 +80,17 @@ def bucket_step(resolution: int, multiple: int) -> int:
 
 
 def buckets(resolution: int, multiple: int) -> list[tuple[int, int]]:
-    """(width, height) sizes of area <= resolution², sides multiples of the step, from 1:2 to 2:1."""
+    """(width, height) sizes of area <= resolution², sides multiples of the step and between half and twice
+    the resolution (kohya's defaults for 512: min_bucket_reso 256, max_bucket_reso 1024)."""
     step = bucket_step(resolution, multiple)
     area = resolution * resolution
+    low, high = max(step, (resolution // 2) // step * step), 2 * resolution
     out = set()
-    width = max(step, (resolution // 2) // step * step)
-    while width <= 2 * resolution:
-        height = min(2 * resolution, area // width // step * step)
-        if height >= step and 0.5 <= width / height <= 2:
+    for width in range(low, high + 1, step):
+        height = min(high, area // width // step * step)
+        if height >= low:
             out.add((width, height))
             out.add((height, width))
-        width += step
     return sorted(out)
 
 
