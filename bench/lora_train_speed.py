@@ -1,6 +1,6 @@
-"""Seconds per LoRA training step (issue 19): the built-in model by default, at --resolution px, batch --batch,
-rank --rank, on 8 synthetic images (coloured shapes), after --warmup steps that are not counted; also the
-process's CPU seconds per step (all threads; less sensitive to other jobs than wall time) and its peak
+"""Seconds per LoRA training step (issue 19): the built-in model by default, at --resolution px, batch
+--batch, rank --rank, on 8 synthetic images (coloured shapes), after --warmup steps that are not counted; also
+the process's CPU seconds per step (all threads; less sensitive to other jobs than wall time) and its peak
 resident memory. A few steps only: the CPU is shared, so figures are rough.
 
     nice -n 15 python bench/lora_train_speed.py --steps 4 --warmup 1
@@ -39,7 +39,8 @@ def main() -> None:
     for i in range(8):
         image = Image.new("RGB", (args.resolution, args.resolution), "white")
         r = args.resolution
-        ImageDraw.Draw(image).ellipse((r // 8 + i, r // 8, 7 * r // 8, 7 * r // 8 - i), fill=(200, 30 * i, 40))
+        box = (r // 8 + i, r // 8, 7 * r // 8, 7 * r // 8 - i)
+        ImageDraw.Draw(image).ellipse(box, fill=(200, 30 * i, 40))
         image.save(folder / "images" / f"{i}.png")
     model = load_checkpoint(args.base, dtype=torch.float32)
     examples = load_examples(folder / "images", "sks", "symbol")

@@ -29,18 +29,18 @@ def _fails(capsys, argv: list[str], match: str) -> str:
 
 
 def test_missing_and_empty_folders(home, tmp_path, capsys):
-    _fails(capsys, ["train", "lora", "--images", str(tmp_path / "nope"), "--trigger", "sks"], "no such folder")
+    lora = ["train", "lora", "--trigger", "sks", "--images"]
+    _fails(capsys, [*lora, str(tmp_path / "nope")], "no such folder")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("x")
-    _fails(capsys, ["train", "lora", "--images", str(tmp_path / "empty"), "--trigger", "sks"], "no images there")
-    _fails(capsys, ["train", "lora", "--images", str(tmp_path / "empty" / "notes.txt"), "--trigger", "sks"],
-           "not a folder")
+    _fails(capsys, [*lora, str(tmp_path / "empty")], "no images there")
+    _fails(capsys, [*lora, str(tmp_path / "empty" / "notes.txt")], "not a folder")
 
 
-@pytest.mark.parametrize("flags,match", [(["--rank", "0"], "--rank 0"), (["--rank", "100000"], "--rank 100000"),
-                                         (["--steps", "0"], "--steps 0"), (["--lr", "nan"], "--lr nan"),
-                                         (["--alpha", "-2"], "--alpha -2.0"),
-                                         (["--resolution", "100000"], "--resolution 100000")])
+@pytest.mark.parametrize("flags,match", [
+    (["--rank", "0"], "--rank 0"), (["--rank", "100000"], "--rank 100000"), (["--steps", "0"], "--steps 0"),
+    (["--lr", "nan"], "--lr nan"), (["--alpha", "-2"], "--alpha -2.0"),
+    (["--resolution", "100000"], "--resolution 100000")])
 def test_absurd_numbers(home, images, capsys, flags, match):
     _fails(capsys, ["train", "lora", "--images", str(images), "--trigger", "sks", *flags], match)
 

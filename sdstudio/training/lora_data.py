@@ -4,11 +4,10 @@ Captions follow kohya sd-scripts' convention: `photo.txt` beside `photo.png` hol
 as written; an image without one is captioned "<trigger> <class>" (DreamBooth's "sks dog", Ruiz et al. 2023).
 
 Buckets (NovelAI's aspect-ratio bucketing, as kohya implements it): sizes whose area is at most the training
-resolution squared, sides multiples of a step (bucket_step); each image goes to the bucket nearest its aspect ratio, is
-scaled to cover it and cropped (centred, or at a random place with `random_crop`); a batch is drawn from one
-bucket, so its images share a size. Every draw uses the step's own generator, so a resumed run draws the
-same batches as an uninterrupted one.
-"""
+resolution squared, sides multiples of a step (bucket_step); each image goes to the bucket nearest its aspect
+ratio, is scaled to cover it and cropped (centred, or at a random place with `random_crop`); a batch is drawn
+from one bucket, so its images share a size. Every draw uses the step's own generator, so a resumed run draws
+the same batches as an uninterrupted one."""
 
 from __future__ import annotations
 

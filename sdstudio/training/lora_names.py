@@ -9,10 +9,12 @@ for SDXL its own UNet with the original LDM names (`input_blocks_4_1_transformer
 diffusers' SD 1.x pipeline reads only the former for SD 1.x files, so we write what kohya writes.
 
 Our UNet's module paths are the LDM checkpoint keys; `ldm_to_diffusers` does the block arithmetic of
-diffusers' `convert_ldm_unet_checkpoint` backwards (L = num_res_blocks + 1 blocks per level): input_blocks.{1
-+ L*level + i}.{0: resnets, 1: attentions}.{i}; input_blocks.{L*(level+1)}.0.op -> the level's downsampler;
-middle_block.{0, 1, 2} -> mid_block resnets.0 / attentions.0 / resnets.1; output_blocks.{L*level + i} ->
-up_blocks.{level} (deepest level first), the upsampler after the level's last block."""
+diffusers' `convert_ldm_unet_checkpoint` backwards (L = num_res_blocks + 1 blocks per level):
+- input_blocks.{1 + L*level + i}.{0, 1} -> down_blocks.{level}.{resnets, attentions}.{i};
+  input_blocks.{L*(level + 1)}.0.op -> the level's downsampler;
+- middle_block.{0, 1, 2} -> mid_block.resnets.0 / attentions.0 / resnets.1;
+- output_blocks.{L*level + i} -> up_blocks.{level} (deepest level first), the upsampler after the level's
+  last block."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """LoRA layers on a loaded model, for training (Hu et al., "LoRA: Low-Rank Adaptation of Large Language
-Models", ICLR 2022): a frozen layer W gets a trainable W + (alpha / rank) · up · down, `down` [rank, in] randomly
-initialised (Kaiming-uniform, as nn.Linear) and `up` [out, rank] zero, so training starts from the base model.
+Models", ICLR 2022): a frozen layer W gets a trainable W + (alpha / rank) · up · down, `down` [rank, in]
+randomly initialised (Kaiming-uniform, as nn.Linear) and `up` [out, rank] zero, so training starts from the
+base model.
 
 What is adapted is what kohya sd-scripts' `networks.lora` adapts:
 - UNet: every Linear / 1x1 Conv2d inside the transformer blocks (proj_in/out, attention q/k/v/out,

@@ -1,10 +1,10 @@
 """Interoperability: a LoRA file as `train lora` writes it (kohya names of lora_names.py, one alpha, ss_*
-metadata), with random non-zero branches on every layer it adapts (UNet attention and, with --conv, ResBlocks and
-resamplers; text encoders), loaded by diffusers (`load_lora_weights` + `fuse_lora` on a diffusers conversion of
-the same tiny random checkpoint, test_lora_equivalence.tiny_pipeline) gives the fused weights our loader gives
-(read_lora + lora_patch_set + apply_patches): max |ours - diffusers| / max |W| <= 1e-5 per weight, and exactly
-the same set of weights changed. SD 1.x layout (diffusers UNet names, `lora_te_`) and SDXL layout (LDM names,
-`lora_te1_` / `lora_te2_`)."""
+metadata), with random non-zero branches on every layer it adapts (UNet attention and, with --conv, ResBlocks
+and resamplers; text encoders), loaded by diffusers (`load_lora_weights` + `fuse_lora` on a diffusers
+conversion of the same tiny random checkpoint, test_lora_equivalence.tiny_pipeline) gives the fused weights
+our loader gives (read_lora + lora_patch_set + apply_patches): max |ours - diffusers| / max |W| <= 1e-5 per
+weight, and exactly the same set of weights changed. SD 1.x layout (diffusers UNet names, `lora_te_`) and SDXL
+layout (LDM names, `lora_te1_` / `lora_te2_`)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""A trained LoRA as a file: kohya's tensor names and the ss_* metadata, read back by our own loader and applied
-by `<lora:NAME:1>` in a prompt (lora_set: found in models/Lora by name, patched into the model): the patched
-weights equal base + the trained ΔW, for every adapted layer (UNet attention, convs, text encoder)."""
+"""A trained LoRA as a file: kohya's tensor names and the ss_* metadata, read back by our own loader and
+applied by `<lora:NAME:1>` in a prompt (lora_set: found in models/Lora by name, patched into the model): the
+patched weights equal base + the trained ΔW, for every adapted layer (UNet attention, convs, text encoder)."""
 
 from __future__ import annotations
 
@@ -77,7 +77,8 @@ def test_lora_tag_applies_base_plus_trained_delta(trained):
             got = model.weights.parameter(target.weight).detach()
             scale = float(got.abs().max())
             # relative to |W|, as diffusers' comparison (fp32 W + ΔW cannot be exact relative to ΔW)
-            worst = max(worst, float((got - base[target.weight] - delta.reshape(got.shape)).abs().max()) / scale)
+            error = float((got - base[target.weight] - delta.reshape(got.shape)).abs().max())
+            worst = max(worst, error / scale)
             smallest = min(smallest, float(delta.abs().max()) / scale)
         assert smallest > 100 * 1e-6, "a ΔW this small could not show a wrong scale"
         assert worst <= 1e-6

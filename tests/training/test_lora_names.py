@@ -1,7 +1,7 @@
 """kohya names of our UNet modules: the diffusers block names are checked against diffusers' own single-file
-converter (run on marker tensors, lora_reference.diffusers_names), for every Linear/Conv2d of a UNet of SD 1.x's
-layout (2 res blocks, no attention on the lowest level) and of the built-in model's layout; and each name resolves back through our loader's
-lora_keys to the same module."""
+converter (run on marker tensors, lora_reference.diffusers_names), for every Linear/Conv2d of a UNet of SD
+1.x's layout (2 res blocks, no attention on the lowest level) and of the built-in model's layout; and each
+name resolves back through our loader's lora_keys to the same module."""
 
 from __future__ import annotations
 
@@ -20,12 +20,14 @@ from tests.engine.lora_files import TINY_UNETS
 
 BUILTIN_LAYOUT = UNetConfig(in_channels=4, out_channels=4, model_channels=64, channel_mult=(1, 2, 2),
                             num_res_blocks=1, transformer_depth=(1, 1, 1), transformer_depth_middle=1,
-                            context_dim=128, num_heads=-1, num_head_channels=32, use_linear_in_transformer=True)
+                            context_dim=128, num_heads=-1, num_head_channels=32,
+                            use_linear_in_transformer=True)
 
 
 def _layers(unet: UNetModel) -> list[str]:
     return [n for n, m in unet.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
-            and n.startswith(("input_blocks.", "middle_block.", "output_blocks.")) and n != "input_blocks.0.0"]
+            and n.startswith(("input_blocks.", "middle_block.", "output_blocks."))
+            and n != "input_blocks.0.0"]
 
 
 @pytest.mark.parametrize("config", [TINY_UNETS["sd1"], BUILTIN_LAYOUT], ids=["sd1_layout", "builtin"])

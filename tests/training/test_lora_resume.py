@@ -26,9 +26,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _args(base: Path, images: Path, out: Path) -> list[str]:
-    return ["train", "lora", "--base", str(base), "--images", str(images), "--trigger", "sks", "--class", "star",
+    return ["train", "lora", "--base", str(base), "--images", str(images), "--trigger", "sks",
+            "--class", "star",
             "--steps", str(STEPS), "--resolution", "32", "--batch", "2", "--rank", "2", "--lr", "1e-2",
-            "--random-crop", "--flip", "--text-encoder", "--save-every", "0", "--seed", "11", "--out", str(out)]
+            "--random-crop", "--flip", "--text-encoder", "--save-every", "0", "--seed", "11",
+            "--out", str(out)]
 
 
 def _saved_step(state: Path) -> int:
