@@ -61,6 +61,8 @@ def add_flags(lora: argparse.ArgumentParser) -> None:
     lora.add_argument("--resume", metavar="DIR", help="continue the run whose state is in DIR")
     lora.add_argument("--save-every", type=float, default=60.0, metavar="SECONDS",
                       help="how often the run's state is saved")
+    lora.add_argument("--threads", type=int, default=0,
+                      help="CPU threads (default: torch's); 1 is much faster on a machine busy with other jobs")
 
 
 def cmd_train_dreambooth(args: argparse.Namespace) -> int:
@@ -153,6 +155,8 @@ class TrainProgress:
 def cmd_train_lora(args: argparse.Namespace) -> int:
     from sdstudio.training.lora_data import load_examples
 
+    if not 0 <= args.threads <= 1024:
+        raise RequestError(f"--threads {args.threads}: choose 1 or more (0: torch's default)")
     settings, state_dir = settings_from(args)
     out = Path(settings.out)
     if out.exists():
@@ -168,7 +172,13 @@ def cmd_train_lora(args: argparse.Namespace) -> int:
     from sdstudio.training.lora_export import export_lora, lora_metadata
     from sdstudio.training.lora_train import train_lora
 
-    started = time.time()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    stamp = state_dir / "started_at"  # kept for ss_training_started_at when the run is resumed
+    if not stamp.is_file():
+        stamp.write_text(str(time.time()))
+    started = float(stamp.read_text())
     model = load_checkpoint(base or builtin_model_path(), device="cpu", dtype=torch.float32)
     resolution = settings.resolution or model.description.default_size
     settings = replace(settings, resolution=resolution)

@@ -40,7 +40,7 @@ def test_missing_and_empty_folders(home, tmp_path, capsys):
 @pytest.mark.parametrize("flags,match", [
     (["--rank", "0"], "--rank 0"), (["--rank", "100000"], "--rank 100000"), (["--steps", "0"], "--steps 0"),
     (["--lr", "nan"], "--lr nan"), (["--alpha", "-2"], "--alpha -2.0"),
-    (["--resolution", "100000"], "--resolution 100000")])
+    (["--resolution", "100000"], "--resolution 100000"), (["--threads", "-1"], "--threads -1")])
 def test_absurd_numbers(home, images, capsys, flags, match):
     _fails(capsys, ["train", "lora", "--images", str(images), "--trigger", "sks", *flags], match)
 
