@@ -1,5 +1,5 @@
-"""Command line: `python -m sdstudio inspect|generate|params|walk|upscale|serve ...`, and `sdstudio` with no
-command starts the app (an unknown command gets the usage message, not the app).
+"""Command line: `python -m sdstudio inspect|generate|params|walk|upscale|serve|train ...`, and `sdstudio`
+with no command starts the app (an unknown command gets the usage message, not the app).
 
 Heavy imports (torch, transformers) happen inside the commands that need them, so `inspect` and `params` stay
 fast and a bad argument is reported before anything loads.
@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_walk(sub)
     _add_upscale(sub)
     _add_serve(sub)
+    _add_train(sub)
     return p
 
 
@@ -99,7 +100,13 @@ def _add_serve(sub) -> None:
     add_serve_parser(sub)
 
 
-COMMANDS = ("inspect", "generate", "params", "walk", "upscale", "serve", "-h", "--help")
+def _add_train(sub) -> None:
+    from sdstudio.train_cli import add_train_parser
+
+    add_train_parser(sub)
+
+
+COMMANDS = ("inspect", "generate", "params", "walk", "upscale", "serve", "train", "-h", "--help")
 EXIT_NO_GUI = 3
 
 

@@ -71,17 +71,34 @@ class DiffusionModels(torch.nn.Module):
         return text.eval(), unet.eval()
 
 
-def diffusion_loss(models: DiffusionModels, z0: torch.Tensor, tokens: torch.Tensor,
-                   alphas_cumprod: torch.Tensor, gamma: float, generator: torch.Generator) -> torch.Tensor:
+def prediction_target(z0: torch.Tensor, eps: torch.Tensor, ac: torch.Tensor, prediction: str) -> torch.Tensor:
+    """What the UNet learns to output: the noise (eps), or v = sqrt(ac)·eps - sqrt(1 - ac)·z0 (Salimans & Ho,
+    "Progressive Distillation", ICLR 2022), as SD 2.x 768-v models predict."""
+    if prediction == "v":
+        return ac.sqrt() * eps - (1 - ac).sqrt() * z0
+    return eps
+
+
+def denoising_loss(predict, z0: torch.Tensor, alphas_cumprod: torch.Tensor, gamma: float,
+                   generator: torch.Generator, prediction: str = "eps") -> torch.Tensor:
+    """Min-SNR-gamma weighted diffusion loss of `predict(zt, t)` at uniformly drawn steps t. For v-prediction
+    the weight is min(SNR, gamma) / (SNR + 1) (Hang et al. 2023, section 3.4)."""
     t = torch.randint(0, len(alphas_cumprod), (z0.shape[0],), generator=generator)
     ac = alphas_cumprod[t].view(-1, 1, 1, 1)
     eps = torch.randn(z0.shape, generator=generator)
     zt = ac.sqrt() * z0 + (1 - ac).sqrt() * eps
-    context = models.text(input_ids=tokens).last_hidden_state
-    pred = models.unet(zt, t.float(), context)
+    pred = predict(zt, t)
     snr = (ac / (1 - ac)).view(-1)
-    weight = snr.clamp(max=gamma) / snr
-    return (weight * F.mse_loss(pred, eps, reduction="none").mean(dim=(1, 2, 3))).mean()
+    weight = snr.clamp(max=gamma) / (snr + 1 if prediction == "v" else snr)
+    target = prediction_target(z0, eps, ac, prediction)
+    return (weight * F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))).mean()
+
+
+def diffusion_loss(models: DiffusionModels, z0: torch.Tensor, tokens: torch.Tensor,
+                   alphas_cumprod: torch.Tensor, gamma: float, generator: torch.Generator) -> torch.Tensor:
+    context = models.text(input_ids=tokens).last_hidden_state
+    return denoising_loss(lambda zt, t: models.unet(zt, t.float(), context), z0, alphas_cumprod, gamma,
+                          generator)
 
 
 def train_diffusion(plan: TrainingPlan, latents: dict[str, torch.Tensor], names: list[str],
