@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=64)
     parser.add_argument("--sampler", default="Euler a")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--sheet", type=Path, default=None, help="also write a contact sheet of 32 prompts")
+    parser.add_argument("--sheet", type=Path, default=None, help="also write a contact sheet: \"red apple\" and 31 of the prompts")
     parser.add_argument("--speed", action="store_true", help="also time a step, a preview and an image")
     parser.add_argument("--colour", action="store_true",
                         help="also the colour test: dominant colour of red/green/blue/yellow emoji")
@@ -223,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         report["speed"] = {k: round(v, 4) for k, v in speed(engine, args.model).items()}
     print(json.dumps(report, indent=1))
     if args.sheet:
-        contact_sheet(engine, prompts[:32], args.cfg[0], args.model).save(args.sheet)
+        # Issue 14's own check ("red apple" is red) first, then the first 31 frozen names.
+        contact_sheet(engine, ["red apple", *prompts[:31]], args.cfg[0], args.model).save(args.sheet)
     return 0
 
 
