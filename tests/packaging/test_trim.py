@@ -8,7 +8,7 @@ trim = load("trim")
 APP_MODULES = (
     "sdstudio.engine.api", "sdstudio.ui.app", "sdstudio.history.store", "sdstudio.selftest", "torch",
     "torch.nn", "torch.testing", "torch.distributed", "torch._dynamo", "torch.fx", "sympy", "mpmath",
-    "transformers", "transformers.models.clip", "tokenizers", "safetensors", "huggingface_hub",
+    "safetensors",
     "PySide6.QtCore", "PySide6.QtGui", "PySide6.QtWidgets", "shiboken6", "PIL", "numpy", "sqlite3",
 )
 
@@ -23,7 +23,8 @@ def test_modules_the_app_imports_are_kept(module):
 
 
 @pytest.mark.parametrize("module", ["diffusers", "tkinter", "sdstudio.training", "PySide6.QtWebEngineCore",
-                                    "PySide6.QtQml", "PySide6.QtMultimedia", "PySide6.QtPdf", "accelerate"])
+                                    "PySide6.QtQml", "PySide6.QtMultimedia", "PySide6.QtPdf", "accelerate",
+                                    "transformers", "tokenizers", "huggingface_hub"])
 def test_test_references_other_toolkits_and_training_are_left_out(module):
     assert excluded(module)
 
@@ -59,15 +60,6 @@ def test_trim_filters_a_pyinstaller_toc_and_links_to_dropped_files():
            ("libQt6Pdf.so.6", "PySide6/Qt/lib/libQt6Pdf.so.6", "SYMLINK"),
            ("libQt6Core.so.6", "PySide6/Qt/lib/libQt6Core.so.6", "SYMLINK")]
     assert trim.trim(toc) == [toc[1], toc[3]]
-
-
-def test_only_the_clip_family_of_transformers_models_is_bundled(tmp_path):
-    for name in ("clip", "auto", "bert", "encoder_decoder", "llama"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "__init__.py").write_text("")
-    (tmp_path / "__pycache__").mkdir()
-    unused = trim.unused_transformers_models(tmp_path)
-    assert unused == ["transformers.models.bert", "transformers.models.llama"]
 
 
 def test_a_bundle_without_the_builtin_model_is_refused(tmp_path):
