@@ -35,7 +35,7 @@ def test_test_references_other_toolkits_and_training_are_left_out(module):
     "torch\\lib\\c10.lib", "PySide6/Qt/translations/qtbase_de.qm",
     "PySide6/Qt/plugins/imageformats/libqpdf.so",
     "PySide6/Qt/lib/libQt6Quick.so.6", "libcudart.so", "accelerate-1.15.0.dist-info/METADATA",
-    "pydantic_core-2.46.4.dist-info/RECORD",
+    "pydantic_core-2.46.4.dist-info/RECORD", "tokenizers-0.23.3.dist-info/RECORD",
 ])
 def test_unused_files_are_dropped(dest):
     assert trim.is_dropped(dest)
@@ -49,7 +49,7 @@ def test_unused_files_are_dropped(dest):
     "PySide6/Qt/plugins/imageformats/libqjpeg.so", "PySide6/Qt/lib/libQt6Widgets.so.6",
     "resources/models/sdstudio-emoji.safetensors", "resources/tokenizer/merges.txt",
     "torch/bin/torch_shm_manager", "torch-2.13.0+cpu.dist-info/METADATA",
-    "tokenizers-0.23.3.dist-info/RECORD",
+    "safetensors-0.6.2.dist-info/RECORD",
 ])
 def test_what_the_app_needs_is_kept(dest):
     assert not trim.is_dropped(dest)
@@ -82,7 +82,7 @@ def test_resources_are_the_tokenizer_the_model_and_its_decoder_and_the_icons(tmp
 
 @pytest.mark.parametrize("dest, stripped", [
     ("torch/lib/libtorch_cpu.so", True), ("torch/lib/libtorch_python.so", True),
-    ("torch/lib/libc10.so", True), ("tokenizers/tokenizers.abi3.so", True), ("libpython3.11.so.1.0", True),
+    ("torch/lib/libc10.so", True), ("safetensors/_safetensors_rust.abi3.so", True), ("libpython3.11.so.1.0", True),
     # auditwheel-patched libraries: strip corrupts them
     ("numpy.libs/libscipy_openblas64_-32a4b2a6.so", False), ("pillow.libs/libjpeg-6dc8d115.so.62.4.0", False),
     ("torch/lib/libgomp.so.1", False), ("PySide6/Qt/lib/libQt6Core.so.6", False),
