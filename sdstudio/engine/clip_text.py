@@ -73,8 +73,13 @@ class CLIPTextOutput:
 class CLIPTextEmbeddings(nn.Module):
     def __init__(self, config: CLIPTextConfig):
         super().__init__()
-        self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        # Given `_weight`, nn.Embedding skips its N(0, 1) init: init_weights sets the real one, and on the meta
+        # device (how the engine builds models) normal_ would import torch._dynamo, seconds of a cold start.
+        self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size,
+                                            _weight=torch.empty(config.vocab_size, config.hidden_size))
+        self.position_embedding = nn.Embedding(
+            config.max_position_embeddings, config.hidden_size,
+            _weight=torch.empty(config.max_position_embeddings, config.hidden_size))
         positions = torch.arange(config.max_position_embeddings).unsqueeze(0)
         self.register_buffer("position_ids", positions, persistent=False)
 
