@@ -68,3 +68,26 @@ def test_no_module_of_sdstudio_imports_transformers():
             found += [f"{path.relative_to(PACKAGE.parent)}:{node.lineno}" for name in names
                       if name.split(".")[0] in ("transformers", "tokenizers", "huggingface_hub")]
     assert found == []
+
+
+def test_building_models_on_the_meta_device_does_not_import_torch_dynamo():
+    # normal_ on the meta device runs through torch._refs, which imports torch._dynamo (seconds of a cold
+    # start); the engine builds every model on the meta device before it assigns the file's weights.
+    script = """
+import sys, torch
+from sdstudio.engine.clip_text import CLIPTextModel, CLIPTextModelWithProjection
+from sdstudio.engine.text_encoder import clip_l_config, openclip_bigg_config
+from sdstudio.engine.unet import UNetConfig, UNetModel
+from sdstudio.engine.vae import AutoencoderKL, VAEConfig
+with torch.device("meta"):
+    CLIPTextModel(clip_l_config()), CLIPTextModelWithProjection(openclip_bigg_config())
+    UNetModel(UNetConfig(in_channels=4, out_channels=4, model_channels=320, channel_mult=(1, 2, 4, 4),
+                         num_res_blocks=2, transformer_depth=(1, 1, 1, 0), transformer_depth_middle=1,
+                         context_dim=768, num_heads=8))
+    AutoencoderKL(VAEConfig())
+print("torch._dynamo" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=PACKAGE.parent, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
