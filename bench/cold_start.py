@@ -7,7 +7,8 @@
 (c) imports: `import sdstudio.engine.api`, and for comparison transformers' CLIP classes (what every cold
     start imported before sdstudio/engine/clip_text.py), when transformers is installed.
 
-Every run gets an empty SDSTUDIO_HOME, so settings and history start empty (the built-in model is the default).
+Every run gets an empty SDSTUDIO_HOME, so settings and history start empty (the built-in model is the
+default).
 "Cold" is the interpreter, not the disk: the files are in the OS page cache after the first run. CPU seconds
 (user + sys of the child) are printed too: on a shared machine they move less than the wall time does.
 
@@ -61,7 +62,8 @@ def measure(name: str, command: list[str], runs: int, first_image: bool = False)
             if not found:
                 raise SystemExit(f"{name}: no 'first image after' line in:\n{output[-2000:]}")
             marks.append(int(found.group(1)) / 1000)
-    line = f"{name:<34} wall median {statistics.median(walls):6.2f} s  CPU median {statistics.median(cpus):6.2f} s"
+    wall, cpu = statistics.median(walls), statistics.median(cpus)
+    line = f"{name:<34} wall median {wall:6.2f} s  CPU median {cpu:6.2f} s"
     if marks:
         line += f"  first image median {statistics.median(marks):6.2f} s"
     runs_text = ", ".join(f"{w:.2f}" for w in walls)

@@ -45,7 +45,8 @@ class CLIPTextConfig:
             raise ValueError(f"the hidden size ({self.hidden_size}) is not a multiple of the number of "
                              f"attention heads ({self.num_attention_heads})")
         if self.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {self.hidden_act!r}; choose one of: {', '.join(ACTIVATIONS)}")
+            raise ValueError(f"unknown activation {self.hidden_act!r}; "
+                             f"choose one of: {', '.join(ACTIVATIONS)}")
 
 
 def quick_gelu(x: Tensor) -> Tensor:
@@ -73,8 +74,8 @@ class CLIPTextOutput:
 class CLIPTextEmbeddings(nn.Module):
     def __init__(self, config: CLIPTextConfig):
         super().__init__()
-        # Given `_weight`, nn.Embedding skips its N(0, 1) init: init_weights sets the real one, and on the meta
-        # device (how the engine builds models) normal_ would import torch._dynamo, seconds of a cold start.
+        # Given `_weight`, nn.Embedding skips its N(0, 1) init: init_weights sets the real one, and on the
+        # meta device (how the engine builds models) normal_ would import torch._dynamo, seconds of a cold start.
         self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size,
                                             _weight=torch.empty(config.vocab_size, config.hidden_size))
         self.position_embedding = nn.Embedding(
@@ -86,8 +87,8 @@ class CLIPTextEmbeddings(nn.Module):
     def forward(self, input_ids: Tensor) -> Tensor:
         length = input_ids.shape[-1]
         if length > self.position_embedding.num_embeddings:
-            raise ValueError(f"a CLIP text input holds at most {self.position_embedding.num_embeddings} tokens,"
-                             f" got {length}")
+            limit = self.position_embedding.num_embeddings
+            raise ValueError(f"a CLIP text input holds at most {limit} tokens, got {length}")
         return self.token_embedding(input_ids) + self.position_embedding(self.position_ids[:, :length])
 
 
@@ -110,8 +111,8 @@ class CLIPAttention(nn.Module):
         def heads(t: Tensor) -> Tensor:
             return t.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
 
-        out = F.scaled_dot_product_attention(heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x)),
-                                             dropout_p=self.dropout if self.training else 0.0,
+        q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
                                              is_causal=length > 1, scale=self.scale)
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, width))
 
@@ -187,7 +188,8 @@ class CLIPTextModelWithProjection(nn.Module):
         self.text_model = CLIPTextModel(config)
         self.text_projection = nn.Linear(config.hidden_size, config.projection_dim, bias=False)
         if not self.text_projection.weight.is_meta:
-            nn.init.normal_(self.text_projection.weight, std=config.hidden_size ** -0.5 * config.initializer_factor)
+            std = config.hidden_size ** -0.5 * config.initializer_factor
+            nn.init.normal_(self.text_projection.weight, std=std)
 
     def forward(self, input_ids: Tensor, output_hidden_states: bool = False) -> CLIPTextOutput:
         out = self.text_model(input_ids, output_hidden_states=output_hidden_states)

@@ -139,7 +139,8 @@ def run_app(argv: list[str] | None = None) -> int:
     app.setApplicationVersion(__version__)
     app.setDesktopFileName("sdstudio")
     guard = None
-    if not (args.screenshot or args.measure_startup or args.measure_first_image):  # automated runs do not hand over to a running window
+    # automated runs do not hand over to a running window
+    if not (args.screenshot or args.measure_startup or args.measure_first_image):
         guard = SingleInstance(paths.home())
         files = [arg for arg in qt_args if not arg.startswith("-") and Path(arg).is_file()]
         if not guard.acquire("\n".join(["activate", *files])):

@@ -38,7 +38,8 @@ class FirstImageRun(QObject):
 
     def _finished(self, out) -> None:
         if out.job_id == self.job:
-            self._end(0, f"{MARK} {self.age_seconds() * 1000:.0f} ms (model {self.window.state.model or 'built-in'})")
+            model = self.window.state.model or "built-in"
+            self._end(0, f"{MARK} {self.age_seconds() * 1000:.0f} ms (model {model})")
 
     def _failed(self, job: int, message: str) -> None:
         if job == self.job:

@@ -56,7 +56,8 @@ def _scheduler() -> EulerDiscreteScheduler:
 def sd_pipeline(path, original_config: dict, text: ref.TextReference) -> StableDiffusionPipeline:
     pipe = StableDiffusionPipeline(
         vae=ref.reference_vae(path, original_config), text_encoder=ref.reference_text(path, text),
-        tokenizer=reference_tokenizer(), unet=ref.reference_unet(path, original_config), scheduler=_scheduler(),
+        tokenizer=reference_tokenizer(), unet=ref.reference_unet(path, original_config),
+        scheduler=_scheduler(),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -68,7 +69,8 @@ def sdxl_pipeline(path, original_config: dict) -> StableDiffusionXLPipeline:
     tokenizer_2.pad_token = "!"  # OpenCLIP pads with token 0, "!" (diffusers' SDXL tokenizer_2)
     pipe = StableDiffusionXLPipeline(
         vae=ref.reference_vae(path, original_config), text_encoder=ref.reference_text(path, clip_l),
-        text_encoder_2=ref.reference_text(path, bigg), tokenizer=reference_tokenizer(), tokenizer_2=tokenizer_2,
+        text_encoder_2=ref.reference_text(path, bigg), tokenizer=reference_tokenizer(),
+        tokenizer_2=tokenizer_2,
         unet=ref.reference_unet(path, original_config), scheduler=_scheduler(), add_watermarker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe

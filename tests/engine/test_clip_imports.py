@@ -1,8 +1,8 @@
 """Nothing in sdstudio imports transformers (a test-only reference since sdstudio.engine.clip_text and
 clip_tokenizer: importing it was ~7 s of every cold start), and the app's start-up imports are safe from two
 threads at once: the worker thread builds the engine (sdstudio.engine.api) while the token counter's loader
-thread loads the tokenizer (sdstudio.engine.tokenizer). With transformers' lazy loader that start-up failed now
-and then with "ImportError: cannot import name 'CLIPTokenizer' from 'transformers'"."""
+thread loads the tokenizer (sdstudio.engine.tokenizer). With transformers' lazy loader that start-up failed
+now and then with "ImportError: cannot import name 'CLIPTokenizer' from 'transformers'"."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "sdstudio"
 
 # Each round forgets sdstudio and imports it again from two threads released together. torch is imported
-# first and kept, so that the two threads' imports of sdstudio overlap (with transformers, every round failed).
+# first and kept, so that the two threads' imports of sdstudio overlap (with transformers, every round
+# failed).
 RACE = """
 import importlib, sys, threading
 import torch  # noqa: F401

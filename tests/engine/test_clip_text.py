@@ -41,7 +41,7 @@ def pair(make, layers, projection, eos=None):
 
 
 def tokens(batch: int, eos: int = 49407) -> torch.Tensor:
-    """SD-style rows: BOS, random ids, EOS, then EOS (SD 1.x) or 0 (OpenCLIP) padding, prompts of mixed length."""
+    """SD-style rows: BOS, random ids, EOS, then EOS (SD 1.x) or 0 (OpenCLIP) padding; mixed lengths."""
     generator = torch.Generator().manual_seed(1)
     rows = []
     for i in range(batch):
@@ -66,7 +66,8 @@ def test_same_state_dict_keys_as_transformers_at_full_depth(name):
         ref = (transformers.CLIPTextModelWithProjection if projection else transformers.CLIPTextModel)(
             transformers.CLIPTextConfig(**vars(config)))
     assert set(ours.state_dict()) == set(ref.state_dict())
-    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
+    shapes = {k: v.shape for k, v in ref.state_dict().items()}
+    assert {k: v.shape for k, v in ours.state_dict().items()} == shapes
 
 
 @pytest.mark.parametrize("name", SHAPES)

@@ -24,8 +24,9 @@ HARD = [
     "it's they're I'LL we'd you've I'm don't", "don''t '''s 'S 'Re", "rock'n'roll o'clock",
     "12.5 3,000 1e-5 007 ½ ① Ⅻ ٣٤ ۵", "😀🍎 red apple 🇫🇷 👩‍👩‍👧", "café naïve e\u0301 Å Å", "ÀÉÎÕÜ ß ẞ",
     "日本語のテキスト 中文 한국어", "İstanbul ΣΑΣ ǅ ǲ", "ﬁ ﷺ", "a\u00a0b\u3000c\u2009d\u0085e\u2028f",
-    "\x1c a\x1fb \x00 \x7f", "a\u200bb\u200dc\ufeffd", "<|startoftext|>a photo<|endoftext|>", "A<|ENDOFTEXT|>b",
-    "x <|endoftext|> y", "!<|endoftext|>", "<|endoftext|>\u0338", ">\u0338", "Ω Ω K", "تصوير عربي", "\U0001F600" * 10,
+    "\x1c a\x1fb \x00 \x7f", "a\u200bb\u200dc\ufeffd", "<|startoftext|>a photo<|endoftext|>",
+    "A<|ENDOFTEXT|>b", "x <|endoftext|> y", "!<|endoftext|>", "<|endoftext|>\u0338", ">\u0338", "Ω Ω K",
+    "تصوير عربي", "\U0001F600" * 10,
 ]
 
 
@@ -95,7 +96,8 @@ def test_lower_casing_has_no_final_sigma_rule():
 
 
 def test_pre_tokens():
-    assert list(pre_tokenize("it's a (test:1.2)!!")) == ["it", "'s", "a", "(", "test", ":", "1", ".", "2", ")!!"]
+    expected = ["it", "'s", "a", "(", "test", ":", "1", ".", "2", ")!!"]
+    assert list(pre_tokenize("it's a (test:1.2)!!")) == expected
     assert list(pre_tokenize("x<|endoftext|>")) == ["x", "<|", "endoftext", "|>"]
     assert list(pre_tokenize("!'s")) == ["!'", "s"]
 

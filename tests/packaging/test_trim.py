@@ -82,7 +82,8 @@ def test_resources_are_the_tokenizer_the_model_and_its_decoder_and_the_icons(tmp
 
 @pytest.mark.parametrize("dest, stripped", [
     ("torch/lib/libtorch_cpu.so", True), ("torch/lib/libtorch_python.so", True),
-    ("torch/lib/libc10.so", True), ("safetensors/_safetensors_rust.abi3.so", True), ("libpython3.11.so.1.0", True),
+    ("torch/lib/libc10.so", True), ("safetensors/_safetensors_rust.abi3.so", True),
+    ("libpython3.11.so.1.0", True),
     # auditwheel-patched libraries: strip corrupts them
     ("numpy.libs/libscipy_openblas64_-32a4b2a6.so", False), ("pillow.libs/libjpeg-6dc8d115.so.62.4.0", False),
     ("torch/lib/libgomp.so.1", False), ("PySide6/Qt/lib/libQt6Core.so.6", False),
