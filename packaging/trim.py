@@ -1,8 +1,8 @@
 """What the SD Studio bundle contains and what it leaves out; sdstudio.spec applies these rules.
 
 PyInstaller collects everything an import can reach, and its torch and Qt hooks add more (torch's C++
-headers, test binaries and test libraries; Qt's translations). The app uses torch's CPU kernels, the CLIP
-tokenizer and text model of transformers, and QtCore/QtGui/QtWidgets; the rules below remove the rest. The
+headers, test binaries and test libraries; Qt's translations). The app uses torch's CPU kernels, its own CLIP
+tokenizer and text model (no transformers), and QtCore/QtGui/QtWidgets; the rules below remove the rest. The
 self-test and the slow bundle test run the frozen app after a build: that is what shows each rule is safe.
 """
 
@@ -14,14 +14,13 @@ from pathlib import Path
 
 APP_NAME = "sdstudio"
 BUILTIN_MODEL = "sdstudio-emoji"
-# transformers loads these by name (its lazy `__getattr__`), which import analysis cannot see.
-LAZY_PACKAGES = ("transformers.models.clip", "transformers.models.auto")
-
 EXCLUDED_MODULES = (
     # Tests and tools that live in the build environment, never in the app (diffusers is a test reference).
     "diffusers", "k_diffusion", "torchsde", "torchdiffeq", "pytest", "_pytest", "pytest_qt", "pytestqt",
     "hypothesis", "IPython", "jedi", "parso", "matplotlib", "pandas", "PyInstaller", "setuptools", "pip",
     "sdstudio.training", "tests", "training", "libcst",
+    # transformers and its stack: test-only references since sdstudio.engine.clip_text / clip_tokenizer.
+    "transformers", "tokenizers", "huggingface_hub", "regex",
     # Optional integrations transformers and huggingface_hub use when installed; CLIP on CPU needs none.
     "accelerate", "scipy", "sklearn", "boto3", "botocore", "s3transfer", "awscli", "moto", "trio", "hf_xet",
     "datasets", "peft", "bitsandbytes", "deepspeed", "tensorflow", "flax", "jax", "timm", "torchvision",
@@ -50,9 +49,6 @@ EXCLUDED_MODULES = (
     "PySide6.QtNetworkAuth", "PySide6.QtXml", "PySide6.QtConcurrent", "PySide6.QtAxContainer",
     "PySide6.QtNetwork",
 )
-# transformers' model packages the app uses: CLIP (every SD text encoder maps onto it), and what auto needs.
-TRANSFORMERS_MODELS = ("clip", "auto", "encoder_decoder")
-
 # Collected files (destination paths inside the bundle, "/"-separated) that the app never opens.
 DROPPED_FILES = (
     # torch: C++ headers, CMake files, C++ test binaries and test-only libraries, static and import libs.
@@ -85,11 +81,11 @@ KEPT_FILES = ("torch/bin/torch_shm_manager*",)
 # linked by their own projects' builds. Wheels repaired by auditwheel (numpy.libs, pillow.libs) are patched
 # with patchelf, and strip corrupts those, so nothing else is stripped.
 STRIPPED_FILES = (
-    "torch/lib/libtorch*.so", "torch/lib/libc10.so", "torch/lib/libshm.so", "tokenizers/*.so",
+    "torch/lib/libtorch*.so", "torch/lib/libc10.so", "torch/lib/libshm.so",
     "safetensors/*.so", "libpython3*.so*",
 )
-# Package metadata the transformers hook copies for every installed optional dependency; left in, it makes
-# transformers believe an excluded package is importable.
+# Package metadata of excluded distributions (hooks copy it for every installed optional dependency); left in,
+# it makes other packages believe an excluded one is importable.
 EXCLUDED_DISTRIBUTIONS = frozenset(m.lower() for m in EXCLUDED_MODULES if "." not in m)
 
 
@@ -124,16 +120,6 @@ def is_stripped(dest: str) -> bool:
 def trim(toc: Iterable[tuple]) -> list[tuple]:
     """A PyInstaller TOC (dest, source, typecode) without the entries the rules above drop."""
     return [entry for entry in toc if not is_dropped(*entry)]
-
-
-def unused_transformers_models(models_dir: Path) -> list[str]:
-    """transformers.models.<name> for every model package but TRANSFORMERS_MODELS.
-
-    transformers lists all its models in `if TYPE_CHECKING:` imports, which the import analysis follows;
-    excluding them keeps ~550 modules of other architectures out of the bundle.
-    """
-    return sorted(f"transformers.models.{p.name}" for p in models_dir.iterdir()
-                  if (p / "__init__.py").is_file() and p.name not in TRANSFORMERS_MODELS)
 
 
 def resource_datas(root: Path, models: Path) -> list[tuple[str, str]]:

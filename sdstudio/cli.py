@@ -1,7 +1,7 @@
 """Command line: `python -m sdstudio inspect|generate|params|walk|upscale|serve|train ...`, and `sdstudio`
 with no command starts the app (an unknown command gets the usage message, not the app).
 
-Heavy imports (torch, transformers) happen inside the commands that need them, so `inspect` and `params` stay
+Heavy imports (torch) happen inside the commands that need them, so `inspect` and `params` stay
 fast and a bad argument is reported before anything loads.
 """
 

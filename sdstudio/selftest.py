@@ -2,7 +2,7 @@
 
 It runs what a user's first image runs, in order, and stops at the first failure with a message naming it:
   1. Qt can start (sdstudio.preflight; without a display the "offscreen" platform is used),
-  2. the engine imports (torch, transformers: the parts a bundle is most likely to lack),
+  2. the engine imports (torch: the part a bundle is most likely to lack),
   3. the resources are found (tokenizer, built-in model) where sdstudio.paths says,
   4. one image from the built-in model: the requested size, not blank, the request recorded with a model hash,
   5. its A1111 "parameters" survive a PNG round trip (the format the history writes),
@@ -66,12 +66,11 @@ def check_qt(ctx: Context) -> str:
 
 def check_engine(ctx: Context) -> str:
     import torch
-    import transformers
 
     import sdstudio.engine.api  # noqa: F401  (the engine's whole import graph: a frozen bundle may lack parts)
 
     threads = torch.get_num_threads()
-    return f"torch {torch.__version__}, transformers {transformers.__version__}, {threads} threads"
+    return f"torch {torch.__version__}, {threads} threads"
 
 
 def check_resources(ctx: Context) -> str:

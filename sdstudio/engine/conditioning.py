@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from sdstudio.engine.clip_tokenizer import CLIPTokenizer
 from sdstudio.engine.prompt_grammar import A1111_COMMA_BACKTRACK, Chunk, chunk_prompt
 from sdstudio.engine.text_encoder import TextEncoder
 from sdstudio.engine.tokenizer import CONTEXT_LENGTH, load_tokenizer, pad_chunk
-from sdstudio.engine.transformers_clip import CLIPTokenizer
 from sdstudio.engine.unet import timestep_embedding
 
 if TYPE_CHECKING:

@@ -33,9 +33,9 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from sdstudio.engine.clip_text import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 from sdstudio.engine.errors import CheckpointError, RequestError
 from sdstudio.engine.tokenizer import BOS, CONTEXT_LENGTH, EOS, VOCAB_SIZE
-from sdstudio.engine.transformers_clip import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 from sdstudio.untrusted import printable, quoted
 
 # layer mode -> (layers back from the last at clip skip 1, apply the final layer norm)

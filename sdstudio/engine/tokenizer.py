@@ -8,13 +8,12 @@ SDXL's bigG) pad with token 0, as `open_clip.tokenize` does.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from functools import lru_cache
 
+from sdstudio.engine.clip_tokenizer import CLIPTokenizer
 from sdstudio.engine.clip_vocab import BOS, COMMA, EOS, OPENCLIP_PAD, VOCAB_SIZE  # noqa: F401 (re-exported)
 from sdstudio.engine.prompt_grammar import CHUNK_TOKENS
-from sdstudio.engine.transformers_clip import CLIPTokenizer
 from sdstudio.paths import tokenizer_dir
 
 CONTEXT_LENGTH = CHUNK_TOKENS + 2
@@ -23,11 +22,7 @@ CONTEXT_LENGTH = CHUNK_TOKENS + 2
 @lru_cache(maxsize=1)
 def load_tokenizer() -> CLIPTokenizer:
     """The CLIP tokenizer from resources/tokenizer/{vocab.json, merges.txt}; never touches the network."""
-    folder = tokenizer_dir()
-    vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
-    lines = (folder / "merges.txt").read_text(encoding="utf-8").splitlines()
-    merges = [tuple(line.split()) for line in lines[1:] if line]
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=CONTEXT_LENGTH)
+    return CLIPTokenizer.from_folder(tokenizer_dir(), model_max_length=CONTEXT_LENGTH)
 
 
 def tokenize(texts: Sequence[str]) -> list[list[int]]:

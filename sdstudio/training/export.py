@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
+from sdstudio.engine.clip_text import CLIPTextModel
 from sdstudio.engine.detect import CONFIG_KEY
-from sdstudio.engine.transformers_clip import CLIPTextModel
 from sdstudio.engine.unet import UNetModel
 from sdstudio.engine.vae import AutoencoderKL
 from sdstudio.training.plan import TrainingPlan

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sdstudio.engine.transformers_clip import CLIPTextConfig
+from sdstudio.engine.clip_text import CLIPTextConfig
 from sdstudio.engine.unet import UNetConfig
 from sdstudio.engine.vae import VAEConfig
 

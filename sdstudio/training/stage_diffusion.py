@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from sdstudio.engine.clip_text import CLIPTextModel
 from sdstudio.engine.prompt_grammar import parse_prompt
 from sdstudio.engine.schedules import scaled_linear_alphas_cumprod
 from sdstudio.engine.tokenizer import EOS, load_tokenizer, pad_chunk, tokenize
-from sdstudio.engine.transformers_clip import CLIPTextModel
 from sdstudio.engine.unet import UNetModel
 from sdstudio.training.plan import TrainingPlan
 from sdstudio.training.state import EMA, Checkpointer, LossLog, lr_at

@@ -3,6 +3,7 @@
 `run_app(argv)` is what `python main.py` and `sdstudio` run. Options:
   --screenshot PATH   generate once, save PATH with "-generating" added (mid-job) and PATH (after), then quit
   --measure-startup   print the time from process start to the first painted window, then quit
+  --measure-first-image  generate once, print the time from process start to the finished image, then quit
 A second interactive launch on the same data folder raises the first one's window and exits (single_instance).
 """
 
@@ -32,6 +33,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="sdstudio", description="SD Studio: local Stable Diffusion")
     parser.add_argument("--screenshot", metavar="PATH", help="save PNGs of the window mid-generation and after")
     parser.add_argument("--measure-startup", action="store_true", help="print time to a visible window, quit")
+    parser.add_argument("--measure-first-image", action="store_true",
+                        help="print time to the first generated image, quit")
     parser.add_argument("--version", action="version", version=f"SD Studio {__version__}")
     return parser.parse_known_args(argv)  # the rest goes to Qt (-platform, -style, ...)
 
@@ -136,7 +139,8 @@ def run_app(argv: list[str] | None = None) -> int:
     app.setApplicationVersion(__version__)
     app.setDesktopFileName("sdstudio")
     guard = None
-    if not (args.screenshot or args.measure_startup):  # automated runs do not hand over to a running window
+    # automated runs do not hand over to a running window
+    if not (args.screenshot or args.measure_startup or args.measure_first_image):
         guard = SingleInstance(paths.home())
         files = [arg for arg in qt_args if not arg.startswith("-") and Path(arg).is_file()]
         if not guard.acquire("\n".join(["activate", *files])):
@@ -163,6 +167,12 @@ def run_app(argv: list[str] | None = None) -> int:
         run = ScreenshotRun(window, Path(args.screenshot))
         run.done.connect(app.exit)
         QTimer.singleShot(0, run.start)
+    elif args.measure_first_image:
+        from sdstudio.ui.first_image import FirstImageRun
+
+        first = FirstImageRun(window, _process_age_seconds)
+        first.done.connect(app.exit)
+        QTimer.singleShot(0, first.start)
     code = app.exec()
     shut_down(window, links)
     if guard is not None:

@@ -107,7 +107,8 @@ def cached_tokenize(tokenize: Tokenize, size: int = 4096) -> Tokenize:
 
 
 def _load_real_tokenize() -> Tokenize:
-    # transformers' tokenizer, not torch: the GUI process stays free of torch until the worker imports it.
+    # the plain-Python CLIP tokenizer, not torch: the GUI process stays free of torch until the worker
+    # imports it.
     from sdstudio.engine.tokenizer import load_tokenizer, tokenize
 
     load_tokenizer()  # here, in the loader thread, not on the first key press

@@ -25,9 +25,9 @@ from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDif
 from PIL import Image, ImageFilter, ImageOps
 from torch import Tensor
 
-from sdstudio.engine.tokenizer import load_tokenizer
 from tests.engine import kdiffusion_reference
 from tests.engine import reference_models as ref
+from tests.engine.transformers_reference import reference_tokenizer
 
 
 def ldm_alphas_cumprod() -> Tensor:
@@ -56,7 +56,8 @@ def _scheduler() -> EulerDiscreteScheduler:
 def sd_pipeline(path, original_config: dict, text: ref.TextReference) -> StableDiffusionPipeline:
     pipe = StableDiffusionPipeline(
         vae=ref.reference_vae(path, original_config), text_encoder=ref.reference_text(path, text),
-        tokenizer=load_tokenizer(), unet=ref.reference_unet(path, original_config), scheduler=_scheduler(),
+        tokenizer=reference_tokenizer(), unet=ref.reference_unet(path, original_config),
+        scheduler=_scheduler(),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -64,11 +65,12 @@ def sd_pipeline(path, original_config: dict, text: ref.TextReference) -> StableD
 
 def sdxl_pipeline(path, original_config: dict) -> StableDiffusionXLPipeline:
     clip_l, bigg = ref.TEXT_REFERENCES["sdxl"]
-    tokenizer_2 = copy.deepcopy(load_tokenizer())
+    tokenizer_2 = copy.deepcopy(reference_tokenizer())
     tokenizer_2.pad_token = "!"  # OpenCLIP pads with token 0, "!" (diffusers' SDXL tokenizer_2)
     pipe = StableDiffusionXLPipeline(
         vae=ref.reference_vae(path, original_config), text_encoder=ref.reference_text(path, clip_l),
-        text_encoder_2=ref.reference_text(path, bigg), tokenizer=load_tokenizer(), tokenizer_2=tokenizer_2,
+        text_encoder_2=ref.reference_text(path, bigg), tokenizer=reference_tokenizer(),
+        tokenizer_2=tokenizer_2,
         unet=ref.reference_unet(path, original_config), scheduler=_scheduler(), add_watermarker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe

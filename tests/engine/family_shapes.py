@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-from transformers import CLIPTextModel
 
+from sdstudio.engine.clip_text import CLIPTextModel
 from sdstudio.engine.text_encoder import clip_l_config, openclip_bigg_config, openclip_h_config
 from sdstudio.engine.unet import UNetConfig, UNetModel
 from sdstudio.engine.vae import AutoencoderKL, VAEConfig

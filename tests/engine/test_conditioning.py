@@ -1,7 +1,7 @@
 import pytest
 import torch
-from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
+from sdstudio.engine.clip_text import CLIPTextModel, CLIPTextModelWithProjection
 from sdstudio.engine.conditioning import (
     PromptEmbedding,
     PromptEncoder,

@@ -9,14 +9,15 @@ import zipfile
 import pytest
 import torch
 from safetensors.torch import save_file
-from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
+from sdstudio.engine.clip_text import CLIPTextModel, CLIPTextModelWithProjection
 from sdstudio.engine.conditioning import PromptEncoder
 from sdstudio.engine.embedding_files import index_embeddings, vector_count
 from sdstudio.engine.embeddings import EmbeddingLibrary, read_embedding
 from sdstudio.engine.errors import NetworkFileError
 from sdstudio.engine.text_encoder import TextEncoder, _config
-from sdstudio.engine.tokenizer import EOS, OPENCLIP_PAD, load_tokenizer
+from sdstudio.engine.tokenizer import EOS, OPENCLIP_PAD
+from tests.engine.transformers_reference import new_reference_tokenizer, reference_copy
 
 
 def textured(*shape, seed=0):
@@ -257,7 +258,8 @@ class _Loader:
 def diffusers_prompt_embeds(model, emb_path, token, prompt):
     from diffusers.loaders import TextualInversionLoaderMixin
 
-    loader = type("Pipe", (_Loader, TextualInversionLoaderMixin), {})(load_tokenizer.__wrapped__(), model)
+    model = reference_copy(model)  # diffusers' loader needs transformers' class (it resizes the embeddings)
+    loader = type("Pipe", (_Loader, TextualInversionLoaderMixin), {})(new_reference_tokenizer(), model)
     loader.load_textual_inversion(str(emb_path), token=token)
     prompt = loader.maybe_convert_prompt(prompt, loader.tokenizer)
     ids = loader.tokenizer(prompt, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
@@ -285,7 +287,8 @@ def diffusers_hidden(model, state, token, prompt, pad, layer=-1):
     final-normed last one (SD 1.x) for -1."""
     from diffusers.loaders import TextualInversionLoaderMixin
 
-    loader = type("Pipe", (_Loader, TextualInversionLoaderMixin), {})(load_tokenizer.__wrapped__(), model)
+    model = reference_copy(model)  # diffusers' loader needs transformers' class (it resizes the embeddings)
+    loader = type("Pipe", (_Loader, TextualInversionLoaderMixin), {})(new_reference_tokenizer(), model)
     loader.load_textual_inversion(state, token=token)
     ids = loader.tokenizer(loader.maybe_convert_prompt(prompt, loader.tokenizer)).input_ids
     ids = torch.tensor([ids + [pad] * (77 - len(ids))])

@@ -1,7 +1,7 @@
 import pytest
 import torch
-from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
+from sdstudio.engine.clip_text import CLIPTextModel, CLIPTextModelWithProjection
 from sdstudio.engine.errors import CheckpointError, RequestError
 from sdstudio.engine.text_encoder import (
     TextEncoder,

@@ -11,8 +11,8 @@ Full-size runs (CLIP-L, OpenCLIP-H, bigG with random weights) are marked slow; r
 import pytest
 import torch
 from torch import nn
-from transformers import CLIPTextConfig
 
+from sdstudio.engine.clip_text import CLIPTextConfig
 from sdstudio.engine.text_encoder import (
     _config,
     build_text_encoder,

@@ -8,7 +8,7 @@ trim = load("trim")
 APP_MODULES = (
     "sdstudio.engine.api", "sdstudio.ui.app", "sdstudio.history.store", "sdstudio.selftest", "torch",
     "torch.nn", "torch.testing", "torch.distributed", "torch._dynamo", "torch.fx", "sympy", "mpmath",
-    "transformers", "transformers.models.clip", "tokenizers", "safetensors", "huggingface_hub",
+    "safetensors",
     "PySide6.QtCore", "PySide6.QtGui", "PySide6.QtWidgets", "shiboken6", "PIL", "numpy", "sqlite3",
 )
 
@@ -23,7 +23,8 @@ def test_modules_the_app_imports_are_kept(module):
 
 
 @pytest.mark.parametrize("module", ["diffusers", "tkinter", "sdstudio.training", "PySide6.QtWebEngineCore",
-                                    "PySide6.QtQml", "PySide6.QtMultimedia", "PySide6.QtPdf", "accelerate"])
+                                    "PySide6.QtQml", "PySide6.QtMultimedia", "PySide6.QtPdf", "accelerate",
+                                    "transformers", "tokenizers", "huggingface_hub"])
 def test_test_references_other_toolkits_and_training_are_left_out(module):
     assert excluded(module)
 
@@ -34,7 +35,7 @@ def test_test_references_other_toolkits_and_training_are_left_out(module):
     "torch\\lib\\c10.lib", "PySide6/Qt/translations/qtbase_de.qm",
     "PySide6/Qt/plugins/imageformats/libqpdf.so",
     "PySide6/Qt/lib/libQt6Quick.so.6", "libcudart.so", "accelerate-1.15.0.dist-info/METADATA",
-    "pydantic_core-2.46.4.dist-info/RECORD",
+    "pydantic_core-2.46.4.dist-info/RECORD", "tokenizers-0.23.3.dist-info/RECORD",
 ])
 def test_unused_files_are_dropped(dest):
     assert trim.is_dropped(dest)
@@ -48,7 +49,7 @@ def test_unused_files_are_dropped(dest):
     "PySide6/Qt/plugins/imageformats/libqjpeg.so", "PySide6/Qt/lib/libQt6Widgets.so.6",
     "resources/models/sdstudio-emoji.safetensors", "resources/tokenizer/merges.txt",
     "torch/bin/torch_shm_manager", "torch-2.13.0+cpu.dist-info/METADATA",
-    "tokenizers-0.23.3.dist-info/RECORD",
+    "safetensors-0.6.2.dist-info/RECORD",
 ])
 def test_what_the_app_needs_is_kept(dest):
     assert not trim.is_dropped(dest)
@@ -59,15 +60,6 @@ def test_trim_filters_a_pyinstaller_toc_and_links_to_dropped_files():
            ("libQt6Pdf.so.6", "PySide6/Qt/lib/libQt6Pdf.so.6", "SYMLINK"),
            ("libQt6Core.so.6", "PySide6/Qt/lib/libQt6Core.so.6", "SYMLINK")]
     assert trim.trim(toc) == [toc[1], toc[3]]
-
-
-def test_only_the_clip_family_of_transformers_models_is_bundled(tmp_path):
-    for name in ("clip", "auto", "bert", "encoder_decoder", "llama"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "__init__.py").write_text("")
-    (tmp_path / "__pycache__").mkdir()
-    unused = trim.unused_transformers_models(tmp_path)
-    assert unused == ["transformers.models.bert", "transformers.models.llama"]
 
 
 def test_a_bundle_without_the_builtin_model_is_refused(tmp_path):
@@ -90,7 +82,8 @@ def test_resources_are_the_tokenizer_the_model_and_its_decoder_and_the_icons(tmp
 
 @pytest.mark.parametrize("dest, stripped", [
     ("torch/lib/libtorch_cpu.so", True), ("torch/lib/libtorch_python.so", True),
-    ("torch/lib/libc10.so", True), ("tokenizers/tokenizers.abi3.so", True), ("libpython3.11.so.1.0", True),
+    ("torch/lib/libc10.so", True), ("safetensors/_safetensors_rust.abi3.so", True),
+    ("libpython3.11.so.1.0", True),
     # auditwheel-patched libraries: strip corrupts them
     ("numpy.libs/libscipy_openblas64_-32a4b2a6.so", False), ("pillow.libs/libjpeg-6dc8d115.so.62.4.0", False),
     ("torch/lib/libgomp.so.1", False), ("PySide6/Qt/lib/libQt6Core.so.6", False),
