@@ -100,6 +100,13 @@ class TrainingPlan:
     # TAESD's layout at an eighth of its width. At 64 channels one preview took longer than one UNet step of
     # this model (23 vs 18 ms); at 8 the cost is mostly per-layer overhead, under a tenth of a step.
     preview_width: int = 8
+    # Stage 4: the companion ControlNet (issue 16), trained on the exported model with its UNet and text
+    # encoder frozen. Steps were chosen from a measured s/step to fit 35 minutes on 2 cores (docs/training.md).
+    controlnet: StagePlan = StagePlan(steps=1500, batch_size=32, lr=2e-4, warmup=50, log_every=25)
+    # Half the captions dropped, so an empty prompt with a hint works (Zhang et al. 2023 drop 50 %).
+    controlnet_caption_dropout: float = 0.5
+    # Share of samples whose hint is the drawn-outline (scribble-like) map instead of the canny map.
+    controlnet_scribble_fraction: float = 0.3
 
     @property
     def vae_factor(self) -> int:
@@ -132,5 +139,5 @@ def quick_plan(work_dir: Path, log_dir: Path) -> TrainingPlan:
     """Every stage for a few steps on a handful of images, with the full model shapes: a smoke test."""
     tiny = StagePlan(steps=3, batch_size=4, lr=1e-3, warmup=1, log_every=1)
     return replace(full_plan(work_dir, log_dir), dataset_limit=12, autoencoder=tiny, decoder=tiny,
-                   diffusion=tiny, preview=tiny, latent_variants=2, diffusion_restarts=(),
+                   diffusion=tiny, preview=tiny, controlnet=tiny, latent_variants=2, diffusion_restarts=(),
                    autoencoder_restarts=(), decoder_restarts=(), min_hue_r2=None, max_delta_e=None)
