@@ -28,16 +28,24 @@ def canny_hint(image: np.ndarray) -> np.ndarray:
     return np.asarray(found.convert("L"))
 
 
-def silhouette(image: np.ndarray) -> np.ndarray:
-    """(H, W) bool: the pixels that are not white background."""
-    return (image < BACKGROUND).any(axis=-1)
-
-
 def dilate(mask: np.ndarray) -> np.ndarray:
     """3x3 binary dilation (a stroke one pixel wider on each side)."""
     padded = np.pad(mask, 1)
     h, w = mask.shape
     return np.stack([padded[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)]).any(axis=0)
+
+
+def silhouette(image: np.ndarray) -> np.ndarray:
+    """(H, W) bool: everything but the white background reachable from the border (white inside the shape,
+    a smile's teeth, stays in: a drawn outline encloses them too)."""
+    white = (image >= BACKGROUND).all(axis=-1)
+    outside = np.zeros_like(white)
+    outside[[0, -1], :], outside[:, [0, -1]] = white[[0, -1], :], white[:, [0, -1]]
+    while True:  # flood fill by repeated dilation inside the white pixels
+        grown = dilate(outside) & white
+        if (grown == outside).all():
+            return ~outside
+        outside = grown
 
 
 def outline_hint(image: np.ndarray) -> np.ndarray:
