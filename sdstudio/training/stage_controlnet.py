@@ -135,7 +135,7 @@ def train_controlnet(plan: TrainingPlan, checkpoint: Path, images: np.ndarray, n
         kind = (torch.rand(stage.batch_size, generator=generator) < plan.controlnet_scribble_fraction).long()
         hint = (hints[kind, idx].float() / 255.0)[:, None].expand(-1, 3, -1, -1)
         drop = torch.rand(stage.batch_size, generator=generator) < plan.controlnet_caption_dropout
-        lr = lr_at(step, stage.steps, stage.lr, stage.warmup)
+        lr = lr_at(step, stage.steps, stage.lr, stage.warmup, plan.controlnet_restarts)
         for group in opt.param_groups:
             group["lr"] = lr
         loss = controlnet_loss(net, unet, z0 * scale, hint, contexts[torch.where(drop, count, idx)],
