@@ -123,7 +123,8 @@ def trim(toc: Iterable[tuple]) -> list[tuple]:
 
 
 def resource_datas(root: Path, models: Path) -> list[tuple[str, str]]:
-    """(source, bundle folder) pairs: the tokenizer, the built-in model and its preview decoder, the icons.
+    """(source, bundle folder) pairs: the tokenizer, the built-in model, its preview decoder and ControlNet, the
+    icons.
 
     They come from the package data in sdstudio/resources/ (the models from `models`) and go to the bundle's
     resources/ folder, where sdstudio.paths.resources_dir() looks when frozen.
@@ -137,6 +138,9 @@ def resource_datas(root: Path, models: Path) -> list[tuple[str, str]]:
     tokenizer = sorted(p for p in (resources / "tokenizer").iterdir() if p.is_file())
     datas = [(str(p), "resources/tokenizer") for p in tokenizer]
     datas += [(str(p), "resources/models") for p in sorted(models.glob(f"{BUILTIN_MODEL}*.safetensors"))]
+    # Its companion ControlNet (issue 16), where sdstudio.paths.builtin_controlnet_dir() looks.
+    datas += [(str(p), "resources/models/ControlNet")
+              for p in sorted((models / "ControlNet").glob(f"{BUILTIN_MODEL}*.safetensors"))]
     datas += [(str(p), "resources/icons") for p in sorted((resources / "icons").glob("sdstudio*.*"))]
     datas.append((str(root / "packaging" / f"{APP_NAME}.desktop.in"), "resources"))
     return datas

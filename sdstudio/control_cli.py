@@ -31,7 +31,8 @@ def add_control_flags(g) -> None:
         "ControlNet", "condition the image on a map (edges, scribble, ...): each --control-model starts a unit; the "
         "n-th of every other --control-* flag belongs to the n-th unit")
     c.add_argument("--control-model", action="append", metavar="PATH",
-                   help="a ControlNet or T2I-Adapter file (.safetensors)")
+                   help="a ControlNet or T2I-Adapter file (.safetensors), or the name of one in models/ControlNet "
+                   "or among the built-in ones (sdstudio-emoji_canny, for the built-in model)")
     c.add_argument("--control-image", action="append", metavar="PATH",
                    help="the unit's image: the map itself, or the source its preprocessor turns into one")
     c.add_argument("--control-preprocessor", action="append", metavar="NAME",
@@ -105,7 +106,13 @@ def _nth(args: argparse.Namespace, flag: str, n: int, default):
 def _unit(args: argparse.Namespace, n: int, model: str, image_path: str) -> ControlUnit:
     where = f"ControlNet unit {n + 1}"
     if not Path(model).is_file():
-        raise RequestError(f"{where}: --control-model {model}: no such file")
+        from sdstudio.engine.controlnet_folder import find_controlnet
+
+        named = find_controlnet(model)
+        if named is None:
+            raise RequestError(f"{where}: --control-model {model}: no such file, nor a ControlNet of that name in "
+                               "models/ControlNet or the built-in ones")
+        model = str(named)
     from sdstudio.generate_cli import _open_image  # generate_cli imports this module
 
     image = _open_image(image_path, f"{where}: --control-image")

@@ -30,6 +30,11 @@ def builtin_models_dir() -> Path:
     return resources_dir() / "models"
 
 
+def builtin_controlnet_dir() -> Path:
+    """The built-in model's companion ControlNet(s), listed beside the user's models/ControlNet."""
+    return builtin_models_dir() / "ControlNet"
+
+
 def home() -> Path:
     override = os.environ.get("SDSTUDIO_HOME")
     if override:

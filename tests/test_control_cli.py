@@ -40,6 +40,20 @@ def test_one_unit_with_every_flag(files):
     assert unit.image.size == (40, 30)
 
 
+def test_a_model_name_finds_the_built_in_controlnet(files, home, monkeypatch, tmp_path):
+    from sdstudio import paths
+
+    _, _, photo, _ = files
+    builtin = tmp_path / "builtin"
+    builtin.mkdir()
+    (builtin / "sdstudio-emoji_canny.safetensors").write_bytes(b"not read by the flags")
+    monkeypatch.setattr(paths, "builtin_controlnet_dir", lambda: builtin)
+    req = build_request(args_for("--control-model", "sdstudio-emoji_canny", "--control-image", str(photo),
+                                 "--control-preprocessor", "auto"))
+    [unit] = req.control_units
+    assert (unit.model, unit.preprocessor) == (str(builtin / "sdstudio-emoji_canny.safetensors"), "canny")
+
+
 def test_two_units_take_the_nth_flags_and_defaults_for_the_rest(files):
     canny, scribble, photo, sketch = files
     req = build_request(args_for("--control-model", str(canny), "--control-image", str(photo),
@@ -60,7 +74,7 @@ def test_two_units_take_the_nth_flags_and_defaults_for_the_rest(files):
     (["--control-model", "{canny}"], "1 --control-model but 0 --control-image"),
     (["--control-model", "{canny}", "--control-image", "{photo}", "--control-strength", "1", "--control-strength",
       "1"], "2 --control-strength for 1 --control-model"),
-    (["--control-model", "{tmp}/missing.safetensors", "--control-image", "{photo}"], "no such file"),
+    (["--control-model", "{tmp}/missing.safetensors", "--control-image", "{photo}"], "no such file, nor a ControlNet of that name"),
     (["--control-model", "{canny}", "--control-image", "{tmp}/missing.png"], "unit 1: --control-image"),
     (["--control-model", "{canny}", "--control-image", "{canny}"], "not a readable image"),
     (["--control-model", "{canny}", "--control-image", "{photo}", "--control-preprocessor", "edges"],

@@ -100,10 +100,24 @@ def read_controlnet_file(path: Path) -> ControlNetFile:
     return ControlNetFile(str(path), path.stem, family_from_header(shapes, header.metadata))
 
 
-def controlnet_files(folder: Path | None = None) -> list[ControlNetFile]:
-    """Every ControlNet file under `folder` (default models/ControlNet; subfolders included), by path."""
-    root = folder or paths.controlnet_dir()
+def _files_under(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
-    found = sorted(p for p in root.rglob("*") if p.suffix.lower() in CONTROLNET_SUFFIXES and p.is_file())
-    return [read_controlnet_file(p) for p in found]
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in CONTROLNET_SUFFIXES and p.is_file())
+
+
+def controlnet_files(folder: Path | None = None) -> list[ControlNetFile]:
+    """Every ControlNet file under `folder` (subfolders included), by path; by default the user's
+    models/ControlNet and then the built-in ones (paths.builtin_controlnet_dir, the built-in model's)."""
+    roots = [folder] if folder is not None else [paths.controlnet_dir(), paths.builtin_controlnet_dir()]
+    return [read_controlnet_file(p) for root in roots for p in _files_under(root)]
+
+
+def find_controlnet(name: str) -> Path | None:
+    """The file a ControlNet name (its file name or stem, as A1111 lists it) stands for in the default folders,
+    the user's first; None when none has that name."""
+    for root in (paths.controlnet_dir(), paths.builtin_controlnet_dir()):
+        for path in _files_under(root):
+            if name in (path.name, path.stem):
+                return path
+    return None

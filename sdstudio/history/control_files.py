@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sdstudio import paths
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.history.control_parameters import MODEL_SUFFIXES
 from sdstudio.history.record import file_name
@@ -42,12 +43,18 @@ def with_control_models(request: GenerationRequest, models_dir: Path) -> tuple[G
         return request, ""
     folder = Path(models_dir) / CONTROLNET_FOLDER
     files = []
-    if folder.is_dir():
-        for path in sorted(folder.rglob("*")):
+    # The user's folder, then the built-in ControlNets (the built-in model's companion), which a user file of
+    # the same name shadows rather than making the name ambiguous.
+    for root in (folder, paths.builtin_controlnet_dir()):
+        if not root.is_dir():
+            continue
+        for path in sorted(root.rglob("*")):
             try:
-                files.append(checked_file(path, [folder]))
+                found = checked_file(path, [root])
             except OSError:
                 continue  # folders, pipes, links leading out of the folder
+            if root == folder or not any(f.name == found.name for f in files):
+                files.append(found)
     units = []
     for n, unit in enumerate(request.control_units):
         name = file_name(unit.model)

@@ -1,8 +1,8 @@
 """Command line: `python -m sdstudio.training [--quick] [--stage STAGE ...]`.
 
-Stages run in order (dataset, autoencoder, latents, diffusion, preview, export); each resumes from its
-saved state, so the command can be re-run after an interruption, and `--stage export` ships the latest
-weights of every stage at any time.
+Stages run in order (dataset, autoencoder, latents, diffusion, decoder, preview, export, controlnet,
+export_controlnet); each resumes from its saved state, so the command can be re-run after an interruption,
+and `--stage export` (`--stage export_controlnet`) ships the latest weights of every stage at any time.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Fidelity (issue 4): generate each name at seed 0, 20 steps, 64x64; the named emo
 dataset images nearest to the result, by L2 distance between 16x16 box-downsampled RGB images. Chance is
 5 / N. Generation goes through the engine's public API, so this measures exactly what the app does.
 
-Run: `python -m sdstudio.training.evaluate [--model PATH] [--cfg 5] [--count 64]`.
+Run: `python -m sdstudio.training.evaluate [--model PATH] [--cfg 5] [--count 64]`; `--control` measures the
+companion ControlNet instead (evaluate_control.py).
 """
 
 from __future__ import annotations
@@ -200,11 +201,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed", action="store_true", help="also time a step, a preview and an image")
     parser.add_argument("--colour", action="store_true",
                         help="also the colour test: dominant colour of red/green/blue/yellow emoji")
+    parser.add_argument("--control", action="store_true",
+                        help="measure the companion ControlNet (canny retrieval and drawn shapes) instead")
+    parser.add_argument("--controlnet", default="", help="its file; default: the built-in one")
+    parser.add_argument("--figures", type=Path, default=None,
+                        help="with --control: write the retrieval and scribble figures into this folder")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(args.threads)
     dataset = build_dataset()
     engine = Engine()
     prompts = fixed_names(dataset.names, dataset.weights, args.count)
+    if args.control:
+        return _control_report(engine, dataset, prompts, args)
     report = {}
     for cfg in args.cfg:
         result = fidelity(engine, dataset.images, dataset.names, prompts, cfg, args.model, args.sampler)
@@ -225,6 +233,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.sheet:
         # Issue 14's own check ("red apple" is red) first, then the first 31 frozen names.
         contact_sheet(engine, ["red apple", *prompts[:31]], args.cfg[0], args.model).save(args.sheet)
+    return 0
+
+
+def _control_report(engine: Engine, dataset, cases: list[str], args: argparse.Namespace) -> int:
+    from sdstudio.paths import builtin_models_dir
+    from sdstudio.training import evaluate_control as ec
+    from sdstudio.training.export import controlnet_path
+
+    controlnet = args.controlnet or str(controlnet_path(builtin_models_dir()))
+    found = ec.retrieval(engine, controlnet, dataset.images, dataset.names, cases, args.model)
+    shapes, results = ec.scribble(engine, controlnet, args.model)
+    print(json.dumps({
+        "retrieval": {"rate": found.rate, "hits": found.hits, "total": len(found.ranks),
+                      "median_rank": found.median_rank, "dataset": found.dataset_size,
+                      "s_per_image": round(found.seconds_per_image, 3), "misses": found.misses},
+        "scribble": {"mean_iou": round(shapes.mean_iou, 4),
+                     "per_shape": {k: [round(v, 3) for v in vs] for k, vs in shapes.ious.items()}}}, indent=1))
+    if args.figures:
+        args.figures.mkdir(parents=True, exist_ok=True)
+        index = {name: i for i, name in enumerate(dataset.names)}
+        rows = []
+        for name in cases[:8]:
+            unit = ec.canny_unit(controlnet, dataset.images[index[name]])
+            hint = Image.fromarray(dataset.images[index[name]])
+            from sdstudio.engine.control_hint import control_map
+            rows.append((hint, [control_map(unit), ec.generate(engine, unit, args.model)]))
+        ec.sheet(rows).save(args.figures / "controlnet-canny.png")
+        per = len(results) // len(shapes.ious)
+        ec.sheet([(ec.drawn_shape(name)[0], results[k * per:(k + 1) * per])
+                  for k, name in enumerate(shapes.ious)]).save(args.figures / "controlnet-scribble.png")
     return 0
 
 

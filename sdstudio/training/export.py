@@ -34,6 +34,12 @@ def model_paths(out_dir: Path) -> tuple[Path, Path]:
     return out_dir / f"{MODEL_NAME}.safetensors", out_dir / f"{MODEL_NAME}.taesd_decoder.safetensors"
 
 
+def controlnet_path(out_dir: Path) -> Path:
+    """The companion ControlNet beside the model, in the built-in ControlNet folder (paths.builtin_controlnet_dir);
+    the name ends in `_canny` so the preprocessor pairing picks canny for it."""
+    return out_dir / "ControlNet" / f"{MODEL_NAME}_canny.safetensors"
+
+
 def _fp16(prefix: str, module: nn.Module) -> dict[str, torch.Tensor]:
     return {prefix + k: v.detach().to(torch.float16).contiguous() for k, v in module.state_dict().items()
             if not k.endswith("position_ids")}
@@ -81,3 +87,12 @@ def export_model(plan: TrainingPlan, out_dir: Path, unet: UNetModel, vae: Autoen
     _save(tensors, checkpoint, metadata)
     _save(_fp16("", preview_decoder), preview, {"sdstudio.training": json.dumps(provenance)})
     return checkpoint, preview
+
+
+def export_controlnet(out_dir: Path, net: nn.Module, provenance: dict) -> Path:
+    """The ControlNet in lllyasviel's original layout without a prefix (`input_hint_block.*`, `zero_convs.N.0`,
+    ...), fp16, with `sdstudio.config` naming the family its model is (the header alone cannot tell it)."""
+    path = controlnet_path(out_dir)
+    _save(_fp16("", net), path, {CONFIG_KEY: json.dumps({"family": "demo", "base_model": MODEL_NAME}),
+                                 "sdstudio.training": json.dumps(provenance)})
+    return path

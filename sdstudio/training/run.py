@@ -1,6 +1,7 @@
 """The training pipeline as a sequence of resumable stages, each reading the previous one's saved output.
 
-dataset -> autoencoder -> latents -> diffusion, and beside it decoder -> preview; then export. A stage
+dataset -> autoencoder -> latents -> diffusion, and beside it decoder -> preview; then export; then the
+companion ControlNet, trained on the exported model, and its export (export_controlnet). A stage
 whose state says it is finished returns at once, so running all stages again only does what is left;
 `export` can run at any time and ships the latest saved weights of every stage.
 """
@@ -19,14 +20,16 @@ from sdstudio.engine.vae import AutoencoderKL
 from sdstudio.training.augment import to_tensor
 from sdstudio.training.colour import autoencoder_check
 from sdstudio.training.dataset import EmojiDataset, build_dataset
-from sdstudio.training.export import export_model, latent_rgb_factors
+from sdstudio.training.export import export_controlnet, export_model, latent_rgb_factors, model_paths
 from sdstudio.training.plan import TrainingPlan
 from sdstudio.training.stage_autoencoder import encode_latents, latent_scale_factor, train_autoencoder
+from sdstudio.training.stage_controlnet import saved_controlnet, train_controlnet
 from sdstudio.training.stage_decoder import train_decoder
 from sdstudio.training.stage_diffusion import DiffusionModels, train_diffusion
 from sdstudio.training.stage_preview import train_preview
 
-STAGES = ("dataset", "autoencoder", "latents", "diffusion", "decoder", "preview", "export")
+STAGES = ("dataset", "autoencoder", "latents", "diffusion", "decoder", "preview", "export", "controlnet",
+          "export_controlnet")
 
 
 def dataset_path(plan: TrainingPlan) -> Path:
@@ -131,6 +134,19 @@ def export(plan: TrainingPlan, out_dir: Path) -> None:
     print(json.dumps({"exported": [str(p) for p in paths], **provenance}))
 
 
+def ship_controlnet(plan: TrainingPlan, out_dir: Path) -> None:
+    """Export the ControlNet as stage 4 last saved it (at any time, like `export`)."""
+    checkpoint = model_paths(out_dir)[0]
+    net, step = saved_controlnet(plan, checkpoint)
+    data = load_dataset(plan)
+    provenance = {"steps": {"controlnet": step}, "model": checkpoint.name,
+                  "hints": ["canny", "outline"], "caption_dropout": plan.controlnet_caption_dropout,
+                  "dataset": {k: v for k, v in data.info.items() if k != "skipped"},
+                  "torch": torch.__version__, "python": platform.python_version()}
+    path = export_controlnet(out_dir, net, provenance)
+    print(json.dumps({"exported": [str(path)], **provenance}))
+
+
 def run_stages(plan: TrainingPlan, stages: list[str], out_dir: Path) -> None:
     for stage in STAGES:
         if stage not in stages:
@@ -150,5 +166,11 @@ def run_stages(plan: TrainingPlan, stages: list[str], out_dir: Path) -> None:
             train_decoder(plan, load_autoencoder(plan, "autoencoder"), images, make_latents(plan))
         elif stage == "preview":
             train_preview(plan, load_autoencoder(plan, "decoder"), make_latents(plan))
-        else:
+        elif stage == "export":
             export(plan, out_dir)
+        elif stage == "controlnet":
+            # Against the exported model file: the UNet and text encoder the app runs, frozen.
+            data = load_dataset(plan)
+            train_controlnet(plan, model_paths(out_dir)[0], data.images, data.names, torch.from_numpy(data.weights))
+        else:
+            ship_controlnet(plan, out_dir)

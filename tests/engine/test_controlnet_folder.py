@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 
 from sdstudio import paths
-from sdstudio.engine.controlnet_folder import ControlNetFile, controlnet_files, family_from_header
+from sdstudio.engine.controlnet_folder import (
+    ControlNetFile,
+    controlnet_files,
+    family_from_header,
+    find_controlnet,
+)
 from tests.engine.st_files import write_header_only, write_raw_header
 
 
@@ -70,8 +75,28 @@ def test_the_folder_lists_every_file_with_its_family_and_names_broken_ones(home)
     assert not found["broken"].compatible("sd1")
 
 
-def test_an_absent_folder_is_an_empty_list(home):
+def test_an_absent_folder_is_an_empty_list(home, monkeypatch):
+    monkeypatch.setattr(paths, "builtin_controlnet_dir", lambda: home / "no-builtin")
     assert controlnet_files() == []
+
+
+def test_built_in_controlnets_are_listed_after_the_users_and_found_by_name(home, monkeypatch, tmp_path):
+    builtin = tmp_path / "resources" / "models" / "ControlNet"
+    builtin.mkdir(parents=True)
+    monkeypatch.setattr(paths, "builtin_controlnet_dir", lambda: builtin)
+    meta = {"sdstudio.config": json.dumps({"family": "demo"})}
+    write_header_only(builtin / "sdstudio-emoji_canny.safetensors", _original(128), metadata=meta)
+    paths.controlnet_dir().mkdir(parents=True)
+    write_header_only(paths.controlnet_dir() / "control_v11p_sd15_canny.safetensors", _original(768))
+    found = controlnet_files()
+    assert [(f.name, f.family) for f in found] == [("control_v11p_sd15_canny", "sd1"), ("sdstudio-emoji_canny", "demo")]
+    assert find_controlnet("sdstudio-emoji_canny") == builtin / "sdstudio-emoji_canny.safetensors"
+    assert find_controlnet("sdstudio-emoji_canny.safetensors") == builtin / "sdstudio-emoji_canny.safetensors"
+    assert find_controlnet("sdstudio-emoji") is None
+    # A user's file of the same name comes first.
+    write_header_only(paths.controlnet_dir() / "sdstudio-emoji_canny.safetensors", _original(768))
+    assert find_controlnet("sdstudio-emoji_canny") == paths.controlnet_dir() / "sdstudio-emoji_canny.safetensors"
+    assert controlnet_files(builtin) == [found[1]]
 
 
 def test_compatibility_and_the_reason_when_not():

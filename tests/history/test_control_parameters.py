@@ -174,6 +174,26 @@ def test_rerun_says_which_controlnet_file_or_image_is_missing(store, tmp_path):
         store.request_for(entry, models_dir=models_with_controlnets(tmp_path))
 
 
+def test_rerun_finds_a_built_in_controlnet_unless_the_users_folder_has_one_of_that_name(store, tmp_path,
+                                                                                      monkeypatch):
+    from sdstudio import paths
+
+    builtin = tmp_path / "builtin"
+    builtin.mkdir()
+    (builtin / "control_v11p_sd15_canny.safetensors").write_bytes(b"b")
+    (builtin / "sketch.safetensors").write_bytes(b"b")
+    monkeypatch.setattr(paths, "builtin_controlnet_dir", lambda: builtin)
+    request = GenerationRequest(prompt="p", width=24, height=16, control_units=units())
+    entry = store.add(textured(), request, "m", created=1_700_000_000.0)
+    again = store.request_for(entry, models_dir=tmp_path / "empty")
+    assert [u.model for u in again.control_units] == [str(builtin / "control_v11p_sd15_canny.safetensors"),
+                                                      str(builtin / "sketch.safetensors")]
+    models = models_with_controlnets(tmp_path)
+    again = store.request_for(entry, models_dir=models)
+    assert again.control_units[0].model == str(models / "ControlNet" / "control_v11p_sd15_canny.safetensors")
+    assert again.control_units[1].model == str(models / "ControlNet" / "sub" / "sketch.safetensors")
+
+
 def test_an_a1111_image_with_controlnet_asks_for_the_unit_images(tmp_path):
     from sdstudio.history.file_parameters import read_file_parameters
     from sdstudio.history.png import save_png

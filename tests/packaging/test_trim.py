@@ -68,13 +68,16 @@ def test_a_bundle_without_the_builtin_model_is_refused(tmp_path):
 
 
 def test_resources_are_the_tokenizer_the_model_and_its_decoder_and_the_icons(tmp_path):
-    for name in ("sdstudio-emoji.safetensors", "sdstudio-emoji.taesd_decoder.safetensors", "notes.txt"):
+    (tmp_path / "ControlNet").mkdir()
+    for name in ("sdstudio-emoji.safetensors", "sdstudio-emoji.taesd_decoder.safetensors", "notes.txt",
+                 "ControlNet/sdstudio-emoji_canny.safetensors", "ControlNet/notes.txt"):
         (tmp_path / name).write_bytes(b"x")
     by_folder: dict[str, set[str]] = {}
     for source, folder in trim.resource_datas(ROOT, tmp_path):
         by_folder.setdefault(folder, set()).add(source.rsplit("/", 1)[-1])
     models = {"sdstudio-emoji.safetensors", "sdstudio-emoji.taesd_decoder.safetensors"}
     assert by_folder["resources/models"] == models
+    assert by_folder["resources/models/ControlNet"] == {"sdstudio-emoji_canny.safetensors"}
     assert {"vocab.json", "merges.txt"} <= by_folder["resources/tokenizer"]
     assert {"sdstudio.svg", "sdstudio-16.png", "sdstudio-512.png"} <= by_folder["resources/icons"]
     assert by_folder["resources"] == {"sdstudio.desktop.in"}
