@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from torch import nn
 
+from sdstudio.engine.clip_text import CLIPTextModel
 from sdstudio.engine.controlnet import ControlNet, ControlNetConfig
 from sdstudio.engine.detect import CONFIG_KEY
 from sdstudio.engine.schedules import scaled_linear_alphas_cumprod
-from sdstudio.engine.clip_text import CLIPTextModel
 from sdstudio.engine.unet import UNetModel
 from sdstudio.engine.vae import AutoencoderKL
 from sdstudio.training.control_hints import cached_hints

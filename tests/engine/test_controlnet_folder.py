@@ -59,7 +59,8 @@ def test_our_metadata_names_the_family_and_a_hostile_one_is_ignored():
     assert family_from_header(_original(768), {"sdstudio.config": json.dumps([1, 2])}) == "sd1"
 
 
-def test_the_folder_lists_every_file_with_its_family_and_names_broken_ones(home):
+def test_the_folder_lists_every_file_with_its_family_and_names_broken_ones(home, monkeypatch):
+    monkeypatch.setattr(paths, "builtin_controlnet_dir", lambda: home / "no-builtin")  # the user's folder alone
     folder = paths.controlnet_dir()
     (folder / "sub").mkdir(parents=True)
     write_header_only(folder / "control_v11p_sd15_canny.safetensors", _original(768))

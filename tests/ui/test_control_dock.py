@@ -125,7 +125,9 @@ def test_models_of_another_family_are_listed_greyed_with_the_reason(qtbot, windo
     combo = control.panel.model_combo
     model = combo.model()
     enabled = {combo.itemData(i): model.item(i).isEnabled() for i in range(1, combo.count())}
-    assert enabled == {files["canny"]: True, files["xl"]: False, files["demo"]: False}
+    # The built-in model's own ControlNet (resources/models/ControlNet) is listed too, greyed for SD 1.x.
+    builtin = str(paths.builtin_controlnet_dir() / "sdstudio-emoji_canny.safetensors")
+    assert enabled == {files["canny"]: True, files["xl"]: False, files["demo"]: False, builtin: False}
     assert "made for SDXL; the model is SD 1.x" in model.item(combo.findData(files["xl"])).toolTip()
     control.refresh_files("demo")
     assert model is not combo.model() and combo.model().item(combo.findData(files["demo"])).isEnabled()
